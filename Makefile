@@ -1,0 +1,53 @@
+# wad: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup system-deps test lint typecheck pytest run demo clean
+
+setup: system-deps $(STAMP)
+
+# Debian's chromium and postgresql: installed with apt-get when missing and we are root,
+# otherwise we say exactly what to install and stop.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "wad needs these Debian packages:$$missing"; \
+	    echo "install them with: sudo apt-get install$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check wad tests bench
+
+typecheck: setup
+	$(BIN)/mypy wad
+
+pytest: setup
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+run: setup
+	$(BIN)/wad run
+
+demo: setup
+	$(BIN)/wad demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

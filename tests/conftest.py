@@ -1,0 +1,83 @@
+"""Shared fixtures: one real PostgreSQL cluster per test session, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio_asyncio
+
+from wad.db import migrate
+from wad.db.embedded import EmbeddedPostgres
+from wad.db.pool import Database
+
+
+def _reachable_tempdir(prefix: str) -> Path:
+    """A temp dir the `postgres` user can enter (mkdtemp makes 0700 dirs)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o711)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[EmbeddedPostgres]:
+    """A private cluster for the whole test session, fsync off."""
+    root = _reachable_tempdir("wad-test-pg-")
+    cluster = EmbeddedPostgres(root / "data", fsync=False)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A state directory the embedded cluster's `postgres` user can reach."""
+    path = _reachable_tempdir("wad-test-state-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def aio_loop() -> AsyncIterator[None]:
+    """The asyncio loop that asyncpg and Playwright run on, for the test's duration."""
+    async with trio_asyncio.open_loop():
+        yield
+
+
+@pytest.fixture
+async def empty_dsn(pg_cluster: EmbeddedPostgres, aio_loop: None) -> AsyncIterator[str]:
+    """A DSN of a new, empty database (dropped after the test)."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    async with Database.open(pg_cluster.dsn, min_size=1, max_size=2) as admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+    dsn = pg_cluster.dsn.replace("/wad?", f"/{name}?")
+    try:
+        yield dsn
+    finally:
+        async with Database.open(pg_cluster.dsn, min_size=1, max_size=2) as admin:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def dsn(empty_dsn: str) -> str:
+    """A DSN of a new database with every migration applied."""
+    async with Database.open(empty_dsn, min_size=1, max_size=2) as db:
+        await migrate.apply(db)
+    return empty_dsn
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[Database]:
+    """A pool on a new, migrated database."""
+    async with Database.open(dsn, min_size=1, max_size=5) as database:
+        yield database
