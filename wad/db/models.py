@@ -1,0 +1,255 @@
+"""Rows of wad's tables as msgspec Structs (one per table), and the closed sets of values that the
+schema's check constraints enforce. Repositories in `wad.db.repo` return these."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+import msgspec
+
+Role = Literal["SUPER_ADMIN", "ADMIN", "AGENT", "VIEWER"]
+SessionState = Literal[
+    "DISCONNECTED", "CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE_PENDING", "CONNECTED",
+    "ERROR", "LOGGED_OUT", "BANNED",
+]
+ClientStatus = Literal[
+    "NEW_LEAD", "QUALIFIED", "WARMED", "PROPOSAL_SENT", "NEGOTIATION", "SOLD", "SERVICE", "CLOSED",
+]
+ConversationStatus = Literal["ACTIVE", "CLOSED"]
+Direction = Literal["IN", "OUT"]
+MessageSender = Literal["CLIENT", "HUMAN", "AI"]
+MessageType = Literal[
+    "text", "image", "video", "audio", "document", "sticker", "location", "vcard", "other",
+]
+MessageStatus = Literal[
+    "RECEIVED", "PENDING", "SENT", "DELIVERED", "READ", "PLAYED", "FAILED", "REVOKED",
+]
+ProcessingState = Literal["PENDING", "DONE", "FAILED", "SKIPPED"]
+OutboxSender = Literal["HUMAN", "AI"]
+OutboxStatus = Literal["QUEUED", "SENDING", "SENT", "DELIVERED", "READ", "FAILED", "CANCELLED"]
+ImportStatus = Literal["RUNNING", "COMPLETED", "FAILED", "INTERRUPTED"]
+DeliveryStatus = Literal["PENDING", "DELIVERED", "FAILED"]
+
+# The same sets as tuples, for validation at the edges (API, CLI).
+ROLES: tuple[Role, ...] = get_args(Role)
+SESSION_STATES: tuple[SessionState, ...] = get_args(SessionState)
+CLIENT_STATUSES: tuple[ClientStatus, ...] = get_args(ClientStatus)
+MESSAGE_TYPES: tuple[MessageType, ...] = get_args(MessageType)
+MESSAGE_STATUSES: tuple[MessageStatus, ...] = get_args(MessageStatus)
+OUTBOX_STATUSES: tuple[OutboxStatus, ...] = get_args(OutboxStatus)
+
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+"""The phone number format the schema accepts (E.164 with a leading `+`)."""
+
+
+class Row(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every row: immutable; build a new one with `msgspec.structs.replace`. (Subclasses
+    repeat the options because type checkers do not inherit them.)"""
+
+
+class Organization(Row, frozen=True, kw_only=True):
+    id: uuid.UUID
+    name: str
+    settings: dict[str, Any]
+    created_at: datetime
+
+
+class ApiToken(Row, frozen=True, kw_only=True):
+    """A token's record. The hash is deliberately not part of it: nothing needs it after lookup."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID | None
+    role: Role
+    prefix: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class WhatsAppSession(Row, frozen=True, kw_only=True):
+    organization_id: uuid.UUID
+    state: SessionState
+    should_run: bool
+    qr_payload: str | None
+    qr_issued_at: datetime | None
+    pairing_code: str | None
+    pairing_code_issued_at: datetime | None
+    last_error: str | None
+    last_connected_at: datetime | None
+    last_disconnected_at: datetime | None
+    wa_version: str | None
+    phone_number: str | None
+    push_name: str | None
+    node_id: str | None
+    sending_paused: bool
+    sending_paused_reason: str | None
+    updated_at: datetime
+
+
+class SessionArchiveInfo(Row, frozen=True, kw_only=True):
+    """An archive version without its bytes (for listings)."""
+
+    id: int
+    organization_id: uuid.UUID
+    sha256: bytes
+    size: int
+    created_at: datetime
+
+
+class SessionArchive(SessionArchiveInfo, frozen=True, kw_only=True):
+    """An archive version with its (encrypted) bytes."""
+
+    archive: bytes
+
+
+class Client(Row, frozen=True, kw_only=True):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    phone: str
+    name: str | None
+    push_name: str | None
+    saved_name: str | None
+    profile_picture_url: str | None
+    preferred_language: str | None
+    status: ClientStatus
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClientStatusChange(Row, frozen=True, kw_only=True):
+    id: int
+    client_id: uuid.UUID
+    organization_id: uuid.UUID
+    from_status: ClientStatus | None
+    to_status: ClientStatus
+    detector: str
+    reason: str | None
+    created_at: datetime
+
+
+class Conversation(Row, frozen=True, kw_only=True):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    client_id: uuid.UUID
+    channel: str
+    status: ConversationStatus
+    wa_chat_id: str | None
+    last_message_at: datetime | None
+    created_at: datetime
+
+
+class NewMessage(Row, frozen=True, kw_only=True):
+    """A message to store (input of `repo.messages.insert_if_absent` and `insert_many`)."""
+
+    organization_id: uuid.UUID
+    wa_message_id: str
+    wa_chat_id: str
+    direction: Direction
+    sender: MessageSender
+    sent_at: datetime
+    status: MessageStatus
+    type: MessageType = "text"
+    body: str | None = None
+    caption: str | None = None
+    media: dict[str, Any] | None = None
+    conversation_id: uuid.UUID | None = None
+    language: str | None = None
+    processing_state: ProcessingState = "PENDING"
+
+
+class Message(Row, frozen=True, kw_only=True):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    wa_message_id: str
+    wa_chat_id: str
+    direction: Direction
+    sender: MessageSender
+    type: MessageType
+    body: str | None
+    caption: str | None
+    media: dict[str, Any] | None
+    sent_at: datetime
+    status: MessageStatus
+    edited_at: datetime | None
+    language: str | None
+    processing_state: ProcessingState
+    processing_error: str | None
+    processing_attempts: int
+    created_at: datetime
+
+
+class ChatLatest(Row, frozen=True, kw_only=True):
+    """The latest stored message of a chat: where inbound catch-up resumes."""
+
+    wa_chat_id: str
+    wa_message_id: str
+    sent_at: datetime
+
+
+class OutboxItem(Row, frozen=True, kw_only=True):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    client_id: uuid.UUID | None
+    conversation_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    to_phone: str
+    content: str
+    priority: int
+    sender: OutboxSender
+    agent_name: str | None
+    idempotency_key: str | None
+    status: OutboxStatus
+    wa_message_id: str | None
+    attempts: int
+    not_before: datetime
+    last_error: str | None
+    created_at: datetime
+    sending_started_at: datetime | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    updated_at: datetime
+
+
+class OutboxEvent(Row, frozen=True, kw_only=True):
+    id: int
+    outbox_id: uuid.UUID
+    status: OutboxStatus
+    detail: str | None
+    at: datetime
+
+
+class ImportRun(Row, frozen=True, kw_only=True):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    source: str
+    status: ImportStatus
+    options: dict[str, Any]
+    chats_total: int | None
+    chats_done: int
+    messages_stored: int
+    duplicates: int
+    errors: list[dict[str, Any]]
+    done_chats: list[str]
+    started_at: datetime
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class PluginDelivery(Row, frozen=True, kw_only=True):
+    id: int
+    organization_id: uuid.UUID | None
+    plugin: str
+    event: str
+    payload: Any
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
