@@ -25,6 +25,21 @@ DATABASE = "wad"
 SERVER_USER = "postgres"
 
 
+def process_alive(pid: int) -> bool:
+    """True when `pid` runs (a zombie that no one reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def find_bindir(configured: str = "") -> Path:
     """Where `initdb` and `pg_ctl` live; raises `EmbeddedPostgresError` saying what to install."""
     candidates: list[Path] = []
@@ -159,10 +174,9 @@ class EmbeddedPostgres:
             return False
         try:
             pid = int(pid_file.read_text().split("\n", 1)[0])
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, PermissionError):
+        except (OSError, ValueError):
             return False
-        return True
+        return process_alive(pid)
 
     def pid(self) -> int | None:
         try:

@@ -14,9 +14,8 @@ from typing import Any, Protocol
 
 import asyncpg
 import trio
+from asyncpg import Record
 from trio_asyncio import aio_as_trio
-
-Record = asyncpg.Record
 
 
 class Executor(Protocol):

@@ -1,0 +1,1 @@
+"""The control API (Quart-Trio on Hypercorn)."""

@@ -1,0 +1,90 @@
+"""The Quart-Trio application: routes, the error shape, request limits, the OpenAPI document."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import Response, jsonify
+from quart_schema import QuartSchema
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+import wad
+from wad import log
+from wad.api.errors import ApiError
+from wad.config import Settings
+from wad.db.pool import Database
+
+_log = log.get("api")
+
+
+@dataclass
+class AppContext:
+    """What request handlers reach: settings, the database, the daemon's live parts."""
+
+    settings: Settings
+    db: Database
+    started_at: float = field(default_factory=time.monotonic)
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+def create_app(ctx: AppContext) -> QuartTrio:
+    """Build the control API for one daemon."""
+    app = QuartTrio("wad")
+    app.config["MAX_CONTENT_LENGTH"] = ctx.settings.api.max_body_bytes
+    app.config["wad"] = ctx
+    QuartSchema(
+        app,
+        conversion_preference="msgspec",
+        info={"title": "wad control API", "version": wad.__version__},
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path="/docs",
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearer": []}],
+    )
+
+    @app.errorhandler(ApiError)
+    async def _api_error(err: ApiError) -> Response:
+        response = jsonify(err.body())
+        response.status_code = err.status
+        response.headers.update(err.headers)
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                 413: "body_too_large", 415: "unsupported_media_type"}
+        message = err.description or err.name
+        if status == 413:
+            message = f"request body larger than {ctx.settings.api.max_body_bytes} bytes"
+        response = jsonify({"error": {"code": codes.get(status, "http_error"),
+                                      "message": message, "field": None}})
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    async def _unexpected(err: Exception) -> Response:
+        _log.error("request failed", error=repr(err), exc_info=err)
+        response = jsonify({"error": {"code": "internal", "message": "internal error; see the "
+                                      "daemon's log", "field": None}})
+        response.status_code = 500
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> tuple[dict[str, Any], int]:
+        """Liveness and readiness: the database answers; version, node and uptime."""
+        db_ok = await ctx.db.ping()
+        body = {
+            "status": "ok" if db_ok else "degraded",
+            "database": db_ok,
+            "version": wad.__version__,
+            "node": ctx.settings.node,
+            "uptime_s": round(time.monotonic() - ctx.started_at, 3),
+        }
+        return body, 200 if db_ok else 503
+
+    return app

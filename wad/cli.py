@@ -1,0 +1,102 @@
+"""`wad`: the one command. `run` is the daemon; most other subcommands talk to the running daemon
+over its unix control socket."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import wad
+from wad import config as config_mod
+from wad import log
+from wad.errors import WadError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from wad import daemon
+
+    settings = config_mod.load(args.config)
+    log.configure(fmt=settings.daemon.log_format, level=settings.daemon.log_level)
+    return daemon.run(settings)
+
+
+def _cmd_db_migrate(args: argparse.Namespace) -> int:
+    import trio
+    import trio_asyncio
+
+    from wad.daemon import open_database, prepare_state_dir
+
+    settings = config_mod.load(args.config)
+    log.configure(fmt=settings.daemon.log_format, level=settings.daemon.log_level)
+    prepare_state_dir(settings)
+
+    async def migrate() -> None:
+        # open_database applies the migrations and says which it applied.
+        async with trio_asyncio.open_loop(), open_database(settings):
+            pass
+
+    trio.run(migrate)
+    print("database is up to date")
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from wad.sim.server import run_standalone
+
+    log.configure(fmt="auto", level="info")
+    run_standalone(args.port, args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wad", description="The WhatsApp daemon of the CRM.")
+    parser.add_argument("--version", action="version", version=f"wad {wad.__version__}")
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help="configuration file (default: $WAD_CONFIG, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.set_defaults(func=_cmd_run)
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_migrate = db_sub.add_parser("migrate", help="apply the schema migrations")
+    db_migrate.set_defaults(func=_cmd_db_migrate)
+
+    sim = sub.add_parser("sim", help="run the WhatsApp Web simulator alone")
+    sim.add_argument("--port", type=int, default=8099)
+    sim.add_argument("--seed", type=int, default=None)
+    sim.set_defaults(func=_cmd_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except WadError as exc:
+        print(f"wad: {exc}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:
+        # Errors from inside nurseries arrive grouped; show the one that matters.
+        matched, _ = group.split(WadError)
+        if matched is None:
+            raise
+        print(f"wad: {_first_leaf(matched)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _first_leaf(group: BaseExceptionGroup[WadError]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""`wad run`: the daemon's root. Opens the trio-asyncio loop and the database (embedded or DSN),
+applies migrations, serves the control API on TCP and the unix socket, speaks the systemd notify
+protocol, and handles SIGINT/SIGTERM (graceful stop, exit 0) and SIGHUP (reload configuration).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+import trio
+import trio.lowlevel
+import trio_asyncio
+
+import wad
+from wad import config as config_mod
+from wad import log
+from wad.api.app import AppContext, create_app
+from wad.api.server import serve_api
+from wad.config import Settings
+from wad.db import migrate
+from wad.db.embedded import EmbeddedPostgres
+from wad.db.pool import Database
+from wad.errors import ConfigError
+from wad.notify import Notifier
+
+_log = log.get("daemon")
+
+
+def prepare_state_dir(settings: Settings) -> Path:
+    """Create the state directory and answer it, absolute. Mode 0751: others may pass through
+    (the embedded cluster's `postgres` user must reach `pg/`) but not list it."""
+    path = settings.state_path.absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o751)
+    return path
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Database]:
+    """The configured database, or the private cluster under `STATE_DIR/pg`; migrated."""
+    cluster: EmbeddedPostgres | None = None
+    dsn = settings.database.dsn
+    if not dsn:
+        cluster = EmbeddedPostgres(settings.state_path.absolute() / "pg",
+                                   bindir=settings.database.postgres_bindir)
+        _log.info("starting embedded PostgreSQL", data_dir=str(cluster.data_dir))
+        dsn = await trio.to_thread.run_sync(cluster.start)
+    try:
+        async with Database.open(dsn, min_size=settings.database.pool_min,
+                                 max_size=settings.database.pool_max) as db:
+            applied = await migrate.apply(db)
+            if applied:
+                _log.info("migrations applied", migrations=applied)
+            yield db
+    finally:
+        if cluster is not None:
+            with trio.CancelScope(shield=True):
+                _log.info("stopping embedded PostgreSQL")
+                await trio.to_thread.run_sync(cluster.stop)
+
+
+class Daemon:
+    """One running daemon: its settings, database, notifier and shutdown switch."""
+
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.shutdown = trio.Event()
+        self.exit_code = 0
+
+    async def run(self) -> int:
+        """Run until a stop signal; answer the exit code."""
+        prepare_state_dir(self.settings)
+        structlog.contextvars.bind_contextvars(node=self.settings.node)
+        async with trio_asyncio.open_loop(), open_database(self.settings) as db:
+            ctx = AppContext(settings=self.settings, db=db)
+            app = create_app(ctx)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signals, nursery.cancel_scope)
+                addresses = await nursery.start(self._serve, app)
+                _log.info("wad is ready", version=wad.__version__, addresses=addresses,
+                          state_dir=str(self.settings.state_path.absolute()))
+                self.notifier.ready(status=f"serving on {', '.join(addresses)}")
+                if self.notifier.watchdog_interval:
+                    nursery.start_soon(self._watchdog, db)
+                await self.shutdown.wait()
+                self.notifier.stopping()
+                _log.info("stopping")
+                with trio.move_on_after(self.settings.daemon.shutdown_grace_s) as grace:
+                    await self._drain()
+                if grace.cancelled_caught:
+                    _log.warning("graceful stop took too long; cutting it short")
+                nursery.cancel_scope.cancel()
+        _log.info("stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _drain(self) -> None:
+        """Stop accepting work and let in-flight work finish (grows with the actors)."""
+        await trio.lowlevel.checkpoint()
+
+    async def _serve(self, app: object,
+                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        api = self.settings.api
+        await serve_api(app, listen=api.listen, socket_path=self.settings.control_socket.absolute(),
+                        max_body=api.max_body_bytes, shutdown=self.shutdown,
+                        task_status=task_status)
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self._reload()
+                    continue
+                if self.shutdown.is_set():
+                    _log.warning("second stop signal: stopping now")
+                    scope.cancel()
+                    return
+                _log.info("stop signal received", signal=signal.Signals(signum).name)
+                self.shutdown.set()
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the configuration; apply what can change while running."""
+        self.notifier.reloading()
+        try:
+            fresh = config_mod.load(None if self.settings.source == "<defaults>"
+                                    else self.settings.source)
+        except ConfigError as exc:
+            _log.error("reload refused: configuration invalid; keeping the current one",
+                       error=str(exc))
+        else:
+            log.configure(fmt=fresh.daemon.log_format, level=fresh.daemon.log_level)
+            changed = [name for name in ("daemon", "api", "database", "whatsapp")
+                       if getattr(fresh, name) != getattr(self.settings, name)]
+            self.settings.whatsapp = fresh.whatsapp
+            self.settings.daemon.log_level = fresh.daemon.log_level
+            self.settings.daemon.log_format = fresh.daemon.log_format
+            _log.info("configuration reloaded", sections_changed=changed,
+                      note="api and database changes apply at the next restart")
+        self.notifier.ready(status="reloaded")
+
+    async def _watchdog(self, db: Database) -> None:
+        """Feed systemd's watchdog only while our own loop and the database are healthy."""
+        interval = self.notifier.watchdog_interval or 10.0
+        while True:
+            if await db.ping():
+                self.notifier.watchdog()
+            else:
+                _log.warning("database not answering; withholding the watchdog ping")
+            await trio.sleep(interval)
+
+
+def run(settings: Settings) -> int:
+    """Blocking entry point of `wad run`."""
+    return trio.run(Daemon(settings).run)
