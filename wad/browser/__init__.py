@@ -1,0 +1,23 @@
+"""WhatsApp Web in Chromium: the Playwright driver, the page bridge and its events."""
+
+from wad.browser.driver import (
+    BridgeError,
+    BrowserDriver,
+    BrowserSession,
+    InvalidChatId,
+    SessionClosed,
+    chat_id,
+    new_message_id,
+    phone_digits,
+)
+
+__all__ = [
+    "BridgeError",
+    "BrowserDriver",
+    "BrowserSession",
+    "InvalidChatId",
+    "SessionClosed",
+    "chat_id",
+    "new_message_id",
+    "phone_digits",
+]

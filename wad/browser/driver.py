@@ -1,0 +1,516 @@
+"""The browser driver: the only module of wad that calls Playwright.
+
+Playwright is an asyncio library; every call crosses into asyncio through
+`trio_asyncio.aio_as_trio`, and Playwright's callbacks (which trio-asyncio runs inside a Trio
+task) hand their results to Trio through memory channels and events. Callers must run inside
+`trio_asyncio.open_loop()`.
+
+One `BrowserDriver` (one Playwright instance) serves the daemon; `driver.open_session(profile)`
+opens one organization's WhatsApp Web page in its own persistent Chromium profile, keeps the
+bridge (`bridge.js`) injected across navigations, and exposes the bridge's events and actions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import async_playwright
+from trio_asyncio import aio_as_trio, trio_as_aio
+
+from wad import log
+from wad.browser import events
+from wad.browser.events import (
+    BridgeErrorEvent,
+    BrowserClosed,
+    ChatInfo,
+    Contact,
+    Event,
+    MessagePage,
+    SentInfo,
+    SessionState,
+)
+from wad.config import WhatsAppSettings
+from wad.errors import WadError
+
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+)
+BINDING_NAME = "__wadEmit"
+ACTION_TIMEOUT_S = 60.0
+"""Upper bound of one bridge call (fetching history may ask the phone and wait for it)."""
+CLOSE_TIMEOUT_S = 10.0
+"""How long closing a browser may take before its process is killed."""
+EVENT_BUFFER = 256
+VERSION_POLL_S = 0.2
+
+_VERSION_PROBE = (
+    "() => (window.Debug && typeof window.Debug.VERSION === 'string' && "
+    "typeof window.require === 'function') ? window.Debug.VERSION : null"
+)
+_CALL = "([name, args]) => window.__wad.call(name, args)"
+_MESSAGE_ID = re.compile(r"^[0-9A-F]{8,64}$")
+_T = TypeVar("_T")
+
+
+class BridgeError(WadError):
+    """A bridge call failed; the message is the page's own explanation."""
+
+
+class SessionClosed(BridgeError):
+    """The page crashed or its browser closed; the session must be reopened."""
+
+
+class InvalidChatId(BridgeError, ValueError):
+    """Not a phone number or a WhatsApp chat id."""
+
+
+def chat_id(chat_or_phone: str) -> str:
+    """`+996 555 123456`, `996555123456` or `996555123456@c.us` -> `996555123456@c.us`.
+    Ids of other kinds (`...@g.us`, `...@lid`, `status@broadcast`) pass unchanged."""
+    text = chat_or_phone.strip()
+    if "@" in text:
+        user, _, server = text.partition("@")
+        if not user or not server or " " in text:
+            raise InvalidChatId(f"not a WhatsApp chat id: {chat_or_phone!r}")
+        return text
+    return f"{phone_digits(text)}@c.us"
+
+
+def phone_digits(phone: str) -> str:
+    """`+996 (555) 12-34-56` -> `996555123456`: digits only; raises `InvalidChatId`."""
+    text = phone.strip()
+    if text.endswith("@c.us"):
+        text = text[: -len("@c.us")]
+    digits = re.sub(r"[\s\-().]", "", text)
+    if digits.startswith("+"):
+        digits = digits[1:]
+    if not digits.isdigit() or not 7 <= len(digits) <= 15 or digits.startswith("0"):
+        raise InvalidChatId(f"not a phone number in international form: {phone!r}")
+    return digits
+
+
+def new_message_id() -> str:
+    """A fresh message key id as WhatsApp Web chooses them: 20 uppercase hex digits."""
+    return "3EB0" + secrets.token_hex(8).upper()
+
+
+def _bridge_source() -> str:
+    return resources.files("wad.browser").joinpath("bridge.js").read_text(encoding="utf-8")
+
+
+def _find_browser_pid(profile_dir: Path) -> int | None:
+    """The Chromium browser process using PROFILE_DIR (not its renderers or helpers)."""
+    wanted = f"--user-data-dir={profile_dir}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in argv and not any(arg.startswith(b"--type=") for arg in argv):
+            return int(entry.name)
+    return None
+
+
+class BrowserDriver:
+    """One Playwright instance for the daemon. Use `async with BrowserDriver.open(settings)`."""
+
+    def __init__(self, playwright: Any, settings: WhatsAppSettings, tmpdir: Path) -> None:
+        self._playwright = playwright
+        self.settings = settings
+        self.tmpdir = tmpdir
+        self._log = log.get("browser")
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: WhatsAppSettings, *,
+                   tmp_root: str | os.PathLike[str] | None = None) -> AsyncIterator[BrowserDriver]:
+        """Start Playwright; on exit stop it and remove the Chromium temp directory."""
+        tmpdir = Path(tempfile.mkdtemp(prefix="wad-chromium-", dir=tmp_root))
+        try:
+            playwright = await aio_as_trio(async_playwright().start)()
+            try:
+                yield cls(playwright, settings, tmpdir)
+            finally:
+                with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                    await aio_as_trio(playwright.stop)()
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    @asynccontextmanager
+    async def open_session(self, profile_dir: str | os.PathLike[str], *, url: str | None = None,
+                           event_buffer: int = EVENT_BUFFER) -> AsyncIterator[BrowserSession]:
+        """Launch Chromium on PROFILE_DIR, open WhatsApp Web (URL, else the configured one),
+        and answer once the bridge is injected. Raises `BridgeError` when the page's internals
+        do not appear within `ready_timeout_s`. Leaving the block closes the browser within
+        `CLOSE_TIMEOUT_S`, killing it if need be, even when cancelled."""
+        profile = Path(await trio.Path(profile_dir).absolute())
+        await trio.Path(profile).mkdir(parents=True, exist_ok=True)
+        settings = self.settings
+        env = dict(os.environ)
+        env["TMPDIR"] = str(self.tmpdir)
+        context = await aio_as_trio(self._playwright.chromium.launch_persistent_context)(
+            str(profile),
+            executable_path=settings.chromium_path,
+            headless=settings.headless,
+            args=list(CHROMIUM_FLAGS),
+            user_agent=settings.user_agent,
+            env=env,
+        )
+        session: BrowserSession | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                session = BrowserSession(context, profile, settings, nursery, event_buffer)
+                await session._start(url or settings.url)
+                try:
+                    yield session
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            if session is not None:
+                session._closing = True
+            await _close_context(context, profile)
+            if session is not None:
+                session._send.close()
+
+
+async def _close_context(context: Any, profile: Path) -> None:
+    pid = _find_browser_pid(profile)
+    with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True) as scope:
+        try:
+            await aio_as_trio(context.close)()
+        except PlaywrightError:
+            pass  # already gone (crashed or killed)
+    if scope.cancelled_caught and pid is not None:
+        # Chromium did not close in time; it must not outlive its session.
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class BrowserSession:
+    """One organization's WhatsApp Web page with the bridge injected.
+
+    `events` yields `wad.browser.events` Structs in the order the page produced them; after a
+    crash or an unrequested close it yields one `BrowserClosed` and ends. Every action is one
+    call into the bridge and raises `BridgeError` (with the page's message) when it fails,
+    `SessionClosed` when the page is gone.
+    """
+
+    def __init__(self, context: Any, profile: Path, settings: WhatsAppSettings,
+                 nursery: trio.Nursery, event_buffer: int) -> None:
+        self._context = context
+        self.profile_dir = profile
+        self._settings = settings
+        self._nursery = nursery
+        self._log = log.get("browser", profile=profile.name)
+        self._send, self.events = trio.open_memory_channel[Event](event_buffer)
+        self._bridge = _bridge_source()
+        self._page: Any = None
+        self._ready = trio.Event()
+        self._navigated = trio.Event()
+        self._nav_generation = 0
+        self._dead: str | None = None
+        self._closing = False
+        self._pid: int | None = None
+        self.version: str | None = None
+        self.held_back = 0
+        """How many events had to wait for room in `events` (the page held them meanwhile)."""
+
+    # ------------------------------------------------------------------ start-up
+
+    async def _start(self, url: str) -> None:
+        context = self._context
+        context.on("close", lambda _ctx: self._on_gone("browser_closed"))
+        await aio_as_trio(context.expose_binding)(BINDING_NAME, self._on_emit)
+        pages = context.pages
+        page = pages[0] if pages else await aio_as_trio(context.new_page)()
+        self._page = page
+        page.on("crash", lambda _page: self._on_gone("crash"))
+        page.on("close", lambda _page: self._on_gone("page_closed"))
+        page.on("framenavigated", self._on_navigated)
+        self._pid = _find_browser_pid(self.profile_dir)
+        self._nursery.start_soon(self._injector)
+        timeout = self._settings.ready_timeout_s
+        try:
+            await aio_as_trio(page.goto)(url, wait_until="commit", timeout=timeout * 1000)
+        except PlaywrightError as exc:
+            raise BridgeError(f"cannot open {url}: {exc.message}") from None
+        with trio.move_on_after(timeout):
+            await self._ready.wait()
+        self._check_alive()
+        if not self._ready.is_set():
+            raise BridgeError(
+                f"WhatsApp Web at {url} did not become usable within {timeout:g} s "
+                "(window.Debug.VERSION or the bridge's modules are missing)"
+            )
+
+    def _on_navigated(self, frame: Any) -> None:
+        # Runs in Playwright's callback. A new document discards the bridge: hold calls back
+        # until the injector has put it in again.
+        if self._page is None or frame != self._page.main_frame:
+            return
+        self._nav_generation += 1
+        if self._ready.is_set():
+            self._ready = trio.Event()
+        self._navigated.set()
+
+    async def _injector(self) -> None:
+        """Inject the bridge after every main-frame navigation."""
+        while True:
+            await self._navigated.wait()
+            self._navigated = trio.Event()
+            await self._inject(self._nav_generation)
+
+    async def _inject(self, generation: int) -> None:
+        deadline = trio.current_time() + self._settings.ready_timeout_s
+        problem = "window.Debug.VERSION is not defined"
+        while generation == self._nav_generation and self._dead is None:
+            try:
+                version = await aio_as_trio(self._page.evaluate)(_VERSION_PROBE)
+                if version:
+                    described = await aio_as_trio(self._page.evaluate)(self._bridge)
+                    if generation != self._nav_generation:
+                        return  # injected into a document that is already being replaced
+                    self.version = str(described.get("version") or version)
+                    self._ready.set()
+                    self._log.info("bridge injected", version=self.version,
+                                   url=described.get("url"))
+                    return
+            except PlaywrightError as exc:
+                # The document changed under us, or the page's modules are not ready yet.
+                problem = exc.message
+            if trio.current_time() >= deadline:
+                self._log.error("bridge injection failed", problem=problem)
+                self._post(BridgeErrorEvent(where="inject", message=problem))
+                return
+            await trio.sleep(VERSION_POLL_S)
+
+    # ------------------------------------------------------------------ events
+
+    async def _on_emit(self, _source: Any, raw: str) -> None:
+        """The binding (an asyncio coroutine): the bridge awaits it before posting the next
+        event, so waiting here for room in the bounded channel holds the page's events back
+        (in the page, in order) instead of dropping them."""
+        try:
+            event: Event = events.decode(raw)
+        except msgspec.ValidationError as exc:
+            self._log.warning("malformed bridge event", error=str(exc), raw=str(raw)[:500])
+            event = BridgeErrorEvent(where="decode", message=str(exc))
+        try:
+            self._send.send_nowait(event)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        self.held_back += 1
+        if self.held_back == 1 or self.held_back % 100 == 0:
+            self._log.warning("event channel full; the page holds events back",
+                              held_back=self.held_back)
+        try:
+            await trio_as_aio(self._send.send)(event)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+
+    def _post(self, event: Event) -> None:
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self._nursery.start_soon(self._send_blocking, event)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    async def _send_blocking(self, event: Event) -> None:
+        try:
+            await self._send.send(event)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def _on_gone(self, reason: str) -> None:
+        # Runs in Playwright's callback (inside a Trio task under trio-asyncio).
+        if self._dead is not None:
+            return
+        self._dead = reason
+        self._ready.set()  # wake waiting calls so they raise SessionClosed
+        if self._closing:
+            return
+        self._log.error("browser gone", reason=reason)
+        self._nursery.start_soon(self._final_event, BrowserClosed(reason=reason))  # type: ignore[arg-type]
+
+    async def _final_event(self, event: BrowserClosed) -> None:
+        try:
+            await self._send.send(event)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        self._send.close()
+
+    # ------------------------------------------------------------------ calls
+
+    @property
+    def alive(self) -> bool:
+        """False once the page crashed or the browser closed."""
+        return self._dead is None
+
+    def _check_alive(self) -> None:
+        if self._dead is not None:
+            raise SessionClosed(f"the browser session is gone ({self._dead})")
+
+    async def _call(self, name: str, args: dict[str, Any] | None = None, *,
+                    timeout: float = ACTION_TIMEOUT_S, retry_on_navigation: bool = True) -> Any:
+        with trio.fail_after(timeout):
+            while True:
+                self._check_alive()
+                await self._ready.wait()
+                self._check_alive()
+                ready = self._ready
+                try:
+                    answer = await aio_as_trio(self._page.evaluate)(_CALL, [name, args or {}])
+                except PlaywrightError as exc:
+                    self._check_alive()
+                    if retry_on_navigation and (not ready.is_set() or ready is not self._ready):
+                        continue  # the page navigated meanwhile; retry on the new document
+                    if retry_on_navigation and _looks_like_navigation(exc.message):
+                        await trio.sleep(VERSION_POLL_S)
+                        continue
+                    raise BridgeError(f"{name}: {exc.message}") from None
+                if not isinstance(answer, dict) or "ok" not in answer:
+                    raise BridgeError(f"{name}: malformed answer from the bridge: {answer!r}")
+                if not answer["ok"]:
+                    raise BridgeError(f"{name}: {answer.get('error')}")
+                return answer.get("value")
+
+    async def _call_as(self, type_: type[_T], name: str, args: dict[str, Any] | None = None,
+                       **kwargs: Any) -> _T:
+        value = await self._call(name, args, **kwargs)
+        try:
+            return msgspec.convert(value, type_)
+        except msgspec.ValidationError as exc:
+            raise BridgeError(f"{name}: unexpected answer: {exc}") from None
+
+    async def send_text(self, chat_or_phone: str, text: str, *,
+                        message_id: str | None = None) -> SentInfo:
+        """Send TEXT with the key id MESSAGE_ID (uppercase hex; a fresh one if None) and answer
+        once the page added it locally. Sending an id the page already holds sends nothing and
+        answers `already_existed=True`."""
+        message_id = message_id or new_message_id()
+        if not _MESSAGE_ID.match(message_id):
+            raise BridgeError(f"message id must be 8-64 uppercase hex digits: {message_id!r}")
+        if not text:
+            raise BridgeError("cannot send an empty text")
+        return await self._call_as(
+            SentInfo, "sendText",
+            {"chat_id": chat_id(chat_or_phone), "text": text, "id": message_id},
+            retry_on_navigation=False,
+        )
+
+    async def message_exists(self, serialized_id: str) -> bool:
+        """Whether the page holds the message (in `Msg` or its chat's loaded messages)."""
+        return bool(await self._call("messageExists", {"id": serialized_id}))
+
+    async def mark_read(self, chat: str) -> None:
+        """Send read receipts for CHAT."""
+        await self._call("markRead", {"chat_id": chat_id(chat)})
+
+    async def typing(self, chat: str, on: bool) -> None:
+        """Show (ON) or stop showing "typing..." in CHAT."""
+        await self._call("typing", {"chat_id": chat_id(chat), "on": bool(on)})
+
+    async def list_chats(self) -> list[ChatInfo]:
+        """Every chat the page knows, in one request."""
+        return await self._call_as(list[ChatInfo], "listChats")
+
+    async def fetch_messages(self, chat: str, *, before: str | None = None,
+                             limit: int = 50) -> MessagePage:
+        """Up to LIMIT messages of CHAT older than the cursor BEFORE (None: the newest), oldest
+        first, loading earlier history (and asking the phone for it) as needed. Follow
+        `next_cursor` until a page comes back empty."""
+        if limit < 1:
+            raise BridgeError("limit must be at least 1")
+        return await self._call_as(
+            MessagePage, "fetchMessages",
+            {"chat_id": chat_id(chat), "before": before, "limit": int(limit)},
+        )
+
+    async def get_contact(self, wid: str) -> Contact:
+        """What the page knows of a contact (found even if not in the address book)."""
+        return await self._call_as(Contact, "getContact", {"wid": chat_id(wid)})
+
+    async def profile_picture_url(self, wid: str) -> str | None:
+        """The URL of WID's profile picture, None when there is none (or it is hidden)."""
+        value = await self._call("profilePictureUrl", {"wid": chat_id(wid)})
+        return str(value) if value else None
+
+    async def number_exists(self, phone: str) -> str | None:
+        """The WhatsApp id of PHONE if it uses WhatsApp, else None."""
+        value = await self._call("numberExists", {"wid": chat_id(phone)})
+        return str(value) if value else None
+
+    async def request_pairing_code(self, phone: str) -> str:
+        """An 8-character code to type on PHONE to link this session (also sent as a
+        `PairingCode` event)."""
+        value = await self._call("requestPairingCode", {"phone": phone_digits(phone)})
+        code = str(value or "")
+        if len(code) != 8:
+            raise BridgeError(f"requestPairingCode: unexpected code {code!r}")
+        return code
+
+    async def refresh_qr(self) -> None:
+        """Ask the page for a fresh QR (after it expired: state `UNPAIRED_IDLE`)."""
+        await self._call("refreshQr")
+
+    async def logout(self) -> None:
+        """Unlink this device; the page reloads unpaired and the bridge is re-injected."""
+        await self._call("logout", retry_on_navigation=False)
+
+    async def takeover(self) -> None:
+        """Take the session back after `CONFLICT`."""
+        await self._call("takeover")
+
+    async def state(self) -> SessionState:
+        """The page's current connection state, sync flag, QR payload and version."""
+        return await self._call_as(SessionState, "state")
+
+    async def ping(self) -> str:
+        """A cheap bridge round trip within the health-check timeout; answers the version."""
+        value = await self._call("ping", timeout=self._settings.health_check_timeout_s)
+        return str(value.get("version") if isinstance(value, dict) else value)
+
+    def browser_pid(self) -> int | None:
+        """The Chromium browser process id (tests kill it to simulate a crash)."""
+        if self._pid is None:
+            self._pid = _find_browser_pid(self.profile_dir)
+        return self._pid
+
+
+def _looks_like_navigation(message: str) -> bool:
+    return any(
+        hint in message
+        for hint in (
+            "Execution context was destroyed",
+            "Cannot find context",
+            "__wad",
+            "frame was detached",
+            "navigation",
+        )
+    )

@@ -1,0 +1,234 @@
+"""What the browser session reports: a tagged union of msgspec Structs.
+
+The bridge (`bridge.js`) posts each event as one JSON object through the page binding; its
+`event` field names the kind. `decode` turns that JSON into one of the Structs below, so a
+malformed event fails with a message that names the field. `BrowserClosed` is the only event
+made on the Python side (the page crashed or the browser went away).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class Message(msgspec.Struct, kw_only=True, frozen=True):
+    """One WhatsApp message as the page holds it.
+
+    `id` is the serialized key (`fromMe_remote_id`, plus `_participant` in some groups);
+    `body` is the text of text-like messages and empty for media (whose text is `caption`).
+    """
+
+    id: str
+    from_me: bool
+    chat_id: str
+    author: str | None = None
+    """The sender inside a group (`NUMBER@c.us` or `ID@lid`); None in one-to-one chats."""
+    sender: str | None = None
+    """Who wrote it: the chat's other party, the group author, or None for own messages."""
+    type: str
+    body: str = ""
+    caption: str | None = None
+    timestamp: int = 0
+    """Unix seconds (the page's `t`)."""
+    push_name: str | None = None
+    ack: int = 0
+    is_group: bool = False
+    is_status: bool = False
+    is_broadcast: bool = False
+    is_newsletter: bool = False
+    has_media: bool = False
+    mimetype: str | None = None
+    filename: str | None = None
+    size: int | None = None
+    quoted_id: str | None = None
+
+
+class BridgeReady(msgspec.Struct, tag_field="event", tag="bridge_ready", kw_only=True, frozen=True):
+    """The bridge was (re-)injected into a freshly loaded page."""
+
+    version: str
+    """The page's `Debug.VERSION`."""
+    url: str = ""
+
+
+class QrChanged(msgspec.Struct, tag_field="event", tag="qr", kw_only=True, frozen=True):
+    """A new QR payload to show (five comma-separated fields, `ref` first)."""
+
+    payload: str
+
+
+class PairingCode(msgspec.Struct, tag_field="event", tag="pairing_code", kw_only=True, frozen=True):
+    """An 8-character code to type on the phone (valid about 3 minutes)."""
+
+    code: str
+    phone: str = ""
+
+
+class StateChanged(msgspec.Struct, tag_field="event", tag="state", kw_only=True, frozen=True):
+    """The raw `Socket.state` string changed (`CONNECTED`, `UNPAIRED`, `CONFLICT`, ...)."""
+
+    state: str
+
+
+class Ready(msgspec.Struct, tag_field="event", tag="ready", kw_only=True, frozen=True):
+    """The initial sync after login is done (`hasSynced`); the account is usable."""
+
+    wid: str
+    """The linked account's own id (`NUMBER@c.us`)."""
+    phone: str
+    """The linked account's number, digits only."""
+    push_name: str = ""
+    platform: str = ""
+    is_business: bool = False
+    lid: str | None = None
+
+
+class MessageReceived(msgspec.Struct, tag_field="event", tag="message", kw_only=True, frozen=True):
+    """An incoming message (not from this account), reported once, when readable."""
+
+    message: Message
+
+
+class OwnMessage(msgspec.Struct, tag_field="event", tag="own_message", kw_only=True, frozen=True):
+    """A message from this account: sent by wad or typed on the phone."""
+
+    message: Message
+
+
+class AckChanged(msgspec.Struct, tag_field="event", tag="ack", kw_only=True, frozen=True):
+    """A message's ack changed: -1 error, 0 pending, 1 server, 2 delivered, 3 read, 4 played."""
+
+    id: str
+    chat_id: str
+    ack: int
+    from_me: bool = True
+
+
+class MessageEdited(msgspec.Struct, tag_field="event", tag="edited", kw_only=True, frozen=True):
+    """A message's text or caption changed after it was reported."""
+
+    id: str
+    chat_id: str
+    from_me: bool
+    body: str = ""
+    caption: str | None = None
+
+
+class MessageRevoked(msgspec.Struct, tag_field="event", tag="revoked", kw_only=True, frozen=True):
+    """A message was deleted for everyone."""
+
+    id: str
+    chat_id: str
+    from_me: bool
+
+
+DisconnectReason = Literal[
+    "logout", "conflict", "banned", "deprecated_version", "proxy_block", "unpaired", "other"
+]
+
+
+class Disconnected(msgspec.Struct, tag_field="event", tag="disconnected", kw_only=True,
+                   frozen=True):
+    """The session is gone (logged out, opened elsewhere, banned, outdated); not transient."""
+
+    reason: DisconnectReason
+    state: str = ""
+    """The `Socket.state` at that moment."""
+
+
+class BridgeErrorEvent(msgspec.Struct, tag_field="event", tag="error", kw_only=True, frozen=True):
+    """Something in the page failed outside a call (a listener, a background send, injection)."""
+
+    where: str
+    message: str
+
+
+class BrowserClosed(msgspec.Struct, tag_field="event", tag="browser_closed", kw_only=True,
+                   frozen=True):
+    """The page crashed or the browser/context closed without being asked to; the session is
+    dead and must be reopened. Always the last event of a session."""
+
+    reason: Literal["crash", "page_closed", "browser_closed"]
+
+
+Event = (
+    BridgeReady
+    | QrChanged
+    | PairingCode
+    | StateChanged
+    | Ready
+    | MessageReceived
+    | OwnMessage
+    | AckChanged
+    | MessageEdited
+    | MessageRevoked
+    | Disconnected
+    | BridgeErrorEvent
+    | BrowserClosed
+)
+
+_decoder = msgspec.json.Decoder(Event)
+
+
+def decode(raw: str | bytes) -> Event:
+    """Decode one event posted by the bridge; raises `msgspec.ValidationError` naming the field."""
+    return _decoder.decode(raw)
+
+
+class ChatInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """One chat of `list_chats`."""
+
+    id: str
+    name: str | None = None
+    is_group: bool = False
+    unread: int = 0
+    t: int = 0
+    """Last activity, unix seconds."""
+    archived: bool = False
+
+
+class MessagePage(msgspec.Struct, kw_only=True, frozen=True):
+    """A page of `fetch_messages`: messages oldest first, and the cursor for the page before
+    them (None once the start of the history is reached)."""
+
+    messages: list[Message]
+    next_cursor: str | None
+
+
+class SentInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """What `send_text` answers once the page added the message locally."""
+
+    id: str
+    """The serialized message id (`true_CHAT_ID`)."""
+    chat_id: str
+    timestamp: int
+    already_existed: bool = False
+    """True when a message with that id was already in the page, so nothing was sent again."""
+
+
+class Contact(msgspec.Struct, kw_only=True, frozen=True):
+    """A contact as the page knows it."""
+
+    id: str
+    number: str | None = None
+    push_name: str | None = None
+    saved_name: str | None = None
+    short_name: str | None = None
+    verified_name: str | None = None
+    is_business: bool = False
+    is_enterprise: bool = False
+    is_my_contact: bool = False
+    is_me: bool = False
+    is_group: bool = False
+
+
+class SessionState(msgspec.Struct, kw_only=True, frozen=True):
+    """A snapshot of the page's connection."""
+
+    state: str | None
+    has_synced: bool
+    qr: str | None
+    version: str
+    wid: str | None = None
