@@ -13,7 +13,6 @@ from pathlib import Path
 
 import structlog
 import trio
-import trio.lowlevel
 import trio_asyncio
 
 import wad
@@ -21,12 +20,16 @@ from wad import config as config_mod
 from wad import log
 from wad.api.app import AppContext, create_app
 from wad.api.server import serve_api
+from wad.browser.driver import BrowserDriver
+from wad.bus import EventBus
 from wad.config import Settings
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.errors import ConfigError
 from wad.notify import Notifier
+from wad.org.manager import OrgManager
+from wad.supervise import ChildSpec, Supervisor
 
 _log = log.get("daemon")
 
@@ -77,11 +80,22 @@ class Daemon:
         """Run until a stop signal; answer the exit code."""
         prepare_state_dir(self.settings)
         structlog.contextvars.bind_contextvars(node=self.settings.node)
-        async with trio_asyncio.open_loop(), open_database(self.settings) as db:
-            ctx = AppContext(settings=self.settings, db=db)
+        async with (
+            trio_asyncio.open_loop(),
+            open_database(self.settings) as db,
+            BrowserDriver.open(self.settings.whatsapp) as driver,
+        ):
+            bus = EventBus()
+            manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus)
+            root = Supervisor("wad", [
+                ChildSpec("orgs", manager.run, shutdown=self.settings.daemon.shutdown_grace_s),
+            ], intensity=3, period=60.0)
+            ctx = AppContext(settings=self.settings, db=db,
+                             services={"orgs": manager, "bus": bus, "supervisor": root})
             app = create_app(ctx)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
+                await nursery.start(root.run)
                 addresses = await nursery.start(self._serve, app)
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,
                           state_dir=str(self.settings.state_path.absolute()))
@@ -90,18 +104,12 @@ class Daemon:
                     nursery.start_soon(self._watchdog, db)
                 await self.shutdown.wait()
                 self.notifier.stopping()
-                _log.info("stopping")
-                with trio.move_on_after(self.settings.daemon.shutdown_grace_s) as grace:
-                    await self._drain()
-                if grace.cancelled_caught:
-                    _log.warning("graceful stop took too long; cutting it short")
+                _log.info("stopping: closing sessions (archives saved, browsers closed)")
+                # Cancelling the tree stops every organization in reverse order, each within
+                # its shutdown grace; the API stops accepting requests at the same time.
                 nursery.cancel_scope.cancel()
         _log.info("stopped", exit_code=self.exit_code)
         return self.exit_code
-
-    async def _drain(self) -> None:
-        """Stop accepting work and let in-flight work finish (grows with the actors)."""
-        await trio.lowlevel.checkpoint()
 
     async def _serve(self, app: object,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:

@@ -10,9 +10,22 @@ gives up marks only its own organization `ERROR`.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+import trio
+
+from wad import log
+from wad.bus import EventBus
+from wad.config import Settings
+from wad.db.pool import Database
+from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org.session import SessionActor, SessionNotReady
+from wad.supervise import ChildSpec, Restart, Supervisor, SupervisorGaveUp
+
+_log = log.get("orgs")
 
 
 class OrgNotRunning(WadError):
@@ -46,3 +59,144 @@ class OrgManagerAPI:
     def tree(self) -> dict[str, Any]:
         """The live supervision tree of every organization (for `wad status --tree`)."""
         raise NotImplementedError
+
+
+@dataclass(eq=False)
+class OrgHandle:
+    """A running organization: its supervisor and actors, and how to stop it."""
+
+    org_id: uuid.UUID
+    session: SessionActor
+    supervisor: Supervisor
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class OrgManager(OrgManagerAPI):
+    """Runs one supervisor per organization inside the daemon's tree."""
+
+    def __init__(self, *, settings: Settings, db: Database, driver: Any, bus: EventBus) -> None:
+        self.settings = settings
+        self.db = db
+        self.driver = driver
+        self.bus = bus
+        self._orgs: dict[uuid.UUID, OrgHandle] = {}
+        self._nursery: trio.Nursery | None = None
+        self._lock = trio.Lock()
+
+    async def run(self, *, task_status: trio.TaskStatus[OrgManager] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Start every organization whose session should run, then serve connect/disconnect
+        until cancelled (which stops every organization: archives saved, browsers closed)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                wanted = await sessions_repo.list_should_run(self.db)
+                for org_id in wanted:
+                    await self._start(org_id)
+                if wanted:
+                    _log.info("organizations started", count=len(wanted))
+                task_status.started(self)
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def running(self, org_id: uuid.UUID) -> OrgHandle | None:
+        return self._orgs.get(org_id)
+
+    async def _start(self, org_id: uuid.UUID) -> OrgHandle:
+        if self._nursery is None:
+            raise WadError("the organization manager is not running")
+        existing = self._orgs.get(org_id)
+        if existing is not None:
+            return existing
+        handle: OrgHandle = await self._nursery.start(self._run_org, org_id)
+        return handle
+
+    async def _run_org(self, org_id: uuid.UUID, *,
+                       task_status: trio.TaskStatus[OrgHandle] = trio.TASK_STATUS_IGNORED) -> None:
+        """One organization's supervisor, until its session ends finally or it is stopped."""
+        with structlog.contextvars.bound_contextvars(org=str(org_id)):
+            actor = SessionActor(org_id=org_id, settings=self.settings, db=self.db,
+                                 driver=self.driver, bus=self.bus)
+            supervisor = Supervisor(
+                f"org-{org_id}",
+                [ChildSpec("session", actor.run, restart=Restart.TRANSIENT, shutdown=45.0)],
+                intensity=5, period=60.0,
+            )
+            handle = OrgHandle(org_id=org_id, session=actor, supervisor=supervisor)
+            self._orgs[org_id] = handle
+            try:
+                with handle.scope:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(supervisor.run)
+                        task_status.started(handle)
+                        await actor.finished.wait()
+                        nursery.cancel_scope.cancel()
+            except SupervisorGaveUp as exc:
+                reason = f"session actor kept failing: {exc.__cause__ or exc}"
+                _log.error("organization supervisor gave up", reason=reason)
+                with trio.move_on_after(10, shield=True):
+                    await sessions_repo.set_state(self.db, organization_id=org_id, state="ERROR",
+                                                  last_error=reason)
+                    await sessions_repo.set_should_run(self.db, organization_id=org_id,
+                                                       should_run=False)
+            finally:
+                if self._orgs.get(org_id) is handle:
+                    del self._orgs[org_id]
+                handle.done.set()
+
+    # -- OrgManagerAPI -------------------------------------------------------------------------
+
+    async def connect(self, org_id: uuid.UUID) -> None:
+        async with self._lock:
+            await sessions_repo.set_should_run(self.db, organization_id=org_id, should_run=True)
+            await self._start(org_id)
+
+    async def disconnect(self, org_id: uuid.UUID) -> None:
+        async with self._lock:
+            await sessions_repo.set_should_run(self.db, organization_id=org_id, should_run=False)
+            handle = self._orgs.get(org_id)
+            if handle is not None:
+                handle.scope.cancel()
+                with trio.move_on_after(60):
+                    await handle.done.wait()
+            await sessions_repo.set_state(self.db, organization_id=org_id, state="DISCONNECTED")
+            self.bus.publish("session.status", org_id, {"state": "DISCONNECTED"})
+            _log.info("organization disconnected", org=str(org_id))
+
+    async def _actor(self, org_id: uuid.UUID, *, wait_for_page: float = 30.0) -> SessionActor:
+        handle = self._orgs.get(org_id)
+        if handle is None:
+            raise OrgNotRunning("the session is not running; connect the organization first")
+        with trio.move_on_after(wait_for_page):
+            await handle.session.page_open.wait()
+        return handle.session
+
+    async def logout(self, org_id: uuid.UUID) -> None:
+        actor = await self._actor(org_id)
+        try:
+            await actor.logout()
+        except SessionNotReady as exc:
+            raise OrgNotRunning(str(exc)) from None
+        handle = self._orgs.get(org_id)
+        if handle is not None:
+            with trio.move_on_after(60):
+                await handle.done.wait()
+
+    async def request_pairing_code(self, org_id: uuid.UUID, phone_e164: str) -> str:
+        actor = await self._actor(org_id)
+        return await actor.request_pairing_code(phone_e164)
+
+    def tree(self) -> dict[str, Any]:
+        return {
+            "name": "orgs",
+            "organizations": {
+                str(org_id): {
+                    "state": handle.session.state,
+                    "browser_starts": handle.session.browser_starts,
+                    "supervisor": handle.supervisor.tree(),
+                }
+                for org_id, handle in sorted(self._orgs.items(), key=lambda kv: str(kv[0]))
+            },
+        }

@@ -1,0 +1,389 @@
+"""The browser session actor: one organization's WhatsApp Web session, kept alive.
+
+It restores the login from the database archive when the profile folder is missing, opens the
+page through the browser driver, turns the bridge's events into the session state machine of
+SPEC section 1 (persisted in `whatsapp_sessions` and published on the bus), checks the page's
+health, and reconnects with exponential backoff when the browser or the page fails.
+
+Outcomes, by what the page says:
+- phone unlinked the device (logout): `LOGGED_OUT`, the profile moved to the trash folder;
+- `CONFLICT` (opened on another computer): take over after a delay when configured, else `ERROR`;
+- `TOS_BLOCK` (ban): `BANNED`, no retries; `DEPRECATED_VERSION`: `ERROR` with that reason;
+- a crash, a hung page or a page that never loads: the browser is restarted after 1 s, 2 s,
+  4 s ... (capped), and after the configured number of attempts the session is `ERROR`.
+The attempt count starts again once the session has been `CONNECTED`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from wad import log
+from wad.browser import events as ev
+from wad.bus import EventBus
+from wad.config import Settings
+from wad.db.models import SessionState
+from wad.db.pool import Database
+from wad.db.repo import sessions as sessions_repo
+from wad.errors import WadError
+from wad.org import archive
+
+_log = log.get("session")
+
+# Raw page states after which the session is over (not retried blindly).
+_BANNED_STATES = {"TOS_BLOCK", "SMB_TOS_BLOCK"}
+
+
+class BrowserFailure(WadError):
+    """The browser or page failed in a way that a fresh browser may fix."""
+
+
+class SessionNotReady(WadError):
+    """The session cannot do that now (not running, or in the wrong state)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one browser run ended. `final`: do not reopen; `state`/`reason`: what to record."""
+
+    final: bool
+    state: SessionState
+    reason: str | None = None
+    connected: bool = False
+    trash_profile: bool = False
+
+
+def reconnect_delay(attempt: int, *, initial: float, maximum: float) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (1-based): initial, doubling, capped."""
+    return float(min(initial * 2 ** (attempt - 1), maximum))
+
+
+async def run_with_reconnect(
+    attempt_once: Callable[[], Awaitable[Outcome]],
+    *,
+    initial: float,
+    maximum: float,
+    max_attempts: int,
+    on_retry: Callable[[int, float, str], Awaitable[None]] | None = None,
+) -> Outcome:
+    """Call `attempt_once` until it ends finally. A non-final outcome (or `BrowserFailure`)
+    is retried after `reconnect_delay`; more than `max_attempts` consecutive failures end with
+    `ERROR`. A run that reached `CONNECTED` resets the count."""
+    failures = 0
+    while True:
+        try:
+            outcome = await attempt_once()
+        except BrowserFailure as exc:
+            outcome = Outcome(final=False, state="CONNECTING", reason=str(exc))
+        if outcome.final:
+            return outcome
+        failures = 1 if outcome.connected else failures + 1
+        if failures > max_attempts:
+            return Outcome(final=True, state="ERROR",
+                           reason=f"gave up after {max_attempts} reconnect attempts: "
+                                  f"{outcome.reason}")
+        delay = reconnect_delay(failures, initial=initial, maximum=maximum)
+        if on_retry is not None:
+            await on_retry(failures, delay, outcome.reason or "")
+        await trio.sleep(delay)
+
+
+class BrowserSessionLike(Protocol):
+    """What the actor needs of a driver's session (see `wad.browser.driver`)."""
+
+    events: Any
+
+    async def ping(self) -> Any: ...
+    async def refresh_qr(self) -> Any: ...
+    async def takeover(self) -> Any: ...
+    async def logout(self) -> Any: ...
+    async def request_pairing_code(self, phone: str) -> str: ...
+
+
+class SessionActor:
+    """One organization's browser session. Start with `nursery.start(actor.run)`."""
+
+    def __init__(self, *, org_id: uuid.UUID, settings: Settings, db: Database, driver: Any,
+                 bus: EventBus, inbound: trio.MemorySendChannel[ev.Event] | None = None) -> None:
+        self.org_id = org_id
+        self.settings = settings
+        self.db = db
+        self.driver = driver
+        self.bus = bus
+        self.inbound = inbound
+        self.state: SessionState = "DISCONNECTED"
+        self.session: BrowserSessionLike | None = None
+        self.connected = trio.Event()
+        self.page_open = trio.Event()
+        self.finished = trio.Event()
+        self.outcome: Outcome | None = None
+        self.browser_starts = 0
+        self._logout_requested = False
+        self._restore_allowed = True
+        self._skip_archive = False
+        self._last_qr: str | None = None
+        self._key = archive.load_key(settings.state_path.absolute(), settings.secret_key)
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.settings.state_path.absolute() / "sessions"
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.sessions_dir / f"org-{self.org_id}"
+
+    # -- the actor -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[SessionActor] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Keep the session alive until it ends finally (logout, ban, error) or is cancelled."""
+        row = await sessions_repo.ensure(self.db, organization_id=self.org_id)
+        # After a logout the old login is void: do not bring it back from the archive.
+        self._restore_allowed = row.state != "LOGGED_OUT"
+        await sessions_repo.set_node(self.db, organization_id=self.org_id,
+                                     node_id=self.settings.node)
+        task_status.started(self)
+        wa = self.settings.whatsapp
+        outcome = await run_with_reconnect(
+            self._browser_run, initial=wa.reconnect_initial_s, maximum=wa.reconnect_max_s,
+            max_attempts=wa.reconnect_max_attempts, on_retry=self._on_retry)
+        self.outcome = outcome
+        if outcome.trash_profile:
+            where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
+            _log.info("profile moved to the trash folder", trash=str(where))
+        await self._set_state(outcome.state, last_error=outcome.reason)
+        await sessions_repo.set_should_run(self.db, organization_id=self.org_id, should_run=False)
+        _log.warning("session ended", state=outcome.state, reason=outcome.reason)
+        self.finished.set()
+
+    async def _on_retry(self, attempt: int, delay: float, reason: str) -> None:
+        _log.warning("browser restarting", attempt=attempt, delay_s=delay, reason=reason)
+        await self._set_state("CONNECTING", last_error=reason)
+
+    async def _browser_run(self) -> Outcome:
+        """Open the browser once and follow the page until the run ends."""
+        await self._restore_if_missing()
+        await self._set_state("CONNECTING")
+        self.browser_starts += 1
+        reached_connected = False
+        try:
+            async with self.driver.open_session(self.profile_dir,
+                                                url=self.settings.whatsapp.url) as session:
+                self.session = session
+                self.page_open.set()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._health_check, session)
+                    nursery.start_soon(self._archive_periodically)
+                    outcome = await self._follow(session)
+                    nursery.cancel_scope.cancel()
+                reached_connected = outcome.connected
+        except trio.Cancelled:
+            reached_connected = self.connected.is_set()
+            raise
+        except Exception as exc:  # any failure of the browser or the page
+            reached_connected = self.connected.is_set()
+            if isinstance(exc, BrowserFailure):
+                raise
+            raise BrowserFailure(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.session = None
+            self.page_open = trio.Event()
+            was_connected = self.connected.is_set()
+            self.connected = trio.Event()
+            if (was_connected or reached_connected) and not self._skip_archive:
+                # The browser is closed now, so the profile on disk is consistent.
+                with trio.move_on_after(30, shield=True):
+                    await self.save_archive(reason="disconnect")
+        return outcome
+
+    async def _follow(self, session: BrowserSessionLike) -> Outcome:
+        """Apply the page's events to the state machine until the run ends."""
+        was_connected = False
+        async for event in session.events:
+            match event:
+                case ev.BridgeReady(version=version):
+                    await self._set_state(self.state if self.state != "DISCONNECTED"
+                                          else "CONNECTING", wa_version=version)
+                case ev.QrChanged(payload=payload):
+                    self._last_qr = payload
+                    if self.state != "PAIRING_CODE_PENDING":
+                        await self._set_state("QR_CODE_PENDING", qr_payload=payload)
+                case ev.PairingCode(code=code):
+                    await self._set_state("PAIRING_CODE_PENDING", pairing_code=code)
+                case ev.StateChanged(state=raw):
+                    outcome = await self._on_raw_state(session, raw, was_connected)
+                    if outcome is not None:
+                        return outcome
+                case ev.Ready(phone=phone, push_name=push_name):
+                    was_connected = True
+                    await self._set_state("CONNECTED", phone_number=f"+{phone}" if phone else None,
+                                          push_name=push_name or None)
+                    self.connected.set()
+                case ev.Disconnected(reason=reason, state=raw):
+                    outcome = await self._on_disconnected(session, reason, raw, was_connected)
+                    if outcome is not None:
+                        return outcome
+                case ev.BrowserClosed(reason=reason):
+                    return Outcome(final=False, state="CONNECTING", connected=was_connected,
+                                   reason=f"browser {reason.replace('_', ' ')}")
+                case ev.BridgeErrorEvent(where=where, message=message):
+                    _log.warning("bridge error", where=where, error=message)
+                case _:
+                    await self._forward(event)
+        return Outcome(final=False, state="CONNECTING", connected=was_connected,
+                       reason="the page's event stream ended")
+
+    async def _on_raw_state(self, session: BrowserSessionLike, raw: str,
+                            was_connected: bool) -> Outcome | None:
+        _log.info("page state", page_state=raw)
+        if raw == "UNPAIRED_IDLE":
+            await session.refresh_qr()
+        elif raw in _BANNED_STATES:
+            return Outcome(final=True, state="BANNED", reason=f"account banned ({raw})")
+        elif raw == "DEPRECATED_VERSION":
+            return Outcome(final=True, state="ERROR",
+                           reason="WhatsApp Web reports this version as deprecated")
+        elif raw == "CONFLICT":
+            return await self._on_conflict(session)
+        elif raw in {"UNPAIRED", "UNPAIRED_IDLE"} and (was_connected or self._logout_requested):
+            return self._logged_out()
+        return None
+
+    async def _on_disconnected(self, session: BrowserSessionLike, reason: str, raw: str,
+                               was_connected: bool) -> Outcome | None:
+        if reason in {"logout", "unpaired"}:
+            if reason == "unpaired" and not (was_connected or self._logout_requested):
+                return None
+            return self._logged_out()
+        if reason == "conflict":
+            return await self._on_conflict(session)
+        if reason == "banned":
+            return Outcome(final=True, state="BANNED", reason=f"account banned ({raw or reason})")
+        if reason == "deprecated_version":
+            return Outcome(final=True, state="ERROR",
+                           reason="WhatsApp Web reports this version as deprecated")
+        return Outcome(final=False, state="CONNECTING", connected=was_connected,
+                       reason=f"disconnected ({reason}, page state {raw})")
+
+    def _logged_out(self) -> Outcome:
+        self._skip_archive = True  # the previous archive version stays the latest
+        why = ("logged out by request" if self._logout_requested
+               else "logged out from the phone (device unlinked)")
+        return Outcome(final=True, state="LOGGED_OUT", reason=why, trash_profile=True)
+
+    async def _on_conflict(self, session: BrowserSessionLike) -> Outcome | None:
+        wa = self.settings.whatsapp
+        if not wa.takeover_on_conflict:
+            return Outcome(final=True, state="ERROR",
+                           reason="conflict: WhatsApp Web was opened on another computer")
+        _log.warning("conflict: taking the session back", delay_s=wa.takeover_delay_s)
+        await self._set_state("CONNECTING", last_error="conflict: opened on another computer")
+        await trio.sleep(wa.takeover_delay_s)
+        await session.takeover()
+        return None
+
+    async def _forward(self, event: ev.Event) -> None:
+        """Message events go to the inbound channel (backpressure when it is full)."""
+        if self.inbound is not None:
+            await self.inbound.send(event)
+
+    async def _health_check(self, session: BrowserSessionLike) -> None:
+        """A bridge round trip every interval; a hung, detached or dead page fails the run."""
+        wa = self.settings.whatsapp
+        while True:
+            await trio.sleep(wa.health_check_interval_s)
+            try:
+                with trio.fail_after(wa.health_check_timeout_s):
+                    await session.ping()
+            except trio.TooSlowError:
+                raise BrowserFailure(
+                    f"health check: the page did not answer within {wa.health_check_timeout_s}s"
+                ) from None
+            except Exception as exc:
+                raise BrowserFailure(f"health check failed: {exc}") from exc
+
+    async def _archive_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.settings.whatsapp.archive_interval_s)
+            if self.connected.is_set():
+                await self.save_archive(reason="hourly")
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    async def _restore_if_missing(self) -> None:
+        if self.profile_dir.exists() or not self._restore_allowed:
+            return
+        latest = await sessions_repo.latest_archive(self.db, organization_id=self.org_id)
+        if latest is None:
+            return
+        try:
+            plain = archive.unseal(latest.archive, self._key)
+            await trio.to_thread.run_sync(archive.unpack_profile, plain, self.profile_dir)
+        except archive.ArchiveError as exc:
+            _log.error("login archive cannot be restored; a new link will be needed",
+                       error=str(exc), archive_id=latest.id)
+            return
+        _log.info("profile restored from the database archive", archive_id=latest.id)
+
+    async def save_archive(self, *, reason: str) -> bool:
+        """Store the profile's login parts, encrypted, as a new archive version (skipped when
+        nothing changed since the latest one). Answers whether a version was stored."""
+        if not self.profile_dir.exists():
+            return False
+        plain = await trio.to_thread.run_sync(archive.pack_profile, self.profile_dir)
+        sha = bytes.fromhex(archive.digest(plain))
+        latest = await sessions_repo.latest_archive(self.db, organization_id=self.org_id)
+        if latest is not None and latest.sha256 == sha:
+            return False
+        sealed = archive.seal(plain, self._key)
+        await sessions_repo.add_archive(self.db, organization_id=self.org_id, archive=sealed,
+                                        sha256=sha, size=len(plain))
+        _log.info("login archive stored", reason=reason, size=len(plain))
+        return True
+
+    async def _set_state(self, state: SessionState, **fields: Any) -> None:
+        changed = state != self.state
+        self.state = state
+        row = await sessions_repo.set_state(self.db, organization_id=self.org_id, state=state,
+                                            **fields)
+        if changed or "qr_payload" in fields or "pairing_code" in fields:
+            if changed:
+                _log.info("session state", state=state, last_error=row.last_error)
+            self.bus.publish("session.status", self.org_id, {
+                "state": state,
+                "qr": row.qr_payload,
+                "pairing_code": row.pairing_code,
+                "last_error": row.last_error,
+                "phone_number": row.phone_number,
+            })
+
+    # -- commands from the API -----------------------------------------------------------------
+
+    async def request_pairing_code(self, phone_e164: str) -> str:
+        """An 8-character code to type on the phone whose number is given."""
+        session = self.session
+        if session is None:
+            raise SessionNotReady("the browser session is starting; try again in a moment")
+        if self.connected.is_set():
+            raise SessionNotReady("the session is already linked")
+        code = await session.request_pairing_code(phone_e164.lstrip("+"))
+        await self._set_state("PAIRING_CODE_PENDING", pairing_code=code)
+        return code
+
+    async def logout(self, *, timeout: float = 30.0) -> None:
+        """Unlink this device and wait until the session has ended as `LOGGED_OUT`."""
+        session = self.session
+        if session is None:
+            raise SessionNotReady("the browser session is not open")
+        self._logout_requested = True
+        await session.logout()
+        with trio.fail_after(timeout):
+            await self.finished.wait()
