@@ -1,0 +1,63 @@
+"""Plugin deliveries: notifications (such as webhooks) that must survive restarts and be retried."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from wad.db.models import PluginDelivery
+from wad.db.pool import Executor
+from wad.db.repo import columns, many, one, returned
+
+_COLS = columns(PluginDelivery)
+
+
+async def enqueue(db: Executor, *, plugin: str, event: str, payload: Any,
+                  organization_id: uuid.UUID | None = None,
+                  next_attempt_at: datetime | None = None) -> PluginDelivery:
+    """A delivery to attempt at `next_attempt_at` (default now). `payload` is stored as JSON."""
+    row = await db.fetchrow(
+        f"""INSERT INTO plugin_deliveries (organization_id, plugin, event, payload, next_attempt_at)
+            VALUES ($1, $2, $3, $4, coalesce($5, now())) RETURNING {_COLS}""",
+        organization_id, plugin, event, payload, next_attempt_at)
+    return returned(PluginDelivery, row)
+
+
+async def due(db: Executor, *, plugin: str, limit: int = 50) -> list[PluginDelivery]:
+    """The plugin's pending deliveries whose time has come, earliest first."""
+    rows = await db.fetch(
+        f"""SELECT {_COLS} FROM plugin_deliveries
+            WHERE plugin = $1 AND status = 'PENDING' AND next_attempt_at <= now()
+            ORDER BY next_attempt_at, id LIMIT $2""",
+        plugin, limit)
+    return many(PluginDelivery, rows)
+
+
+async def mark_delivered(db: Executor, *, delivery_id: int) -> PluginDelivery | None:
+    """The attempt succeeded."""
+    row = await db.fetchrow(
+        f"""UPDATE plugin_deliveries SET status = 'DELIVERED', attempts = attempts + 1,
+                delivered_at = now(), last_error = NULL
+            WHERE id = $1 AND status = 'PENDING' RETURNING {_COLS}""", delivery_id)
+    return one(PluginDelivery, row)
+
+
+async def mark_retry(db: Executor, *, delivery_id: int, error: str, next_attempt_at: datetime
+                     ) -> PluginDelivery | None:
+    """The attempt failed; try again at `next_attempt_at`."""
+    row = await db.fetchrow(
+        f"""UPDATE plugin_deliveries SET attempts = attempts + 1, last_error = $2,
+                next_attempt_at = $3
+            WHERE id = $1 AND status = 'PENDING' RETURNING {_COLS}""",
+        delivery_id, error, next_attempt_at)
+    return one(PluginDelivery, row)
+
+
+async def mark_failed(db: Executor, *, delivery_id: int, error: str) -> PluginDelivery | None:
+    """The attempt failed and no more will be made."""
+    row = await db.fetchrow(
+        f"""UPDATE plugin_deliveries SET status = 'FAILED', attempts = attempts + 1,
+                last_error = $2
+            WHERE id = $1 AND status = 'PENDING' RETURNING {_COLS}""", delivery_id, error)
+    return one(PluginDelivery, row)

@@ -1,0 +1,86 @@
+"""Import runs: the progress of a historical import, durable so that a rerun resumes it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from wad.db.models import ImportRun
+from wad.db.pool import Executor
+from wad.db.repo import columns, one, returned
+
+_COLS = columns(ImportRun)
+
+
+async def create(db: Executor, *, organization_id: uuid.UUID, source: str,
+                 options: dict[str, Any] | None = None) -> ImportRun:
+    """A new RUNNING import of `source` (e.g. "whatsapp") with the options it was started with."""
+    row = await db.fetchrow(
+        f"""INSERT INTO import_runs (organization_id, source, options) VALUES ($1, $2, $3)
+            RETURNING {_COLS}""",
+        organization_id, source, options if options is not None else {})
+    return returned(ImportRun, row)
+
+
+async def get(db: Executor, *, run_id: uuid.UUID) -> ImportRun | None:
+    return one(ImportRun, await db.fetchrow(f"SELECT {_COLS} FROM import_runs WHERE id = $1",
+                                            run_id))
+
+
+async def latest(db: Executor, *, organization_id: uuid.UUID, source: str | None = None
+                 ) -> ImportRun | None:
+    """The organization's most recently started import (of `source`, when given)."""
+    row = await db.fetchrow(
+        f"""SELECT {_COLS} FROM import_runs
+            WHERE organization_id = $1 AND ($2::text IS NULL OR source = $2)
+            ORDER BY started_at DESC, id DESC LIMIT 1""",
+        organization_id, source)
+    return one(ImportRun, row)
+
+
+async def set_total(db: Executor, *, run_id: uuid.UUID, chats_total: int) -> ImportRun | None:
+    """Record how many chats the import will go through."""
+    row = await db.fetchrow(
+        f"UPDATE import_runs SET chats_total = $2 WHERE id = $1 RETURNING {_COLS}",
+        run_id, chats_total)
+    return one(ImportRun, row)
+
+
+async def record_chat(db: Executor, *, run_id: uuid.UUID, wa_chat_id: str, messages_stored: int,
+                      duplicates: int, error: str | None = None) -> ImportRun | None:
+    """Add one chat's outcome. Without an error the chat is done (and skipped on resume); with
+    one it is listed in `errors` and will be tried again on resume. `chats_done` counts the done
+    chats."""
+    row = await db.fetchrow(
+        f"""UPDATE import_runs SET
+                messages_stored = messages_stored + $3,
+                duplicates = duplicates + $4,
+                done_chats = CASE WHEN $5::text IS NOT NULL OR $2 = ANY(done_chats)
+                                  THEN done_chats ELSE array_append(done_chats, $2) END,
+                chats_done = cardinality(done_chats)
+                             + CASE WHEN $5::text IS NULL AND NOT $2 = ANY(done_chats)
+                                    THEN 1 ELSE 0 END,
+                errors = CASE WHEN $5::text IS NULL THEN errors
+                              ELSE errors || jsonb_build_array(
+                                  jsonb_build_object('chat', $2::text, 'error', $5::text)) END
+            WHERE id = $1 RETURNING {_COLS}""",
+        run_id, wa_chat_id, messages_stored, duplicates, error)
+    return one(ImportRun, row)
+
+
+async def resume(db: Executor, *, run_id: uuid.UUID) -> ImportRun | None:
+    """Reopen a finished or interrupted run: RUNNING again, with its errors cleared (the failed
+    chats are retried); done chats and counts are kept."""
+    row = await db.fetchrow(
+        f"""UPDATE import_runs SET status = 'RUNNING', finished_at = NULL, errors = '[]'
+            WHERE id = $1 RETURNING {_COLS}""", run_id)
+    return one(ImportRun, row)
+
+
+async def finish(db: Executor, *, run_id: uuid.UUID,
+                 status: Literal["COMPLETED", "FAILED", "INTERRUPTED"]) -> ImportRun | None:
+    """End a RUNNING import. None when it was not running."""
+    row = await db.fetchrow(
+        f"""UPDATE import_runs SET status = $2, finished_at = now()
+            WHERE id = $1 AND status = 'RUNNING' RETURNING {_COLS}""", run_id, status)
+    return one(ImportRun, row)

@@ -1,0 +1,186 @@
+"""Messages: stored first, keyed by (organization, WhatsApp message id), processed afterwards."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from wad.db.models import ChatLatest, Message, MessageStatus, NewMessage, ProcessingState
+from wad.db.pool import Executor
+from wad.db.repo import columns, many, one, returned
+
+_COLS = columns(Message)
+# The columns a NewMessage fills, with their SQL types (for the bulk insert's arrays).
+_NEW_TYPES = {
+    "organization_id": "uuid", "wa_message_id": "text", "wa_chat_id": "text",
+    "direction": "text", "sender": "text", "sent_at": "timestamptz", "status": "text",
+    "type": "text", "body": "text", "caption": "text", "media": "jsonb",
+    "conversation_id": "uuid", "language": "text", "processing_state": "text",
+}
+if set(_NEW_TYPES) != set(NewMessage.__struct_fields__):
+    raise RuntimeError("messages._NEW_TYPES is out of step with NewMessage")
+_NEW_NAMES = ", ".join(_NEW_TYPES)
+
+_INSERT_ONE = f"""
+INSERT INTO messages ({_NEW_NAMES}) VALUES ({", ".join(f"${i}" for i in range(1, len(_NEW_TYPES) + 1))})
+ON CONFLICT (organization_id, wa_message_id) DO NOTHING
+RETURNING {_COLS}
+"""
+
+# One statement for a whole batch: each column travels as one array parameter (jsonb as text,
+# decoded by the cast), and ON CONFLICT skips what is stored already, duplicates within the
+# batch included. It runs on any Executor, so it joins the caller's transaction.
+_INSERT_MANY = f"""
+INSERT INTO messages ({_NEW_NAMES})
+SELECT {", ".join(f"u.{n}::jsonb" if t == "jsonb" else f"u.{n}" for n, t in _NEW_TYPES.items())}
+FROM unnest({", ".join(
+    f"${i}::text[]" if t == "jsonb" else f"${i}::{t}[]"
+    for i, t in enumerate(_NEW_TYPES.values(), start=1))}) AS u({_NEW_NAMES})
+ON CONFLICT (organization_id, wa_message_id) DO NOTHING
+RETURNING {_COLS}
+"""
+
+
+async def insert_if_absent(db: Executor, *, message: NewMessage) -> tuple[Message, bool]:
+    """Store the message unless one with its WhatsApp id is already stored in its organization.
+    Answers (the stored row, whether it is new)."""
+    row = await db.fetchrow(_INSERT_ONE, *(getattr(message, n) for n in _NEW_TYPES))
+    if row is not None:
+        return returned(Message, row), True
+    row = await db.fetchrow(
+        f"SELECT {_COLS} FROM messages WHERE organization_id = $1 AND wa_message_id = $2",
+        message.organization_id, message.wa_message_id)
+    return returned(Message, row), False
+
+
+async def insert_many(db: Executor, *, messages: Sequence[NewMessage]) -> list[Message]:
+    """Store a batch (for imports and catch-up), skipping messages already stored. Answers the
+    rows that are new, in no particular order."""
+    if not messages:
+        return []
+    arrays: list[list[object]] = []
+    for name, sql_type in _NEW_TYPES.items():
+        values = [getattr(m, name) for m in messages]
+        if sql_type == "jsonb":
+            values = [None if v is None else json.dumps(v) for v in values]
+        arrays.append(values)
+    return many(Message, await db.fetch(_INSERT_MANY, *arrays))
+
+
+async def get(db: Executor, *, message_id: uuid.UUID) -> Message | None:
+    return one(Message, await db.fetchrow(f"SELECT {_COLS} FROM messages WHERE id = $1",
+                                          message_id))
+
+
+async def get_by_wa_id(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str
+                       ) -> Message | None:
+    row = await db.fetchrow(
+        f"SELECT {_COLS} FROM messages WHERE organization_id = $1 AND wa_message_id = $2",
+        organization_id, wa_message_id)
+    return one(Message, row)
+
+
+async def set_processing_state(
+    db: Executor, *, message_id: uuid.UUID, state: ProcessingState, error: str | None = None,
+    conversation_id: uuid.UUID | None = None, language: str | None = None,
+) -> Message | None:
+    """Record the inbound pipeline's progress on a message: its state and error (an attempt is
+    counted for every state but PENDING), and, when given, its conversation and language."""
+    row = await db.fetchrow(
+        f"""UPDATE messages SET
+                processing_state = $2,
+                processing_error = $3,
+                processing_attempts = processing_attempts + CASE WHEN $2 = 'PENDING' THEN 0
+                                                                 ELSE 1 END,
+                conversation_id = coalesce($4, conversation_id),
+                language = coalesce($5, language)
+            WHERE id = $1 RETURNING {_COLS}""",
+        message_id, state, error, conversation_id, language)
+    return one(Message, row)
+
+
+# Acks may arrive late or twice: a status only moves forward along this order. FAILED may only
+# replace PENDING; a FAILED message may still be acked later (the send did get through);
+# REVOKED replaces anything and is final.
+_PROGRESS = "ARRAY['RECEIVED', 'PENDING', 'SENT', 'DELIVERED', 'READ', 'PLAYED']"
+
+
+async def update_status(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str,
+                        status: MessageStatus) -> Message | None:
+    """Apply an ack (or a revoke). Answers the updated row, or None when there is no such message
+    or the status would not move forward."""
+    row = await db.fetchrow(
+        f"""UPDATE messages SET status = $3
+            WHERE organization_id = $1 AND wa_message_id = $2
+              AND status <> 'REVOKED' AND status <> $3
+              AND ($3 = 'REVOKED'
+                   OR ($3 = 'FAILED' AND status = 'PENDING')
+                   OR (status = 'FAILED' AND $3 IN ('SENT', 'DELIVERED', 'READ', 'PLAYED'))
+                   OR array_position({_PROGRESS}, $3) > array_position({_PROGRESS}, status))
+            RETURNING {_COLS}""",
+        organization_id, wa_message_id, status)
+    return one(Message, row)
+
+
+async def edit(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str, body: str,
+               edited_at: datetime) -> Message | None:
+    """Replace the text of an edited message. An older edit arriving late is ignored."""
+    row = await db.fetchrow(
+        f"""UPDATE messages SET body = $3, edited_at = $4
+            WHERE organization_id = $1 AND wa_message_id = $2
+              AND (edited_at IS NULL OR edited_at <= $4)
+            RETURNING {_COLS}""",
+        organization_id, wa_message_id, body, edited_at)
+    return one(Message, row)
+
+
+async def revoke(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str
+                 ) -> Message | None:
+    """Mark a message deleted for everyone (its text is kept for the CRM's record)."""
+    return await update_status(db, organization_id=organization_id, wa_message_id=wa_message_id,
+                               status="REVOKED")
+
+
+async def latest_per_chat(db: Executor, *, organization_id: uuid.UUID) -> dict[str, ChatLatest]:
+    """For each chat, the latest stored message (by WhatsApp's time): where catch-up resumes."""
+    rows = await db.fetch(
+        """SELECT DISTINCT ON (wa_chat_id) wa_chat_id, wa_message_id, sent_at FROM messages
+           WHERE organization_id = $1 ORDER BY wa_chat_id, sent_at DESC, wa_message_id DESC""",
+        organization_id)
+    return {r["wa_chat_id"]: returned(ChatLatest, r) for r in rows}
+
+
+async def latest_in_chat(db: Executor, *, organization_id: uuid.UUID, wa_chat_id: str
+                         ) -> Message | None:
+    """The chat's latest stored message (by WhatsApp's time)."""
+    row = await db.fetchrow(
+        f"""SELECT {_COLS} FROM messages WHERE organization_id = $1 AND wa_chat_id = $2
+            ORDER BY sent_at DESC LIMIT 1""",
+        organization_id, wa_chat_id)
+    return one(Message, row)
+
+
+async def list_unprocessed(db: Executor, *, organization_id: uuid.UUID, limit: int = 100
+                           ) -> list[Message]:
+    """Messages the inbound pipeline has not processed yet, in the order they were stored."""
+    rows = await db.fetch(
+        f"""SELECT {_COLS} FROM messages
+            WHERE organization_id = $1 AND processing_state = 'PENDING'
+            ORDER BY created_at, sent_at LIMIT $2""",
+        organization_id, limit)
+    return many(Message, rows)
+
+
+async def list_for_conversation(db: Executor, *, conversation_id: uuid.UUID, limit: int = 50
+                                ) -> list[Message]:
+    """The conversation's latest `limit` messages, oldest first (for language and status
+    detection over the whole conversation)."""
+    rows = await db.fetch(
+        f"""SELECT * FROM (
+                SELECT {_COLS} FROM messages WHERE conversation_id = $1
+                ORDER BY sent_at DESC LIMIT $2) latest
+            ORDER BY sent_at""",
+        conversation_id, limit)
+    return many(Message, rows)

@@ -1,0 +1,223 @@
+"""The durable outbound queue and its status history (`outbox_events`).
+
+Every status change writes its event in the same statement. A message is claimed with
+`FOR UPDATE SKIP LOCKED`, gets its WhatsApp id before it is sent (kept across retries, so that a
+send interrupted by a crash can be recognised in the chat), and only moves forward afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from wad.db.models import OutboxEvent, OutboxItem, OutboxSender, OutboxStatus
+from wad.db.pool import Executor
+from wad.db.repo import columns, many, one, returned
+
+_COLS = columns(OutboxItem)
+_O_COLS = columns(OutboxItem, "o")
+_EVENT_COLS = columns(OutboxEvent)
+
+_ENQUEUE = f"""
+WITH queued AS (
+    INSERT INTO outbox (organization_id, to_phone, content, priority, sender, agent_name,
+                        idempotency_key, client_id, conversation_id, not_before)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()))
+    ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), event AS (
+    INSERT INTO outbox_events (outbox_id, status) SELECT id, status FROM queued
+)
+SELECT {_COLS} FROM queued
+"""
+
+
+async def enqueue(
+    db: Executor, *, organization_id: uuid.UUID, to_phone: str, content: str, priority: int = 1,
+    sender: OutboxSender = "HUMAN", agent_name: str | None = None,
+    idempotency_key: str | None = None, client_id: uuid.UUID | None = None,
+    conversation_id: uuid.UUID | None = None, not_before: datetime | None = None,
+) -> tuple[OutboxItem, bool]:
+    """Queue a message (sent no earlier than `not_before`, default now). With an idempotency key
+    already used in the organization, nothing is queued and the earlier item is answered.
+    Answers (item, created)."""
+    row = await db.fetchrow(_ENQUEUE, organization_id, to_phone, content, priority, sender,
+                            agent_name, idempotency_key, client_id, conversation_id, not_before)
+    if row is not None:
+        return returned(OutboxItem, row), True
+    row = await db.fetchrow(
+        f"SELECT {_COLS} FROM outbox WHERE organization_id = $1 AND idempotency_key = $2",
+        organization_id, idempotency_key)
+    return returned(OutboxItem, row), False
+
+
+# Served by the partial index `outbox_next` (see 0001_initial.sql): same WHERE, same ORDER BY.
+NEXT_QUEUED = """
+SELECT id FROM outbox
+WHERE organization_id = $1 AND status = 'QUEUED' AND not_before <= now()
+ORDER BY priority DESC, created_at, id
+LIMIT 1
+"""
+
+_CLAIM = f"""
+WITH candidate AS (
+    {NEXT_QUEUED} FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE outbox o SET status = 'SENDING', attempts = o.attempts + 1,
+                        sending_started_at = now(), wa_message_id = coalesce(o.wa_message_id, $2)
+    FROM candidate WHERE o.id = candidate.id
+    RETURNING {_O_COLS}
+), event AS (
+    INSERT INTO outbox_events (outbox_id, status, detail)
+    SELECT id, 'SENDING', 'attempt ' || attempts FROM claimed
+)
+SELECT {_COLS} FROM claimed
+"""
+
+
+async def claim_next(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str
+                     ) -> OutboxItem | None:
+    """Take the next due message of the organization (highest priority, then oldest) and mark it
+    SENDING. It keeps the WhatsApp id it got on an earlier attempt; otherwise it gets
+    `wa_message_id`. None when nothing is due. Concurrent claimers never get the same message."""
+    return one(OutboxItem, await db.fetchrow(_CLAIM, organization_id, wa_message_id))
+
+
+async def next_due_at(db: Executor, *, organization_id: uuid.UUID) -> datetime | None:
+    """When the earliest queued message becomes due (maybe already past); None for none."""
+    return await db.fetchval(
+        "SELECT min(not_before) FROM outbox WHERE organization_id = $1 AND status = 'QUEUED'",
+        organization_id)
+
+
+async def list_in_flight(db: Executor, *, organization_id: uuid.UUID) -> list[OutboxItem]:
+    """Messages left SENDING (by a crash): check their WhatsApp id in the chat before resending."""
+    rows = await db.fetch(
+        f"""SELECT {_COLS} FROM outbox WHERE organization_id = $1 AND status = 'SENDING'
+            ORDER BY sending_started_at""", organization_id)
+    return many(OutboxItem, rows)
+
+
+def _transition(allowed_from: str, assignments: str) -> str:
+    """An UPDATE of one item ($1) whose status is in `allowed_from`, writing an event ($2 is its
+    detail) when the status changed."""
+    return f"""
+WITH old AS (
+    SELECT id, status AS old_status FROM outbox
+    WHERE id = $1 AND status IN ({allowed_from}) FOR UPDATE
+), changed AS (
+    UPDATE outbox o SET {assignments} FROM old WHERE o.id = old.id
+    RETURNING {_O_COLS}, old.old_status
+), event AS (
+    INSERT INTO outbox_events (outbox_id, status, detail)
+    SELECT id, status, $2 FROM changed WHERE status <> old_status
+)
+SELECT {_COLS} FROM changed
+"""
+
+
+# An ack can overtake the end of the send call: mark_sent then leaves the later status alone.
+_MARK_SENT = _transition(
+    "'SENDING', 'SENT', 'DELIVERED', 'READ'",
+    """status = CASE WHEN o.status = 'SENDING' THEN 'SENT' ELSE o.status END,
+       sent_at = coalesce(o.sent_at, now()), message_id = coalesce($3, o.message_id),
+       last_error = NULL""")
+_RETRY = _transition(
+    "'SENDING'", "status = 'QUEUED', last_error = $2, not_before = $3")
+_MARK_FAILED = _transition(
+    "'QUEUED', 'SENDING'", "status = 'FAILED', last_error = $2")
+_CANCEL = _transition("'QUEUED'", "status = 'CANCELLED'")
+
+
+async def mark_sent(db: Executor, *, outbox_id: uuid.UUID, message_id: uuid.UUID | None = None
+                    ) -> OutboxItem | None:
+    """The send went through; `message_id` is the stored `messages` row. None unless the item
+    was being sent (or already acked)."""
+    return one(OutboxItem, await db.fetchrow(_MARK_SENT, outbox_id, None, message_id))
+
+
+async def retry(db: Executor, *, outbox_id: uuid.UUID, error: str, not_before: datetime
+                ) -> OutboxItem | None:
+    """The send failed and will be tried again at `not_before`. None unless it was SENDING."""
+    return one(OutboxItem, await db.fetchrow(_RETRY, outbox_id, error, not_before))
+
+
+async def mark_failed(db: Executor, *, outbox_id: uuid.UUID, error: str) -> OutboxItem | None:
+    """Give up on a queued or sending message, keeping the error."""
+    return one(OutboxItem, await db.fetchrow(_MARK_FAILED, outbox_id, error))
+
+
+async def cancel(db: Executor, *, outbox_id: uuid.UUID) -> OutboxItem | None:
+    """Cancel a message that is still queued. None when it is not queued (any more)."""
+    return one(OutboxItem, await db.fetchrow(_CANCEL, outbox_id, None))
+
+
+_ACK = f"""
+WITH old AS (
+    SELECT id, status AS old_status FROM outbox
+    WHERE organization_id = $1 AND wa_message_id = $2 FOR UPDATE
+), changed AS (
+    UPDATE outbox o SET
+        status = $3,
+        sent_at = CASE WHEN $3 <> 'FAILED' THEN coalesce(o.sent_at, now()) ELSE o.sent_at END,
+        delivered_at = CASE WHEN $3 IN ('DELIVERED', 'READ') THEN coalesce(o.delivered_at, now())
+                            ELSE o.delivered_at END,
+        read_at = CASE WHEN $3 = 'READ' THEN coalesce(o.read_at, now()) ELSE o.read_at END,
+        last_error = CASE WHEN $3 = 'FAILED' THEN 'WhatsApp reported an error' ELSE o.last_error END
+    FROM old
+    WHERE o.id = old.id AND (
+        ($3 = 'FAILED' AND old.old_status IN ('SENDING', 'SENT'))
+        OR array_position(ARRAY['SENDING', 'SENT', 'DELIVERED', 'READ'], $3)
+           > array_position(ARRAY['SENDING', 'SENT', 'DELIVERED', 'READ'], old.old_status)
+        OR (old.old_status = 'FAILED' AND $3 IN ('SENT', 'DELIVERED', 'READ')))
+    RETURNING {_O_COLS}
+), event AS (
+    INSERT INTO outbox_events (outbox_id, status, detail) SELECT id, status, 'ack' FROM changed
+)
+SELECT {_COLS} FROM changed
+"""
+
+
+async def apply_ack(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str,
+                    status: OutboxStatus) -> OutboxItem | None:
+    """Apply WhatsApp's ack (SENT, DELIVERED, READ or FAILED) to the queued item with that
+    WhatsApp id. Statuses only move forward; answers the item when it changed, else None."""
+    return one(OutboxItem, await db.fetchrow(_ACK, organization_id, wa_message_id, status))
+
+
+async def count_sent_since(db: Executor, *, organization_id: uuid.UUID, since: datetime) -> int:
+    """How many messages the organization actually sent at or after `since` (rate windows)."""
+    return int(await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE organization_id = $1 AND sent_at >= $2",
+        organization_id, since))
+
+
+async def oldest_sent_since(db: Executor, *, organization_id: uuid.UUID, since: datetime
+                            ) -> datetime | None:
+    """The earliest send at or after `since`: a window's count drops when it leaves the window."""
+    return await db.fetchval(
+        "SELECT min(sent_at) FROM outbox WHERE organization_id = $1 AND sent_at >= $2",
+        organization_id, since)
+
+
+async def count_pending(db: Executor, *, organization_id: uuid.UUID) -> int:
+    """Messages queued or being sent: they will count against the limits once sent."""
+    return int(await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE organization_id = $1 AND status IN ('QUEUED', 'SENDING')",
+        organization_id))
+
+
+async def get(db: Executor, *, outbox_id: uuid.UUID) -> OutboxItem | None:
+    return one(OutboxItem, await db.fetchrow(f"SELECT {_COLS} FROM outbox WHERE id = $1",
+                                             outbox_id))
+
+
+async def get_with_events(db: Executor, *, outbox_id: uuid.UUID
+                          ) -> tuple[OutboxItem, list[OutboxEvent]] | None:
+    """The item and its status history, oldest event first."""
+    item = await get(db, outbox_id=outbox_id)
+    if item is None:
+        return None
+    events = many(OutboxEvent, await db.fetch(
+        f"SELECT {_EVENT_COLS} FROM outbox_events WHERE outbox_id = $1 ORDER BY id", outbox_id))
+    return item, events

@@ -1,0 +1,56 @@
+"""API tokens. Only a hash of each token is stored; the caller hashes."""
+
+from __future__ import annotations
+
+import uuid
+
+from wad.db.models import ApiToken, Role
+from wad.db.pool import Executor
+from wad.db.repo import columns, many, one, returned
+
+_COLS = columns(ApiToken)
+
+
+async def create(db: Executor, *, token_hash: bytes, prefix: str, role: Role,
+                 organization_id: uuid.UUID | None, name: str = "") -> ApiToken:
+    """A new token record. SUPER_ADMIN tokens have no organization; every other one has one."""
+    row = await db.fetchrow(
+        f"""INSERT INTO api_tokens (token_hash, prefix, role, organization_id, name)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {_COLS}""",
+        token_hash, prefix, role, organization_id, name,
+    )
+    return returned(ApiToken, row)
+
+
+async def find_by_hash(db: Executor, *, token_hash: bytes) -> ApiToken | None:
+    """The token with this hash, unless it is revoked."""
+    row = await db.fetchrow(
+        f"SELECT {_COLS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL", token_hash)
+    return one(ApiToken, row)
+
+
+async def list_all(db: Executor, *, organization_id: uuid.UUID | None = None) -> list[ApiToken]:
+    """Tokens (revoked ones included), oldest first: of one organization, or all when None."""
+    if organization_id is None:
+        rows = await db.fetch(f"SELECT {_COLS} FROM api_tokens ORDER BY created_at, id")
+    else:
+        rows = await db.fetch(
+            f"SELECT {_COLS} FROM api_tokens WHERE organization_id = $1 ORDER BY created_at, id",
+            organization_id)
+    return many(ApiToken, rows)
+
+
+async def revoke(db: Executor, *, token_id: uuid.UUID) -> bool:
+    """Revoke a token; True when it was active until now."""
+    done = await db.fetchval(
+        """UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
+           RETURNING true""", token_id)
+    return bool(done)
+
+
+async def touch_last_used(db: Executor, *, token_id: uuid.UUID) -> None:
+    """Record a use. Writes at most once a minute per token, to keep requests cheap."""
+    await db.execute(
+        """UPDATE api_tokens SET last_used_at = now()
+           WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",
+        token_id)
