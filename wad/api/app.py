@@ -6,14 +6,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from quart import Response, jsonify
-from quart_schema import QuartSchema
+import msgspec
+from quart import Response, g, jsonify, request
+from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import wad
 from wad import log
+from wad.api import admin, auth, whatsapp
 from wad.api.errors import ApiError
+from wad.api.validation import validation_error
 from wad.config import Settings
 from wad.db.pool import Database
 
@@ -46,12 +49,29 @@ def create_app(ctx: AppContext) -> QuartTrio:
         security=[{"bearer": []}],
     )
 
+    @app.before_request
+    async def _authenticate() -> None:
+        # Everything under /api/ needs a caller; /healthz and the documentation do not.
+        if request.path.startswith("/api/"):
+            g.principal = await auth.authenticate(ctx.db)
+
+    app.register_blueprint(whatsapp.bp)
+    app.register_blueprint(admin.bp)
+
     @app.errorhandler(ApiError)
     async def _api_error(err: ApiError) -> Response:
         response = jsonify(err.body())
         response.status_code = err.status
         response.headers.update(err.headers)
         return response
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _schema_error(err: RequestSchemaValidationError) -> Response:
+        # For routes that use quart-schema's own validators: the same answer as ours.
+        cause = err.validation_error
+        if isinstance(cause, msgspec.ValidationError):
+            return await _api_error(validation_error(cause))
+        return await _api_error(ApiError(400, "invalid", str(cause)))
 
     @app.errorhandler(HTTPException)
     async def _http_error(err: HTTPException) -> Response:

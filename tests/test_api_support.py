@@ -1,0 +1,96 @@
+"""A live control API for tests: the real app on real Hypercorn, on 127.0.0.1 port 0 and on a
+unix socket, over a fresh migrated database. Also the sanity tests of that harness itself."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from wad.api.app import AppContext, create_app
+from wad.api.server import serve_api
+from wad.config import ApiSettings, DaemonSettings, Settings
+from wad.db.pool import Database
+
+
+@dataclass
+class LiveApi:
+    """The served app and ways to call it."""
+
+    tcp_url: str
+    socket_path: Path
+    ctx: AppContext
+    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        """An HTTP client on the TCP address, with `token` as its bearer token."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        c = httpx.AsyncClient(base_url=self.tcp_url, headers=headers, timeout=10)
+        self._clients.append(c)
+        return c
+
+    def socket_client(self) -> httpx.AsyncClient:
+        """An HTTP client on the unix control socket (no token: the socket is the super admin)."""
+        c = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+                              base_url="http://wad", timeout=10)
+        self._clients.append(c)
+        return c
+
+    async def create_org(self, name: str = "Acme Tours") -> uuid.UUID:
+        r = await self.socket_client().post("/api/organizations", json={"name": name})
+        assert r.status_code == 201, r.text
+        return uuid.UUID(r.json()["id"])
+
+    async def create_token(self, role: str, org: uuid.UUID | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"role": role, "name": f"test {role}"}
+        if org is not None:
+            body["organization_id"] = str(org)
+        r = await self.socket_client().post("/api/tokens", json=body)
+        assert r.status_code == 201, r.text
+        created: dict[str, Any] = r.json()
+        return created
+
+    async def close(self) -> None:
+        for c in self._clients:
+            await c.aclose()
+
+
+def make_settings(state_dir: Path, **api: Any) -> Settings:
+    return Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
+                    api=ApiSettings(listen="127.0.0.1:0", **api))
+
+
+@pytest.fixture
+async def live_api(db: Database, state_dir: Path, nursery: trio.Nursery
+                   ) -> AsyncIterator[LiveApi]:
+    settings = make_settings(state_dir, max_body_bytes=4096)
+    ctx = AppContext(settings=settings, db=db)
+    app = create_app(ctx)
+    shutdown = trio.Event()
+    socket_path = state_dir / "run" / "wad.sock"
+    addresses = await nursery.start(functools.partial(
+        serve_api, app, listen=settings.api.listen, socket_path=socket_path,
+        max_body=settings.api.max_body_bytes, shutdown=shutdown))
+    tcp = next(a for a in addresses if a.startswith("http://127."))
+    api = LiveApi(tcp_url=tcp, socket_path=socket_path, ctx=ctx)
+    try:
+        yield api
+    finally:
+        await api.close()
+        shutdown.set()
+
+
+async def test_harness_serves_tcp_and_socket(live_api: LiveApi) -> None:
+    with trio.fail_after(10):
+        tcp = await live_api.client().get("/healthz")
+        unix = await live_api.socket_client().get("/healthz")
+    assert tcp.status_code == 200
+    assert unix.status_code == 200
+    assert tcp.json()["database"] is True

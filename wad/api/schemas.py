@@ -1,0 +1,209 @@
+"""Request and response bodies of the control API, as msgspec Structs.
+
+Request bodies forbid unknown fields and carry their limits as `Meta` constraints, so decoding is
+validation (see `wad.api.validation`). The same Structs document the API in `/openapi.json`.
+JSON field names are snake_case throughout.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from wad.api.queries import OrgOverview
+from wad.db.models import Role, SessionState
+
+OrgName = Annotated[str, Meta(min_length=1, max_length=200,
+                              description="A person's name for the organization")]
+TokenName = Annotated[str, Meta(max_length=200, description="What the token is for")]
+PhoneText = Annotated[str, Meta(min_length=1, max_length=40, examples=["+996555123456"],
+                                description="International phone number; stored as E.164")]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: an unknown field is an error, never silently ignored."""
+
+
+# WhatsApp sessions ------------------------------------------------------------------------
+
+
+class ConnectRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/whatsapp/connect`. An organization token may omit it (its own
+    organization is meant); a super admin must name the organization."""
+
+    organization_id: uuid.UUID | None = None
+
+
+class PairingCodeRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/whatsapp/pairing-code/{org}`: the account's phone number."""
+
+    phone_number: PhoneText
+
+
+class SessionStatus(msgspec.Struct, kw_only=True):
+    """An organization's WhatsApp session as the database records it."""
+
+    organization_id: uuid.UUID
+    state: SessionState
+    should_run: bool
+    phone_number: str | None
+    push_name: str | None
+    qr_available: bool
+    qr_issued_at: datetime | None
+    pairing_code_issued_at: datetime | None
+    last_error: str | None
+    last_connected_at: datetime | None
+    last_disconnected_at: datetime | None
+    sending_paused: bool
+    sending_paused_reason: str | None
+    node_id: str | None
+    updated_at: datetime | None
+
+
+class StatusList(msgspec.Struct, kw_only=True):
+    """Every organization with its session state (super admin)."""
+
+    organizations: list[OrgOverview]
+
+
+class QrCode(msgspec.Struct, kw_only=True):
+    """The QR payload to scan with the phone; it rotates about every 20 s."""
+
+    organization_id: uuid.UUID
+    state: SessionState
+    payload: str
+    issued_at: datetime | None
+
+
+class PairingCode(msgspec.Struct, kw_only=True):
+    """The 8-character code to type on the phone (Linked devices > Link with phone number)."""
+
+    organization_id: uuid.UUID
+    phone_number: str
+    code: str
+
+
+class SessionAction(msgspec.Struct, kw_only=True):
+    """What a connect, disconnect or logout left behind."""
+
+    organization_id: uuid.UUID
+    state: SessionState
+    should_run: bool
+
+
+# Organizations and tokens -------------------------------------------------------------------
+
+
+class CreateOrganizationRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/organizations`."""
+
+    name: OrgName
+
+
+class OrganizationOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    name: str
+    settings: dict[str, Any]
+    created_at: datetime
+
+
+class OrganizationList(msgspec.Struct, kw_only=True):
+    organizations: list[OrganizationOut]
+
+
+class CreateTokenRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/tokens`. `organization_id` is required for every role but
+    `SUPER_ADMIN`, and forbidden for it."""
+
+    role: Role
+    organization_id: uuid.UUID | None = None
+    name: TokenName = ""
+
+
+class TokenOut(msgspec.Struct, kw_only=True):
+    """A token's record; the token itself is never shown again after creation."""
+
+    id: uuid.UUID
+    prefix: str
+    role: Role
+    organization_id: uuid.UUID | None
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewToken(TokenOut, kw_only=True):
+    """A created token: `token` is shown this once; only its hash is stored."""
+
+    token: str
+
+
+class TokenList(msgspec.Struct, kw_only=True):
+    tokens: list[TokenOut]
+
+
+# Session data: backups and purge -------------------------------------------------------------
+
+
+class ArchiveOut(msgspec.Struct, kw_only=True):
+    """One stored version of the encrypted login archive."""
+
+    id: int
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+class FolderOut(msgspec.Struct, kw_only=True):
+    """A browser profile folder on this daemon's disk."""
+
+    path: str
+    size: int
+    modified_at: datetime
+
+
+class Backups(msgspec.Struct, kw_only=True):
+    """What is kept of an organization's login: archive versions in the database, the live
+    profile and the trash folders that logouts and unrecoverable sessions moved aside."""
+
+    organization_id: uuid.UUID
+    archives: list[ArchiveOut]
+    profile: FolderOut | None
+    trash: list[FolderOut]
+
+
+class PurgeRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/sessions/{org}/purge`: deleting needs an explicit yes."""
+
+    confirm: Annotated[bool, Meta(description="Must be true")]
+
+
+class PurgeResult(msgspec.Struct, kw_only=True):
+    organization_id: uuid.UUID
+    archives_deleted: int
+    folders_deleted: list[str]
+
+
+# Daemon -------------------------------------------------------------------------------------
+
+
+class Tree(msgspec.Struct, kw_only=True):
+    """The live supervision tree (see `wad.supervise.Supervisor.tree`)."""
+
+    node: str
+    version: str
+    uptime_s: float
+    tree: dict[str, Any]
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: Literal["ok", "degraded"]
+    database: bool
+    version: str
+    node: str
+    uptime_s: float
