@@ -246,7 +246,7 @@ class PluginDelivery(Row, frozen=True, kw_only=True):
     organization_id: uuid.UUID | None
     plugin: str
     event: str
-    payload: Any
+    payload: dict[str, Any]
     status: DeliveryStatus
     attempts: int
     next_attempt_at: datetime

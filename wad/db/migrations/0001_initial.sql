@@ -261,7 +261,7 @@ CREATE TABLE plugin_deliveries (
     organization_id uuid REFERENCES organizations (id) ON DELETE CASCADE,
     plugin text NOT NULL CHECK (plugin <> ''),
     event text NOT NULL CHECK (event <> ''),
-    payload jsonb NOT NULL,
+    payload jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
     status text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'DELIVERED', 'FAILED')),
     attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     next_attempt_at timestamptz NOT NULL DEFAULT now(),

@@ -13,10 +13,10 @@ from wad.db.repo import columns, many, one, returned
 _COLS = columns(PluginDelivery)
 
 
-async def enqueue(db: Executor, *, plugin: str, event: str, payload: Any,
+async def enqueue(db: Executor, *, plugin: str, event: str, payload: dict[str, Any],
                   organization_id: uuid.UUID | None = None,
                   next_attempt_at: datetime | None = None) -> PluginDelivery:
-    """A delivery to attempt at `next_attempt_at` (default now). `payload` is stored as JSON."""
+    """A delivery to attempt at `next_attempt_at` (default now). `payload` is a JSON object."""
     row = await db.fetchrow(
         f"""INSERT INTO plugin_deliveries (organization_id, plugin, event, payload, next_attempt_at)
             VALUES ($1, $2, $3, $4, coalesce($5, now())) RETURNING {_COLS}""",
