@@ -16,7 +16,9 @@ import wad
 from wad import log
 from wad.api import admin, auth, whatsapp
 from wad.api.errors import ApiError
-from wad.api.validation import validation_error
+from wad.api.openapi import WadOpenAPIProvider
+from wad.api.schemas import Health
+from wad.api.validation import responds, validation_error
 from wad.config import Settings
 from wad.db.pool import Database
 
@@ -47,6 +49,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
         swagger_ui_path="/docs",
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
+        openapi_provider_class=WadOpenAPIProvider,
     )
 
     @app.before_request
@@ -95,6 +98,8 @@ def create_app(ctx: AppContext) -> QuartTrio:
         return response
 
     @app.get("/healthz")
+    @responds(Health, 200)
+    @responds(Health, 503)
     async def healthz() -> tuple[dict[str, Any], int]:
         """Liveness and readiness: the database answers; version, node and uptime."""
         db_ok = await ctx.db.ping()
