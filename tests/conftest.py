@@ -7,9 +7,11 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import trio
 import trio_asyncio
 
 from wad.db import migrate
@@ -24,12 +26,25 @@ def _reachable_tempdir(prefix: str) -> Path:
     return path
 
 
+TEMPLATE_DB = "wad_template"
+
+
+async def _make_template(admin_dsn: str) -> None:
+    async with trio_asyncio.open_loop():
+        async with Database.open(admin_dsn, min_size=1, max_size=1) as admin:
+            await admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        async with Database.open(admin_dsn.replace("/wad?", f"/{TEMPLATE_DB}?"),
+                                 min_size=1, max_size=1) as template:
+            await migrate.apply(template)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[EmbeddedPostgres]:
-    """A private cluster for the whole test session, fsync off."""
+    """A private cluster for the whole test session, fsync off, with a migrated template."""
     root = _reachable_tempdir("wad-test-pg-")
     cluster = EmbeddedPostgres(root / "data", fsync=False)
     cluster.start()
+    trio.run(_make_template, cluster.dsn)
     try:
         yield cluster
     finally:
@@ -54,26 +69,30 @@ async def aio_loop() -> AsyncIterator[None]:
         yield
 
 
-@pytest.fixture
-async def empty_dsn(pg_cluster: EmbeddedPostgres, aio_loop: None) -> AsyncIterator[str]:
-    """A DSN of a new, empty database (dropped after the test)."""
+@asynccontextmanager
+async def _scratch_database(cluster: EmbeddedPostgres, template: str) -> AsyncIterator[str]:
     name = "t_" + uuid.uuid4().hex[:12]
-    async with Database.open(pg_cluster.dsn, min_size=1, max_size=2) as admin:
-        await admin.execute(f"CREATE DATABASE {name}")
-    dsn = pg_cluster.dsn.replace("/wad?", f"/{name}?")
+    async with Database.open(cluster.dsn, min_size=1, max_size=1) as admin:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     try:
-        yield dsn
+        yield cluster.dsn.replace("/wad?", f"/{name}?")
     finally:
-        async with Database.open(pg_cluster.dsn, min_size=1, max_size=2) as admin:
+        async with Database.open(cluster.dsn, min_size=1, max_size=1) as admin:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
-async def dsn(empty_dsn: str) -> str:
-    """A DSN of a new database with every migration applied."""
-    async with Database.open(empty_dsn, min_size=1, max_size=2) as db:
-        await migrate.apply(db)
-    return empty_dsn
+async def empty_dsn(pg_cluster: EmbeddedPostgres, aio_loop: None) -> AsyncIterator[str]:
+    """A DSN of a new, empty database (dropped after the test)."""
+    async with _scratch_database(pg_cluster, "template0") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def dsn(pg_cluster: EmbeddedPostgres, aio_loop: None) -> AsyncIterator[str]:
+    """A DSN of a new database with every migration applied (copied from a template)."""
+    async with _scratch_database(pg_cluster, TEMPLATE_DB) as dsn:
+        yield dsn
 
 
 @pytest.fixture
