@@ -1,0 +1,510 @@
+"""The plugin manager: finding plugins, configuring them, and calling their hooks safely.
+
+There is no global manager. `get_plugin_manager(settings)` builds one (the daemon once, each test
+its own) with wad's built-in plugins, the bundled ones and those of the `wad` entry-point group,
+minus what the config file disables. The hooks are in `wad.hookspecs`.
+
+pluggy calls are synchronous and stop at the first exception, so wad calls each implementation
+itself (`call_all`, `call_first` and the typed helpers below): it awaits what an async
+implementation returns, bounds each call by `plugins.hook_timeout_s`, and logs an implementation
+that raises or times out with its plugin's name, then goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar
+
+import msgspec
+import pluggy
+import trio
+from msgspec import Meta
+
+from wad import hookspecs, log
+from wad.errors import ConfigError
+from wad.payloads import (
+    AgentReply,
+    BackgroundTask,
+    Client,
+    ClientStatus,
+    ImportSource,
+    LanguageGuess,
+    Message,
+    StatusDecision,
+)
+
+if TYPE_CHECKING:
+    from wad.config import Settings
+    from wad.db.pool import Database
+
+hookimpl = pluggy.HookimplMarker("wad")
+"""Marks a plugin's function as the implementation of the wad hook with the same name."""
+
+ENTRY_POINT_GROUP = "wad"
+
+BUILTIN_PLUGINS: dict[str, str] = {
+    "language": "wad.language",
+}
+"""wad's own default behaviour, registered as plugins like any other (first, so others override)."""
+
+BUNDLED_PLUGINS: dict[str, str] = {
+    "heuristic_status": "wad_heuristic_status",
+    "openrouter": "wad_openrouter",
+    "webhook": "wad_webhook:WebhookPlugin",
+}
+"""The `wad-plugins` distribution (`plugins/`). Normally found through their entry points; when
+that distribution is importable but not installed with its metadata, they are loaded from here."""
+
+_log = log.get("plugins")
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The `[plugins]` table of the config file."""
+
+    enabled: list[str] = []
+    """If not empty, only these bundled and entry-point plugins are loaded (built-in ones always
+    are, unless disabled). A name that no installed plugin has stops the start."""
+    disabled: list[str] = []
+    """Plugins never loaded, built-in ones included (for example `["openrouter"]`)."""
+    entry_points: bool = True
+    """Load plugins from the `wad` entry-point group (the bundled ones come that way too)."""
+    hook_timeout_s: Annotated[float, Meta(gt=0)] = 90.0
+    """Longest a single plugin may take in a single hook call before it is skipped."""
+    status_min_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    """A status decision below this confidence is ignored and the next detector is asked."""
+    config: dict[str, dict[str, Any]] = {}
+    """`[plugins.config.<name>]`: each plugin's own table, validated by the plugin's Struct."""
+
+
+class PluginContext:
+    """What every hook gets as `ctx`: wad's settings, its database, and each plugin's
+    configuration. `settings` and `db` are None until the daemon binds them (and in unit tests)."""
+
+    def __init__(self, pm: PluginManager) -> None:
+        self._pm = pm
+        self.settings: Settings | None = None
+        self.db: Database | None = None
+
+    def plugin_config(self, name: str) -> Any:
+        """The plugin's configuration: its decoded Struct when it declares one
+        (`wad_plugin_config_type`), else the raw table (an empty dict when there is none)."""
+        return self._pm.plugin_config(name)
+
+
+class Answer(NamedTuple):
+    """One plugin's answer to a hook call."""
+
+    plugin: str
+    value: Any
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager for the `wad` project, with wad's plugin settings and context."""
+
+    def __init__(self, settings: PluginSettings | None = None) -> None:
+        super().__init__("wad")
+        self.add_hookspecs(hookspecs)
+        self.settings = settings or PluginSettings()
+        self.context = PluginContext(self)
+        self._configs: dict[str, Any] = {}
+
+    def bind(self, *, settings: Settings | None = None, db: Database | None = None) -> None:
+        """Give hooks the daemon's settings and database (through `ctx`)."""
+        if settings is not None:
+            self.context.settings = settings
+        if db is not None:
+            self.context.db = db
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """Register a plugin (a class is instantiated with no arguments) and decode its
+        configuration table; a bad table raises `ConfigError` naming the key."""
+        if inspect.isclass(plugin):
+            plugin = plugin()
+        registered = super().register(plugin, name)
+        if registered is not None:
+            try:
+                self._configure(registered, plugin)
+            except BaseException:
+                self.unregister(plugin)
+                raise
+        return registered
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        """Remove a plugin and forget its configuration."""
+        removed = super().unregister(plugin, name)
+        if removed is not None:
+            self._configs.pop(name or self.get_name(removed) or "", None)
+        return removed
+
+    def plugin_config(self, name: str) -> Any:
+        """See `PluginContext.plugin_config`."""
+        if name in self._configs:
+            return self._configs[name]
+        return dict(self.settings.config.get(name, {}))
+
+    def _configure(self, name: str, plugin: Any) -> None:
+        config_type = None
+        for impl in self.hook.wad_plugin_config_type.get_hookimpls():
+            if impl.plugin is plugin:
+                config_type = impl.function()
+        raw = self.settings.config.get(name, {})
+        if config_type is None:
+            self._configs[name] = dict(raw)
+            return
+        try:
+            self._configs[name] = msgspec.convert(raw, config_type)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_describe_config_error(name, exc)) from None
+
+
+def _describe_config_error(name: str, exc: msgspec.ValidationError) -> str:
+    """`Expected int, got str - at `$.timeout_s`` becomes `plugins.config.NAME.timeout_s: ...`."""
+    message = str(exc)
+    prefix = f"plugins.config.{name}"
+    if " - at `$." in message:
+        what, _, where = message.partition(" - at `$.")
+        return f"{prefix}.{where.rstrip('`')}: {what}"
+    if message.startswith("Object contains unknown field `"):
+        key = message.removeprefix("Object contains unknown field `").split("`", 1)[0]
+        return f"{prefix}.{key}: unknown key"
+    if message.startswith("Object missing required field `"):
+        key = message.removeprefix("Object missing required field `").split("`", 1)[0]
+        return f"{prefix}.{key}: required"
+    return f"{prefix}: {message}"
+
+
+def get_plugin_manager(
+    settings: PluginSettings | None = None, *, builtins: bool = True, bundled: bool = True
+) -> PluginManager:
+    """A new plugin manager with wad's built-in plugins, the bundled ones and the `wad`
+    entry-point group, as `settings` (the `[plugins]` table) enables, disables and configures
+    them. Raises `ConfigError` for an enabled plugin that does not exist or fails to load, and
+    for a plugin configuration that does not validate. Tests pass `builtins=False, bundled=False`
+    with `entry_points=False` for an empty manager and register plugins inline."""
+    settings = settings or PluginSettings()
+    pm = PluginManager(settings)
+    disabled = set(settings.disabled)
+    wanted = set(settings.enabled)
+
+    if builtins:
+        for name, ref in BUILTIN_PLUGINS.items():
+            if name not in disabled:
+                pm.register(_load_ref(ref), name)
+
+    candidates: dict[str, Any] = {}
+    if settings.entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            candidates.setdefault(ep.name, ep)
+    if bundled:
+        for name, ref in BUNDLED_PLUGINS.items():
+            candidates.setdefault(name, ref)
+
+    missing = wanted - set(candidates) - set(BUILTIN_PLUGINS)
+    if missing:
+        raise ConfigError(
+            f"plugins.enabled: no installed plugin named {', '.join(sorted(missing))}"
+            f" (installed: {', '.join(sorted(set(candidates) | set(BUILTIN_PLUGINS)))})"
+        )
+
+    # Sorted, so that plugins of equal rank are called in the same order on every machine.
+    for name in sorted(candidates):
+        if name in disabled or (wanted and name not in wanted) or pm.has_plugin(name):
+            continue
+        source = candidates[name]
+        try:
+            plugin = source.load() if hasattr(source, "load") else _load_ref(source)
+        except Exception as exc:
+            if name in wanted:
+                raise ConfigError(f"plugins.enabled: plugin {name} failed to load: {exc!r}") from exc
+            if isinstance(source, str) and isinstance(exc, ImportError):
+                # A bundled plugin whose distribution is not installed: nothing to say.
+                continue
+            _log.exception("plugin failed to load; skipped", plugin=name)
+            continue
+        pm.register(plugin, name)
+
+    for name in settings.config:
+        if not pm.has_plugin(name):
+            _log.warning("configuration for a plugin that is not loaded", plugin=name)
+    return pm
+
+
+def _load_ref(ref: str) -> Any:
+    """`package.module` or `package.module:attribute`."""
+    module_name, _, attribute = ref.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
+# Calling hooks safely ---------------------------------------------------------------------------
+
+
+def _impls(pm: PluginManager, hook_name: str) -> list[Any]:
+    """The hook's implementations in pluggy's call order (tryfirst first, trylast last, later
+    registered before earlier). Wrappers are pluggy-level machinery around a synchronous call and
+    cannot wrap an awaited result, so wad does not call them."""
+    caller = getattr(pm.hook, hook_name)
+    impls = [i for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+    return list(reversed(impls))
+
+
+async def _call_one(pm: PluginManager, impl: Any, hook_name: str, kwargs: dict[str, Any]
+                    ) -> tuple[bool, Any]:
+    """(True, result) when the implementation answered; (False, None) when it raised or took too
+    long, which is logged with the plugin's name."""
+    try:
+        args = [kwargs[name] for name in impl.argnames]
+    except KeyError as exc:
+        raise TypeError(f"{hook_name} called without argument {exc.args[0]!r}") from None
+    timeout = pm.settings.hook_timeout_s
+    try:
+        with trio.move_on_after(timeout) as scope:
+            result = impl.function(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return True, result
+    except Exception:
+        _log.exception("plugin failed; skipped", plugin=impl.plugin_name, hook=hook_name)
+        return False, None
+    if scope.cancelled_caught:
+        _log.warning("plugin took too long; skipped", plugin=impl.plugin_name, hook=hook_name,
+                     timeout_s=timeout)
+    return False, None
+
+
+def _kwargs(pm: PluginManager, kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs.setdefault("ctx", pm.context)
+    return kwargs
+
+
+async def call_all(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> list[Answer]:
+    """Call every implementation of an async hook in order and answer the non-None results.
+    A failing implementation is logged and skipped. `ctx` is supplied when not given."""
+    kwargs = _kwargs(pm, kwargs)
+    answers = []
+    for impl in _impls(pm, hook_name):
+        ok, value = await _call_one(pm, impl, hook_name, kwargs)
+        if ok and value is not None:
+            answers.append(Answer(impl.plugin_name, value))
+    return answers
+
+
+async def call_first(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> Answer | None:
+    """Call implementations in order until one answers something other than None."""
+    kwargs = _kwargs(pm, kwargs)
+    for impl in _impls(pm, hook_name):
+        ok, value = await _call_one(pm, impl, hook_name, kwargs)
+        if ok and value is not None:
+            return Answer(impl.plugin_name, value)
+    return None
+
+
+def call_all_sync(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> list[Answer]:
+    """`call_all` for the synchronous hooks (setup and importing). An implementation that
+    raises, or answers an awaitable, is logged and skipped."""
+    kwargs = _kwargs(pm, kwargs)
+    answers = []
+    for impl in _impls(pm, hook_name):
+        try:
+            value = impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception:
+            _log.exception("plugin failed; skipped", plugin=impl.plugin_name, hook=hook_name)
+            continue
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            _log.error("plugin answered an awaitable from a synchronous hook; skipped",
+                       plugin=impl.plugin_name, hook=hook_name)
+            continue
+        if value is not None:
+            answers.append(Answer(impl.plugin_name, value))
+    return answers
+
+
+def _as(model: type[T], value: Any) -> T:
+    """`value` (a `model`, or a dict of its fields) validated as `model`."""
+    raw = msgspec.to_builtins(value) if isinstance(value, msgspec.Struct) else value
+    return msgspec.convert(raw, model)
+
+
+# Typed helpers for the pipeline ---------------------------------------------------------------
+
+
+async def notify(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> None:
+    """Send a notification (`wad_message_received`, ...) to every plugin; errors stay inside."""
+    if hook_name not in hookspecs.NOTIFICATION_HOOKS:
+        raise ValueError(f"{hook_name} is not a notification hook")
+    await call_all(pm, hook_name, **kwargs)
+
+
+async def detect_status(
+    pm: PluginManager,
+    *,
+    client: Client,
+    messages: Sequence[Message],
+    current_status: ClientStatus | None,
+    min_confidence: float | None = None,
+) -> StatusDecision | None:
+    """The first status decision, in hook order, whose confidence reaches `min_confidence`
+    (default `plugins.status_min_confidence`), with `detector` filled in; None when no detector
+    is sure enough. An answer that is not a valid decision is logged and skipped."""
+    threshold = pm.settings.status_min_confidence if min_confidence is None else min_confidence
+    kwargs = _kwargs(pm, {"client": client, "messages": list(messages),
+                          "current_status": current_status})
+    for impl in _impls(pm, "wad_detect_status"):
+        ok, value = await _call_one(pm, impl, "wad_detect_status", kwargs)
+        if not ok or value is None:
+            continue
+        try:
+            decision = _as(StatusDecision, value)
+        except (msgspec.ValidationError, TypeError) as exc:
+            _log.warning("plugin answered an invalid status decision; skipped",
+                         plugin=impl.plugin_name, error=str(exc))
+            continue
+        if not decision.detector:
+            decision = msgspec.structs.replace(decision, detector=impl.plugin_name)
+        if decision.confidence >= threshold:
+            return decision
+        _log.debug("status decision below the threshold", plugin=impl.plugin_name,
+                   status=decision.status, confidence=decision.confidence)
+    return None
+
+
+async def agent_reply(
+    pm: PluginManager, *, message: Message, client: Client, conversation: Sequence[Message]
+) -> AgentReply | None:
+    """The first agent reply, in hook order, with `agent` filled in; None when every agent stays
+    silent. A blank or invalid reply is logged and skipped."""
+    kwargs = _kwargs(pm, {"message": message, "client": client,
+                          "conversation": list(conversation)})
+    for impl in _impls(pm, "wad_agent_reply"):
+        ok, value = await _call_one(pm, impl, "wad_agent_reply", kwargs)
+        if not ok or value is None:
+            continue
+        if isinstance(value, str):
+            if not value.strip():
+                continue
+            value = {"text": value.strip()}
+        try:
+            reply = _as(AgentReply, value)
+        except (msgspec.ValidationError, TypeError) as exc:
+            _log.warning("plugin answered an invalid agent reply; skipped",
+                         plugin=impl.plugin_name, error=str(exc))
+            continue
+        if not reply.agent:
+            reply = msgspec.structs.replace(reply, agent=impl.plugin_name)
+        return reply
+    return None
+
+
+async def detect_languages(
+    pm: PluginManager, texts: Sequence[str], *, languages: Sequence[str]
+) -> list[LanguageGuess]:
+    """One guess per text from the first language plugin that answers properly (one guess per
+    text); a guess outside `languages` counts as unknown. All unknown when no plugin answers."""
+    texts = list(texts)
+    allowed = set(languages)
+    kwargs = _kwargs(pm, {"texts": texts, "languages": list(languages)})
+    for impl in _impls(pm, "wad_detect_language"):
+        ok, value = await _call_one(pm, impl, "wad_detect_language", kwargs)
+        if not ok or value is None:
+            continue
+        try:
+            guesses = [_as(LanguageGuess, g) for g in value]
+        except (msgspec.ValidationError, TypeError) as exc:
+            _log.warning("plugin answered invalid language guesses; skipped",
+                         plugin=impl.plugin_name, error=str(exc))
+            continue
+        if len(guesses) != len(texts):
+            _log.warning("plugin answered a guess count that does not match the texts; skipped",
+                         plugin=impl.plugin_name, texts=len(texts), guesses=len(guesses))
+            continue
+        return [g if g.language is None or g.language in allowed
+                else LanguageGuess(language=None) for g in guesses]
+    return [LanguageGuess(language=None) for _ in texts]
+
+
+def import_sources(pm: PluginManager) -> dict[str, ImportSource]:
+    """Every import source by name; a duplicate or malformed one is logged and ignored."""
+    sources: dict[str, ImportSource] = {}
+    for answer in call_all_sync(pm, "wad_import_sources"):
+        for source in answer.value:
+            if not isinstance(source, ImportSource) or not callable(source.chats):
+                _log.warning("plugin answered something that is not an ImportSource; ignored",
+                             plugin=answer.plugin)
+                continue
+            if source.name in sources:
+                _log.warning("import source name already taken; ignored", plugin=answer.plugin,
+                             source=source.name)
+                continue
+            sources[source.name] = source
+    return sources
+
+
+def background_tasks(pm: PluginManager) -> list[tuple[str, BackgroundTask]]:
+    """Every plugin's background tasks, as (plugin name, task)."""
+    tasks = []
+    for answer in call_all_sync(pm, "wad_background_tasks"):
+        for task in answer.value:
+            if isinstance(task, BackgroundTask):
+                tasks.append((answer.plugin, task))
+            else:
+                _log.warning("plugin answered something that is not a BackgroundTask; ignored",
+                             plugin=answer.plugin)
+    return tasks
+
+
+async def run_background_tasks(
+    pm: PluginManager, *, initial_backoff_s: float = 1.0, max_backoff_s: float = 60.0,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run every plugin's background tasks until cancelled; `task_status.started` gets their
+    names once each has started (or failed its first start). A task that raises is logged with its
+    plugin's name and started again after an exponential backoff; one that returns is done."""
+    tasks = background_tasks(pm)
+    async with trio.open_nursery() as nursery:
+        for plugin, task in tasks:
+            await nursery.start(_keep_running, plugin, task, initial_backoff_s, max_backoff_s)
+        task_status.started([f"{plugin}:{task.name}" for plugin, task in tasks])
+
+
+async def _keep_running(plugin: str, task: BackgroundTask, initial_backoff_s: float,
+                        max_backoff_s: float,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    backoff = initial_backoff_s
+    reported = False
+    while True:
+        began = trio.current_time()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(task.run)
+                if not reported:
+                    task_status.started()
+                    reported = True
+            _log.info("plugin task finished", plugin=plugin, task=task.name)
+            return
+        except Exception:
+            _log.exception("plugin task failed; restarting", plugin=plugin, task=task.name,
+                           backoff_s=backoff)
+        if not reported:
+            task_status.started()
+            reported = True
+        if trio.current_time() - began > max_backoff_s:
+            backoff = initial_backoff_s  # it ran well for a while: start the backoff over
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, max_backoff_s)
+
+
+def registered_names(pm: PluginManager) -> list[str]:
+    """The names of the registered plugins, sorted (for logs and `wad status`)."""
+    return sorted(name for name, _ in pm.list_name_plugin())
+
+
+def names_implementing(pm: PluginManager, hook_name: str) -> Iterable[str]:
+    """The plugins implementing a hook, in call order."""
+    return [impl.plugin_name for impl in _impls(pm, hook_name)]
