@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import wad
 from wad import config as config_mod
-from wad import log
+from wad import ctl, log
 from wad.errors import WadError
 
 
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8099)
     sim.add_argument("--seed", type=int, default=None)
     sim.set_defaults(func=_cmd_sim)
+    ctl.register(sub)
     return parser
 
 

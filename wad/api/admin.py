@@ -210,7 +210,9 @@ async def tree() -> Response:
     """The live supervision tree: the daemon's children and every organization's actors with
     their state, restart counts and last restart reason."""
     ctx = current_app.config["wad"]
+    orgs = manager().tree()
     root = ctx.services.get("supervisor")
-    view = root.tree() if root is not None else manager().tree()
     return reply(Tree(node=ctx.settings.node, version=wad.__version__,
-                      uptime_s=round(time.monotonic() - ctx.started_at, 3), tree=view))
+                      uptime_s=round(time.monotonic() - ctx.started_at, 3),
+                      daemon=root.tree() if root is not None else None,
+                      organizations=orgs))

@@ -193,12 +193,15 @@ class PurgeResult(msgspec.Struct, kw_only=True):
 
 
 class Tree(msgspec.Struct, kw_only=True):
-    """The live supervision tree (see `wad.supervise.Supervisor.tree`)."""
+    """The live supervision tree: the daemon's own supervisor (see
+    `wad.supervise.Supervisor.tree`) and the organization manager's view of every running
+    organization (its session state and its supervisor's tree)."""
 
     node: str
     version: str
     uptime_s: float
-    tree: dict[str, Any]
+    daemon: dict[str, Any] | None
+    organizations: dict[str, Any]
 
 
 class Health(msgspec.Struct, kw_only=True):
