@@ -470,8 +470,8 @@
   }
 
   function loadedMsgs(chat) {
-    // Oldest first; the sort is stable, so equal timestamps keep the collection's order.
-    return chat.msgs.getModelsArray().slice().sort((a, b) => (a.t || 0) - (b.t || 0));
+    // The chat's message collection keeps its messages oldest first.
+    return chat.msgs.getModelsArray();
   }
   function indexOfId(models, id) {
     return models.findIndex((m) => widStr(m.id) === id);

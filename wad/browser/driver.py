@@ -60,6 +60,9 @@ CLOSE_TIMEOUT_S = 10.0
 """How long closing a browser may take before its process is killed."""
 EVENT_BUFFER = 256
 VERSION_POLL_S = 0.2
+_MAX_TMP_ROOT = 36
+"""Longest temp root: Chromium adds about 60 bytes (`wad-chromium-XXXXXXXX/org.chromium.Chromium.
+XXXXXX/SingletonSocket`) and a unix socket path must stay under 108."""
 
 _VERSION_PROBE = (
     "() => (window.Debug && typeof window.Debug.VERSION === 'string' && "
@@ -144,7 +147,15 @@ class BrowserDriver:
     @asynccontextmanager
     async def open(cls, settings: WhatsAppSettings, *,
                    tmp_root: str | os.PathLike[str] | None = None) -> AsyncIterator[BrowserDriver]:
-        """Start Playwright; on exit stop it and remove the Chromium temp directory."""
+        """Start Playwright; on exit stop it and remove the Chromium temp directory.
+
+        Chromium's `TMPDIR` is a fresh directory under TMP_ROOT (default: the system's), kept
+        short because Chromium puts a unix socket there and socket paths are limited (~107
+        bytes); a TMP_ROOT too deep for that falls back to the system temp directory."""
+        if tmp_root is not None and len(os.fspath(tmp_root)) > _MAX_TMP_ROOT:
+            log.get("browser").warning("temp root too long for Chromium's socket; using default",
+                                       tmp_root=os.fspath(tmp_root))
+            tmp_root = None
         tmpdir = Path(tempfile.mkdtemp(prefix="wad-chromium-", dir=tmp_root))
         try:
             playwright = await aio_as_trio(async_playwright().start)()
@@ -185,12 +196,28 @@ class BrowserDriver:
                     yield session
                 finally:
                     nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The nursery only runs the injector, which never raises: callers get the
+            # exception of the `async with` body (or of the start-up) itself, unwrapped.
+            sole = _sole_exception(group)
+            if sole is None:
+                raise
+            raise sole from None
         finally:
             if session is not None:
                 session._closing = True
             await _close_context(context, profile)
             if session is not None:
                 session._send.close()
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    if len(group.exceptions) != 1:
+        return None
+    inner = group.exceptions[0]
+    if isinstance(inner, BaseExceptionGroup):
+        return _sole_exception(inner)
+    return inner
 
 
 async def _close_context(context: Any, profile: Path) -> None:
