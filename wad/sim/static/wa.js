@@ -324,7 +324,7 @@
   // ------------------------------------------------------------------ the WebSocket
 
   const net = {
-    ws: null, rid: 0, pending: new Map(), outbox: [], lastSeq: 0, seqTimer: null,
+    ws: null, rid: 0, pending: new Map(), lastSeq: 0, seqTimer: null,
     retryTimer: null, retryDelay: 500,
   };
 
@@ -347,8 +347,8 @@
         linked: page.link ? page.link.number : null,
         resume: page.synced && page.link ? net.lastSeq : null,
       }));
-      const queued = net.outbox.splice(0);
-      for (const f of queued) ws.send(JSON.stringify(f));
+      // Requests not answered yet (sent before a drop, or while offline) go out again.
+      for (const p of net.pending.values()) ws.send(JSON.stringify(p.frame));
     };
     ws.onmessage = (e) => {
       try { handle(JSON.parse(e.data)); } catch (err) { console.error('frame', err); }
@@ -356,11 +356,6 @@
     ws.onclose = () => {
       if (net.ws !== ws) return;
       net.ws = null;
-      for (const [rid, p] of net.pending) {
-        if (p.frame.op === 'send') { net.outbox.push(p.frame); continue; }
-        net.pending.delete(rid);
-        p.reject(new Error('connection lost'));
-      }
       if (page.leaving) return;
       if (!TERMINAL.has(Socket.state)) {
         Socket.set({ state: page.link ? 'TIMEOUT' : 'OPENING', stream: 'DISCONNECTED' });
@@ -376,7 +371,6 @@
       const frame = { t: 'rpc', rid, op, a: a || {} };
       net.pending.set(rid, { resolve, reject, frame });
       if (net.ws && net.ws.readyState === WebSocket.OPEN) net.ws.send(JSON.stringify(frame));
-      else net.outbox.push(frame);
     });
   }
 
