@@ -13,7 +13,14 @@ from typing import TypeVar
 import pytest
 import trio
 
-from wad.browser import BridgeError, BrowserDriver, BrowserSession, SessionClosed, new_message_id
+from wad.browser import (
+    BridgeError,
+    BridgeTimeout,
+    BrowserDriver,
+    BrowserSession,
+    SessionClosed,
+    new_message_id,
+)
 from wad.browser.events import (
     AckChanged,
     BridgeErrorEvent,
@@ -98,8 +105,9 @@ async def scan_shown_qr(session: BrowserSession, watch: Watch, phone: SimClient)
 
 @asynccontextmanager
 async def linked_session(driver: BrowserDriver, sim: SimServer, phone: SimClient,
-                         profile: Path) -> AsyncIterator[tuple[BrowserSession, Watch]]:
-    async with driver.open_session(profile, url=sim.url) as session:
+                         profile: Path, **options: int
+                         ) -> AsyncIterator[tuple[BrowserSession, Watch]]:
+    async with driver.open_session(profile, url=sim.url, **options) as session:
         watch = Watch(session)
         await scan_shown_qr(session, watch, phone)
         yield session, watch
@@ -448,3 +456,102 @@ async def test_page_without_whatsapp_fails_to_open(aio_loop: None, sim: SimServe
         with pytest.raises(BridgeError, match="did not become usable"):
             async with short.open_session(tmp_path / "p", url=sim.url + "_sim/config"):
                 pass
+
+
+async def test_full_event_channel_holds_events_back_in_order(
+        driver: BrowserDriver, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
+    await phone.create_account(ACCOUNT, "Issyk Tours")
+    async with linked_session(driver, sim, phone, tmp_path / "p", event_buffer=2) as (
+            session, watch):
+        for i in range(30):
+            await phone.deliver(ACCOUNT, CLIENT, f"burst {i}")
+        await trio.sleep(0.5)  # nobody reads: the channel fills and the page waits
+        assert session.held_back > 0
+        await watch.next(MessageReceived, lambda e: e.message.body == "burst 29")
+        bodies = [e.message.body for e in watch.of(MessageReceived)]
+        assert bodies == [f"burst {i}" for i in range(30)]
+
+
+async def test_conflict_takeover_network_drop_and_ban(
+        driver: BrowserDriver, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
+    await phone.create_account(ACCOUNT, "Issyk Tours")
+    async with linked_session(driver, sim, phone, tmp_path / "p") as (session, watch):
+        await phone.conflict(ACCOUNT)
+        conflict = await watch.next(Disconnected)
+        assert (conflict.reason, conflict.state) == ("conflict", "CONFLICT")
+        await session.takeover()
+        await watch.next(StateChanged, lambda e: e.state == "CONNECTED")
+        await phone.deliver(ACCOUNT, CLIENT, "after takeover")
+        await watch.next(MessageReceived, lambda e: e.message.body == "after takeover")
+
+        # A network drop is transient: TIMEOUT, then CONNECTED, and nothing missed.
+        await phone.drop_network(ACCOUNT, seconds=1.0)
+        await watch.next(StateChanged, lambda e: e.state == "TIMEOUT")
+        await phone.deliver(ACCOUNT, CLIENT, "sent while offline")
+        await watch.next(StateChanged, lambda e: e.state == "CONNECTED")
+        await watch.next(MessageReceived, lambda e: e.message.body == "sent while offline")
+        assert len(watch.of(Disconnected)) == 1
+
+        await phone.ban(ACCOUNT)
+        banned = await watch.next(Disconnected)
+        assert (banned.reason, banned.state) == ("banned", "TOS_BLOCK")
+
+
+async def test_hung_page_times_out_then_recovers(
+        aio_loop: None, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
+    settings = WhatsAppSettings(ready_timeout_s=20.0, health_check_timeout_s=1.0)
+    await phone.create_account(ACCOUNT, "Issyk Tours")
+    async with BrowserDriver.open(settings) as driver, linked_session(
+            driver, sim, phone, tmp_path / "p") as (session, _watch):
+        await phone.freeze(ACCOUNT, seconds=2.5)
+        with pytest.raises(BridgeTimeout, match="ping"):
+            await session.ping()
+        with trio.fail_after(10):
+            while True:
+                try:
+                    await session.ping()
+                    break
+                except BridgeTimeout:
+                    continue
+        assert session.alive
+
+
+async def _renderer_pids(browser_pid: int) -> list[int]:
+    """Chromium renderer processes descending from BROWSER_PID."""
+    children: dict[int, list[int]] = {}
+    kinds: dict[int, bytes] = {}
+    for entry in await trio.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = await (entry / "stat").read_text()
+            argv = await (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(") ", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+        kinds[int(entry.name)] = argv
+    found, todo = [], [browser_pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            if b"--type=renderer" in kinds.get(child, b""):
+                found.append(child)
+    return found
+
+
+async def test_renderer_crash_surfaces_as_crash(driver: BrowserDriver, sim: SimServer,
+                                                tmp_path: Path) -> None:
+    async with driver.open_session(tmp_path / "p", url=sim.url) as session:
+        watch = Watch(session)
+        await watch.next(QrChanged)
+        pid = session.browser_pid()
+        assert pid is not None
+        renderers = await _renderer_pids(pid)
+        assert renderers
+        for renderer in renderers:
+            os.kill(renderer, signal.SIGKILL)
+        closed = await watch.next(BrowserClosed)
+        assert closed.reason == "crash"
+        with pytest.raises(SessionClosed, match="crash"):
+            await session.state()

@@ -2,6 +2,7 @@
 
 from wad.browser.driver import (
     BridgeError,
+    BridgeTimeout,
     BrowserDriver,
     BrowserSession,
     InvalidChatId,
@@ -13,6 +14,7 @@ from wad.browser.driver import (
 
 __all__ = [
     "BridgeError",
+    "BridgeTimeout",
     "BrowserDriver",
     "BrowserSession",
     "InvalidChatId",

@@ -81,6 +81,10 @@ class SessionClosed(BridgeError):
     """The page crashed or its browser closed; the session must be reopened."""
 
 
+class BridgeTimeout(BridgeError):
+    """The page did not answer a call in time (hung page, busy renderer)."""
+
+
 class InvalidChatId(BridgeError, ValueError):
     """Not a phone number or a WhatsApp chat id."""
 
@@ -405,27 +409,36 @@ class BrowserSession:
 
     async def _call(self, name: str, args: dict[str, Any] | None = None, *,
                     timeout: float = ACTION_TIMEOUT_S, retry_on_navigation: bool = True) -> Any:
-        with trio.fail_after(timeout):
-            while True:
+        retried: list[str] = []
+        with trio.move_on_after(timeout):
+            return await self._call_once(name, args, retry_on_navigation, retried)
+        self._check_alive()
+        last = f" (last problem: {retried[-1]})" if retried else ""
+        raise BridgeTimeout(f"{name}: the page did not answer within {timeout:g} s{last}")
+
+    async def _call_once(self, name: str, args: dict[str, Any] | None,
+                         retry_on_navigation: bool, retried: list[str]) -> Any:
+        while True:
+            self._check_alive()
+            await self._ready.wait()
+            self._check_alive()
+            ready = self._ready
+            try:
+                answer = await aio_as_trio(self._page.evaluate)(_CALL, [name, args or {}])
+            except PlaywrightError as exc:
                 self._check_alive()
-                await self._ready.wait()
-                self._check_alive()
-                ready = self._ready
-                try:
-                    answer = await aio_as_trio(self._page.evaluate)(_CALL, [name, args or {}])
-                except PlaywrightError as exc:
-                    self._check_alive()
-                    if retry_on_navigation and (not ready.is_set() or ready is not self._ready):
-                        continue  # the page navigated meanwhile; retry on the new document
-                    if retry_on_navigation and _looks_like_navigation(exc.message):
-                        await trio.sleep(VERSION_POLL_S)
-                        continue
-                    raise BridgeError(f"{name}: {exc.message}") from None
-                if not isinstance(answer, dict) or "ok" not in answer:
-                    raise BridgeError(f"{name}: malformed answer from the bridge: {answer!r}")
-                if not answer["ok"]:
-                    raise BridgeError(f"{name}: {answer.get('error')}")
-                return answer.get("value")
+                retried.append(exc.message)
+                if retry_on_navigation and (not ready.is_set() or ready is not self._ready):
+                    continue  # the page navigated meanwhile; retry on the new document
+                if retry_on_navigation and _looks_like_navigation(exc.message):
+                    await trio.sleep(VERSION_POLL_S)
+                    continue
+                raise BridgeError(f"{name}: {exc.message}") from None
+            if not isinstance(answer, dict) or "ok" not in answer:
+                raise BridgeError(f"{name}: malformed answer from the bridge: {answer!r}")
+            if not answer["ok"]:
+                raise BridgeError(f"{name}: {answer.get('error')}")
+            return answer.get("value")
 
     async def _call_as(self, type_: type[_T], name: str, args: dict[str, Any] | None = None,
                        **kwargs: Any) -> _T:

@@ -1,0 +1,68 @@
+"""Pure parts of the browser package: chat ids, message ids, event decoding."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+import pytest
+
+from wad.browser import InvalidChatId, chat_id, events, new_message_id, phone_digits
+from wad.browser.events import AckChanged, BridgeReady, MessageReceived, Ready
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("+996555123456", "996555123456@c.us"),
+    ("996555123456", "996555123456@c.us"),
+    ("+996 (555) 12-34-56", "996555123456@c.us"),
+    ("996555123456@c.us", "996555123456@c.us"),
+    ("120363000000000001@g.us", "120363000000000001@g.us"),
+    ("status@broadcast", "status@broadcast"),
+    ("123456789012345@lid", "123456789012345@lid"),
+])
+def test_chat_id_accepts_phones_and_ids(given: str, expected: str) -> None:
+    assert chat_id(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "+", "abc", "12345", "0555123456", "+1234567890123456",
+                                 "996555@", "@c.us", "99 65@ c.us"])
+def test_chat_id_refuses_what_is_not_a_number(bad: str) -> None:
+    with pytest.raises(InvalidChatId):
+        chat_id(bad)
+
+
+def test_phone_digits() -> None:
+    assert phone_digits("+996 555 123 456") == "996555123456"
+    assert phone_digits("996555123456@c.us") == "996555123456"
+    with pytest.raises(ValueError, match="international"):
+        phone_digits("0555 123 456")
+
+
+def test_new_message_ids_are_uppercase_hex_and_distinct() -> None:
+    ids = {new_message_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"3EB0[0-9A-F]{16}", i) for i in ids)
+
+
+def test_decode_events() -> None:
+    assert events.decode(b'{"event":"bridge_ready","version":"2.3000.1"}') == BridgeReady(
+        version="2.3000.1")
+    ack = events.decode('{"event":"ack","id":"true_1@c.us_AB","chat_id":"1@c.us","ack":3}')
+    assert ack == AckChanged(id="true_1@c.us_AB", chat_id="1@c.us", ack=3)
+    ready = events.decode('{"event":"ready","wid":"996555100200@c.us","phone":"996555100200",'
+                          '"push_name":"Issyk","platform":"smba","is_business":true}')
+    assert isinstance(ready, Ready)
+    assert ready.is_business
+    got = events.decode('{"event":"message","message":{"id":"false_1@c.us_AB","from_me":false,'
+                        '"chat_id":"1@c.us","type":"chat","body":"hi","timestamp":5}}')
+    assert isinstance(got, MessageReceived)
+    assert (got.message.body, got.message.caption, got.message.ack) == ("hi", None, 0)
+
+
+def test_decode_names_the_bad_field() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.ack"):
+        events.decode('{"event":"ack","id":"x","chat_id":"y","ack":"three"}')
+    with pytest.raises(msgspec.ValidationError, match=r"`from_me` - at `\$\.message`"):
+        events.decode('{"event":"message","message":{"id":"x","chat_id":"y","type":"chat"}}')
+    with pytest.raises(msgspec.ValidationError, match="Invalid value 'nope'"):
+        events.decode('{"event":"nope"}')
