@@ -171,6 +171,8 @@ async def test_malformed_and_unknown_ids_are_not_found(live_api: LiveApi) -> Non
         r = await live_api.client().get("/api/whatsapp/status/not-a-uuid")
         assert r.status_code == 401
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        r = await live_api.client().get("/api/no-such-endpoint")
+        assert r.status_code == 401  # not even whether a path exists
 
 
 async def test_tokens_are_stored_only_as_hashes_and_work_until_revoked(
