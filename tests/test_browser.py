@@ -170,7 +170,7 @@ async def test_qr_rotates_expires_and_scan_links(driver: BrowserDriver, sim: Sim
 
 async def test_pairing_code_links(driver: BrowserDriver, sim: SimServer, phone: SimClient,
                                   tmp_path: Path) -> None:
-    await phone.create_account(ACCOUNT, "Issyk Tours")
+    await phone.create_account(ACCOUNT, "Issyk Tours", business=True)
     async with driver.open_session(tmp_path / "profile", url=sim.url) as session:
         watch = Watch(session)
         await watch.next(StateChanged, lambda e: e.state == "UNPAIRED")
@@ -181,6 +181,7 @@ async def test_pairing_code_links(driver: BrowserDriver, sim: SimServer, phone: 
         await phone.enter_pairing_code(ACCOUNT, code)
         ready = await watch.next(Ready)
         assert ready.phone == ACCOUNT
+        assert (ready.platform, ready.is_business) == ("smba", True)
         assert [d["online"] for d in await phone.devices(ACCOUNT)] == [True]
 
 
@@ -472,7 +473,7 @@ async def test_full_event_channel_holds_events_back_in_order(
         assert bodies == [f"burst {i}" for i in range(30)]
 
 
-async def test_conflict_takeover_network_drop_and_ban(
+async def test_conflict_takeover_network_drop_outdated_and_ban(
         driver: BrowserDriver, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
     await phone.create_account(ACCOUNT, "Issyk Tours")
     async with linked_session(driver, sim, phone, tmp_path / "p") as (session, watch):
@@ -492,6 +493,10 @@ async def test_conflict_takeover_network_drop_and_ban(
         await watch.next(MessageReceived, lambda e: e.message.body == "sent while offline")
         assert len(watch.of(Disconnected)) == 1
 
+        await phone.set_deprecated(True)
+        outdated = await watch.next(Disconnected)
+        assert (outdated.reason, outdated.state) == ("deprecated_version", "DEPRECATED_VERSION")
+        await phone.set_deprecated(False)
         await phone.ban(ACCOUNT)
         banned = await watch.next(Disconnected)
         assert (banned.reason, banned.state) == ("banned", "TOS_BLOCK")
@@ -499,11 +504,11 @@ async def test_conflict_takeover_network_drop_and_ban(
 
 async def test_hung_page_times_out_then_recovers(
         aio_loop: None, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
-    settings = WhatsAppSettings(ready_timeout_s=20.0, health_check_timeout_s=1.0)
+    settings = WhatsAppSettings(ready_timeout_s=20.0, health_check_timeout_s=0.5)
     await phone.create_account(ACCOUNT, "Issyk Tours")
     async with BrowserDriver.open(settings) as driver, linked_session(
             driver, sim, phone, tmp_path / "p") as (session, _watch):
-        await phone.freeze(ACCOUNT, seconds=2.5)
+        await phone.freeze(ACCOUNT, seconds=1.5)
         with pytest.raises(BridgeTimeout, match="ping"):
             await session.ping()
         with trio.fail_after(10):

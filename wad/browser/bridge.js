@@ -262,12 +262,14 @@
   const UNPAIRED_STATES = new Set(['UNPAIRED', 'UNPAIRED_IDLE']);
   let lastState = null;
   let wasConnected = false;
-  let disconnectReported = false;
+  let lastDisconnect = null; // reason reported since the last CONNECTED
   let readyReported = false;
 
   function reportDisconnect(reason) {
-    if (disconnectReported) return;
-    disconnectReported = true;
+    if (reason === lastDisconnect) return;
+    // Going unpaired after a logout is the same event, already reported.
+    if (reason === 'unpaired' && lastDisconnect) return;
+    lastDisconnect = reason;
     emit('disconnected', {reason, state: String(Socket.state || '')});
   }
 
@@ -304,7 +306,7 @@
     emit('state', {state: state || ''});
     if (state === 'CONNECTED') {
       wasConnected = true;
-      disconnectReported = false;
+      lastDisconnect = null;
     }
     if (state === 'UNPAIRED_IDLE') {
       // The QR expired; ask for a fresh one so a QR stays available to show.
