@@ -159,10 +159,20 @@ def get_detector(languages: tuple[str, ...] = DEFAULT_LANGUAGES, seed: int = 0) 
     return LanguageDetector(languages, seed=seed)
 
 
+def supported(languages: Sequence[str]) -> tuple[str, ...]:
+    """Those of `languages` that langdetect has a profile for (others need another plugin)."""
+    return tuple(lang for lang in dict.fromkeys(languages)
+                 if (Path(PROFILES_DIRECTORY) / lang).is_file())
+
+
 async def detect_async(texts: Sequence[str], languages: Sequence[str] = DEFAULT_LANGUAGES
                        ) -> list[LanguageGuess]:
-    """`detect_many` in a worker thread, so the event loop keeps running."""
-    detector = get_detector(tuple(languages))
+    """`detect_many` in a worker thread, so the event loop keeps running. Languages without a
+    langdetect profile are left out; with none left, every text is unknown."""
+    known = supported(languages)
+    if not known:
+        return [LanguageGuess(language=None) for _ in texts]
+    detector = get_detector(known)
     return await trio.to_thread.run_sync(detector.detect_many, list(texts))
 
 
@@ -170,7 +180,10 @@ async def conversation_language_async(texts: Sequence[str],
                                       languages: Sequence[str] = DEFAULT_LANGUAGES
                                       ) -> LanguageGuess:
     """The language of a conversation's texts, detected in a worker thread."""
-    detector = get_detector(tuple(languages))
+    known = supported(languages)
+    if not known:
+        return LanguageGuess(language=None)
+    detector = get_detector(known)
     return await trio.to_thread.run_sync(detector.conversation, list(texts))
 
 
