@@ -162,3 +162,72 @@ async def test_unlink_from_phone_logs_out_live_page(
         assert await browser.wait_state("UNPAIRED") == "UNPAIRED"
         assert await browser.js("() => sessionStorage.getItem('logouts')") == "1"
         assert await browser.js("() => !!document.querySelector('div[data-ref] canvas')")
+
+
+MODULES = [
+    "WAWebSocketModel", "WAWebConnModel", "WAWebCmd", "WAWebCollections", "WAWebMsgKey",
+    "WAWebWidFactory", "WAWebFindChatAction", "WAWebSendMsgChatAction",
+    "WAWebGetEphemeralFieldsMsgActionsUtils", "WAWebUpdateUnreadChatAction", "WAWebStreamModel",
+    "WAWebChatStateBridge", "WAWebPresenceChatAction", "WAWebChatLoadMessages",
+    "WAWebSendNonMessageDataRequest", "WAWebQueryExistsJob", "WAWebContactProfilePicThumbBridge",
+    "WAWebContactGetters", "WAWebFrontendContactGetters", "WAWebUserPrefsMeUser",
+    "WAWebApiContact", "WAWebAltDeviceLinkingApi", "WABase64", "WAWebUserPrefsInfoStore",
+    "WAWebSignalStoreApi", "WAWebUserPrefsMultiDevice", "WAWebCompanionRegClientUtils",
+    "WAWebAdvSignatureApi", "WAWebOfflineHandler", "WAWebSyncGatingUtils", "WAWebCallCollection",
+    "WALinkify", "WAWebChatGetters"]
+
+
+async def test_every_module_of_the_fact_sheet_answers(
+        sim: SimServer, simc: SimClient, browser: Browser, link: LinkFn):
+    with trio.fail_after(30):
+        await link(contacts=[{"number": "996555301122", "name": "Aibek", "push_name": "Aibek"}])
+        missing = await browser.js(
+            "(names) => names.filter((n) => { try { return !window.require(n); }"
+            " catch (e) { return true; } })", MODULES)
+        assert missing == []
+        assert await browser.js("""() => { try { window.require('NoSuchModule'); return 'no'; }
+                                   catch (e) { return 'threw'; } }""") == "threw"
+        facts = await browser.js("""async () => {
+          const r = window.require, W = r('WAWebWidFactory');
+          const wid = W.createWid('996555301122@c.us');
+          const lid = r('WAWebApiContact').getCurrentLid(wid);
+          const exists = await r('WAWebQueryExistsJob').queryWidExists(W.createWid('996700000001@c.us'));
+          const C = r('WAWebCollections');
+          return {
+            conn: r('WAWebConnModel').Conn.serialize().pushname,
+            widKinds: [wid.isUser(), wid.isGroup(), W.createWid('status@broadcast').isStatus(),
+                       lid.isLid(), r('WAWebApiContact').getPhoneNumber(lid)._serialized,
+                       W.createWidFromWidLike({server: 'g.us', user: '1203', _serialized: '1203@g.us'}).isGroup()],
+            exists: exists && exists.wid._serialized,
+            link: r('WALinkify').findLink('see https://example.com/tour now').url,
+            links: r('WALinkify').findLinks('a www.a.kg b http://b.com').length,
+            calls: typeof r('WAWebCallCollection').on,
+            progress: r('WAWebOfflineHandler').OfflineMessageHandler.getOfflineDeliveryProgress(),
+            lid: r('WAWebUserPrefsMeUser').getMaybeMeLidUser().server,
+            broadcast: r('WAWebChatGetters').getIsBroadcast({id: W.createWid('status@broadcast')}),
+            contact: [r('WAWebContactGetters').getName(C.Contact.get(wid)),
+                      r('WAWebContactGetters').getShortName(C.Contact.get(wid))],
+            eph: Object.keys(r('WAWebGetEphemeralFieldsMsgActionsUtils').getEphemeralFields(
+              C.Chat.getModelsArray()[0] || {})).includes('ephemeralDuration'),
+          }; }""")
+        assert facts == {
+            "conn": "Silk Road Tours",
+            "widKinds": [True, False, True, True, "996555301122@c.us", True],
+            "exists": "996700000001@c.us", "link": "https://example.com/tour", "links": 2,
+            "calls": "function", "progress": 100, "lid": "lid", "broadcast": True,
+            "contact": ["Aibek", "Aibek"], "eph": True}
+        await simc.set_not_on_whatsapp(["996700000002"])
+        assert await browser.js("""async () => await window.require('WAWebQueryExistsJob')
+          .queryWidExists(window.require('WAWebWidFactory').createWid('996700000002@c.us'))""") is None
+        # Read receipts, typing and presence reach the phone's side.
+        await simc.deliver(ACCOUNT, "996555301122", "hi")
+        await browser.wait("() => window.require('WAWebCollections').Chat.get('996555301122@c.us')")
+        await browser.js("""async () => { const r = window.require;
+          const chat = r('WAWebCollections').Chat.get('996555301122@c.us');
+          r('WAWebStreamModel').Stream.markAvailable();
+          await r('WAWebChatStateBridge').sendChatStateComposing(chat.id);
+          await r('WAWebUpdateUnreadChatAction').sendSeen({chat});
+          await r('WAWebPresenceChatAction').sendPresenceAvailable(); }""")
+        kinds = [a["kind"] for a in await simc.activity(ACCOUNT)]
+        assert kinds == ["stream", "chatstate", "seen", "presence"]
+        assert (await simc.chats(ACCOUNT))[0]["unreadCount"] == 0

@@ -301,12 +301,16 @@ def create_app(sim: Simulator) -> QuartTrio:
                 page = Page(link=link, device_id=str(hello["device"]), keys=hello["keys"])
                 sim.page_hello(page, hello)
                 nursery.start_soon(_qr_loop, sim, page)
+                # Requests are answered one at a time, in the order the page made them (a slow
+                # send holds back what follows it, as on a slow connection).
+                requests, pending = trio.open_memory_channel[dict[str, Any]](1000)
+                nursery.start_soon(_rpc_worker, sim, page, pending)
                 while True:
                     frame = json.loads(await websocket.receive())
                     if frame.get("t") == "seq":
                         sim.page_seq(page, int(frame["seq"]))
                     elif frame.get("t") == "rpc":
-                        nursery.start_soon(_rpc, sim, page, frame)
+                        requests.send_nowait(frame)
         finally:
             link.closed = True
             if page is not None:
@@ -325,6 +329,12 @@ async def _qr_loop(sim: Simulator, page: Page) -> None:
             continue
         if not sim.rotate(page):
             await page.refresh.wait()
+
+
+async def _rpc_worker(sim: Simulator, page: Page,
+                      pending: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+    async for frame in pending:
+        await _rpc(sim, page, frame)
 
 
 async def _rpc(sim: Simulator, page: Page, frame: dict[str, Any]) -> None:
