@@ -1,0 +1,220 @@
+"""The OpenRouter status detector and agent, against a local server speaking OpenRouter's
+chat-completions protocol on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+import wad_heuristic_status
+import wad_openrouter
+from quart import Response, request
+from quart_trio import QuartTrio
+from structlog.testing import capture_logs
+
+from wad.payloads import AgentReply, StatusDecision
+from wad.plugins import (
+    PluginManager,
+    PluginSettings,
+    agent_reply,
+    detect_status,
+    get_plugin_manager,
+)
+
+from .plugin_helpers import client, message, serving
+
+KEY = "sk-or-test-0123456789"
+
+
+class FakeOpenRouter:
+    """Records each request; `answer` decides each response."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answer: Callable[[dict[str, Any]], Any] = lambda body: completion("{}")
+        self.app = QuartTrio("fake-openrouter")
+        self.app.add_url_rule("/api/v1/chat/completions", "completions", self._completions,
+                              methods=["POST"])
+
+    async def _completions(self) -> Any:
+        body = await request.get_json()
+        self.requests.append({"headers": dict(request.headers), "json": body})
+        result = self.answer(body)
+        if isinstance(result, float):  # a delay: answer too late
+            await trio.sleep(result)
+            return completion("{}")
+        return result
+
+
+def completion(content: str) -> Response:
+    return Response(json.dumps({
+        "id": "gen-1", "object": "chat.completion", "model": "test/model",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+    }), content_type="application/json")
+
+
+@pytest.fixture
+async def openrouter() -> AsyncIterator[tuple[FakeOpenRouter, str]]:
+    fake = FakeOpenRouter()
+    async with serving(fake.app) as url:
+        yield fake, url + "/api/v1"
+
+
+def manager(base_url: str, *, heuristic: bool = False, **config: Any) -> PluginManager:
+    settings = {"api_key": KEY, "base_url": base_url, "model": "test/model",
+                "retry_backoff_s": 0.01, **config}
+    pm = get_plugin_manager(PluginSettings(entry_points=False,
+                                           config={"openrouter": settings}),
+                            builtins=False, bundled=False)
+    pm.register(wad_openrouter, "openrouter")
+    if heuristic:
+        pm.register(wad_heuristic_status, "heuristic_status")
+    return pm
+
+
+CONVERSATION = [
+    message("Здравствуйте! Сколько стоит тур на Иссык-Куль?"),
+    message("Добрый день! 450 долларов на человека, всё включено.", direction="OUT"),
+    message("Дороговато. Можно скидку, если нас будет шестеро?"),
+]
+
+
+async def test_status_detection_sends_the_conversation_and_reads_the_answer(
+        openrouter: tuple[FakeOpenRouter, str]) -> None:
+    fake, url = openrouter
+    fake.answer = lambda body: completion(json.dumps({
+        "status": "NEGOTIATION", "confidence": 0.86,
+        "reason": "The client asks for a discount for a group of six."}))
+    pm = manager(url, app_title="Tour CRM")
+    with trio.fail_after(10):
+        decision = await detect_status(pm, client=client(status="WARMED"),
+                                       messages=CONVERSATION, current_status="WARMED")
+    assert decision == StatusDecision(
+        status="NEGOTIATION", confidence=0.86,
+        reason="The client asks for a discount for a group of six.", detector="openrouter")
+
+    [sent] = fake.requests
+    assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert sent["headers"]["X-Title"] == "Tour CRM"
+    assert sent["json"]["model"] == "test/model"
+    assert sent["json"]["response_format"] == {"type": "json_object"}
+    prompt = "\n".join(m["content"] for m in sent["json"]["messages"])
+    for m in CONVERSATION:
+        assert m.text in prompt
+    assert "Current status: WARMED" in prompt
+    assert "NEGOTIATION" in prompt and "PROPOSAL_SENT" in prompt  # the stages are explained
+
+
+async def test_key_comes_from_the_environment_and_code_fences_are_tolerated(
+        openrouter: tuple[FakeOpenRouter, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, url = openrouter
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-from-env")
+    fake.answer = lambda body: completion(
+        '```json\n{"status": "SOLD", "confidence": 0.9, "reason": "paid"}\n```')
+    pm = manager(url, api_key="", status_model="test/cheap-model")
+    with trio.fail_after(10):
+        decision = await detect_status(pm, client=client(), messages=CONVERSATION,
+                                       current_status="NEGOTIATION")
+    assert decision is not None
+    assert decision.status == "SOLD"
+    assert fake.requests[0]["headers"]["Authorization"] == "Bearer sk-or-from-env"
+    assert fake.requests[0]["json"]["model"] == "test/cheap-model"
+
+
+async def test_without_a_key_nothing_is_sent(openrouter: tuple[FakeOpenRouter, str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, url = openrouter
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    pm = manager(url, api_key="", agent=True)
+    assert await detect_status(pm, client=client(), messages=CONVERSATION,
+                               current_status=None) is None
+    assert await agent_reply(pm, message=CONVERSATION[-1], client=client(),
+                             conversation=CONVERSATION) is None
+    assert fake.requests == []
+
+
+def server_error(body: dict[str, Any]) -> Response:
+    return Response('{"error": {"message": "upstream overloaded"}}', status=500,
+                    content_type="application/json")
+
+
+@pytest.mark.parametrize(("case", "answer", "requests"), [
+    ("500", server_error, 3),  # retried twice, then given up
+    ("timeout", lambda body: 2.0, 1),
+    ("garbage", lambda body: completion("Sure! The client looks interested in a discount."), 1),
+    ("bad status", lambda body: completion('{"status": "HAPPY", "confidence": 0.9}'), 1),
+    ("bad confidence", lambda body: completion('{"status": "SOLD", "confidence": 7}'), 1),
+    ("not a completion", lambda body: Response('{"ok": true}', content_type="application/json"),
+     1),
+])
+async def test_status_detection_falls_back_to_the_next_detector(
+        openrouter: tuple[FakeOpenRouter, str], case: str, answer: Any, requests: int) -> None:
+    fake, url = openrouter
+    fake.answer = answer
+    pm = manager(url, heuristic=True, timeout_s=0.3,
+                 retries=2 if case == "500" else 0)
+    with capture_logs() as logs, trio.fail_after(10):
+        decision = await detect_status(pm, client=client(status="WARMED"),
+                                       messages=CONVERSATION, current_status="WARMED")
+    assert len(fake.requests) == requests
+    assert decision is not None
+    assert decision.detector == "heuristic_status"
+    assert decision.status == "NEGOTIATION"
+    assert "«Дороговато»" in decision.reason
+    assert "скидку" in decision.reason
+    warning = [line for line in logs if line["log_level"] == "warning"]
+    assert len(warning) == 1
+    assert "falling back" in warning[0]["event"]
+    assert KEY not in json.dumps(logs, default=str)
+
+
+async def test_agent_replies_in_json_and_sees_both_sides(
+        openrouter: tuple[FakeOpenRouter, str]) -> None:
+    fake, url = openrouter
+    fake.answer = lambda body: completion(json.dumps(
+        {"reply": "Для группы из шести человек скидка 10%: 405 долларов на человека."}))
+    pm = manager(url, agent=True, agent_model="test/agent-model")
+    with trio.fail_after(10):
+        reply = await agent_reply(pm, message=CONVERSATION[-1],
+                                  client=client(preferred_language="ru"),
+                                  conversation=CONVERSATION)
+    assert reply == AgentReply(
+        text="Для группы из шести человек скидка 10%: 405 долларов на человека.",
+        agent="openrouter")
+    [sent] = fake.requests
+    assert sent["json"]["model"] == "test/agent-model"
+    roles = [(m["role"], m["content"]) for m in sent["json"]["messages"]]
+    assert roles[0][0] == "system"
+    assert "Client's language: ru" in roles[0][1]
+    assert roles[1:] == [("user", CONVERSATION[0].text), ("assistant", CONVERSATION[1].text),
+                         ("user", CONVERSATION[2].text)]
+
+
+@pytest.mark.parametrize("answer", [
+    server_error,
+    lambda body: completion("I think you should offer a discount"),
+    lambda body: completion('{"reply": null}'),
+    lambda body: completion('{"reply": "   "}'),
+])
+async def test_agent_stays_silent_when_the_service_fails_or_declines(
+        openrouter: tuple[FakeOpenRouter, str], answer: Any) -> None:
+    fake, url = openrouter
+    fake.answer = answer
+    pm = manager(url, agent=True, retries=1)
+    with capture_logs(), trio.fail_after(10):
+        reply = await agent_reply(pm, message=CONVERSATION[-1], client=client(),
+                                  conversation=CONVERSATION)
+    assert reply is None
+    assert fake.requests
+
+
+async def test_agent_is_off_unless_enabled(openrouter: tuple[FakeOpenRouter, str]) -> None:
+    fake, url = openrouter
+    pm = manager(url)
+    assert await agent_reply(pm, message=CONVERSATION[-1], client=client(),
+                             conversation=CONVERSATION) is None
+    assert fake.requests == []
