@@ -106,7 +106,8 @@ async def test_status_detection_sends_the_conversation_and_reads_the_answer(
     for m in CONVERSATION:
         assert m.text in prompt
     assert "Current status: WARMED" in prompt
-    assert "NEGOTIATION" in prompt and "PROPOSAL_SENT" in prompt  # the stages are explained
+    assert "NEGOTIATION" in prompt
+    assert "PROPOSAL_SENT" in prompt
 
 
 async def test_key_comes_from_the_environment_and_code_fences_are_tolerated(
