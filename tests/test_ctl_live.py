@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -199,14 +200,36 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
                             json={"phone_number": "+996555100302"})
         assert r.status_code == 403
 
-    code, out, err = await live.wad("pair", org, "--phone", "+996 555 100 302", "--json")
-    assert code == 0, err
-    answer = json.loads(out)
-    assert answer["phone_number"] == "+996555100302"
-    assert len(answer["code"]) == 8
-    await live.wait_state(org, "PAIRING_CODE_PENDING")
-    await live.phone.enter_pairing_code(PAIR_ACCOUNT, answer["code"])
-    status = await live.wait_state(org, "CONNECTED")
+    # `wad pair --wait` prints the code, then follows the session until the phone links it.
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "wad.cli", "--config", str(live.config), "pair", org,
+         "--phone", "+996 555 100 302", "--wait", "--json", "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        buffer = b""
+        with trio.fail_after(60):
+            while b"\n" not in buffer:
+                chunk = await proc.stdout.receive_some()
+                assert chunk, "the CLI ended before printing the code"
+                buffer += chunk
+            answer = json.loads(buffer.split(b"\n", 1)[0])
+            assert answer["phone_number"] == "+996555100302"
+            assert len(answer["code"]) == 8
+            await live.wait_state(org, "PAIRING_CODE_PENDING")
+            await live.phone.enter_pairing_code(PAIR_ACCOUNT, answer["code"])
+            while chunk := await proc.stdout.receive_some():
+                buffer += chunk
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    final = json.loads(buffer.decode().strip().splitlines()[-1])
+    assert final == {"organization_id": org, "state": "CONNECTED",
+                     "phone_number": "+996555100302"}
+    status = await live.status(org)
+    assert status["state"] == "CONNECTED"
     assert status["phone_number"] == "+996555100302"
 
     async with httpx.AsyncClient(base_url=live.daemon.tcp_url, timeout=60) as http:

@@ -34,6 +34,7 @@ from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import Conflict, NotFound, WadError
+from wad.org.manager import OrgNotRunning
 
 bp = Blueprint("whatsapp", __name__, url_prefix="/api/whatsapp")
 
@@ -76,10 +77,11 @@ async def _manager_call(what: str, call: Any) -> Any:
         return await call
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc) or f"{what}: not found") from None
+    except OrgNotRunning as exc:
+        raise ApiError(409, "not_running", str(exc) or "connect the organization first"
+                       ) from None
     except (Conflict, WadError) as exc:
-        # OrgNotRunning is a WadError: the session has to be connected first.
-        code = "not_running" if type(exc).__name__ == "OrgNotRunning" else "conflict"
-        raise ApiError(409, code, str(exc) or f"{what} is not possible now") from None
+        raise ApiError(409, "conflict", str(exc) or f"{what} is not possible now") from None
 
 
 def _status(org_id: uuid.UUID, row: WhatsAppSession | None) -> SessionStatus:
