@@ -59,6 +59,22 @@ class Outcome:
     trash_profile: bool = False
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    """True for `Cancelled`, also when a nursery grouped it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for an error that may come grouped by nurseries."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, BrowserFailure):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def reconnect_delay(attempt: int, *, initial: float, maximum: float) -> float:
     """Seconds to wait before reconnect attempt `attempt` (1-based): initial, doubling, capped."""
     return float(min(initial * 2 ** (attempt - 1), maximum))
@@ -152,9 +168,16 @@ class SessionActor:
                                      node_id=self.settings.node)
         task_status.started(self)
         wa = self.settings.whatsapp
-        outcome = await run_with_reconnect(
-            self._browser_run, initial=wa.reconnect_initial_s, maximum=wa.reconnect_max_s,
-            max_attempts=wa.reconnect_max_attempts, on_retry=self._on_retry)
+        try:
+            outcome = await run_with_reconnect(
+                self._browser_run, initial=wa.reconnect_initial_s, maximum=wa.reconnect_max_s,
+                max_attempts=wa.reconnect_max_attempts, on_retry=self._on_retry)
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
+                with trio.move_on_after(5, shield=True):
+                    await self._set_state("DISCONNECTED")
+            raise
         self.outcome = outcome
         if outcome.trash_profile:
             where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
@@ -185,14 +208,10 @@ class SessionActor:
                     outcome = await self._follow(session)
                     nursery.cancel_scope.cancel()
                 reached_connected = outcome.connected
-        except trio.Cancelled:
-            reached_connected = self.connected.is_set()
-            raise
         except Exception as exc:  # any failure of the browser or the page
-            reached_connected = self.connected.is_set()
             if isinstance(exc, BrowserFailure):
                 raise
-            raise BrowserFailure(f"{type(exc).__name__}: {exc}") from exc
+            raise BrowserFailure(_describe_failure(exc)) from exc
         finally:
             self.session = None
             self.page_open = trio.Event()
@@ -207,6 +226,7 @@ class SessionActor:
     async def _follow(self, session: BrowserSessionLike) -> Outcome:
         """Apply the page's events to the state machine until the run ends."""
         was_connected = False
+        self._handled_raw: str | None = None
         async for event in session.events:
             match event:
                 case ev.BridgeReady(version=version):
@@ -219,6 +239,10 @@ class SessionActor:
                 case ev.PairingCode(code=code):
                     await self._set_state("PAIRING_CODE_PENDING", pairing_code=code)
                 case ev.StateChanged(state=raw):
+                    if raw == "CONNECTED" and was_connected and self.state != "CONNECTED":
+                        # Back after a takeover or a network drop (already synced).
+                        await self._set_state("CONNECTED")
+                        self.connected.set()
                     outcome = await self._on_raw_state(session, raw, was_connected)
                     if outcome is not None:
                         return outcome
@@ -244,6 +268,7 @@ class SessionActor:
     async def _on_raw_state(self, session: BrowserSessionLike, raw: str,
                             was_connected: bool) -> Outcome | None:
         _log.info("page state", page_state=raw)
+        self._handled_raw = raw
         if raw == "UNPAIRED_IDLE":
             await session.refresh_qr()
         elif raw in _BANNED_STATES:
@@ -259,6 +284,8 @@ class SessionActor:
 
     async def _on_disconnected(self, session: BrowserSessionLike, reason: str, raw: str,
                                was_connected: bool) -> Outcome | None:
+        if reason == "conflict" and self._handled_raw == "CONFLICT":
+            return None  # already handled through the state change
         if reason in {"logout", "unpaired"}:
             if reason == "unpaired" and not (was_connected or self._logout_requested):
                 return None
