@@ -10,6 +10,7 @@ gives up marks only its own organization `ERROR`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,27 @@ class OrgManagerAPI:
 
 
 @dataclass(eq=False)
+class OrgContext:
+    """What an organization's actors share: its id, the daemon's parts, its session actor, and
+    the bounded channel of message events the session forwards to the inbound actor."""
+
+    org_id: uuid.UUID
+    settings: Settings
+    db: Database
+    bus: EventBus
+    session: SessionActor
+    inbound_events: trio.MemoryReceiveChannel[Any]
+    plugins: Any = None
+
+
+ActorFactory = Callable[[OrgContext], ChildSpec]
+"""Makes one actor's child spec for an organization (the inbound and outbound actors)."""
+
+INBOUND_BUFFER = 1000
+"""Message events the session may hand to the inbound actor before it waits (backpressure)."""
+
+
+@dataclass(eq=False)
 class OrgHandle:
     """A running organization: its supervisor and actors, and how to stop it."""
 
@@ -72,14 +94,24 @@ class OrgHandle:
     done: trio.Event = field(default_factory=trio.Event)
 
 
+def default_actors() -> list[ActorFactory]:
+    """The actors that join each organization's session: see `wad/org/actors.py`."""
+    from wad.org.actors import ACTORS
+
+    return list(ACTORS)
+
+
 class OrgManager(OrgManagerAPI):
     """Runs one supervisor per organization inside the daemon's tree."""
 
-    def __init__(self, *, settings: Settings, db: Database, driver: Any, bus: EventBus) -> None:
+    def __init__(self, *, settings: Settings, db: Database, driver: Any, bus: EventBus,
+                 plugins: Any = None, actors: list[ActorFactory] | None = None) -> None:
         self.settings = settings
         self.db = db
         self.driver = driver
         self.bus = bus
+        self.plugins = plugins
+        self.actors = list(actors) if actors is not None else default_actors()
         self._orgs: dict[uuid.UUID, OrgHandle] = {}
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
@@ -117,11 +149,15 @@ class OrgManager(OrgManagerAPI):
                        task_status: trio.TaskStatus[OrgHandle] = trio.TASK_STATUS_IGNORED) -> None:
         """One organization's supervisor, until its session ends finally or it is stopped."""
         with structlog.contextvars.bound_contextvars(org=str(org_id)):
+            send, receive = trio.open_memory_channel[Any](INBOUND_BUFFER)
             actor = SessionActor(org_id=org_id, settings=self.settings, db=self.db,
-                                 driver=self.driver, bus=self.bus)
+                                 driver=self.driver, bus=self.bus, inbound=send)
+            ctx = OrgContext(org_id=org_id, settings=self.settings, db=self.db, bus=self.bus,
+                             session=actor, inbound_events=receive, plugins=self.plugins)
             supervisor = Supervisor(
                 f"org-{org_id}",
-                [ChildSpec("session", actor.run, restart=Restart.TRANSIENT, shutdown=45.0)],
+                [ChildSpec("session", actor.run, restart=Restart.TRANSIENT, shutdown=45.0),
+                 *(factory(ctx) for factory in self.actors)],
                 intensity=5, period=60.0,
             )
             handle = OrgHandle(org_id=org_id, session=actor, supervisor=supervisor)

@@ -1,0 +1,11 @@
+"""The actors that run beside each organization's browser session, in start order.
+
+Each entry makes a `ChildSpec` from the organization's `OrgContext`; the organization's
+supervisor starts them after the session actor and stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+from wad.org.manager import ActorFactory
+
+ACTORS: list[ActorFactory] = []
