@@ -27,21 +27,25 @@ class LiveApi:
     tcp_url: str
     socket_path: Path
     ctx: AppContext
-    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    _clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
 
     def client(self, token: str | None = None) -> httpx.AsyncClient:
-        """An HTTP client on the TCP address, with `token` as its bearer token."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        c = httpx.AsyncClient(base_url=self.tcp_url, headers=headers, timeout=10)
-        self._clients.append(c)
-        return c
+        """An HTTP client on the TCP address, with `token` as its bearer token (one per token,
+        reused: creating clients is what would make the tests slow)."""
+        key = f"tcp:{token}"
+        if key not in self._clients:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            self._clients[key] = httpx.AsyncClient(base_url=self.tcp_url, headers=headers,
+                                                   timeout=10)
+        return self._clients[key]
 
     def socket_client(self) -> httpx.AsyncClient:
         """An HTTP client on the unix control socket (no token: the socket is the super admin)."""
-        c = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
-                              base_url="http://wad", timeout=10)
-        self._clients.append(c)
-        return c
+        if "socket" not in self._clients:
+            self._clients["socket"] = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+                base_url="http://wad", timeout=10)
+        return self._clients["socket"]
 
     async def create_org(self, name: str = "Acme Tours") -> uuid.UUID:
         r = await self.socket_client().post("/api/organizations", json={"name": name})
@@ -58,7 +62,7 @@ class LiveApi:
         return created
 
     async def close(self) -> None:
-        for c in self._clients:
+        for c in self._clients.values():
             await c.aclose()
 
 
