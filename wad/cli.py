@@ -41,6 +41,12 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from wad import demo
+
+    return demo.main(as_json=args.json, keep=args.keep)
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from wad.sim.server import run_standalone
 
@@ -63,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_migrate = db_sub.add_parser("migrate", help="apply the schema migrations")
     db_migrate.set_defaults(func=_cmd_db_migrate)
+
+    demo = sub.add_parser("demo", help="run the demo: embedded database, simulator and daemon")
+    demo.add_argument("--json", action="store_true", help="end with one JSON line")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
+    demo.set_defaults(func=_cmd_demo)
 
     sim = sub.add_parser("sim", help="run the WhatsApp Web simulator alone")
     sim.add_argument("--port", type=int, default=8099)

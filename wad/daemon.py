@@ -67,6 +67,17 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
                 await trio.to_thread.run_sync(cluster.stop)
 
 
+@asynccontextmanager
+async def asyncio_loop() -> AsyncIterator[None]:
+    """The trio-asyncio loop for asyncpg and Playwright: the caller's if one is open (tests, the
+    demo), else a new one for the block."""
+    if trio_asyncio.current_loop.get() is not None:
+        yield
+        return
+    async with trio_asyncio.open_loop():
+        yield
+
+
 class Daemon:
     """One running daemon: its settings, database, notifier and shutdown switch."""
 
@@ -74,14 +85,17 @@ class Daemon:
         self.settings = settings
         self.notifier = notifier or Notifier()
         self.shutdown = trio.Event()
+        self.stopped = trio.Event()
         self.exit_code = 0
 
-    async def run(self) -> int:
-        """Run until a stop signal; answer the exit code."""
+    async def run(self, *, task_status: trio.TaskStatus[AppContext] = trio.TASK_STATUS_IGNORED
+                  ) -> int:
+        """Run until a stop signal (or `shutdown` is set); answer the exit code. Reports ready
+        with the live `AppContext` (for in-process users such as `wad demo` and tests)."""
         prepare_state_dir(self.settings)
         structlog.contextvars.bind_contextvars(node=self.settings.node)
         async with (
-            trio_asyncio.open_loop(),
+            asyncio_loop(),
             open_database(self.settings) as db,
             BrowserDriver.open(self.settings.whatsapp) as driver,
         ):
@@ -100,6 +114,8 @@ class Daemon:
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,
                           state_dir=str(self.settings.state_path.absolute()))
                 self.notifier.ready(status=f"serving on {', '.join(addresses)}")
+                ctx.services["addresses"] = addresses
+                task_status.started(ctx)
                 if self.notifier.watchdog_interval:
                     nursery.start_soon(self._watchdog, db)
                 await self.shutdown.wait()
@@ -109,6 +125,7 @@ class Daemon:
                 # its shutdown grace; the API stops accepting requests at the same time.
                 nursery.cancel_scope.cancel()
         _log.info("stopped", exit_code=self.exit_code)
+        self.stopped.set()
         return self.exit_code
 
     async def _serve(self, app: object,

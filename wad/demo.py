@@ -1,0 +1,170 @@
+"""`wad demo`: the whole daemon on a fresh machine, with nothing configured.
+
+One process runs the embedded PostgreSQL, the WhatsApp Web simulator and the daemon (in a
+temporary state directory). The demo creates an organization, shows its QR code in the terminal,
+has the simulated phone scan it, has a simulated client write a few messages, shows what the
+daemon did with them, and stops cleanly. `--json` ends with one JSON line summing it up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+import segno
+import trio
+
+from wad import log
+from wad.config import ApiSettings, DaemonSettings, Settings, WhatsAppSettings
+from wad.daemon import Daemon, asyncio_loop
+from wad.db.pool import Database
+from wad.db.repo import organizations
+from wad.db.repo import sessions as sessions_repo
+from wad.sim.client import SimClient
+from wad.sim.model import SimConfig
+from wad.sim.server import serve as serve_simulator
+
+ACCOUNT = "996555000111"
+CLIENT = "996555123456"
+CLIENT_MESSAGES = [
+    "Hello! I saw your Song-Kol horse trek. Is there a tour in July?",
+    "My name is Aida, we are two adults.",
+    "How much does the 3-day trip cost per person?",
+]
+
+
+class DemoFailed(Exception):
+    """A step of the demo did not happen in time."""
+
+
+def _say(out: TextIO, text: str = "") -> None:
+    print(text, file=out, flush=True)
+
+
+async def _wait_for(what: str, check: Any, timeout: float) -> Any:
+    with trio.move_on_after(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await trio.sleep(0.1)
+    raise DemoFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def _messages_stored(db: Database, org_id: uuid.UUID) -> int:
+    return int(await db.fetchval(
+        "SELECT count(*) FROM messages WHERE organization_id = $1", org_id) or 0)
+
+
+async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, Any]:
+    """Run every step; answer the summary."""
+    started = time.monotonic()
+    settings = Settings(
+        daemon=DaemonSettings(state_dir=str(state_dir), log_level="warning"),
+        api=ApiSettings(listen="127.0.0.1:0"),
+        whatsapp=WhatsAppSettings(url="http://127.0.0.1:1/", ready_timeout_s=30.0),
+    )
+    summary: dict[str, Any] = {}
+    async with asyncio_loop(), trio.open_nursery() as nursery:
+        sim = await nursery.start(partial(serve_simulator, seed=42, config=SimConfig(
+            qr_rotate_s=20.0, sync_delay_s=1.0)))
+        settings.whatsapp.url = sim.url
+        _say(out, f"simulator (standing in for WhatsApp Web) at {sim.url}")
+        daemon = Daemon(settings)
+        ctx = await nursery.start(daemon.run)
+        db: Database = ctx.db
+        manager = ctx.services["orgs"]
+        _say(out, f"daemon ready: state in {state_dir}, API on "
+                  f"{', '.join(ctx.services.get('addresses', []))}")
+
+        async with SimClient(sim.url) as phone:
+            await phone.create_account(ACCOUNT, "Demo Tours", business=True)
+            org = await organizations.create(db, name="Demo Tours")
+            _say(out, f"organization 'Demo Tours' created: {org.id}")
+            await manager.connect(org.id)
+
+            async def pending() -> Any:
+                row = await sessions_repo.get(db, organization_id=org.id)
+                return row if row and row.state == "QR_CODE_PENDING" and row.qr_payload else None
+
+            row = await _wait_for("the QR code", pending, 60)
+            _say(out, "scan this QR code with WhatsApp on the phone (the simulated phone will):")
+            if not as_json:
+                segno.make(row.qr_payload, error="l").terminal(out=out, compact=True)
+            else:
+                _say(out, f"  QR payload: {row.qr_payload}")
+            await phone.scan_qr(ACCOUNT, row.qr_payload)
+
+            async def connected() -> Any:
+                current = await sessions_repo.get(db, organization_id=org.id)
+                return current if current and current.state == "CONNECTED" else None
+
+            row = await _wait_for("the link", connected, 60)
+            _say(out, f"linked: {row.phone_number} ({row.push_name}), WhatsApp Web "
+                      f"{row.wa_version}")
+
+            for text in CLIENT_MESSAGES:
+                await phone.deliver(ACCOUNT, CLIENT, text, push_name="Aida")
+                _say(out, f"  client +{CLIENT} writes: {text}")
+
+            async def all_stored() -> int:
+                count = await _messages_stored(db, org.id)
+                return count if count >= len(CLIENT_MESSAGES) else 0
+
+            try:
+                stored = await _wait_for("the messages to be stored", all_stored, 60)
+            except DemoFailed:
+                stored = await _messages_stored(db, org.id)
+            _say(out, f"messages stored: {stored} of {len(CLIENT_MESSAGES)}")
+            client = await db.fetchrow(
+                "SELECT phone, name, push_name, preferred_language, status FROM clients "
+                "WHERE organization_id = $1 ORDER BY created_at LIMIT 1", org.id)
+            if client is not None:
+                _say(out, "client record: " + ", ".join(f"{k}={v}" for k, v in dict(client).items()))
+            final = await sessions_repo.get(db, organization_id=org.id)
+            summary = {
+                "organization_id": str(org.id),
+                "state": final.state if final else "UNKNOWN",
+                "linked_number": final.phone_number if final else None,
+                "messages_stored": stored,
+                "client": dict(client) if client is not None else None,
+            }
+        _say(out, "stopping the daemon (the session is archived and the browser closed)")
+        daemon.shutdown.set()
+        with trio.fail_after(90):
+            await daemon.stopped.wait()
+        nursery.cancel_scope.cancel()
+    summary["duration_s"] = round(time.monotonic() - started, 2)
+    return summary
+
+
+def main(*, as_json: bool, keep: bool = False) -> int:
+    """Blocking entry point of `wad demo`."""
+    log.configure(fmt="console" if sys.stdout.isatty() else "json", level="warning",
+                  stream=sys.stderr)
+    state_dir = Path(tempfile.mkdtemp(prefix="wad-demo-"))
+    os.chmod(state_dir, 0o711)  # the embedded cluster's `postgres` user must pass through
+    out = sys.stdout
+    try:
+        summary = trio.run(partial(run_demo, state_dir, out=out, as_json=as_json))
+    except DemoFailed as exc:
+        _say(out, f"demo failed: {exc}")
+        return 1
+    finally:
+        if not keep:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    ok = summary.get("state") == "CONNECTED" and summary.get("messages_stored", 0) > 0
+    if as_json:
+        print(json.dumps(summary, default=str), flush=True)
+    else:
+        _say(out, f"done in {summary['duration_s']} s: {summary['state']}, "
+                  f"{summary['messages_stored']} messages stored")
+    return 0 if ok else 1
