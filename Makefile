@@ -26,17 +26,16 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml plugins/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./plugins
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check wad tests bench
+	$(BIN)/ruff check wad plugins tests bench
 
 typecheck: setup
-	$(BIN)/mypy wad
+	$(BIN)/mypy wad plugins
 
 pytest: setup
 	$(BIN)/pytest -q
