@@ -15,6 +15,20 @@ from wad.sim.server import SimServer
 if TYPE_CHECKING:
     from tests.simfixtures import Browser, LinkFn
 
+# Same text as tests.simfixtures.QR_PAYLOAD_JS (not imported: that module is a pytest plugin).
+QR_PAYLOAD_JS = """async () => {
+  const reg = Object.assign({}, window.require('WAWebCompanionRegClientUtils'),
+    window.require('WAWebAdvSignatureApi'), window.require('WAWebUserPrefsInfoStore'),
+    window.require('WAWebSignalStoreApi'));
+  const b64 = window.require('WABase64');
+  const noise = await reg.waNoiseInfo.get();
+  const info = await reg.waSignalStore.getRegistrationInfo();
+  const adv = await reg.getADVSecretKey();
+  const ref = window.require('WAWebConnModel').Conn.ref;
+  return [ref, b64.encodeB64(noise.staticKeyPair.pubKey),
+          b64.encodeB64(info.identityKeyPair.pubKey), adv, reg.DEVICE_PLATFORM].join(',');
+}"""
+
 pytest_plugins = ["tests.simfixtures"]
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100200"  # the account the `link` fixture creates
@@ -27,29 +41,33 @@ RECORD_STATES_JS = """() => {
 }"""
 
 
-async def test_page_loads_unpaired_shows_qr_and_rotates_ref(sim: SimServer, browser: Browser):
+async def test_page_loads_unpaired_shows_qr_and_rotates_ref(
+        sim: SimServer, simc: SimClient, browser: Browser):
     with trio.fail_after(30):
+        await simc.config(qr_rotate_s=0.6)
         await browser.open(sim.url)
         assert await browser.wait("() => window.Debug && window.Debug.VERSION")
         assert await browser.wait_state("UNPAIRED") == "UNPAIRED"
         await browser.js("""() => { window.__refs = [];
           window.require('WAWebConnModel').Conn.on('change:ref', (c, r) => window.__refs.push(r)); }""")
-        payload = await browser.payload()
+        # Read in one task, so that no rotation falls between the three views.
+        payload, dom, png = await browser.js(f"""async () => {{
+          const el = document.querySelector('div[data-ref]');
+          const canvas = el.querySelector('canvas');
+          return [await ({QR_PAYLOAD_JS})(), el.getAttribute('data-ref'),
+                  canvas && canvas.toDataURL('image/png')]; }}""")
         fields = payload.split(",")
         assert len(fields) == 5
         assert all(fields)
         # The DOM fallback shows the same payload, drawn as a scannable QR in a canvas.
-        dom = await browser.js("() => document.querySelector('div[data-ref]').getAttribute('data-ref')")
         assert dom == payload
-        assert await browser.js("() => !!document.querySelector('div[data-ref] canvas')")
-        png = await browser.js("""() => document.querySelector('div[data-ref] canvas')
-                                  .toDataURL('image/png')""")
         assert decode_qr(png) == payload
         # The ref rotates by itself, announced with change:ref.
         await browser.wait("() => window.__refs.length >= 1")
-        new_ref = await browser.js("() => window.require('WAWebConnModel').Conn.ref")
-        assert new_ref != fields[0]
-        assert (await browser.js("() => window.__refs"))[0] == new_ref
+        refs, now = await browser.js(
+            "() => [window.__refs, window.require('WAWebConnModel').Conn.ref]")
+        assert refs[0] != fields[0]
+        assert refs[-1] == now
         # After several rotations without a scan: UNPAIRED_IDLE until refreshQR().
         assert await browser.wait_state("UNPAIRED_IDLE") == "UNPAIRED_IDLE"
         idle_ref = await browser.js("() => window.require('WAWebConnModel').Conn.ref")
@@ -74,10 +92,13 @@ async def test_scanning_current_payload_connects_then_syncs(
         sim: SimServer, simc: SimClient, browser: Browser):
     with trio.fail_after(30):
         await simc.create_account(ACCOUNT, "Silk Road Tours", business=True)
+        # A QR that only changes on refreshQR() here, so both views can be compared.
+        await simc.config(qr_rotate_s=30)
         await browser.open(sim.url)
         await browser.wait_state("UNPAIRED")
         await browser.js(RECORD_STATES_JS)
         stale = await browser.payload()
+        await browser.js("() => window.require('WAWebCmd').Cmd.refreshQR()")
         await browser.wait("(p) => window.require('WAWebConnModel').Conn.ref !== p.split(',')[0]",
                            stale)
         with pytest.raises(SimClientError) as err:
@@ -85,7 +106,9 @@ async def test_scanning_current_payload_connects_then_syncs(
         assert err.value.status == 409
         assert "stale" in err.value.message
         assert await browser.state() == "UNPAIRED"
-        device = await simc.scan_qr(ACCOUNT, await browser.payload())
+        current = await simc.current_qr()
+        assert current == await browser.payload()
+        device = await simc.scan_qr(ACCOUNT, current)
         await browser.wait_ready()
         events = await browser.js("() => window.__states")
         kinds = [(k, v) for k, v, _ in events]

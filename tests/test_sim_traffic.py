@@ -201,3 +201,30 @@ PAGE_ALL_JS = """async ([id, newForm]) => {
   return {pages, end: chat.endOfHistoryTransferType,
           bodies: chat.msgs.getModelsArray().map((m) => m.body)};
 }"""
+
+
+async def test_phone_side_chat_changes_fire_events(
+        sim: SimServer, simc: SimClient, browser: Browser, link: LinkFn):
+    with trio.fail_after(30):
+        await link(chats=[{"id": CLIENT, "messages": [
+            {"body": "first", "t": 1_700_000_000}, {"body": "second", "t": 1_700_000_100}]}])
+        await browser.js(f"""() => {{ window.__ch = [];
+          const C = window.require('WAWebCollections');
+          C.Chat.on('change:archive', (c, v) => window.__ch.push(['archive', c.id._serialized, v]));
+          C.Chat.on('change:unreadCount', (c, v) => window.__ch.push(['unread', v]));
+          C.Chat.on('remove', (c) => window.__ch.push(['chat-remove', c.id._serialized]));
+          C.Msg.on('remove', (m) => window.__ch.push(['msg-remove', m.body]));
+          window.__first = C.Chat.get('{CLIENT}@c.us').msgs.head().id._serialized; }}""")
+        first = await browser.js("() => window.__first")
+        await simc.update_chat(ACCOUNT, CLIENT, archive=True)
+        await simc.deliver(ACCOUNT, CLIENT, "third")
+        await simc.delete_message(ACCOUNT, first)
+        await simc.delete_chat(ACCOUNT, CLIENT)
+        got = await browser.wait("() => window.__ch.some((e) => e[0] === 'chat-remove')"
+                                 " && window.__ch")
+        assert got[:3] == [["archive", f"{CLIENT}@c.us", True], ["unread", 1],
+                           ["msg-remove", "first"]]
+        assert got[-1] == ["chat-remove", f"{CLIENT}@c.us"]
+        assert sorted(e[1] for e in got if e[0] == "msg-remove") == ["first", "second", "third"]
+        assert await browser.js(f"() => window.require('WAWebCollections').Chat.get("
+                                f"'{CLIENT}@c.us') === undefined")

@@ -103,6 +103,10 @@ class SimClient:
         return await self._call("POST", f"accounts/{self._n(account)}/chats/{chat}",
                                 _drop_none({"archive": archive, "name": name}))
 
+    async def delete_chat(self, account: str, chat: str) -> None:
+        """The phone deletes a chat (`Chat` fires `remove`)."""
+        await self._call("DELETE", f"accounts/{self._n(account)}/chats/{chat}")
+
     async def generate_history(
         self, account: str, *, chats: int = 10, messages: int = 20, seed: int | None = None,
         languages: list[str] | None = None, groups: int | None = None, statuses: int = 0,
@@ -122,6 +126,15 @@ class SimClient:
     async def qr_payloads(self) -> list[dict[str, Any]]:
         """The QR payloads currently shown by unpaired pages: `[{device, payload, ref}]`."""
         return await self._call("GET", "qr")
+
+    async def current_qr(self, device: str | None = None) -> str:
+        """The payload an unpaired page shows right now (the only one, or that of `device`),
+        as the phone's camera would read it from the screen."""
+        shown = [p for p in await self.qr_payloads() if device is None or p["device"] == device]
+        if len(shown) != 1:
+            raise SimClientError(404 if not shown else 409,
+                                 f"{len(shown)} pages show a QR code; name the device")
+        return str(shown[0]["payload"])
 
     async def scan_qr(self, account: str, payload: str) -> str:
         """The account's phone scans `payload`; returns the linked device id."""
@@ -168,6 +181,11 @@ class SimClient:
     async def revoke(self, account: str, msg_id: str) -> dict[str, Any]:
         return await self._call(
             "POST", f"accounts/{self._n(account)}/messages/{self._id(msg_id)}/revoke", {})
+
+    async def delete_message(self, account: str, msg_id: str) -> None:
+        """The phone deletes a message for itself (`Msg` fires `remove`)."""
+        await self._call(
+            "POST", f"accounts/{self._n(account)}/messages/{self._id(msg_id)}/delete", {})
 
     async def decrypt(self, account: str, msg_id: str) -> dict[str, Any]:
         return await self._call(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -178,7 +179,7 @@ class Account:
     chats: dict[str, Chat] = field(default_factory=dict)
     msgs: dict[str, dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, Device] = field(default_factory=dict)
-    events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    events: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
     seq: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
     sent_counts: dict[str, int] = field(default_factory=dict)
@@ -390,10 +391,12 @@ class Simulator:
         return acc.seq
 
     def _trim(self, acc: Account) -> None:
+        """Forget events every linked device has processed (kept while any device lags)."""
         if len(acc.events) < 2000:
             return
         floor = min((d.acked_seq for d in acc.devices.values()), default=acc.seq)
-        acc.events = [(s, e) for s, e in acc.events if s > floor]
+        while acc.events and acc.events[0][0] <= floor:
+            acc.events.popleft()
 
     def replay(self, acc: Account, page: Page, after: int) -> None:
         for seq, event in acc.events:
@@ -523,6 +526,34 @@ class Simulator:
             chat.name = name
         self.emit(acc, {"k": "chat", "chat": chat.meta()})
         return chat.meta()
+
+    def delete_message(self, number: str, msg_id: str) -> None:
+        """The phone deletes a message for itself: the page's `Msg` fires `remove`."""
+        acc = self.account(number)
+        msg = self._find_msg(acc, msg_id)
+        sid = msg["id"]["_serialized"]
+        chat = acc.chats[msg["_chat"]]
+        self._forget(acc, chat, [sid])
+        self.emit(acc, {"k": "msg_remove", "ids": [sid]})
+
+    def delete_chat(self, number: str, chat_id: str) -> None:
+        """The phone deletes a chat: the page's `Chat` fires `remove`."""
+        acc = self.account(number)
+        chat = acc.chats.get(normalize_wid(chat_id))
+        if chat is None:
+            raise SimError(404, f"no chat {chat_id}")
+        for m in chat.msgs:
+            acc.msgs.pop(m["id"]["_serialized"], None)
+        del acc.chats[chat.wid]
+        self.emit(acc, {"k": "chat_remove", "id": chat.wid})
+
+    @staticmethod
+    def _forget(acc: Account, chat: Chat, sids: list[str]) -> None:
+        gone = set(sids)
+        chat.msgs = [m for m in chat.msgs if m["id"]["_serialized"] not in gone]
+        chat.index = {m["id"]["_serialized"]: i for i, m in enumerate(chat.msgs)}
+        for sid in gone:
+            acc.msgs.pop(sid, None)
 
     def _schedule_acks(self, acc: Account, msg: dict[str, Any]) -> None:
         auto = self.config.auto_ack if acc.auto_ack is None else acc.auto_ack

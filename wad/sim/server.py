@@ -161,6 +161,16 @@ def create_app(sim: Simulator) -> QuartTrio:
     async def update_chat(number: str, chat_id: str) -> Response:
         return _json(sim.update_chat(number, chat_id, **await body()))
 
+    @app.delete("/_sim/accounts/<number>/chats/<chat_id>")
+    async def delete_chat(number: str, chat_id: str) -> Response:
+        sim.delete_chat(number, chat_id)
+        return _json({"ok": True})
+
+    @app.post("/_sim/accounts/<number>/messages/<msg_id>/delete")
+    async def delete_message(number: str, msg_id: str) -> Response:
+        sim.delete_message(number, msg_id)
+        return _json({"ok": True})
+
     @app.post("/_sim/accounts/<number>/history")
     async def gen_history(number: str) -> Response:
         stats = history.generate(sim, sim.account(number), **await body())

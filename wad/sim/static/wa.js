@@ -594,6 +594,21 @@
     } else if (e.k === 'chat') {
       upsertChat(e.chat);
       render.soon();
+    } else if (e.k === 'msg_remove') {
+      for (const id of e.ids) {
+        const m = MsgCollection.get(id);
+        if (!m) continue;
+        const chat = ChatCollection.get(m.id.remote);
+        if (chat) chat.msgs.remove(m);
+        MsgCollection.remove(m);
+      }
+    } else if (e.k === 'chat_remove') {
+      const chat = ChatCollection.get(e.id);
+      if (chat) {
+        MsgCollection.remove(chat.msgs.getModelsArray());
+        ChatCollection.remove(chat);
+        render.soon();
+      }
     }
   }
 
