@@ -1,0 +1,94 @@
+"""A real `wad run` process with a linked organization: SIGTERM saves the login archive, closes
+every browser and exits 0; the next start is connected again without a QR."""
+
+from __future__ import annotations
+
+import signal
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.daemonproc import DaemonProcess, start_daemon
+from wad.sim.client import SimClient
+from wad.sim.model import SimConfig
+from wad.sim.server import SimServer, serve
+
+pytestmark = pytest.mark.browser
+ACCOUNT = "996555100901"
+
+
+def _processes_using(path: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if str(path) in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def _state(daemon: DaemonProcess, org: str) -> dict[str, object]:
+    transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
+    async with httpx.AsyncClient(transport=transport, base_url="http://wad") as client:
+        body: dict[str, object] = (await client.get(f"/api/whatsapp/status/{org}")).json()
+        return body
+
+
+async def _wait(daemon: DaemonProcess, org: str, state: str, timeout: float = 40) -> None:
+    with trio.fail_after(timeout):
+        while (await _state(daemon, org))["state"] != state:
+            await trio.sleep(0.2)
+
+
+async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
+        state_dir: Path, nursery: trio.Nursery) -> None:
+    sim: SimServer = await nursery.start(partial(serve, seed=3, config=SimConfig(
+        qr_rotate_s=5.0, sync_delay_s=0.3)))
+    extra = f'[whatsapp]\nurl = "{sim.url}"\nready_timeout_s = 20.0\n'
+    daemon = await trio.to_thread.run_sync(partial(start_daemon, state_dir, extra_config=extra))
+    try:
+        async with SimClient(sim.url) as phone:
+            await phone.create_account(ACCOUNT, "Chui Valley Tours")
+            transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
+            async with httpx.AsyncClient(transport=transport, base_url="http://wad") as api:
+                created = await api.post("/api/organizations", json={"name": "Chui"})
+                assert created.status_code == 201, created.text
+                org = created.json()["id"]
+                connect = await api.post("/api/whatsapp/connect", json={"organization_id": org})
+                assert connect.status_code in (200, 202), connect.text
+                await _wait(daemon, org, "QR_CODE_PENDING")
+                qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
+                await phone.scan_qr(ACCOUNT, qr["payload"])
+                await _wait(daemon, org, "CONNECTED")
+            profile = state_dir / "sessions" / f"org-{org}"
+            assert _processes_using(profile), "a Chromium runs on the organization's profile"
+
+            code = await trio.to_thread.run_sync(partial(daemon.stop, signal.SIGTERM))
+            assert code == 0
+            assert _processes_using(profile) == []
+            stored = [line for line in daemon.lines()
+                      if line.get("event") == "login archive stored"]
+            assert stored and stored[-1].get("reason") == "disconnect"
+
+            again = await trio.to_thread.run_sync(
+                partial(start_daemon, state_dir, extra_config=extra))
+            try:
+                await _wait(again, org, "CONNECTED")
+                events = [line.get("event") for line in again.lines()]
+                states = [line.get("state") for line in again.lines()
+                          if line.get("event") == "session state"]
+                assert "QR_CODE_PENDING" not in states, events
+                assert len(await phone.devices(ACCOUNT)) == 1
+            finally:
+                assert await trio.to_thread.run_sync(again.stop) == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
