@@ -446,8 +446,11 @@ async def test_close_is_bounded_under_cancellation(driver: BrowserDriver, sim: S
             await trio.sleep_forever()
     assert scope.cancelled_caught
     assert pid is not None
-    # The browser was closed (or killed) within the driver's close timeout.
-    assert not _alive(pid)
+    # The browser was closed (or killed) within the driver's close timeout; allow its exit a
+    # moment to be reaped on a loaded machine.
+    with trio.fail_after(2):
+        while _alive(pid):  # noqa: ASYNC110 - polling another process, no event to wait on
+            await trio.sleep(0.05)
 
 
 async def test_page_without_whatsapp_fails_to_open(aio_loop: None, sim: SimServer,
@@ -509,15 +512,22 @@ async def test_hung_page_times_out_then_recovers(
     async with BrowserDriver.open(settings) as driver, linked_session(
             driver, sim, phone, tmp_path / "p") as (session, _watch):
         await phone.freeze(ACCOUNT, seconds=1.5)
-        with pytest.raises(BridgeTimeout, match="ping"):
-            await session.ping()
-        with trio.fail_after(10):
+        timeouts: list[BridgeTimeout] = []
+        with trio.fail_after(15):
+            # The freeze starts when the page reads the simulator's frame; ping until it bites,
+            # then until the page answers again.
+            while not timeouts:
+                try:
+                    await session.ping()
+                except BridgeTimeout as exc:
+                    timeouts.append(exc)
             while True:
                 try:
                     await session.ping()
                     break
-                except BridgeTimeout:
-                    continue
+                except BridgeTimeout as exc:
+                    timeouts.append(exc)
+        assert "ping: the page did not answer within 0.5 s" in str(timeouts[0])
         assert session.alive
 
 
