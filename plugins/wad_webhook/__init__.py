@@ -189,6 +189,16 @@ async def _attempt(db: Database, http: httpx.AsyncClient, config: Config, row: P
                    ) -> tuple[float, PluginDelivery] | None:
     """Attempt one delivery and record the outcome; (trio time, updated row) of the retry."""
     error = await post(http, config, row)
+    answered_at = trio.current_time()  # the backoff counts from the failure, not the bookkeeping
+    # Once the CRM has answered, record it even if we are being stopped: an unrecorded success
+    # would be sent again after the restart.
+    with trio.CancelScope(shield=True), trio.move_on_after(10):
+        return await _record(db, config, row, error, answered_at)
+    return None
+
+
+async def _record(db: Database, config: Config, row: PluginDelivery, error: str | None,
+                  answered_at: float) -> tuple[float, PluginDelivery] | None:
     if error is None:
         await deliveries.mark_delivered(db, delivery_id=row.id)
         _log.debug("webhook delivered", delivery=row.id, webhook_event=row.event,
@@ -208,7 +218,7 @@ async def _attempt(db: Database, http: httpx.AsyncClient, config: Config, row: P
                  attempts=failures, retry_in_s=delay, error=error)
     if updated is None:  # delivered or given up by someone else meanwhile
         return None
-    return trio.current_time() + delay, updated
+    return answered_at + delay, updated
 
 
 class WebhookPlugin:
