@@ -186,27 +186,31 @@ class Supervisor:
                         await self._handle_exit(child, error, was_ready=True)
                 # At first start, and for the group strategies, children start strictly in
                 # order; one_for_one restarts each child when its own backoff has elapsed.
-                await self._start_due(ordered=not ready or self.strategy is not Strategy.ONE_FOR_ONE)
+                ordered = not ready or self.strategy is not Strategy.ONE_FOR_ONE
+                deadline = await self._start_due(ordered=ordered)
                 if not ready and all(c.due is None for c in self._children):
                     ready = True
                     task_status.started(self)
-            deadline = min((c.due for c in self._children if c.due is not None), default=math.inf)
             with trio.move_on_at(deadline):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
 
-    async def _start_due(self, *, ordered: bool) -> None:
+    async def _start_due(self, *, ordered: bool) -> float:
+        """Start the children whose time has come; return when to look again."""
+        later = math.inf
         for child in list(self._children):
             if child.due is None:
                 continue
             if child.due > trio.current_time():
-                if ordered:
-                    return
+                if ordered:  # the children after it wait for it
+                    return child.due
+                later = min(later, child.due)
                 continue
             error = await self._launch(child)
             if error is not None:
                 await self._handle_exit(child, error, was_ready=False)
-                return  # the strategy may have rescheduled others; the loop comes back
+                return -math.inf  # the strategy may have rescheduled others: look again now
+        return later
 
     async def _launch(self, child: _Child) -> Exception | None:
         """Start one child and wait until it is ready; return the error if it failed first."""
