@@ -86,7 +86,9 @@ def start_daemon(state_dir: Path, *, env: dict[str, str] | None = None,
         )
     daemon = DaemonProcess(proc=proc, state_dir=state_dir, log_path=log_path)
     ready = daemon.wait_for_event("wad is ready")
-    addresses = [str(a) for a in ready["addresses"]]  # type: ignore[union-attr]
+    raw_addresses = ready["addresses"]
+    assert isinstance(raw_addresses, list)
+    addresses = [str(a) for a in raw_addresses]
     daemon.tcp_url = next(a for a in addresses if a.startswith("http://127."))
     daemon.socket_path = Path(next(a for a in addresses if "unix:" in a).split("unix:", 1)[1])
     return daemon
