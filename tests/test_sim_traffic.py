@@ -57,6 +57,12 @@ async def test_incoming_messages_fire_add_with_fields(
             "author": None, "notifyName": "Aibek", "isNewMsg": True, "isStatusV3": False,
             "mimetype": None}
         assert m["id"] == f"false_{CLIENT}@c.us_{known['id']['id']}"
+        ser = await browser.js("(id) => window.require('WAWebCollections').Msg.get(id)"
+                               ".serialize()", m["id"])
+        assert ser["id"]["_serialized"] == m["id"]
+        assert ser["id"]["remote"]["_serialized"] == f"{CLIENT}@c.us"
+        assert (ser["from"]["user"], ser["from"]["server"]) == (CLIENT, "c.us")
+        assert (ser["body"], ser["isNewMsg"]) == ("Salam! Is there a tour to Song-Kul?", True)
         chat = await browser.js(f"""() => {{ const c = window.require('WAWebCollections')
           .Chat.get('{CLIENT}@c.us'); return [c.name, c.unreadCount, c.msgs.length]; }}""")
         assert chat == ["Aibek (client)", 1, 1]

@@ -266,6 +266,9 @@
   const CallCollection = new Collection(Model);
   hidden(CallCollection, 'CallCollection', CallCollection);
 
+  // The device's keys come from IndexedDB a moment after the modules exist.
+  let identLoaded;
+  const identReady = new Promise((resolve) => { identLoaded = resolve; });
   const page = {
     me: null, // {wid, lid, pushname, platform, business}
     ident: null,
@@ -821,15 +824,15 @@
     },
     WABase64: { encodeB64: b64, decodeB64: unb64 },
     WAWebUserPrefsInfoStore: {
-      waNoiseInfo: { get: async () => ({ staticKeyPair: { pubKey: unb64(page.ident.noise), privKey: new Uint8Array(32) } }) },
+      waNoiseInfo: { get: async () => { await identReady; return { staticKeyPair: { pubKey: unb64(page.ident.noise), privKey: new Uint8Array(32) } }; } },
     },
     WAWebSignalStoreApi: {
       waSignalStore: {
-        getRegistrationInfo: async () => ({ registrationId: 1, identityKeyPair: { pubKey: unb64(page.ident.identity), privKey: new Uint8Array(32) } }),
+        getRegistrationInfo: async () => { await identReady; return { registrationId: 1, identityKeyPair: { pubKey: unb64(page.ident.identity), privKey: new Uint8Array(32) } }; },
       },
     },
-    WAWebUserPrefsMultiDevice: { getADVSecretKey: async () => page.ident.adv },
-    WAWebAdvSignatureApi: { getADVSecretKey: async () => page.ident.adv },
+    WAWebUserPrefsMultiDevice: { getADVSecretKey: async () => { await identReady; return page.ident.adv; } },
+    WAWebAdvSignatureApi: { getADVSecretKey: async () => { await identReady; return page.ident.adv; } },
     WAWebCompanionRegClientUtils: { DEVICE_PLATFORM: 'WEB' },
     WAWebOfflineHandler: {
       OfflineMessageHandler: { getOfflineDeliveryProgress: () => page.offlineProgress },
@@ -954,6 +957,7 @@
       console.error('storage unavailable', e);
       page.ident = page.ident || newIdentity();
     }
+    identLoaded();
     connect();
   }());
 
