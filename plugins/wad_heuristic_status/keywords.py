@@ -164,7 +164,8 @@ CLIENT: dict[ClientStatus, dict[str, list[str]]] = {
                r"war (?:wunderschon|toll|super|fantastisch)", r"vielen dank fur alles"],
         "es": [r"cancelar", r"no (?:me|nos) interesa", r"devuelven", r"reembolso",
                r"fue (?:maravilloso|genial|increible)", r"gracias por todo"],
-        "pl": [r"odwola\w*", r"rezygnuj\w*", r"nie jestesmy zainteresowani", r"zwrot\w*",
+        "pl": [r"odwola\w*", r"rezygnuj\w*", r"zrezygnow\w*", r"rezygnacj\w*",
+               r"nie jestesmy zainteresowani", r"zwrot\w*",
                r"byla (?:wspaniala|super|swietna)", r"dziekujemy za wszystko"],
     },
 }
