@@ -17,13 +17,18 @@ def test_example_file_loads_and_matches_defaults() -> None:
     assert loaded.api == defaults.api
     assert loaded.database == defaults.database
     assert loaded.whatsapp == defaults.whatsapp
+    assert loaded.plugins == defaults.plugins
 
 
 def test_example_documents_every_setting() -> None:
     text = EXAMPLE.read_text()
-    for section in ("daemon", "api", "database", "whatsapp"):
+    for section in ("daemon", "api", "database", "whatsapp", "plugins"):
+        assert f"\n[{section}]\n" in text
         struct = getattr(config.Settings(), section)
         for name in struct.__struct_fields__:
+            if section == "plugins" and name == "config":
+                assert "[plugins.config." in text
+                continue
             assert f"\n{name} = " in text, f"{section}.{name} is not in config/wad.toml"
 
 

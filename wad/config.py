@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from wad.errors import ConfigError
+from wad.plugins import PluginSettings
 
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, Meta(ge=0)]
@@ -85,6 +86,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     whatsapp: WhatsAppSettings = msgspec.field(default_factory=WhatsAppSettings)
+    plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
 
     # Secrets: never in the file, only from the environment (see `load`).
     secret_key: str = ""

@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -17,7 +18,7 @@ import trio_asyncio
 
 import wad
 from wad import config as config_mod
-from wad import log
+from wad import log, plugins
 from wad.api.app import AppContext, create_app
 from wad.api.server import serve_api
 from wad.browser.driver import BrowserDriver
@@ -100,12 +101,18 @@ class Daemon:
             BrowserDriver.open(self.settings.whatsapp) as driver,
         ):
             bus = EventBus()
-            manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus)
+            pm = plugins.get_plugin_manager(self.settings.plugins)
+            pm.bind(settings=self.settings, db=db)
+            _log.info("plugins loaded", plugins=plugins.registered_names(pm))
+            manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus,
+                                 plugins=pm)
             root = Supervisor("wad", [
+                ChildSpec("plugins", partial(plugins.run_background_tasks, pm)),
                 ChildSpec("orgs", manager.run, shutdown=self.settings.daemon.shutdown_grace_s),
             ], intensity=3, period=60.0)
             ctx = AppContext(settings=self.settings, db=db,
-                             services={"orgs": manager, "bus": bus, "supervisor": root})
+                             services={"orgs": manager, "bus": bus, "supervisor": root,
+                                       "plugins": pm})
             app = create_app(ctx)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
@@ -159,13 +166,13 @@ class Daemon:
                        error=str(exc))
         else:
             log.configure(fmt=fresh.daemon.log_format, level=fresh.daemon.log_level)
-            changed = [name for name in ("daemon", "api", "database", "whatsapp")
+            changed = [name for name in ("daemon", "api", "database", "whatsapp", "plugins")
                        if getattr(fresh, name) != getattr(self.settings, name)]
             self.settings.whatsapp = fresh.whatsapp
             self.settings.daemon.log_level = fresh.daemon.log_level
             self.settings.daemon.log_format = fresh.daemon.log_format
             _log.info("configuration reloaded", sections_changed=changed,
-                      note="api and database changes apply at the next restart")
+                      note="api, database and plugins changes apply at the next restart")
         self.notifier.ready(status="reloaded")
 
     async def _watchdog(self, db: Database) -> None:
