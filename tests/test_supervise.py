@@ -410,6 +410,39 @@ async def test_start_and_terminate_children_at_run_time(autojump_clock: MockCloc
         nursery.cancel_scope.cancel()
 
 
+async def test_a_start_child_in_progress_when_the_supervisor_stops(
+    autojump_clock: MockClock,
+) -> None:
+    actors = Actors()
+    sup = Supervisor("s", [actors.spec("a")])
+    sup_scope = trio.CancelScope()
+    outcome: list[str] = []
+
+    async def run_supervisor(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                             ) -> None:
+        with sup_scope:
+            await sup.run(task_status=task_status)
+
+    async def add_late_child() -> None:
+        try:
+            await sup.start_child(actors.spec("late", ready_delay=5.0))
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    t0 = trio.current_time()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_supervisor)
+            nursery.start_soon(add_late_child)
+            await trio.sleep(1)
+            sup_scope.cancel()
+    assert outcome == ["supervisor s is stopping"]
+    # The half-started child was cancelled at once rather than awaited for 5 s, and removed.
+    assert trio.current_time() - t0 == pytest.approx(1.0)
+    assert actors.events()[-1] == ("stopped", "a")
+    assert len(actors.starts("late")) == 1 and [c["id"] for c in sup.tree()["children"]] == ["a"]
+
+
 async def test_tree_is_a_json_able_live_view(autojump_clock: MockClock) -> None:
     actors = Actors()
     inner = Supervisor("org-1", [actors.spec("browser"), actors.spec("inbound")],
@@ -449,7 +482,11 @@ async def test_a_restart_logs_one_line_bumps_the_counter_and_calls_the_hooks(
             async with trio.open_nursery() as nursery:
                 await nursery.start(sup.run)
                 actors.tell("inbound", "raise")
+                await trio.sleep(0.25)  # within the 0.5 s backoff
+                assert sup.tree()["children"][0]["state"] == "restarting"
+                assert sup.handle("inbound") is None
                 await wait_until(lambda: len(actors.starts("inbound")) == 2)
+                assert sup.handle("inbound") == "handle-inbound"
                 nursery.cancel_scope.cancel()
     finally:
         supervise.on_restart.pop()

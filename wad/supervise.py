@@ -139,6 +139,7 @@ class Supervisor:
             raise ValueError(f"supervisor {name}: duplicate child ids")
         self._log = (log or wadlog.get("supervise")).bind(supervisor=name)
         self._nursery: trio.Nursery | None = None
+        self._closing = False
         self._exits: deque[tuple[_Child, _Run, Exception | None]] = deque()
         self._wakeup = trio.Event()
         self._lock = trio.Lock()
@@ -159,6 +160,7 @@ class Supervisor:
         self._exits.clear()
         self._restart_times.clear()
         self._wakeup, self._lock, self._last_error = trio.Event(), trio.Lock(), None
+        self._closing = False
         now = trio.current_time()
         for child in self._children:
             child.state, child.due, child.consecutive, child.handle = "starting", now, 0, None
@@ -170,6 +172,7 @@ class Supervisor:
             except SupervisorGaveUp as exc:
                 gave_up = exc
             finally:
+                self._closing = True
                 with trio.CancelScope(shield=True):
                     await self._stop_all()
                 self._nursery = None
@@ -222,6 +225,10 @@ class Supervisor:
         except Exception as exc:
             child.run = None
             return exc
+        if self._closing:  # a start_child that finished after the final stop: stop it too
+            with trio.CancelScope(shield=True):
+                await self._stop(child)
+            return RuntimeError(f"supervisor {self.name} is stopping")
         return None
 
     async def _child_task(self, child: _Child, run: _Run, *,
@@ -335,9 +342,10 @@ class Supervisor:
 
     async def start_child(self, spec: ChildSpec) -> object:
         """Add a child at the end and start it; returns its handle. If it fails before it is
-        ready, the error is raised and the child is not added."""
+        ready, the error is raised and the child is not added. Not to be awaited by a child of
+        this supervisor before that child is ready (the supervisor is busy starting it)."""
         async with self._lock:
-            if self._nursery is None:
+            if self._nursery is None or self._closing:
                 raise RuntimeError(f"supervisor {self.name} is not running")
             if any(c.spec.id == spec.id for c in self._children):
                 raise ValueError(f"supervisor {self.name} already has a child {spec.id!r}")
