@@ -18,6 +18,7 @@ from wad.browser import (
     BridgeTimeout,
     BrowserDriver,
     BrowserSession,
+    BrowserStartError,
     SessionClosed,
     new_message_id,
 )
@@ -415,11 +416,10 @@ async def test_phone_unlink_reinjects_and_reopened_profile_reconnects(
         await watch.next(QrChanged)
 
 
-async def test_killed_browser_surfaces_as_closed(driver: BrowserDriver, sim: SimServer,
-                                                 tmp_path: Path) -> None:
-    async with driver.open_session(tmp_path / "p", url=sim.url) as session:
-        watch = Watch(session)
-        await watch.next(QrChanged)
+async def test_killed_browser_surfaces_as_closed_and_profile_survives(
+        driver: BrowserDriver, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
+    await phone.create_account(ACCOUNT, "Issyk Tours")
+    async with linked_session(driver, sim, phone, tmp_path / "p") as (session, watch):
         pid = session.browser_pid()
         assert pid is not None
         assert _alive(pid)
@@ -433,6 +433,11 @@ async def test_killed_browser_surfaces_as_closed(driver: BrowserDriver, sim: Sim
             assert [e async for e in session.events] == []  # the stream ends
         with pytest.raises(SessionClosed):
             await session.ping()
+    # What the session actor does next: reopen the same profile. The login survived.
+    async with driver.open_session(tmp_path / "p", url=sim.url) as session:
+        watch = Watch(session)
+        assert (await watch.next(Ready)).phone == ACCOUNT
+        assert not watch.of(QrChanged)
 
 
 async def test_close_is_bounded_under_cancellation(driver: BrowserDriver, sim: SimServer,
@@ -451,6 +456,14 @@ async def test_close_is_bounded_under_cancellation(driver: BrowserDriver, sim: S
     with trio.fail_after(2):
         while _alive(pid):  # noqa: ASYNC110 - polling another process, no event to wait on
             await trio.sleep(0.05)
+
+
+async def test_missing_chromium_is_a_clear_error(aio_loop: None, tmp_path: Path) -> None:
+    settings = WhatsAppSettings(chromium_path=str(tmp_path / "no-chromium"))
+    async with BrowserDriver.open(settings) as broken:
+        with pytest.raises(BrowserStartError, match="cannot start Chromium"):
+            async with broken.open_session(tmp_path / "p", url="http://127.0.0.1:9/"):
+                pass
 
 
 async def test_page_without_whatsapp_fails_to_open(aio_loop: None, sim: SimServer,

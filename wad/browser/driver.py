@@ -81,6 +81,10 @@ class SessionClosed(BridgeError):
     """The page crashed or its browser closed; the session must be reopened."""
 
 
+class BrowserStartError(BridgeError):
+    """Chromium could not be started on the profile (missing binary, profile in use, ...)."""
+
+
 class BridgeTimeout(BridgeError):
     """The page did not answer a call in time (hung page, busy renderer)."""
 
@@ -183,14 +187,20 @@ class BrowserDriver:
         settings = self.settings
         env = dict(os.environ)
         env["TMPDIR"] = str(self.tmpdir)
-        context = await aio_as_trio(self._playwright.chromium.launch_persistent_context)(
-            str(profile),
-            executable_path=settings.chromium_path,
-            headless=settings.headless,
-            args=list(CHROMIUM_FLAGS),
-            user_agent=settings.user_agent,
-            env=env,
-        )
+        try:
+            context = await aio_as_trio(self._playwright.chromium.launch_persistent_context)(
+                str(profile),
+                executable_path=settings.chromium_path,
+                headless=settings.headless,
+                args=list(CHROMIUM_FLAGS),
+                user_agent=settings.user_agent,
+                env=env,
+            )
+        except PlaywrightError as exc:
+            first_line = exc.message.strip().splitlines()[0] if exc.message.strip() else ""
+            raise BrowserStartError(
+                f"cannot start Chromium ({settings.chromium_path}) on {profile}: {first_line}"
+            ) from exc
         session: BrowserSession | None = None
         try:
             async with trio.open_nursery() as nursery:
