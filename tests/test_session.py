@@ -193,6 +193,8 @@ async def test_killed_browser_is_restarted_without_touching_another_org(
         with trio.fail_after(30):
             while handle.session.browser_starts < 2 or not handle.session.connected.is_set():
                 await trio.sleep(0.1)
+        assert handle.supervisor.restart_count("session") == 1  # the actor was restarted
+        assert "BrowserCrashed" in (handle.supervisor.last_restart("session") or ("", None))[0]
         assert (await stack.session(first)).state == "CONNECTED"
         assert "QR_CODE_PENDING" not in stack.states.get(first, [])
         assert "CONNECTING" in stack.states.get(first, [])

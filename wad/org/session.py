@@ -9,8 +9,10 @@ Outcomes, by what the page says:
 - phone unlinked the device (logout): `LOGGED_OUT`, the profile moved to the trash folder;
 - `CONFLICT` (opened on another computer): take over after a delay when configured, else `ERROR`;
 - `TOS_BLOCK` (ban): `BANNED`, no retries; `DEPRECATED_VERSION`: `ERROR` with that reason;
-- a crash, a hung page or a page that never loads: the browser is restarted after 1 s, 2 s,
-  4 s ... (capped), and after the configured number of attempts the session is `ERROR`.
+- a hung page or a page that never loads: the browser is restarted after 1 s, 2 s, 4 s ...
+  (capped), and after the configured number of attempts the session is `ERROR`;
+- a crashed browser or page: the actor exits with `BrowserCrashed` and its supervisor restarts
+  it (with the supervisor's backoff and intensity limit).
 The attempt count starts again once the session has been `CONNECTED`.
 """
 
@@ -44,6 +46,11 @@ class BrowserFailure(WadError):
     """The browser or page failed in a way that a fresh browser may fix."""
 
 
+class BrowserCrashed(WadError):
+    """The browser process died or the page crashed: the actor exits abnormally so that its
+    supervisor restarts it (counted and logged as an actor restart)."""
+
+
 class SessionNotReady(WadError):
     """The session cannot do that now (not running, or in the wrong state)."""
 
@@ -64,6 +71,18 @@ def _is_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.split(trio.Cancelled)[1] is None
     return isinstance(exc, trio.Cancelled)
+
+
+def _find(exc: BaseException, kind: type[WadError]) -> WadError | None:
+    """The first exception of `kind` in `exc`, looking inside nursery groups."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -211,6 +230,9 @@ class SessionActor:
         except Exception as exc:  # any failure of the browser or the page
             if isinstance(exc, BrowserFailure):
                 raise
+            crash = _find(exc, BrowserCrashed)
+            if crash is not None:
+                raise crash from None
             raise BrowserFailure(_describe_failure(exc)) from exc
         finally:
             self.session = None
@@ -256,8 +278,9 @@ class SessionActor:
                     if outcome is not None:
                         return outcome
                 case ev.BrowserClosed(reason=reason):
-                    return Outcome(final=False, state="CONNECTING", connected=was_connected,
-                                   reason=f"browser {reason.replace('_', ' ')}")
+                    why = f"browser {reason.replace('_', ' ')}"
+                    await self._set_state("CONNECTING", last_error=why)
+                    raise BrowserCrashed(why)
                 case ev.BridgeErrorEvent(where=where, message=message):
                     _log.warning("bridge error", where=where, error=message)
                 case _:
