@@ -115,6 +115,15 @@ def test_plugins_table_decodes_from_toml() -> None:
         msgspec.toml.decode(b"status_min_confidence = 2.0", type=PluginSettings)
 
 
+def test_the_whole_settings_may_be_given() -> None:
+    settings = types.SimpleNamespace(plugins=PluginSettings(disabled=["openrouter"]),
+                                     openrouter_api_key="")
+    pm = get_plugin_manager(settings)  # type: ignore[arg-type]
+    assert pm.context.settings is settings
+    assert not pm.has_plugin("openrouter")
+    assert pm.has_plugin("heuristic_status")
+
+
 class Configurable:
     """A plugin with its own configuration Struct."""
 

@@ -95,10 +95,9 @@ def wad_detect_status(
 
     *Async.* wad asks the detectors one after another in hook order (`tryfirst` ones first,
     `trylast` ones, like the built-in heuristic detector, last) and the first decision whose
-    `confidence` reaches `plugins.status_min_confidence` wins; the rest are not asked. A decision
-    that equals `current_status` also wins (the client stays). When the status changes, wad writes
-    the client's status history with `detector` (the plugin's name unless the decision names one)
-    and `reason`, and sends `wad_client_status_changed`.
+    `confidence` reaches `plugins.status_min_confidence` wins; the rest are not asked. When the
+    status changes, wad writes the client's status history with `detector` (the plugin's name
+    unless the decision names one) and `reason`, and sends `wad_client_status_changed`.
     """
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
@@ -179,15 +180,23 @@ def _describe_config_error(name: str, exc: msgspec.ValidationError) -> str:
 
 
 def get_plugin_manager(
-    settings: PluginSettings | None = None, *, builtins: bool = True, bundled: bool = True
+    settings: PluginSettings | Settings | None = None, *, builtins: bool = True,
+    bundled: bool = True,
 ) -> PluginManager:
     """A new plugin manager with wad's built-in plugins, the bundled ones and the `wad`
-    entry-point group, as `settings` (the `[plugins]` table) enables, disables and configures
-    them. Raises `ConfigError` for an enabled plugin that does not exist or fails to load, and
-    for a plugin configuration that does not validate. Tests pass `builtins=False, bundled=False`
-    with `entry_points=False` for an empty manager and register plugins inline."""
+    entry-point group, as the `[plugins]` table enables, disables and configures them. `settings`
+    is that table (`PluginSettings`) or wad's whole `Settings` (then its `plugins` table is used
+    and hooks see the settings as `ctx.settings`). Raises `ConfigError` for an enabled plugin
+    that does not exist or fails to load, and for a plugin configuration that does not validate.
+    Tests pass `builtins=False, bundled=False` with `entry_points=False` for an empty manager
+    and register plugins inline."""
+    app_settings = None
+    if settings is not None and not isinstance(settings, PluginSettings):
+        app_settings = settings
+        settings = getattr(settings, "plugins", None)
     settings = settings or PluginSettings()
     pm = PluginManager(settings)
+    pm.bind(settings=app_settings)
     disabled = set(settings.disabled)
     wanted = set(settings.enabled)
 
@@ -438,6 +447,10 @@ def import_sources(pm: PluginManager) -> dict[str, ImportSource]:
                 _log.warning("plugin answered something that is not an ImportSource; ignored",
                              plugin=answer.plugin)
                 continue
+            if not re.fullmatch(r"[a-z][a-z0-9_-]*", source.name):
+                _log.warning("import source name must be lower case letters, digits, - and _;"
+                             " ignored", plugin=answer.plugin, source=source.name)
+                continue
             if source.name in sources:
                 _log.warning("import source name already taken; ignored", plugin=answer.plugin,
                              source=source.name)
@@ -504,7 +517,3 @@ def registered_names(pm: PluginManager) -> list[str]:
     """The names of the registered plugins, sorted (for logs and `wad status`)."""
     return sorted(name for name, _ in pm.list_name_plugin())
 
-
-def names_implementing(pm: PluginManager, hook_name: str) -> Iterable[str]:
-    """The plugins implementing a hook, in call order."""
-    return [impl.plugin_name for impl in _impls(pm, hook_name)]
