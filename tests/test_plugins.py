@@ -150,6 +150,13 @@ def test_plugin_config_type_decodes_and_validates_the_plugins_table() -> None:
     with pytest.raises(ConfigError, match=r"^plugins\.config\.greeter\.colour: unknown key"):
         pm.register(Configurable, "greeter")
 
+    # A plugin that cannot even name its configuration type is skipped.
+    broken = types.SimpleNamespace(wad_plugin_config_type=hookimpl(lambda: 1 / 0))
+    with capture_logs() as logs:
+        assert pm.register(broken, "broken") is None
+    assert not pm.has_plugin("broken")
+    assert failures(logs) == [("broken", "wad_plugin_config_type")]
+
     # Without a config type, the plugin sees its table as it is.
     pm = empty_pm(config={"plain": {"anything": [1, 2]}})
     pm.register(types.SimpleNamespace(), "plain")

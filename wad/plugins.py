@@ -130,16 +130,24 @@ class PluginManager(pluggy.PluginManager):
         if registered is not None:
             try:
                 self._configure(registered, plugin)
-            except BaseException:
+            except ConfigError:
                 self.unregister(plugin)
                 raise
+            except Exception:
+                # The plugin cannot say what its configuration is: it cannot run configured.
+                _log.exception("plugin failed; skipped", plugin=registered,
+                               hook="wad_plugin_config_type")
+                self.unregister(plugin)
+                return None
         return registered
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         """Remove a plugin and forget its configuration."""
+        if name is None and plugin is not None:
+            name = self.get_name(plugin)
         removed = super().unregister(plugin, name)
-        if removed is not None:
-            self._configs.pop(name or self.get_name(removed) or "", None)
+        if name is not None:
+            self._configs.pop(name, None)
         return removed
 
     def plugin_config(self, name: str) -> Any:
