@@ -19,7 +19,7 @@ from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
-from wad.org.manager import OrgManager
+from wad.org.manager import ActorFactory, OrgManager
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
@@ -39,10 +39,13 @@ class Stack:
     _manager_done: trio.Event | None = None
     states: dict[uuid.UUID, list[str]] = field(default_factory=dict)
 
-    async def start_daemon(self) -> OrgManager:
-        """Start an organization manager, as a daemon start does."""
+    async def start_daemon(self, *, plugins: Any = None,
+                           actors: list[ActorFactory] | None = None) -> OrgManager:
+        """Start an organization manager, as a daemon start does (with the plugin manager and
+        the organization actors given; by default none and those of `wad.org.actors`)."""
         assert self.manager is None
-        manager = OrgManager(settings=self.settings, db=self.db, driver=self.driver, bus=self.bus)
+        manager = OrgManager(settings=self.settings, db=self.db, driver=self.driver, bus=self.bus,
+                             plugins=plugins, actors=actors)
         scope = trio.CancelScope()
         done = trio.Event()
 
