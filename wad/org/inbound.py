@@ -64,17 +64,21 @@ _STORED_EVENTS = (ev.MessageReceived, ev.OwnMessage, ev.AckChanged, ev.MessageEd
                   ev.MessageRevoked)
 
 
-def inbound_actor(ctx: OrgContext) -> ChildSpec:
-    """The organization's inbound actor as a supervised child (a fresh actor on every start)."""
-    return ChildSpec("inbound", functools.partial(run_inbound, ctx), restart=Restart.PERMANENT,
-                     shutdown=10.0)
+def inbound_actor(ctx: OrgContext, *, settings: InboundSettings | None = None,
+                  rng: random.Random | None = None) -> ChildSpec:
+    """The organization's inbound actor as a supervised child (a fresh actor on every start).
+    `settings` default to the daemon's `inbound` settings; tests pass their own (with
+    `functools.partial`)."""
+    return ChildSpec("inbound", functools.partial(run_inbound, ctx, settings=settings, rng=rng),
+                     restart=Restart.PERMANENT, shutdown=10.0)
 
 
-async def run_inbound(ctx: OrgContext, *,
+async def run_inbound(ctx: OrgContext, *, settings: InboundSettings | None = None,
+                      rng: random.Random | None = None,
                       task_status: trio.TaskStatus[InboundActor] = trio.TASK_STATUS_IGNORED
                       ) -> None:
     """Run a new `InboundActor` for the organization until cancelled."""
-    await InboundActor(ctx).run(task_status=task_status)
+    await InboundActor(ctx, settings=settings, rng=rng).run(task_status=task_status)
 
 
 @dataclass(frozen=True)
