@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import trio
@@ -60,6 +60,8 @@ CLOSE_TIMEOUT_S = 10.0
 """How long closing a browser may take before its process is killed."""
 EVENT_BUFFER = 256
 VERSION_POLL_S = 0.2
+GONE_GRACE_S = 1.0
+"""How long to wait, after the page closed, for word that the whole browser went away."""
 _MAX_TMP_ROOT = 36
 """Longest temp root: Chromium adds about 60 bytes (`wad-chromium-XXXXXXXX/org.chromium.Chromium.
 XXXXXX/SingletonSocket`) and a unix socket path must stay under 108."""
@@ -140,6 +142,17 @@ def _find_browser_pid(profile_dir: Path) -> int | None:
         if wanted in argv and not any(arg.startswith(b"--type=") for arg in argv):
             return int(entry.name)
     return None
+
+
+def _process_gone(pid: int | None) -> bool:
+    """True when PID has exited (a zombie counts as exited)."""
+    if pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(") ", 1)[-1][:1] in ("Z", "X")
 
 
 class BrowserDriver:
@@ -272,6 +285,8 @@ class BrowserSession:
         self._navigated = trio.Event()
         self._nav_generation = 0
         self._dead: str | None = None
+        self._gone_signals: set[str] = set()
+        self._gone_decided = trio.Event()
         self._closing = False
         self._pid: int | None = None
         self.version: str | None = None
@@ -288,7 +303,8 @@ class BrowserSession:
         page = pages[0] if pages else await aio_as_trio(context.new_page)()
         self._page = page
         page.on("crash", lambda _page: self._on_gone("crash"))
-        page.on("close", lambda _page: self._on_gone("page_closed"))
+        page.on("close", lambda _page: self._on_gone(
+            "browser_closed" if _process_gone(self._pid) else "page_closed"))
         page.on("framenavigated", self._on_navigated)
         self._pid = _find_browser_pid(self.profile_dir)
         self._nursery.start_soon(self._injector)
@@ -390,18 +406,33 @@ class BrowserSession:
 
     def _on_gone(self, reason: str) -> None:
         # Runs in Playwright's callback (inside a Trio task under trio-asyncio).
+        self._gone_signals.add(reason)
+        if reason != "page_closed":
+            self._gone_decided.set()
         if self._dead is not None:
             return
         self._dead = reason
         self._ready.set()  # wake waiting calls so they raise SessionClosed
-        if self._closing:
-            return
-        self._log.error("browser gone", reason=reason)
-        self._nursery.start_soon(self._final_event, BrowserClosed(reason=reason))  # type: ignore[arg-type]
+        if not self._closing:
+            self._nursery.start_soon(self._final_event)
 
-    async def _final_event(self, event: BrowserClosed) -> None:
+    async def _final_event(self) -> None:
+        # A dying browser shows first as its page closing, then as its context closing: wait a
+        # moment for the decisive signal so the reason says what happened.
+        with trio.move_on_after(GONE_GRACE_S):
+            await self._gone_decided.wait()
+        signals = self._gone_signals
+        reason: Literal["crash", "page_closed", "browser_closed"]
+        if "crash" in signals:
+            reason = "crash"
+        elif "browser_closed" in signals or _process_gone(self._pid):
+            reason = "browser_closed"
+        else:
+            reason = "page_closed"
+        self._dead = reason
+        self._log.error("browser gone", reason=reason)
         try:
-            await self._send.send(event)
+            await self._send.send(BrowserClosed(reason=reason))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
         self._send.close()
