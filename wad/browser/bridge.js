@@ -480,9 +480,12 @@
   }
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  // Whether loading an earlier page added messages to the chat (judged by the collection, not
+  // by what the call answers, so a build that answers known messages cannot loop forever).
   async function loadEarlier(chat) {
-    const got = await mod('WAWebChatLoadMessages').loadEarlierMsgs({chat});
-    return Array.isArray(got) ? got.length : got ? 1 : 0;
+    const before = chat.msgs.getModelsArray().length;
+    await mod('WAWebChatLoadMessages').loadEarlierMsgs({chat});
+    return chat.msgs.getModelsArray().length > before;
   }
 
   // The phone still holds older history: ask it, then wait (bounded) for it to arrive.
@@ -502,7 +505,7 @@
     let end = position();
     let askedPhone = false;
     while (end < 0 || end < limit) {
-      let grew = (await loadEarlier(chat)) > 0;
+      let grew = await loadEarlier(chat);
       if (!grew && !askedPhone && chat.endOfHistoryTransferType === 0) {
         askedPhone = true;
         grew = await askPhoneForHistory(chat);
