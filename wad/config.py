@@ -33,6 +33,12 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: PositiveSeconds = 20.0
+    max_organizations: Annotated[int, Meta(ge=1, le=10000)] = 100
+    """Most organizations this daemon runs at once (others are left to other daemons)."""
+    claim_interval_s: PositiveSeconds = 5.0
+    """How often the daemon claims unowned organizations and stops ones disconnected elsewhere."""
+    lock_check_interval_s: PositiveSeconds = 1.0
+    """How often the lock connection is checked; when it fails, every organization stops."""
 
 
 class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -30,7 +30,7 @@ from wad.db.pool import Database
 from wad.errors import ConfigError
 from wad.notify import Notifier
 from wad.org.manager import OrgManager
-from wad.supervise import ChildSpec, Supervisor
+from wad.supervise import ChildSpec, Restart, Supervisor
 
 _log = log.get("daemon")
 
@@ -107,7 +107,9 @@ class Daemon:
             manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus,
                                  plugins=pm)
             root = Supervisor("wad", [
-                ChildSpec("plugins", partial(plugins.run_background_tasks, pm)),
+                # Plugins' background tasks (e.g. webhook deliveries); none at all is a normal exit.
+                ChildSpec("plugins", partial(plugins.run_background_tasks, pm),
+                          restart=Restart.TRANSIENT),
                 ChildSpec("orgs", manager.run, shutdown=self.settings.daemon.shutdown_grace_s),
             ], intensity=3, period=60.0)
             ctx = AppContext(settings=self.settings, db=db,

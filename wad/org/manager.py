@@ -9,6 +9,7 @@ gives up marks only its own organization `ERROR`.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org.ownership import Ownership, lock_key
 from wad.org.session import SessionActor, SessionNotReady
 from wad.supervise import ChildSpec, Restart, Supervisor, SupervisorGaveUp
 
@@ -114,24 +116,95 @@ class OrgManager(OrgManagerAPI):
         self.actors = list(actors) if actors is not None else default_actors()
         self._orgs: dict[uuid.UUID, OrgHandle] = {}
         self._nursery: trio.Nursery | None = None
+        self._owner: Ownership | None = None
         self._lock = trio.Lock()
 
     async def run(self, *, task_status: trio.TaskStatus[OrgManager] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Start every organization whose session should run, then serve connect/disconnect
-        until cancelled (which stops every organization: archives saved, browsers closed)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+        """Claim and run the organizations whose session should run, and keep reconciling
+        (claim unowned ones, stop those disconnected elsewhere) until cancelled, which stops
+        every organization: browsers closed, archives saved.
+
+        Ownership is a PostgreSQL advisory lock per organization on one lock connection. If that
+        connection is lost, every organization stops at once (another daemon may claim them),
+        and the manager reconnects with backoff and claims again."""
+        reported = False
+        delay = 1.0
+        while True:
             try:
-                wanted = await sessions_repo.list_should_run(self.db)
-                for org_id in wanted:
-                    await self._start(org_id)
-                if wanted:
-                    _log.info("organizations started", count=len(wanted))
-                task_status.started(self)
-                await trio.sleep_forever()
+                async with self.db.dedicated() as conn:
+                    owner = Ownership(conn, self.settings.node)
+                    await owner.setup()
+                    self._owner = owner
+                    delay = 1.0
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        await self._reconcile()
+                        if not reported:
+                            task_status.started(self)
+                            reported = True
+                        nursery.start_soon(self._reconcile_loop)
+                        await self._watch_lock_connection(owner)
+                        _log.error("lost the lock connection: stopping every organization now",
+                                   organizations=len(self._orgs))
+                        nursery.cancel_scope.cancel()
+            except Exception as exc:
+                _log.error("organization manager cannot reach the database; retrying",
+                           error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
             finally:
                 self._nursery = None
+                self._owner = None
+            if not reported:
+                task_status.started(self)
+                reported = True
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _watch_lock_connection(self, owner: Ownership) -> None:
+        """Return as soon as the lock connection stops answering."""
+        interval = self.settings.daemon.lock_check_interval_s
+        while True:
+            if not await owner.alive(timeout=max(interval, 1.0)):
+                return
+            await trio.sleep(interval)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.daemon.claim_interval_s)
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        """Stop what should no longer run here; claim a fair share of the unowned rest."""
+        owner = self._owner
+        if owner is None:
+            return
+        async with self._lock:
+            wanted = set(await sessions_repo.list_should_run(self.db))
+            for org_id, handle in list(self._orgs.items()):
+                if org_id not in wanted:
+                    _log.info("organization disconnected elsewhere; stopping it", org=str(org_id))
+                    handle.scope.cancel()
+            candidates = [o for o in wanted if o not in self._orgs]
+            capacity = self.settings.daemon.max_organizations - len(self._orgs)
+            if not candidates or capacity <= 0:
+                return
+            held = await owner.held_keys()
+            unowned = [o for o in candidates if lock_key(o) not in held]
+            if not unowned:
+                return
+            live = await owner.live_daemons()
+            share = min(capacity, -(-len(unowned) // live))
+            random.shuffle(unowned)
+            claimed = 0
+            for org_id in unowned:
+                if claimed >= share:
+                    break
+                if await owner.try_claim(org_id):
+                    claimed += 1
+                    await self._start(org_id)
+            if claimed:
+                _log.info("organizations claimed", claimed=claimed, unowned=len(unowned),
+                          daemons=live)
 
     def running(self, org_id: uuid.UUID) -> OrgHandle | None:
         return self._orgs.get(org_id)
@@ -180,14 +253,38 @@ class OrgManager(OrgManagerAPI):
             finally:
                 if self._orgs.get(org_id) is handle:
                     del self._orgs[org_id]
+                with trio.move_on_after(5, shield=True):
+                    await self._release(org_id)
                 handle.done.set()
+
+    async def _release(self, org_id: uuid.UUID) -> None:
+        """Give up the organization's lock (and say no one runs it), if the connection lives."""
+        owner = self._owner
+        try:
+            await sessions_repo.set_node(self.db, organization_id=org_id, node_id=None)
+            if owner is not None:
+                await owner.release(org_id)
+        except Exception as exc:
+            _log.warning("could not release the organization", org=str(org_id), error=str(exc))
 
     # -- OrgManagerAPI -------------------------------------------------------------------------
 
     async def connect(self, org_id: uuid.UUID) -> None:
+        """Wanted from now on; started here when this daemon can claim it (else the daemon that
+        owns it, or the next to claim it, runs it)."""
         async with self._lock:
             await sessions_repo.set_should_run(self.db, organization_id=org_id, should_run=True)
-            await self._start(org_id)
+            if org_id in self._orgs:
+                return
+            owner = self._owner
+            if owner is None:
+                raise WadError("this daemon has no database lock connection right now")
+            if len(self._orgs) >= self.settings.daemon.max_organizations:
+                _log.warning("at the organization limit; leaving it to another daemon",
+                             org=str(org_id))
+                return
+            if await owner.try_claim(org_id):
+                await self._start(org_id)
 
     async def disconnect(self, org_id: uuid.UUID) -> None:
         async with self._lock:
@@ -204,6 +301,10 @@ class OrgManager(OrgManagerAPI):
     async def _actor(self, org_id: uuid.UUID, *, wait_for_page: float = 30.0) -> SessionActor:
         handle = self._orgs.get(org_id)
         if handle is None:
+            row = await sessions_repo.get(self.db, organization_id=org_id)
+            if row is not None and row.node_id and row.node_id != self.settings.node:
+                raise OrgNotRunning(f"the session runs on the daemon {row.node_id}; send the "
+                                    "request there")
             raise OrgNotRunning("the session is not running; connect the organization first")
         with trio.move_on_after(wait_for_page):
             await handle.session.page_open.wait()
