@@ -1,0 +1,95 @@
+"""`/metrics` while traffic flows through the simulator: a real Chromium session, the inbound
+actor, a real PostgreSQL, the API on real HTTP. The counters move with the messages, the session
+state follows the link, a killed browser counts as an actor restart, a hung page as a failed
+health check, and the browsers' memory is part of the daemon's."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.stack import open_stack
+from tests.test_events import serve_app
+from tests.test_inbound_live import inbound
+from tests.test_metrics import Samples, parse, value
+
+pytestmark = pytest.mark.browser
+
+ACCOUNT = "996555100501"
+
+
+async def test_metrics_move_with_traffic_restarts_and_health_checks(
+        state_dir: Path, dsn: str) -> None:
+    async with open_stack(state_dir, dsn, health_check_interval_s=1.0,
+                          health_check_timeout_s=1.0) as stack, \
+            trio.open_nursery() as nursery:
+        await stack.phone.create_account(ACCOUNT, "Issyk-Kul Tours")
+        manager = await stack.start_daemon(actors=inbound())
+        served, shutdown = await serve_app(nursery, stack.db, state_dir,
+                                           {"bus": stack.bus, "orgs": manager})
+        root = served.client(await served.token("SUPER_ADMIN"), timeout=30)
+
+        async def scrape() -> Samples:
+            r = await root.get("/metrics")
+            assert r.status_code == 200, r.text
+            return parse(r.text)
+
+        async def until(check: object, timeout: float = 30) -> Samples:
+            with trio.fail_after(timeout):
+                while True:
+                    samples = await scrape()
+                    if check(samples):  # type: ignore[operator]
+                        return samples
+                    await trio.sleep(0.1)
+
+        org = await stack.new_org("Issyk-Kul Tours")
+        label = str(org)
+        before = await scrape()
+        assert value(before, "wad_session_state", organization=label, state="DISCONNECTED") == 1
+        assert value(before, "wad_messages_received_total", organization=label) == 0
+
+        await stack.link_by_qr(org, ACCOUNT)
+        samples = await scrape()
+        assert value(samples, "wad_session_state", organization=label, state="CONNECTED") == 1
+        assert value(samples, "wad_sessions", state="CONNECTED") == 1
+        # The organization's Chromium is the daemon's too.
+        assert (value(samples, "wad_processes", kind="browser") or 0) >= 1
+        assert (value(samples, "wad_memory_pss_bytes", kind="browser") or 0) > 20 * 2**20
+
+        for text in ("Здравствуйте! Тур на Иссык-Куль есть?", "На двоих, в июле"):
+            await stack.phone.deliver(ACCOUNT, "996555700001", text)
+        await stack.phone.deliver(ACCOUNT, "996555700002", "Salam, Osh tour?")
+        await stack.phone.phone_send(ACCOUNT, "996555700001", "Да, есть")
+        samples = await until(lambda s: value(s, "wad_messages_received_total",
+                                              organization=label) == 3
+                              and value(s, "wad_messages_sent_total", organization=label) == 1)
+        assert value(samples, "wad_inbound_processing_seconds_count", organization=label) == 4
+
+        # A killed browser: the session actor is restarted by its supervisor, and counted.
+        handle = manager.running(org)
+        assert handle is not None and handle.session.session is not None
+        pid = handle.session.session.browser_pid()  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+        samples = await until(lambda s: value(s, "wad_actor_restarts_total", organization=label,
+                                              actor="session") == 1)
+        await stack.wait_state(org, "CONNECTED")
+        assert value(samples, "wad_browser_health_check_failures_total",
+                     organization=label) in (None, 0)
+
+        # A hung page: the health check fails, the browser is reopened.
+        await stack.phone.freeze(ACCOUNT, seconds=None)
+        samples = await until(lambda s: (value(s, "wad_browser_health_check_failures_total",
+                                               organization=label) or 0) >= 1, timeout=40)
+        await stack.wait_state(org, "CONNECTED", timeout=40)
+        # More messages still count after both recoveries.
+        await stack.phone.deliver(ACCOUNT, "996555700001", "Алло?")
+        await until(lambda s: value(s, "wad_messages_received_total", organization=label) == 4)
+
+        for client in served.clients:
+            await client.aclose()
+        shutdown.set()
+        nursery.cancel_scope.cancel()
