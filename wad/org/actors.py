@@ -6,6 +6,7 @@ supervisor starts them after the session actor and stops them in reverse order.
 
 from __future__ import annotations
 
+from wad.org.inbound import inbound_actor
 from wad.org.manager import ActorFactory
 
-ACTORS: list[ActorFactory] = []
+ACTORS: list[ActorFactory] = [inbound_actor]
