@@ -63,18 +63,20 @@ class DaemonProcess:
             return None
 
 
-def write_config(state_dir: Path, extra: str = "") -> Path:
+def write_config(state_dir: Path, extra: str = "", daemon_extra: str = "") -> Path:
     path = state_dir / "wad.toml"
     path.write_text(
         f'[daemon]\nstate_dir = "{state_dir}"\nlog_format = "json"\nlog_level = "debug"\n'
-        f'shutdown_grace_s = 20.0\n[api]\nlisten = "127.0.0.1:0"\n{extra}'
+        f'shutdown_grace_s = 20.0\n{daemon_extra}[api]\nlisten = "127.0.0.1:0"\n{extra}'
     )
     return path
 
 
 def start_daemon(state_dir: Path, *, env: dict[str, str] | None = None,
-                 extra_config: str = "") -> DaemonProcess:
-    config = write_config(state_dir, extra_config)
+                 extra_config: str = "", daemon_config: str = "") -> DaemonProcess:
+    """Start `wad run`; `extra_config` is appended to the file, `daemon_config` goes into its
+    `[daemon]` table."""
+    config = write_config(state_dir, extra_config, daemon_config)
     log_path = state_dir / "daemon.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
     full_env.update(env or {})

@@ -111,7 +111,7 @@ async def test_unlink_from_phone_logs_out_and_keeps_data(state_dir: Path, dsn: s
         assert not profile.exists() and len(trash) == 1
         assert any(trash[0].rglob("*"))
         after = await sessions_repo.list_archives(stack.db, organization_id=org)
-        assert [a.id for a in after] == [a.id for a in before]  # nothing deleted or replaced
+        assert {a.id for a in before} <= {a.id for a in after}  # nothing deleted
         assert (await stack.session(org)).should_run is False
 
         await manager.connect(org)

@@ -95,6 +95,10 @@ class Daemon:
         with the live `AppContext` (for in-process users such as `wad demo` and tests)."""
         prepare_state_dir(self.settings)
         structlog.contextvars.bind_contextvars(node=self.settings.node)
+        if self.settings.database.dsn and not self.settings.secret_key:
+            _log.warning("WAD_SECRET_KEY is not set: session archives are sealed with this "
+                         "machine's key file, so another daemon on the same database cannot "
+                         "restore them; set the same WAD_SECRET_KEY on every daemon")
         async with (
             asyncio_loop(),
             open_database(self.settings) as db,

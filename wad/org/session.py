@@ -38,6 +38,9 @@ from wad.org import archive
 
 _log = log.get("session")
 
+ARCHIVE_AFTER_CONNECT_S = 3.0
+"""Delay between reaching CONNECTED and the first archive of the run (lets storage settle)."""
+
 # Raw page states after which the session is over (not retried blindly).
 _BANNED_STATES = {"TOS_BLOCK", "SMB_TOS_BLOCK"}
 
@@ -361,6 +364,11 @@ class SessionActor:
                 raise BrowserFailure(f"health check failed: {exc}") from exc
 
     async def _archive_periodically(self) -> None:
+        # Soon after (re)connecting, so that another daemon can take over even if this one is
+        # killed before its first disconnect; then every `archive_interval_s`.
+        await self.connected.wait()
+        await trio.sleep(ARCHIVE_AFTER_CONNECT_S)
+        await self.save_archive(reason="connected")
         while True:
             await trio.sleep(self.settings.whatsapp.archive_interval_s)
             if self.connected.is_set():

@@ -1,0 +1,179 @@
+"""Several daemons, one database: each organization has exactly one owner; when a daemon is
+killed its organizations move to another without a QR; a daemon cut from the database stops
+driving its organizations before anyone else can claim them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.daemonproc import DaemonProcess, start_daemon
+from wad.db.embedded import EmbeddedPostgres
+from wad.sim.client import SimClient
+from wad.sim.model import SimConfig
+from wad.sim.server import SimServer, serve
+
+pytestmark = pytest.mark.browser
+
+FAST = "claim_interval_s = 1.0\nlock_check_interval_s = 0.5\n"
+
+
+def _config(sim_url: str) -> str:
+    return (f'[whatsapp]\nurl = "{sim_url}"\nready_timeout_s = 20.0\n'
+            "reconnect_initial_s = 0.2\nreconnect_max_s = 1.0\n")
+
+
+def _chromium_on(state_dir: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if f"--user-data-dir={state_dir}" in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _client(daemon: DaemonProcess) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(daemon.socket_path)),
+                             base_url="http://wad", timeout=30)
+
+
+async def _status(daemon: DaemonProcess, org: str) -> dict[str, Any]:
+    async with _client(daemon) as api:
+        body: dict[str, Any] = (await api.get(f"/api/whatsapp/status/{org}")).json()
+        return body
+
+
+async def _wait(daemon: DaemonProcess, org: str, state: str, timeout: float = 40,
+                node: str | None = None) -> dict[str, Any]:
+    with trio.fail_after(timeout):
+        while True:
+            body = await _status(daemon, org)
+            if body["state"] == state and (node is None or body.get("node_id") == node):
+                return body
+            await trio.sleep(0.2)
+
+
+async def _link(daemon: DaemonProcess, phone: SimClient, account: str, name: str) -> str:
+    await phone.create_account(account, name)
+    async with _client(daemon) as api:
+        org = (await api.post("/api/organizations", json={"name": name})).json()["id"]
+        answer = await api.post("/api/whatsapp/connect", json={"organization_id": org})
+        assert answer.status_code in (200, 202), answer.text
+        await _wait(daemon, org, "QR_CODE_PENDING")
+        qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
+    await phone.scan_qr(account, qr["payload"])
+    await _wait(daemon, org, "CONNECTED")
+    return org
+
+
+def _node(daemon: DaemonProcess) -> str:
+    for line in daemon.lines():
+        if line.get("event") == "wad is ready":
+            return str(line["node"])
+    raise AssertionError("no ready line")
+
+
+async def test_killed_daemon_hands_its_organizations_over_without_qr(
+        dsn: str, nursery: trio.Nursery) -> None:
+    sim: SimServer = await nursery.start(partial(serve, seed=5, config=SimConfig(
+        qr_rotate_s=5.0, sync_delay_s=0.3)))
+    dirs = []
+    for _ in range(2):
+        path = Path(os.path.realpath(__import__("tempfile").mkdtemp(prefix="wad-fo-")))
+        os.chmod(path, 0o711)
+        dirs.append(path)
+    # Daemons that share a database share the archive key, so each can restore the others'.
+    env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "failover-test-key"}
+    extra = _config(sim.url)
+    first = await trio.to_thread.run_sync(partial(start_daemon, dirs[0], env=env,
+                                                  extra_config=extra, daemon_config=FAST))
+    second = await trio.to_thread.run_sync(partial(start_daemon, dirs[1], env=env,
+                                                   extra_config=extra, daemon_config=FAST))
+    try:
+        async with SimClient(sim.url) as phone:
+            accounts = [f"99655520000{i}" for i in range(4)]
+            orgs = [await _link(first if i < 2 else second, phone, accounts[i], f"Org {i}")
+                    for i in range(4)]
+            first_node, second_node = _node(first), _node(second)
+            owners = [(await _status(second, org)).get("node_id") for org in orgs]
+            assert owners == [first_node, first_node, second_node, second_node]
+
+            # Give the first daemon time to archive its logins, then kill it outright.
+            await trio.sleep(5)
+            first.proc.send_signal(signal.SIGKILL)
+            first.proc.wait(10)
+            killed_at = time.monotonic()
+            with trio.fail_after(15):  # its browsers go with it
+                while _chromium_on(dirs[0]):
+                    await trio.sleep(0.2)
+
+            try:
+                for org in orgs[:2]:
+                    await _wait(second, org, "CONNECTED", timeout=30, node=second_node)
+            except trio.TooSlowError:
+                interesting = [line for line in second.lines()
+                               if line.get("level") in ("info", "warning", "error")]
+                raise AssertionError("not taken over:\n" + "\n".join(
+                    str(line) for line in interesting[-40:])) from None
+            assert time.monotonic() - killed_at < 30
+            qr_states = [line for line in second.lines() if line.get("event") == "session state"
+                         and line.get("state") == "QR_CODE_PENDING"
+                         and line.get("org") in orgs[:2]]
+            assert qr_states == []
+            for account in accounts:
+                assert len(await phone.devices(account)) == 1  # no second linked device
+            for org in orgs[2:]:
+                assert (await _status(second, org))["state"] == "CONNECTED"
+    finally:
+        for daemon in (first, second):
+            if daemon.proc.poll() is None:
+                await trio.to_thread.run_sync(daemon.stop)
+        for path in dirs:
+            __import__("shutil").rmtree(path, ignore_errors=True)
+
+
+async def test_daemon_cut_from_the_database_stops_its_organizations(
+        state_dir: Path, nursery: trio.Nursery) -> None:
+    cluster = EmbeddedPostgres(state_dir / "shared-pg", fsync=False)
+    dsn = await trio.to_thread.run_sync(cluster.start)
+    sim: SimServer = await nursery.start(partial(serve, seed=6, config=SimConfig(
+        qr_rotate_s=5.0, sync_delay_s=0.3)))
+    daemon_dir = state_dir / "daemon"
+    daemon_dir.mkdir()
+    os.chmod(daemon_dir, 0o711)
+    daemon = await trio.to_thread.run_sync(partial(
+        start_daemon, daemon_dir, env={"WAD_DATABASE_URL": dsn},
+        extra_config=_config(sim.url), daemon_config=FAST))
+    try:
+        async with SimClient(sim.url) as phone:
+            org = await _link(daemon, phone, "996555300001", "Cut Off")
+            assert _chromium_on(daemon_dir)
+            await trio.sleep(4)  # let it archive the login
+            await trio.to_thread.run_sync(partial(cluster.stop, mode="immediate"))
+            with trio.fail_after(15):
+                while _chromium_on(daemon_dir):
+                    await trio.sleep(0.2)
+            assert any(line.get("event") ==
+                       "lost the lock connection: stopping every organization now"
+                       for line in daemon.lines())
+            # The database comes back: the daemon claims the organization again, no QR.
+            await trio.to_thread.run_sync(cluster.start)
+            await _wait(daemon, org, "CONNECTED", timeout=60)
+            assert len(await phone.devices("996555300001")) == 1
+    finally:
+        await trio.to_thread.run_sync(daemon.stop)
+        await trio.to_thread.run_sync(cluster.stop)
