@@ -28,6 +28,7 @@ from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.errors import ConfigError
+from wad.notifications import forward_session_status
 from wad.notify import Notifier
 from wad.org.manager import OrgManager
 from wad.supervise import ChildSpec, Restart, Supervisor
@@ -114,6 +115,7 @@ class Daemon:
                 # Plugins' background tasks (e.g. webhook deliveries); none at all is a normal exit.
                 ChildSpec("plugins", partial(plugins.run_background_tasks, pm),
                           restart=Restart.TRANSIENT),
+                ChildSpec("notifications", partial(forward_session_status, bus, pm)),
                 ChildSpec("orgs", manager.run, shutdown=self.settings.daemon.shutdown_grace_s),
             ], intensity=3, period=60.0)
             ctx = AppContext(settings=self.settings, db=db,

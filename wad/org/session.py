@@ -408,7 +408,8 @@ class SessionActor:
         return True
 
     async def _set_state(self, state: SessionState, **fields: Any) -> None:
-        changed = state != self.state
+        previous = self.state
+        changed = state != previous
         self.state = state
         row = await sessions_repo.set_state(self.db, organization_id=self.org_id, state=state,
                                             **fields)
@@ -417,6 +418,7 @@ class SessionActor:
                 _log.info("session state", state=state, last_error=row.last_error)
             self.bus.publish("session.status", self.org_id, {
                 "state": state,
+                "previous": previous,
                 "qr": row.qr_payload,
                 "pairing_code": row.pairing_code,
                 "last_error": row.last_error,
