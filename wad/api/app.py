@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 import wad
 from wad import log
-from wad.api import admin, auth, events, metrics, whatsapp
+from wad.api import admin, auth, events, metrics, status_page, whatsapp
 from wad.api.errors import ApiError
 from wad.api.openapi import WadOpenAPIProvider
 from wad.api.schemas import Health
@@ -62,6 +62,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.register_blueprint(admin.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(status_page.bp)
 
     @app.errorhandler(ApiError)
     async def _api_error(err: ApiError) -> Response:

@@ -1,0 +1,440 @@
+// wad's status page: organizations with their state, linked number, queue and today's
+// messages, a live QR for an organization waiting to be linked, and (for admins) connect,
+// disconnect and pairing code. No dependencies, no build step.
+//
+// The token lives in this tab's sessionStorage only, and goes to the API in the Authorization
+// header (never in a URL). Live updates come from the event stream, read with fetch() because
+// EventSource cannot send that header; it resumes with Last-Event-ID after a disconnect.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "wad.token";
+  const RANK = { VIEWER: 1, AGENT: 2, ADMIN: 3, SUPER_ADMIN: 4 };
+  const RECONNECT_MS = 2000;
+  const REFRESH_MS = 30000;
+  const STATE_TEXT = {
+    DISCONNECTED: "disconnected", CONNECTING: "connecting", QR_CODE_PENDING: "waiting for a scan",
+    PAIRING_CODE_PENDING: "waiting for the pairing code", CONNECTED: "connected",
+    ERROR: "error", LOGGED_OUT: "logged out", BANNED: "banned",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const page = {
+    token: sessionStorage.getItem(TOKEN_KEY),
+    only: null, // the organization of /org/{id}
+    caller: null,
+    orgs: new Map(), // id -> {data, card, qrDrawn, qrUrl}
+    lastEventId: null,
+    stream: null, // AbortController of the open stream
+    refreshTimer: null,
+    generation: 0, // bumps on sign-out so that old loops stop
+  };
+
+  const match = location.pathname.match(/^\/org\/([0-9a-fA-F-]{36})\/?$/);
+  if (match) page.only = match[1].toLowerCase();
+
+  function canAdmin() {
+    return page.caller !== null && RANK[page.caller.role] >= RANK.ADMIN;
+  }
+
+  async function api(method, path, body) {
+    const headers = { Authorization: "Bearer " + page.token };
+    const init = { method, headers, cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, init);
+    if (response.status === 401) {
+      signOut("That token was not accepted (unknown or revoked). Paste another one.");
+      throw new Error("unauthenticated");
+    }
+    return response;
+  }
+
+  async function errorText(response) {
+    try {
+      const body = await response.json();
+      return body.error.message;
+    } catch (e) {
+      return "HTTP " + response.status;
+    }
+  }
+
+  // -- signing in and out ----------------------------------------------------------------------
+
+  function showLogin(message) {
+    $("login").hidden = false;
+    $("signout").hidden = true;
+    $("orgs").replaceChildren();
+    $("login-error").textContent = message || "";
+    $("token").focus();
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    page.token = null;
+    page.caller = null;
+    page.generation += 1;
+    if (page.stream) page.stream.abort();
+    for (const entry of page.orgs.values()) if (entry.qrUrl) URL.revokeObjectURL(entry.qrUrl);
+    page.orgs.clear();
+    page.lastEventId = null;
+    setLive(false);
+    showLogin(message);
+  }
+
+  $("login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    page.token = value;
+    $("token").value = "";
+    start();
+  });
+  $("signout").addEventListener("click", () => signOut(""));
+
+  // -- the overview ------------------------------------------------------------------------------
+
+  async function loadOverview() {
+    const path = "/api/overview" + (page.only ? "?organization_id=" + page.only : "");
+    const response = await api("GET", path);
+    if (!response.ok) {
+      notice(await errorText(response));
+      return false;
+    }
+    const body = await response.json();
+    page.caller = body.caller;
+    notice("");
+    $("scope").textContent = page.only && body.organizations.length
+      ? "· " + body.organizations[0].name : "";
+    const seen = new Set();
+    for (const org of body.organizations) {
+      seen.add(org.organization_id);
+      upsert(org);
+    }
+    for (const [id, entry] of page.orgs) {
+      if (!seen.has(id)) {
+        entry.card.remove();
+        page.orgs.delete(id);
+      }
+    }
+    if (!body.organizations.length) notice("No organizations yet (wad org create NAME).");
+    return true;
+  }
+
+  function scheduleRefresh(delay) {
+    clearTimeout(page.refreshTimer);
+    page.refreshTimer = setTimeout(async () => {
+      try {
+        if (page.token) await loadOverview();
+      } catch (e) { /* the next event or timer tries again */ }
+      scheduleRefresh(REFRESH_MS);
+    }, delay);
+  }
+
+  function notice(text) {
+    $("notice").textContent = text;
+    $("notice").hidden = !text;
+  }
+
+  function upsert(org) {
+    let entry = page.orgs.get(org.organization_id);
+    if (!entry) {
+      const card = $("org-card").content.firstElementChild.cloneNode(true);
+      card.dataset.org = org.organization_id;
+      entry = { data: org, card, qrDrawn: null, qrUrl: null };
+      page.orgs.set(org.organization_id, entry);
+      if (canAdmin()) addActions(entry);
+      $("orgs").append(card);
+    }
+    entry.data = Object.assign(entry.data, org);
+    render(entry);
+  }
+
+  function render(entry) {
+    const org = entry.data;
+    const card = entry.card;
+    const link = card.querySelector(".name");
+    link.textContent = org.name;
+    link.href = "/org/" + org.organization_id;
+    const state = card.querySelector(".state");
+    state.textContent = STATE_TEXT[org.state] || org.state;
+    state.dataset.state = org.state;
+    card.dataset.state = org.state;
+    card.querySelector(".phone").textContent = org.phone_number || "—";
+    const oldest = org.oldest_queued_s ? " (oldest " + duration(org.oldest_queued_s) + ")" : "";
+    card.querySelector(".queue").textContent = org.queue_depth + " waiting" + oldest;
+    card.querySelector(".today").textContent =
+      org.messages_today.received + " in · " + org.messages_today.sent + " out";
+    card.querySelector(".last-error").textContent = org.last_error || "—";
+    const pending = org.state === "QR_CODE_PENDING";
+    card.querySelector(".waiting").hidden = !(pending && !canAdmin());
+    if (pending && canAdmin()) {
+      drawQr(entry, org.qr || "current");
+    } else {
+      clearQr(entry);
+    }
+    const pairing = card.querySelector(".pairing");
+    pairing.hidden = !(org.state === "PAIRING_CODE_PENDING" && org.pairing_code);
+    card.querySelector(".pairing-code").textContent = org.pairing_code || "";
+  }
+
+  function duration(seconds) {
+    if (seconds < 90) return Math.round(seconds) + " s";
+    if (seconds < 5400) return Math.round(seconds / 60) + " min";
+    return Math.round(seconds / 3600) + " h";
+  }
+
+  // -- the QR code -------------------------------------------------------------------------------
+
+  async function drawQr(entry, payload) {
+    if (entry.qrDrawn === payload) return;
+    entry.qrDrawn = payload;
+    const id = entry.data.organization_id;
+    let response;
+    try {
+      response = await api("GET", "/api/whatsapp/qr/" + id + "?format=svg");
+    } catch (e) {
+      entry.qrDrawn = null;
+      return;
+    }
+    if (entry.qrDrawn !== payload) return; // a newer payload is being drawn already
+    if (!response.ok) {
+      // 409: linked (or stopped) meanwhile; the stream brings the new state.
+      entry.qrDrawn = null;
+      return;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    if (entry.qrDrawn !== payload || entry.data.state !== "QR_CODE_PENDING") {
+      URL.revokeObjectURL(url);
+      return;
+    }
+    const image = entry.card.querySelector(".qr-image");
+    image.onload = () => {
+      if (entry.qrUrl && entry.qrUrl !== url) URL.revokeObjectURL(entry.qrUrl);
+      entry.qrUrl = url;
+    };
+    image.src = url;
+    entry.card.querySelector(".qr").hidden = false;
+  }
+
+  function clearQr(entry) {
+    entry.qrDrawn = null;
+    entry.card.querySelector(".qr").hidden = true;
+    const image = entry.card.querySelector(".qr-image");
+    image.removeAttribute("src");
+    if (entry.qrUrl) {
+      URL.revokeObjectURL(entry.qrUrl);
+      entry.qrUrl = null;
+    }
+  }
+
+  // -- actions (admins only) ---------------------------------------------------------------------
+
+  function addActions(entry) {
+    const id = entry.data.organization_id;
+    const bar = document.createElement("div");
+    bar.className = "actions";
+    const message = entry.card.querySelector(".message");
+
+    const button = (label, cls, handler) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = label;
+      b.className = cls;
+      b.addEventListener("click", async () => {
+        b.disabled = true;
+        message.textContent = "";
+        try {
+          await handler();
+        } catch (e) {
+          if (e.message !== "unauthenticated") message.textContent = String(e.message || e);
+        } finally {
+          b.disabled = false;
+        }
+      });
+      bar.append(b);
+      return b;
+    };
+
+    button("Connect", "connect", async () => {
+      const r = await api("POST", "/api/whatsapp/connect", { organization_id: id });
+      message.textContent = r.ok ? "Connecting…" : await errorText(r);
+    });
+    button("Disconnect", "disconnect", async () => {
+      const r = await api("POST", "/api/whatsapp/disconnect/" + id);
+      message.textContent = r.ok ? "Disconnected; the login is kept." : await errorText(r);
+    });
+
+    const form = document.createElement("form");
+    form.className = "pair-form";
+    form.hidden = true;
+    const phone = document.createElement("input");
+    phone.type = "tel";
+    phone.placeholder = "+996555123456";
+    phone.required = true;
+    phone.setAttribute("aria-label", "The account's phone number");
+    const ask = document.createElement("button");
+    ask.type = "submit";
+    ask.textContent = "Get code";
+    form.append(phone, ask);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      ask.disabled = true;
+      try {
+        const r = await api("POST", "/api/whatsapp/pairing-code/" + id,
+                            { phone_number: phone.value });
+        if (r.ok) {
+          const body = await r.json();
+          entry.data.pairing_code = body.code;
+          entry.data.state = "PAIRING_CODE_PENDING";
+          render(entry);
+          message.textContent = "Type the code on the phone: Linked devices › Link a device › " +
+            "Link with phone number instead.";
+          form.hidden = true;
+        } else {
+          message.textContent = await errorText(r);
+        }
+      } catch (e) { /* signed out */ } finally {
+        ask.disabled = false;
+      }
+    });
+    button("Pairing code", "pair", async () => {
+      form.hidden = !form.hidden;
+      if (!form.hidden) phone.focus();
+    });
+    entry.card.append(bar, form);
+  }
+
+  // -- the event stream --------------------------------------------------------------------------
+
+  function setLive(on) {
+    const el = $("live");
+    el.textContent = on ? "live" : "offline";
+    el.className = "live " + (on ? "on" : "off");
+  }
+
+  function streamPath() {
+    if (page.only) return "/api/whatsapp/events/" + page.only;
+    if (page.caller && page.caller.role === "SUPER_ADMIN") return "/api/whatsapp/events";
+    return "/api/whatsapp/events/" + page.caller.organization_id;
+  }
+
+  async function follow(generation) {
+    while (generation === page.generation && page.token) {
+      const controller = new AbortController();
+      page.stream = controller;
+      try {
+        const headers = { Authorization: "Bearer " + page.token };
+        if (page.lastEventId) headers["Last-Event-ID"] = page.lastEventId;
+        const response = await fetch(streamPath(), { headers, cache: "no-store",
+                                                      signal: controller.signal });
+        if (response.status === 401) {
+          signOut("That token was not accepted (unknown or revoked). Paste another one.");
+          return;
+        }
+        if (!response.ok) throw new Error(await errorText(response));
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            onBlock(block);
+          }
+        }
+      } catch (e) {
+        if (generation !== page.generation) return;
+      }
+      setLive(false);
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
+    }
+  }
+
+  function onBlock(block) {
+    let kind = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "id") page.lastEventId = value;
+      else if (field === "event") kind = value;
+      else if (field === "data") data.push(value);
+    }
+    if (!data.length) return;
+    let body;
+    try {
+      body = JSON.parse(data.join("\n"));
+    } catch (e) {
+      return;
+    }
+    onEvent(kind, body);
+  }
+
+  function onEvent(kind, body) {
+    if (kind === "stream.start") {
+      setLive(true);
+      if (!body.resumed) scheduleRefresh(0); // catch up with what happened before the stream
+      return;
+    }
+    if (kind === "stream.reset") {
+      scheduleRefresh(0);
+      return;
+    }
+    const entry = page.orgs.get(body.organization_id);
+    if (!entry) {
+      if (kind === "session.status") scheduleRefresh(500); // a new organization
+      return;
+    }
+    const payload = body.payload || {};
+    if (kind === "session.status") {
+      entry.data.state = payload.state;
+      if ("phone_number" in payload) entry.data.phone_number = payload.phone_number;
+      if ("last_error" in payload) entry.data.last_error = payload.last_error;
+      entry.data.qr = payload.qr || null;
+      entry.data.pairing_code = payload.pairing_code || entry.data.pairing_code || null;
+      if (payload.state !== "PAIRING_CODE_PENDING") entry.data.pairing_code = null;
+      if (payload.state === "CONNECTED") entry.card.querySelector(".message").textContent = "";
+      render(entry);
+    } else if (kind === "message.received" && !body.snapshot) {
+      entry.data.messages_today.received += 1;
+      render(entry);
+      scheduleRefresh(1500);
+    } else if (kind === "message.sent" && !body.snapshot) {
+      entry.data.messages_today.sent += 1;
+      render(entry);
+      scheduleRefresh(1500);
+    }
+  }
+
+  // -- start -------------------------------------------------------------------------------------
+
+  async function start() {
+    $("login").hidden = true;
+    $("signout").hidden = false;
+    const generation = page.generation;
+    let ok = false;
+    try {
+      ok = await loadOverview();
+    } catch (e) {
+      if (e.message !== "unauthenticated") notice("The daemon does not answer: " + e.message);
+      return;
+    }
+    if (!ok || generation !== page.generation) return;
+    scheduleRefresh(REFRESH_MS);
+    follow(generation);
+  }
+
+  if (page.token) start();
+  else showLogin("");
+})();
