@@ -89,3 +89,22 @@ def test_bad_configuration_stops_the_start_with_the_key_named(state_dir: Path) -
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "whatsapp.reconnect_max_attempts" in result.stderr
+
+
+def test_db_migrate_command_applies_then_reports_up_to_date(state_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.daemonproc import write_config
+
+    config = write_config(state_dir)
+    first = subprocess.run([sys.executable, "-m", "wad.cli", "--config", str(config), "db",
+                            "migrate"], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "migrations applied" in first.stdout and "0001_initial.sql" in first.stdout
+    assert "database is up to date" in first.stdout
+    second = subprocess.run([sys.executable, "-m", "wad.cli", "--config", str(config), "db",
+                             "migrate"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "migrations applied" not in second.stdout
+    assert not (state_dir / "pg" / "postmaster.pid").exists()  # the cluster was stopped
