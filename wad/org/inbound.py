@@ -494,26 +494,24 @@ class InboundActor:
     async def _languages(self, message: Message, window: Sequence[Message]
                          ) -> tuple[str | None, str | None]:
         """(the message's language, the client's preferred language), either None when the
-        texts are too short to tell."""
-        theirs = [m for m in window if m.direction == "IN" and (m.body or m.caption)]
-        own_text = message.body or message.caption or ""
-        texts = [m.body or m.caption or "" for m in theirs]
-        if message.direction == "OUT" and own_text:
-            texts.append(own_text)
-        if not texts:
-            return None, None
-        guesses = await self._detect(texts)
-        mine: str | None = None
-        if own_text:
-            if message.direction == "OUT":
-                mine = guesses[-1].language
-            else:
-                for m, guess in zip(theirs, guesses, strict=False):
-                    if m.id == message.id:
-                        mine = guess.language
-        if message.direction == "OUT":
-            texts, guesses = texts[:-1], guesses[:-1]
-        preferred = language.conversation_language(texts, guesses).language if texts else None
+        texts are too short to tell. Messages processed before keep the language they were
+        given; only the others are detected (in one batch, off the event loop)."""
+        def text(m: Message) -> str:
+            return m.body or m.caption or ""
+
+        theirs = [m for m in window if m.direction == "IN" and text(m)]
+        fresh = [m for m in theirs if m.id == message.id or m.processing_state == "PENDING"]
+        if message.direction == "OUT" and text(message):
+            fresh.append(message)
+        guesses = dict(zip([m.id for m in fresh], await self._detect([text(m) for m in fresh]),
+                           strict=True)) if fresh else {}
+        mine = guesses[message.id].language if message.id in guesses else None
+        known = [guesses.get(m.id) or payloads.LanguageGuess(language=m.language,
+                                                             probability=1.0 if m.language
+                                                             else 0.0)
+                 for m in theirs]
+        preferred = language.conversation_language([text(m) for m in theirs], known).language \
+            if theirs else None
         return mine, preferred
 
     async def _detect(self, texts: list[str]) -> list[payloads.LanguageGuess]:

@@ -1,0 +1,231 @@
+"""Throughput and latency of the inbound channel, end to end: the simulator's phones deliver
+messages, wad's sessions (real Chromium) report them, the inbound actors store them in a private
+PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing delays are 0.
+
+    .venv/bin/python bench/inbound.py [--orgs 1 10] [--messages 200] [--rate 20] [--no-fsync]
+                                      [--store-only]
+
+For each number of organizations it prints:
+- stored/s: a flood (every organization's phones deliver as fast as the simulator takes them),
+  messages stored per second from the first delivery to the last row committed;
+- latency: paced delivery (`--rate` messages per second per organization), the time from the
+  simulator being asked to deliver a message to its row being committed, p50 / p99 / max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_asyncio
+
+from wad.browser.driver import BrowserDriver
+from wad.bus import EventBus
+from wad.config import DaemonSettings, Settings, WhatsAppSettings
+from wad.db import migrate
+from wad.db.embedded import EmbeddedPostgres
+from wad.db.pool import Database
+from wad.db.repo import organizations
+from wad.db.repo import sessions as sessions_repo
+from wad.inbound.settings import InboundSettings
+from wad.org.inbound import inbound_actor
+from wad.org.manager import OrgManager
+from wad.sim.client import SimClient
+from wad.sim.model import SimConfig
+from wad.sim.server import serve
+
+FLOOD_SENDERS = 8
+"""Concurrent delivery requests per organization in the flood."""
+NO_DELAYS = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
+                            reply_delay_min_s=0, reply_delay_max_s=0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Recorder:
+    """When each message's row was committed (the actor publishes `message.stored` right after)."""
+
+    def __init__(self) -> None:
+        self.committed: dict[str, float] = {}
+        self.changed = trio.Event()
+
+    async def run(self, bus: EventBus, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        with bus.subscribe(kinds={"message.stored"}, buffer=100_000) as events:
+            task_status.started()
+            async for event in events:
+                self.committed[event.payload["wa_message_id"]] = time.perf_counter()
+                self.changed.set()
+
+    async def wait_for(self, ids: list[str], timeout: float) -> None:
+        with trio.fail_after(timeout):
+            while any(i not in self.committed for i in ids):
+                self.changed = trio.Event()
+                await self.changed.wait()
+
+
+async def wait_state(db: Database, org: uuid.UUID, state: str, timeout: float = 60) -> Any:
+    with trio.fail_after(timeout):
+        while True:
+            row = await sessions_repo.get(db, organization_id=org)
+            if row is not None and row.state == state:
+                return row
+            await trio.sleep(0.05)
+
+
+async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_dir: Path,
+                   inbound: InboundSettings = NO_DELAYS) -> dict[str, float]:
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(functools.partial(
+            serve, seed=1, config=SimConfig(qr_rotate_s=5.0, sync_delay_s=0.3)))
+        settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
+                            whatsapp=WhatsAppSettings(url=sim.url, health_check_interval_s=10.0,
+                                                      ready_timeout_s=60.0))
+        bus = EventBus()
+        recorder = Recorder()
+        await nursery.start(recorder.run, bus)
+        async with (
+            Database.open(dsn, min_size=2, max_size=20) as db,
+            BrowserDriver.open(settings.whatsapp) as driver,
+            SimClient(sim.url, timeout=30) as phone,
+        ):
+            manager = OrgManager(settings=settings, db=db, driver=driver, bus=bus,
+                                 actors=[functools.partial(inbound_actor, settings=inbound)])
+            scope = trio.CancelScope()
+            stopped = trio.Event()
+
+            async def run_manager(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                                  ) -> None:
+                try:
+                    with scope:
+                        await manager.run(task_status=task_status)
+                finally:
+                    stopped.set()
+
+            await nursery.start(run_manager)
+            accounts: list[tuple[uuid.UUID, str]] = []
+            for n in range(n_orgs):
+                account = f"99670090{n:04d}"
+                await phone.create_account(account, f"Bench Tours {n}")
+                org = (await organizations.create(db, name=f"Bench {n}")).id
+                await manager.connect(org)
+                row = await wait_state(db, org, "QR_CODE_PENDING")
+                await phone.scan_qr(account, row.qr_payload)
+                accounts.append((org, account))
+            for org, _ in accounts:
+                await wait_state(db, org, "CONNECTED")
+            await trio.sleep(1.0)
+
+            # Flood: every organization's phones deliver as fast as they can.
+            flood: list[str] = []
+
+            async def deliver_all(account: str, lane: int, count: int) -> None:
+                for i in range(lane, count, FLOOD_SENDERS):
+                    sender = f"99655{int(account[-4:]):03d}{i % 50:04d}"
+                    got = await phone.deliver(account, sender, f"flood message {i} about a tour")
+                    flood.append(got["id"]["_serialized"])
+
+            started = time.perf_counter()
+            async with trio.open_nursery() as senders:
+                for _, account in accounts:
+                    for lane in range(FLOOD_SENDERS):
+                        senders.start_soon(deliver_all, account, lane, messages)
+            await recorder.wait_for(flood, timeout=300)
+            elapsed = max(recorder.committed[i] for i in flood) - started
+            throughput = len(flood) / elapsed
+
+            # Paced: latency from asking the simulator to the committed row.
+            latencies: list[float] = []
+            paced_count = max(20, messages // 2)
+
+            async def deliver_paced(account: str) -> None:
+                for i in range(paced_count):
+                    sender = f"99670{int(account[-4:]):03d}{i % 50:04d}"
+                    asked = time.perf_counter()
+                    got = await phone.deliver(account, sender, f"paced message {i}")
+                    wa_id = got["id"]["_serialized"]
+                    await recorder.wait_for([wa_id], timeout=60)
+                    latencies.append(recorder.committed[wa_id] - asked)
+                    await trio.sleep(max(0.0, 1.0 / rate - (time.perf_counter() - asked)))
+
+            async with trio.open_nursery() as senders:
+                for _, account in accounts:
+                    senders.start_soon(deliver_paced, account)
+            scope.cancel()
+            with trio.fail_after(120):
+                await stopped.wait()  # sessions closed before the pool goes
+        nursery.cancel_scope.cancel()
+    return {
+        "orgs": n_orgs, "flood_messages": len(flood), "stored_per_s": throughput,
+        "paced_messages": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
+        "max_ms": 1000 * max(latencies),
+    }
+
+
+async def main_async(args: argparse.Namespace, root: Path) -> list[dict[str, float]]:
+    results = []
+    async with trio_asyncio.open_loop():
+        for n_orgs in args.orgs:
+            cluster = EmbeddedPostgres(root / f"pg-{n_orgs}", fsync=not args.no_fsync)
+            dsn = await trio.to_thread.run_sync(cluster.start)
+            try:
+                async with Database.open(dsn, min_size=1, max_size=1) as setup:
+                    await migrate.apply(setup)
+                state = root / f"state-{n_orgs}"
+                state.mkdir()
+                inbound = NO_DELAYS
+                if args.store_only:
+                    inbound = InboundSettings(processing_delay_min_s=3600,
+                                              processing_delay_max_s=3600)
+                result = await run_case(n_orgs=n_orgs, messages=args.messages, rate=args.rate,
+                                        dsn=dsn, state_dir=state, inbound=inbound)
+            finally:
+                await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
+            results.append(result)
+            print(f"{n_orgs:>4} org(s): {result['stored_per_s']:8.1f} stored/s "
+                  f"({result['flood_messages']:.0f} flooded)   latency p50 "
+                  f"{result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
+                  f"max {result['max_ms']:6.1f} ms ({result['paced_messages']:.0f} paced at "
+                  f"{args.rate:g}/s per org)", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--orgs", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--messages", type=int, default=200,
+                        help="messages per organization in the flood")
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="paced messages per second per organization")
+    parser.add_argument("--store-only", action="store_true",
+                        help="measure storing alone (processing waits an hour)")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="run PostgreSQL without fsync (as the tests do)")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="wad-bench-"))
+    os.chmod(root, 0o711)  # the embedded cluster's `postgres` user must reach it
+    try:
+        trio.run(main_async, args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
