@@ -18,11 +18,13 @@ def test_example_file_loads_and_matches_defaults() -> None:
     assert loaded.database == defaults.database
     assert loaded.whatsapp == defaults.whatsapp
     assert loaded.plugins == defaults.plugins
+    assert loaded.inbound == defaults.inbound
+    assert loaded.outbound == defaults.outbound
 
 
 def test_example_documents_every_setting() -> None:
     text = EXAMPLE.read_text()
-    for section in ("daemon", "api", "database", "whatsapp", "plugins"):
+    for section in ("daemon", "api", "database", "whatsapp", "inbound", "outbound", "plugins"):
         assert f"\n[{section}]\n" in text
         struct = getattr(config.Settings(), section)
         for name in struct.__struct_fields__:
@@ -52,6 +54,9 @@ def test_secrets_come_from_the_environment() -> None:
         ("[database]\npool_min = 30\npool_max = 10\n", "database.pool_min"),
         ("[api]\nlisten = 'nowhere'\n", "api.listen"),
         ("secret_key = 'abc'\n", "secret_key"),
+        ("[inbound]\nprocessing_delay_min_s = 9.0\nprocessing_delay_max_s = 1.0\n",
+         "inbound"),
+        ("[outbound]\nmax_retries = 99\n", "outbound.max_retries"),
         ("[daemon\n", "not valid TOML"),
     ],
 )

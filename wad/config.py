@@ -16,6 +16,8 @@ import msgspec
 from msgspec import Meta
 
 from wad.errors import ConfigError
+from wad.inbound.settings import InboundSettings
+from wad.outbound.settings import OutboundSettings
 from wad.plugins import PluginSettings
 
 PositiveSeconds = Annotated[float, Meta(gt=0)]
@@ -92,6 +94,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     whatsapp: WhatsAppSettings = msgspec.field(default_factory=WhatsAppSettings)
+    inbound: InboundSettings = msgspec.field(default_factory=InboundSettings)
+    outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
 
     # Secrets: never in the file, only from the environment (see `load`).

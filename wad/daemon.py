@@ -174,13 +174,17 @@ class Daemon:
                        error=str(exc))
         else:
             log.configure(fmt=fresh.daemon.log_format, level=fresh.daemon.log_level)
-            changed = [name for name in ("daemon", "api", "database", "whatsapp", "plugins")
+            changed = [name for name in ("daemon", "api", "database", "whatsapp", "inbound", "outbound",
+                                         "plugins")
                        if getattr(fresh, name) != getattr(self.settings, name)]
             self.settings.whatsapp = fresh.whatsapp
+            self.settings.inbound = fresh.inbound
+            self.settings.outbound = fresh.outbound
             self.settings.daemon.log_level = fresh.daemon.log_level
             self.settings.daemon.log_format = fresh.daemon.log_format
             _log.info("configuration reloaded", sections_changed=changed,
-                      note="api, database and plugins changes apply at the next restart")
+                      note="whatsapp, inbound and outbound apply as they are next read; "
+                           "api, database and plugins changes at the next restart")
         self.notifier.ready(status="reloaded")
 
     async def _watchdog(self, db: Database) -> None:

@@ -28,6 +28,7 @@ from wad.daemon import Daemon, asyncio_loop
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
+from wad.inbound.settings import InboundSettings
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import serve as serve_simulator
@@ -64,6 +65,12 @@ async def _messages_stored(db: Database, org_id: uuid.UUID) -> int:
         "SELECT count(*) FROM messages WHERE organization_id = $1", org_id) or 0)
 
 
+async def _messages_processed(db: Database, org_id: uuid.UUID) -> int:
+    return int(await db.fetchval(
+        "SELECT count(*) FROM messages WHERE organization_id = $1 AND processing_state = 'DONE'",
+        org_id) or 0)
+
+
 async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, Any]:
     """Run every step; answer the summary."""
     started = time.monotonic()
@@ -71,6 +78,10 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
         daemon=DaemonSettings(state_dir=str(state_dir), log_level="warning"),
         api=ApiSettings(listen="127.0.0.1:0"),
         whatsapp=WhatsAppSettings(url="http://127.0.0.1:1/", ready_timeout_s=30.0),
+        # A demo shows the pipeline without the human-like pauses of production.
+        inbound=InboundSettings(processing_delay_min_s=0.2, processing_delay_max_s=0.5,
+                                reply_delay_min_s=0.5, reply_delay_max_s=1.0,
+                                enrichment_pause_min_s=0.1, enrichment_pause_max_s=0.2),
     )
     summary: dict[str, Any] = {}
     async with asyncio_loop(), trio.open_nursery() as nursery:
@@ -124,6 +135,21 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
             except DemoFailed:
                 stored = await _messages_stored(db, org.id)
             _say(out, f"messages stored: {stored} of {len(CLIENT_MESSAGES)}")
+
+            async def all_processed() -> int:
+                count = await _messages_processed(db, org.id)
+                return count if count >= len(CLIENT_MESSAGES) else 0
+
+            try:
+                processed = await _wait_for("the messages to be processed", all_processed, 60)
+            except DemoFailed:
+                processed = await _messages_processed(db, org.id)
+            _say(out, f"messages processed (client, conversation, language, status): {processed}")
+            languages = await db.fetch(
+                "SELECT body, language FROM messages WHERE organization_id = $1 "
+                "ORDER BY sent_at", org.id)
+            for row_ in languages:
+                _say(out, f"  [{row_['language'] or '?'}] {row_['body']}")
             client = await db.fetchrow(
                 "SELECT phone, name, push_name, preferred_language, status FROM clients "
                 "WHERE organization_id = $1 ORDER BY created_at LIMIT 1", org.id)
@@ -135,6 +161,7 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
                 "state": final.state if final else "UNKNOWN",
                 "linked_number": final.phone_number if final else None,
                 "messages_stored": stored,
+                "messages_processed": processed,
                 "client": dict(client) if client is not None else None,
             }
         _say(out, "stopping the daemon (the session is archived and the browser closed)")
