@@ -58,7 +58,8 @@ LANE_IDLE_S = 30.0
 """A chat's processing lane ends after this long without work (a new message starts it again)."""
 LANE_BUFFER = 10_000
 RESUME_BATCH = 1000
-CATCH_UP_ATTEMPTS = 5
+NOTICE_BUFFER = 1000
+"""Plugin notifications from the storing path waiting for the notifier task."""
 
 _STORED_EVENTS = (ev.MessageReceived, ev.OwnMessage, ev.AckChanged, ev.MessageEdited,
                   ev.MessageRevoked)
@@ -132,6 +133,8 @@ class InboundActor:
         self._resume_wanted = trio.Event()
         self._backlog_low = trio.Event()
         self._db_down_since: float | None = None
+        self._notices, self._notices_out = trio.open_memory_channel[tuple[str, dict[str, Any]]](
+            NOTICE_BUFFER)
 
     # -- the actor -----------------------------------------------------------------------------
 
@@ -145,6 +148,7 @@ class InboundActor:
             nursery.start_soon(self._resume_loop)
             await nursery.start(self.enricher.run)
             nursery.start_soon(self._catch_up_loop)
+            nursery.start_soon(self._notify_loop)
             nursery.start_soon(self._store_loop)
             task_status.started(self)
 
@@ -168,6 +172,16 @@ class InboundActor:
                     continue
                 self._note_db_down(exc)
                 await self._to_spool(record)
+
+    async def _notify_later(self, hook: str, **kwargs: Any) -> None:
+        """Queue a plugin notification (waits only when the queue is full: backpressure)."""
+        if self.pm is not None:
+            await self._notices.send((hook, kwargs))
+
+    async def _notify_loop(self) -> None:
+        async for hook, kwargs in self._notices_out:
+            if self.pm is not None:
+                await plugin_calls.notify(self.pm, hook, **kwargs)
 
     async def _to_spool(self, record: SpoolRecord) -> None:
         await self.spool.append(record)
@@ -308,8 +322,8 @@ class InboundActor:
             organization_id=self.org_id, message=message_payload(row), from_status=before,
             to_status=row.status, at=datetime.now(UTC))
         self.bus.publish("message.status_changed", self.org_id, msgspec.to_builtins(change))
-        if self.pm is not None:
-            await plugin_calls.notify(self.pm, "wad_message_status_changed", change=change)
+        # Told from a task of its own: a slow plugin must not hold up storing.
+        await self._notify_later("wad_message_status_changed", change=change)
 
     # -- 2. processing -------------------------------------------------------------------------
 
@@ -484,6 +498,7 @@ class InboundActor:
         if session is None:
             return None
         try:
+            await self.enricher.pacer.wait()  # an extra request like enrichment's: same budget
             contact = await session.get_contact(wid)  # type: ignore[attr-defined]
         except Exception as exc:
             _log.warning("contact of a hidden-number chat not found", chat=wid, error=str(exc))
@@ -639,17 +654,20 @@ class InboundActor:
                     await self._catch_up_safely()
 
     async def _catch_up_safely(self) -> None:
-        for _attempt in range(CATCH_UP_ATTEMPTS):
+        """Catch up, waiting out a database outage as long as the session stays connected."""
+        connected = self.ctx.session.connected
+        while True:
             try:
                 await self.catch_up()
                 return
             except Exception as exc:
-                if queries.database_unavailable(exc):
-                    self._note_db_down(exc)
-                    await trio.sleep(self.cfg.db_retry_s)
-                    continue
-                _log.warning("catch-up failed", error=f"{type(exc).__name__}: {exc}")
-                return
+                if not queries.database_unavailable(exc):
+                    _log.warning("catch-up failed", error=f"{type(exc).__name__}: {exc}")
+                    return
+                self._note_db_down(exc)
+            await trio.sleep(self.cfg.db_retry_s)
+            if self.ctx.session.connected is not connected or not connected.is_set():
+                return  # the next connect catches up again
 
     async def catch_up(self) -> int:
         """Store what arrived in each chat since the last stored message (while wad was away or
