@@ -5,7 +5,9 @@ driving its organizations before anyone else can claim them."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -93,7 +95,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
         qr_rotate_s=5.0, sync_delay_s=0.3)))
     dirs = []
     for _ in range(2):
-        path = Path(os.path.realpath(__import__("tempfile").mkdtemp(prefix="wad-fo-")))
+        path = Path(tempfile.mkdtemp(prefix="wad-fo-"))
         os.chmod(path, 0o711)
         dirs.append(path)
     # Daemons that share a database share the archive key, so each can restore the others'.
@@ -143,7 +145,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             if daemon.proc.poll() is None:
                 await trio.to_thread.run_sync(daemon.stop)
         for path in dirs:
-            __import__("shutil").rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_daemon_cut_from_the_database_stops_its_organizations(
