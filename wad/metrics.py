@@ -4,7 +4,7 @@ one, so that tests and several daemons in one process do not collide).
 Three sources feed it:
 
 - **the bus**, as events happen: messages received and sent, inbound processing time (from a
-  message being stored to its `message.received`/`message.sent`), browser health-check
+  client's message being stored to its `message.received`), browser health-check
   failures (a session going back to `CONNECTING` because the health check failed), sends
   refused by a limit (`outbox.refused` events), plugin errors (`plugin.error` events);
 - **the supervisors** (`wad.supervise.on_restart`): actor restarts by organization and actor;
@@ -166,6 +166,7 @@ class Snapshot:
 
     organizations: dict[str, str] = field(default_factory=dict)  # id -> name
     states: dict[str, str] = field(default_factory=dict)  # id -> session state
+    paused: dict[str, bool] = field(default_factory=dict)  # id -> sending paused
     queue: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (depth, age s)
     in_flight: dict[str, int] = field(default_factory=dict)
     deliveries_pending: dict[str, int] = field(default_factory=dict)  # plugin -> count
@@ -253,14 +254,19 @@ class _SnapshotCollector(Collector):
                                 labels=["organization"])
         flight = GaugeMetricFamily("wad_send_in_flight", "Messages being sent right now",
                                    labels=["organization"])
+        paused = GaugeMetricFamily("wad_sending_paused", "1 while the circuit breaker (or an "
+                                   "administrator) holds the organization's sending",
+                                   labels=["organization"])
         for org in sorted(snap.organizations):
             count, oldest = snap.queue.get(org, (0, 0.0))
             depth.add_metric([org], count)
             age.add_metric([org], oldest)
             flight.add_metric([org], snap.in_flight.get(org, 0))
+            paused.add_metric([org], 1 if snap.paused.get(org) else 0)
         yield depth
         yield age
         yield flight
+        yield paused
 
 
 # -- the metrics --------------------------------------------------------------------------------
@@ -293,8 +299,8 @@ class Metrics:
             "queued), sent_to_delivered", ["organization", "stage"], buckets=SEND_BUCKETS,
             registry=r)
         self.processing = Histogram(
-            "wad_inbound_processing_seconds", "From a message being stored to the end of its "
-            "processing (client, conversation, status, agent, notifications)",
+            "wad_inbound_processing_seconds", "From a client's message being stored to the end "
+            "of its processing (client, conversation, status, agent, notifications)",
             ["organization"], buckets=PROCESSING_BUCKETS, registry=r)
         self.restarts = Counter("wad_actor_restarts", "Actor restarts by their supervisors "
                                 "(organization empty for the daemon's own children)",
@@ -361,8 +367,9 @@ class Metrics:
                 self.received.labels(org).inc()
                 self._processed(org, payload, event.at)
             case "message.sent":
+                # Typed on the phone (the inbound actor) or sent from the queue (the outbound
+                # actor): not the processing of a client's message.
                 self.sent.labels(org).inc()
-                self._processed(org, payload, event.at)
             case "session.status":
                 error = payload.get("last_error") or ""
                 if payload.get("state") == "CONNECTING" and error.startswith("health check"):
@@ -422,12 +429,14 @@ class Metrics:
     async def _read_database(self, snap: Snapshot) -> None:
         db = self.db
         rows = await db.fetch(
-            """SELECT o.id, o.name, coalesce(s.state, 'DISCONNECTED') AS state
+            """SELECT o.id, o.name, coalesce(s.state, 'DISCONNECTED') AS state,
+                      coalesce(s.sending_paused, false) AS paused
                FROM organizations o LEFT JOIN whatsapp_sessions s ON s.organization_id = o.id""")
         for row in rows:
             org = str(row["id"])
             snap.organizations[org] = row["name"]
             snap.states[org] = row["state"]
+            snap.paused[org] = bool(row["paused"])
             # Counters start at 0 for every organization, so that rates work from the first
             # message on.
             self.received.labels(org)
