@@ -133,3 +133,19 @@ def receive_all(sock: socket.socket, until: str, timeout: float = 30.0) -> list[
         if until in seen[-1]:
             return seen
     raise AssertionError(f"no {until!r} in {seen}")
+
+
+def processes_using(path: Path | str) -> list[int]:
+    """Live processes whose command line mentions `path` (e.g. Chromium on a profile)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if str(path) in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found

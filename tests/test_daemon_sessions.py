@@ -11,28 +11,13 @@ import httpx
 import pytest
 import trio
 
-from tests.daemonproc import DaemonProcess, start_daemon
+from tests.daemonproc import DaemonProcess, processes_using, start_daemon
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
 
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100901"
-
-
-def _processes_using(path: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if str(path) in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 async def _state(daemon: DaemonProcess, org: str) -> dict[str, object]:
@@ -69,11 +54,11 @@ async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
                 await phone.scan_qr(ACCOUNT, qr["payload"])
                 await _wait(daemon, org, "CONNECTED")
             profile = state_dir / "sessions" / f"org-{org}"
-            assert _processes_using(profile), "a Chromium runs on the organization's profile"
+            assert processes_using(profile), "a Chromium runs on the organization's profile"
 
             code = await trio.to_thread.run_sync(partial(daemon.stop, signal.SIGTERM))
             assert code == 0
-            assert _processes_using(profile) == []
+            assert processes_using(profile) == []
             stored = [line for line in daemon.lines()
                       if line.get("event") == "login archive stored"]
             assert stored and stored[-1].get("reason") == "disconnect"

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from tests.daemonproc import DaemonProcess, start_daemon
+from tests.daemonproc import DaemonProcess, processes_using, start_daemon
 from wad.db.embedded import EmbeddedPostgres
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
@@ -31,21 +31,6 @@ FAST = "claim_interval_s = 1.0\nlock_check_interval_s = 0.5\n"
 def _config(sim_url: str) -> str:
     return (f'[whatsapp]\nurl = "{sim_url}"\nready_timeout_s = 20.0\n'
             "reconnect_initial_s = 0.2\nreconnect_max_s = 1.0\n")
-
-
-def _chromium_on(state_dir: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if f"--user-data-dir={state_dir}" in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def _client(daemon: DaemonProcess) -> httpx.AsyncClient:
@@ -120,7 +105,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             first.proc.wait(10)
             killed_at = time.monotonic()
             with trio.fail_after(15):  # its browsers go with it
-                while _chromium_on(dirs[0]):
+                while processes_using(f"--user-data-dir={dirs[0]}"):
                     await trio.sleep(0.2)
 
             try:
@@ -163,11 +148,11 @@ async def test_daemon_cut_from_the_database_stops_its_organizations(
     try:
         async with SimClient(sim.url) as phone:
             org = await _link(daemon, phone, "996555300001", "Cut Off")
-            assert _chromium_on(daemon_dir)
+            assert processes_using(f"--user-data-dir={daemon_dir}")
             await trio.sleep(4)  # let it archive the login
             await trio.to_thread.run_sync(partial(cluster.stop, mode="immediate"))
             with trio.fail_after(15):
-                while _chromium_on(daemon_dir):
+                while processes_using(f"--user-data-dir={daemon_dir}"):
                     await trio.sleep(0.2)
             assert any(line.get("event") ==
                        "lost the lock connection: stopping every organization now"
