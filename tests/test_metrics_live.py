@@ -9,9 +9,11 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
+from tests.daemonproc import start_daemon
 from tests.stack import open_stack
 from tests.test_events import serve_app
 from tests.test_inbound_live import inbound
@@ -93,3 +95,31 @@ async def test_metrics_move_with_traffic_restarts_and_health_checks(
             await client.aclose()
         shutdown.set()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_real_daemon_serves_metrics_on_its_control_socket(state_dir: Path) -> None:
+    """`wad run` as a process, with its embedded PostgreSQL: the metrics need no wiring in the
+    daemon, the control socket may scrape without a token, TCP may not, and the embedded
+    database's memory is counted."""
+    daemon = await trio.to_thread.run_sync(start_daemon, state_dir)
+    try:
+        transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
+        async with httpx.AsyncClient(transport=transport, base_url="http://wad",
+                                     timeout=30) as sock, \
+                httpx.AsyncClient(base_url=daemon.tcp_url, timeout=30) as tcp:
+            with trio.fail_after(60):
+                org = (await sock.post("/api/organizations", json={"name": "Tours"})).json()
+                r = await sock.get("/metrics")
+                assert r.status_code == 200, r.text
+                samples = parse(r.text)
+                assert value(samples, "wad_session_state", organization=org["id"],
+                             state="DISCONNECTED") == 1
+                assert (value(samples, "wad_memory_pss_bytes", kind="database") or 0) > 0
+                assert (value(samples, "wad_processes", kind="database") or 0) >= 2
+                assert value(samples, "wad_db_up") == 1
+                assert (await tcp.get("/metrics")).status_code == 401
+                page = await tcp.get("/")
+                assert page.status_code == 200 and "status.js" in page.text
+    finally:
+        code = await trio.to_thread.run_sync(daemon.stop)
+    assert code == 0, daemon.log_path.read_text()[-3000:]
