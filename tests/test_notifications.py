@@ -44,3 +44,27 @@ async def test_changes_are_forwarded_once_each_with_from_and_to() -> None:
     assert second.reason == "account banned (TOS_BLOCK)"
     assert first.organization_id == org
     assert len(recorder.changes) == 2  # a QR rotation is not a status change
+
+
+class Failing:
+    @hookimpl
+    async def wad_session_status_changed(self, ctx: Any, change: Any) -> None:
+        raise RuntimeError("boom")
+
+
+async def test_plugin_errors_are_reported_to_listeners() -> None:
+    from wad.payloads import SessionStatusChange
+    from wad.plugins import notify
+
+    pm = get_plugin_manager(PluginSettings(entry_points=False), builtins=False, bundled=False)
+    pm.register(Failing(), "failing")
+    recorder = Recorder()
+    pm.register(recorder, "recorder")
+    seen: list[tuple[str, str]] = []
+    pm.on_error.append(lambda plugin, hook: seen.append((plugin, hook)))
+    from datetime import UTC, datetime
+    change = SessionStatusChange(organization_id=uuid.uuid4(), from_state=None,
+                                 to_state="CONNECTING", at=datetime.now(UTC))
+    await notify(pm, "wad_session_status_changed", change=change)
+    assert seen == [("failing", "wad_session_status_changed")]
+    assert recorder.changes == [change]  # the pipeline went on

@@ -108,6 +108,8 @@ class Daemon:
             bus = EventBus()
             pm = plugins.get_plugin_manager(self.settings.plugins)
             pm.bind(settings=self.settings, db=db)
+            pm.on_error.append(lambda plugin, hook: bus.publish(
+                "plugin.error", None, {"plugin": plugin, "hook": hook}))
             _log.info("plugins loaded", plugins=plugins.registered_names(pm))
             manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus,
                                  plugins=pm)

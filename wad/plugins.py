@@ -16,7 +16,7 @@ import importlib
 import importlib.metadata
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
@@ -113,6 +113,8 @@ class PluginManager(pluggy.PluginManager):
         self.settings = settings or PluginSettings()
         self.context = PluginContext(self)
         self._configs: dict[str, Any] = {}
+        self.on_error: list[Callable[[str, str], None]] = []
+        """Called as `(plugin, hook)` when an implementation raises or times out (metrics)."""
 
     def bind(self, *, settings: Settings | None = None, db: Database | None = None) -> None:
         """Give hooks the daemon's settings and database (through `ctx`)."""
@@ -287,11 +289,21 @@ async def _call_one(pm: PluginManager, impl: Any, hook_name: str, kwargs: dict[s
             return True, result
     except Exception:
         _log.exception("plugin failed; skipped", plugin=impl.plugin_name, hook=hook_name)
+        _report_error(pm, impl.plugin_name, hook_name)
         return False, None
     if scope.cancelled_caught:
         _log.warning("plugin took too long; skipped", plugin=impl.plugin_name, hook=hook_name,
                      timeout_s=timeout)
+        _report_error(pm, impl.plugin_name, hook_name)
     return False, None
+
+
+def _report_error(pm: PluginManager, plugin: str, hook: str) -> None:
+    for listener in pm.on_error:
+        try:
+            listener(plugin, hook)
+        except Exception:
+            _log.exception("plugin error listener failed")
 
 
 def _kwargs(pm: PluginManager, kwargs: dict[str, Any]) -> dict[str, Any]:
