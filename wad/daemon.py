@@ -108,8 +108,11 @@ class Daemon:
             bus = EventBus()
             pm = plugins.get_plugin_manager(self.settings.plugins)
             pm.bind(settings=self.settings, db=db)
-            pm.on_error.append(lambda plugin, hook: bus.publish(
-                "plugin.error", None, {"plugin": plugin, "hook": hook}))
+
+            def plugin_failed(plugin: str, hook: str) -> None:
+                bus.publish("plugin.error", None, {"plugin": plugin, "hook": hook})
+
+            pm.on_error.append(plugin_failed)
             _log.info("plugins loaded", plugins=plugins.registered_names(pm))
             manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus,
                                  plugins=pm)
