@@ -128,6 +128,41 @@ async def test_unknown_number_becomes_a_client_and_groups_and_statuses_are_not_s
         assert await count_rows(stack.db, org) == 3
 
 
+async def test_acks_edits_revokes_and_media_through_the_page(state_dir: Path, dsn: str) -> None:
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
+        await stack.start_daemon(actors=inbound())
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+        photo = await stack.phone.deliver(ACCOUNT, "996555000031", type="image",
+                                          caption="Is this the yurt camp?")
+        question = await stack.phone.deliver(ACCOUNT, "996555000031", "How much for 2 nights?")
+        oops = await stack.phone.deliver(ACCOUNT, "996555000031", "wrong chat, sorry")
+        answer = await stack.phone.phone_send(ACCOUNT, "996555000031", "90 USD per night")
+        await stored(stack, org, [wa_id(m) for m in (photo, question, oops, answer)])
+
+        await stack.phone.edit(ACCOUNT, wa_id(question), "How much for 3 nights?")
+        await stack.phone.edit(ACCOUNT, wa_id(photo), "Is this the camp at Song-Kul?")
+        await stack.phone.revoke(ACCOUNT, wa_id(oops))
+        with trio.fail_after(20):
+            while True:
+                rows = {r.wa_message_id: r for r in await stored(
+                    stack, org, [wa_id(m) for m in (photo, question, oops, answer)])}
+                if (rows[wa_id(answer)].status == "READ"  # the simulator acks by itself
+                        and rows[wa_id(question)].edited_at is not None
+                        and rows[wa_id(photo)].edited_at is not None
+                        and rows[wa_id(oops)].status == "REVOKED"):
+                    break
+                await trio.sleep(0.1)
+        image = rows[wa_id(photo)]
+        assert (image.type, image.body, image.caption) == (
+            "image", None, "Is this the camp at Song-Kul?")
+        assert image.media is not None and image.media["mimetype"] == "image/jpeg"
+        assert image.media["size"] > 0
+        assert rows[wa_id(question)].body == "How much for 3 nights?"
+        assert rows[wa_id(oops)].body == "wrong chat, sorry", "the text is kept for the record"
+
+
 async def test_messages_delivered_while_the_daemon_was_stopped_are_stored_once(
         state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:

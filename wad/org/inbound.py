@@ -141,7 +141,7 @@ class InboundActor:
     async def run(self, *, task_status: trio.TaskStatus[InboundActor] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Store and process the session's events until cancelled."""
-        await trio.to_thread.run_sync(self.spool.load)
+        self.spool.load()  # a small file, read once at start
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._drain_spool)
