@@ -285,9 +285,9 @@ class InboundActor:
                                                 wa_message_id=ack.id, status=status)
         queued = _OUTBOX_STATUS.get(status)
         if queued is not None:
-            # wad's own sends: the queue's row follows the same acks (whichever id form the
-            # outbound actor recorded).
-            for wa_id in dict.fromkeys((ack.id, parse.bare_id(ack.id))):
+            # wad's own sends: the queue's row follows the same acks. The outbound actor records
+            # the bare key id; the serialized form is tried too.
+            for wa_id in dict.fromkeys((parse.bare_id(ack.id), ack.id)):
                 if await outbox_repo.apply_ack(self.db, organization_id=self.org_id,
                                                wa_message_id=wa_id, status=queued):
                     break
