@@ -55,6 +55,7 @@ BUNDLED_PLUGINS: dict[str, str] = {
     "heuristic_status": "wad_heuristic_status",
     "openrouter": "wad_openrouter",
     "webhook": "wad_webhook:WebhookPlugin",
+    "export": "wad_export_import",
 }
 """The `wad-plugins` distribution (`plugins/`). Normally found through their entry points; when
 that distribution is importable but not installed with its metadata, they are loaded from here."""

@@ -1,0 +1,574 @@
+"""Reading WhatsApp's "Export chat" files: the `.txt` a phone writes (alone, in a folder with its
+media, or inside the `.zip` it shares), in the line formats of Android and iPhone in different
+locales.
+
+A message line starts with a date and a time, then (Android) ` - ` or (iPhone) the bracketed
+stamp and a space, then `Author: text`; the lines after it, up to the next message line, belong
+to it (multi-line messages, captions). Formats seen in the wild and read here:
+
+    1/15/24, 9:05 PM - John: Hello                      Android, en-US (month first, 12 h)
+    15/01/2024, 21:05 - John: Hello                     Android, en-GB, es, ... (day first)
+    15.01.24, 21:05 - Иван: Привет                      Android, de, ru, pl (dots)
+    15/01/2024 à 21:05 - Pierre: Bonjour                Android, fr
+    15/1/24, 9:05 p. m. - Juan: Hola                    Android, es (12 h, "p. m.")
+    [1/15/24, 9:05:33 PM] John: Hello                   iPhone, en-US (seconds, brackets)
+    [15.01.24, 21:05:33] Jonas: Hallo                   iPhone, de, ru
+    [2024-01-15, 21:05:33] Erik: Hej                    iPhone, ISO dates
+
+Whether dates are day or month first is decided from the whole file (a day above 12 settles it;
+else the order in which the times run forwards; else the locale's separator), or given.
+
+Lines without an author are notices (encryption, calls, security codes) and are skipped, as are
+notices and deleted messages written as an author's line. "<Media omitted>" and "image omitted"
+become media messages of their type without a file; attached files (`<attached: ...>`,
+`... (file attached)`) become media messages naming the file, with the text after them as the
+caption. A line that cannot be read is reported with its file and line number
+(`ExportedChat.problems`), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from wad.payloads import ImportedChat, ImportedMessage
+
+# What the export's text may hold around names and numbers: direction marks and isolates.
+_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
+_STRIP_MARKS = str.maketrans("", "", _MARKS)
+# Arabic-Indic and Persian digits, and the Arabic comma, as ASCII (same length, so positions in
+# the translated line are positions in the original).
+_ASCII = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹،", "01234567890123456789,")
+
+_HEADER = re.compile(
+    rf"^[{_MARKS}]*(?P<open>\[)?"
+    r"(?P<date>\d{1,4}(?P<sep>[./-])\d{1,2}(?P=sep)\d{1,4})\.?"
+    r"(?:,\s*|\s+à\s+|\s+um\s+|\s+)"
+    r"(?P<time>\d{1,2}[:.]\d{2}(?:[:.]\d{2})?)"
+    r"(?:[\s\u202f\u00a0]*(?P<ampm>[AaPp]\.?[\s\u202f\u00a0]?[Mm]\.?|ص|م))?"
+    r"(?(open)\][\s\u202f\u00a0]?|\s[-–]\s)"
+    r"(?P<rest>.*)$", re.DOTALL)
+# Looks like the start of a message line (a date and a time) even though it did not parse.
+_HEADER_LIKE = re.compile(rf"^[{_MARKS}]*\[?\d{{1,4}}[./-]\d{{1,2}}[./-]\d{{1,4}},?\s+\d{{1,2}}[:.]\d{{2}}")
+_AUTHOR = re.compile(r"^(?P<author>[^:\n]{1,120}?):[ \u00a0]?(?P<text>.*)$", re.DOTALL)
+
+_TITLES = [re.compile(p, re.IGNORECASE) for p in (
+    r"^WhatsApp Chat with (?P<name>.+)$", r"^WhatsApp Chat - (?P<name>.+)$",
+    r"^WhatsApp[- ]Chat mit (?P<name>.+)$", r"^Чат WhatsApp с (?P<name>.+)$",
+    r"^Chat de WhatsApp con (?P<name>.+)$", r"^Discussion WhatsApp avec (?P<name>.+)$",
+    r"^Czat WhatsApp z (?P<name>.+)$", r"^Conversa do WhatsApp com (?P<name>.+)$",
+    r"^دردشة واتساب مع (?P<name>.+)$",
+)]
+
+# Notices an export writes without an author, or as the contact's line starting with a mark.
+_NOTICES = [re.compile(p, re.IGNORECASE) for p in (
+    r"end-to-end encrypted", r"сквозным шифрованием", r"ende-zu-ende-verschlüsselt",
+    r"cifrad[oa]s? de extremo a extremo", r"chiffrés de bout en bout",
+    r"szyfrowane end-to-end|szyfrowaniem end-to-end", r"مشفرة تمام|مشفّرة تمام",
+    r"^missed (voice|video) call", r"^пропущенный (аудио|видео)?звонок",
+    r"^verpasster (sprach|video)?anruf", r"^llamada (de voz |de video |de vídeo )?perdida",
+    r"^appel (vocal|vidéo) manqué", r"^nieodebrane połączenie",
+    r"security code .*changed", r"код безопасности", r"sicherheitsnummer",
+    r"changed (their|your) phone number", r"blocked this contact", r"unblocked this contact",
+    r"disappearing messages", r"исчезающие сообщения", r"selbstlöschende nachrichten",
+)]
+_DELETED = frozenset(s.casefold() for s in (
+    "This message was deleted", "You deleted this message", "Сообщение удалено",
+    "Данное сообщение удалено", "Вы удалили это сообщение", "Diese Nachricht wurde gelöscht",
+    "Diese Nachricht wurde gelöscht.", "Du hast diese Nachricht gelöscht",
+    "Du hast diese Nachricht gelöscht.", "Se eliminó este mensaje", "Se eliminó este mensaje.",
+    "Eliminaste este mensaje", "Eliminaste este mensaje.", "Ce message a été supprimé",
+    "Vous avez supprimé ce message", "Ta wiadomość została usunięta", "Usunięto tę wiadomość",
+    "تم حذف هذه الرسالة", "لقد حذفت هذه الرسالة",
+))
+_MISSED_CALLS = re.compile(
+    r"^(missed (voice|video) call|пропущенный (аудио|видео)?звонок|verpasster (sprach|video)?"
+    r"anruf|llamada (de voz |de video |de vídeo )?perdida|appel (vocal|vidéo) manqué|"
+    r"nieodebrane połączenie( głosowe| wideo)?)\.?$", re.IGNORECASE)
+# Android without media: one placeholder for any file.
+_MEDIA_OMITTED = frozenset(s.casefold() for s in (
+    "<Media omitted>", "<Без медиафайлов>", "<Medien ausgeschlossen>", "<Multimedia omitido>",
+    "<Médias omis>", "<Pominięto multimedia>", "<تم استبعاد الوسائط>", "<Arquivo de mídia oculto>",
+))
+# iPhone without media: the kind of file is named.
+_KIND_OMITTED: dict[str, str] = {
+    "image omitted": "image", "video omitted": "video", "audio omitted": "audio",
+    "sticker omitted": "sticker", "gif omitted": "video", "document omitted": "document",
+    "contact card omitted": "vcard",
+    "изображение отсутствует": "image", "видео отсутствует": "video",
+    "аудиофайл отсутствует": "audio", "стикер отсутствует": "sticker",
+    "gif отсутствует": "video", "документ отсутствует": "document",
+    "карточка контакта отсутствует": "vcard",
+    "bild weggelassen": "image", "video weggelassen": "video", "audio weggelassen": "audio",
+    "sticker weggelassen": "sticker", "gif weggelassen": "video",
+    "dokument weggelassen": "document", "kontaktkarte weggelassen": "vcard",
+    "imagen omitida": "image", "video omitido": "video", "vídeo omitido": "video",
+    "audio omitido": "audio", "sticker omitido": "sticker", "gif omitido": "video",
+    "documento omitido": "document", "tarjeta de contacto omitida": "vcard",
+    "image absente": "image", "vidéo absente": "video", "audio omis": "audio",
+    "autocollant omis": "sticker", "gif retiré": "video", "document omis": "document",
+    "pominięto obraz": "image", "pominięto wideo": "video", "pominięto dźwięk": "audio",
+    "pominięto naklejkę": "sticker", "pominięto dokument": "document",
+}
+_ATTACHED_IPHONE = re.compile(
+    r"^<(?:attached|прикреплено|anhang|adjunto|pièce jointe|załącznik|مرفق)\s?:\s*"
+    r"(?P<file>[^<>]+?)>$", re.IGNORECASE)
+_ATTACHED_ANDROID = re.compile(
+    r"^(?P<file>\S[^\n]*?\.\w{1,5}) \((?:file attached|файл прикреплён|файл прикреплен|"
+    r"datei angehängt|archivo adjunto|fichier joint|załączono plik|ملف مرفق|arquivo anexado)\)$",
+    re.IGNORECASE)
+_LOCATION = re.compile(
+    r"^(?:location|местоположение|standort|ubicación|position|lokalizacja|الموقع|localização)"
+    r"\s?:\s*(?P<url>https?://\S+)$", re.IGNORECASE)
+_EDITED = re.compile(
+    r"\s*<(?:This message was edited|Сообщение изменено|Diese Nachricht wurde bearbeitet|"
+    r"Se editó este mensaje\.?|Ce message a été modifié|Ta wiadomość została edytowana)>\s*$",
+    re.IGNORECASE)
+_EXTRA_TYPES = {".opus": "audio/ogg", ".webp": "image/webp", ".vcf": "text/vcard",
+                ".heic": "image/heic", ".m4a": "audio/mp4"}
+
+
+class ExportedMessage(ImportedMessage, frozen=True, kw_only=True):
+    """A message of an exported chat, with the author as written and its line in the file."""
+
+    author: str
+    line: int
+
+
+class ExportedChat(ImportedChat, frozen=True, kw_only=True):
+    """One exported chat. Beside `ImportedChat`'s fields: the file it came from, whether it is a
+    group chat (the import skips those), the authors in order of appearance, how many notices
+    were skipped, and the lines that could not be read (`FILE:LINE: why`)."""
+
+    file: str
+    is_group: bool = False
+    authors: list[str] = []
+    notices: int = 0
+    problems: list[str] = []
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to read exports: the owner's name (`--me`), the time zone of the times, the date
+    order when the file cannot tell, and numbers of contacts shown by name."""
+
+    me: str | None = None
+    tz: tzinfo | None = None
+    date_order: str | None = None
+    phones: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options: dict[str, str]) -> ExportOptions:
+        """From `ImportRequest.options`: `me`, `timezone`, `date_order`, `phone:NAME`."""
+        tz: tzinfo | None = None
+        if options.get("timezone"):
+            try:
+                tz = ZoneInfo(options["timezone"])
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {options['timezone']!r} (use an IANA "
+                                 "name such as Asia/Bishkek)") from None
+        order = (options.get("date_order") or "").upper() or None
+        if order not in (None, "DMY", "MDY", "YMD"):
+            raise ValueError(f"date order must be DMY, MDY or YMD, not {order!r}")
+        phones = {_key(name[6:]): number for name, number in options.items()
+                  if name.startswith("phone:")}
+        return cls(me=options.get("me") or None, tz=tz, date_order=order, phones=phones)
+
+    def zone(self) -> tzinfo:
+        tz = self.tz or datetime.now().astimezone().tzinfo
+        assert tz is not None
+        return tz
+
+
+def _key(name: str) -> str:
+    """A name as compared: without marks, extra spaces or case."""
+    return " ".join(name.translate(_STRIP_MARKS).split()).casefold()
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def looks_like_number(text: str) -> bool:
+    """`+996 555 123 456`, as exports show contacts the phone has not saved."""
+    clean = text.translate(_STRIP_MARKS).strip()
+    return bool(re.fullmatch(r"\+?[\d\s()\-.\u00a0]{6,}", clean)) and len(_digits(clean)) >= 7
+
+
+def _same(a: str, b: str) -> bool:
+    if looks_like_number(a) and looks_like_number(b):
+        return _digits(a) == _digits(b)
+    return _key(a) == _key(b)
+
+
+def title_name(file_name: str) -> str | None:
+    """The contact named by an export's file name (`WhatsApp Chat with Anna.txt`), if any."""
+    stem = Path(file_name).stem.translate(_STRIP_MARKS).strip()
+    stem = re.sub(r"\s*\(\d+\)$", "", stem)
+    for pattern in _TITLES:
+        match = pattern.match(stem)
+        if match:
+            return match.group("name").strip() or None
+    return None
+
+
+# Reading lines --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    line: int
+    date: str
+    sep: str
+    time: str
+    ampm: str | None
+    bracketed: bool
+    lines: list[str]
+
+
+def _split_lines(text: str, label: str, problems: list[str]) -> list[_Entry]:
+    entries: list[_Entry] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.lstrip("\ufeff")
+        ascii_line = line.translate(_ASCII)
+        match = _HEADER.match(ascii_line)
+        if match:
+            entries.append(_Entry(
+                line=number, date=match.group("date"), sep=match.group("sep"),
+                time=match.group("time"), ampm=match.group("ampm"),
+                bracketed=match.group("open") is not None,
+                lines=[line[match.start("rest"):]]))
+            continue
+        if not entries:
+            if line.translate(_STRIP_MARKS).strip():
+                problems.append(f"{label}:{number}: not a message line (nothing before it to "
+                                f"belong to): {_snippet(line)}")
+            continue
+        if _HEADER_LIKE.match(ascii_line):
+            problems.append(f"{label}:{number}: looks like the start of a message but does not "
+                            f"parse; kept as text of the message of line {entries[-1].line}: "
+                            f"{_snippet(line)}")
+        entries[-1].lines.append(line)
+    return entries
+
+
+def _snippet(line: str, width: int = 60) -> str:
+    text = line.translate(_STRIP_MARKS).strip()
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def _parts(entry: _Entry) -> tuple[int, int, int]:
+    a, b, c = (int(p) for p in entry.date.split(entry.sep))
+    return a, b, c
+
+
+def _year(value: int) -> int:
+    return value + 2000 if value < 100 else value
+
+
+def _date(parts: tuple[int, int, int], order: str) -> date | None:
+    a, b, c = parts
+    y, m, d = {"DMY": (c, b, a), "MDY": (c, a, b), "YMD": (a, b, c)}[order]
+    try:
+        return date(_year(y), m, d)
+    except ValueError:
+        return None
+
+
+def _clock(entry: _Entry) -> tuple[int, int, int] | None:
+    pieces = [int(p) for p in re.split(r"[:.]", entry.time)]
+    hour, minute, second = pieces[0], pieces[1], pieces[2] if len(pieces) > 2 else 0
+    if entry.ampm:
+        marker = re.sub(r"[\s.\u202f\u00a0]", "", entry.ampm).lower()
+        pm = marker in ("pm", "م")
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if pm else 0)
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    return hour, minute, second
+
+
+def date_order(entries: Sequence[_Entry], given: str | None = None) -> str:
+    """`DMY`, `MDY` or `YMD` for the file's dates (see the module's docstring)."""
+    if given:
+        return given
+    parts = [_parts(e) for e in entries]
+    if parts and all(e.date.split(e.sep)[0].__len__() == 4 for e in entries):
+        return "YMD"
+    valid = {order: sum(_date(p, order) is not None for p in parts) for order in ("DMY", "MDY")}
+    best = max(valid.values())
+    candidates = [order for order, count in valid.items() if count == best]
+    if len(candidates) == 1:
+        return candidates[0]
+
+    def backwards(order: str) -> int:
+        stamps = [(_date(p, order), _clock(e)) for p, e in zip(parts, entries, strict=True)]
+        known = [(d, c) for d, c in stamps if d is not None and c is not None]
+        return sum(1 for x, y in zip(known, known[1:], strict=False) if y < x)
+
+    runs = {order: backwards(order) for order in candidates}
+    if runs["DMY"] != runs["MDY"]:
+        return min(runs, key=lambda order: runs[order])
+    # Nothing in the file tells: dots are day-first everywhere; a 12-hour clock with slashes is
+    # the US habit; otherwise day-first, as most of the world writes.
+    if entries and entries[0].sep != "." and any(e.ampm for e in entries):
+        return "MDY"
+    return "DMY"
+
+
+# Turning entries into messages ----------------------------------------------------------------
+
+
+@dataclass
+class _Parsed:
+    line: int
+    sent_at: datetime
+    author: str
+    text: str
+
+
+def _media_type(file_name: str) -> str:
+    upper = Path(file_name).name.upper()
+    ext = Path(file_name).suffix.lower()
+    if "STICKER" in upper or upper.startswith("STK-") or ext == ".webp":
+        return "sticker"
+    if "GIF" in upper:
+        return "video"
+    if "PHOTO" in upper or upper.startswith("IMG-") or ext in (".jpg", ".jpeg", ".png", ".heic"):
+        return "image"
+    if "VIDEO" in upper or upper.startswith("VID-") or ext in (".mp4", ".mov", ".3gp", ".mkv"):
+        return "video"
+    if ("AUDIO" in upper or upper.startswith(("PTT-", "AUD-"))
+            or ext in (".opus", ".ogg", ".m4a", ".mp3", ".aac", ".amr", ".wav")):
+        return "audio"
+    if ext == ".vcf":
+        return "vcard"
+    return "document"
+
+
+def _mimetype(file_name: str) -> str | None:
+    ext = Path(file_name).suffix.lower()
+    return _EXTRA_TYPES.get(ext) or mimetypes.guess_type(file_name)[0]
+
+
+MediaLookup = Callable[[str], int | None]
+"""The size of a media file shipped with the export (None: not there)."""
+
+
+def _content(text: str, media: MediaLookup) -> dict[str, object] | None:
+    """The message fields of an author's text; None for a notice or a deleted message."""
+    text = _EDITED.sub("", text)
+    first, _, rest = text.partition("\n")
+    first_clean = first.translate(_STRIP_MARKS).strip()
+    folded = first_clean.casefold()
+    if not rest and (folded in _DELETED or _MISSED_CALLS.match(first_clean)
+                     or folded == "null"):
+        return None
+    if first.startswith("\u200e") and any(p.search(first_clean) for p in _NOTICES):
+        return None
+    caption = rest.translate(_STRIP_MARKS).strip() or None
+    if folded in _MEDIA_OMITTED:
+        return {"type": "other", "caption": caption, "media": {"omitted": True}}
+    for phrase, kind in _KIND_OMITTED.items():
+        if folded.endswith(phrase):
+            facts: dict[str, object] = {"omitted": True}
+            named = first_clean[: len(first_clean) - len(phrase)].split("•")[0].strip()
+            if named:
+                facts["filename"] = named
+            return {"type": kind, "caption": caption, "media": facts}
+    attached = _ATTACHED_IPHONE.match(first_clean) or _ATTACHED_ANDROID.match(first_clean)
+    if attached:
+        name = attached.group("file").strip()
+        facts = {"filename": name}
+        mimetype = _mimetype(name)
+        if mimetype:
+            facts["mimetype"] = mimetype
+        size = media(name)
+        if size is None:
+            facts["missing"] = True
+        else:
+            facts["size"] = size
+        return {"type": _media_type(name), "caption": caption, "media": facts}
+    located = _LOCATION.match(first_clean)
+    if located and not rest:
+        return {"type": "location", "media": {"url": located.group("url")}}
+    body = text.translate(_STRIP_MARKS).strip("\n")
+    return {"type": "text", "body": body} if body.strip() else None
+
+
+def parse_chat(text: str, *, label: str, key: str, title: str | None,
+               options: ExportOptions, media: MediaLookup = lambda _name: None
+               ) -> ExportedChat:
+    """One exported chat from its text. `label` names the file in problems; `title` is the
+    contact named by the file name, if any."""
+    problems: list[str] = []
+    entries = _split_lines(text, label, problems)
+    if not entries:
+        problems.insert(0, f"{label}: not a WhatsApp chat export (no message line in it)")
+        return ExportedChat(key=key, file=label, problems=problems[:20])
+    order = date_order(entries, options.date_order)
+    tz = options.zone()
+    parsed: list[_Parsed] = []
+    notices = 0
+    for entry in entries:
+        day = _date(_parts(entry), order)
+        clock = _clock(entry)
+        if day is None or clock is None:
+            problems.append(f"{label}:{entry.line}: the date or time "
+                            f"{entry.date} {entry.time}{' ' + entry.ampm if entry.ampm else ''}"
+                            f" is not valid ({order} dates); message skipped")
+            continue
+        sent_at = datetime(day.year, day.month, day.day, *clock, tzinfo=tz)
+        whole = "\n".join(entry.lines)
+        split = _AUTHOR.match(whole)
+        author = split.group("author").translate(_STRIP_MARKS).strip() if split else ""
+        if not split or not author or ". " in author:
+            notices += 1  # no author: a notice (encryption, calls, security code)
+            continue
+        parsed.append(_Parsed(line=entry.line, sent_at=sent_at, author=author,
+                              text=split.group("text")))
+    authors: list[str] = []
+    for item in parsed:
+        if not any(_same(item.author, known) for known in authors):
+            authors.append(item.author)
+    if len(authors) > 2:
+        return ExportedChat(key=key, file=label, name=title, is_group=True, authors=authors,
+                            notices=notices, problems=problems)
+    contact, problem = _contact(authors, title, options)
+    if problem:
+        problems.append(f"{label}: {problem}")
+        return ExportedChat(key=key, file=label, name=title, authors=authors, notices=notices,
+                            problems=problems)
+    messages: list[ImportedMessage] = []
+    for item in parsed:
+        fields = _content(item.text, media)
+        if fields is None:
+            notices += 1
+            continue
+        incoming = contact is not None and _same(item.author, contact)
+        messages.append(ExportedMessage(
+            direction="IN" if incoming else "OUT", sender="CLIENT" if incoming else "HUMAN",
+            sent_at=item.sent_at, author=item.author, line=item.line, **fields))  # type: ignore[arg-type]
+    name = next((n for n in (contact, title) if n and not looks_like_number(n)), None)
+    phone = _phone(contact, title, options, problems, label)
+    return ExportedChat(key=key, file=label, name=name, phone=phone, messages=messages,
+                        authors=authors, notices=notices, problems=problems)
+
+
+def _contact(authors: list[str], title: str | None, options: ExportOptions
+             ) -> tuple[str | None, str | None]:
+    """(the contact's author name, a problem). The owner is `--me`, else whoever is not the
+    contact named by the file, else whoever is not shown by number."""
+    if options.me:
+        others = [a for a in authors if not _same(a, options.me)]
+        if len(others) <= 1 and (others or title):
+            return (others[0] if others else title), None
+        return None, (f"--me {options.me!r} matches neither author "
+                      f"({', '.join(repr(a) for a in authors)})")
+    if title is not None:
+        if any(_same(a, title) for a in authors):
+            return title, None
+        if len(authors) == 1:
+            return title, None  # only the owner wrote
+    if len(authors) == 2:
+        numbers = [a for a in authors if looks_like_number(a)]
+        if len(numbers) == 1:
+            return numbers[0], None
+    if not authors:
+        return title, None
+    return None, ("cannot tell the account owner's messages from the contact's (authors: "
+                  f"{', '.join(repr(a) for a in authors)}); give the owner's name with --me")
+
+
+def _phone(contact: str | None, title: str | None, options: ExportOptions,
+           problems: list[str], label: str) -> str | None:
+    for candidate in (contact, title):
+        if candidate and looks_like_number(candidate):
+            digits = _digits(candidate)
+            return "+" + digits
+    for candidate in (contact, title):
+        if candidate and _key(candidate) in options.phones:
+            return options.phones[_key(candidate)]
+    who = contact or title or "the contact"
+    problems.append(f"{label}: {who} is shown by name, not by number; give the number with "
+                    f"--phone '{who}=+996...'")
+    return None
+
+
+# Files, folders and zips ------------------------------------------------------------------------
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") \
+            else data.decode("cp1252", errors="replace")
+
+
+def read_text_file(path: Path, options: ExportOptions) -> ExportedChat:
+    """A `.txt` export; media it names are looked for beside it."""
+    label = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return ExportedChat(key=str(path.absolute()), file=label,
+                            problems=[f"{label}: cannot read: {exc.strerror}"])
+
+    def beside(name: str) -> int | None:
+        candidate = path.parent / name
+        return candidate.stat().st_size if candidate.is_file() else None
+
+    return parse_chat(_decode(data), label=label, key=str(path.absolute()),
+                      title=title_name(path.name), options=options, media=beside)
+
+
+def read_zip(path: Path, options: ExportOptions) -> list[ExportedChat]:
+    """The chats of a `.zip` export (usually one `.txt`, with or without its media)."""
+    label = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        return [ExportedChat(key=str(path.absolute()), file=label,
+                             problems=[f"{label}: not a readable zip file: {exc}"])]
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()
+                   and not m.filename.startswith("__MACOSX/")]
+        sizes = {Path(m.filename).name: m.file_size for m in members}
+        texts = [m for m in members if m.filename.lower().endswith(".txt")]
+        if not texts:
+            return [ExportedChat(key=str(path.absolute()), file=label,
+                                 problems=[f"{label}: no chat (.txt) in the zip file"])]
+        chats = []
+        for member in texts:
+            inner = f"{label}!{member.filename}"
+            title = title_name(member.filename) or title_name(path.name)
+            chats.append(parse_chat(_decode(archive.read(member)), label=inner,
+                                    key=f"{path.absolute()}!{member.filename}", title=title,
+                                    options=options, media=sizes.get))
+        return chats
+
+
+def read_location(location: str, options: ExportOptions) -> list[ExportedChat]:
+    """Every chat at `location`: a `.txt`, a `.zip`, or a folder (searched for both)."""
+    path = Path(location).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*")
+                       if p.is_file() and p.suffix.lower() in (".txt", ".zip"))
+        if not files:
+            return [ExportedChat(key=str(path.absolute()), file=str(path),
+                                 problems=[f"{path}: no .txt or .zip export in this folder"])]
+        return [chat for file in files for chat in read_location(str(file), options)]
+    if not path.exists():
+        return [ExportedChat(key=str(path.absolute()), file=str(path),
+                             problems=[f"{path}: no such file or folder"])]
+    if path.suffix.lower() == ".zip":
+        return read_zip(path, options)
+    return [read_text_file(path, options)]

@@ -1,0 +1,385 @@
+"""The import engine: chats from a source become clients, conversations, messages and status
+history, one transaction per chat, with the progress kept in `import_runs`.
+
+For each one-to-one chat (groups and broadcasts are skipped and counted; `limit` keeps the most
+recent chats):
+
+1. The client is looked up by number. With `skip_duplicates` (the default) a client already in
+   the CRM makes the chat a duplicate: nothing is written. Otherwise the client is updated and
+   the messages it lacks are added.
+2. Each message's language is detected (the `wad_detect_language` plugins, one batch per chat),
+   and the client's preferred language from their side of the conversation as a whole
+   (`wad.language.conversation_language`), as the inbound channel does.
+3. The client's name: the saved name, else the push name, else a name they gave in a message
+   (`wad.inbound.names`). The status: the `wad_detect_status` plugins over the latest messages.
+4. In one transaction: the client, the country of the number, the active conversation, the
+   messages (one bulk insert that skips those already stored; they are stored as processed, so
+   the inbound channel never answers old messages), the status change with its history row,
+   and the chat recorded as done in the run. An interrupted import therefore never leaves half
+   a chat, and a rerun resumes exactly after the last chat written.
+
+A failure in one chat is recorded with its reason and the import goes on. Cancellation (Ctrl-C,
+`DELETE /api/whatsapp/import/{org}`) ends the run as `INTERRUPTED`; running again resumes it.
+Only one import of an organization runs at a time (a PostgreSQL advisory lock). A dry run does
+all the reading and detecting and writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import trio
+
+from wad import language, log, payloads
+from wad import plugins as plugin_calls
+from wad.db.models import Client, ImportRun, NewMessage
+from wad.db.pool import Database, Executor
+from wad.db.repo import clients as clients_repo
+from wad.db.repo import conversations as conversations_repo
+from wad.db.repo import imports as imports_repo
+from wad.db.repo import messages as messages_repo
+from wad.errors import WadError
+from wad.importer.options import ImportOptions
+from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
+from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
+from wad.inbound import names, parse, queries
+from wad.language import DEFAULT_LANGUAGES
+
+_log = log.get("import")
+
+INSERT_BATCH = 1000
+"""Messages per bulk insert (a long chat is written in several, in one transaction)."""
+STATUS_WINDOW = 30
+"""The latest messages of a chat that status detection reads (as the inbound channel does)."""
+IMPORT_LOCK_CLASS = 0x57414449
+"""First key of the per-organization import lock ("WADI"); the second is from the org id."""
+_PAYLOAD_IDS = uuid.UUID("0c8e3a51-6f0b-4f4e-9b1e-2a6d8c1f5e77")
+
+
+class ImportBusy(WadError):
+    """Another import of this organization is running."""
+
+
+def import_lock_key(organization_id: uuid.UUID) -> int:
+    """The second key of the organization's import lock (a signed 32-bit int)."""
+    return int.from_bytes(organization_id.bytes[:4], "big", signed=True)
+
+
+ProgressCallback = Callable[[ImportReport], None]
+
+
+class Importer:
+    """One import of one organization from one source. `await run()` answers the final report;
+    `progress.report()` is the live one (also after a cancellation)."""
+
+    def __init__(self, *, db: Database, organization_id: uuid.UUID, source: ChatSource,
+                 options: ImportOptions, pm: plugin_calls.PluginManager | None,
+                 languages: Sequence[str] = DEFAULT_LANGUAGES, window: int = STATUS_WINDOW,
+                 on_progress: ProgressCallback | None = None) -> None:
+        self.db = db
+        self.organization_id = organization_id
+        self.source = source
+        self.options = options
+        self.pm = pm
+        self.languages = list(languages)
+        self.window = window
+        self.on_progress = on_progress
+        self.progress = Progress(organization_id=organization_id, source=source.name,
+                                 dry_run=options.dry_run)
+        self.run_row: ImportRun | None = None
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def run(self) -> ImportReport:
+        """Import every chat; answers the final report. A chat's failure is reported and the
+        import goes on; a lost source (the session closed) ends it `INTERRUPTED`, an error of
+        the database or a bug `FAILED`; cancellation ends it `INTERRUPTED` and re-raises."""
+        if self.options.dry_run:
+            return await self._guarded()
+        async with self.db.dedicated() as lock:
+            held = await lock.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)",
+                                       IMPORT_LOCK_CLASS, import_lock_key(self.organization_id))
+            if not held:
+                raise ImportBusy(f"an import of organization {self.organization_id} is running "
+                                 "already; wait for it or stop it first")
+            return await self._guarded()
+
+    async def _guarded(self) -> ImportReport:
+        try:
+            await self._run()
+        except BaseException as exc:
+            cancelled = isinstance(exc, trio.Cancelled) or (
+                isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None)
+            if cancelled:
+                await self._end("INTERRUPTED", "stopped before the end (run again to resume)")
+                raise
+            if isinstance(exc, SourceGone):
+                await self._end("INTERRUPTED", str(exc))
+            elif isinstance(exc, Exception):
+                _log.exception("import failed", source=self.source.name)
+                await self._end("FAILED", f"{type(exc).__name__}: {exc}")
+            else:
+                raise
+        else:
+            await self._end("COMPLETED", None)
+        return self.progress.report()
+
+    async def _end(self, state: Any, reason: str | None) -> None:
+        progress = self.progress
+        progress.state = state
+        progress.reason = reason
+        progress.current_chat = None
+        progress.requests = self.source.requests
+        progress.finished_at = trio.current_time()
+        if self.run_row is not None:
+            with trio.move_on_after(10, shield=True):
+                try:
+                    await imports_repo.finish(self.db, run_id=self.run_row.id, status=state)
+                except Exception as exc:
+                    _log.warning("could not record the end of the import", error=str(exc))
+        report = progress.report()
+        _log.info("import ended", state=state, reason=reason, chats=report.chats_total,
+                  imported=report.chats_imported, duplicates=report.chats_duplicate,
+                  failed=report.chats_failed, messages=report.messages_stored,
+                  seconds=report.seconds, requests=report.requests)
+        self._notify()
+
+    def _notify(self) -> None:
+        self.progress.requests = self.source.requests
+        if self.on_progress is not None:
+            self.on_progress(self.progress.report())
+
+    async def _begin(self) -> set[str]:
+        """Create the run, or resume the latest unfinished one of this source; answers the
+        chats it has done already."""
+        if self.options.dry_run:
+            return set()
+        latest = await imports_repo.latest(self.db, organization_id=self.organization_id,
+                                           source=self.source.name)
+        if latest is not None and latest.status != "COMPLETED":
+            # Interrupted, failed, or left RUNNING by a process that died (we hold the lock,
+            # so nobody runs it): carry on where it stopped.
+            self.run_row = await imports_repo.resume(self.db, run_id=latest.id) or latest
+            self.progress.resumed = True
+            self.progress.messages_stored = latest.messages_stored
+            _log.info("resuming import", run=str(latest.id), done=latest.chats_done)
+        else:
+            self.run_row = await imports_repo.create(
+                self.db, organization_id=self.organization_id, source=self.source.name,
+                options=self.options.stored())
+        self.progress.run_id = self.run_row.id
+        return set(self.run_row.done_chats)
+
+    async def _run(self) -> None:
+        progress = self.progress
+        done_before = await self._begin()
+        progress.state = "LISTING"
+        self._notify()
+        refs = await self.source.list_chats()
+        progress.chats_found = len(refs)
+        progress.groups_skipped = sum(r.kind == "group" for r in refs)
+        progress.broadcasts_skipped = sum(r.kind == "broadcast" for r in refs)
+        chats = [r for r in refs if r.kind == "chat"]
+        if self.options.limit is not None:
+            chats = chats[: self.options.limit]
+        progress.chats_total = len(chats)
+        if self.run_row is not None:
+            await imports_repo.set_total(self.db, run_id=self.run_row.id,
+                                         chats_total=len(chats))
+        progress.state = "RUNNING"
+        self._notify()
+        for ref in chats:
+            if ref.key in done_before:
+                progress.chats_resumed += 1
+                continue
+            progress.current_chat = ref.key
+            self._notify()
+            await self._one_chat(ref)
+            progress.done_now += 1
+            self._notify()
+
+    async def _one_chat(self, ref: ChatRef) -> None:
+        try:
+            loaded = await self.source.load(ref, self.organization_id)
+            await self._import_chat(loaded)
+        except SourceGone:
+            raise
+        except Exception as exc:
+            if queries.database_unavailable(exc):
+                raise  # nothing can be written: stop (a rerun resumes)
+            reason = str(exc) if isinstance(exc, ChatFailed) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ChatFailed):
+                _log.exception("chat could not be imported", chat=ref.key)
+            else:
+                _log.warning("chat could not be imported", chat=ref.key, reason=reason)
+            self.progress.chats_failed += 1
+            self.progress.errors.append(ChatError(chat=ref.key, error=reason[:1000]))
+            if self.run_row is not None:
+                await imports_repo.record_chat(self.db, run_id=self.run_row.id,
+                                               wa_chat_id=ref.key, messages_stored=0,
+                                               duplicates=0, error=reason[:1000])
+
+    # -- one chat ------------------------------------------------------------------------------
+
+    async def _import_chat(self, chat: LoadedChat) -> None:
+        progress = self.progress
+        progress.warnings.extend(chat.problems)
+        existing = await clients_repo.get_by_phone(
+            self.db, organization_id=self.organization_id, phone=chat.phone)
+        if existing is not None and self.options.skip_duplicates:
+            progress.chats_duplicate += 1
+            if self.run_row is not None:
+                await imports_repo.record_chat(self.db, run_id=self.run_row.id,
+                                               wa_chat_id=chat.key, messages_stored=0,
+                                               duplicates=1)
+            return
+
+        rows = _unique(chat.rows)
+        rows, preferred = await self._languages(rows)
+        given = None
+        for row in rows:
+            if row.direction == "IN" and row.body:
+                given = names.given_name(row.body) or given
+        name = chat.saved_name or chat.push_name or given
+        decision = await self._status(existing, chat, rows, name=name, preferred=preferred)
+        current = existing.status if existing is not None else "NEW_LEAD"
+        final = decision.status if decision is not None else current
+
+        if self.options.dry_run:
+            stored = await _stored_ids(self.db, self.organization_id,
+                                       [r.wa_message_id for r in rows])
+            new = len(rows) - len(stored)
+        else:
+            assert self.run_row is not None
+            async with self.db.transaction() as tx:
+                new = await self._write(tx, chat, rows, name=name, given=given,
+                                        preferred=preferred, decision=decision)
+                await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
+                                               messages_stored=new, duplicates=0)
+        progress.chats_imported += 1
+        if existing is None:
+            progress.clients_created += 1
+        else:
+            progress.clients_updated += 1
+        progress.messages_stored += new
+        progress.messages_duplicate += len(rows) - new
+        progress.statuses[final] += 1
+        progress.languages[preferred or UNKNOWN_LANGUAGE] += 1
+
+    async def _languages(self, rows: list[NewMessage]) -> tuple[list[NewMessage], str | None]:
+        """Rows with their language, and the client's preferred language (from their own
+        messages), each None when the texts are too short to tell."""
+        texts = [r.body or r.caption or "" for r in rows]
+        with_text = [i for i, text in enumerate(texts) if text.strip()]
+        if not with_text:
+            return rows, None
+        wanted = [texts[i] for i in with_text]
+        if self.pm is not None:
+            guesses = await plugin_calls.detect_languages(self.pm, wanted,
+                                                          languages=self.languages)
+        else:
+            guesses = await language.detect_async(wanted, self.languages)
+        by_row = dict(zip(with_text, guesses, strict=True))
+        out = [msgspec.structs.replace(r, language=by_row[i].language) if i in by_row else r
+               for i, r in enumerate(rows)]
+        theirs = [i for i in with_text if rows[i].direction == "IN"]
+        if not theirs:
+            return out, None
+        preferred = language.conversation_language([texts[i] for i in theirs],
+                                                   [by_row[i] for i in theirs]).language
+        return out, preferred
+
+    async def _status(self, existing: Client | None, chat: LoadedChat, rows: list[NewMessage],
+                      *, name: str | None, preferred: str | None
+                      ) -> payloads.StatusDecision | None:
+        if self.pm is None or not rows:
+            return None
+        client = payloads.Client(
+            id=existing.id if existing else uuid.uuid5(_PAYLOAD_IDS, chat.phone),
+            organization_id=self.organization_id, phone=chat.phone, name=name,
+            push_name=chat.push_name, saved_name=chat.saved_name,
+            preferred_language=preferred or (existing.preferred_language if existing else None),
+            status=existing.status if existing else "NEW_LEAD",
+            metadata=dict(existing.metadata) if existing else {})
+        window = [_payload(r, client.id) for r in rows[-self.window:]]
+        return await plugin_calls.detect_status(self.pm, client=client, messages=window,
+                                                current_status=client.status)
+
+    async def _write(self, tx: Executor, chat: LoadedChat, rows: list[NewMessage], *,
+                     name: str | None, given: str | None, preferred: str | None,
+                     decision: payloads.StatusDecision | None) -> int:
+        """Everything of one chat, inside the caller's transaction; answers the new messages."""
+        org = self.organization_id
+        client, _created = await clients_repo.upsert(tx, organization_id=org, phone=chat.phone,
+                                                     name=name, push_name=chat.push_name)
+        if chat.saved_name or (preferred and preferred != client.preferred_language):
+            client = await clients_repo.update_profile(
+                tx, client_id=client.id, saved_name=chat.saved_name,
+                preferred_language=preferred) or client
+        metadata: dict[str, Any] = {}
+        if "country" not in client.metadata:
+            metadata.update(parse.number_context(chat.phone))
+        if given and client.metadata.get("given_name") != given:
+            metadata["given_name"] = given
+        if metadata:
+            client = await queries.merge_client_metadata(
+                tx, client_id=client.id, metadata=metadata) or client
+        conversation, _ = await conversations_repo.get_or_create_active(
+            tx, organization_id=org, client_id=client.id, wa_chat_id=chat.wa_chat_id)
+        own = [wa for r in rows if r.direction == "OUT"
+               for wa in (r.wa_message_id, parse.bare_id(r.wa_message_id))]
+        senders = await queries.outbox_senders(tx, organization_id=org, wa_ids=own)
+        ready = []
+        for row in rows:
+            queued = senders.get(row.wa_message_id) or senders.get(parse.bare_id(row.wa_message_id))
+            ready.append(msgspec.structs.replace(
+                row, conversation_id=conversation.id, processing_state="DONE",
+                sender=queued[0] if queued and row.direction == "OUT" else row.sender))
+        new = 0
+        for start in range(0, len(ready), INSERT_BATCH):
+            new += len(await messages_repo.insert_many(
+                tx, messages=ready[start:start + INSERT_BATCH]))
+        if ready:
+            await conversations_repo.touch(tx, conversation_id=conversation.id,
+                                           at=max(r.sent_at for r in ready))
+        if decision is not None and decision.status != client.status:
+            await clients_repo.set_status(tx, client_id=client.id, status=decision.status,
+                                          detector=decision.detector or "import",
+                                          reason=decision.reason or None)
+        return new
+
+
+def _unique(rows: Sequence[NewMessage]) -> list[NewMessage]:
+    """Rows without repeated WhatsApp ids (the first kept), in order."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        if row.wa_message_id not in seen:
+            seen.add(row.wa_message_id)
+            out.append(row)
+    return out
+
+
+def _payload(row: NewMessage, client_id: uuid.UUID) -> payloads.Message:
+    """A row not stored yet, as status detectors see messages."""
+    return payloads.Message(
+        id=uuid.uuid5(_PAYLOAD_IDS, f"{row.organization_id}:{row.wa_message_id}"),
+        organization_id=row.organization_id, wa_message_id=row.wa_message_id,
+        wa_chat_id=row.wa_chat_id, direction=row.direction, sender=row.sender,
+        sent_at=row.sent_at, status=row.status, type=row.type, body=row.body,
+        caption=row.caption, client_id=client_id, language=row.language)
+
+
+async def _stored_ids(db: Executor, organization_id: uuid.UUID, wa_ids: Sequence[str]
+                      ) -> set[str]:
+    """Which of these WhatsApp ids the organization has stored already (for a dry run)."""
+    if not wa_ids:
+        return set()
+    rows = await db.fetch(
+        "SELECT wa_message_id FROM messages WHERE organization_id = $1 "
+        "AND wa_message_id = ANY($2::text[])", organization_id, list(wa_ids))
+    return {r["wa_message_id"] for r in rows}
+

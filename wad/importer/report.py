@@ -1,0 +1,218 @@
+"""The progress of an import while it runs, its final report, and their text forms."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+import trio
+
+ImportState = Literal["STARTING", "LISTING", "RUNNING", "COMPLETED", "INTERRUPTED", "FAILED"]
+FINISHED: frozenset[str] = frozenset({"COMPLETED", "INTERRUPTED", "FAILED"})
+UNKNOWN_LANGUAGE = "unknown"
+
+
+class ChatError(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat that could not be imported, and why."""
+
+    chat: str
+    error: str
+
+
+class ImportReport(msgspec.Struct, kw_only=True):
+    """An import's progress and, once `state` is finished, its final report (`--json` prints
+    this). Counts of chats and messages cover the whole run, a resumed one included; statuses
+    and languages cover the chats imported by this invocation."""
+
+    organization_id: uuid.UUID
+    source: str
+    state: ImportState
+    dry_run: bool
+    run_id: uuid.UUID | None = None
+    """The `import_runs` row (None in a dry run, which writes nothing)."""
+    resumed: bool = False
+    """This invocation continued an interrupted run."""
+    chats_found: int = 0
+    """Every chat the source listed, groups and broadcasts included."""
+    groups_skipped: int = 0
+    broadcasts_skipped: int = 0
+    """Status updates, broadcast lists and channels."""
+    chats_total: int = 0
+    """One-to-one chats this run goes through (after `--limit`)."""
+    chats_done: int = 0
+    """Of those, finished (imported, duplicates, and those done before a resume)."""
+    chats_imported: int = 0
+    chats_duplicate: int = 0
+    """Skipped because the client was in the CRM already (`--skip-duplicates`)."""
+    chats_failed: int = 0
+    chats_resumed: int = 0
+    """Finished by an earlier, interrupted invocation of this run (skipped now)."""
+    clients_created: int = 0
+    clients_updated: int = 0
+    messages_stored: int = 0
+    """New messages written (in a dry run: that would be written)."""
+    messages_duplicate: int = 0
+    """Messages found already stored (never stored twice)."""
+    errors: list[ChatError] = []
+    warnings: list[str] = []
+    """Lines of exported files that could not be parsed (with file and line), and the like."""
+    statuses: dict[str, int] = {}
+    languages: dict[str, int] = {}
+    requests: int = 0
+    """WhatsApp requests made (listing, history pages, contact look-ups)."""
+    seconds: float = 0.0
+    chats_per_minute: float | None = None
+    eta_s: float | None = None
+    """Estimated time left, once a chat has been done."""
+    current_chat: str | None = None
+    reason: str | None = None
+    """Why the import ended early (interrupted or failed)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+@dataclass
+class Progress:
+    """The mutable counters the engine keeps; `report()` takes a snapshot."""
+
+    organization_id: uuid.UUID
+    source: str
+    dry_run: bool
+    state: ImportState = "STARTING"
+    run_id: uuid.UUID | None = None
+    resumed: bool = False
+    chats_found: int = 0
+    groups_skipped: int = 0
+    broadcasts_skipped: int = 0
+    chats_total: int = 0
+    chats_imported: int = 0
+    chats_duplicate: int = 0
+    chats_failed: int = 0
+    chats_resumed: int = 0
+    clients_created: int = 0
+    clients_updated: int = 0
+    messages_stored: int = 0
+    messages_duplicate: int = 0
+    errors: list[ChatError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    languages: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    current_chat: str | None = None
+    reason: str | None = None
+    started_at: float = field(default_factory=trio.current_time)
+    finished_at: float | None = None
+    done_now: int = 0
+    """Chats finished by this invocation (for the rate)."""
+
+    @property
+    def chats_done(self) -> int:
+        return self.chats_imported + self.chats_duplicate + self.chats_resumed
+
+    def report(self) -> ImportReport:
+        end = self.finished_at if self.finished_at is not None else trio.current_time()
+        seconds = max(0.0, end - self.started_at)
+        rate = self.done_now / seconds * 60 if self.done_now and seconds > 0 else None
+        left = self.chats_total - self.chats_done - self.chats_failed
+        eta = (left / (rate / 60) if rate and left > 0 else (0.0 if rate else None))
+        return ImportReport(
+            organization_id=self.organization_id, source=self.source, state=self.state,
+            dry_run=self.dry_run, run_id=self.run_id, resumed=self.resumed,
+            chats_found=self.chats_found, groups_skipped=self.groups_skipped,
+            broadcasts_skipped=self.broadcasts_skipped, chats_total=self.chats_total,
+            chats_done=self.chats_done, chats_imported=self.chats_imported,
+            chats_duplicate=self.chats_duplicate, chats_failed=self.chats_failed,
+            chats_resumed=self.chats_resumed, clients_created=self.clients_created,
+            clients_updated=self.clients_updated, messages_stored=self.messages_stored,
+            messages_duplicate=self.messages_duplicate, errors=list(self.errors),
+            warnings=list(self.warnings), statuses=dict(self.statuses.most_common()),
+            languages=dict(self.languages.most_common()), requests=self.requests,
+            seconds=round(seconds, 3),
+            chats_per_minute=round(rate, 2) if rate is not None else None,
+            eta_s=round(eta, 1) if eta is not None else None,
+            current_chat=self.current_chat, reason=self.reason)
+
+
+# Text forms ---------------------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """`75.2` -> `1:15`; `3725` -> `1:02:05`; None -> `?`."""
+    if seconds is None:
+        return "?"
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_line(report: ImportReport, width: int = 24) -> str:
+    """One line for the progress bar: chats done of total, messages stored, duplicates, errors,
+    rate and time left."""
+    if report.state in ("STARTING", "LISTING"):
+        return f"{'listing chats' if report.state == 'LISTING' else 'starting'}…"
+    total = report.chats_total
+    done = report.chats_done + report.chats_failed
+    filled = int(width * done / total) if total else width
+    bar = "#" * filled + "." * (width - filled)
+    rate = f"{report.chats_per_minute:.1f} chats/min" if report.chats_per_minute else "- chats/min"
+    return (f"[{bar}] {done}/{total} chats  {report.messages_stored} messages  "
+            f"{report.chats_duplicate} duplicates  {report.chats_failed} errors  {rate}  "
+            f"left {duration(report.eta_s)}")
+
+
+def render(report: ImportReport) -> str:
+    """The final report for a person."""
+    head = {"COMPLETED": "Import finished", "INTERRUPTED": "Import interrupted",
+            "FAILED": "Import failed"}.get(report.state, f"Import {report.state.lower()}")
+    lines = [f"{head}: organization {report.organization_id}, source {report.source}"
+             + (f", run {report.run_id}" if report.run_id else "")
+             + (" (resumed)" if report.resumed else "")]
+    if report.dry_run:
+        lines.append("DRY RUN: nothing was written; the counts say what an import would do")
+    if report.reason:
+        lines.append(f"  reason: {report.reason}")
+    skipped = []
+    if report.groups_skipped:
+        skipped.append(f"{report.groups_skipped} group{'s' * (report.groups_skipped != 1)}")
+    if report.broadcasts_skipped:
+        skipped.append(f"{report.broadcasts_skipped} broadcast"
+                       f"{'s' * (report.broadcasts_skipped != 1)}")
+    stored = "would be stored" if report.dry_run else "stored"
+
+    def row(label: str, value: object, note: str = "") -> str:
+        return f"  {label:<22}{value!s:>7}{'  ' + note if note else ''}"
+
+    lines += [
+        row("chats found", report.chats_found,
+            f"({' and '.join(skipped)} skipped)" if skipped else ""),
+        row("chats to import", report.chats_total),
+        row("imported", report.chats_imported),
+        row("skipped as duplicates", report.chats_duplicate, "(client already in the CRM)"),
+    ]
+    if report.chats_resumed:
+        lines.append(row("done before resuming", report.chats_resumed))
+    lines.append(row("errors", report.chats_failed))
+    for error in report.errors:
+        lines.append(f"    {error.chat}: {error.error}")
+    lines += [
+        row("clients created", report.clients_created),
+        row("clients updated", report.clients_updated),
+        row(f"messages {stored}", report.messages_stored,
+            f"({report.messages_duplicate} already stored)" if report.messages_duplicate else ""),
+        row("WhatsApp requests", report.requests),
+        row("time taken", duration(report.seconds)),
+    ]
+    if report.statuses:
+        lines.append("  statuses:  " + ", ".join(f"{k} {v}" for k, v in report.statuses.items()))
+    if report.languages:
+        lines.append("  languages: " + ", ".join(f"{k} {v}" for k, v in report.languages.items()))
+    if report.warnings:
+        lines.append(f"  warnings ({len(report.warnings)}):")
+        lines += [f"    {w}" for w in report.warnings]
+    return "\n".join(lines)
