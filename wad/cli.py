@@ -11,6 +11,7 @@ import wad
 from wad import config as config_mod
 from wad import ctl, log
 from wad.errors import WadError
+from wad.importer import cli as import_cli
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None)
     sim.set_defaults(func=_cmd_sim)
     ctl.register(sub)
+    import_cli.register(sub)
     return parser
 
 

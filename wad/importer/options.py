@@ -12,6 +12,8 @@ WHATSAPP_SOURCE = "whatsapp"
 
 DEFAULT_PACE_S = 1.0
 DEFAULT_PAGE_SIZE = 200
+DEFAULT_LINK_TIMEOUT_S = 300.0
+"""How long an import's own session waits for the QR scan."""
 
 
 class ImportOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
