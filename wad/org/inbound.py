@@ -191,7 +191,7 @@ class InboundActor:
     def _note_db_down(self, exc: BaseException) -> None:
         if self._db_down_since is None:
             self._db_down_since = trio.current_time()
-            _log.warning("database unreachable; events go to the spool", error=str(exc),
+            _log.warning("database unreachable; events wait in the spool", error=str(exc),
                          spool=str(self.spool.path))
 
     async def _drain_spool(self) -> None:
@@ -403,6 +403,8 @@ class InboundActor:
                 self._note_db_down(exc)
                 await trio.sleep(self.cfg.db_retry_s)
                 continue
+            if not self.spool:
+                self._db_down_since = None  # answering again (the spool says so itself)
             if count >= RESUME_BATCH:
                 # More may be waiting behind this batch: read again once it is under way.
                 if len(self._queued) > RESUME_BATCH // 2:
