@@ -51,20 +51,28 @@ async def enqueue(
     return returned(OutboxItem, row), False
 
 
-# Served by the partial index `outbox_next` (see 0001_initial.sql): same WHERE, same ORDER BY.
-NEXT_QUEUED = """
+def _next_queued(now: str) -> str:
+    """The due message to send next; `now` is the SQL for "now"."""
+    return f"""
 SELECT id FROM outbox
-WHERE organization_id = $1 AND status = 'QUEUED' AND not_before <= now()
+WHERE organization_id = $1 AND status = 'QUEUED' AND not_before <= {now}
 ORDER BY priority DESC, created_at, id
 LIMIT 1
 """
 
-_CLAIM = f"""
+
+# Served by the partial index `outbox_next` (see 0001_initial.sql): same WHERE, same ORDER BY.
+NEXT_QUEUED = _next_queued("now()")
+
+
+def _claim(now: str) -> str:
+    return f"""
 WITH candidate AS (
-    {NEXT_QUEUED} FOR UPDATE SKIP LOCKED
+    {_next_queued(now)} FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE outbox o SET status = 'SENDING', attempts = o.attempts + 1,
-                        sending_started_at = now(), wa_message_id = coalesce(o.wa_message_id, $2)
+                        sending_started_at = {now},
+                        wa_message_id = coalesce(o.wa_message_id, $2)
     FROM candidate WHERE o.id = candidate.id
     RETURNING {_O_COLS}
 ), event AS (
@@ -75,12 +83,20 @@ SELECT {_COLS} FROM claimed
 """
 
 
-async def claim_next(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str
-                     ) -> OutboxItem | None:
+_CLAIM = _claim("now()")
+# The same for a caller that keeps its own clock (the outbound actor): "now" is $3.
+_CLAIM_AT = _claim("$3::timestamptz")
+
+
+async def claim_next(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str,
+                     now: datetime | None = None) -> OutboxItem | None:
     """Take the next due message of the organization (highest priority, then oldest) and mark it
     SENDING. It keeps the WhatsApp id it got on an earlier attempt; otherwise it gets
-    `wa_message_id`. None when nothing is due. Concurrent claimers never get the same message."""
-    return one(OutboxItem, await db.fetchrow(_CLAIM, organization_id, wa_message_id))
+    `wa_message_id`. None when nothing is due. Concurrent claimers never get the same message.
+    `now` (default: the database's clock) decides what is due and stamps `sending_started_at`."""
+    if now is None:
+        return one(OutboxItem, await db.fetchrow(_CLAIM, organization_id, wa_message_id))
+    return one(OutboxItem, await db.fetchrow(_CLAIM_AT, organization_id, wa_message_id, now))
 
 
 async def next_due_at(db: Executor, *, organization_id: uuid.UUID) -> datetime | None:
@@ -120,30 +136,39 @@ SELECT {_COLS} FROM changed
 _MARK_SENT = _transition(
     "'SENDING', 'SENT', 'DELIVERED', 'READ'",
     """status = CASE WHEN o.status = 'SENDING' THEN 'SENT' ELSE o.status END,
-       sent_at = coalesce(o.sent_at, now()), message_id = coalesce($3, o.message_id),
-       last_error = NULL""")
+       sent_at = coalesce(o.sent_at, $4::timestamptz, now()),
+       message_id = coalesce($3, o.message_id), last_error = NULL""")
+# A send that WhatsApp refused (ack -1) left its id in the chat: the next attempt needs a new one.
+# FAILED too: that ack may have been applied (by whoever follows acks) before the retry.
 _RETRY = _transition(
-    "'SENDING'", "status = 'QUEUED', last_error = $2, not_before = $3")
+    "'SENDING', 'FAILED'",
+    """status = 'QUEUED', last_error = $2, not_before = $3,
+       wa_message_id = CASE WHEN $4 THEN NULL ELSE o.wa_message_id END""")
 _MARK_FAILED = _transition(
-    "'QUEUED', 'SENDING'", "status = 'FAILED', last_error = $2")
+    "'QUEUED', 'SENDING', 'FAILED'", "status = 'FAILED', last_error = $2")
 _CANCEL = _transition("'QUEUED'", "status = 'CANCELLED'")
 
 
-async def mark_sent(db: Executor, *, outbox_id: uuid.UUID, message_id: uuid.UUID | None = None
-                    ) -> OutboxItem | None:
-    """The send went through; `message_id` is the stored `messages` row. None unless the item
-    was being sent (or already acked)."""
-    return one(OutboxItem, await db.fetchrow(_MARK_SENT, outbox_id, None, message_id))
+async def mark_sent(db: Executor, *, outbox_id: uuid.UUID, message_id: uuid.UUID | None = None,
+                    at: datetime | None = None) -> OutboxItem | None:
+    """The send went through; `message_id` is the stored `messages` row, `at` the time it counts
+    as sent in the rate windows (default: the database's clock; an earlier ack's time is kept).
+    None unless the item was being sent (or already acked)."""
+    return one(OutboxItem, await db.fetchrow(_MARK_SENT, outbox_id, None, message_id, at))
 
 
-async def retry(db: Executor, *, outbox_id: uuid.UUID, error: str, not_before: datetime
-                ) -> OutboxItem | None:
-    """The send failed and will be tried again at `not_before`. None unless it was SENDING."""
-    return one(OutboxItem, await db.fetchrow(_RETRY, outbox_id, error, not_before))
+async def retry(db: Executor, *, outbox_id: uuid.UUID, error: str, not_before: datetime,
+                new_wa_message_id: bool = False) -> OutboxItem | None:
+    """The send failed and will be tried again at `not_before`; with `new_wa_message_id` the
+    next claim gives it a fresh WhatsApp id (the old one is spent: WhatsApp refused it). None
+    unless it was SENDING (or FAILED by an ack -1 meanwhile)."""
+    return one(OutboxItem, await db.fetchrow(_RETRY, outbox_id, error, not_before,
+                                             new_wa_message_id))
 
 
 async def mark_failed(db: Executor, *, outbox_id: uuid.UUID, error: str) -> OutboxItem | None:
-    """Give up on a queued or sending message, keeping the error."""
+    """Give up on a queued or sending message, keeping the error (which also replaces the
+    error of a message an ack -1 already marked FAILED)."""
     return one(OutboxItem, await db.fetchrow(_MARK_FAILED, outbox_id, error))
 
 
@@ -198,6 +223,31 @@ async def oldest_sent_since(db: Executor, *, organization_id: uuid.UUID, since: 
     return await db.fetchval(
         "SELECT min(sent_at) FROM outbox WHERE organization_id = $1 AND sent_at >= $2",
         organization_id, since)
+
+
+async def sent_times_since(db: Executor, *, organization_id: uuid.UUID, since: datetime
+                           ) -> list[datetime]:
+    """When each message the organization sent at or after `since` counts as sent, oldest first:
+    what the rate windows are computed from."""
+    rows = await db.fetch(
+        """SELECT sent_at FROM outbox WHERE organization_id = $1 AND sent_at >= $2
+           ORDER BY sent_at""", organization_id, since)
+    return [r["sent_at"] for r in rows]
+
+
+async def recent_results(db: Executor, *, organization_id: uuid.UUID, limit: int = 100,
+                         since: datetime | None = None) -> tuple[int, int]:
+    """Of the organization's last `limit` finished sends (sent or failed for good, finished at or
+    after `since` when given): (how many failed, how many there are). For the circuit breaker."""
+    row = await db.fetchrow(
+        """SELECT count(*) FILTER (WHERE status = 'FAILED') AS failed, count(*) AS total
+           FROM (SELECT status FROM outbox
+                 WHERE organization_id = $1
+                   AND status IN ('SENT', 'DELIVERED', 'READ', 'FAILED')
+                   AND coalesce(sent_at, updated_at) >= coalesce($3::timestamptz, '-infinity')
+                 ORDER BY coalesce(sent_at, updated_at) DESC LIMIT $2) latest""",
+        organization_id, limit, since)
+    return (int(row["failed"]), int(row["total"])) if row is not None else (0, 0)
 
 
 async def count_pending(db: Executor, *, organization_id: uuid.UUID) -> int:
