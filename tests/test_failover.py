@@ -19,6 +19,7 @@ import trio
 
 from tests.daemonproc import DaemonProcess, processes_using, start_daemon
 from wad.db.embedded import EmbeddedPostgres
+from wad.db.pool import Database
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
@@ -134,7 +135,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
 
 
 async def test_daemon_cut_from_the_database_stops_its_organizations(
-        state_dir: Path, nursery: trio.Nursery) -> None:
+        state_dir: Path, nursery: trio.Nursery, aio_loop: None) -> None:
     cluster = EmbeddedPostgres(state_dir / "shared-pg", fsync=False)
     dsn = await trio.to_thread.run_sync(cluster.start)
     sim: SimServer = await nursery.start(partial(serve, seed=6, config=SimConfig(
@@ -156,11 +157,31 @@ async def test_daemon_cut_from_the_database_stops_its_organizations(
                     await trio.sleep(0.2)
             assert any(line.get("event") ==
                        "lost the lock connection: stopping every organization now"
-                       for line in daemon.lines())
-            # The database comes back: the daemon claims the organization again, no QR.
+                       for line in daemon.lines()), daemon.log_path.read_text()[-3000:]
+            # Clients write while the daemon is cut off: nothing may be lost.
+            for n in range(20):
+                await phone.deliver("996555300001", f"99655540000{n % 3}",
+                                    f"during the outage {n}")
+            # The database comes back: the daemon claims the organization again, no QR, and
+            # stores what arrived meanwhile, once each.
             await trio.to_thread.run_sync(cluster.start)
             await _wait(daemon, org, "CONNECTED", timeout=60)
             assert len(await phone.devices("996555300001")) == 1
+            async with Database.open(dsn, min_size=1, max_size=1) as db:
+                with trio.fail_after(60):
+                    while True:
+                        rows = await db.fetch(
+                            "SELECT wa_message_id, body, sent_at FROM messages "
+                            "WHERE body LIKE 'during the outage %'")
+                        if len(rows) >= 20:
+                            break
+                        await trio.sleep(0.3)
+            assert len(rows) == 20
+            assert len({r["wa_message_id"] for r in rows}) == 20
+            by_body = {r["body"]: r["sent_at"] for r in rows}
+            times = [by_body[f"during the outage {n}"] for n in range(20)]
+            assert times == sorted(times)  # WhatsApp's times kept, in delivery order
+            assert sorted(by_body) == sorted(f"during the outage {n}" for n in range(20))
     finally:
         await trio.to_thread.run_sync(daemon.stop)
         await trio.to_thread.run_sync(cluster.stop)

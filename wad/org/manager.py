@@ -171,7 +171,12 @@ class OrgManager(OrgManagerAPI):
     async def _reconcile_loop(self) -> None:
         while True:
             await trio.sleep(self.settings.daemon.claim_interval_s)
-            await self._reconcile()
+            try:
+                await self._reconcile()
+            except Exception as exc:
+                # Whether organizations keep running is the lock connection's call alone.
+                _log.warning("could not reconcile organizations; trying again",
+                             error=f"{type(exc).__name__}: {exc}")
 
     async def _reconcile(self) -> None:
         """Stop what should no longer run here; claim a fair share of the unowned rest."""
