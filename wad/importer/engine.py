@@ -90,6 +90,10 @@ class Importer:
         self.progress = Progress(organization_id=organization_id, source=source.name,
                                  dry_run=options.dry_run)
         self.run_row: ImportRun | None = None
+        # A dry run writes nothing, so it remembers what it would have written: a later chat
+        # of the same number is then a duplicate, as it would be in a real run.
+        self._dry_clients: set[str] = set()
+        self._dry_ids: set[str] = set()
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -229,7 +233,8 @@ class Importer:
         progress.warnings.extend(chat.problems)
         existing = await clients_repo.get_by_phone(
             self.db, organization_id=self.organization_id, phone=chat.phone)
-        if existing is not None and self.options.skip_duplicates:
+        known = existing is not None or chat.phone in self._dry_clients
+        if known and self.options.skip_duplicates:
             progress.chats_duplicate += 1
             if self.run_row is not None:
                 await imports_repo.record_chat(self.db, run_id=self.run_row.id,
@@ -249,9 +254,11 @@ class Importer:
         final = decision.status if decision is not None else current
 
         if self.options.dry_run:
-            stored = await _stored_ids(self.db, self.organization_id,
-                                       [r.wa_message_id for r in rows])
-            new = len(rows) - len(stored)
+            ids = [r.wa_message_id for r in rows]
+            stored = await _stored_ids(self.db, self.organization_id, ids) | self._dry_ids
+            new = len(set(ids) - stored)
+            self._dry_clients.add(chat.phone)
+            self._dry_ids.update(ids)
         else:
             assert self.run_row is not None
             async with self.db.transaction() as tx:
@@ -260,7 +267,7 @@ class Importer:
                 await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
                                                messages_stored=new, duplicates=0)
         progress.chats_imported += 1
-        if existing is None:
+        if not known:
             progress.clients_created += 1
         else:
             progress.clients_updated += 1

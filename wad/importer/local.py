@@ -63,10 +63,17 @@ def import_plugin_manager(settings: Settings, *, use_llm: bool, key: str | None 
     statuses are decided by the heuristic detector even when a key is configured."""
     check_llm(settings, use_llm=use_llm, key=key)
     disabled = list(settings.plugins.disabled)
-    if not use_llm and LLM_PLUGIN not in disabled:
-        disabled.append(LLM_PLUGIN)
+    config = dict(settings.plugins.config)
+    if not use_llm:
+        if LLM_PLUGIN not in disabled:
+            disabled.append(LLM_PLUGIN)
+        config.pop(LLM_PLUGIN, None)
+    elif key:
+        # A key given for this import wins over the configured one.
+        config[LLM_PLUGIN] = {**config.get(LLM_PLUGIN, {}), "api_key": key}
     app = msgspec.structs.replace(
-        settings, plugins=msgspec.structs.replace(settings.plugins, disabled=disabled),
+        settings, plugins=msgspec.structs.replace(settings.plugins, disabled=disabled,
+                                                  config=config),
         openrouter_api_key=openrouter_key(settings, key) if use_llm else "")
     pm = get_plugin_manager(app)
     if use_llm and not pm.has_plugin(LLM_PLUGIN):

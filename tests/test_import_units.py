@@ -1,0 +1,181 @@
+"""The import's pieces that need no browser and no database: pacing on the mock clock, the
+command line's options and refusals, derived message ids, the progress line and the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from wad.importer.cli import options_from, register
+from wad.importer.options import ImportOptions
+from wad.importer.pacing import Pacer
+from wad.importer.report import ChatError, ImportReport, Progress, progress_line, render
+from wad.importer.sources import chat_kind, derived_message_id, imported_rows, looks_like_number
+from wad.payloads import ImportedMessage
+
+ORG = uuid.UUID("8ffef617-5216-403e-9633-224a13d70670")
+
+
+async def test_pacer_spaces_requests_one_a_second(autojump_clock: Any) -> None:
+    pacer = Pacer(1.0)
+    starts = []
+    for _ in range(5):
+        await pacer.wait()
+        starts.append(trio.current_time())
+        await trio.sleep(0.2)  # the request itself
+    assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)] == [1.0] * 4
+    assert pacer.requests == 5
+    # A request that took longer than the interval is not followed by a further wait.
+    await trio.sleep(3)
+    before = trio.current_time()
+    await pacer.wait()
+    assert trio.current_time() == before
+
+
+async def test_pacer_is_shared_by_concurrent_callers(autojump_clock: Any) -> None:
+    pacer = Pacer(0.5)
+    starts: list[float] = []
+
+    async def request() -> None:
+        await pacer.wait()
+        starts.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(request)
+    starts.sort()
+    assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)] == [0.5] * 3
+
+
+async def test_pacing_off_never_waits(autojump_clock: Any) -> None:
+    pacer = Pacer(0)
+    begin = trio.current_time()
+    for _ in range(100):
+        await pacer.wait()
+    assert trio.current_time() == begin
+    assert pacer.requests == 100
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="wad")
+    parser.add_argument("--config", default=None)
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["import", *argv])
+
+
+def test_command_line_becomes_options() -> None:
+    args = parse("--organization-id", str(ORG), "--limit", "5", "--dry-run",
+                 "--no-skip-duplicates", "--pace", "0.5")
+    options = options_from(args)
+    assert options == ImportOptions(limit=5, dry_run=True, skip_duplicates=False, pace_s=0.5)
+    assert args.organization_id == ORG
+
+    args = parse("--organization-id", str(ORG), "--source", "export", "a.txt", "chats/",
+                 "--me", "Silk Road Tours", "--phone", "Anna Schmidt=+49 151 23456789",
+                 "--timezone", "Asia/Bishkek", "--date-order", "DMY")
+    options = options_from(args)
+    assert options.source == "export"
+    assert [p.rsplit("/", 1)[-1] for p in options.paths] == ["a.txt", "chats"]
+    assert all(os.path.isabs(p) for p in options.paths)
+    assert options.source_options() == {
+        "me": "Silk Road Tours", "timezone": "Asia/Bishkek", "date_order": "DMY",
+        "phone:Anna Schmidt": "+49 151 23456789"}
+    assert parse("--organization-id", str(ORG)).skip_duplicates is True
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--source", "export"], "needs the paths"),
+    (["some.txt"], "PATHS are for --source export"),
+    (["--source", "export", "a.txt", "--phone", "Anna"], "NAME=NUMBER"),
+    (["--pace", "-1"], "invalid option"),
+])
+def test_command_line_refuses_what_cannot_work(argv: list[str], message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        options_from(parse("--organization-id", str(ORG), *argv))
+
+
+def run_wad(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "wad.cli", *argv], capture_output=True,
+                          text=True, env=full, timeout=60, check=False)
+
+
+def test_use_llm_without_a_key_is_refused_before_anything_starts(tmp_path: Any) -> None:
+    done = run_wad("import", "--organization-id", str(ORG), "--use-llm",
+                   env={"WAD_CONFIG": "", "STATE_DIRECTORY": str(tmp_path)})
+    assert done.returncode == 2
+    assert "--use-llm needs an OpenRouter key" in done.stderr
+    assert "--openrouter-key" in done.stderr and "OPENROUTER_API_KEY" in done.stderr
+    assert not (tmp_path / "pg").exists()  # no database was started
+
+
+def test_bad_organization_id_is_a_usage_error() -> None:
+    done = run_wad("import", "--organization-id", "acme")
+    assert done.returncode == 2
+    assert "not an organization id" in done.stderr
+
+
+def test_derived_ids_are_stable_and_tell_repeated_messages_apart() -> None:
+    at = datetime(2024, 1, 15, 15, 5, tzinfo=UTC)
+    ok = ImportedMessage(direction="IN", sender="CLIENT", sent_at=at, body="ok")
+    rows = imported_rows(ORG, "+996555123456", "996555123456@c.us", [ok, ok])
+    again = imported_rows(ORG, "+996555123456", "996555123456@c.us", [ok, ok])
+    assert [r.wa_message_id for r in rows] == [r.wa_message_id for r in again]
+    assert rows[0].wa_message_id != rows[1].wa_message_id
+    assert rows[0].wa_message_id == derived_message_id("+996555123456", ok, 0)
+    other_chat = imported_rows(ORG, "+996700987654", "996700987654@c.us", [ok])
+    assert other_chat[0].wa_message_id != rows[0].wa_message_id
+    assert (rows[0].direction, rows[0].sender, rows[0].status) == ("IN", "CLIENT", "RECEIVED")
+
+
+def test_chat_kinds_and_number_titles() -> None:
+    assert chat_kind("996555123456@c.us") == "chat"
+    assert chat_kind("120363012345678901@g.us") == "group"
+    assert chat_kind("status@broadcast") == "broadcast"
+    assert chat_kind("123@newsletter") == "broadcast"
+    assert chat_kind("1234567@broadcast") == "broadcast"
+    assert looks_like_number("+996 555 123 456")
+    assert not looks_like_number("Azamat 2")
+
+
+async def test_progress_line_and_report_say_what_a_person_needs(autojump_clock: Any) -> None:
+    progress = Progress(organization_id=ORG, source="whatsapp", dry_run=False)
+    progress.state = "RUNNING"
+    progress.chats_total = 40
+    progress.chats_found = 44
+    progress.groups_skipped = 3
+    progress.broadcasts_skipped = 1
+    await trio.sleep(60)
+    progress.chats_imported, progress.chats_duplicate, progress.done_now = 8, 2, 10
+    progress.messages_stored = 400
+    line = progress_line(progress.report())
+    assert "10/40 chats" in line and "400 messages" in line and "2 duplicates" in line
+    assert "0 errors" in line and "10.0 chats/min" in line and "left 3:00" in line
+
+    progress.chats_failed = 1
+    progress.errors.append(ChatError(chat="996555000111@c.us", error="no phone number"))
+    progress.statuses.update({"QUALIFIED": 5, "NEW_LEAD": 3})
+    progress.languages.update({"ru": 6, "en": 2})
+    progress.state = "COMPLETED"
+    report = progress.report()
+    text = render(report)
+    assert "Import finished" in text
+    assert "3 groups and 1 broadcast skipped" in text
+    assert "996555000111@c.us: no phone number" in text
+    assert "statuses:  QUALIFIED 5, NEW_LEAD 3" in text
+    assert "languages: ru 6, en 2" in text
+    encoded = json.loads(msgspec.json.encode(report))
+    assert encoded["chats_imported"] == 8
+    assert encoded["statuses"] == {"QUALIFIED": 5, "NEW_LEAD": 3}
+    assert msgspec.json.decode(msgspec.json.encode(report), type=ImportReport) == report
