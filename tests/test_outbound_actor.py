@@ -34,10 +34,10 @@ from wad.db.pool import Connection, Database, _init_connection
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.org.outbound import ACK_KIND, PAUSED_KIND, RESUMED_KIND, OutboundActor
+from wad.org.outbound import ACK_KIND, OutboundActor
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import TrioClock
-from wad.outbound.queue import queue_message
+from wad.outbound.queue import PAUSED_KIND, RESUMED_KIND, queue_message
 from wad.outbound.settings import OutboundSettings, RateLimitingPatch, SettingsPatch
 
 EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)

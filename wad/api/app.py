@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 import wad
 from wad import log
-from wad.api import admin, auth, events, imports, metrics, status_page, whatsapp
+from wad.api import admin, auth, events, imports, metrics, outbound, status_page, whatsapp
 from wad.api.errors import ApiError
 from wad.api.openapi import WadOpenAPIProvider
 from wad.api.schemas import Health
@@ -60,6 +60,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
 
     app.register_blueprint(whatsapp.bp)
     app.register_blueprint(imports.bp)
+    app.register_blueprint(outbound.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(metrics.bp)

@@ -58,7 +58,13 @@ from wad.errors import NotFound
 from wad.org.manager import OrgContext
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
-from wad.outbound.queue import QUEUED_KIND, chat_of
+from wad.outbound.queue import (
+    PAUSED_KIND,
+    QUEUED_KIND,
+    RESUMED_KIND,
+    SETTINGS_KIND,
+    chat_of,
+)
 from wad.outbound.settings import OutboundSettings, outbound_settings
 from wad.supervise import ChildSpec, Restart
 
@@ -67,12 +73,6 @@ _log = log.get("outbound")
 ACK_KIND = "message.ack"
 """Bus event of an own message's ack (`wa_message_id`, `ack`), published by the inbound actor."""
 SESSION_KIND = "session.status"
-PAUSED_KIND = "outbound.paused"
-"""Published when sending stops for an organization: `{"reason": ...}`."""
-RESUMED_KIND = "outbound.resumed"
-"""Published by the API when an administrator resumes sending."""
-SETTINGS_KIND = "outbound.settings"
-"""Published by the API when an organization's sending settings changed."""
 STATUS_KIND = "outbox.status"
 """Published on every status change this actor makes: `{id, status, attempts, error}`."""
 

@@ -37,6 +37,12 @@ _log = log.get("outbound")
 
 QUEUED_KIND = "outbox.queued"
 """Bus event published after messages were queued: it wakes the organization's outbound actor."""
+RESUMED_KIND = "outbound.resumed"
+"""Bus event: an administrator resumed sending (the API publishes it)."""
+SETTINGS_KIND = "outbound.settings"
+"""Bus event: an organization's sending settings changed (the API publishes it)."""
+PAUSED_KIND = "outbound.paused"
+"""Bus event: sending stopped for an organization, `{"reason": ...}` (the actor publishes it)."""
 
 MAX_CONTENT = 4096
 PRIORITY_NORMAL, PRIORITY_AGENT, PRIORITY_URGENT = 1, 5, 10

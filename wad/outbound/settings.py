@@ -15,16 +15,18 @@ belong to the CRM and are kept as they are.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from wad import log
-from wad.db.pool import Database, Executor
-from wad.db.repo import organizations as orgs_repo
 from wad.errors import NotFound, WadError
 from wad.outbound.limits import Window, windows
+
+if TYPE_CHECKING:
+    # The configuration imports this module: the database stack is imported only when used.
+    from wad.db.pool import Database, Executor
 
 _log = log.get("outbound")
 
@@ -192,6 +194,8 @@ def effective(document: dict[str, Any]) -> SendSettings:
 
 async def load(db: Executor, organization_id: uuid.UUID) -> SendSettings:
     """The organization's effective sending settings; `NotFound` for no such organization."""
+    from wad.db.repo import organizations as orgs_repo
+
     org = await orgs_repo.get(db, organization_id=organization_id)
     if org is None:
         raise NotFound(f"no such organization: {organization_id}")
@@ -201,6 +205,8 @@ async def load(db: Executor, organization_id: uuid.UUID) -> SendSettings:
 async def update(db: Database, organization_id: uuid.UUID, patch: SettingsPatch) -> SendSettings:
     """Merge `patch` into the organization's settings and store them (the CRM's other keys are
     kept). Raises `SettingsInvalid` (nothing stored) or `NotFound`."""
+    from wad.db.repo import organizations as orgs_repo
+
     async with db.transaction() as tx:
         # The row lock keeps two partial updates at once from losing each other's change.
         row = await tx.fetchrow("SELECT settings FROM organizations WHERE id = $1 FOR UPDATE",
