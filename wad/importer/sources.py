@@ -184,7 +184,8 @@ class WhatsAppSource:
                 push_name = message.push_name
         saved_name = ref.name if ref.name and not looks_like_number(ref.name) else None
         phone = parse.phone_from_chat_id(ref.key)
-        if phone is None or not (saved_name or push_name):
+        hidden = phone is None and ref.key.endswith("@lid")
+        if hidden or (phone is not None and not (saved_name or push_name)):
             contact: ev.Contact = await self._call(
                 "a contact look-up", functools.partial(_contact, wid=ref.key))
             if phone is None and contact.number:
@@ -192,6 +193,9 @@ class WhatsAppSource:
             saved_name = saved_name or contact.saved_name
             push_name = push_name or contact.push_name or contact.verified_name
         if phone is None:
+            user = ref.key.partition("@")[0]
+            if user.isdigit() and not ref.key.endswith("@lid"):
+                raise ChatFailed(f"+{user} (chat {ref.key}) is not a valid phone number")
             raise ChatFailed(f"no phone number for chat {ref.key} (WhatsApp hides it)")
         return LoadedChat(key=ref.key, phone=phone, wa_chat_id=ref.key, rows=rows,
                           saved_name=saved_name, push_name=push_name)
