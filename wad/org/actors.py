@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from wad.org.inbound import inbound_actor
 from wad.org.manager import ActorFactory
+from wad.org.outbound import outbound_actor
 
-ACTORS: list[ActorFactory] = [inbound_actor]
+ACTORS: list[ActorFactory] = [inbound_actor, outbound_actor]

@@ -226,12 +226,14 @@ class OutboundActor:
                 with trio.move_on_after(5, shield=True):
                     await self._pause_if_banned()
 
-    async def _pause_if_banned(self, last_error: str | None = None) -> None:
+    async def _pause_if_banned(self) -> None:
         if self.session.state != "BANNED":
             return
         try:
-            await self._trip(f"WhatsApp banned or restricted the account: "
-                             f"{last_error or 'account banned'}")
+            # The session recorded why (e.g. "account banned (TOS_BLOCK)") before telling us.
+            row = await sessions_repo.get(self.db, organization_id=self.org_id)
+            why = (row.last_error if row is not None else None) or "account banned"
+            await self._trip(f"WhatsApp banned or restricted the account: {why}")
         except Exception:
             _log.exception("could not record that sending is paused after a ban")
 
@@ -252,7 +254,7 @@ class OutboundActor:
                 self._on_ack(event.payload)
             elif event.kind == SESSION_KIND:
                 if event.payload.get("state") == "BANNED":
-                    await self._pause_if_banned(event.payload.get("last_error"))
+                    await self._pause_if_banned()
                 self._poke()
             elif event.kind == RESUMED_KIND:
                 self._breaker_since = self.clock.now()
