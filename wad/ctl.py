@@ -541,6 +541,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("org", metavar="ORG")
     p.add_argument("--yes", action="store_true", help="really delete")
 
+    # Sending: `wad send ...`, `wad settings ...` (wad/outbound/cli.py).
+    from wad.outbound import cli as outbound_cli
+
+    outbound_cli.register(sub, add)
+
 
 def _bind(action: str) -> Command:
     def command(daemon: Daemon, args: argparse.Namespace) -> int:
