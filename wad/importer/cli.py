@@ -146,6 +146,9 @@ def command(args: argparse.Namespace) -> int:
     from wad.importer import local
 
     local.check_llm(settings, use_llm=options.use_llm, key=args.openrouter_key)
+    # The key this command found (flag, environment or configuration) goes with the request,
+    # so that a daemon started without one can still use it.
+    key = local.openrouter_key(settings, args.openrouter_key) if options.use_llm else None
     socket = Path(args.socket) if args.socket else settings.control_socket
     if options.source == WHATSAPP_SOURCE:
         daemon = DaemonClient.probe(socket)
@@ -153,12 +156,12 @@ def command(args: argparse.Namespace) -> int:
             with daemon:
                 state = daemon.session_state(args.organization_id)
                 if state == "CONNECTED":
-                    return through_daemon(daemon, args.organization_id, options,
-                                          key=args.openrouter_key, as_json=args.json)
+                    return through_daemon(daemon, args.organization_id, options, key=key,
+                                          as_json=args.json)
             print(f"the daemon runs, but this organization's session there is {state}; "
                   "importing through a session of this command's own", file=sys.stderr)
-    return run_here(settings, args.organization_id, options, key=args.openrouter_key,
-                    as_json=args.json, link_timeout=args.link_timeout)
+    return run_here(settings, args.organization_id, options, key=key, as_json=args.json,
+                    link_timeout=args.link_timeout)
 
 
 def finish(report: ImportReport, *, as_json: bool, interrupted: bool = False,
