@@ -4,6 +4,7 @@ command line's options and refusals, derived message ids, the progress line and 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import msgspec
 import pytest
 import trio
 
-from wad.importer.cli import options_from, register
+from wad.importer.cli import ProgressBar, options_from, register
 from wad.importer.options import ImportOptions
 from wad.importer.pacing import Pacer
 from wad.importer.report import ChatError, ImportReport, Progress, progress_line, render
@@ -179,3 +180,26 @@ async def test_progress_line_and_report_say_what_a_person_needs(autojump_clock: 
     assert encoded["chats_imported"] == 8
     assert encoded["statuses"] == {"QUALIFIED": 5, "NEW_LEAD": 3}
     assert msgspec.json.decode(msgspec.json.encode(report), type=ImportReport) == report
+
+
+async def test_progress_bar_writes_lines_when_not_a_terminal(autojump_clock: Any) -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(stream, every_s=0)
+    progress = Progress(organization_id=ORG, source="whatsapp", dry_run=True)
+    progress.state = "LISTING"
+    bar.update(progress.report())
+    bar.update(progress.report())  # unchanged: not repeated
+    progress.state, progress.chats_total = "RUNNING", 2
+    progress.chats_imported = progress.done_now = 1
+    await trio.sleep(1)
+    bar.update(progress.report())
+    progress.state = "COMPLETED"
+    progress.chats_imported = progress.done_now = 2
+    bar.update(progress.report())
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "listing chats…"
+    assert lines[1].startswith("[############............] 1/2 chats")
+    assert lines[2].startswith("[########################] 2/2 chats")
+    assert len(lines) == 3
+    assert "DRY RUN: nothing was written" in render(progress.report())
