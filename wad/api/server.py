@@ -1,9 +1,21 @@
-"""Serving the control API on the TCP address and the unix control socket."""
+"""Serving the control API on the TCP address and the unix control socket.
+
+Limits against hostile or broken clients:
+
+- the request line and headers together are at most 16 KiB (431 past that);
+- a connection must deliver its request line and headers within `header_timeout_s` of being
+  opened (or of its previous answer, between keep-alive requests), however it dribbles them;
+- a body must arrive whole within `body_timeout_s` of the handler asking for it (408 after);
+  its size is capped by `max_body` (413);
+- there is no per-read timeout: a long answer (an event stream) is not cut because the client,
+  rightly, sends nothing while it reads.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +24,13 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from wad.errors import WadError
+
+MAX_HEAD_BYTES = 16 * 1024
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 60.0
+
+Message = dict[str, Any]
+Send = Callable[[Message], Awaitable[None]]
 
 
 def _clear_stale_socket(path: Path) -> None:
@@ -29,8 +48,53 @@ def _clear_stale_socket(path: Path) -> None:
         probe.close()
 
 
+class FinishResponses:
+    """ASGI wrapper that lets every answer leave the connection in a sound state.
+
+    Quart-Trio cancels the request's task as soon as Hypercorn reports the stream closed, and
+    Hypercorn reports that from inside the send of the answer's last piece, before it has either
+    made the connection ready for the next request or closed it. Answered before its body had
+    arrived (a 401, a 404 for a POST), a connection was then left neither open nor closed: the
+    client's next request on it was never answered and the connection was never released. So
+    the last piece is sent under a shield (Hypercorn then only updates its own state and closes
+    the socket; it cannot wait on the client), and such an answer says `Connection: close`, so
+    that the client does not reuse a connection the server is about to close."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
+                       send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        body_done = headers.get(b"content-length", b"0").strip() in (b"0", b"") and \
+            b"transfer-encoding" not in headers
+
+        async def tracking_receive() -> Message:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def finishing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not body_done:
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"connection", b"close")]}
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self.app(scope, tracking_receive, finishing_send)
+
+
 async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body: int,
-                    shutdown: trio.Event,
+                    shutdown: trio.Event, header_timeout_s: float = HEADER_TIMEOUT_S,
+                    body_timeout_s: float = BODY_TIMEOUT_S,
                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` until `shutdown` is set; `task_status.started` gets the bound addresses."""
     config = Config()
@@ -44,14 +108,18 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 5.0
-    config.h11_max_incomplete_size = 16 * 1024
-    config.keep_alive_timeout = 30.0
-    config.read_timeout = 60
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
+    # Hypercorn's idle timer runs from a connection's start (or its previous answer) until a
+    # request's head is complete, so it bounds a slowly dribbled head as well as idle keep-alive.
+    config.keep_alive_timeout = header_timeout_s
+    # No per-read timeout: it would also fire while a client waits on a long answer.
+    config.read_timeout = None
     app.config["MAX_CONTENT_LENGTH"] = max_body
+    app.config["BODY_TIMEOUT"] = body_timeout_s
     old_umask = os.umask(0o117)  # the control socket is born 0660, never wider
     try:
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(_serve, app, config, shutdown)
+            bound = await nursery.start(_serve, FinishResponses(app), config, shutdown)
             os.umask(old_umask)
             if socket_path is not None:
                 os.chmod(socket_path, 0o660)

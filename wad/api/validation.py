@@ -99,6 +99,23 @@ def responds(model: type[msgspec.Struct], status: int = 200,
     return decorate
 
 
+STREAM_ATTRIBUTE = "_wad_stream_media_type"
+
+
+def streams(media_type: str, errors: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
+    """Document a route whose success is a stream of `media_type` (for example
+    `text/event-stream`) rather than a JSON body, and its error statuses (in the one error
+    shape). `wad.api.openapi` writes the 200 answer."""
+
+    def decorate(handler: Handler) -> Handler:
+        for code in errors:
+            handler = document_response(ErrorResponse, code)(handler)
+        setattr(handler, STREAM_ATTRIBUTE, media_type)
+        return handler
+
+    return decorate
+
+
 def reply(value: msgspec.Struct, status: int = 200,
           headers: dict[str, str] | None = None) -> Response:
     """A JSON response encoded by msgspec (UUIDs and datetimes as ISO strings)."""
