@@ -7,6 +7,8 @@ import random
 import time
 from typing import Any
 
+import phonenumbers
+
 from wad.sim.model import STATUS_WID, Account, SimError, Simulator
 
 LANGUAGES = ("en", "ru", "ar", "fr", "de", "es", "pl")
@@ -100,6 +102,9 @@ MEDIA_TYPES = ("image", "video", "ptt", "document", "sticker", "location")
 # Country prefixes for "some other" numbers (Kyrgyz mobile numbers dominate).
 PREFIXES = {"en": ["4477", "1415"], "ru": ["7916", "7903"], "ar": ["97150", "96650"],
             "fr": ["336"], "de": ["49151"], "es": ["346"], "pl": ["48501"]}
+NUMBER_LENGTH = {"4477": 12, "1415": 11, "7916": 11, "7903": 11, "97150": 12, "96650": 12,
+                 "336": 11, "49151": 13, "346": 11, "48501": 11}
+"""Digits of a whole international number for each prefix, so that every number is valid."""
 
 
 def random_number(rng: random.Random, lang: str) -> str:
@@ -107,7 +112,11 @@ def random_number(rng: random.Random, lang: str) -> str:
     if rng.random() < 0.6:
         return "996" + rng.choice(["555", "700", "777", "550"]) + f"{rng.randrange(10**6):06d}"
     prefix = rng.choice(PREFIXES[lang])
-    return prefix + "".join(str(rng.randrange(10)) for _ in range(11 - len(prefix) + 1))
+    rest = NUMBER_LENGTH[prefix] - len(prefix)
+    while True:  # national numbering rules (e.g. no US exchange starting with 0 or 1)
+        number = prefix + "".join(str(rng.randrange(10)) for _ in range(rest))
+        if phonenumbers.is_valid_number(phonenumbers.parse("+" + number)):
+            return number
 
 
 def _message(rng: random.Random, lang: str, from_me: bool, media_ratio: float) -> dict[str, Any]:
