@@ -209,6 +209,11 @@ class ImportedChat(Payload, frozen=True, kw_only=True):
     """The client's number in any international form; wad normalises it to E.164."""
     name: str | None = None
     messages: list[ImportedMessage] = []
+    is_group: bool = False
+    """A group chat: wad skips it and counts it (groups are not clients)."""
+    problems: list[str] = []
+    """What the source could not read (e.g. `file:line: unparsable line`), reported, never
+    dropped silently."""
 
 
 class ImportRequest(Payload, frozen=True, kw_only=True):

@@ -142,15 +142,13 @@ class ExportedMessage(ImportedMessage, frozen=True, kw_only=True):
 
 
 class ExportedChat(ImportedChat, frozen=True, kw_only=True):
-    """One exported chat. Beside `ImportedChat`'s fields: the file it came from, whether it is a
-    group chat (the import skips those), the authors in order of appearance, how many notices
-    were skipped, and the lines that could not be read (`FILE:LINE: why`)."""
+    """One exported chat. Beside `ImportedChat`'s fields (`is_group`, `problems` as
+    `FILE:LINE: why`): the file it came from, the authors in order of appearance, and how many
+    notices were skipped."""
 
     file: str
-    is_group: bool = False
     authors: list[str] = []
     notices: int = 0
-    problems: list[str] = []
 
 
 @dataclass(frozen=True)

@@ -272,13 +272,13 @@ class PluginSource:
                 if chat.key in self._chats:
                     continue
                 self._chats[chat.key] = chat
-                kind: ChatKind = "group" if getattr(chat, "is_group", False) else "chat"
+                kind: ChatKind = "group" if chat.is_group else "chat"
                 refs.append(ChatRef(key=chat.key, kind=kind, name=chat.name))
         return refs
 
     async def load(self, ref: ChatRef, organization_id: uuid.UUID) -> LoadedChat:
         chat = self._chats[ref.key]
-        problems = list(getattr(chat, "problems", []) or [])
+        problems = list(chat.problems)
         if not chat.messages and problems:
             raise ChatFailed("; ".join(problems))
         if chat.phone is None:
