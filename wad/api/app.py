@@ -85,7 +85,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     async def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                 413: "body_too_large", 415: "unsupported_media_type"}
+                 408: "request_timeout", 413: "body_too_large", 415: "unsupported_media_type"}
         message = err.description or err.name
         if status == 413:
             message = f"request body larger than {ctx.settings.api.max_body_bytes} bytes"

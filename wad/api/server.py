@@ -2,7 +2,7 @@
 
 Limits against hostile or broken clients:
 
-- the request line and headers together are at most 16 KiB (431 past that);
+- the request line and headers together are at most 16 KiB (431 past that, see `Guard`);
 - a connection must deliver its request line and headers within `header_timeout_s` of being
   opened (or of its previous answer, between keep-alive requests), however it dribbles them;
 - a body must arrive whole within `body_timeout_s` of the handler asking for it (408 after);
@@ -13,6 +13,7 @@ Limits against hostile or broken clients:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -48,17 +49,22 @@ def _clear_stale_socket(path: Path) -> None:
         probe.close()
 
 
-class FinishResponses:
-    """ASGI wrapper that lets every answer leave the connection in a sound state.
+class Guard:
+    """ASGI wrapper: the head size limit, and answers that leave the connection sound.
 
-    Quart-Trio cancels the request's task as soon as Hypercorn reports the stream closed, and
-    Hypercorn reports that from inside the send of the answer's last piece, before it has either
-    made the connection ready for the next request or closed it. Answered before its body had
-    arrived (a 401, a 404 for a POST), a connection was then left neither open nor closed: the
-    client's next request on it was never answered and the connection was never released. So
-    the last piece is sent under a shield (Hypercorn then only updates its own state and closes
-    the socket; it cannot wait on the client), and such an answer says `Connection: close`, so
-    that the client does not reuse a connection the server is about to close."""
+    Head size: Hypercorn (h11) refuses a head that is still incomplete past its buffer limit,
+    but accepts one of any size that arrives whole in one read (up to 64 KiB). Here every head
+    larger than `MAX_HEAD_BYTES` is refused with 431 in the error shape; Hypercorn's own limit,
+    set higher, catches only heads dribbled past it (a bare 431).
+
+    Sound connections: Quart-Trio cancels the request's task as soon as Hypercorn reports the
+    stream closed, and Hypercorn reports that from inside the send of the answer's last piece,
+    before it has either made the connection ready for the next request or closed it. Answered
+    before its body had arrived (a 401, a 404 for a POST), a connection was then left neither
+    open nor closed: the client's next request on it was never answered and the connection was
+    never released. So the last piece is sent under a shield (Hypercorn then only updates its
+    own state and closes the socket; it cannot wait on the client), and such an answer says
+    `Connection: close`, so that the client does not reuse a connection about to be closed."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -89,7 +95,28 @@ class FinishResponses:
             else:
                 await send(message)
 
+        if head_size(scope) > MAX_HEAD_BYTES:
+            body_done = False  # not read: the connection is closed after the answer
+            await _refuse(finishing_send, 431, "headers_too_large",
+                          f"the request line and headers are larger than {MAX_HEAD_BYTES} "
+                          "bytes")
+            return
         await self.app(scope, tracking_receive, finishing_send)
+
+
+def head_size(scope: Message) -> int:
+    """The bytes of a request's line and headers, as they came on the wire (near enough)."""
+    line = len(scope["method"]) + len(scope.get("raw_path") or b"") + \
+        len(scope.get("query_string") or b"") + 12
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "field": None}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body: int,
@@ -108,7 +135,8 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 5.0
-    config.h11_max_incomplete_size = MAX_HEAD_BYTES
+    # Twice the limit `Guard` enforces with a proper answer: see there.
+    config.h11_max_incomplete_size = 2 * MAX_HEAD_BYTES
     # Hypercorn's idle timer runs from a connection's start (or its previous answer) until a
     # request's head is complete, so it bounds a slowly dribbled head as well as idle keep-alive.
     config.keep_alive_timeout = header_timeout_s
@@ -119,7 +147,7 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     old_umask = os.umask(0o117)  # the control socket is born 0660, never wider
     try:
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(_serve, FinishResponses(app), config, shutdown)
+            bound = await nursery.start(_serve, Guard(app), config, shutdown)
             os.umask(old_umask)
             if socket_path is not None:
                 os.chmod(socket_path, 0o660)
