@@ -76,7 +76,7 @@ def _node(daemon: DaemonProcess) -> str:
 
 
 async def test_killed_daemon_hands_its_organizations_over_without_qr(
-        dsn: str, nursery: trio.Nursery) -> None:
+        dsn: str, nursery: trio.Nursery, aio_loop: None) -> None:
     sim: SimServer = await nursery.start(partial(serve, seed=5, config=SimConfig(
         qr_rotate_s=5.0, sync_delay_s=0.3)))
     dirs = []
@@ -100,11 +100,23 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             owners = [(await _status(second, org)).get("node_id") for org in orgs]
             assert owners == [first_node, first_node, second_node, second_node]
 
-            # Give the first daemon time to archive its logins, then kill it outright.
+            # Give the first daemon time to archive its logins; queue sends on one of its
+            # organizations while the simulated WhatsApp is slow, then kill it outright.
             await trio.sleep(5)
+            await phone.set_sends(accounts[0], delay_s=3.0)
+            async with _client(first) as api:
+                for n in range(3):
+                    queued = await api.post("/api/whatsapp/send", json={
+                        "organization_id": orgs[0], "to": f"+99655560000{n}",
+                        "content": f"queued before the kill {n}"})
+                    assert queued.status_code == 202, queued.text
+            await trio.sleep(1)
             first.proc.send_signal(signal.SIGKILL)
             first.proc.wait(10)
             killed_at = time.monotonic()
+            await phone.set_sends(accounts[0], delay_s=0.0)
+            for n in range(3):  # clients write during the gap
+                await phone.deliver(accounts[1], f"99655570000{n}", f"during the gap {n}")
             with trio.fail_after(15):  # its browsers go with it
                 while processes_using(f"--user-data-dir={dirs[0]}"):
                     await trio.sleep(0.2)
@@ -126,6 +138,23 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
                 assert len(await phone.devices(account)) == 1  # no second linked device
             for org in orgs[2:]:
                 assert (await _status(second, org))["state"] == "CONNECTED"
+
+            # Messages written during the gap are stored once; queued ones are sent once.
+            async with Database.open(dsn, min_size=1, max_size=1) as db:
+                with trio.fail_after(60):
+                    while True:
+                        stored = await db.fetch("SELECT body FROM messages "
+                                                "WHERE body LIKE 'during the gap %'")
+                        sent = await db.fetch("SELECT content FROM outbox WHERE status IN "
+                                              "('SENT', 'DELIVERED', 'READ')")
+                        if len(stored) >= 3 and len(sent) >= 3:
+                            break
+                        await trio.sleep(0.5)
+            assert sorted(r["body"] for r in stored) == [f"during the gap {n}" for n in range(3)]
+            record = await phone.sent(accounts[0])
+            bodies = [m["body"] for m in record["messages"] if m.get("result") == "OK"]
+            for n in range(3):
+                assert bodies.count(f"queued before the kill {n}") == 1, record
     finally:
         for daemon in (first, second):
             if daemon.proc.poll() is None:
