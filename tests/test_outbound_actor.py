@@ -26,7 +26,7 @@ import trio
 import trio.testing
 from trio_asyncio import aio_as_trio
 
-from wad.browser.driver import BridgeError
+from wad.browser.driver import BridgeError, SessionClosed
 from wad.browser.events import Message, MessagePage, SentInfo
 from wad.bus import EventBus
 from wad.db.models import OutboxItem
@@ -195,6 +195,8 @@ class FakePage:
     """Chats whose sends the server refuses (ack -1)."""
     broken: Callable[[str], bool] = lambda chat: False  # noqa: E731
     """Chats where the page throws instead of sending (like a number not on WhatsApp)."""
+    dies: Callable[[], bool] = lambda: False  # noqa: E731
+    """Whether the browser is gone when the next send is asked of it."""
     local: dict[str, str] = field(default_factory=dict)
     server: list[Record] = field(default_factory=list)
     in_flight: int = 0
@@ -211,6 +213,8 @@ class FakePage:
     async def send_text(self, chat: str, text: str, *, message_id: str | None = None
                         ) -> SentInfo:
         assert message_id is not None
+        if self.dies():
+            raise SessionClosed("the browser session is gone (crash)")
         if self.broken(chat):
             raise BridgeError(f"sendText: {chat} is not on WhatsApp")
         sid = f"true_{chat}_{message_id}"
@@ -531,6 +535,31 @@ async def test_an_exception_in_the_page_is_retried_under_the_same_id(
     final = await h.item(item.id)
     assert final.attempts == 3
     assert [r.id for r in h.page.ok()] == [f"true_996555123456@c.us_{item_id_of(final)}"]
+
+
+async def test_a_browser_that_dies_under_a_send_costs_the_message_no_attempt(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Even with no retries allowed: the send was cut short, not refused."""
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=1.0, max_retries=0)
+    deaths = iter([True, True, False])
+    h.page.dies = lambda: next(deaths, False)
+    item = await h.queue("hello")
+    async with h.running() as actor:
+        await until(lambda: _status_is(h, item.id, "SENT"))
+    final = await h.item(item.id)
+    assert final.attempts == 1
+    assert len(h.page.ok()) == 1
+    assert actor.stats.requeued == 2
+    got = await outbox_repo.get_with_events(h.db, outbox_id=item.id)
+    assert got is not None
+    assert [(e.status, e.detail) for e in got[1]] == [
+        ("QUEUED", None),
+        ("SENDING", "attempt 1"),
+        ("QUEUED", "interrupted: the browser session is gone (crash)"),
+        ("SENDING", "attempt 1"),
+        ("QUEUED", "interrupted: the browser session is gone (crash)"),
+        ("SENDING", "attempt 1"), ("SENT", None)]
 
 
 def item_id_of(item: OutboxItem) -> str:

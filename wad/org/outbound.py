@@ -24,7 +24,8 @@ checked that way on every (re)connect before anything else is sent. Only a send 
 (ack -1) is tried again under a new id.
 
 **Failures** are retried `max_retries` (3) times, after 2 s, 4 s and 8 s, then the message is
-`FAILED` with its error. **Circuit breaker**: when the account is banned or restricted (the
+`FAILED` with its error. An attempt cut short because the browser went away (or hung) is not a
+failure of the message: it is queued again at once and not counted. **Circuit breaker**: when the account is banned or restricted (the
 session ends `BANNED`), or when more than 2% of the latest 100 finished sends failed, sending
 stops for the organization (`whatsapp_sessions.sending_paused` with the reason, a
 `outbound.paused` bus event); the queue is kept until an administrator resumes it.
@@ -45,7 +46,7 @@ import trio
 
 from wad import log, payloads
 from wad import plugins as plugin_calls
-from wad.browser.driver import BridgeError, new_message_id
+from wad.browser.driver import BridgeError, BridgeTimeout, SessionClosed, new_message_id
 from wad.bus import BusEvent, EventBus
 from wad.db.models import NewMessage, OutboxItem
 from wad.db.pool import Database
@@ -177,6 +178,8 @@ class _Outcome:
     """The id is spent (WhatsApp refused it): retry under a new one."""
     found: bool = False
     """The message was already in the chat: this attempt sent nothing."""
+    interrupted: bool = False
+    """The session went away under the attempt: queued again at once, not counted."""
 
 
 class OutboundActor:
@@ -346,7 +349,10 @@ class OutboundActor:
         try:
             try:
                 outcome = await self._attempt(flight, fresh)
-            except Exception as exc:  # the page or the browser failed; the id was not refused
+            except (SessionClosed, BridgeTimeout) as exc:
+                # The browser died or hung: the session restarts it; the message is not at fault.
+                outcome = _Outcome(sent=False, error=str(exc), interrupted=True)
+            except Exception as exc:  # the page failed; the id was not refused
                 if _db_unavailable(exc):
                     raise
                 error = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
@@ -373,7 +379,8 @@ class OutboundActor:
         item = flight.item
         page: PageLike | None = self.session.session
         if page is None or not self.session.connected.is_set():
-            return _Outcome(sent=False, error="the WhatsApp session is not connected")
+            return _Outcome(sent=False, error="the WhatsApp session is not connected",
+                            interrupted=True)
         if not fresh and await self._in_chat(page, item, flight.key):
             # An earlier attempt with this id got through after all.
             return _Outcome(sent=True, found=True)
@@ -439,7 +446,7 @@ class OutboundActor:
                 await self._sent(item, item.wa_message_id, found=True)
                 continue
             requeued = await outbox_repo.retry(
-                self.db, outbox_id=item.id, not_before=self.clock.now(),
+                self.db, outbox_id=item.id, not_before=self.clock.now(), count_attempt=False,
                 error="interrupted before WhatsApp confirmed it, and not in the chat: "
                       "sending it again")
             if requeued is not None:
@@ -472,6 +479,17 @@ class OutboundActor:
 
     async def _failed(self, item: OutboxItem, outcome: _Outcome) -> None:
         attempt = item.attempts
+        if outcome.interrupted:
+            # Sent again once the session is back, after looking for it in the chat.
+            requeued = await outbox_repo.retry(
+                self.db, outbox_id=item.id, error=f"interrupted: {outcome.error}",
+                not_before=self.clock.now(), count_attempt=False)
+            self.stats.requeued += 1
+            _log.warning("send interrupted; queued again", outbox=str(item.id),
+                         error=outcome.error)
+            if requeued is not None:
+                self._publish(requeued, requeued.status)
+            return
         if attempt <= self.config.max_retries:
             delay = retry_delay(attempt, initial_s=self.config.retry_initial_s)
             retried = await outbox_repo.retry(

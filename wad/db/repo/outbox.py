@@ -140,10 +140,13 @@ _MARK_SENT = _transition(
        message_id = coalesce($3, o.message_id), last_error = NULL""")
 # A send that WhatsApp refused (ack -1) left its id in the chat: the next attempt needs a new one.
 # FAILED too: that ack may have been applied (by whoever follows acks) before the retry.
+# An attempt cut short (the browser went away, the daemon died) is not counted against the
+# message: the claim's count is taken back.
 _RETRY = _transition(
     "'SENDING', 'FAILED'",
     """status = 'QUEUED', last_error = $2, not_before = $3,
-       wa_message_id = CASE WHEN $4 THEN NULL ELSE o.wa_message_id END""")
+       wa_message_id = CASE WHEN $4 THEN NULL ELSE o.wa_message_id END,
+       attempts = CASE WHEN $5 THEN o.attempts ELSE greatest(o.attempts - 1, 0) END""")
 _MARK_FAILED = _transition(
     "'QUEUED', 'SENDING', 'FAILED'", "status = 'FAILED', last_error = $2")
 _CANCEL = _transition("'QUEUED'", "status = 'CANCELLED'")
@@ -158,12 +161,14 @@ async def mark_sent(db: Executor, *, outbox_id: uuid.UUID, message_id: uuid.UUID
 
 
 async def retry(db: Executor, *, outbox_id: uuid.UUID, error: str, not_before: datetime,
-                new_wa_message_id: bool = False) -> OutboxItem | None:
+                new_wa_message_id: bool = False, count_attempt: bool = True
+                ) -> OutboxItem | None:
     """The send failed and will be tried again at `not_before`; with `new_wa_message_id` the
-    next claim gives it a fresh WhatsApp id (the old one is spent: WhatsApp refused it). None
-    unless it was SENDING (or FAILED by an ack -1 meanwhile)."""
+    next claim gives it a fresh WhatsApp id (the old one is spent: WhatsApp refused it); without
+    `count_attempt` the attempt does not count (it was interrupted, not refused). None unless it
+    was SENDING (or FAILED by an ack -1 meanwhile)."""
     return one(OutboxItem, await db.fetchrow(_RETRY, outbox_id, error, not_before,
-                                             new_wa_message_id))
+                                             new_wa_message_id, count_attempt))
 
 
 async def mark_failed(db: Executor, *, outbox_id: uuid.UUID, error: str) -> OutboxItem | None:
