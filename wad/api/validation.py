@@ -64,11 +64,45 @@ async def decode_body(model: type[T], *, optional: bool = False) -> T:
         raise ApiError(415, "unsupported_media_type",
                        "send the body as JSON with `Content-Type: application/json`")
     try:
-        return msgspec.json.decode(raw, type=model)
+        decoded = msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
         raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
+        raise ApiError(400, "bad_json", f"the body is not valid UTF-8 (byte {exc.start} of a "
+                       "string)") from None
+    if b"\\u0000" in raw:  # JSON can carry U+0000 only escaped
+        where = _nul_at(decoded, "")
+        if where is not None:
+            text = f"`{where}`: " if where else ""
+            raise ApiError(400, "invalid", f"{text}must not contain the character U+0000 "
+                           "(NUL), which PostgreSQL text cannot store", field=where or None)
+    return decoded
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The dotted path of the first string in `value` holding U+0000 (`""` for `value`
+    itself), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, msgspec.Struct):
+        items: Any = ((f"{path}.{name}" if path else name, getattr(value, name))
+                      for name in value.__struct_fields__)
+    elif isinstance(value, dict):
+        for key in value:
+            if isinstance(key, str) and "\x00" in key:
+                return path
+        items = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found = _nul_at(item, where)
+        if found is not None:
+            return found
+    return None
 
 
 def body(model: type[msgspec.Struct], *, optional: bool = False
