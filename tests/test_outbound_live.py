@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from tests.stack import Stack, open_stack
-from tests.test_inbound_actor import NO_DELAYS
+from tests.test_inbound_actor import NO_DELAYS, Agent, plugins_with
 from wad.db.models import OutboxItem
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
@@ -35,11 +35,12 @@ ACTORS: list[ActorFactory] = [functools.partial(inbound_actor, settings=NO_DELAY
                               outbound_actor]
 
 
-async def linked(stack: Stack, **outbound: Any) -> uuid.UUID:
+async def linked(stack: Stack, *, plugins: Any = None, **outbound: Any) -> uuid.UUID:
     """An organization linked to the simulated phone, with the inbound and outbound actors."""
-    stack.settings.outbound = OutboundSettings(poll_interval_s=0.5, **outbound)
+    outbound.setdefault("poll_interval_s", 0.5)
+    stack.settings.outbound = OutboundSettings(**outbound)
     await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
-    await stack.start_daemon(actors=ACTORS)
+    await stack.start_daemon(actors=ACTORS, plugins=plugins)
     org = await stack.new_org()
     await stack.link_by_qr(org, ACCOUNT)
     return org
@@ -147,3 +148,32 @@ async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
     # Kept: three left in flight by the ban (each looked for in the chat before any resend),
     # the others still queued; none failed, none lost.
     assert sorted(s.status for s in statuses if s is not None) == ["QUEUED"] * 2 + ["SENDING"] * 3
+
+
+async def test_an_agents_reply_goes_out_as_soon_as_it_is_due(state_dir: Path, dsn: str) -> None:
+    """The inbound actor queues the reply; its `agent.reply_queued` wakes the sender (which
+    would otherwise look at the queue only every 30 s here)."""
+    agent = Agent("Здравствуйте! Тур на Иссык-Куль стоит 450 USD.")
+    async with open_stack(state_dir, dsn) as stack:
+        org = await linked(stack, plugins=plugins_with((agent, "sales_bot")),
+                           poll_interval_s=30.0)
+        await trio.sleep(1.0)  # the sender has looked at the empty queue and sleeps
+        asked = trio.current_time()
+        await stack.phone.deliver(ACCOUNT, "996555123456", "Сколько стоит тур на Иссык-Куль?",
+                                  push_name="Айгерим")
+        with trio.fail_after(15):
+            while not (await stack.phone.sent(ACCOUNT))["messages"]:
+                await trio.sleep(0.05)
+        took = trio.current_time() - asked
+        rows = await stack.db.fetch("SELECT id FROM outbox WHERE organization_id = $1", org)
+        reply = await until_status(stack, rows[0]["id"], "SENT", "DELIVERED", "READ")
+        sent = await stack.phone.sent(ACCOUNT)
+        stored = await messages_repo.get(stack.db, message_id=reply.message_id) \
+            if reply.message_id else None
+
+    assert took < 10  # not the 30 s poll
+    assert [m["body"] for m in sent["messages"]] == [
+        "Здравствуйте! Тур на Иссык-Куль стоит 450 USD."]
+    assert (reply.priority, reply.sender, reply.agent_name) == (5, "AI", "sales_bot")
+    assert stored is not None
+    assert (stored.direction, stored.sender) == ("OUT", "AI")

@@ -74,6 +74,8 @@ _log = log.get("outbound")
 ACK_KIND = "message.ack"
 """Bus event of an own message's ack (`wa_message_id`, `ack`), published by the inbound actor."""
 SESSION_KIND = "session.status"
+AGENT_REPLY_KIND = "agent.reply_queued"
+"""Published by the inbound actor when it queued an agent's reply: wakes this actor too."""
 STATUS_KIND = "outbox.status"
 """Published on every status change this actor makes: `{id, status, attempts, error}`."""
 
@@ -214,7 +216,8 @@ class OutboundActor:
     async def run(self, *, task_status: trio.TaskStatus[OutboundActor] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Send the organization's queue until cancelled."""
-        kinds = {ACK_KIND, SESSION_KIND, QUEUED_KIND, RESUMED_KIND, SETTINGS_KIND}
+        kinds = {ACK_KIND, SESSION_KIND, QUEUED_KIND, AGENT_REPLY_KIND, RESUMED_KIND,
+                 SETTINGS_KIND}
         # Acks finish sends: a generous buffer, so that a burst is not dropped by the bus.
         with self.bus.subscribe(org_id=self.org_id, kinds=kinds, buffer=10_000) as events:
             try:
