@@ -307,7 +307,9 @@ class OutboundActor:
             return
         if self._checked_under is not connected:
             # A fresh connection (or this actor's start): settle sends left in flight first.
-            await self._settle_interrupted(page)
+            if not await self._settle_interrupted(page):
+                await self._nap(poll)  # the page could not answer yet: check again
+                return
             self._checked_under = connected
         try:
             settings = await settings_mod.load(self.db, self.org_id)
@@ -430,18 +432,22 @@ class OutboundActor:
             before = batch.next_cursor
         return False
 
-    async def _settle_interrupted(self, page: PageLike) -> None:
+    async def _settle_interrupted(self, page: PageLike) -> bool:
         """Rows left SENDING by an earlier run (or a send whose outcome was not recorded): SENT
-        if the chat holds them, else queued again with the same id, to be sent now."""
+        if the chat holds them, else queued again with the same id, to be sent now. False when
+        some could not be checked (the page did not answer): nothing may be sent before."""
+        settled = True
         for item in await outbox_repo.list_in_flight(self.db, organization_id=self.org_id):
             if item.id in self._in_flight or item.wa_message_id is None:
                 continue
             try:
                 found = await self._in_chat(page, item, item.wa_message_id)
-            except BridgeError as exc:
+            except Exception as exc:
+                if _db_unavailable(exc):
+                    raise
                 _log.warning("interrupted send not checked yet", outbox=str(item.id),
                              error=str(exc))
-                self._checked_under = None
+                settled = False
                 continue
             if found:
                 _log.info("interrupted send found in the chat; not sent again",
@@ -456,6 +462,7 @@ class OutboundActor:
                 self.stats.requeued += 1
                 _log.info("interrupted send not in the chat; queued again", outbox=str(item.id))
                 self._publish(requeued, requeued.status)
+        return settled
 
     # -- outcomes ------------------------------------------------------------------------------
 
