@@ -119,3 +119,30 @@ async def test_wad_send_resume(live_api: LiveApi, capsys: pytest.CaptureFixture[
     row = await sessions_repo.get(live_api.ctx.db, organization_id=org)
     assert row is not None
     assert row.sending_paused is False
+
+
+async def test_wad_send_wait_follows_the_message_until_it_is_sent(
+        live_api: LiveApi, capsys: pytest.CaptureFixture[str]) -> None:
+    wad = Wad(live_api, capsys)
+    org = await live_api.create_org("Tours")
+    db = live_api.ctx.db
+    result: dict[str, tuple[int, str, str]] = {}
+
+    async def send() -> None:
+        result["send"] = await wad("send", "Tours", "--to", "+996555123456", "--text", "hi",
+                                   "--wait", "--timeout", "20")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        with trio.fail_after(20):  # play the sender: claim it, then WhatsApp confirms it
+            while (item := await outbox_repo.claim_next(db, organization_id=org,
+                                                        wa_message_id="3EB0AA")) is None:
+                await trio.sleep(0.1)
+            await trio.sleep(1.0)
+            await outbox_repo.mark_sent(db, outbox_id=item.id)
+    code, out, err = result["send"]
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"queued {item.id} for +996555123456 (Tours, priority 1)"
+    assert lines[-1] == "SENT (attempt 1)"
+    assert "SENDING (attempt 1)" in lines
