@@ -1,0 +1,66 @@
+"""Hostile text arriving from WhatsApp: every kind of Unicode, control characters, SQL and HTML
+metacharacters, a 4096-character message and hostile sender names travel from the simulated
+phone through the page in Chromium and the inbound actor into PostgreSQL, and are stored
+exactly. A message carrying U+0000 (which PostgreSQL text cannot hold) is not lost and does not
+stop the messages after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.stack import open_stack
+from tests.test_hostile_unicode import LONG, TEXTS
+from tests.test_inbound_live import inbound, stored, wa_id
+from wad.db.repo import clients as clients_repo
+
+pytestmark = pytest.mark.browser
+
+ACCOUNT = "996700200500"
+
+
+async def test_hostile_messages_from_the_phone_are_stored_exactly(state_dir: Path,
+                                                                  dsn: str) -> None:
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Karakol Tours")
+        await stack.start_daemon(actors=inbound())
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+
+        texts = {**TEXTS, "4096 four-byte": LONG["four-byte"], "4096 mixed": LONG["mixed"]}
+        sent = {}
+        for i, (kind, text) in enumerate(texts.items()):
+            sender = f"99655512{i:04d}"
+            sent[kind] = await stack.phone.deliver(ACCOUNT, sender, text,
+                                                   push_name=TEXTS["html"][:60])
+        rows = await stored(stack, org, [wa_id(m) for m in sent.values()], timeout=60)
+        for (kind, text), row in zip(texts.items(), rows, strict=True):
+            assert row.body == text, kind
+        client = await clients_repo.get_by_phone(stack.db, organization_id=org,
+                                                 phone="+996555120000")
+        assert client is not None and client.push_name == TEXTS["html"][:60]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "wad/org/inbound.py: a store failure other than the database being down is logged with "
+    "`_log.exception(..., event=...)`, which structlog refuses (TypeError: `event` is its "
+    "message argument), so the inbound actor crashes instead of skipping; and U+0000 in a "
+    "body, caption or push name makes PostgreSQL refuse the row (the message is lost and "
+    "catch-up fails on it every time) or the client (every message of that sender fails "
+    "processing). Remove this marker with the fix."))
+async def test_a_message_with_nul_is_not_lost_and_does_not_stop_the_next(state_dir: Path,
+                                                                       dsn: str) -> None:
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Karakol Tours")
+        await stack.start_daemon(actors=inbound())
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+        nul = await stack.phone.deliver(ACCOUNT, "996555129999", "before\x00after",
+                                        push_name="Nul\x00Name")
+        after = await stack.phone.deliver(ACCOUNT, "996555129999", "the next message")
+        nul_row, after_row = await stored(stack, org, [wa_id(nul), wa_id(after)], timeout=15)
+        assert after_row.body == "the next message"
+        assert after_row.processing_state == "DONE"  # the sender became a client all the same
+        assert nul_row.body is not None and "before" in nul_row.body
+        assert nul_row.body.endswith("after")
