@@ -195,12 +195,15 @@ class Drill:
 
     async def faults_schedule(self, until: float) -> None:
         kinds = ["kill_daemon", "kill_chromium", "restart_postgres", "drop_network"]
+        deck: list[str] = []  # every kind once per round, in a seeded order
         while True:
             await trio.sleep(self.rng.uniform(self.args.fault_every * 0.5,
                                               self.args.fault_every * 1.5))
             if trio.current_time() >= until:
                 return
-            kind = self.rng.choice(kinds)
+            if not deck:
+                deck = self.rng.sample(kinds, len(kinds))
+            kind = deck.pop()
             print(f"  fault at {time.strftime('%H:%M:%S')}: {kind}", flush=True)
             await getattr(self, kind)()
             self.faults[kind] += 1
