@@ -42,13 +42,6 @@ async def test_hostile_messages_from_the_phone_are_stored_exactly(state_dir: Pat
         assert client is not None and client.push_name == TEXTS["html"][:60]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "wad/org/inbound.py: a store failure other than the database being down is logged with "
-    "`_log.exception(..., event=...)`, which structlog refuses (TypeError: `event` is its "
-    "message argument), so the inbound actor crashes instead of skipping; and U+0000 in a "
-    "body, caption or push name makes PostgreSQL refuse the row (the message is lost and "
-    "catch-up fails on it every time) or the client (every message of that sender fails "
-    "processing). Remove this marker with the fix."))
 async def test_a_message_with_nul_is_not_lost_and_does_not_stop_the_next(state_dir: Path,
                                                                        dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:

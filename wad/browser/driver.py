@@ -485,7 +485,7 @@ class BrowserSession:
                        **kwargs: Any) -> _T:
         value = await self._call(name, args, **kwargs)
         try:
-            return msgspec.convert(value, type_)
+            return msgspec.convert(events.scrub(value), type_)
         except msgspec.ValidationError as exc:
             raise BridgeError(f"{name}: unexpected answer: {exc}") from None
 

@@ -8,7 +8,7 @@ made on the Python side (the page crashed or the browser went away).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -169,12 +169,23 @@ Event = (
     | BrowserClosed
 )
 
-_decoder = msgspec.json.Decoder(Event)
+def scrub(value: Any) -> Any:
+    """The page's data with U+0000 replaced by U+FFFD in every string. A client can send a NUL
+    character, and PostgreSQL text cannot hold one: the replacement keeps the message (and
+    everything around the NUL) storable instead of losing it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
 
 
 def decode(raw: str | bytes) -> Event:
-    """Decode one event posted by the bridge; raises `msgspec.ValidationError` naming the field."""
-    return _decoder.decode(raw)
+    """Decode one event posted by the bridge (scrubbed, see `scrub`); raises
+    `msgspec.ValidationError` naming the field."""
+    return msgspec.convert(scrub(msgspec.json.decode(raw)), Event)
 
 
 class ChatInfo(msgspec.Struct, kw_only=True, frozen=True):

@@ -168,7 +168,7 @@ class InboundActor:
             except Exception as exc:
                 if not queries.database_unavailable(exc):
                     _log.exception("event could not be stored; skipped",
-                                   event=type(event).__name__)
+                                   kind=type(event).__name__)
                     continue
                 self._note_db_down(exc)
                 await self._to_spool(record)
@@ -210,7 +210,7 @@ class InboundActor:
                     await trio.sleep(self.cfg.db_retry_s)
                     continue
                 _log.exception("spooled event could not be stored; skipped",
-                               event=type(record.event).__name__)
+                               kind=type(record.event).__name__)
             await self.spool.pop()
             self.stats.replayed += 1
             if not self.spool:
