@@ -224,13 +224,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                 await run.phone.enter_pairing_code(PAIR_ACCOUNT, r.json()["code"])
                 await run.wait_state(pair_org, "CONNECTED")
 
-            # A message sent, one received (status detection, an agent reply, webhooks) ------
-            async with run.tcp(tokens["agent"]["token"]) as agent:
-                r = await agent.post("/api/whatsapp/send",
-                                     json={"to": "+" + CLIENT, "content": TEXT_OUT})
-                assert r.status_code == 202, r.text
-                r = await agent.get(f"/api/whatsapp/messages/{r.json()['id']}")
-                assert r.json()["content"] == TEXT_OUT
+            # A message received (status detection, an agent reply, webhooks), one sent --
             await run.phone.deliver(QR_ACCOUNT, CLIENT, TEXT_IN, push_name="Aibek")
             with trio.fail_after(60):
                 while True:
@@ -242,8 +236,28 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                     await trio.sleep(0.2)
             assert row["body"] == TEXT_IN  # through Chromium and back, exactly
             with trio.fail_after(30):
-                while not (run.upstream.to("/hook") and len(run.upstream.to("/openrouter")) >= 2):
+                while not (run.upstream.to("/hook") and any(
+                        c["body"]["model"] == "agent-model"
+                        for c in run.upstream.to("/openrouter"))):
                     await trio.sleep(0.2)
+            async with run.tcp(tokens["agent"]["token"]) as agent:
+                r = await agent.post("/api/whatsapp/send",
+                                     json={"to": "+" + CLIENT, "content": TEXT_OUT})
+                assert r.status_code == 202, r.text
+                out_id = r.json()["id"]
+                r = await agent.get(f"/api/whatsapp/messages/{out_id}")
+                assert r.json()["content"] == TEXT_OUT
+            # The sent message reaches the client's chat on the phone, exactly.
+            with trio.fail_after(60):
+                while True:
+                    status = await run.db.fetchval("SELECT status FROM outbox WHERE id = $1",
+                                                   uuid.UUID(out_id))
+                    if status in ("SENT", "DELIVERED", "READ"):
+                        break
+                    assert status in ("QUEUED", "SENDING"), status
+                    await trio.sleep(0.3)
+            chat = [m.get("body") for m in await run.phone.chat_messages(QR_ACCOUNT, CLIENT)]
+            assert TEXT_OUT in chat, chat
 
             # Reading: status, tree, overview, metrics ------------------------------------------
             async with run.tcp(tokens["super"]["token"]) as super_admin:
