@@ -55,6 +55,7 @@ TEXT_IN = "Inbound body \u043f\u0440\u0438\u0432\u0435\u0442 \U0001f468\u200d\U0
     "<b>&amp;</b> '; -- " + uuid.uuid4().hex
 TEXT_OUT = "Outbound body \u0441\u0430\u043b\u0430\u043c \U0001f642 " + uuid.uuid4().hex
 AGENT_REPLY = "Agent reply " + uuid.uuid4().hex
+IMPORT_KEY = "sk-or-v1-import-" + uuid.uuid4().hex
 
 
 @dataclass
@@ -153,6 +154,8 @@ async def run(dsn: str, db: Database, state_dir: Path, nursery: trio.Nursery
     try:
         async with SimClient(sim.url) as phone:
             await phone.create_account(QR_ACCOUNT, "Naryn Tours")
+            await phone.generate_history(QR_ACCOUNT, chats=2, messages=6, seed=5, groups=0,
+                                         media_ratio=0.0)  # for the import to bring in
             await phone.create_account(PAIR_ACCOUNT, "Talas Travel")
             yield Run(daemon=daemon, sim=sim, phone=phone, upstream=upstream, db=db)
     finally:
@@ -259,6 +262,20 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
             chat = [m.get("body") for m in await run.phone.chat_messages(QR_ACCOUNT, CLIENT)]
             assert TEXT_OUT in chat, chat
 
+            # An import of the existing chats, with a key of its own for the model ------------
+            async with run.tcp(tokens["admin"]["token"]) as admin:
+                r = await admin.post(f"/api/whatsapp/import/{qr_org}", json={
+                    "use_llm": True, "openrouter_key": IMPORT_KEY, "pace_s": 0})
+                assert r.status_code == 202, r.text
+                secrets["import key"] = IMPORT_KEY
+                with trio.fail_after(60):
+                    while (report := (await admin.get(
+                            f"/api/whatsapp/import/{qr_org}")).json())["state"] in ("STARTING",
+                                                                       "RUNNING"):
+                        await trio.sleep(0.3)
+                assert report["state"] == "COMPLETED", report
+                assert report["messages_stored"] > 0, report
+
             # Reading: status, tree, overview, metrics ------------------------------------------
             async with run.tcp(tokens["super"]["token"]) as super_admin:
                 for path in ("/api/whatsapp/status", f"/api/whatsapp/status/{qr_org}",
@@ -300,7 +317,8 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
 
     # What was exercised really used the secrets (else finding none would prove nothing).
     router_calls = run.upstream.to("/openrouter")
-    assert all(c["headers"]["Authorization"] == f"Bearer {OPENROUTER_KEY}" for c in router_calls)
+    assert all(c["headers"]["Authorization"] in (f"Bearer {OPENROUTER_KEY}",
+                                                 f"Bearer {IMPORT_KEY}") for c in router_calls)
     assert any(c["body"]["model"] == "agent-model" for c in router_calls)
     hooks = run.upstream.to("/hook")
     assert all(hmac.compare_digest(
@@ -324,6 +342,17 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
     found = {name: value for name, values in needles.items() for value in values
              if value and value in text}
     assert not found, f"secrets in the daemon's output: {sorted(found)}"
+
+    # Nor in the database (tokens are kept as hashes; keys and secrets not at all).
+    tables = [r["table_name"] for r in await run.db.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+    assert "api_tokens" in tables and "import_runs" in tables, tables
+    for table in tables:
+        rows = "\n".join(r["t"] for r in await run.db.fetch(
+            f'SELECT t::text AS t FROM "{table}" t'))
+        stored = [name for name, value in secrets.items()
+                  if name not in ("pairing code", "QR payload") and value in rows]
+        assert not stored, f"{table} stores {stored}"
 
     # Message texts: at most at debug level.
     lines = text.splitlines()
