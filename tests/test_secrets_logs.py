@@ -382,3 +382,45 @@ def test_the_key_file_is_created_0600_whatever_the_umask(tmp_path: Path) -> None
     os.chmod(path, 0o644)
     assert archive.load_key(tmp_path) == key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_without_a_secret_key_the_daemon_keeps_its_key_and_profiles_private(
+        dsn: str, state_dir: Path, nursery: trio.Nursery) -> None:
+    """A real `wad run` without `WAD_SECRET_KEY`: connecting an organization creates
+    `STATE_DIR/secret.key` 0600 and a browser profile whose login parts nobody else can read;
+    the state directory cannot be listed by others."""
+    sim: SimServer = await nursery.start(functools.partial(serve, seed=29, config=SimConfig(
+        qr_rotate_s=5.0, sync_delay_s=0.3)))
+    extra = f'[whatsapp]\nurl = "{sim.url}"\nready_timeout_s = 20.0\n'
+    daemon = await trio.to_thread.run_sync(functools.partial(
+        start_daemon, state_dir, env={"WAD_DATABASE_URL": dsn}, extra_config=extra))
+    try:
+        transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
+        async with httpx.AsyncClient(transport=transport, base_url="http://wad",
+                                     timeout=30) as sock:
+            org = (await sock.post("/api/organizations", json={"name": "Keys"})).json()["id"]
+            assert (await sock.post("/api/whatsapp/connect",
+                                    json={"organization_id": org})).status_code == 202
+            with trio.fail_after(40):
+                while (await sock.get(f"/api/whatsapp/status/{org}")).json()[
+                        "state"] != "QR_CODE_PENDING":
+                    await trio.sleep(0.2)
+        key = state_dir / "secret.key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert len(key.read_bytes()) == 32
+        profile = state_dir / "sessions" / f"org-{org}"
+        assert profile.is_dir()
+        # The login lives in these parts of the profile (see `wad.org.archive`): nothing in
+        # them may be open to the group or to others.
+        for part in archive.LOGIN_PARTS:
+            top = profile / part
+            found = [top, *top.rglob("*")] if top.exists() else []
+            assert found, f"{part} is missing from the profile"
+            loose = [str(p) for p in found if stat.S_IMODE(p.stat().st_mode) & 0o077]
+            assert not loose, loose
+        assert stat.S_IMODE(daemon.socket_path.stat().st_mode) & ~0o660 == 0
+        state_mode = stat.S_IMODE(os.stat(state_dir).st_mode)
+        assert state_mode & 0o004 == 0, oct(state_mode)  # others cannot list it
+    finally:
+        assert await trio.to_thread.run_sync(daemon.stop) == 0
+    assert key.read_bytes().hex() not in daemon.log_path.read_text()
