@@ -39,6 +39,32 @@ def configure(*, fmt: str = "auto", level: str = "info", stream: TextIO | None =
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(_LEVELS[level])
+
+
+class _StdlibToStructlog(logging.Handler):
+    """Routes the standard library's log records (asyncpg, hypercorn, ...) through structlog, so
+    that every line of the process has one format."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = structlog.get_logger(component=record.name)
+            fields: dict[str, Any] = {}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            logger.log(record.levelno, record.getMessage(), **fields)
+        except Exception:
+            self.handleError(record)
+
+
+def _route_stdlib(level: int) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StdlibToStructlog):
+            root.removeHandler(handler)
+    root.addHandler(_StdlibToStructlog())
+    # Libraries chatter at info; their warnings and errors matter.
+    root.setLevel(max(level, logging.WARNING))
 
 
 def get(name: str, **context: Any) -> Any:
