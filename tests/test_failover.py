@@ -99,6 +99,12 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             first_node, second_node = _node(first), _node(second)
             owners = [(await _status(second, org)).get("node_id") for org in orgs]
             assert owners == [first_node, first_node, second_node, second_node]
+            # An action for an organization another daemon runs says where it lives.
+            async with _client(second) as api:
+                elsewhere = await api.post(f"/api/whatsapp/logout/{orgs[0]}")
+            assert elsewhere.status_code == 409, elsewhere.text
+            assert elsewhere.json()["error"]["code"] == "not_running"
+            assert first_node in elsewhere.json()["error"]["message"]
 
             # Give the first daemon time to archive its logins; queue sends on one of its
             # organizations while the simulated WhatsApp is slow, then kill it outright.
