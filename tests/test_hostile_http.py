@@ -1,11 +1,11 @@
 """Hostile HTTP against the real server (Hypercorn on 127.0.0.1, raw sockets): heads too large,
 heads and bodies dribbled a byte at a time, connections opened and left silent, answers given
-before the body arrived. The daemon keeps serving everyone else meanwhile, and closes each such
-connection after its timeout; a long answer (an event stream) is not cut by those timeouts.
+before the body arrived, an event stream whose reader stops reading. The daemon keeps serving
+everyone else meanwhile, closes each such connection after its timeout, and can still stop; a
+long answer (an event stream) is not cut by those timeouts.
 
-The timeouts are shortened here (`header_timeout_s`, `body_timeout_s` of `serve_api`) so the
-test takes seconds; the daemon's defaults are `wad.api.server.HEADER_TIMEOUT_S` and
-`BODY_TIMEOUT_S`.
+The timeouts are shortened here (`header_timeout_s`, `body_timeout_s`, `send_timeout_s` of
+`serve_api`) so the test takes seconds; the daemon's defaults are in `wad.api.server`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from wad.db.repo import tokens as tokens_repo
 
 HEADER_TIMEOUT = 1.5
 BODY_TIMEOUT = 1.5
+SEND_TIMEOUT = 2.0
 SLACK = 1.5  # scheduling on a loaded 2-core machine
 
 
@@ -58,7 +59,8 @@ async def server(db: Database, state_dir: Path, nursery: trio.Nursery
     addresses = await nursery.start(functools.partial(
         serve_api, create_app(ctx), listen=settings.api.listen, socket_path=None,
         max_body=settings.api.max_body_bytes, shutdown=shutdown,
-        header_timeout_s=HEADER_TIMEOUT, body_timeout_s=BODY_TIMEOUT))
+        header_timeout_s=HEADER_TIMEOUT, body_timeout_s=BODY_TIMEOUT,
+        send_timeout_s=SEND_TIMEOUT))
     url = next(a for a in addresses if a.startswith("http://127."))
     host, port = url.removeprefix("http://").split(":")
     token, digest, prefix = auth.new_token()
@@ -320,3 +322,64 @@ async def test_an_event_stream_outlives_the_timeouts(server: Server) -> None:
             assert event.data["payload"] == {"body": "still here"}
         finally:
             await response.aclose()
+
+
+async def test_a_reader_that_stops_reading_is_dropped_and_the_server_can_stop(
+        db: Database, state_dir: Path) -> None:
+    """An event-stream client with a tiny window that never reads: once the buffers are full
+    the server's write stalls. Others are served meanwhile; the stalled connection is dropped
+    after the send timeout, and the server stops promptly (before the fix, its shielded write
+    waited for ever and the daemon could not stop)."""
+    settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
+                        api=ApiSettings(listen="127.0.0.1:0"))
+    ctx = AppContext(settings=settings, db=db, services={"bus": EventBus()})
+    token, digest, prefix = auth.new_token()
+    await tokens_repo.create(db, role="SUPER_ADMIN", organization_id=None, token_hash=digest,
+                             prefix=prefix, name="stalled")
+    org = (await orgs_repo.create(db, name="Stalled Tours")).id
+    shutdown = trio.Event()
+    reader = trio.socket.socket()
+    reader.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    rescued = False
+
+    async def rescue() -> None:
+        # Without the fix nothing in the process can end the stalled write (it is shielded):
+        # the client closing its end does. Then the test fails instead of hanging.
+        nonlocal rescued
+        await trio.sleep(SEND_TIMEOUT + 15)
+        rescued = True
+        reader.close()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(rescue)
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(functools.partial(
+                serve_api, create_app(ctx), listen="127.0.0.1:0", socket_path=None,
+                max_body=4096, shutdown=shutdown, send_timeout_s=SEND_TIMEOUT))
+            url = addresses[0]
+            host, port = url.removeprefix("http://").split(":")
+            await reader.connect((host, int(port)))
+            await reader.send(request("GET", f"/api/whatsapp/events/{org}",
+                                      headers={"Authorization": f"Bearer {token}"}))
+            await trio.sleep(0.3)
+            bus: EventBus = ctx.services["bus"]
+            for i in range(3000):  # megabytes: more than the socket buffers hold
+                bus.publish("message.received", org, {"body": "x" * 2000, "i": i})
+                if i % 100 == 0:
+                    await trio.sleep(0.01)
+            async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+                started = time.monotonic()
+                assert (await client.get("/healthz")).status_code == 200
+                assert time.monotonic() - started < 1.0
+            await trio.sleep(SEND_TIMEOUT + 1.0)
+            stopping = time.monotonic()
+            shutdown.set()
+        stopped_in = time.monotonic() - stopping
+        outer.cancel_scope.cancel()
+    assert not rescued, "the server could not stop until the stalled client went away"
+    assert stopped_in < 6.0, stopped_in  # the graceful timeout and some slack, not for ever
+    # The stalled connection was reset by the server: after what was buffered, an error.
+    with trio.fail_after(5), pytest.raises(OSError):  # noqa: PT012
+        while await reader.recv(65536):
+            pass
+    reader.close()

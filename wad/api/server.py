@@ -8,7 +8,11 @@ Limits against hostile or broken clients:
 - a body must arrive whole within `body_timeout_s` of the handler asking for it (408 after);
   its size is capped by `max_body` (413);
 - there is no per-read timeout: a long answer (an event stream) is not cut because the client,
-  rightly, sends nothing while it reads.
+  rightly, sends nothing while it reads;
+- a client that stops reading (its window stays closed) is dropped by the kernel after
+  `send_timeout_s` (`TCP_USER_TIMEOUT` on the TCP sockets). Hypercorn writes under a shield, so
+  nothing in the process could interrupt that write: such a client used to pin its connection
+  for ever and keep the daemon from stopping.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from wad.errors import WadError
 
 MAX_HEAD_BYTES = 16 * 1024
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
+SEND_TIMEOUT_S = 60.0
 
 Message = dict[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -121,7 +127,7 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
 
 async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body: int,
                     shutdown: trio.Event, header_timeout_s: float = HEADER_TIMEOUT_S,
-                    body_timeout_s: float = BODY_TIMEOUT_S,
+                    body_timeout_s: float = BODY_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S,
                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` until `shutdown` is set; `task_status.started` gets the bound addresses."""
     config = Config()
@@ -147,7 +153,7 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     old_umask = os.umask(0o117)  # the control socket is born 0660, never wider
     try:
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(_serve, Guard(app), config, shutdown)
+            bound = await nursery.start(_serve, Guard(app), config, shutdown, send_timeout_s)
             os.umask(old_umask)
             if socket_path is not None:
                 os.chmod(socket_path, 0o660)
@@ -156,6 +162,14 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
         os.umask(old_umask)
 
 
-async def _serve(app: Any, config: Config, shutdown: trio.Event,
+async def _serve(app: Any, config: Config, shutdown: trio.Event, send_timeout_s: float,
                  task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Accepted connections inherit it from the listening socket.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            max(1, int(send_timeout_s * 1000)))
+        sock.listen(config.backlog)
+    await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config,
+                       sockets=sockets, shutdown_trigger=shutdown.wait, task_status=task_status)
