@@ -220,16 +220,19 @@ async def test_wad_import_links_its_own_session_and_resumes_after_ctrl_c(
         proc = await trio.lowlevel.open_process(argv, env=env, stdout=-1, stderr=-1)
         output: dict[str, bytes] = {}
 
+        so_far: dict[str, list[bytes]] = {"out": [], "err": []}
+
         async def drain(name: str, stream: Any) -> None:
-            chunks = []
             async for chunk in stream:
-                chunks.append(chunk)
-            output[name] = b"".join(chunks)
+                so_far[name].append(chunk)
+            output[name] = b"".join(so_far[name])
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain, "out", proc.stdout)
             nursery.start_soon(drain, "err", proc.stderr)
-            # The command shows a QR code; the phone scans what the page shows.
+            # The command shows a QR code; once it is drawn, the phone scans what the page shows.
+            while b"Scan with WhatsApp on the phone" not in b"".join(so_far["err"]):
+                await trio.sleep(0.1)
             while True:
                 try:
                     await phone.scan_qr(ACCOUNT, await phone.current_qr())
