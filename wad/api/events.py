@@ -26,6 +26,7 @@ from wad import log
 from wad.api import auth
 from wad.api.auth import Principal, org_route
 from wad.api.errors import ApiError
+from wad.api.validation import streams
 from wad.api.whatsapp import require_org
 from wad.bus import BusEvent
 from wad.eventlog import EventLog, Item
@@ -153,6 +154,7 @@ def _respond(principal: Principal, orgs: frozenset[uuid.UUID] | None) -> Respons
 
 @bp.get("/events/<org>")
 @tag(["events"])
+@streams("text/event-stream", errors=(401, 403, 404, 503))
 @org_route("VIEWER")
 async def org_events(org_id: uuid.UUID) -> Response:
     """The organization's events as `text/event-stream` (see `docs/api.md`, Event stream).
@@ -163,6 +165,7 @@ async def org_events(org_id: uuid.UUID) -> Response:
 
 @bp.get("/events")
 @tag(["events"])
+@streams("text/event-stream", errors=(401, 503))
 async def all_events() -> Response:
     """The super admin: every organization's events; an organization's token: its own."""
     principal = auth.current()
