@@ -55,6 +55,7 @@ async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
                 await _wait(daemon, org, "CONNECTED")
             profile = state_dir / "sessions" / f"org-{org}"
             assert processes_using(profile), "a Chromium runs on the organization's profile"
+            assert profile.stat().st_mode & 0o077 == 0  # the login is its owner's only
 
             code = await trio.to_thread.run_sync(partial(daemon.stop, signal.SIGTERM))
             assert code == 0

@@ -197,6 +197,7 @@ class BrowserDriver:
         `CLOSE_TIMEOUT_S`, killing it if need be, even when cancelled."""
         profile = Path(await trio.Path(profile_dir).absolute())
         await trio.Path(profile).mkdir(parents=True, exist_ok=True)
+        await trio.Path(profile).chmod(0o700)  # a login lives here: its owner only
         settings = self.settings
         env = dict(os.environ)
         env["TMPDIR"] = str(self.tmpdir)
