@@ -19,6 +19,8 @@ def test_demo_runs_to_the_end_and_prints_a_json_summary() -> None:
     assert summary["messages_processed"] == 3
     assert summary["organization_id"]
     assert summary["duration_s"] > 0
+    assert summary["reply_status"] in ("DELIVERED", "READ")
+    assert summary["reply_sent_times"] == 1
     client = summary["client"]
     assert client["phone"] == "+996555123456"
     assert client["name"] == "Aida"

@@ -29,6 +29,7 @@ from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
 from wad.inbound.settings import InboundSettings
+from wad.outbound.queue import queue_message
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import serve as serve_simulator
@@ -150,6 +151,24 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
                 "WHERE organization_id = $1 ORDER BY created_at LIMIT 1", org.id)
             if client is not None:
                 _say(out, "client record: " + ", ".join(f"{k}={v}" for k, v in dict(client).items()))
+            # The operator answers through the durable, rate-limited send queue.
+            reply = "Hello Aida! Yes: the 3-day Song-Kol trek leaves every Saturday in July."
+            item, _ = await queue_message(db, organization_id=org.id, to=f"+{CLIENT}",
+                                          content=reply, bus=ctx.services.get("bus"))
+            _say(out, f"queued a reply to +{CLIENT} through the send queue: {reply}")
+
+            async def reply_read() -> Any:
+                status = await db.fetchval("SELECT status FROM outbox WHERE id = $1", item.id)
+                return status if status in ("DELIVERED", "READ") else None
+
+            try:
+                reply_status = await _wait_for("the reply to be delivered", reply_read, 60)
+            except DemoFailed:
+                reply_status = await db.fetchval("SELECT status FROM outbox WHERE id = $1",
+                                                 item.id)
+            on_phone = sum(1 for m in (await phone.sent(ACCOUNT))["messages"]
+                           if m.get("body") == reply)
+            _say(out, f"reply {reply_status}: WhatsApp received it {on_phone} time(s)")
             final = await sessions_repo.get(db, organization_id=org.id)
             summary = {
                 "organization_id": str(org.id),
@@ -157,6 +176,8 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
                 "linked_number": final.phone_number if final else None,
                 "messages_stored": stored,
                 "messages_processed": processed,
+                "reply_status": reply_status,
+                "reply_sent_times": on_phone,
                 "client": dict(client) if client is not None else None,
             }
         _say(out, "stopping the daemon (the session is archived and the browser closed)")
@@ -183,7 +204,8 @@ def main(*, as_json: bool, keep: bool = False) -> int:
     finally:
         if not keep:
             shutil.rmtree(state_dir, ignore_errors=True)
-    ok = summary.get("state") == "CONNECTED" and summary.get("messages_stored", 0) > 0
+    ok = (summary.get("state") == "CONNECTED" and summary.get("messages_stored", 0) > 0
+          and summary.get("reply_sent_times") == 1)
     if as_json:
         print(json.dumps(summary, default=str), flush=True)
     else:
