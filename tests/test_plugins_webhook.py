@@ -298,3 +298,30 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
     assert wad_webhook.backoff(1, wad_webhook.Config()) == 1.0
     assert wad_webhook.backoff(4, wad_webhook.Config()) == 8.0
     assert wad_webhook.backoff(30, wad_webhook.Config()) == 600.0
+
+
+async def test_two_daemons_deliver_each_event_once(org_db: Database,
+                                                   crm: tuple[FakeCrm, str]) -> None:
+    """Two workers (two daemons' plugins) on one database: every delivery is posted once."""
+    fake, url = crm
+    fake.statuses = [500, 500, 500]  # some retries in the mix
+    config = {"backoff_initial_s": 0.2, "poll_interval_s": 0.05}
+    first, second = manager(org_db, url, **config), manager(org_db, url, **config)
+    with capture_logs():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_background_tasks, first)
+            await nursery.start(run_background_tasks, second)
+            for n in range(30):
+                await notify(first if n % 2 else second, "wad_message_received",
+                             message=message(f"event {n}"), client=client())
+            with trio.fail_after(20):
+                await fake.wait_for(33)
+                await settled(org_db)
+            await trio.sleep(0.5)  # time for a duplicate to show up, if there were one
+            nursery.cancel_scope.cancel()
+    delivered = [(json.loads(got["body"])["id"], got["status"]) for got in fake.received]
+    successes = [delivery for delivery, status in delivered if status == 200]
+    assert len(successes) == 30
+    assert len(set(successes)) == 30  # no delivery posted successfully twice
+    assert len(delivered) == 33  # exactly the three failures were retried
+    assert all(status == "DELIVERED" for _, status, _, _ in await rows(org_db))

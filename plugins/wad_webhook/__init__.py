@@ -16,7 +16,9 @@ worker, which the daemon runs as this plugin's background task, sends pending ro
 The timestamp is inside the signed body too, so a receiver can refuse old replays. Any 2xx
 answer delivers; anything else (or no answer) is retried with exponential backoff
 (`backoff_initial_s`, doubling, capped at `backoff_max_s`) up to `max_attempts`, then the row is
-FAILED with the last error. Delivery is at least once: a receiver should ignore a delivery id it
+FAILED with the last error. Each attempt first claims the delivery in the database, so workers
+of several daemons never post the same one at once; delivery is still at least once (a worker
+can die after the answer and before recording it): a receiver should ignore a delivery id it
 has seen. Deliveries that fail are retried independently, so events may arrive out of order;
 `id` and `created_at` give the order.
 """
@@ -154,6 +156,11 @@ async def post(http: httpx.AsyncClient, config: Config, row: PluginDelivery) -> 
     return f"the webhook answered {response.status_code}"
 
 
+CLAIM_LEASE_S = 300.0
+"""How long an attempt holds a delivery against other daemons' workers (longer than any HTTP
+timeout); a worker that dies mid-attempt leaves the delivery to be retried after it."""
+
+
 async def run_delivery_worker(
     db: Database, config: Config, *, doorbell: Doorbell | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -174,8 +181,13 @@ async def run_delivery_worker(
                     heapq.heappush(timeline, (trio.current_time(), row.id))
             while timeline and timeline[0][0] <= trio.current_time():
                 _, delivery_id = heapq.heappop(timeline)
-                row = scheduled.pop(delivery_id)
-                retry_at = await _attempt(db, http, config, row)
+                scheduled.pop(delivery_id)
+                # Several daemons may run this worker on one database: one attempt at a time.
+                claimed = await deliveries.claim(db, delivery_id=delivery_id,
+                                                 lease_s=CLAIM_LEASE_S)
+                if claimed is None:
+                    continue  # delivered meanwhile, or another daemon is attempting it
+                retry_at = await _attempt(db, http, config, claimed)
                 if retry_at is not None:
                     scheduled[row.id] = retry_at[1]
                     heapq.heappush(timeline, (retry_at[0], row.id))

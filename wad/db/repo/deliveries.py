@@ -34,6 +34,22 @@ async def due(db: Executor, *, plugin: str, limit: int = 50) -> list[PluginDeliv
     return many(PluginDelivery, rows)
 
 
+async def claim(db: Executor, *, delivery_id: int, lease_s: float = 300.0, early_s: float = 60.0
+                ) -> PluginDelivery | None:
+    """Take a pending delivery for one attempt, so that no other daemon attempts it meanwhile:
+    its `next_attempt_at` moves `lease_s` ahead (recording the outcome sets it again; a daemon
+    that dies mid-attempt leaves it to be retried after the lease). Succeeds only when the
+    delivery is due (or due within `early_s`: the caller's timer may run ahead of the
+    database's); None when it is not pending, not due, or another daemon holds it."""
+    row = await db.fetchrow(
+        f"""UPDATE plugin_deliveries
+            SET next_attempt_at = now() + make_interval(secs => $2)
+            WHERE id = $1 AND status = 'PENDING'
+              AND next_attempt_at <= now() + make_interval(secs => $3)
+            RETURNING {_COLS}""", delivery_id, lease_s, early_s)
+    return one(PluginDelivery, row)
+
+
 async def mark_delivered(db: Executor, *, delivery_id: int) -> PluginDelivery | None:
     """The attempt succeeded."""
     row = await db.fetchrow(
