@@ -51,6 +51,12 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     socket_path: str = ""
     """Control socket path. Empty: `STATE_DIR/wad.sock` (or `$RUNTIME_DIRECTORY/wad.sock`)."""
     max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 1024 * 1024
+    header_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
+    """A client must send a request's head within this time (slow clients cannot hold wad)."""
+    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    """...and its body within this time."""
+    send_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    """A client that stops reading an answer for this long is dropped."""
 
 
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -153,6 +153,8 @@ class Daemon:
         api = self.settings.api
         await serve_api(app, listen=api.listen, socket_path=self.settings.control_socket.absolute(),
                         max_body=api.max_body_bytes, shutdown=self.shutdown,
+                        header_timeout_s=api.header_timeout_s,
+                        body_timeout_s=api.body_timeout_s, send_timeout_s=api.send_timeout_s,
                         task_status=task_status)
 
     async def _signals(self, scope: trio.CancelScope) -> None:
