@@ -18,11 +18,15 @@ class InvalidPhoneNumber(WadError):
 _HINT = "give the number in international format, for example +996555123456"
 
 
+_SPACES = str.maketrans({"\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " "})
+
+
 def normalize(raw: str) -> str:
     """The E.164 form of `raw` (spaces, dashes, dots, brackets and a `00` prefix allowed), or
     `InvalidPhoneNumber` naming what is wrong. Numbers without a country code are refused:
     wad serves organizations in many countries and must not guess."""
-    text = raw.strip()
+    # Numbers pasted from documents carry no-break and thin spaces as separators.
+    text = raw.translate(_SPACES).strip()
     if not text:
         raise InvalidPhoneNumber(f"the phone number is empty; {_HINT}")
     if text.startswith("00"):
