@@ -15,20 +15,6 @@ from wad.sim.server import SimServer
 if TYPE_CHECKING:
     from tests.simfixtures import Browser, LinkFn
 
-# Same text as tests.simfixtures.QR_PAYLOAD_JS (not imported: that module is a pytest plugin).
-QR_PAYLOAD_JS = """async () => {
-  const reg = Object.assign({}, window.require('WAWebCompanionRegClientUtils'),
-    window.require('WAWebAdvSignatureApi'), window.require('WAWebUserPrefsInfoStore'),
-    window.require('WAWebSignalStoreApi'));
-  const b64 = window.require('WABase64');
-  const noise = await reg.waNoiseInfo.get();
-  const info = await reg.waSignalStore.getRegistrationInfo();
-  const adv = await reg.getADVSecretKey();
-  const ref = window.require('WAWebConnModel').Conn.ref;
-  return [ref, b64.encodeB64(noise.staticKeyPair.pubKey),
-          b64.encodeB64(info.identityKeyPair.pubKey), adv, reg.DEVICE_PLATFORM].join(',');
-}"""
-
 pytest_plugins = ["tests.simfixtures"]
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100200"  # the account the `link` fixture creates
@@ -43,6 +29,8 @@ RECORD_STATES_JS = """() => {
 
 async def test_page_loads_unpaired_shows_qr_and_rotates_ref(
         sim: SimServer, simc: SimClient, browser: Browser):
+    from tests.simfixtures import QR_PAYLOAD_JS  # not at the top: pytest loads it as a plugin
+
     with trio.fail_after(30):
         await simc.config(qr_rotate_s=0.6)
         await browser.open(sim.url)
