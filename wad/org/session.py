@@ -160,12 +160,11 @@ class SessionActor:
         self.connected = trio.Event()
         self.page_open = trio.Event()
         self.finished = trio.Event()
-        self.outcome: Outcome | None = None
         self.browser_starts = 0
         self._logout_requested = False
         self._restore_allowed = True
         self._skip_archive = False
-        self._last_qr: str | None = None
+        self._handled_raw: str | None = None  # the page state last acted on (de-duplicates)
         self._key = archive.load_key(settings.state_path.absolute(), settings.secret_key)
 
     # -- paths ---------------------------------------------------------------------------------
@@ -200,7 +199,6 @@ class SessionActor:
                 with trio.move_on_after(5, shield=True):
                     await self._set_state("DISCONNECTED")
             raise
-        self.outcome = outcome
         if outcome.trash_profile:
             where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
             _log.info("profile moved to the trash folder", trash=str(where))
@@ -251,14 +249,13 @@ class SessionActor:
     async def _follow(self, session: BrowserSessionLike) -> Outcome:
         """Apply the page's events to the state machine until the run ends."""
         was_connected = False
-        self._handled_raw: str | None = None
+        self._handled_raw = None
         async for event in session.events:
             match event:
                 case ev.BridgeReady(version=version):
                     await self._set_state(self.state if self.state != "DISCONNECTED"
                                           else "CONNECTING", wa_version=version)
                 case ev.QrChanged(payload=payload):
-                    self._last_qr = payload
                     if self.state != "PAIRING_CODE_PENDING":
                         await self._set_state("QR_CODE_PENDING", qr_payload=payload)
                 case ev.PairingCode(code=code):
@@ -398,7 +395,7 @@ class SessionActor:
             return False
         plain = await trio.to_thread.run_sync(archive.pack_profile, self.profile_dir)
         sha = bytes.fromhex(archive.digest(plain))
-        latest = await sessions_repo.latest_archive(self.db, organization_id=self.org_id)
+        latest = await sessions_repo.latest_archive_info(self.db, organization_id=self.org_id)
         if latest is not None and latest.sha256 == sha:
             return False
         sealed = archive.seal(plain, self._key)

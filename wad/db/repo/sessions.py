@@ -73,9 +73,12 @@ async def set_state(
     stamps `last_connected_at`; leaving it stamps `last_disconnected_at`. `wa_version`,
     `phone_number` and `push_name` are updated when given, kept otherwise.
     """
-    await ensure(db, organization_id=organization_id)
-    row = await db.fetchrow(_SET_STATE, organization_id, state, qr_payload, pairing_code,
-                            last_error, wa_version, phone_number, push_name)
+    args = (organization_id, state, qr_payload, pairing_code, last_error, wa_version,
+            phone_number, push_name)
+    row = await db.fetchrow(_SET_STATE, *args)
+    if row is None:  # the first state of a new organization: create the row, then set it
+        await ensure(db, organization_id=organization_id)
+        row = await db.fetchrow(_SET_STATE, *args)
     return returned(WhatsAppSession, row)
 
 
@@ -121,6 +124,15 @@ async def add_archive(db: Executor, *, organization_id: uuid.UUID, archive: byte
             VALUES ($1, $2, $3, $4) RETURNING {_ARCHIVE_INFO_COLS}""",
         organization_id, archive, sha256, size)
     return returned(SessionArchiveInfo, row)
+
+
+async def latest_archive_info(db: Executor, *, organization_id: uuid.UUID
+                              ) -> SessionArchiveInfo | None:
+    """The newest archive version without its bytes (to compare digests)."""
+    row = await db.fetchrow(
+        f"""SELECT {_ARCHIVE_INFO_COLS} FROM session_archives WHERE organization_id = $1
+            ORDER BY id DESC LIMIT 1""", organization_id)
+    return one(SessionArchiveInfo, row)
 
 
 async def latest_archive(db: Executor, *, organization_id: uuid.UUID) -> SessionArchive | None:
