@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -17,6 +18,9 @@ import trio_asyncio
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
+
+if TYPE_CHECKING:
+    from tests.test_events import Served
 
 
 def _reachable_tempdir(prefix: str) -> Path:
@@ -100,3 +104,19 @@ async def db(dsn: str) -> AsyncIterator[Database]:
     """A pool on a new, migrated database."""
     async with Database.open(dsn, min_size=1, max_size=5) as database:
         yield database
+
+
+@pytest.fixture
+async def served(db: Database, state_dir: Path, nursery: trio.Nursery
+                 ) -> AsyncIterator[Served]:
+    """The real app on 127.0.0.1 port 0 with an event bus (and no organization manager)."""
+    from tests.test_events import serve_app
+    from wad.bus import EventBus
+
+    found, shutdown = await serve_app(nursery, db, state_dir, {"bus": EventBus()})
+    try:
+        yield found
+    finally:
+        for client in found.clients:
+            await client.aclose()
+        shutdown.set()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from wad.api import auth
@@ -128,19 +127,6 @@ async def serve_app(nursery: trio.Nursery, db: Database, state_dir: Path,
         max_body=settings.api.max_body_bytes, shutdown=shutdown))
     url = next(a for a in addresses if a.startswith("http://127."))
     return Served(url=url, ctx=ctx, db=db), shutdown
-
-
-@pytest.fixture
-async def served(db: Database, state_dir: Path, nursery: trio.Nursery
-                 ) -> AsyncIterator[Served]:
-    """The app with an event bus (and no organization manager)."""
-    found, shutdown = await serve_app(nursery, db, state_dir, {"bus": EventBus()})
-    try:
-        yield found
-    finally:
-        for client in found.clients:
-            await client.aclose()
-        shutdown.set()
 
 
 async def open_stream(client: httpx.AsyncClient, path: str, last_id: str | None = None

@@ -9,15 +9,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_events import Served, serve_app
+from tests.test_events import Served
 from wad import supervise
 from wad.bus import EventBus
 from wad.config import DaemonSettings, Settings
@@ -238,18 +236,6 @@ def test_memory_includes_the_daemons_children() -> None:
 
 
 # -- /metrics over HTTP ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def served(db: Database, state_dir: Path, nursery: trio.Nursery
-                 ) -> AsyncIterator[Served]:
-    found, shutdown = await serve_app(nursery, db, state_dir, {"bus": EventBus()})
-    try:
-        yield found
-    finally:
-        for client in found.clients:
-            await client.aclose()
-        shutdown.set()
 
 
 async def test_metrics_endpoint_needs_the_super_admin_and_parses(served: Served) -> None:

@@ -6,32 +6,15 @@ tests/test_status_page_live.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 import trio
 
-from tests.test_events import Served, serve_app
-from wad.bus import EventBus
+from tests.test_events import Served
 from wad.db.models import NewMessage
-from wad.db.pool import Database
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-
-
-@pytest.fixture
-async def served(db: Database, state_dir: Path, nursery: trio.Nursery
-                 ) -> AsyncIterator[Served]:
-    found, shutdown = await serve_app(nursery, db, state_dir, {"bus": EventBus()})
-    try:
-        yield found
-    finally:
-        for client in found.clients:
-            await client.aclose()
-        shutdown.set()
 
 
 def _message(org: object, n: int, direction: str, sent_at: datetime) -> NewMessage:
