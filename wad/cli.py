@@ -34,7 +34,7 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
 
     async def migrate() -> None:
         # open_database applies the migrations and says which it applied.
-        async with trio_asyncio.open_loop(), open_database(settings):
+        async with trio_asyncio.open_loop(), open_database(settings, owner=False, pool_max=1):
             pass
 
     trio.run(migrate)
