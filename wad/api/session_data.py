@@ -1,6 +1,6 @@
 """Where an organization's login lives on disk, what is kept of it, and the one way to delete it.
 
-Layout under the state directory (shared with the organization manager, which creates these):
+Layout under the state directory (`wad.org.archive` names it; the session actor creates it):
 `sessions/org-<id>/` is the live browser profile; a logout or an unrecoverable session moves it
 aside to `sessions/trash/org-<id>-<UTC time>/`. The daemon never deletes either; `purge` (behind
 `wad session purge ORG --yes`) is the only code that does.
@@ -16,23 +16,15 @@ from pathlib import Path
 import trio
 
 from wad.api.schemas import FolderOut
-
-
-def profile_dir(state_dir: Path, org_id: uuid.UUID) -> Path:
-    """The organization's live browser profile."""
-    return state_dir / "sessions" / f"org-{org_id}"
-
-
-def trash_root(state_dir: Path) -> Path:
-    return state_dir / "sessions" / "trash"
+from wad.org import archive
 
 
 def trash_dirs(state_dir: Path, org_id: uuid.UUID) -> list[Path]:
     """The organization's profiles moved aside, oldest first."""
-    root = trash_root(state_dir)
+    root = archive.trash_dir(state_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob(f"org-{org_id}-*") if p.is_dir())
+    return sorted(p for p in root.glob(f"{archive.trash_prefix(org_id)}*") if p.is_dir())
 
 
 def describe_folder(path: Path) -> FolderOut:
@@ -52,7 +44,7 @@ async def folders(state_dir: Path, org_id: uuid.UUID) -> tuple[FolderOut | None,
     """(the live profile if present, the trash folders), measured off the event loop."""
 
     def measure() -> tuple[FolderOut | None, list[FolderOut]]:
-        live = profile_dir(state_dir, org_id)
+        live = archive.profile_dir(state_dir, org_id)
         profile = describe_folder(live) if live.is_dir() else None
         return profile, [describe_folder(p) for p in trash_dirs(state_dir, org_id)]
 
@@ -63,7 +55,7 @@ async def delete_folders(state_dir: Path, org_id: uuid.UUID) -> list[str]:
     """Delete the live profile and every trash folder of the organization; answer their paths."""
 
     def delete() -> list[str]:
-        doomed = [p for p in [profile_dir(state_dir, org_id)] if p.is_dir()]
+        doomed = [p for p in [archive.profile_dir(state_dir, org_id)] if p.is_dir()]
         doomed += trash_dirs(state_dir, org_id)
         for path in doomed:
             shutil.rmtree(path)

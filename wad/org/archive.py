@@ -98,12 +98,37 @@ def digest(plain: bytes) -> str:
     return hashlib.sha256(plain).hexdigest()
 
 
+# The layout under the state directory, in one place (the session actor, the API's
+# `wad session backups` / `purge` and the trash below all use it).
+_TRASH = "trash"
+
+
+def sessions_dir(state_dir: Path) -> Path:
+    """`STATE_DIR/sessions`: the organizations' browser profiles and the trash folder."""
+    return state_dir / "sessions"
+
+
+def profile_dir(state_dir: Path, org_id: object) -> Path:
+    """An organization's live browser profile: `STATE_DIR/sessions/org-<id>`."""
+    return sessions_dir(state_dir) / f"org-{org_id}"
+
+
+def trash_dir(state_dir: Path) -> Path:
+    """Where profiles are moved aside: `STATE_DIR/sessions/trash`."""
+    return sessions_dir(state_dir) / _TRASH
+
+
+def trash_prefix(org_id: object) -> str:
+    """How the names of an organization's trash folders begin (`org-<id>-<UTC time>`)."""
+    return f"org-{org_id}-"
+
+
 def move_to_trash(profile_dir: Path, sessions_dir: Path, org_id: object) -> Path | None:
     """Move a profile aside into the trash folder; answer where it went (None if absent)."""
     if not profile_dir.exists():
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = sessions_dir / "trash" / f"org-{org_id}-{stamp}"
+    target = sessions_dir / _TRASH / f"{trash_prefix(org_id)}{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(profile_dir), str(target))
     return target
