@@ -28,6 +28,24 @@ class Executor(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
 
 
+# Errors that mean "the database is not there" (server down, restarting, connections cut), as
+# opposed to "this statement is wrong": callers wait and try again for the first kind only.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, no socket, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash, cannot connect now
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.InterfaceError,  # connection closed underneath, pool closing
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` (or every error of a group) says the database cannot be reached now."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(database_unavailable(e) for e in exc.exceptions)
+    return isinstance(exc, _UNAVAILABLE)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

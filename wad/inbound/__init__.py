@@ -6,5 +6,5 @@
 - `names`: "my name is ..." in the seven languages;
 - `pacing`: the per-organization limit on enrichment requests (sliding window, random pauses);
 - `spool`: the append-only file that keeps events while the database is unreachable;
-- `queries`: the few statements the pipeline needs beyond the repositories.
+- `queries`: the statement the pipeline needs beyond the repositories.
 """

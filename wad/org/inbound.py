@@ -40,6 +40,7 @@ from wad import plugins as plugin_calls
 from wad.browser import events as ev
 from wad.browser.events import ChatInfo
 from wad.db.models import Client, Message, MessageStatus, NewMessage
+from wad.db.pool import database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
@@ -166,7 +167,7 @@ class InboundActor:
             try:
                 await self._apply(record)
             except Exception as exc:
-                if not queries.database_unavailable(exc):
+                if not database_unavailable(exc):
                     _log.exception("event could not be stored; skipped",
                                    kind=type(event).__name__)
                     continue
@@ -205,7 +206,7 @@ class InboundActor:
             try:
                 await self._apply(record)
             except Exception as exc:
-                if queries.database_unavailable(exc):
+                if database_unavailable(exc):
                     self._note_db_down(exc)
                     await trio.sleep(self.cfg.db_retry_s)
                     continue
@@ -279,8 +280,8 @@ class InboundActor:
         status = parse.ack_status(ack.ack)
         if status is None or not ack.from_me:
             return  # incoming messages' acks are our own read receipts
-        before = await queries.status_of(self.db, organization_id=self.org_id,
-                                         wa_message_id=ack.id)
+        before = await messages_repo.status_of(self.db, organization_id=self.org_id,
+                                               wa_message_id=ack.id)
         row = await messages_repo.update_status(self.db, organization_id=self.org_id,
                                                 wa_message_id=ack.id, status=status)
         queued = _OUTBOX_STATUS.get(status)
@@ -302,16 +303,16 @@ class InboundActor:
             row = await messages_repo.edit(self.db, organization_id=self.org_id,
                                            wa_message_id=edit.id, body=edit.body, edited_at=at)
         else:
-            row = await queries.edit_caption(self.db, organization_id=self.org_id,
-                                             wa_message_id=edit.id, caption=edit.caption,
-                                             edited_at=at)
+            row = await messages_repo.edit_caption(self.db, organization_id=self.org_id,
+                                                   wa_message_id=edit.id, caption=edit.caption,
+                                                   edited_at=at)
         if row is not None:
             self.bus.publish("message.edited", self.org_id, {
                 "id": str(row.id), "wa_message_id": row.wa_message_id})
 
     async def _apply_revoke(self, revoke: ev.MessageRevoked) -> None:
-        before = await queries.status_of(self.db, organization_id=self.org_id,
-                                         wa_message_id=revoke.id)
+        before = await messages_repo.status_of(self.db, organization_id=self.org_id,
+                                               wa_message_id=revoke.id)
         row = await messages_repo.revoke(self.db, organization_id=self.org_id,
                                          wa_message_id=revoke.id)
         if row is not None:
@@ -373,7 +374,7 @@ class InboundActor:
         try:
             await self._process(work)
         except Exception as exc:
-            if queries.database_unavailable(exc):
+            if database_unavailable(exc):
                 # Still PENDING in the database: resumed once the database answers again.
                 self._note_db_down(exc)
                 self._resume_wanted.set()
@@ -385,7 +386,7 @@ class InboundActor:
                     self.db, message_id=work.message_id, state="FAILED",
                     error=f"{type(exc).__name__}: {exc}"[:1000])
             except Exception as again:
-                if queries.database_unavailable(again):
+                if database_unavailable(again):
                     self._resume_wanted.set()
                 else:
                     _log.exception("processing failure could not be recorded",
@@ -398,7 +399,7 @@ class InboundActor:
             try:
                 count = await self._resume_once()
             except Exception as exc:
-                if not queries.database_unavailable(exc):
+                if not database_unavailable(exc):
                     raise
                 self._note_db_down(exc)
                 await trio.sleep(self.cfg.db_retry_s)
@@ -548,7 +549,7 @@ class InboundActor:
         if given and client.metadata.get("given_name") != given:
             metadata["given_name"] = given
         if metadata:
-            client = await queries.merge_client_metadata(
+            client = await clients_repo.merge_metadata(
                 self.db, client_id=client.id, metadata=metadata) or client
         best = client.saved_name or client.push_name or client.metadata.get("given_name")
         name = best if best and best != client.name else None
@@ -588,7 +589,7 @@ class InboundActor:
                          window: Sequence[Message]) -> None:
         if self.pm is None:
             return
-        if await queries.has_later_message(self.db, message=message):
+        if await messages_repo.has_later(self.db, message=message):
             return  # the client wrote again (or someone answered): reply to the latest only
         reply = await plugin_calls.agent_reply(
             self.pm, message=message_payload(message, client_id=client.id),
@@ -633,7 +634,7 @@ class InboundActor:
             metadata["is_business"] = profile.is_business
         if profile.verified_name:
             metadata["verified_name"] = profile.verified_name
-        client = await queries.merge_client_metadata(
+        client = await clients_repo.merge_metadata(
             self.db, client_id=client.id, metadata=metadata) or client
         saved = profile.saved_name or client.saved_name
         push = profile.push_name or client.push_name
@@ -663,7 +664,7 @@ class InboundActor:
                 await self.catch_up()
                 return
             except Exception as exc:
-                if not queries.database_unavailable(exc):
+                if not database_unavailable(exc):
                     _log.warning("catch-up failed", error=f"{type(exc).__name__}: {exc}")
                     return
                 self._note_db_down(exc)

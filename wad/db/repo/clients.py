@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from wad.db.models import Client, ClientStatus, ClientStatusChange
 from wad.db.pool import Executor
@@ -64,6 +65,19 @@ async def update_profile(
                 preferred_language = coalesce($6, preferred_language)
             WHERE id = $1 RETURNING {_COLS}""",
         client_id, name, push_name, saved_name, profile_picture_url, preferred_language)
+    return one(Client, row)
+
+
+async def merge_metadata(db: Executor, *, client_id: uuid.UUID, metadata: dict[str, Any]
+                         ) -> Client | None:
+    """Add or replace keys of the client's metadata (other keys are kept); no write when they
+    are there already."""
+    row = await db.fetchrow(
+        f"""UPDATE clients SET metadata = metadata || $2::jsonb
+            WHERE id = $1 AND NOT (metadata @> $2::jsonb) RETURNING {_COLS}""",
+        client_id, metadata)
+    if row is None:
+        return await get(db, client_id=client_id)
     return one(Client, row)
 
 

@@ -124,16 +124,38 @@ async def update_status(db: Executor, *, organization_id: uuid.UUID, wa_message_
     return one(Message, row)
 
 
-async def edit(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str, body: str,
-               edited_at: datetime) -> Message | None:
-    """Replace the text of an edited message. An older edit arriving late is ignored."""
+async def _edit(db: Executor, column: str, *, organization_id: uuid.UUID, wa_message_id: str,
+                text: str | None, edited_at: datetime) -> Message | None:
     row = await db.fetchrow(
-        f"""UPDATE messages SET body = $3, edited_at = $4
+        f"""UPDATE messages SET {column} = $3, edited_at = $4
             WHERE organization_id = $1 AND wa_message_id = $2
               AND (edited_at IS NULL OR edited_at <= $4)
             RETURNING {_COLS}""",
-        organization_id, wa_message_id, body, edited_at)
+        organization_id, wa_message_id, text, edited_at)
     return one(Message, row)
+
+
+async def edit(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str, body: str,
+               edited_at: datetime) -> Message | None:
+    """Replace the text of an edited message. An older edit arriving late is ignored."""
+    return await _edit(db, "body", organization_id=organization_id, wa_message_id=wa_message_id,
+                       text=body, edited_at=edited_at)
+
+
+async def edit_caption(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str,
+                       caption: str | None, edited_at: datetime) -> Message | None:
+    """Replace the caption of an edited media message. An older edit arriving late is ignored."""
+    return await _edit(db, "caption", organization_id=organization_id,
+                       wa_message_id=wa_message_id, text=caption, edited_at=edited_at)
+
+
+async def status_of(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str
+                    ) -> MessageStatus | None:
+    """A stored message's status (before an ack moves it), None when it is not stored."""
+    value = await db.fetchval(
+        "SELECT status FROM messages WHERE organization_id = $1 AND wa_message_id = $2",
+        organization_id, wa_message_id)
+    return value  # type: ignore[no-any-return]
 
 
 async def revoke(db: Executor, *, organization_id: uuid.UUID, wa_message_id: str
@@ -184,3 +206,15 @@ async def list_for_conversation(db: Executor, *, conversation_id: uuid.UUID, lim
             ORDER BY sent_at""",
         conversation_id, limit)
     return many(Message, rows)
+
+
+async def has_later(db: Executor, *, message: Message) -> bool:
+    """Whether the message's chat holds a later message (by WhatsApp's time, then by arrival),
+    processed or not: an agent answers only the latest one."""
+    value = await db.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM messages
+                          WHERE organization_id = $1 AND wa_chat_id = $2 AND id <> $3
+                            AND (sent_at > $4 OR (sent_at = $4 AND created_at > $5)))""",
+        message.organization_id, message.wa_chat_id, message.id, message.sent_at,
+        message.created_at)
+    return bool(value)
