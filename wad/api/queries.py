@@ -14,7 +14,7 @@ import msgspec
 
 from wad.db.models import ApiToken, SessionState
 from wad.db.pool import Executor
-from wad.db.repo import columns
+from wad.db.repo import columns, many, one
 
 _TOKEN_COLS = columns(ApiToken)
 
@@ -29,18 +29,16 @@ async def active_token_by_hash(db: Executor, *, token_hash: bytes) -> FoundToken
     row = await db.fetchrow(
         f"""SELECT {_TOKEN_COLS}, token_hash FROM api_tokens
             WHERE token_hash = $1 AND revoked_at IS NULL""", token_hash)
-    if row is None:
+    token = one(ApiToken, row)
+    if row is None or token is None:
         return None
-    token = ApiToken(**{name: row[name] for name in ApiToken.__struct_fields__})
     return FoundToken(token=token, token_hash=bytes(row["token_hash"]))
 
 
 async def token_by_id(db: Executor, *, token_id: uuid.UUID) -> ApiToken | None:
     """A token's record, revoked or not."""
-    row = await db.fetchrow(f"SELECT {_TOKEN_COLS} FROM api_tokens WHERE id = $1", token_id)
-    if row is None:
-        return None
-    return ApiToken(**{name: row[name] for name in ApiToken.__struct_fields__})
+    return one(ApiToken, await db.fetchrow(f"SELECT {_TOKEN_COLS} FROM api_tokens WHERE id = $1",
+                                           token_id))
 
 
 class OrgOverview(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,5 +69,4 @@ async def overview(db: Executor, *, organization_id: uuid.UUID | None = None
            FROM organizations o LEFT JOIN whatsapp_sessions s ON s.organization_id = o.id
            WHERE $1::uuid IS NULL OR o.id = $1
            ORDER BY o.created_at, o.id""", organization_id)
-    return [OrgOverview(**{name: r[name] for name in OrgOverview.__struct_fields__})
-            for r in rows]
+    return many(OrgOverview, rows)
