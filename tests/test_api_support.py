@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,16 +72,16 @@ def make_settings(state_dir: Path, **api: Any) -> Settings:
                     api=ApiSettings(listen="127.0.0.1:0", **api))
 
 
-@pytest.fixture
-async def live_api(db: Database, state_dir: Path, nursery: trio.Nursery
-                   ) -> AsyncIterator[LiveApi]:
-    settings = make_settings(state_dir, max_body_bytes=4096)
-    ctx = AppContext(settings=settings, db=db)
-    app = create_app(ctx)
+@asynccontextmanager
+async def serving(db: Database, state_dir: Path, nursery: trio.Nursery, *, max_body_bytes: int,
+                  services: dict[str, Any] | None = None) -> AsyncIterator[LiveApi]:
+    """The real app served in `nursery` until the block ends, its clients closed then."""
+    settings = make_settings(state_dir, max_body_bytes=max_body_bytes)
+    ctx = AppContext(settings=settings, db=db, services=services or {})
     shutdown = trio.Event()
     socket_path = state_dir / "run" / "wad.sock"
     addresses = await nursery.start(functools.partial(
-        serve_api, app, listen=settings.api.listen, socket_path=socket_path,
+        serve_api, create_app(ctx), listen=settings.api.listen, socket_path=socket_path,
         max_body=settings.api.max_body_bytes, shutdown=shutdown))
     tcp = next(a for a in addresses if a.startswith("http://127."))
     api = LiveApi(tcp_url=tcp, socket_path=socket_path, ctx=ctx)
@@ -89,6 +90,13 @@ async def live_api(db: Database, state_dir: Path, nursery: trio.Nursery
     finally:
         await api.close()
         shutdown.set()
+
+
+@pytest.fixture
+async def live_api(db: Database, state_dir: Path, nursery: trio.Nursery
+                   ) -> AsyncIterator[LiveApi]:
+    async with serving(db, state_dir, nursery, max_body_bytes=4096) as api:
+        yield api
 
 
 async def test_harness_serves_tcp_and_socket(live_api: LiveApi) -> None:

@@ -7,7 +7,6 @@ store (U+0000) and what JSON cannot carry (lone surrogates) is refused with 400,
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,9 +17,7 @@ import httpx
 import pytest
 import trio
 
-from tests.test_api_support import LiveApi, make_settings
-from wad.api.app import AppContext, create_app
-from wad.api.server import serve_api
+from tests.test_api_support import LiveApi, serving
 from wad.bus import EventBus
 from wad.db.pool import Database
 
@@ -62,20 +59,9 @@ UNICODE_DIGITS = {
 @pytest.fixture
 async def api(db: Database, state_dir: Path, nursery: trio.Nursery) -> AsyncIterator[LiveApi]:
     """The real app over a fresh database, with room for 4096 four-byte characters."""
-    settings = make_settings(state_dir, max_body_bytes=64 * 1024)
-    ctx = AppContext(settings=settings, db=db, services={"bus": EventBus()})
-    shutdown = trio.Event()
-    socket_path = state_dir / "run" / "wad.sock"
-    addresses = await nursery.start(functools.partial(
-        serve_api, create_app(ctx), listen=settings.api.listen, socket_path=socket_path,
-        max_body=settings.api.max_body_bytes, shutdown=shutdown))
-    tcp = next(a for a in addresses if a.startswith("http://127."))
-    live = LiveApi(tcp_url=tcp, socket_path=socket_path, ctx=ctx)
-    try:
+    async with serving(db, state_dir, nursery, max_body_bytes=64 * 1024,
+                       services={"bus": EventBus()}) as live:
         yield live
-    finally:
-        await live.close()
-        shutdown.set()
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
