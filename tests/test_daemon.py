@@ -108,3 +108,19 @@ def test_db_migrate_command_applies_then_reports_up_to_date(state_dir: Path) -> 
     assert second.returncode == 0, second.stderr
     assert "migrations applied" not in second.stdout
     assert not (state_dir / "pg" / "postmaster.pid").exists()  # the cluster was stopped
+
+
+def test_db_migrate_beside_a_running_daemon_leaves_its_database_up(state_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    daemon = start_daemon(state_dir)
+    try:
+        result = subprocess.run([sys.executable, "-m", "wad.cli", "--config",
+                                 str(state_dir / "wad.toml"), "db", "migrate"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        health = httpx.get(daemon.tcp_url + "/healthz", timeout=10).json()
+        assert health["database"] is True
+    finally:
+        assert daemon.stop() == 0
