@@ -170,18 +170,18 @@ async def run_delivery_worker(
     are recorded in the row (`attempts`, `next_attempt_at`, `last_error`), so a restart resumes
     them. Database errors propagate (the daemon restarts the task)."""
     doorbell = doorbell or Doorbell()
-    scheduled: dict[int, PluginDelivery] = {}
+    scheduled: set[int] = set()  # the deliveries in `timeline`
     timeline: list[tuple[float, int]] = []  # (trio time when due, delivery id)
     async with httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_s)) as http:
         task_status.started()
         while True:
             for row in await deliveries.due(db, plugin=NAME, limit=100):
                 if row.id not in scheduled:
-                    scheduled[row.id] = row
+                    scheduled.add(row.id)
                     heapq.heappush(timeline, (trio.current_time(), row.id))
             while timeline and timeline[0][0] <= trio.current_time():
                 _, delivery_id = heapq.heappop(timeline)
-                scheduled.pop(delivery_id)
+                scheduled.remove(delivery_id)
                 # Several daemons may run this worker on one database: one attempt at a time.
                 claimed = await deliveries.claim(db, delivery_id=delivery_id,
                                                  lease_s=CLAIM_LEASE_S)
@@ -189,8 +189,8 @@ async def run_delivery_worker(
                     continue  # delivered meanwhile, or another daemon is attempting it
                 retry_at = await _attempt(db, http, config, claimed)
                 if retry_at is not None:
-                    scheduled[row.id] = retry_at[1]
-                    heapq.heappush(timeline, (retry_at[0], row.id))
+                    scheduled.add(delivery_id)
+                    heapq.heappush(timeline, (retry_at, delivery_id))
             wait = config.poll_interval_s
             if timeline:
                 wait = min(wait, max(0.0, timeline[0][0] - trio.current_time()))
@@ -198,8 +198,8 @@ async def run_delivery_worker(
 
 
 async def _attempt(db: Database, http: httpx.AsyncClient, config: Config, row: PluginDelivery
-                   ) -> tuple[float, PluginDelivery] | None:
-    """Attempt one delivery and record the outcome; (trio time, updated row) of the retry."""
+                   ) -> float | None:
+    """Attempt one delivery and record the outcome; the trio time of the retry, if any."""
     error = await post(http, config, row)
     answered_at = trio.current_time()  # the backoff counts from the failure, not the bookkeeping
     # Once the CRM has answered, record it even if we are being stopped: an unrecorded success
@@ -210,7 +210,7 @@ async def _attempt(db: Database, http: httpx.AsyncClient, config: Config, row: P
 
 
 async def _record(db: Database, config: Config, row: PluginDelivery, error: str | None,
-                  answered_at: float) -> tuple[float, PluginDelivery] | None:
+                  answered_at: float) -> float | None:
     if error is None:
         await deliveries.mark_delivered(db, delivery_id=row.id)
         _log.debug("webhook delivered", delivery=row.id, webhook_event=row.event,
@@ -230,7 +230,7 @@ async def _record(db: Database, config: Config, row: PluginDelivery, error: str 
                  attempts=failures, retry_in_s=delay, error=error)
     if updated is None:  # delivered or given up by someone else meanwhile
         return None
-    return answered_at + delay, updated
+    return answered_at + delay
 
 
 class WebhookPlugin:
