@@ -134,6 +134,17 @@ def authorize(org_id: uuid.UUID | None, min_role: Role) -> Principal:
     return principal
 
 
+def body_org(requested: uuid.UUID | None, min_role: Role) -> uuid.UUID:
+    """For bodies with an optional `organization_id`: the organization named, else the
+    caller's own (a super admin must name one: 400), authorized for `min_role`."""
+    org_id = requested or current().organization_id
+    if org_id is None:
+        raise ApiError(400, "invalid", "`organization_id`: a super admin must name the "
+                       "organization", field="organization_id")
+    authorize(org_id, min_role)
+    return org_id
+
+
 def parse_uuid(value: str, *, what: str) -> uuid.UUID:
     """A path segment as a UUID; a malformed one is simply not found."""
     try:

@@ -25,7 +25,7 @@ from wad.api.schemas import PhoneText, Request
 from wad.api.validation import body, reply, responds
 from wad.api.whatsapp import require_org
 from wad.bus import EventBus
-from wad.db.models import OutboxItem, OutboxSender, OutboxStatus, Role
+from wad.db.models import OutboxItem, OutboxSender, OutboxStatus
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
@@ -238,16 +238,6 @@ def _clock() -> Clock:
     return clock or WallClock()
 
 
-def _org_of(requested: uuid.UUID | None, min_role: Role) -> uuid.UUID:
-    caller = auth.current()
-    org_id = requested or caller.organization_id
-    if org_id is None:
-        raise ApiError(400, "invalid", "`organization_id`: a super admin must name the "
-                       "organization", field="organization_id")
-    auth.authorize(org_id, min_role)
-    return org_id
-
-
 def _queued(item: OutboxItem, created: bool) -> QueuedMessage:
     return QueuedMessage(
         id=item.id, organization_id=item.organization_id, to=item.to_phone, status=item.status,
@@ -289,7 +279,7 @@ async def send(data: SendRequest) -> Response:
     """Queue a message; 202 with its id (200 with the first message when `idempotency_key` was
     used before). Needs AGENT. 429 when the hour or day limit has no room (`Retry-After`, and
     `error.limit` says which limit, how many remain and when there is room again)."""
-    org_id = _org_of(data.organization_id, "AGENT")
+    org_id = auth.body_org(data.organization_id, "AGENT")
     await require_org(org_id)
     try:
         item, created = await queue_message(
@@ -311,7 +301,7 @@ async def send_bulk(data: BulkRequest) -> Response:
     true` while `requireConfirmation` (400 `confirmation_required`). The batch is checked as a
     whole against the day limit before anything is queued (429). Messages with a bad number are
     left out and listed in `errors`."""
-    org_id = _org_of(data.organization_id, "ADMIN")
+    org_id = auth.body_org(data.organization_id, "ADMIN")
     await require_org(org_id)
     messages = [Outgoing(to=m.to, content=m.content, conversation_id=m.conversation_id,
                          idempotency_key=m.idempotency_key) for m in data.messages]

@@ -116,12 +116,7 @@ async def _action_result(org_id: uuid.UUID, status: int) -> Response:
 async def connect(data: ConnectRequest) -> Response:
     """Start (or keep) the organization's WhatsApp session. Needs ADMIN. The state then moves by
     itself: `CONNECTING`, then `QR_CODE_PENDING` (or `CONNECTED` when the login was kept)."""
-    caller = auth.current()
-    org_id = data.organization_id or caller.organization_id
-    if org_id is None:
-        raise ApiError(400, "invalid", "`organization_id`: a super admin must name the "
-                       "organization", field="organization_id")
-    auth.authorize(org_id, "ADMIN")
+    org_id = auth.body_org(data.organization_id, "ADMIN")
     await require_org(org_id)
     await _manager_call("connect", manager().connect(org_id))
     return await _action_result(org_id, 202)
