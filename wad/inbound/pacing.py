@@ -31,7 +31,6 @@ class RequestPacer:
         self._rng = rng or random.Random()
         self._recent: deque[float] = deque(maxlen=per_window)
         self._lock = trio.Lock()  # trio's Lock is fair: first come, first served
-        self.granted = 0
 
     def next_allowed(self) -> float:
         """The earliest time (Trio's clock) the next request could be made, pause excluded."""
@@ -49,4 +48,3 @@ class RequestPacer:
                 earliest = max(earliest, self._recent[-1] + pause)
             await trio.sleep_until(earliest)
             self._recent.append(trio.current_time())
-            self.granted += 1

@@ -58,7 +58,6 @@ class Spool:
         self._space = trio.Event()
         self._space.set()
         self._write_lock = trio.Lock()
-        self.appended = 0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -98,7 +97,6 @@ class Spool:
         async with self._write_lock:
             await trio.to_thread.run_sync(self._write, line)
             self._records.append(record)
-            self.appended += 1
         self._update_space()
 
     def _write(self, line: bytes) -> None:

@@ -49,7 +49,7 @@ from wad.inbound import names, parse, queries
 from wad.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.inbound.pacing import RequestPacer
 from wad.inbound.settings import InboundSettings, inbound_settings
-from wad.inbound.spool import Spool, SpoolRecord, spool_path
+from wad.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
 from wad.org.manager import OrgContext
 from wad.supervise import ChildSpec, Restart
 
@@ -61,10 +61,6 @@ LANE_BUFFER = 10_000
 RESUME_BATCH = 1000
 NOTICE_BUFFER = 1000
 """Plugin notifications from the storing path waiting for the notifier task."""
-
-_STORED_EVENTS = (ev.MessageReceived, ev.OwnMessage, ev.AckChanged, ev.MessageEdited,
-                  ev.MessageRevoked)
-
 
 def inbound_actor(ctx: OrgContext, *, settings: InboundSettings | None = None,
                   rng: random.Random | None = None) -> ChildSpec:
@@ -157,7 +153,7 @@ class InboundActor:
 
     async def _store_loop(self) -> None:
         async for event in self.ctx.inbound_events:
-            if not isinstance(event, _STORED_EVENTS):
+            if not isinstance(event, SpooledEvent):
                 continue
             record = SpoolRecord(at=time.time(), event=event)
             if self.spool:
@@ -553,7 +549,8 @@ class InboundActor:
                 self.db, client_id=client.id, metadata=metadata) or client
         best = client.saved_name or client.push_name or client.metadata.get("given_name")
         name = best if best and best != client.name else None
-        language_change = preferred if preferred and preferred != client.preferred_language             else None
+        language_change = (preferred if preferred and preferred != client.preferred_language
+                           else None)
         if name or language_change:
             client = await clients_repo.update_profile(
                 self.db, client_id=client.id, name=name,
@@ -626,16 +623,15 @@ class InboundActor:
             await trio.sleep(0.1)
 
     async def _save_profile(self, job: EnrichJob, profile: Profile) -> None:
-        client = await clients_repo.get(self.db, client_id=job.client_id)
-        if client is None:
-            return
         metadata: dict[str, Any] = {"enriched_at": datetime.now(UTC).isoformat()}
         if profile.is_business is not None:
             metadata["is_business"] = profile.is_business
         if profile.verified_name:
             metadata["verified_name"] = profile.verified_name
-        client = await clients_repo.merge_metadata(
-            self.db, client_id=client.id, metadata=metadata) or client
+        client = await clients_repo.merge_metadata(self.db, client_id=job.client_id,
+                                                   metadata=metadata)
+        if client is None:
+            return
         saved = profile.saved_name or client.saved_name
         push = profile.push_name or client.push_name
         best = saved or push or client.metadata.get("given_name") or client.name
