@@ -63,6 +63,7 @@ that distribution is importable but not installed with its metadata, they are lo
 _log = log.get("plugins")
 
 T = TypeVar("T", bound=msgspec.Struct)
+R = TypeVar("R")
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -324,14 +325,30 @@ async def call_all(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> list[
     return answers
 
 
-async def call_first(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> Answer | None:
-    """Call implementations in order until one answers something other than None."""
+async def _first_accepted(pm: PluginManager, hook_name: str, kwargs: dict[str, Any], *,
+                          accept: Callable[[str, Any], R | None],
+                          invalid: str = "plugin answered something invalid; skipped") -> R | None:
+    """Call implementations in order until `accept(plugin, answer)` takes an answer (None
+    answers are passed over, as are those `accept` answers None for). An answer `accept` fails to
+    validate is logged as `invalid` and skipped."""
     kwargs = _kwargs(pm, kwargs)
     for impl in _impls(pm, hook_name):
         ok, value = await _call_one(pm, impl, hook_name, kwargs)
-        if ok and value is not None:
-            return Answer(impl.plugin_name, value)
+        if not ok or value is None:
+            continue
+        try:
+            accepted = accept(impl.plugin_name, value)
+        except (msgspec.ValidationError, TypeError) as exc:
+            _log.warning(invalid, plugin=impl.plugin_name, error=str(exc))
+            continue
+        if accepted is not None:
+            return accepted
     return None
+
+
+async def call_first(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> Answer | None:
+    """Call implementations in order until one answers something other than None."""
+    return await _first_accepted(pm, hook_name, kwargs, accept=Answer)
 
 
 def call_all_sync(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> list[Answer]:
@@ -384,25 +401,21 @@ async def detect_status(
     (default `plugins.status_min_confidence`), with `detector` filled in; None when no detector
     is sure enough. An answer that is not a valid decision is logged and skipped."""
     threshold = pm.settings.status_min_confidence if min_confidence is None else min_confidence
-    kwargs = _kwargs(pm, {"client": client, "messages": list(messages),
-                          "current_status": current_status})
-    for impl in _impls(pm, "wad_detect_status"):
-        ok, value = await _call_one(pm, impl, "wad_detect_status", kwargs)
-        if not ok or value is None:
-            continue
-        try:
-            decision = _as(StatusDecision, value)
-        except (msgspec.ValidationError, TypeError) as exc:
-            _log.warning("plugin answered an invalid status decision; skipped",
-                         plugin=impl.plugin_name, error=str(exc))
-            continue
+
+    def accept(plugin: str, value: Any) -> StatusDecision | None:
+        decision = _as(StatusDecision, value)
         if not decision.detector:
-            decision = msgspec.structs.replace(decision, detector=impl.plugin_name)
+            decision = msgspec.structs.replace(decision, detector=plugin)
         if decision.confidence >= threshold:
             return decision
-        _log.debug("status decision below the threshold", plugin=impl.plugin_name,
+        _log.debug("status decision below the threshold", plugin=plugin,
                    status=decision.status, confidence=decision.confidence)
-    return None
+        return None
+
+    return await _first_accepted(
+        pm, "wad_detect_status", {"client": client, "messages": list(messages),
+                                  "current_status": current_status},
+        invalid="plugin answered an invalid status decision; skipped", accept=accept)
 
 
 async def agent_reply(
@@ -410,26 +423,19 @@ async def agent_reply(
 ) -> AgentReply | None:
     """The first agent reply, in hook order, with `agent` filled in; None when every agent stays
     silent. A blank or invalid reply is logged and skipped."""
-    kwargs = _kwargs(pm, {"message": message, "client": client,
-                          "conversation": list(conversation)})
-    for impl in _impls(pm, "wad_agent_reply"):
-        ok, value = await _call_one(pm, impl, "wad_agent_reply", kwargs)
-        if not ok or value is None:
-            continue
+
+    def accept(plugin: str, value: Any) -> AgentReply | None:
         if isinstance(value, str):
             if not value.strip():
-                continue
+                return None
             value = {"text": value.strip()}
-        try:
-            reply = _as(AgentReply, value)
-        except (msgspec.ValidationError, TypeError) as exc:
-            _log.warning("plugin answered an invalid agent reply; skipped",
-                         plugin=impl.plugin_name, error=str(exc))
-            continue
-        if not reply.agent:
-            reply = msgspec.structs.replace(reply, agent=impl.plugin_name)
-        return reply
-    return None
+        reply = _as(AgentReply, value)
+        return reply if reply.agent else msgspec.structs.replace(reply, agent=plugin)
+
+    return await _first_accepted(
+        pm, "wad_agent_reply", {"message": message, "client": client,
+                                "conversation": list(conversation)},
+        invalid="plugin answered an invalid agent reply; skipped", accept=accept)
 
 
 async def detect_languages(
@@ -439,24 +445,20 @@ async def detect_languages(
     text); a guess outside `languages` counts as unknown. All unknown when no plugin answers."""
     texts = list(texts)
     allowed = set(languages)
-    kwargs = _kwargs(pm, {"texts": texts, "languages": list(languages)})
-    for impl in _impls(pm, "wad_detect_language"):
-        ok, value = await _call_one(pm, impl, "wad_detect_language", kwargs)
-        if not ok or value is None:
-            continue
-        try:
-            guesses = [_as(LanguageGuess, g) for g in value]
-        except (msgspec.ValidationError, TypeError) as exc:
-            _log.warning("plugin answered invalid language guesses; skipped",
-                         plugin=impl.plugin_name, error=str(exc))
-            continue
+
+    def accept(plugin: str, value: Any) -> list[LanguageGuess] | None:
+        guesses = [_as(LanguageGuess, g) for g in value]
         if len(guesses) != len(texts):
             _log.warning("plugin answered a guess count that does not match the texts; skipped",
-                         plugin=impl.plugin_name, texts=len(texts), guesses=len(guesses))
-            continue
+                         plugin=plugin, texts=len(texts), guesses=len(guesses))
+            return None
         return [g if g.language is None or g.language in allowed
                 else LanguageGuess(language=None) for g in guesses]
-    return [LanguageGuess(language=None) for _ in texts]
+
+    found = await _first_accepted(
+        pm, "wad_detect_language", {"texts": texts, "languages": list(languages)},
+        invalid="plugin answered invalid language guesses; skipped", accept=accept)
+    return found if found is not None else [LanguageGuess(language=None) for _ in texts]
 
 
 def import_sources(pm: PluginManager) -> dict[str, ImportSource]:
