@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import asyncpg
 import msgspec
 import trio
 
@@ -49,13 +48,14 @@ from wad import plugins as plugin_calls
 from wad.browser.driver import BridgeError, BridgeTimeout, SessionClosed, new_message_id
 from wad.bus import BusEvent, EventBus
 from wad.db.models import NewMessage, OutboxItem
-from wad.db.pool import Database
+from wad.db.pool import Database, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import NotFound
+from wad.inbound import parse
 from wad.org.manager import OrgContext
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
@@ -85,27 +85,6 @@ ones (each page 50 messages)."""
 HISTORY_MARGIN = timedelta(minutes=10)
 """The check stops reading once messages are this much older than the attempt that may have
 sent the message."""
-
-_DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.TooManyConnectionsError,
-)
-
-
-def _db_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_db_unavailable(e) for e in exc.exceptions)
-    return isinstance(exc, _DB_UNAVAILABLE)
-
-
-def key_of(wa_message_id: str) -> str:
-    """The id wad chose (the key's id) in a serialized id: `true_996...@c.us_3EB0AB` -> `3EB0AB`.
-    Anything else is answered as it is."""
-    parts = wa_message_id.split("_")
-    if len(parts) >= 3 and parts[0] in ("true", "false") and "@" in parts[1]:
-        return parts[2]
-    return wa_message_id
-
 
 def serialized_id(to_phone: str, key: str) -> str:
     """The serialized id of an own message with key id `key` in the chat with `to_phone`."""
@@ -274,7 +253,7 @@ class OutboundActor:
         ack = payload.get("ack")
         if not isinstance(wa_id, str) or not isinstance(ack, int):
             return
-        flight = self._by_key.get(key_of(wa_id))
+        flight = self._by_key.get(parse.bare_id(wa_id))
         if flight is None or flight.done.is_set():
             return
         if ack >= 1 or ack < 0:
@@ -286,7 +265,7 @@ class OutboundActor:
             try:
                 await self._step()
             except Exception as exc:
-                if not _db_unavailable(exc):
+                if not database_unavailable(exc):
                     raise
                 _log.warning("database unreachable; sending waits", error=str(exc))
                 await self._nap(self.config.poll_interval_s)
@@ -358,7 +337,7 @@ class OutboundActor:
                 # The browser died or hung: the session restarts it; the message is not at fault.
                 outcome = _Outcome(sent=False, error=str(exc), interrupted=True)
             except Exception as exc:  # the page failed; the id was not refused
-                if _db_unavailable(exc):
+                if database_unavailable(exc):
                     raise
                 error = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
                 outcome = _Outcome(sent=False, error=error)
@@ -367,7 +346,7 @@ class OutboundActor:
             else:
                 await self._failed(item, outcome)
         except Exception as exc:
-            if not _db_unavailable(exc):
+            if not database_unavailable(exc):
                 raise
             # The row stays SENDING; it is settled like an interrupted send once the database
             # answers (never sent twice: its id is looked for in the chat first).
@@ -423,7 +402,7 @@ class OutboundActor:
                 if "no chat" in str(exc):
                     return False  # no chat with that number: nothing was ever sent there
                 raise
-            if any(m.from_me and key_of(m.id) == key for m in batch.messages):
+            if any(m.from_me and parse.bare_id(m.id) == key for m in batch.messages):
                 return True
             oldest = min((m.timestamp for m in batch.messages if m.timestamp), default=None)
             if (not batch.messages or batch.next_cursor is None
@@ -443,7 +422,7 @@ class OutboundActor:
             try:
                 found = await self._in_chat(page, item, item.wa_message_id)
             except Exception as exc:
-                if _db_unavailable(exc):
+                if database_unavailable(exc):
                     raise
                 _log.warning("interrupted send not checked yet", outbox=str(item.id),
                              error=str(exc))
