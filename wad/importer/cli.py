@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -370,7 +370,6 @@ async def import_here(settings: Settings, organization_id: uuid.UUID, options: I
             imp = local.importer(settings=settings, db=db, organization_id=organization_id,
                                  source=local.plugin_source(pm, options, organization_id),
                                  options=options, pm=pm, on_progress=on_progress)
-            holder["importer"] = imp
             return await _run_keeping(imp, holder)
         profile = profile_dir(settings.state_path, organization_id)
         async with _driver(driver, settings) as browser, own_session(
@@ -378,7 +377,6 @@ async def import_here(settings: Settings, organization_id: uuid.UUID, options: I
             imp = local.importer(settings=settings, db=db, organization_id=organization_id,
                                  source=local.whatsapp_source(own.get, options),
                                  options=options, pm=pm, on_progress=on_progress)
-            holder["importer"] = imp
             return await _run_keeping(imp, holder)
 
 
@@ -392,10 +390,8 @@ async def _run_keeping(imp: Any, holder: dict[str, Any]) -> ImportReport:
 
 def _driver(driver: Any, settings: Settings) -> Any:
     """The given driver, or a new one for the block (Playwright loads only when needed)."""
+    if driver is not None:
+        return nullcontext(driver)
     from wad.browser.driver import BrowserDriver
 
-    @asynccontextmanager
-    async def given() -> Any:
-        yield driver
-
-    return given() if driver is not None else BrowserDriver.open(settings.whatsapp)
+    return BrowserDriver.open(settings.whatsapp)

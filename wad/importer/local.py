@@ -27,7 +27,6 @@ from wad.errors import ConfigError, NotFound, WadError
 from wad.importer.engine import Importer, ProgressCallback
 from wad.importer.options import WHATSAPP_SOURCE, ImportOptions
 from wad.importer.pacing import Pacer
-from wad.importer.report import ImportReport
 from wad.importer.sources import ChatSource, PluginSource, WhatsAppSource
 from wad.inbound.settings import inbound_settings
 from wad.plugins import PluginManager, get_plugin_manager, import_sources
@@ -136,11 +135,3 @@ async def require_org(db: Database, organization_id: uuid.UUID) -> None:
         raise NotFound(f"no organization with id {organization_id} (create one with "
                        "`wad org create NAME`)")
 
-
-async def run(imp: Importer) -> ImportReport:
-    """Run the import; answers its report also when it was cancelled (then `INTERRUPTED`)."""
-    with trio.CancelScope() as scope:
-        report = await imp.run()
-    if scope.cancelled_caught:
-        return imp.progress.report()
-    return report

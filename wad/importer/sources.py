@@ -28,6 +28,7 @@ from wad.browser import events as ev
 from wad.db.models import NewMessage
 from wad.importer.pacing import Pacer
 from wad.inbound import parse
+from wad.outbound.queue import chat_of
 from wad.payloads import ImportedChat, ImportedMessage, ImportRequest, ImportSource
 from wad.phone import InvalidPhoneNumber, normalize
 
@@ -288,7 +289,7 @@ class PluginSource:
             phone = normalize(chat.phone)
         except InvalidPhoneNumber as exc:
             raise ChatFailed(str(exc)) from None
-        wa_chat_id = phone.lstrip("+") + "@c.us"
+        wa_chat_id = chat_of(phone)
         rows = imported_rows(organization_id, phone, wa_chat_id, chat.messages)
         name = chat.name if chat.name and not looks_like_number(chat.name) else None
         return LoadedChat(key=chat.key, phone=phone, wa_chat_id=wa_chat_id, rows=rows,
