@@ -11,6 +11,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
 
 from wad.db.embedded import process_alive
 
@@ -55,6 +59,28 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(10)
             raise
+
+    def socket_client(self, timeout: float = 30) -> httpx.AsyncClient:
+        """An HTTP client on the control socket (which is the super admin: no token)."""
+        return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+                                 base_url="http://wad", timeout=timeout)
+
+    async def whatsapp_status(self, org: str) -> dict[str, Any]:
+        """`GET /api/whatsapp/status/ORG` on the control socket."""
+        async with self.socket_client() as client:
+            body: dict[str, Any] = (await client.get(f"/api/whatsapp/status/{org}")).json()
+            return body
+
+    async def wait_state(self, org: str, *states: str, timeout: float = 40,
+                         node: str | None = None) -> dict[str, Any]:
+        """Poll the organization's status until its state is one of `states` (and, given
+        `node`, that node owns it); answers that status."""
+        with trio.fail_after(timeout):
+            while True:
+                body = await self.whatsapp_status(org)
+                if body["state"] in states and (node is None or body.get("node_id") == node):
+                    return body
+                await trio.sleep(0.2)
 
     def postgres_pid(self) -> int | None:
         try:

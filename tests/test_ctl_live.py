@@ -58,21 +58,6 @@ class Live:
         result: dict[str, Any] = json.loads(await self.ok("status", org, "--json"))
         return result
 
-    async def wait_state(self, org: str, *states: str, timeout: float = 30) -> dict[str, Any]:
-        async with self.socket() as client:
-            with trio.fail_after(timeout):
-                while True:
-                    body: dict[str, Any] = (
-                        await client.get(f"/api/whatsapp/status/{org}")).json()
-                    if body["state"] in states:
-                        return body
-                    await trio.sleep(0.2)
-
-    def socket(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(self.daemon.socket_path)),
-            base_url="http://wad", timeout=30)
-
 
 @pytest.fixture
 async def live(state_dir: Path, nursery: trio.Nursery) -> AsyncIterator[Live]:
@@ -110,7 +95,7 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
         result["qr"] = await live.wad("qr", org, "--timeout", "90", timeout=120)
 
     seen: list[str] = []
-    async with trio.open_nursery() as nursery, live.socket() as sock:
+    async with trio.open_nursery() as nursery, live.daemon.socket_client() as sock:
         nursery.start_soon(run_qr)
         with trio.fail_after(60):
             while len(seen) < 2:  # wait for one rotation, to see the CLI redraw
@@ -138,7 +123,7 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
     assert "session  running  restarts 0" in tree
 
     # The QR is gone once linked; the API says why.
-    async with live.socket() as sock:
+    async with live.daemon.socket_client() as sock:
         r = await sock.get(f"/api/whatsapp/qr/{org}")
     assert r.status_code == 409
     assert "CONNECTED" in r.json()["error"]["message"]
@@ -149,7 +134,7 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
     assert status["state"] == "DISCONNECTED"
     assert status["should_run"] is False
     await live.ok("connect", org)
-    await live.wait_state(org, "CONNECTED")
+    await live.daemon.wait_state(org, "CONNECTED", timeout=30)
 
     # Logout unlinks and moves the profile aside; backups show it, purge deletes it.
     out = await live.ok("logout", org)
@@ -194,7 +179,7 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
         assert r.status_code == 202, r.text
         assert r.json()["organization_id"] == org
         assert r.json()["should_run"] is True
-        await live.wait_state(org, "QR_CODE_PENDING")
+        await live.daemon.wait_state(org, "QR_CODE_PENDING", timeout=30)
 
         r = await http.post(f"/api/whatsapp/pairing-code/{org}", headers=bearer(viewer),
                             json={"phone_number": "+996555100302"})
@@ -216,7 +201,7 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
             answer = json.loads(buffer.split(b"\n", 1)[0])
             assert answer["phone_number"] == "+996555100302"
             assert len(answer["code"]) == 8
-            await live.wait_state(org, "PAIRING_CODE_PENDING")
+            await live.daemon.wait_state(org, "PAIRING_CODE_PENDING", timeout=30)
             await live.phone.enter_pairing_code(PAIR_ACCOUNT, answer["code"])
             while chunk := await proc.stdout.receive_some():
                 buffer += chunk

@@ -7,30 +7,16 @@ import signal
 from functools import partial
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
-from tests.daemonproc import DaemonProcess, processes_using, start_daemon
+from tests.daemonproc import processes_using, start_daemon
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
 
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100901"
-
-
-async def _state(daemon: DaemonProcess, org: str) -> dict[str, object]:
-    transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
-    async with httpx.AsyncClient(transport=transport, base_url="http://wad") as client:
-        body: dict[str, object] = (await client.get(f"/api/whatsapp/status/{org}")).json()
-        return body
-
-
-async def _wait(daemon: DaemonProcess, org: str, state: str, timeout: float = 40) -> None:
-    with trio.fail_after(timeout):
-        while (await _state(daemon, org))["state"] != state:
-            await trio.sleep(0.2)
 
 
 async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
@@ -42,17 +28,16 @@ async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
     try:
         async with SimClient(sim.url) as phone:
             await phone.create_account(ACCOUNT, "Chui Valley Tours")
-            transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
-            async with httpx.AsyncClient(transport=transport, base_url="http://wad") as api:
+            async with daemon.socket_client() as api:
                 created = await api.post("/api/organizations", json={"name": "Chui"})
                 assert created.status_code == 201, created.text
                 org = created.json()["id"]
                 connect = await api.post("/api/whatsapp/connect", json={"organization_id": org})
                 assert connect.status_code in (200, 202), connect.text
-                await _wait(daemon, org, "QR_CODE_PENDING")
+                await daemon.wait_state(org, "QR_CODE_PENDING")
                 qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
                 await phone.scan_qr(ACCOUNT, qr["payload"])
-                await _wait(daemon, org, "CONNECTED")
+                await daemon.wait_state(org, "CONNECTED")
             profile = state_dir / "sessions" / f"org-{org}"
             assert processes_using(profile), "a Chromium runs on the organization's profile"
             assert profile.stat().st_mode & 0o077 == 0  # the login is its owner's only
@@ -67,7 +52,7 @@ async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
             again = await trio.to_thread.run_sync(
                 partial(start_daemon, state_dir, extra_config=extra))
             try:
-                await _wait(again, org, "CONNECTED")
+                await again.wait_state(org, "CONNECTED")
                 events = [line.get("event") for line in again.lines()]
                 states = [line.get("state") for line in again.lines()
                           if line.get("event") == "session state"]

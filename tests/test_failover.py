@@ -11,9 +11,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -34,37 +32,16 @@ def _config(sim_url: str) -> str:
             "reconnect_initial_s = 0.2\nreconnect_max_s = 1.0\n")
 
 
-def _client(daemon: DaemonProcess) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(daemon.socket_path)),
-                             base_url="http://wad", timeout=30)
-
-
-async def _status(daemon: DaemonProcess, org: str) -> dict[str, Any]:
-    async with _client(daemon) as api:
-        body: dict[str, Any] = (await api.get(f"/api/whatsapp/status/{org}")).json()
-        return body
-
-
-async def _wait(daemon: DaemonProcess, org: str, state: str, timeout: float = 40,
-                node: str | None = None) -> dict[str, Any]:
-    with trio.fail_after(timeout):
-        while True:
-            body = await _status(daemon, org)
-            if body["state"] == state and (node is None or body.get("node_id") == node):
-                return body
-            await trio.sleep(0.2)
-
-
 async def _link(daemon: DaemonProcess, phone: SimClient, account: str, name: str) -> str:
     await phone.create_account(account, name)
-    async with _client(daemon) as api:
+    async with daemon.socket_client() as api:
         org = (await api.post("/api/organizations", json={"name": name})).json()["id"]
         answer = await api.post("/api/whatsapp/connect", json={"organization_id": org})
         assert answer.status_code in (200, 202), answer.text
-        await _wait(daemon, org, "QR_CODE_PENDING")
+        await daemon.wait_state(org, "QR_CODE_PENDING")
         qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
     await phone.scan_qr(account, qr["payload"])
-    await _wait(daemon, org, "CONNECTED")
+    await daemon.wait_state(org, "CONNECTED")
     return org
 
 
@@ -97,10 +74,10 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             orgs = [await _link(first if i < 2 else second, phone, accounts[i], f"Org {i}")
                     for i in range(4)]
             first_node, second_node = _node(first), _node(second)
-            owners = [(await _status(second, org)).get("node_id") for org in orgs]
+            owners = [(await second.whatsapp_status(org)).get("node_id") for org in orgs]
             assert owners == [first_node, first_node, second_node, second_node]
             # An action for an organization another daemon runs says where it lives.
-            async with _client(second) as api:
+            async with second.socket_client() as api:
                 elsewhere = await api.post(f"/api/whatsapp/logout/{orgs[0]}")
             assert elsewhere.status_code == 409, elsewhere.text
             assert elsewhere.json()["error"]["code"] == "not_running"
@@ -110,7 +87,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             # organizations while the simulated WhatsApp is slow, then kill it outright.
             await trio.sleep(5)
             await phone.set_sends(accounts[0], delay_s=3.0)
-            async with _client(first) as api:
+            async with first.socket_client() as api:
                 for n in range(3):
                     queued = await api.post("/api/whatsapp/send", json={
                         "organization_id": orgs[0], "to": f"+99655560000{n}",
@@ -129,7 +106,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
 
             try:
                 for org in orgs[:2]:
-                    await _wait(second, org, "CONNECTED", timeout=30, node=second_node)
+                    await second.wait_state(org, "CONNECTED", timeout=30, node=second_node)
             except trio.TooSlowError:
                 interesting = [line for line in second.lines()
                                if line.get("level") in ("info", "warning", "error")]
@@ -143,7 +120,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             for account in accounts:
                 assert len(await phone.devices(account)) == 1  # no second linked device
             for org in orgs[2:]:
-                assert (await _status(second, org))["state"] == "CONNECTED"
+                assert (await second.whatsapp_status(org))["state"] == "CONNECTED"
 
             # Messages written during the gap are stored once; queued ones are sent once.
             async with Database.open(dsn, min_size=1, max_size=1) as db:
@@ -200,7 +177,7 @@ async def test_daemon_cut_from_the_database_stops_its_organizations(
             # The database comes back: the daemon claims the organization again, no QR, and
             # stores what arrived meanwhile, once each.
             await trio.to_thread.run_sync(cluster.start)
-            await _wait(daemon, org, "CONNECTED", timeout=60)
+            await daemon.wait_state(org, "CONNECTED", timeout=60)
             assert len(await phone.devices("996555300001")) == 1
             async with Database.open(dsn, min_size=1, max_size=1) as db:
                 with trio.fail_after(60):

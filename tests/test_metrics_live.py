@@ -103,9 +103,7 @@ async def test_a_real_daemon_serves_metrics_on_its_control_socket(state_dir: Pat
     database's memory is counted."""
     daemon = await trio.to_thread.run_sync(start_daemon, state_dir)
     try:
-        transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
-        async with httpx.AsyncClient(transport=transport, base_url="http://wad",
-                                     timeout=30) as sock, \
+        async with daemon.socket_client() as sock, \
                 httpx.AsyncClient(base_url=daemon.tcp_url, timeout=30) as tcp:
             with trio.fail_after(60):
                 org = (await sock.post("/api/organizations", json={"name": "Tours"})).json()

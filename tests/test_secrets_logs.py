@@ -104,24 +104,9 @@ class Run:
     upstream: Upstream
     db: Database
 
-    def socket(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(self.daemon.socket_path)),
-            base_url="http://wad", timeout=30)
-
     def tcp(self, token: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.daemon.tcp_url, timeout=30,
                                  headers={"Authorization": f"Bearer {token}"})
-
-    async def wait_state(self, org: str, *states: str, timeout: float = 40) -> dict[str, Any]:
-        async with self.socket() as sock:
-            with trio.fail_after(timeout):
-                while True:
-                    body: dict[str, Any] = (
-                        await sock.get(f"/api/whatsapp/status/{org}")).json()
-                    if body["state"] in states:
-                        return body
-                    await trio.sleep(0.2)
 
 
 @pytest.fixture
@@ -174,7 +159,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
     secrets: dict[str, str] = {"WAD_SECRET_KEY": SECRET_KEY, "OPENROUTER_API_KEY": OPENROUTER_KEY,
                                "webhook secret": WEBHOOK_SECRET}
     with trio.fail_after(240):
-        async with run.socket() as sock:
+        async with run.daemon.socket_client() as sock:
             # Organizations and tokens -----------------------------------------------------
             orgs = {}
             for name in ("Naryn Tours", "Talas Travel"):
@@ -198,7 +183,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
             async with run.tcp(tokens["admin"]["token"]) as admin:
                 r = await admin.post("/api/whatsapp/connect")
                 assert r.status_code == 202, r.text
-                await run.wait_state(qr_org, "QR_CODE_PENDING")
+                await run.daemon.wait_state(qr_org, "QR_CODE_PENDING")
                 r = await admin.get(f"/api/whatsapp/qr/{qr_org}")
                 assert r.status_code == 200, r.text
                 payload = r.json()["payload"]
@@ -212,20 +197,20 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                         if line.startswith("data:"):
                             break
                 await run.phone.scan_qr(QR_ACCOUNT, payload)
-                await run.wait_state(qr_org, "CONNECTED")
+                await run.daemon.wait_state(qr_org, "CONNECTED")
 
             # Pairing code ---------------------------------------------------------------------
             async with run.tcp(tokens["pair admin"]["token"]) as pair_admin:
                 r = await pair_admin.post("/api/whatsapp/connect")
                 assert r.status_code == 202, r.text
-                await run.wait_state(pair_org, "QR_CODE_PENDING")
+                await run.daemon.wait_state(pair_org, "QR_CODE_PENDING")
                 r = await pair_admin.post(f"/api/whatsapp/pairing-code/{pair_org}",
                                           json={"phone_number": "+" + PAIR_ACCOUNT})
                 assert r.status_code == 200, r.text
                 secrets["pairing code"] = r.json()["code"]
-                await run.wait_state(pair_org, "PAIRING_CODE_PENDING")
+                await run.daemon.wait_state(pair_org, "PAIRING_CODE_PENDING")
                 await run.phone.enter_pairing_code(PAIR_ACCOUNT, r.json()["code"])
-                await run.wait_state(pair_org, "CONNECTED")
+                await run.daemon.wait_state(pair_org, "CONNECTED")
 
             # A message received (status detection, an agent reply, webhooks), one sent --
             await run.phone.deliver(QR_ACCOUNT, CLIENT, TEXT_IN, push_name="Aibek")
@@ -395,16 +380,11 @@ async def test_without_a_secret_key_the_daemon_keeps_its_key_and_profiles_privat
     daemon = await trio.to_thread.run_sync(functools.partial(
         start_daemon, state_dir, env={"WAD_DATABASE_URL": dsn}, extra_config=extra))
     try:
-        transport = httpx.AsyncHTTPTransport(uds=str(daemon.socket_path))
-        async with httpx.AsyncClient(transport=transport, base_url="http://wad",
-                                     timeout=30) as sock:
+        async with daemon.socket_client() as sock:
             org = (await sock.post("/api/organizations", json={"name": "Keys"})).json()["id"]
             assert (await sock.post("/api/whatsapp/connect",
                                     json={"organization_id": org})).status_code == 202
-            with trio.fail_after(40):
-                while (await sock.get(f"/api/whatsapp/status/{org}")).json()[
-                        "state"] != "QR_CODE_PENDING":
-                    await trio.sleep(0.2)
+            await daemon.wait_state(org, "QR_CODE_PENDING")
         key = state_dir / "secret.key"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert len(key.read_bytes()) == 32
