@@ -35,7 +35,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 import trio_asyncio
 
@@ -97,10 +96,6 @@ class Drill:
     def live(self) -> list[tuple[int, DaemonProcess]]:
         return [(n, d) for n, d in self.daemons.items() if d is not None and d.proc.poll() is None]
 
-    def api(self, daemon: DaemonProcess) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(
-            uds=str(daemon.socket_path)), base_url="http://wad", timeout=30)
-
     # -- set-up --------------------------------------------------------------------------------
 
     async def link_all(self, db: Database) -> None:
@@ -108,7 +103,7 @@ class Drill:
             number = f"99677{i:07d}"
             await self.phone.create_account(number, f"Chaos Tours {i}")
             _, daemon = self.live()[i % len(self.live())]
-            async with self.api(daemon) as api:
+            async with daemon.socket_client() as api:
                 org = (await api.post("/api/organizations", json={"name": f"Chaos {i}"})).json()
                 org_id = org["id"]
                 await db.execute("UPDATE organizations SET settings = $2 WHERE id = $1::uuid",
