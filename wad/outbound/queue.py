@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from wad import log, phone
 from wad.bus import EventBus
@@ -28,10 +27,10 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import columns, one
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import outbox as outbox_repo
-from wad.errors import NotFound, WadError
+from wad.errors import WadError
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_check
-from wad.outbound.settings import MAX_BULK, SendSettings
+from wad.outbound.settings import MAX_BULK
 
 _log = log.get("outbound")
 
@@ -132,14 +131,6 @@ async def _lock(tx: Executor, organization_id: uuid.UUID) -> None:
                      f"wad.outbox:{organization_id}")
 
 
-async def _settings(tx: Executor, organization_id: uuid.UUID) -> SendSettings:
-    document = await tx.fetchval("SELECT settings FROM organizations WHERE id = $1",
-                                 organization_id)
-    if document is None:
-        raise NotFound(f"no such organization: {organization_id}")
-    return settings_mod.effective(document)
-
-
 async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *, wanted: int,
                       limits: Sequence[Window]) -> None:
     sent = await outbox_repo.sent_times_since(tx, organization_id=organization_id,
@@ -156,6 +147,17 @@ async def _by_key(tx: Executor, organization_id: uuid.UUID, key: str | None) -> 
     return one(OutboxItem, await tx.fetchrow(
         f"SELECT {_ITEM_COLS} FROM outbox WHERE organization_id = $1 AND idempotency_key = $2",
         organization_id, key))
+
+
+async def _used_keys(tx: Executor, organization_id: uuid.UUID, keys: list[str]) -> set[str]:
+    """Which of `keys` earlier messages of the organization already carry."""
+    if not keys:
+        return set()
+    rows = await tx.fetch(
+        """SELECT idempotency_key FROM outbox
+           WHERE organization_id = $1 AND idempotency_key = ANY($2::text[])""",
+        organization_id, keys)
+    return {r["idempotency_key"] for r in rows}
 
 
 async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
@@ -201,7 +203,7 @@ async def queue_message(
         earlier = await _by_key(tx, organization_id, idempotency_key)
         if earlier is not None:
             return earlier, False
-        settings = await _settings(tx, organization_id)
+        settings = await settings_mod.load(tx, organization_id)
         await _check_door(tx, organization_id, now, wanted=1, limits=settings.door_windows())
         client_id, conv_id = await _conversation(tx, organization_id, number, conversation_id)
         item, created = await outbox_repo.enqueue(
@@ -245,7 +247,7 @@ async def queue_bulk(
         valid.append((index, number, message))
     async with db.transaction() as tx:
         await _lock(tx, organization_id)
-        settings = await _settings(tx, organization_id)
+        settings = await settings_mod.load(tx, organization_id)
         safety = settings.safety
         if not safety.enable_mass_sending:
             raise MassSendingDisabled(
@@ -255,8 +257,9 @@ async def queue_bulk(
             raise ConfirmationRequired(
                 f"this batch has {len(messages)} messages, more than safety.maxBatchSize "
                 f"({safety.max_batch_size}): send it again with `confirm: true`")
-        fresh = [v for v in valid if await _by_key(tx, organization_id,
-                                                   v[2].idempotency_key) is None]
+        used = await _used_keys(tx, organization_id, [
+            m.idempotency_key for _, _, m in valid if m.idempotency_key is not None])
+        fresh = [v for v in valid if v[2].idempotency_key not in used]
         await _check_door(tx, organization_id, now, wanted=len(fresh),
                           limits=settings.day_window())
         spacing = 60.0 / settings.rate_limiting.messages_per_minute
@@ -281,8 +284,3 @@ async def queue_bulk(
               failed=len(result.failed), sender=sender, agent=agent_name)
     return result
 
-
-def summary(item: OutboxItem) -> dict[str, Any]:
-    """A queue item in a few fields, for logs and bus events."""
-    return {"id": str(item.id), "status": item.status, "priority": item.priority,
-            "sender": item.sender, "attempts": item.attempts}
