@@ -120,22 +120,14 @@ class Progress:
         rate = self.done_now / seconds * 60 if self.done_now and seconds > 0 else None
         left = self.chats_total - self.chats_done - self.chats_failed
         eta = (left / (rate / 60) if rate and left > 0 else (0.0 if rate else None))
-        return ImportReport(
-            organization_id=self.organization_id, source=self.source, state=self.state,
-            dry_run=self.dry_run, run_id=self.run_id, resumed=self.resumed,
-            chats_found=self.chats_found, groups_skipped=self.groups_skipped,
-            broadcasts_skipped=self.broadcasts_skipped, chats_total=self.chats_total,
-            chats_done=self.chats_done, chats_imported=self.chats_imported,
-            chats_duplicate=self.chats_duplicate, chats_failed=self.chats_failed,
-            chats_resumed=self.chats_resumed, clients_created=self.clients_created,
-            clients_updated=self.clients_updated, messages_stored=self.messages_stored,
-            messages_duplicate=self.messages_duplicate, errors=list(self.errors),
-            warnings=list(self.warnings), statuses=dict(self.statuses.most_common()),
-            languages=dict(self.languages.most_common()), requests=self.requests,
-            seconds=round(seconds, 3),
+        # The counters and the rest of the state by name (`chats_done` included); the fields
+        # derived here on top.
+        return msgspec.structs.replace(
+            msgspec.convert(self, ImportReport, from_attributes=True),
+            statuses=dict(self.statuses.most_common()),
+            languages=dict(self.languages.most_common()), seconds=round(seconds, 3),
             chats_per_minute=round(rate, 2) if rate is not None else None,
-            eta_s=round(eta, 1) if eta is not None else None,
-            current_chat=self.current_chat, reason=self.reason)
+            eta_s=round(eta, 1) if eta is not None else None)
 
 
 # Text forms ---------------------------------------------------------------------------------
