@@ -21,13 +21,13 @@ from typing import Any
 
 from wad import ctl
 from wad.ctl import EXIT_FAILED, EXIT_OK, CtlError, Daemon, resolve_org
+from wad.outbound.settings import RateLimiting, Safety
 
 _DONE = ("SENT", "DELIVERED", "READ")
-_GROUPS = ("rateLimiting", "safety")
-_FIELDS = {
-    "rateLimiting": ("messagesPerMinute", "messagesPerHour", "messagesPerDay", "concurrency"),
-    "safety": ("enableMassSending", "requireConfirmation", "maxBatchSize"),
-}
+# The settings' keys as the API names them (the CRM's names), from the settings themselves.
+_FIELDS = {"rateLimiting": RateLimiting.__struct_encode_fields__,
+           "safety": Safety.__struct_encode_fields__}
+_GROUPS = tuple(_FIELDS)
 
 Add = Callable[[Any, str, Callable[[Daemon, argparse.Namespace], int], str],
                argparse.ArgumentParser]
