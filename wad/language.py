@@ -70,6 +70,11 @@ def _clean(text: str) -> str:
     return " ".join(words).lower()
 
 
+@functools.cache
+def _has_profile(language: str) -> bool:
+    return (Path(PROFILES_DIRECTORY) / language).is_file()
+
+
 class LanguageDetector:
     """Detects among `languages` (ISO 639-1 codes with a langdetect profile). Deterministic for a
     given `seed`. Thread-safe: each detection uses its own langdetect detector."""
@@ -79,8 +84,7 @@ class LanguageDetector:
         self.languages = tuple(dict.fromkeys(languages))
         if not self.languages:
             raise ValueError("at least one language is needed")
-        unknown = [lang for lang in self.languages
-                   if not (Path(PROFILES_DIRECTORY) / lang).is_file()]
+        unknown = [lang for lang in self.languages if not _has_profile(lang)]
         if unknown:
             raise ValueError(f"no language profile for {', '.join(unknown)}")
         self.min_letters = min_letters
@@ -160,9 +164,9 @@ def get_detector(languages: tuple[str, ...] = DEFAULT_LANGUAGES, seed: int = 0) 
 
 
 def supported(languages: Sequence[str]) -> tuple[str, ...]:
-    """Those of `languages` that langdetect has a profile for (others need another plugin)."""
-    return tuple(lang for lang in dict.fromkeys(languages)
-                 if (Path(PROFILES_DIRECTORY) / lang).is_file())
+    """Those of `languages` that langdetect has a profile for (others need another plugin).
+    Called for every detection, so the profiles' presence is looked up once per language."""
+    return tuple(lang for lang in dict.fromkeys(languages) if _has_profile(lang))
 
 
 async def detect_async(texts: Sequence[str], languages: Sequence[str] = DEFAULT_LANGUAGES
