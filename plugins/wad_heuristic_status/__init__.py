@@ -68,7 +68,6 @@ class _Rule(msgspec.Struct, frozen=True):
     stage: ClientStatus
     language: str
     regex: re.Pattern[str]
-    weight: float
 
 
 def _compile(table: dict[ClientStatus, dict[str, list[str]]]) -> list[_Rule]:
@@ -79,8 +78,7 @@ def _compile(table: dict[ClientStatus, dict[str, list[str]]]) -> list[_Rule]:
                 body = _fold_pattern(pattern)
                 # Arabic glues articles and prepositions to words: match inside them.
                 source = f"(?:{body})" if language == "ar" else rf"(?<!\w)(?:{body})(?!\w)"
-                rules.append(_Rule(stage, language, re.compile(source),
-                                   0.5 if stage in WEAK else 1.0))
+                rules.append(_Rule(stage, language, re.compile(source)))
     return rules
 
 
