@@ -38,8 +38,6 @@ from wad.org.manager import OrgNotRunning
 
 bp = Blueprint("whatsapp", __name__, url_prefix="/api/whatsapp")
 
-_LINK_PENDING = ("QR_CODE_PENDING", "PAIRING_CODE_PENDING")
-
 
 class OrgManager(Protocol):
     """What these routes call on `services["orgs"]` (see `wad.org.manager.OrgManagerAPI`)."""
