@@ -36,7 +36,7 @@ import trio
 from wad import language, log, payloads
 from wad import plugins as plugin_calls
 from wad.db.models import Client, ImportRun, NewMessage
-from wad.db.pool import Database, Executor
+from wad.db.pool import Database, Executor, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import imports as imports_repo
@@ -212,7 +212,7 @@ class Importer:
         except SourceGone:
             raise
         except Exception as exc:
-            if queries.database_unavailable(exc):
+            if database_unavailable(exc):
                 raise  # nothing can be written: stop (a rerun resumes)
             reason = str(exc) if isinstance(exc, ChatFailed) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, ChatFailed):
@@ -332,7 +332,7 @@ class Importer:
         if given and client.metadata.get("given_name") != given:
             metadata["given_name"] = given
         if metadata:
-            client = await queries.merge_client_metadata(
+            client = await clients_repo.merge_metadata(
                 tx, client_id=client.id, metadata=metadata) or client
         conversation, _ = await conversations_repo.get_or_create_active(
             tx, organization_id=org, client_id=client.id, wa_chat_id=chat.wa_chat_id)
