@@ -325,3 +325,30 @@ async def test_two_daemons_deliver_each_event_once(org_db: Database,
     assert len(set(successes)) == 30  # no delivery posted successfully twice
     assert len(delivered) == 33  # exactly the three failures were retried
     assert all(status == "DELIVERED" for _, status, _, _ in await rows(org_db))
+
+
+async def test_each_failed_delivery_is_retried_on_its_own_backoff(
+        org_db: Database, crm: tuple[FakeCrm, str]) -> None:
+    """Two deliveries fail once each; both are retried after the backoff (not at the next poll,
+    set far away here), each under its own id."""
+    fake, url = crm
+    fake.statuses = [500, 500]
+    config = {"backoff_initial_s": 0.3, "poll_interval_s": 30.0}
+    pm = manager(org_db, url, **config)
+    with capture_logs() as logs:
+        # Both are pending before the worker starts, so that one poll finds them together.
+        await notify(pm, "wad_message_received", message=message("one"), client=client())
+        await notify(pm, "wad_message_received", message=message("two"), client=client())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_background_tasks, pm)
+            with trio.fail_after(10):
+                await fake.wait_for(4)
+                await settled(org_db)
+            nursery.cancel_scope.cancel()
+    attempts = sorted((json.loads(got["body"])["data"]["message"]["body"],
+                       json.loads(got["body"])["attempt"], got["status"])
+                      for got in fake.received)
+    assert attempts == [("one", 1, 500), ("one", 2, 200), ("two", 1, 500), ("two", 2, 200)]
+    assert not [entry for entry in logs if entry["log_level"] == "error"]  # the worker never failed
+    assert await rows(org_db) == [("message.received", "DELIVERED", 2, None),
+                                  ("message.received", "DELIVERED", 2, None)]
