@@ -15,12 +15,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-import trio
 
 from wad import log
 from wad.config import Settings
-from wad.db import migrate
-from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.errors import ConfigError, NotFound, WadError
@@ -112,22 +109,11 @@ def importer(*, settings: Settings, db: Database, organization_id: uuid.UUID,
 async def import_database(settings: Settings) -> AsyncIterator[Database]:
     """The configured database, or the private cluster (reused when up, else started for the
     import and stopped after it); migrated."""
-    dsn = settings.database.dsn
-    cluster: EmbeddedPostgres | None = None
-    started = False
-    if not dsn:
-        cluster = EmbeddedPostgres(settings.state_path.absolute() / "pg",
-                                   bindir=settings.database.postgres_bindir)
-        started = not cluster.running()
-        dsn = await trio.to_thread.run_sync(cluster.start)
-    try:
-        async with Database.open(dsn, min_size=1, max_size=4) as db:
-            await migrate.apply(db)
-            yield db
-    finally:
-        if cluster is not None and started:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(cluster.stop)
+    # Imported here: wad.daemon imports the API, and the API imports the importer.
+    from wad.daemon import open_database
+
+    async with open_database(settings, owner=False, pool_max=4) as db:
+        yield db
 
 
 async def require_org(db: Database, organization_id: uuid.UUID) -> None:
