@@ -22,6 +22,7 @@ from wad.browser import events as ev
 from wad.errors import WadError
 from wad.importer.options import DEFAULT_LINK_TIMEOUT_S
 from wad.importer.sources import BrowserSessionLike, SourceGone
+from wad.org import archive
 
 _log = log.get("import.session")
 
@@ -32,7 +33,7 @@ class LinkFailed(WadError):
 
 def profile_dir(state_dir: Path, organization_id: uuid.UUID) -> Path:
     """Where the import's own session keeps its login: beside the daemon's, never the same."""
-    return state_dir.absolute() / "sessions" / f"import-{organization_id}"
+    return archive.sessions_dir(state_dir.absolute()) / f"import-{organization_id}"
 
 
 class OwnSession:

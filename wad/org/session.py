@@ -171,11 +171,11 @@ class SessionActor:
 
     @property
     def sessions_dir(self) -> Path:
-        return self.settings.state_path.absolute() / "sessions"
+        return archive.sessions_dir(self.settings.state_path.absolute())
 
     @property
     def profile_dir(self) -> Path:
-        return self.sessions_dir / f"org-{self.org_id}"
+        return archive.profile_dir(self.settings.state_path.absolute(), self.org_id)
 
     # -- the actor -----------------------------------------------------------------------------
 
