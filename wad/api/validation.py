@@ -9,7 +9,6 @@ it. Every failure becomes a 400 in the one error shape, naming the field.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,27 +17,15 @@ from quart import Response, request
 from quart_schema import document_request, document_response
 
 from wad.api.errors import ApiError, ErrorResponse
+from wad.errors import validation_problem
 
 T = TypeVar("T", bound=msgspec.Struct)
 Handler = Callable[..., Awaitable[Any]]
 
-_FIELD_IN_MESSAGE = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`")
-
 
 def describe(exc: msgspec.ValidationError) -> tuple[str, str | None]:
     """msgspec's message split into (what is wrong, the field's dotted path or None)."""
-    message = str(exc)
-    path = ""
-    if " - at `$" in message:
-        message, _, at = message.partition(" - at `$")
-        path = at.rstrip("`").lstrip(".")
-    named = _FIELD_IN_MESSAGE.match(message)
-    if named:
-        kind, name = named.groups()
-        path = f"{path}.{name}" if path else name
-        message = ("required field is missing" if kind.startswith("missing")
-                   else "unknown field")
-    return message, path or None
+    return validation_problem(exc)
 
 
 def validation_error(exc: msgspec.ValidationError) -> ApiError:

@@ -21,7 +21,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from wad import log
-from wad.errors import NotFound, WadError
+from wad.errors import NotFound, WadError, validation_problem
 from wad.outbound.limits import Window, windows
 
 if TYPE_CHECKING:
@@ -158,17 +158,7 @@ def merge(current: SendSettings, patch: SettingsPatch) -> SendSettings:
 
 def describe(exc: msgspec.ValidationError) -> SettingsInvalid:
     """msgspec's error (`... - at `$.rateLimiting.concurrency``) as `SettingsInvalid`."""
-    message = str(exc)
-    path = ""
-    if " - at `$" in message:
-        message, _, at = message.partition(" - at `$")
-        path = at.rstrip("`").lstrip(".")
-    for prefix, what in (("Object contains unknown field `", "unknown field"),
-                         ("Object missing required field `", "required field is missing")):
-        if message.startswith(prefix):
-            name = message.removeprefix(prefix).split("`", 1)[0]
-            path = f"{path}.{name}" if path else name
-            message = what
+    message, path = validation_problem(exc)
     return SettingsInvalid(path or "settings", message)
 
 
