@@ -52,7 +52,10 @@ async def until_status(stack: Stack, item_id: uuid.UUID, *statuses: str,
         while True:
             item = await outbox_repo.get(stack.db, outbox_id=item_id)
             assert item is not None
-            if item.status in statuses:
+            # A sent item is also linked to its stored message; an ack may move the status
+            # a moment before the sender records that link.
+            linked = item.message_id is not None or item.status in ("QUEUED", "SENDING", "FAILED")
+            if item.status in statuses and linked:
                 return item
             await trio.sleep(0.05)
 
