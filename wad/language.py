@@ -63,11 +63,34 @@ def letters(text: str) -> str:
     return "".join(c for c in _URL.sub(" ", text) if c.isalpha())
 
 
-def _clean(text: str) -> str:
-    """What langdetect should see: words only, in lower case, one space between them."""
+def clean(text: str) -> str:
+    """What a detector should see: words only, in lower case, one space between them."""
     text = unicodedata.normalize("NFC", _URL.sub(" ", text))
     words = re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)*", text)
     return " ".join(words).lower()
+
+
+def script_languages(languages: Sequence[str]) -> dict[str, str]:
+    """For each script that exactly one of `languages` is written in, that language."""
+    decided: dict[str, str] = {}
+    for script, members in _SCRIPT_LANGUAGES.items():
+        present = [lang for lang in dict.fromkeys(languages) if lang in members]
+        if len(present) == 1:
+            decided[script] = present[0]
+    return decided
+
+
+def language_of_script(found: str, by_script: dict[str, str]) -> str | None:
+    """The language `by_script` (from `script_languages`) names for the script that at least 60 %
+    of the letters `found` are in; None when no such script decides."""
+    if not found:
+        return None
+    scripts: dict[str, int] = {}
+    for char in found:
+        script = _script(char)
+        scripts[script] = scripts.get(script, 0) + 1
+    main, count = max(scripts.items(), key=lambda item: item[1])
+    return by_script.get(main) if count >= 0.6 * len(found) else None
 
 
 @functools.cache
@@ -89,11 +112,7 @@ class LanguageDetector:
             raise ValueError(f"no language profile for {', '.join(unknown)}")
         self.min_letters = min_letters
         self.min_probability = min_probability
-        self._by_script: dict[str, str] = {}
-        for script, members in _SCRIPT_LANGUAGES.items():
-            present = [lang for lang in self.languages if lang in members]
-            if len(present) == 1:
-                self._by_script[script] = present[0]
+        self._by_script = script_languages(self.languages)
         self._factory: DetectorFactory | None = None
         if len(self.languages) > 1:
             factory = DetectorFactory()
@@ -108,17 +127,13 @@ class LanguageDetector:
         found = letters(text)
         if len(found) < self.min_letters:
             return LanguageGuess(language=None)
-        scripts: dict[str, int] = {}
-        for char in found:
-            script = _script(char)
-            scripts[script] = scripts.get(script, 0) + 1
-        main, count = max(scripts.items(), key=lambda item: item[1])
-        if count >= 0.6 * len(found) and main in self._by_script:
-            return LanguageGuess(language=self._by_script[main], probability=0.99)
+        by_script = language_of_script(found, self._by_script)
+        if by_script is not None:
+            return LanguageGuess(language=by_script, probability=0.99)
         if self._factory is None:
             return LanguageGuess(language=self.languages[0], probability=1.0)
         detector = self._factory.create()
-        detector.append(_clean(text))
+        detector.append(clean(text))
         try:
             ranked = detector.get_probabilities()
         except LangDetectException:

@@ -52,6 +52,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
 """wad's own default behaviour, registered as plugins like any other (first, so others override)."""
 
 BUNDLED_PLUGINS: dict[str, str] = {
+    "fasttext_language": "wad_fasttext_language",
     "heuristic_status": "wad_heuristic_status",
     "openrouter": "wad_openrouter",
     "webhook": "wad_webhook:WebhookPlugin",

@@ -1,0 +1,97 @@
+"""The bundled language detector (`wad_fasttext_language`): measured on the held-out labelled
+set (never used to tune it), offline, limited to the configured languages, and wad's default
+through the language hook with langdetect as the fallback."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+import wad_fasttext_language
+from wad_fasttext_language import FastTextDetector
+
+from wad.evaluation import DATA, LanguageScore, load_texts, score_languages
+from wad.language import DEFAULT_LANGUAGES
+from wad.plugins import PluginSettings, detect_languages, get_plugin_manager
+
+HELD_OUT = DATA / "language" / "heldout.tsv"
+
+
+@pytest.fixture(scope="module")
+def detector() -> FastTextDetector:
+    return FastTextDetector(DEFAULT_LANGUAGES)
+
+
+def test_the_held_out_set_is_big_and_short() -> None:
+    rows = load_texts(HELD_OUT)
+    labelled = [row for row in rows if row.language]
+    assert len(labelled) >= 300
+    assert sum(len(row.text.split()) <= 3 for row in labelled) >= len(labelled) / 3
+    assert {row.language for row in labelled} == set(DEFAULT_LANGUAGES)
+    assert len(rows) - len(labelled) >= 10  # texts no language claims
+    dev = load_texts(DATA / "language" / "dev.tsv")
+    assert not {row.text for row in dev} & {row.text for row in labelled if
+                                            len(row.text.split()) > 3}, "sets overlap"
+
+
+def test_per_message_at_least_98_percent_right_and_at_most_1_percent_wrong(
+        detector: FastTextDetector) -> None:
+    rows = load_texts(HELD_OUT)
+    score = score_languages(rows, detector.detect_many([row.text for row in rows]))
+    total = LanguageScore.overall(score.per_message)
+    assert total.right / total.total >= 0.98, score.misses
+    assert total.wrong / total.total <= 0.01, score.misses
+    # What no language claims ("ok", emoji, times) is unknown.
+    assert score.neutral.right == score.neutral.total, score.misses
+
+
+def test_per_conversation_every_client_language_is_right(detector: FastTextDetector) -> None:
+    rows = load_texts(HELD_OUT)
+    score = score_languages(rows, detector.detect_many([row.text for row in rows]))
+    total = LanguageScore.overall(score.per_conversation)
+    assert total.right == total.total >= 80
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("merci beaucoup", "fr"), ("Vale", "es"), ("Danke schön!", "de"), ("dzieki wielkie", "pl"),
+    ("Thanks a lot", "en"), ("Спасибо", "ru"), ("شكرا", "ar"), ("ok", None), ("👍🏻", None),
+    ("12:30", None), ("haha ok", None), ("", None)])
+def test_short_texts(detector: FastTextDetector, text: str, language: str | None) -> None:
+    assert detector.detect(text).language == language
+
+
+def test_only_configured_languages_are_answered() -> None:
+    two = FastTextDetector(["en", "ru"])
+    for text in ["Quanto costa il tour per due persone?", "Hoeveel kost de reis?", "merci"]:
+        assert two.detect(text).language in {"en", "ru", None}
+    assert FastTextDetector(["de"]).detect("Wie viel kostet das?").language == "de"
+
+
+def test_the_model_loads_from_the_package_without_the_network(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the language model tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    wad_fasttext_language._model.cache_clear()
+    wad_fasttext_language.get_detector.cache_clear()
+    assert FastTextDetector(["fr", "de"]).detect("Bonjour, combien ça coûte ?").language == "fr"
+
+
+async def test_it_is_the_default_through_the_hook_and_langdetect_the_fallback() -> None:
+    pm = get_plugin_manager(PluginSettings(entry_points=False))
+    # langdetect alone leaves these unknown or gets them wrong; the bundled detector does not.
+    texts = ["merci bien", "alles klar", "entendu"]
+    guesses = await detect_languages(pm, texts, languages=list(DEFAULT_LANGUAGES))
+    assert [g.language for g in guesses] == ["fr", "de", "fr"]
+    # A language the model is not set up for: the bundled detector stands aside, langdetect
+    # (wad's built-in) answers.
+    [swahili] = await detect_languages(pm, ["Habari, safari ya siku tano inagharimu kiasi gani?"],
+                                       languages=["en", "sw"])
+    assert swahili.language == "sw"
+    without = get_plugin_manager(PluginSettings(entry_points=False,
+                                                disabled=["fasttext_language"]))
+    fallback = await detect_languages(without, texts, languages=list(DEFAULT_LANGUAGES))
+    assert [g.language for g in fallback] == ["pl", "fr", "es"]  # langdetect on short texts
