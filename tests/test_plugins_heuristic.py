@@ -141,19 +141,79 @@ def test_phrases_decide_their_stage_and_the_reason_names_the_words(
         assert f"«{word}»" in main
 
 
-def test_the_newest_messages_weigh_most() -> None:
+def test_the_whole_conversation_counts_and_later_evidence_moves_it_on() -> None:
     history = [message("How much is the tour?"), message("Ok, we take it, I paid the deposit")]
     decision = decide(history, current_status="WARMED")
     assert decision is not None
     assert decision.status == "SOLD"
     assert "also WARMED: «How much»" in decision.reason
-    # A match several messages back is not convincing on its own.
+    # An objection several messages back still stands: nothing after it moved the deal on.
     history = [message("Is there a discount?"), message("hmm"), message("let me think"),
                message("my wife asks too")]
     decision = decide(history, current_status="WARMED")
     assert decision is not None
     assert decision.status == "NEGOTIATION"
-    assert decision.confidence < 0.5
+    assert decision.confidence >= 0.5
+    # A greeting alone is weak evidence.
+    greeting = decide([message("Hello!")], current_status=None)
+    assert greeting is not None
+    assert greeting.status == "NEW_LEAD"
+    assert greeting.confidence < decision.confidence
+
+
+def test_our_messages_are_evidence_a_price_a_lower_price_a_confirmation() -> None:
+    offer = [message("Two of us, 10 days in July"),
+             message("Our plan for you: 10 days, guesthouses and a driver, 1 900 USD in total",
+                     direction="OUT")]
+    decision = decide(offer, current_status="QUALIFIED")
+    assert decision is not None
+    assert (decision.status, decision.reason) == (
+        "PROPOSAL_SENT", "PROPOSAL_SENT: matched «1 900 USD» (also QUALIFIED: «Two of us», «10 days», "
+        "«in July»)")
+    lowered = [*offer, message("hmm"), message("We can shorten it to 8 days, that brings it to "
+                                               "1 500 USD", direction="OUT")]
+    decision = decide(lowered, current_status="PROPOSAL_SENT")
+    assert decision is not None
+    assert decision.status == "NEGOTIATION"
+    confirmed = [*lowered, message("Payment received, your booking is confirmed!",
+                                   direction="OUT")]
+    decision = decide(confirmed, current_status="NEGOTIATION")
+    assert decision is not None
+    assert decision.status == "SOLD"
+
+
+@pytest.mark.parametrize(("request_text", "done"), [
+    ("The deposit is 200 USD, IBAN KG12 1090 0000 1234 5678", "Sent it"),
+    ("Предоплата 10 000 сом, реквизиты: МБанк +996 555 000 111", "Готово"),
+    ("Pour réserver, un acompte de 300 € sur l'IBAN FR76 3000 4000 0312", "C'est fait !"),
+    ("Bitte 30 % Anzahlung auf DE12 5001 0517 0648 4898 90", "Erledigt"),
+    ("El anticipo es de 300 USD a la cuenta KG57 1280 0000 0098", "Listo"),
+    ("Zaliczka 500 zł, numer konta PL61 1090 1014 0000 0712", "Zrobione"),
+    ("الدفعة المقدمة ٤٠٠ دولار على هذا الحساب", "أرسلت المبلغ"),
+])
+def test_a_done_after_we_asked_for_a_payment_means_paid(request_text: str, done: str) -> None:
+    asked = [message(request_text, direction="OUT"), message(done)]
+    decision = decide(asked, current_status="PROPOSAL_SENT")
+    assert decision is not None
+    assert decision.status == "SOLD", decision.reason
+    # The same words with no payment asked for say nothing of one.
+    alone = decide([message("Can we come in July?"), message(done)],
+                   current_status="PROPOSAL_SENT")
+    assert alone is None or alone.status != "SOLD"
+
+
+def test_a_negotiation_can_close_unsold_and_a_closed_client_can_come_back() -> None:
+    history = [message("The total price is 2 600 USD", direction="OUT"),
+               message("That is more than we have, could we drop the last night?"),
+               message("That would bring it to 2 300 USD", direction="OUT"),
+               message("Thanks for trying, but we'll go to Georgia instead")]
+    decision = decide(history, current_status="NEGOTIATION")
+    assert decision is not None
+    assert decision.status == "CLOSED"
+    back = decide([*history, message("Hi again! How much is the Song-Kol trek next summer?")],
+                  current_status="CLOSED")
+    assert back is not None
+    assert back.status == "WARMED"
 
 
 def test_the_detector_moves_forward_only_except_to_and_from_closed() -> None:

@@ -1,13 +1,22 @@
 """wad's built-in status detector: keywords and patterns in seven languages for each stage of
-the sales funnel, with the words that decided it as the reason.
+the sales funnel, read over the whole conversation, both sides, with the words that decided it
+as the reason.
 
-It looks at the last few messages of the conversation, the newest weighing most (each older
-message counts half as much as the one after it). Each stage scores the matches it finds; the
-best stage wins (a tie goes to the later stage: "hello, how much?" is about the price, not the
-greeting). Confidence grows with the score, so a match in an old message alone is not
-convincing, and wad then keeps the current status. The detector only moves a client forward in
-the funnel, except to CLOSED (always possible) and out of CLOSED (a closed client who writes again
-is a lead again). It runs last (`trylast`), so that smarter detectors decide when they can.
+The conversation is read from its first message to its last, as a funnel moves: each message is
+evidence for a stage, from the client (a greeting, the party and the dates, questions, an
+objection, "I paid", a complaint during the trip, "we'll go elsewhere") or from us (an offer with a
+price or a day-by-day plan, a lower price after an objection, the payment details, "received,
+your booking is confirmed", the driver's time, "hope to see you next season"). A message's best
+stage (a tie goes to the later stage) moves the conversation forward; it moves back only to
+CLOSED (a negotiation can close unsold, a booking can be cancelled) and out of CLOSED (a client
+who writes again with a new question is a lead again). Two readings need context: a client's
+"done" / "c'est fait" / "listo" right after we asked for a payment means paid (SOLD), and a
+client's question after we answered once means interest (WARMED).
+
+The decision is where the reading ends, its confidence the strength of the message that put it
+there (a greeting alone is weak). It never moves a client backwards, except to and out of
+CLOSED, so a window that no longer holds the early evidence does not undo it. It runs last
+(`trylast`), so that smarter detectors decide when they can.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from msgspec import Meta
 from wad import hookimpl
 from wad.payloads import FUNNEL, Client, ClientStatus, Message, StatusDecision, funnel_index
 from wad.plugins import PluginContext
-from wad_heuristic_status.keywords import AGENT, CLIENT, WEAK
+from wad_heuristic_status.keywords import AGENT, AGENT_MORE, CLIENT, DONE, PAYMENT_REQUEST, WEAK
 
 NAME = "heuristic_status"
 
@@ -83,14 +92,16 @@ def _compile(table: dict[ClientStatus, dict[str, list[str]]]) -> list[_Rule]:
 
 
 CLIENT_RULES = _compile(CLIENT)
-AGENT_RULES = _compile(AGENT)
+AGENT_RULES = _compile({**AGENT, **AGENT_MORE})
+PAYMENT_RULES = _compile({"SOLD": PAYMENT_REQUEST})
+DONE_RULES = _compile({"SOLD": DONE})
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`[plugins.config.heuristic_status]`."""
 
-    window: Annotated[int, Meta(ge=1, le=50)] = 8
-    """How many of the latest messages to read."""
+    window: Annotated[int, Meta(ge=1, le=500)] = 30
+    """How many of the latest messages to read (as many as the inbound channel passes)."""
     languages: list[str] = []
     """Only these languages' patterns (empty: all seven)."""
 
@@ -107,12 +118,14 @@ class Match(msgspec.Struct, frozen=True):
     """Where the words are in the text."""
 
 
-def find_matches(text: str, *, ours: bool, languages: Sequence[str] = (), age: int = 0
-                 ) -> list[Match]:
-    """Every rule that matches `text` (a client's message, or ours when `ours`)."""
+def find_matches(text: str, *, ours: bool, languages: Sequence[str] = (), age: int = 0,
+                 rules: Sequence[_Rule] | None = None) -> list[Match]:
+    """Every rule that matches `text` (a client's message, or ours when `ours`; or `rules`)."""
     folded, origin = fold_with_map(text)
     found = []
-    for rule in AGENT_RULES if ours else CLIENT_RULES:
+    if rules is None:
+        rules = AGENT_RULES if ours else CLIENT_RULES
+    for rule in rules:
         if languages and rule.language not in languages:
             continue
         for hit in rule.regex.finditer(folded):
@@ -140,31 +153,71 @@ def _allowed(stage: ClientStatus, current: ClientStatus | None) -> bool:
     return funnel_index(stage) >= funnel_index(current)
 
 
-def decide(messages: Sequence[Message], current_status: ClientStatus | None, *,
-           window: int = 8, languages: Sequence[str] = ()) -> StatusDecision | None:
-    """The stage the latest messages point at, or None when no pattern matched (or the only
-    matches would move the client backwards)."""
-    recent = [m for m in messages if m.text][-window:]
+class _Step(msgspec.Struct):
+    stage: ClientStatus
+    strength: float
+    words: list[str]
+
+
+def _evidence(message: Message, *, asked_payment: bool, answered: bool,
+              languages: Sequence[str], age: int) -> _Step | None:
+    """The stage one message points at, with its strength and the words that said so."""
+    ours = message.direction == "OUT"
+    matches = find_matches(message.text, ours=ours, languages=languages, age=age)
+    if not ours and asked_payment:
+        matches += find_matches(message.text, ours=False, languages=languages, age=age,
+                                rules=DONE_RULES)
     scores: dict[ClientStatus, float] = {}
     words: dict[ClientStatus, list[str]] = {}
-    for age, message in enumerate(reversed(recent)):
-        ours = message.direction == "OUT"
-        for match in find_matches(message.text, ours=ours, languages=languages, age=age):
-            weight = (0.5 if match.stage in WEAK else 1.0) * 0.5 ** age
-            scores[match.stage] = scores.get(match.stage, 0.0) + weight
-            said = f"«{match.words}»"
-            if said not in words.setdefault(match.stage, []):
-                words[match.stage].append(said)
-    candidates = [stage for stage in scores if _allowed(stage, current_status)]
-    if not candidates:
+    for match in matches:
+        scores[match.stage] = scores.get(match.stage, 0.0) + (
+            0.5 if match.stage in WEAK else 1.0)
+        said = f"«{match.words}»"
+        if said not in words.setdefault(match.stage, []):
+            words[match.stage].append(said)
+    if not scores and not ours and answered and "?" in message.text:
+        # A client's own question once the conversation has started: interest in the trip.
+        return _Step("WARMED", 0.5, [f"«{message.text.strip()[:40]}»"])
+    if not scores:
         return None
-    best = max(candidates, key=lambda stage: (round(scores[stage], 6), funnel_index(stage)))
-    confidence = round(min(0.95, 0.45 + 0.2 * scores[best]), 3)
-    runner_up = sorted((s for s in candidates if s != best), key=lambda s: -scores[s])[:1]
-    reason = f"{best}: matched {', '.join(words[best][:6])}"
-    if runner_up:
-        reason += f" (also {runner_up[0]}: {', '.join(words[runner_up[0]][:3])})"
-    return StatusDecision(status=best, confidence=confidence, reason=reason, detector=NAME)
+    best = max(scores, key=lambda stage: (scores[stage], funnel_index(stage)))
+    return _Step(best, scores[best], words[best])
+
+
+def decide(messages: Sequence[Message], current_status: ClientStatus | None, *,
+           window: int = 30, languages: Sequence[str] = ()) -> StatusDecision | None:
+    """Where the conversation (its latest `window` messages with text) ends in the funnel, or
+    None when nothing in it points anywhere (or only backwards from `current_status`)."""
+    recent = [m for m in messages if m.text][-window:]
+    path: list[_Step] = []
+    asked_payment = answered = False
+    for age, message in zip(range(len(recent) - 1, -1, -1), recent, strict=True):
+        step = _evidence(message, asked_payment=asked_payment, answered=answered,
+                         languages=languages, age=age)
+        if message.direction == "OUT":
+            answered = True
+            asked_payment = bool(find_matches(message.text, ours=True, languages=languages,
+                                              rules=PAYMENT_RULES))
+        if step is None:
+            continue
+        if not path or _allowed(step.stage, path[-1].stage):
+            if path and path[-1].stage == step.stage:
+                path[-1].strength = max(path[-1].strength, step.strength)
+                path[-1].words += [w for w in step.words if w not in path[-1].words]
+            else:
+                path.append(step)
+    if not path:
+        return None
+    final = path[-1]
+    if not _allowed(final.stage, current_status):
+        return None
+    confidence = round(min(0.95, 0.45 + 0.2 * final.strength), 3)
+    reason = f"{final.stage}: matched {', '.join(final.words[:6])}"
+    if len(path) > 1:
+        before = path[-2]
+        reason += f" (also {before.stage}: {', '.join(before.words[:3])})"
+    return StatusDecision(status=final.stage, confidence=confidence, reason=reason,
+                          detector=NAME)
 
 
 @hookimpl
