@@ -52,7 +52,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     min_probability: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.15
     """The model's own probability the best configured language needs (of all 176) when no word
     of the text is in its lexicon."""
-    lexicon_weight: Annotated[float, Meta(ge=0.0)] = 1.0
+    lexicon_weight: Annotated[float, Meta(ge=0.0)] = 1.5
     """How much the lexicon's words weigh against the model (see `FastTextDetector._decide`)."""
 
 
@@ -108,7 +108,9 @@ class FastTextDetector:
                 return LanguageGuess(language=common.pop(), probability=0.95)
             if common:
                 among = sorted(common)
-        hits = {lang: sum(lang in owner for owner in owners) / len(content) for lang in among}
+        # A word several languages share votes for each of them less than a word of one only.
+        hits = {lang: sum(1 / len(owner) for owner in owners if lang in owner) / len(content)
+                for lang in among}
         return self._decide(cleaned, among, hits)
 
     def _decide(self, text: str, among: Sequence[str], hits: dict[str, float]) -> LanguageGuess:
