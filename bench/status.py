@@ -21,6 +21,7 @@ from pathlib import Path
 
 import trio
 
+from wad import log
 from wad.evaluation import DATA, STAGES, load_conversations, replay_status
 from wad.plugins import PluginSettings, get_plugin_manager
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA / "status" / "heldout.txt")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    log.configure(level="warning")
     return trio.run(run, args.data, args.verbose)
 
 
