@@ -15,7 +15,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from structlog.testing import capture_logs
 
-from wad.payloads import AgentReply, StatusDecision
+from wad.payloads import FUNNEL, AgentReply, StatusDecision
 from wad.plugins import (
     PluginManager,
     PluginSettings,
@@ -101,13 +101,67 @@ async def test_status_detection_sends_the_conversation_and_reads_the_answer(
     assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
     assert sent["headers"]["X-Title"] == "Tour CRM"
     assert sent["json"]["model"] == "test/model"
-    assert sent["json"]["response_format"] == {"type": "json_object"}
-    prompt = "\n".join(m["content"] for m in sent["json"]["messages"])
-    for m in CONVERSATION:
-        assert m.text in prompt
-    assert "Current status: WARMED" in prompt
-    assert "NEGOTIATION" in prompt
-    assert "PROPOSAL_SENT" in prompt
+    # Structured output: OpenRouter's JSON-schema response format, strict, the stages as an enum.
+    response_format = sent["json"]["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["name"] == "funnel_status"
+    assert response_format["json_schema"]["strict"] is True
+    schema = response_format["json_schema"]["schema"]
+    assert schema["properties"]["status"]["enum"] == list(FUNNEL)
+    assert set(schema["required"]) == {"status", "confidence", "evidence", "reason"}
+    assert schema["additionalProperties"] is False
+    # A structured prompt: every stage with the evidence for it, then the numbered conversation
+    # with both sides.
+    system, user = sent["json"]["messages"]
+    for stage in FUNNEL:
+        assert f"{stage}: " in system["content"]
+    assert "payment details" in system["content"]
+    assert "Current status: WARMED" in user["content"]
+    assert "[2] US: Добрый день! 450 долларов" in user["content"]
+    for number, m in enumerate(CONVERSATION, 1):
+        assert f"[{number}] " in user["content"]
+        assert m.text in user["content"]
+
+
+async def test_the_quoted_evidence_goes_into_the_reason(
+        openrouter: tuple[FakeOpenRouter, str]) -> None:
+    fake, url = openrouter
+    fake.answer = lambda body: completion(json.dumps({
+        "status": "NEGOTIATION", "confidence": 0.8, "reason": "The client asks for a discount.",
+        "evidence": [{"who": "US", "quote": "450 долларов на человека"},
+                     {"who": "CLIENT", "quote": "Можно скидку"}]}))
+    with trio.fail_after(10):
+        decision = await detect_status(manager(url), client=client(), messages=CONVERSATION,
+                                       current_status="WARMED")
+    assert decision is not None
+    assert decision.reason == ("The client asks for a discount. (US «450 долларов на человека»; "
+                               "CLIENT «Можно скидку»)")
+
+
+async def test_the_model_decides_when_confident_and_the_heuristic_otherwise(
+        openrouter: tuple[FakeOpenRouter, str]) -> None:
+    fake, url = openrouter
+    sold = [message("Ok, we go ahead with the 12th"),
+            message("Deposit 300 USD to IBAN KG12 1090 0000 1234 5678 please", direction="OUT"),
+            message("Sent it just now")]
+    pm = manager(url, heuristic=True)
+    fake.answer = lambda body: completion(json.dumps({
+        "status": "SOLD", "confidence": 0.92, "reason": "The client paid the deposit.",
+        "evidence": [{"who": "CLIENT", "quote": "Sent it just now"}]}))
+    with trio.fail_after(10):
+        confident = await detect_status(pm, client=client(), messages=sold,
+                                        current_status="PROPOSAL_SENT")
+    assert confident is not None
+    assert (confident.detector, confident.status) == ("openrouter", "SOLD")
+    fake.answer = lambda body: completion(json.dumps({
+        "status": "WARMED", "confidence": 0.3, "reason": "Not sure.", "evidence": []}))
+    with trio.fail_after(10):
+        unsure = await detect_status(pm, client=client(), messages=sold,
+                                     current_status="PROPOSAL_SENT")
+    assert unsure is not None
+    assert (unsure.detector, unsure.status) == ("heuristic_status", "SOLD")
+    assert "«Sent it»" in unsure.reason
+    assert len(fake.requests) == 2
 
 
 async def test_key_comes_from_the_environment_and_code_fences_are_tolerated(

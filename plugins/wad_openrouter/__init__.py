@@ -2,7 +2,12 @@
 funnel and, when enabled, writes the reply.
 
 Both speak OpenRouter's chat-completions protocol (`POST {base_url}/chat/completions` with a
-bearer key), ask for a JSON answer and validate it with msgspec. Whenever the service cannot give
+bearer key), ask for a JSON answer and validate it with msgspec. The status detector asks for
+structured output: a JSON schema (`response_format` of type `json_schema`, strict) with the
+stage, a confidence, the quoted evidence from either side and a one-sentence reason; its prompt
+lays out the stages, the evidence each side gives for them and how a funnel moves. wad asks this
+detector first and the heuristic one after it, so the model decides when it is configured and
+confident (`plugins.status_min_confidence`), and the heuristic otherwise. Whenever the service cannot give
 a usable answer (no key, network error, timeout, an error status after the retries, an answer
 that is not the JSON asked for, a status that is not a funnel stage) the hook answers None, so
 the next detector (the heuristic one) decides, or no reply is sent.
@@ -41,14 +46,56 @@ DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 _log = log.get("plugin.openrouter")
 
 _STAGES = {
-    "NEW_LEAD": "first contact: a greeting or a general question, nothing specific yet",
-    "QUALIFIED": "the client has said what they need: dates, how many people, where, budget",
-    "WARMED": "the client asks about specifics: prices, what is included, program, hotels",
-    "PROPOSAL_SENT": "we have sent a concrete offer with a price",
-    "NEGOTIATION": "the client discusses the offer: discounts, changes, comparing with others",
-    "SOLD": "the client has agreed, booked or paid",
-    "SERVICE": "the trip is being delivered: pickups, drivers, guides, problems on the way",
-    "CLOSED": "the deal is over: cancelled, refused, lost, or the trip is finished",
+    "NEW_LEAD": ("first contact: a greeting, a referral, an ad seen, a general question",
+                 "nothing specific yet"),
+    "QUALIFIED": ("the client has said what they need: dates, how many people, where, budget",
+                  "client: party size, dates, destination, wishes"),
+    "WARMED": ("the client is interested in a trip and asks about it",
+               "client: questions about price, inclusions, fitness, comfort, the program"),
+    "PROPOSAL_SENT": ("we have sent a concrete offer",
+                      "us: a price with its currency, an itinerary or day-by-day plan, a PDF"),
+    "NEGOTIATION": ("the offer is being discussed",
+                    "client: too expensive, over budget, asks for a discount or changes, compares"
+                    " with others; us: a lower price or a cheaper variant"),
+    "SOLD": ("the client has agreed and booked or paid",
+             "client: 'we take it', 'paid', 'sent' after we gave payment details; us: payment"
+             " received, booking confirmed, voucher"),
+    "SERVICE": ("the trip is being delivered or has just ended",
+                "us: driver and pickup times, welcome, 'how was your trip'; client: arrived,"
+                " waiting, a problem on the way, a complaint"),
+    "CLOSED": ("the deal is over without a trip to deliver",
+               "client: declines, cancels, goes elsewhere, 'not this year'; us: a goodbye such"
+               " as 'hope to see you next season'"),
+}
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": list(FUNNEL),
+                   "description": "The stage the conversation stands at now."},
+        "confidence": {"type": "number",
+                       "description": "How sure, from 0 (a guess) to 1 (certain)."},
+        "evidence": {
+            "type": "array",
+            "description": "The messages that decided it, quoted word for word.",
+            "items": {
+                "type": "object",
+                "properties": {"who": {"type": "string", "enum": ["CLIENT", "US"]},
+                               "quote": {"type": "string"}},
+                "required": ["who", "quote"],
+                "additionalProperties": False,
+            },
+        },
+        "reason": {"type": "string", "description": "One short sentence: why this stage."},
+    },
+    "required": ["status", "confidence", "evidence", "reason"],
+    "additionalProperties": False,
+}
+"""The JSON schema the status detector's answer must follow (OpenRouter's structured output)."""
+
+STATUS_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "funnel_status", "strict": True, "schema": STATUS_SCHEMA},
 }
 
 DEFAULT_AGENT_INSTRUCTIONS = (
@@ -106,10 +153,25 @@ class _Completion(msgspec.Struct):
     choices: list[_Choice]
 
 
+class Evidence(msgspec.Struct, forbid_unknown_fields=False):
+    who: str
+    quote: str
+
+
 class StatusAnswer(msgspec.Struct, forbid_unknown_fields=False):
     status: ClientStatus
     confidence: Confidence
     reason: str = ""
+    evidence: list[Evidence] = []
+
+    def explanation(self) -> str:
+        """The reason, then the quoted evidence, for the status history (500 characters)."""
+        quotes = "; ".join(f"{e.who} «{e.quote.strip()}»" for e in self.evidence[:4]
+                           if e.quote.strip())
+        text = self.reason.strip()
+        if quotes:
+            text = f"{text} ({quotes})" if text else quotes
+        return text[:500]
 
 
 class AgentAnswer(msgspec.Struct, forbid_unknown_fields=False):
@@ -140,10 +202,10 @@ def _json_text(content: str) -> str:
     return fenced.group(1) if fenced else text
 
 
-async def complete(config: Config, key: str, *, model: str, messages: list[dict[str, str]]
-                   ) -> str:
-    """The text of the model's answer to a chat; `OpenRouterError` when there is none after the
-    retries."""
+async def complete(config: Config, key: str, *, model: str, messages: list[dict[str, str]],
+                   response_format: dict[str, Any] | None = None) -> str:
+    """The text of the model's answer to a chat, in `response_format` (default: any JSON object);
+    `OpenRouterError` when there is none after the retries."""
     headers = {"Authorization": f"Bearer {key}"}
     if config.app_url:
         headers["HTTP-Referer"] = config.app_url
@@ -154,7 +216,7 @@ async def complete(config: Config, key: str, *, model: str, messages: list[dict[
         "messages": messages,
         "temperature": config.temperature,
         "max_tokens": config.max_tokens,
-        "response_format": {"type": "json_object"},
+        "response_format": response_format or {"type": "json_object"},
     }
     url = config.base_url.rstrip("/") + "/chat/completions"
     problem = "no attempt made"
@@ -196,19 +258,33 @@ def _line(message: Message) -> str:
 
 def status_prompt(client: Client, messages: Sequence[Message], current: ClientStatus | None
                   ) -> list[dict[str, str]]:
-    """The chat that asks the model for a funnel stage."""
-    stages = "\n".join(f"- {stage}: {_STAGES[stage]}" for stage in FUNNEL)
+    """The chat that asks the model for a funnel stage: the stages with the evidence for each,
+    the rules of movement, then the facts and the numbered conversation."""
+    stages = "\n".join(f"{number}. {stage}: {meaning}. Evidence: {evidence}."
+                       for number, (stage, (meaning, evidence))
+                       in enumerate(_STAGES.items(), 1))
     system = (
-        "You classify where a client of a tour company stands in the sales funnel, from their "
-        "WhatsApp conversation. The stages, in order:\n" + stages + "\n"
-        "Answer with one JSON object and nothing else: "
-        '{"status": "<one of the stages>", "confidence": <0 to 1>, '
-        '"reason": "<one short sentence quoting the words that decided it>"}'
+        "You are the CRM of a tour company in Kyrgyzstan. From a WhatsApp conversation between "
+        "the company (US) and a client (CLIENT), in any language, decide where the client "
+        "stands in the sales funnel now.\n\n"
+        "Stages, in funnel order:\n" + stages + "\n\n"
+        "Rules:\n"
+        "- Read the whole conversation, both sides: our own messages (a price, an itinerary, "
+        "payment details, a confirmation, the driver's time) are evidence as much as the "
+        "client's.\n"
+        "- The latest evidence decides: a funnel moves forward, and back only when the deal is "
+        "lost or cancelled (CLOSED) or a closed client comes back with a new request.\n"
+        "- What people say they did or will do counts even without keywords: 'done' after we "
+        "sent payment details means paid; 'we'll go to Georgia instead' means CLOSED.\n"
+        "- Confidence below 0.5 means you are guessing; then the company's own rules decide.\n"
+        "- Quote the decisive messages word for word in `evidence`; `reason` is one sentence "
+        "in English."
     )
     facts = [f"Current status: {current or 'unknown'}"]
     if client.preferred_language:
         facts.append(f"Client's language: {client.preferred_language}")
-    transcript = "\n".join(_line(m) for m in messages if m.text or m.type != "text")
+    shown = [m for m in messages if m.text or m.type != "text"]
+    transcript = "\n".join(f"[{number}] {_line(m)}" for number, m in enumerate(shown, 1))
     user = "\n".join(facts) + "\nConversation, oldest first:\n" + transcript
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -244,7 +320,8 @@ async def detect_status(ctx: PluginContext, client: Client, messages: Sequence[M
     model = config.status_model or config.model
     chat = status_prompt(client, messages[-config.history:], current_status)
     try:
-        content = await complete(config, key, model=model, messages=chat)
+        content = await complete(config, key, model=model, messages=chat,
+                                 response_format=STATUS_FORMAT)
         answer = msgspec.json.decode(_json_text(content), type=StatusAnswer)
     except OpenRouterError as exc:
         _log.warning("status detection unavailable; falling back", reason=str(exc))
@@ -253,7 +330,7 @@ async def detect_status(ctx: PluginContext, client: Client, messages: Sequence[M
         _log.warning("status detection answered garbage; falling back", reason=str(exc))
         return None
     return StatusDecision(status=answer.status, confidence=answer.confidence,
-                          reason=answer.reason.strip()[:500], detector=NAME)
+                          reason=answer.explanation(), detector=NAME)
 
 
 async def reply(ctx: PluginContext, message: Message, client: Client,
