@@ -114,10 +114,12 @@ class WWebJS:
         return reply["result"]
 
     async def start(self, client: str, *, port: int, data_path: Path, auth: str = "local",
-                    pair: str | None = None) -> None:
-        """A new whatsapp-web.js Client with web.whatsapp.com mapped to 127.0.0.1:`port`."""
+                    pair: str | None = None, options: dict[str, Any] | None = None) -> None:
+        """A new whatsapp-web.js Client with web.whatsapp.com mapped to 127.0.0.1:`port`
+        (LocalAuth under `data_path`; `pair`: link by pairing code for that number; `options`:
+        more Client options, e.g. `{"takeoverOnConflict": True}`)."""
         await self.call("start", client=client, port=port, dataPath=str(data_path), auth=auth,
-                        pair=pair)
+                        pair=pair, options=options)
 
     async def eval(self, client: str, js: str, arg: Any = None) -> Any:
         return await self.call("eval", client=client, js=js, arg=arg)
