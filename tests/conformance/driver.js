@@ -93,7 +93,20 @@ function start(cmd) {
     client.on(name, (...args) => out({ event: name, client: cmd.client, args: plain(args), at: Date.now() }));
   }
   client.initialize().catch((err) => out({ event: 'initialize_failed', client: cmd.client, args: [String(err && err.stack || err)], at: Date.now() }));
+  watchPage(cmd.client, client);
   return null;
+}
+
+/** Report the page's uncaught errors and console errors (`page_error`): a page that throws at
+ * what the client does is not the page the client was written for. */
+async function watchPage(name, client) {
+  while (!client.pupPage) {
+    if (!clients.has(name)) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const report = (text) => out({ event: 'page_error', client: name, args: [text], at: Date.now() });
+  client.pupPage.on('pageerror', (err) => report(String(err && err.stack || err)));
+  client.pupPage.on('console', (msg) => { if (msg.type() === 'error') report(msg.text()); });
 }
 
 async function stop(name) {

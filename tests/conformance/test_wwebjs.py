@@ -229,10 +229,18 @@ async def test_qr_session_messages_and_queries(
     with trio.fail_after(90):
         await make_account(simc)
         await link_by_qr(sim, simc, wwebjs, tmp)
+        # Undecryptable for longer than whatsapp-web.js waits before asking the phone to resend
+        # it (5 s): readable later, while the other flows run.
+        mark = wwebjs.mark()
+        slow = (await simc.deliver(ME, BIZ, "Invoice attached", ciphertext_s=6))["id"]["_serialized"]
+        await wwebjs.wait_event("a", "message_ciphertext", lambda a: a[0]["id"] == slow, since=mark)
         await incoming_messages(simc, wwebjs)
         await send_and_acks(simc, wwebjs)
         await edits_revokes_ciphertext(simc, wwebjs)
         await queries(sim, wwebjs)
+        readable = await wwebjs.wait_event("a", "message", lambda a: a[0]["id"] == slow, since=mark)
+        assert readable.args[0]["body"] == "Invoice attached"
+        assert wwebjs.page_errors("a") == []
 
 
 async def states(simc: SimClient, wwebjs: WWebJS) -> None:
@@ -275,6 +283,7 @@ async def test_restart_without_qr_states_and_logout(
 
         await states(simc, wwebjs)
 
+        assert wwebjs.page_errors("a") == []
         await wwebjs.eval("a", "async (c) => c.logout()")
         assert await simc.devices(ME) == []
 
@@ -296,3 +305,4 @@ async def test_pairing_code_link_then_unlink_from_phone(
         assert await simc.unlink(ME, device) == [device]
         gone = await wwebjs.wait_event("b", "disconnected", since=mark)
         assert gone.args == ["LOGOUT"]
+        assert wwebjs.page_errors("b") == []

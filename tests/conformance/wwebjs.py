@@ -148,6 +148,10 @@ class WWebJS:
                 raise DriverError(f"driver exited while waiting for {name}")
             await self._changed.wait()
 
+    def page_errors(self, client: str) -> list[str]:
+        """Uncaught errors and console errors of the client's page so far."""
+        return [e.args[0] for e in self.seen(client, "page_error")]
+
     def mark(self) -> int:
         """The position of the next event, for `wait_event(since=...)`."""
         return len(self.events)

@@ -755,7 +755,12 @@
     const w = toWid(wid);
     return this.get(w) || (await this.fetchBizProfile(w)) || new Model({ id: w });
   };
-  Socket.logout = () => rpc('logout');
+  // Resolves once the server has unlinked the device (Cmd `logout`), before the page navigates
+  // away: the answer to the request itself would arrive on a socket that is being closed.
+  Socket.logout = () => new Promise((resolve, reject) => {
+    Cmd.once('logout', () => resolve());
+    rpc('logout').then(() => resolve(), reject);
+  });
   Socket.reconnect = () => { if (!net.ws) connect(); };
   Socket.takeover = async () => {
     await rpc('takeover', { seq: net.lastSeq });
@@ -855,6 +860,11 @@
         render.code(code);
         return code;
       },
+    },
+    // Asking the phone to resend messages the page could not decrypt: accepted, never answered
+    // (the simulated phone makes them readable on its own schedule, `ciphertext_s`).
+    WAWebNonMessageDataRequestPlaceholderMessageResendUtils: {
+      handlePlaceholderMsgsSeen: () => Promise.resolve(),
     },
     WAWebLidMigrationUtils: {
       toPn: (w) => { const x = toWid(w); return x && x.isLid() ? (pnForLid(x) || null) : null; },
