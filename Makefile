@@ -11,7 +11,7 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
 setup: system-deps $(STAMP) $(NPM_STAMP)
 
-# Debian's chromium and postgresql: installed with apt-get when missing and we are root,
+# Debian's chromium, postgresql and nodejs/npm: installed with apt-get when missing and we are root,
 # otherwise we say exactly what to install and stop.
 system-deps:
 	@missing=""; \
