@@ -3,17 +3,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# whatsapp-web.js for the conformance suite (tests/conformance), exactly as locked.
+NPM_DIR   := tests/conformance
+NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
 .PHONY: setup system-deps test lint typecheck pytest run demo clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(NPM_STAMP)
 
-# Debian's chromium and postgresql: installed with apt-get when missing and we are root,
+# Debian's chromium, postgresql and nodejs/npm: installed with apt-get when missing and we are root,
 # otherwise we say exactly what to install and stop.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -30,6 +34,11 @@ $(STAMP): pyproject.toml plugins/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]' -e ./plugins
 	touch $(STAMP)
+
+# npm ci, never a browser download: puppeteer drives Debian's /usr/bin/chromium.
+$(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
+	cd $(NPM_DIR) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $(NPM_STAMP)
 
 lint: setup
 	$(BIN)/ruff check wad plugins tests bench
@@ -49,4 +58,4 @@ demo: setup
 	$(BIN)/wad demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(NPM_DIR)/node_modules

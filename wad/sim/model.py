@@ -962,7 +962,8 @@ class Simulator:
             return None
         return {"id": wid, "description": f"{name}: tours and travel", "email": None,
                 "website": [], "categories": [{"id": "travel", "localized_display_name":
-                                               "Travel Company"}], "address": "Bishkek"}
+                                               "Travel Company"}], "address": "Bishkek",
+                "profileOptions": {"commerceExperience": "none", "cartEnabled": False}}
 
     def devices(self, number: str) -> list[dict[str, Any]]:
         acc = self.account(number)

@@ -82,15 +82,27 @@
     set(k, v) {
       const attrs = typeof k === 'object' ? k : { [k]: v };
       const changed = [];
+      const before = {};
       for (const key of Object.keys(attrs)) {
         this._define(key);
-        if (!sameValue(this._a[key], attrs[key])) { this._a[key] = attrs[key]; changed.push(key); }
+        if (!sameValue(this._a[key], attrs[key])) {
+          before[key] = this._a[key];
+          this._a[key] = attrs[key];
+          changed.push(key);
+        }
       }
-      for (const key of changed) this.trigger('change:' + key, this, this._a[key]);
+      // `change:FIELD` carries (model, value, previous value), as on the real page (clients read
+      // the previous body of an edit and the previous archive state from it).
+      for (const key of changed) this.trigger('change:' + key, this, this._a[key], before[key]);
       if (changed.length) this.trigger('change', this);
       return this;
     }
-    serialize() { return Object.assign({}, this._a); }
+    serialize() {
+      // Nested collections (a group's participants) serialize to arrays of plain objects.
+      const out = Object.assign({}, this._a);
+      for (const k of Object.keys(out)) if (out[k] instanceof Collection) out[k] = out[k].serialize();
+      return out;
+    }
     toJSON() { return this.serialize(); }
     trigger(name, ...args) {
       super.trigger(name, ...args);
@@ -123,6 +135,7 @@
     has(id) { return this._index.has(keyOf(id)); }
     find(id) { return Promise.resolve(this.get(id)); }
     getModelsArray() { return this._models.slice(); }
+    serialize() { return this._models.map((m) => m.serialize()); }
     toArray() { return this._models.slice(); }
     at(i) { return this._models[i < 0 ? this._models.length + i : i]; }
     head() { return this._models[0]; }
@@ -265,6 +278,10 @@
   const BusinessProfileCollection = new Collection(Model);
   const CallCollection = new Collection(Model);
   hidden(CallCollection, 'CallCollection', CallCollection);
+  // As on the real page, the map of calls is an enumerable own property: clients find it with
+  // Object.keys(module).find(k => module[k] instanceof Map) and wrap its `set`.
+  Object.defineProperty(CallCollection, '_index', { enumerable: true });
+  const BlocklistCollection = new Collection(Model);
 
   // The device's keys come from IndexedDB a moment after the modules exist.
   let identLoaded;
@@ -724,13 +741,26 @@
     const c = this.get(wid);
     return c ? Promise.resolve(c) : findOrCreateLatestChat(wid).then((r) => r.chat);
   };
+  // The metadata is kept current by the server's events; `update` is a refetch.
+  GroupMetadataCollection.update = function (wid) { return Promise.resolve(this.get(wid)); };
   BusinessProfileCollection.fetchBizProfile = async function (wid) {
     const w = toWid(wid);
     const p = await rpc('biz', { wid: w._serialized });
     if (!p) return undefined;
     return this.add(Object.assign({}, p, { id: w }));
   };
-  Socket.logout = () => rpc('logout');
+  // `find` fetches a profile the page does not hold yet (resolves to a model without fields
+  // for an account that is not a business, as the real page does).
+  BusinessProfileCollection.find = async function (wid) {
+    const w = toWid(wid);
+    return this.get(w) || (await this.fetchBizProfile(w)) || new Model({ id: w });
+  };
+  // Resolves once the server has unlinked the device (Cmd `logout`), before the page navigates
+  // away: the answer to the request itself would arrive on a socket that is being closed.
+  Socket.logout = () => new Promise((resolve, reject) => {
+    Cmd.once('logout', () => resolve());
+    rpc('logout').then(() => resolve(), reject);
+  });
   Socket.reconnect = () => { if (!net.ws) connect(); };
   Socket.takeover = async () => {
     await rpc('takeover', { seq: net.lastSeq });
@@ -750,7 +780,7 @@
     WAWebCollections: {
       Msg: MsgCollection, Chat: ChatCollection, Contact: ContactCollection,
       GroupMetadata: GroupMetadataCollection, BusinessProfile: BusinessProfileCollection,
-      Call: CallCollection,
+      Call: CallCollection, Blocklist: BlocklistCollection,
     },
     WAWebCallCollection: CallCollection,
     WAWebMsgKey: MsgKey,
@@ -787,7 +817,16 @@
     },
     WAWebContactProfilePicThumbBridge: {
       requestProfilePicFromServer: async (wid) => {
-        const r = await rpc('pic', { wid: keyOf(wid) });
+        let r;
+        try {
+          r = await rpc('pic', { wid: keyOf(wid) });
+        } catch (e) {
+          // The real page's error for "no picture" (clients treat it as "none", not a failure).
+          const err = new Error(e.message);
+          err.name = 'ServerStatusCodeError';
+          err.statusCode = 404;
+          throw err;
+        }
         return { eurl: r.eurl, tag: String(r.eurl.length), id: toWid(wid) };
       },
     },
@@ -822,6 +861,15 @@
         return code;
       },
     },
+    // Asking the phone to resend messages the page could not decrypt: accepted, never answered
+    // (the simulated phone makes them readable on its own schedule, `ciphertext_s`).
+    WAWebNonMessageDataRequestPlaceholderMessageResendUtils: {
+      handlePlaceholderMsgsSeen: () => Promise.resolve(),
+    },
+    WAWebLidMigrationUtils: {
+      toPn: (w) => { const x = toWid(w); return x && x.isLid() ? (pnForLid(x) || null) : null; },
+      toLid: (w) => { const x = toWid(w); return x && !x.isLid() ? (lidForPn(x) || null) : null; },
+    },
     WABase64: { encodeB64: b64, decodeB64: unb64 },
     WAWebUserPrefsInfoStore: {
       waNoiseInfo: { get: async () => { await identReady; return { staticKeyPair: { pubKey: unb64(page.ident.noise), privKey: new Uint8Array(32) } }; } },
@@ -831,7 +879,9 @@
         getRegistrationInfo: async () => { await identReady; return { registrationId: 1, identityKeyPair: { pubKey: unb64(page.ident.identity), privKey: new Uint8Array(32) } }; },
       },
     },
-    WAWebUserPrefsMultiDevice: { getADVSecretKey: async () => { await identReady; return page.ident.adv; } },
+    // Synchronous, as on the real page: clients concatenate its result into the QR string.
+    // The keys are loaded before the page leaves OPENING, so clients waiting for UNPAIRED see it.
+    WAWebUserPrefsMultiDevice: { getADVSecretKey: () => (page.ident ? page.ident.adv : undefined) },
     WAWebAdvSignatureApi: { getADVSecretKey: async () => { await identReady; return page.ident.adv; } },
     WAWebCompanionRegClientUtils: { DEVICE_PLATFORM: 'WEB' },
     WAWebOfflineHandler: {
