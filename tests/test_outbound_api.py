@@ -9,11 +9,13 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import test_api_support
 from tests.test_api_support import LiveApi
@@ -183,6 +185,50 @@ async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveA
     assert error["message"] == (
         "hour limit reached: at most 3 messages an hour; 0 remaining; room again at "
         "2025-07-01T09:30:00+00:00 (in 1800 s)")
+
+
+def refused_total(metrics_text: str, org: uuid.UUID, limit: str) -> float:
+    """`wad_sends_refused_total` of one organization and limit in a scrape (0 when absent)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if (sample.name == "wad_sends_refused_total"
+                    and sample.labels == {"organization": str(org), "limit": limit}):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_refused_send_counts_in_the_metrics(db: Database, state_dir: Path,
+                                                   nursery: trio.Nursery) -> None:
+    # The daemon's shape: the app's metrics follow the same bus the send path publishes on.
+    async with test_api_support.serving(db, state_dir, nursery, max_body_bytes=4096,
+                                        services={"bus": EventBus()}) as api:
+        api.ctx.services["outbound_clock"] = FixedClock(NOW)
+        root = api.socket_client()
+        with trio.fail_after(30):
+            org = await org_with_tokens(api)
+            await set_limits(api, org, rateLimiting={"messagesPerMinute": 1,
+                                                     "messagesPerHour": 1,
+                                                     "messagesPerDay": 3})
+            agent = as_role(api, org, "AGENT")
+            before = refused_total((await root.get("/metrics")).text, org.id, "hour")
+            assert (await agent.post("/api/whatsapp/send",
+                                     json={"to": CLIENT, "content": "first"})).status_code == 202
+            assert refused_total((await root.get("/metrics")).text, org.id, "hour") == before
+            for n in (1, 2):
+                r = await agent.post("/api/whatsapp/send", json={"to": CLIENT, "content": "more"})
+                assert r.status_code == 429
+                while refused_total((await root.get("/metrics")).text, org.id, "hour") < n:
+                    await trio.sleep(0.02)  # the metrics task counts the event it was sent
+            # A batch refused by the day limit counts each message it would have queued.
+            await set_limits(api, org, safety={"enableMassSending": True})
+            r = await as_role(api, org, "ADMIN").post("/api/whatsapp/send/bulk", json={
+                "messages": [{"to": CLIENT, "content": f"tour {i}"} for i in range(3)]})
+            assert r.status_code == 429, r.text
+            while refused_total((await root.get("/metrics")).text, org.id, "day") < 3:
+                await trio.sleep(0.02)
+        scrape = (await root.get("/metrics")).text
+        assert refused_total(scrape, org.id, "hour") == before + 2
+        assert refused_total(scrape, org.id, "day") == 3
 
 
 async def test_bulk_rules_over_http(live_api: LiveApi) -> None:
