@@ -83,7 +83,7 @@ def wad_detect_language(
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def wad_detect_status(
     ctx: PluginContext,
     client: Client,
