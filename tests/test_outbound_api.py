@@ -19,11 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import test_api_support
 from tests.test_api_support import LiveApi
-from wad.bus import EventBus
+from wad.bus import EventBus, SendingResumed, SettingsChanged
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.outbound.queue import RESUMED_KIND, SETTINGS_KIND
 
 live_api = test_api_support.live_api
 
@@ -275,7 +274,7 @@ async def test_bulk_rules_over_http(live_api: LiveApi) -> None:
 async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi) -> None:
     bus = EventBus()
     live_api.ctx.services["bus"] = bus
-    with trio.fail_after(30), bus.subscribe(kinds={SETTINGS_KIND}) as changes:
+    with trio.fail_after(30), bus.listen(kinds={SettingsChanged}) as changes:
         org = await org_with_tokens(live_api)
         viewer = as_role(live_api, org, "VIEWER")
         defaults = (await viewer.get(f"/api/whatsapp/settings/{org.id}")).json()
@@ -312,7 +311,7 @@ async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi
 async def test_resume_closes_the_breaker_and_tells_the_actor(live_api: LiveApi) -> None:
     bus = EventBus()
     live_api.ctx.services["bus"] = bus
-    with trio.fail_after(30), bus.subscribe(kinds={RESUMED_KIND}) as resumed:
+    with trio.fail_after(30), bus.listen(kinds={SendingResumed}) as resumed:
         org = await org_with_tokens(live_api)
         await sessions_repo.set_sending_paused(
             live_api.ctx.db, organization_id=org.id, paused=True,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from wad import log, phone
-from wad.bus import EventBus
+from wad.bus import EventBus, Queued, SendsRefused
 from wad.db.models import OutboxItem, OutboxSender
 from wad.db.pool import Database, Executor
 from wad.db.repo import clients as clients_repo
@@ -33,17 +33,6 @@ from wad.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_che
 from wad.outbound.settings import MAX_BULK
 
 _log = log.get("outbound")
-
-QUEUED_KIND = "outbox.queued"
-"""Bus event published after messages were queued: it wakes the organization's outbound actor."""
-RESUMED_KIND = "outbound.resumed"
-"""Bus event: an administrator resumed sending (the API publishes it)."""
-SETTINGS_KIND = "outbound.settings"
-"""Bus event: an organization's sending settings changed (the API publishes it)."""
-PAUSED_KIND = "outbound.paused"
-"""Bus event: sending stopped for an organization, `{"reason": ...}` (the actor publishes it)."""
-REFUSED_KIND = "outbox.refused"
-"""Bus event: `count` sends were refused at the door by `limit` (the hour or day window)."""
 
 MAX_CONTENT = 4096
 PRIORITY_NORMAL, PRIORITY_AGENT, PRIORITY_URGENT = 1, 5, 10
@@ -142,7 +131,7 @@ async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *
     refusal = door_check(sent, now, pending=pending, wanted=wanted, limits=limits)
     if refusal is not None:
         if bus is not None:
-            bus.publish(REFUSED_KIND, organization_id, {"limit": refusal.window, "count": wanted})
+            bus.publish(SendsRefused(org_id=organization_id, limit=refusal.window, count=wanted))
         raise RateLimited(refusal, now)
 
 
@@ -186,7 +175,7 @@ async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
 
 def _wake(bus: EventBus | None, organization_id: uuid.UUID, count: int) -> None:
     if bus is not None and count:
-        bus.publish(QUEUED_KIND, organization_id, {"count": count})
+        bus.signal(Queued(org_id=organization_id, count=count))
 
 
 async def queue_message(
