@@ -34,7 +34,7 @@ import trio
 import trio_asyncio
 
 from wad.browser.driver import BrowserDriver
-from wad.bus import EventBus
+from wad.bus import EventBus, MessageStored
 from wad.config import DaemonSettings, Settings, WhatsAppSettings
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
@@ -69,11 +69,12 @@ class Recorder:
 
     async def run(self, bus: EventBus, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        with bus.subscribe(kinds={"message.stored"}, buffer=100_000) as events:
+        with bus.subscribe(kinds={MessageStored}, buffer=100_000) as events:
             task_status.started()
             async for event in events:
-                self.committed[event.payload["wa_message_id"]] = time.perf_counter()
-                self.changed.set()
+                if isinstance(event, MessageStored):
+                    self.committed[event.wa_message_id] = time.perf_counter()
+                    self.changed.set()
 
     async def wait_for(self, ids: list[str], timeout: float) -> None:
         with trio.fail_after(timeout):

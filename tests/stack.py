@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from wad.browser.driver import BrowserDriver
-from wad.bus import EventBus
+from wad.bus import EventBus, SessionStatus
 from wad.config import DaemonSettings, Settings, WhatsAppSettings
 from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
@@ -105,10 +105,10 @@ class Stack:
         self.nursery.start_soon(self._recorder)
 
     async def _recorder(self) -> None:
-        with self.bus.subscribe(kinds={"session.status"}) as events:
+        with self.bus.subscribe(kinds={SessionStatus}) as events:
             async for event in events:
-                if event.org_id is not None:
-                    self.states.setdefault(event.org_id, []).append(event.payload["state"])
+                if isinstance(event, SessionStatus) and event.org_id is not None:
+                    self.states.setdefault(event.org_id, []).append(event.state)
 
 
 def fast_settings(state_dir: Path, url: str, **whatsapp: Any) -> Settings:

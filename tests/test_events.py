@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import trio
 
+from tests.bus_helpers import event
 from wad.api import auth
 from wad.api.app import AppContext, create_app
 from wad.api.server import serve_api
@@ -164,11 +165,11 @@ async def test_a_reader_gets_its_organizations_events_in_order_and_resumes_after
     log = EventLog(bus)
     await nursery.start(log.run)
     a, b = uuid.uuid4(), uuid.uuid4()
-    bus.publish("session.status", a, {"state": "CONNECTING"})
-    bus.publish("session.status", b, {"state": "CONNECTING"})
-    bus.publish("message.received", a, {"body": "1"})
-    bus.publish("outbox.queued", a, {"count": 1})  # not a streamed kind
-    bus.publish("message.sent", a, {"body": "2"})
+    bus.publish(event("session.status", a, {"state": "CONNECTING"}))
+    bus.publish(event("session.status", b, {"state": "CONNECTING"}))
+    bus.publish(event("message.received", a, {"body": "1"}))
+    bus.publish(event("outbound.paused", a, {"reason": "test"}))  # not a streamed kind
+    bus.publish(event("message.sent", a, {"body": "2"}))
     await trio.testing.wait_all_tasks_blocked()
 
     # A new reader: where it is, the latest status of its organization, then what comes.
@@ -178,11 +179,13 @@ async def test_a_reader_gets_its_organizations_events_in_order_and_resumes_after
             items.extend(await _collect(log, frozenset({a}), None, 3))
         readers.start_soon(read)
         await trio.testing.wait_all_tasks_blocked()
-        bus.publish("message.received", b, {"body": "other"})
-        bus.publish("message.received", a, {"body": "3"})
+        bus.publish(event("message.received", b, {"body": "other"}))
+        bus.publish(event("message.received", a, {"body": "3"}))
     assert [i.type for i in items] == ["start", "snapshot", "event"]
-    assert items[1].event is not None and items[1].event.payload == {"state": "CONNECTING"}
-    assert items[2].event is not None and items[2].event.payload == {"body": "3"}
+    assert items[1].event is not None and items[1].event.payload() == {
+        "state": "CONNECTING", "previous": None, "qr": None, "pairing_code": None,
+        "last_error": None, "phone_number": None}
+    assert items[2].event is not None and items[2].event.payload()["body"] == "3"
     assert items[0].cursor == 5  # the position before "3": the bus's sequence so far
 
     # Resuming after the first event of `a`: the rest of `a`, in order, nothing of `b`.
@@ -190,7 +193,7 @@ async def test_a_reader_gets_its_organizations_events_in_order_and_resumes_after
     items = await _collect(log, frozenset({a}), log.event_id(first), 4)
     assert [i.type for i in items] == ["start", "event", "event", "event"]
     assert items[0].resumed
-    assert [i.event.payload["body"] for i in items[1:] if i.event] == ["1", "2", "3"]
+    assert [i.event.payload()["body"] for i in items[1:] if i.event] == ["1", "2", "3"]
 
     # Every organization (the super admin): all kinds that are streamed, in publication order.
     events, gap = log.since(None, 0)
@@ -206,25 +209,25 @@ async def test_an_id_older_than_the_window_or_of_another_run_resets(
     log = EventLog(bus, capacity=3)
     await nursery.start(log.run)
     a, b = uuid.uuid4(), uuid.uuid4()
-    bus.publish("session.status", a, {"state": "QR_CODE_PENDING", "qr": "q1"})
-    first = bus.publish("message.received", a, {"n": 1})
+    bus.publish(event("session.status", a, {"state": "QR_CODE_PENDING", "qr": "q1"}))
+    first = bus.publish(event("message.received", a, {"body": "1"}))
     for n in range(2, 5):
-        bus.publish("message.received", a, {"n": n})
+        bus.publish(event("message.received", a, {"body": str(n)}))
     for n in range(10):  # another organization's traffic does not push `a`'s events out
-        bus.publish("message.received", b, {"n": n})
+        bus.publish(event("message.received", b, {"body": str(n)}))
     await trio.testing.wait_all_tasks_blocked()
 
     # `a` keeps its last 3 events: n=2..4. After n=1 nothing is missing; after the status it is.
     items = await _collect(log, frozenset({a}), log.event_id(first), 4)
     assert [i.type for i in items] == ["start", "event", "event", "event"]
-    assert [i.event.payload["n"] for i in items[1:] if i.event] == [2, 3, 4]
+    assert [i.event.payload()["body"] for i in items[1:] if i.event] == ["2", "3", "4"]
 
     status_id = f"{log.boot}-1"
     items = await _collect(log, frozenset({a}), status_id, 3)
     assert [i.type for i in items] == ["start", "reset", "snapshot"]
     assert "no longer kept" in items[1].reason
     # The status that left the ring is still known: the reader learns the QR at once.
-    assert items[2].event is not None and items[2].event.payload["qr"] == "q1"
+    assert items[2].event is not None and items[2].event.payload()["qr"] == "q1"
     assert items[1].cursor == log.last_seq
 
     for stale in ("0badc0de-3", "garbage", f"{log.boot}-99999"):
@@ -239,20 +242,20 @@ async def test_a_reader_that_falls_a_whole_window_behind_is_reset(nursery: trio.
     org = uuid.uuid4()
     reader = log.follow(frozenset({org}), None)
     assert (await reader.__anext__()).type == "start"
-    bus.publish("message.received", org, {"n": 0})
+    bus.publish(event("message.received", org, {"body": "0"}))
     await trio.testing.wait_all_tasks_blocked()
     assert (await reader.__anext__()).event is not None
     # The reader does not ask for a while; 20 events pass, more than the window.
     for n in range(1, 21):
-        bus.publish("message.received", org, {"n": n})
+        bus.publish(event("message.received", org, {"body": str(n)}))
     await trio.testing.wait_all_tasks_blocked()
     item = await reader.__anext__()
     assert item.type == "reset"
     assert "fell behind" in item.reason
-    bus.publish("message.received", org, {"n": 21})
+    bus.publish(event("message.received", org, {"body": "21"}))
     await trio.testing.wait_all_tasks_blocked()
     item = await reader.__anext__()
-    assert item.type == "event" and item.event is not None and item.event.payload["n"] == 21
+    assert item.type == "event" and item.event is not None and item.event.payload()["body"] == "21"
     await reader.aclose()
 
 
@@ -273,7 +276,7 @@ async def test_idle_readers_get_keepalives_and_closing_ends_them(
         log.close()
     assert items == ["start", "idle", "idle", "idle"]
     # A closed log lets go of its bus subscription.
-    bus.publish("message.received", uuid.uuid4(), {})
+    bus.publish(event("message.received", uuid.uuid4(), {}))
     assert not log.since(None, 0)[0]
 
 
@@ -291,9 +294,9 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
     other_admin = served.client(await served.token("ADMIN", other))
     root = served.client(await served.token("SUPER_ADMIN"))
 
-    bus.publish("session.status", org, {"state": "QR_CODE_PENDING", "qr": "2@abc,def",
+    bus.publish(event("session.status", org, {"state": "QR_CODE_PENDING", "qr": "2@abc,def",
                                         "pairing_code": None, "last_error": None,
-                                        "phone_number": None})
+                                        "phone_number": None}))
     with trio.fail_after(20):
         response, reader = await open_stream(admin, f"/api/whatsapp/events/{org}")
         try:
@@ -311,13 +314,13 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
             assert snapshot.data["snapshot"] is True
             assert snapshot.data["payload"]["qr"] == "2@abc,def"
 
-            bus.publish("message.received", other, {"body": "not yours"})
-            bus.publish("message.received", org, {"body": "Салам! Тур на Иссык-Куль?"})
-            bus.publish("session.status", org, {"state": "CONNECTED", "qr": None,
-                                                "phone_number": "+996555100301"})
+            bus.publish(event("message.received", other, {"body": "not yours"}))
+            bus.publish(event("message.received", org, {"body": "Салам! Тур на Иссык-Куль?"}))
+            bus.publish(event("session.status", org, {"state": "CONNECTED", "qr": None,
+                                                "phone_number": "+996555100301"}))
             first = await reader.next()
             assert first.event == "message.received"
-            assert first.data["payload"] == {"body": "Салам! Тур на Иссык-Куль?"}
+            assert first.data["payload"]["body"] == "Салам! Тур на Иссык-Куль?"
             assert first.data["organization_id"] == str(org)
             assert first.id == first.data["id"]
             connected = await reader.next()
@@ -327,9 +330,9 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
 
         # While nobody listens, three messages and a status change.
         for n in range(3):
-            bus.publish("message.received", org, {"n": n})
-        bus.publish("message.status_changed", org, {"to_status": "READ"})
-        bus.publish("client.status_changed", org, {"to_status": "QUALIFIED"})
+            bus.publish(event("message.received", org, {"body": str(n)}))
+        bus.publish(event("message.status_changed", org, {"to_status": "READ"}))
+        bus.publish(event("client.status_changed", org, {"to_status": "QUALIFIED"}))
 
         response, reader = await open_stream(admin, f"/api/whatsapp/events/{org}",
                                              last_id=first.id)
@@ -343,7 +346,7 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
         assert [g.event for g in got] == ["session.status", "message.received",
                                           "message.received", "message.received",
                                           "message.status_changed", "client.status_changed"]
-        assert [g.data["payload"].get("n") for g in got[1:4]] == [0, 1, 2]
+        assert [g.data["payload"].get("body") for g in got[1:4]] == ["0", "1", "2"]
         seqs = [g.data["seq"] for g in got]
         assert seqs == sorted(seqs) and len(set(seqs)) == 6
 
@@ -369,16 +372,16 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
 
         # A viewer follows the session state only, without the QR; an agent sees messages,
         # still without the QR.
-        bus.publish("session.status", org, {"state": "QR_CODE_PENDING", "qr": "2@secret",
-                                            "pairing_code": None})
+        bus.publish(event("session.status", org, {"state": "QR_CODE_PENDING", "qr": "2@secret",
+                                            "pairing_code": None}))
         seen: dict[str, list[Sse]] = {}
         for name, client in (("viewer", viewer), ("agent", agent)):
             response, reader = await open_stream(client, f"/api/whatsapp/events/{org}",
                                                  last_id=got[-1].id)
             try:
                 await reader.next()  # stream.start
-                bus.publish("message.received", org, {"body": f"for the {name}?"})
-                bus.publish("session.status", org, {"state": "CONNECTED", "qr": None})
+                bus.publish(event("message.received", org, {"body": f"for the {name}?"}))
+                bus.publish(event("session.status", org, {"state": "CONNECTED", "qr": None}))
                 seen[name] = await reader.until(
                     lambda s: s.event == "session.status"
                     and s.data["payload"]["state"] == "CONNECTED")
@@ -389,7 +392,7 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
         # (the agent resumes from the same id, so it sees the viewer's round first)
         assert [s.event for s in seen["agent"]] == [
             "session.status", "message.received", "session.status"]
-        assert seen["agent"][1].data["payload"] == {"body": "for the viewer?"}
+        assert seen["agent"][1].data["payload"]["body"] == "for the viewer?"
         assert seen["agent"][0].data["payload"]["qr"] is None
 
         # The super admin's stream of every organization; an organization's token on the same
@@ -398,9 +401,9 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
             response, reader = await open_stream(client, "/api/whatsapp/events")
             try:
                 start = await reader.next()
-                bus.publish("message.received", org, {"body": "a"})
-                bus.publish("message.received", other, {"body": "b"})
-                bus.publish("session.status", other, {"state": "CONNECTING"})
+                bus.publish(event("message.received", org, {"body": "a"}))
+                bus.publish(event("message.received", other, {"body": "b"}))
+                bus.publish(event("session.status", other, {"state": "CONNECTING"}))
                 events = await reader.until(lambda s: s.event == "session.status"
                                             and not s.data["snapshot"])
             finally:

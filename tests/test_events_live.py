@@ -17,7 +17,7 @@ import trio
 from tests.stack import open_stack
 from tests.test_events import Sse, open_stream, serve_app
 from tests.test_inbound_live import inbound
-from wad.bus import BusEvent
+from wad.bus import Event
 from wad.eventlog import STREAM_KINDS
 
 pytestmark = pytest.mark.browser
@@ -39,7 +39,7 @@ async def test_a_crm_follows_linking_and_messages_and_resumes_without_gaps(
         intruder = served.client(await served.token("ADMIN", other))
 
         # What the bus publishes for the organization, to compare the stream with.
-        published: list[BusEvent] = []
+        published: list[Event] = []
 
         async def record(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with stack.bus.subscribe(org_id=org, kinds=set(STREAM_KINDS)) as events:

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from wad import hookimpl
 from wad.browser import events as ev
-from wad.bus import BusEvent, EventBus
+from wad.bus import Event, EventBus
 from wad.config import DaemonSettings, Settings
 from wad.db.models import Message
 from wad.db.pool import Database
@@ -56,9 +56,9 @@ class Harness:
     db: Database
     events: trio.MemorySendChannel[Any]
     actor: InboundActor
-    published: list[BusEvent]
+    published: list[Event]
 
-    def kinds(self, kind: str) -> list[BusEvent]:
+    def kinds(self, kind: str) -> list[Event]:
         return [e for e in self.published if e.kind == kind]
 
 
@@ -73,7 +73,7 @@ async def running(db: Database, state_dir: Path, *, plugins: PluginManager | Non
     ctx = OrgContext(org_id=org, settings=Settings(daemon=DaemonSettings(state_dir=str(state_dir))),
                      db=db, bus=bus, session=NoBrowser(),  # type: ignore[arg-type]
                      inbound_events=receive, plugins=plugins)
-    published: list[BusEvent] = []
+    published: list[Event] = []
 
     async def record(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with bus.subscribe(org_id=org) as events:

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.bus_helpers import event
 from tests.test_events import Served
 from wad import supervise
 from wad.bus import EventBus
@@ -80,18 +81,20 @@ async def test_bus_events_and_the_database_become_metrics(db: Database,
                for name, labels in first)
 
     # Traffic: two messages in (one stored long before its processing ended), one out.
-    bus.publish("message.stored", org, {"id": "m1", "direction": "IN"})
-    bus.publish("message.received", org, {"id": "m1"})
-    bus.publish("message.received", org, {"id": "m2"})  # stored before this daemon started
-    bus.publish("message.stored", org, {"id": "m3", "direction": "OUT"})
-    bus.publish("message.sent", org, {"id": "m3"})
-    bus.publish("outbox.refused", org, {"limit": "hour", "count": 3})
-    bus.publish("outbox.refused", org, {"limit": "day"})
-    bus.publish("plugin.error", org, {"plugin": "webhook", "hook": "wad_message_received"})
-    bus.publish("session.status", org, {"state": "CONNECTING",
-                                        "last_error": "health check: the page did not answer"})
-    bus.publish("session.status", org, {"state": "CONNECTING", "last_error": "browser crashed"})
-    bus.publish("session.status", org, {"state": "CONNECTED", "last_error": None})
+    m1, m2, m3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    bus.publish(event("message.stored", org, {"id": str(m1), "direction": "IN"}))
+    bus.publish(event("message.received", org, {"id": m1}))
+    bus.publish(event("message.received", org, {"id": m2}))  # stored before this daemon started
+    bus.publish(event("message.stored", org, {"id": str(m3), "direction": "OUT"}))
+    bus.publish(event("message.sent", org, {"id": m3}))
+    bus.publish(event("outbox.refused", org, {"limit": "hour", "count": 3}))
+    bus.publish(event("outbox.refused", org, {"limit": "day"}))
+    bus.publish(event("plugin.error", org, {"plugin": "webhook", "hook": "wad_message_received"}))
+    bus.publish(event("session.status", org, {
+        "state": "CONNECTING", "last_error": "health check: the page did not answer"}))
+    bus.publish(event("session.status", org, {"state": "CONNECTING",
+                                              "last_error": "browser crashed"}))
+    bus.publish(event("session.status", org, {"state": "CONNECTED", "last_error": None}))
     await trio.testing.wait_all_tasks_blocked()
 
     # The queue: two waiting (the oldest queued an hour ago), one being sent, one done.
@@ -250,7 +253,7 @@ async def test_metrics_endpoint_needs_the_super_admin_and_parses(served: Served)
         assert value(samples, "wad_session_state", organization=str(org),
                      state="DISCONNECTED") == 1
         bus: EventBus = served.ctx.services["bus"]
-        bus.publish("message.received", org, {"id": "x"})
+        bus.publish(event("message.received", org, {}))
         with trio.fail_after(5):
             while True:  # the app's metrics task counts it
                 samples = parse((await root.get("/metrics")).text)

@@ -5,6 +5,7 @@ from typing import Any
 
 import trio
 
+from tests.bus_helpers import event
 from wad import hookimpl
 from wad.bus import EventBus
 from wad.notifications import forward_session_status
@@ -28,12 +29,13 @@ async def test_changes_are_forwarded_once_each_with_from_and_to() -> None:
     org = uuid.uuid4()
     async with trio.open_nursery() as nursery:
         await nursery.start(forward_session_status, bus, pm)
-        bus.publish("session.status", org, {"state": "QR_CODE_PENDING", "previous": "CONNECTING",
-                                            "qr": "a,b,c,d,e"})
-        bus.publish("session.status", org, {"state": "QR_CODE_PENDING",
-                                            "previous": "QR_CODE_PENDING", "qr": "f,g,h,i,j"})
-        bus.publish("session.status", org, {"state": "BANNED", "previous": "QR_CODE_PENDING",
-                                            "last_error": "account banned (TOS_BLOCK)"})
+        bus.publish(event("session.status", org, {
+            "state": "QR_CODE_PENDING", "previous": "CONNECTING", "qr": "a,b,c,d,e"}))
+        bus.publish(event("session.status", org, {
+            "state": "QR_CODE_PENDING", "previous": "QR_CODE_PENDING", "qr": "f,g,h,i,j"}))
+        bus.publish(event("session.status", org, {
+            "state": "BANNED", "previous": "QR_CODE_PENDING",
+            "last_error": "account banned (TOS_BLOCK)"}))
         with trio.fail_after(5):
             while len(recorder.changes) < 2:
                 await trio.sleep(0.01)

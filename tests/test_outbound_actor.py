@@ -28,16 +28,16 @@ from trio_asyncio import aio_as_trio
 
 from wad.browser.driver import BridgeError, SessionClosed
 from wad.browser.events import Message, MessagePage, SentInfo
-from wad.bus import EventBus
+from wad.bus import Ack, EventBus, SendingPaused, SendingResumed
 from wad.db.models import OutboxItem
 from wad.db.pool import Connection, Database, _init_connection
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.org.outbound import ACK_KIND, OutboundActor
+from wad.org.outbound import OutboundActor
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import TrioClock
-from wad.outbound.queue import PAUSED_KIND, RESUMED_KIND, queue_message
+from wad.outbound.queue import queue_message
 from wad.outbound.settings import OutboundSettings, RateLimitingPatch, SettingsPatch
 
 EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
@@ -240,8 +240,9 @@ class FakePage:
         failed = self.fail(chat)
         self.server.append(Record(trio.current_time(), sid, chat, text,
                                   "ERROR" if failed else "OK"))
-        self.bus.publish(ACK_KIND, self.org_id, {"wa_message_id": sid, "wa_chat_id": chat,
-                                                 "ack": -1 if failed else 1})
+        self.bus.signal(Ack(org_id=self.org_id, wa_message_id=sid, wa_chat_id=chat,
+                            ack=-1 if failed else 1, status="ERROR" if failed else "SENT",
+                            changed=True))
 
     async def message_exists(self, serialized_id: str) -> bool:
         return serialized_id in self.local
@@ -624,7 +625,7 @@ async def test_too_many_failures_stop_sending_and_keep_the_queue(
     h.page.fail = lambda chat: True
     for i in range(6):
         await h.queue(f"m{i}")
-    with h.bus.subscribe(org_id=h.org_id, kinds={PAUSED_KIND}) as paused:
+    with h.bus.subscribe(org_id=h.org_id, kinds={SendingPaused}) as paused:
         async with h.running():
             await until(lambda: _paused(h))
             event = await paused.receive()
@@ -633,11 +634,11 @@ async def test_too_many_failures_stop_sending_and_keep_the_queue(
             h.page.fail = lambda chat: False
             await sessions_repo.set_sending_paused(h.db, organization_id=h.org_id,
                                                    paused=False)
-            h.bus.publish(RESUMED_KIND, h.org_id, {})
+            h.bus.signal(SendingResumed(org_id=h.org_id, was_paused=True))
             await until(lambda: _true(len(h.page.ok()) == kept["QUEUED"]))
     assert kept["FAILED"] == 3  # more than 2% of the last 100: three failures
     assert kept["QUEUED"] == 3  # the rest was kept, not tried
-    assert event.payload["reason"] == ("3 of the latest 3 sends failed (more than 2% of the "
+    assert event.payload()["reason"] == ("3 of the latest 3 sends failed (more than 2% of the "
                                        "last 100)")
     assert await h.statuses() == Counter({"FAILED": 3, "SENT": 3})
 

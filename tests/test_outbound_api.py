@@ -9,19 +9,20 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import test_api_support
 from tests.test_api_support import LiveApi
-from wad.bus import EventBus
+from wad.bus import EventBus, SendingResumed, SettingsChanged
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.outbound.queue import RESUMED_KIND, SETTINGS_KIND
 
 live_api = test_api_support.live_api
 
@@ -185,6 +186,50 @@ async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveA
         "2025-07-01T09:30:00+00:00 (in 1800 s)")
 
 
+def refused_total(metrics_text: str, org: uuid.UUID, limit: str) -> float:
+    """`wad_sends_refused_total` of one organization and limit in a scrape (0 when absent)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if (sample.name == "wad_sends_refused_total"
+                    and sample.labels == {"organization": str(org), "limit": limit}):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_refused_send_counts_in_the_metrics(db: Database, state_dir: Path,
+                                                   nursery: trio.Nursery) -> None:
+    # The daemon's shape: the app's metrics follow the same bus the send path publishes on.
+    async with test_api_support.serving(db, state_dir, nursery, max_body_bytes=4096,
+                                        services={"bus": EventBus()}) as api:
+        api.ctx.services["outbound_clock"] = FixedClock(NOW)
+        root = api.socket_client()
+        with trio.fail_after(30):
+            org = await org_with_tokens(api)
+            await set_limits(api, org, rateLimiting={"messagesPerMinute": 1,
+                                                     "messagesPerHour": 1,
+                                                     "messagesPerDay": 3})
+            agent = as_role(api, org, "AGENT")
+            before = refused_total((await root.get("/metrics")).text, org.id, "hour")
+            assert (await agent.post("/api/whatsapp/send",
+                                     json={"to": CLIENT, "content": "first"})).status_code == 202
+            assert refused_total((await root.get("/metrics")).text, org.id, "hour") == before
+            for n in (1, 2):
+                r = await agent.post("/api/whatsapp/send", json={"to": CLIENT, "content": "more"})
+                assert r.status_code == 429
+                while refused_total((await root.get("/metrics")).text, org.id, "hour") < n:
+                    await trio.sleep(0.02)  # the metrics task counts the event it was sent
+            # A batch refused by the day limit counts each message it would have queued.
+            await set_limits(api, org, safety={"enableMassSending": True})
+            r = await as_role(api, org, "ADMIN").post("/api/whatsapp/send/bulk", json={
+                "messages": [{"to": CLIENT, "content": f"tour {i}"} for i in range(3)]})
+            assert r.status_code == 429, r.text
+            while refused_total((await root.get("/metrics")).text, org.id, "day") < 3:
+                await trio.sleep(0.02)
+        scrape = (await root.get("/metrics")).text
+        assert refused_total(scrape, org.id, "hour") == before + 2
+        assert refused_total(scrape, org.id, "day") == 3
+
+
 async def test_bulk_rules_over_http(live_api: LiveApi) -> None:
     with trio.fail_after(60):
         org = await org_with_tokens(live_api)
@@ -229,7 +274,7 @@ async def test_bulk_rules_over_http(live_api: LiveApi) -> None:
 async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi) -> None:
     bus = EventBus()
     live_api.ctx.services["bus"] = bus
-    with trio.fail_after(30), bus.subscribe(kinds={SETTINGS_KIND}) as changes:
+    with trio.fail_after(30), bus.listen(kinds={SettingsChanged}) as changes:
         org = await org_with_tokens(live_api)
         viewer = as_role(live_api, org, "VIEWER")
         defaults = (await viewer.get(f"/api/whatsapp/settings/{org.id}")).json()
@@ -266,7 +311,7 @@ async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi
 async def test_resume_closes_the_breaker_and_tells_the_actor(live_api: LiveApi) -> None:
     bus = EventBus()
     live_api.ctx.services["bus"] = bus
-    with trio.fail_after(30), bus.subscribe(kinds={RESUMED_KIND}) as resumed:
+    with trio.fail_after(30), bus.listen(kinds={SendingResumed}) as resumed:
         org = await org_with_tokens(live_api)
         await sessions_repo.set_sending_paused(
             live_api.ctx.db, organization_id=org.id, paused=True,

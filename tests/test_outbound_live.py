@@ -15,6 +15,7 @@ import trio
 
 from tests.stack import Stack, open_stack
 from tests.test_inbound_actor import NO_DELAYS, Agent, plugins_with
+from wad.bus import SendingPaused
 from wad.db.models import OutboxItem
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
@@ -23,7 +24,6 @@ from wad.org.inbound import inbound_actor
 from wad.org.manager import ActorFactory
 from wad.org.outbound import outbound_actor
 from wad.outbound import queue_message, send_message_for_agent
-from wad.outbound.queue import PAUSED_KIND
 from wad.outbound.settings import OutboundSettings
 
 pytestmark = pytest.mark.browser
@@ -123,7 +123,7 @@ async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
                                                                 dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
         org = await linked(stack)
-        with stack.bus.subscribe(org_id=org, kinds={PAUSED_KIND}) as paused:
+        with stack.bus.subscribe(org_id=org, kinds={SendingPaused}) as paused:
             first, _ = await queue_message(stack.db, organization_id=org, to=CLIENT,
                                            content="before the ban", bus=stack.bus)
             await until_status(stack, first.id, "SENT", "DELIVERED", "READ")
@@ -145,9 +145,9 @@ async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
     assert row.state == "BANNED"
     assert session is not None
     assert session.sending_paused is True
-    assert session.sending_paused_reason == event.payload["reason"]
-    assert event.payload["reason"].startswith("WhatsApp banned or restricted the account: ")
-    assert "TOS_BLOCK" in event.payload["reason"]
+    assert session.sending_paused_reason == event.payload()["reason"]
+    assert event.payload()["reason"].startswith("WhatsApp banned or restricted the account: ")
+    assert "TOS_BLOCK" in event.payload()["reason"]
     # Kept: three left in flight by the ban (each looked for in the chat before any resend),
     # the others still queued; none failed, none lost.
     assert sorted(s.status for s in statuses if s is not None) == ["QUEUED"] * 2 + ["SENDING"] * 3

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from wad.bus import EventBus
+from wad.bus import EventBus, Queued
 from wad.db.pool import Database
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import organizations as orgs_repo
@@ -32,7 +32,6 @@ from wad.outbound import (
 )
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import TrioClock
-from wad.outbound.queue import QUEUED_KIND
 from wad.outbound.settings import RateLimitingPatch, SafetyPatch, SettingsPatch
 
 EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
@@ -119,7 +118,7 @@ async def test_an_idempotency_key_answers_the_first_message_even_at_the_limit(
     org = await new_org(db, messages_per_minute=1, messages_per_hour=1, messages_per_day=1)
     clock = TrioClock(EPOCH)
     bus = EventBus()
-    with bus.subscribe(kinds={QUEUED_KIND}) as woken:
+    with bus.listen(kinds={Queued}) as woken:
         first, created = await queue_message(db, organization_id=org, to="+996 555 12-34-56",
                                              content="Ваш тур подтверждён", clock=clock,
                                              idempotency_key="crm-42", bus=bus)
@@ -129,7 +128,7 @@ async def test_an_idempotency_key_answers_the_first_message_even_at_the_limit(
                                              idempotency_key="crm-42", bus=bus)
         assert not created
         assert again == first
-        assert woken.receive_nowait().payload == {"count": 1}
+        assert woken.receive_nowait() == Queued(org_id=org, count=1)
         with pytest.raises(trio.WouldBlock):
             woken.receive_nowait()  # the repeat woke no one
     assert first.to_phone == CLIENT

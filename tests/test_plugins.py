@@ -33,10 +33,12 @@ from wad.payloads import (
     StatusDecision,
 )
 from wad.plugins import (
+    BUILTIN_PLUGINS,
     PluginManager,
     PluginSettings,
     agent_reply,
     call_all,
+    call_first,
     detect_languages,
     detect_status,
     get_plugin_manager,
@@ -81,6 +83,22 @@ def test_default_manager_has_builtin_and_bundled_plugins() -> None:
     assert pm.get_plugin("webhook") is not other.get_plugin("webhook")
 
 
+def test_wads_defaults_are_the_builtin_plugins_of_one_list() -> None:
+    # Without entry points and the bundled list, only the built-ins load: wad's defaults, as
+    # the trylast implementations of their hooks (fastText called before langdetect, its
+    # fallback: get_hookimpls lists them in the reverse of pluggy's call order).
+    pm = get_plugin_manager(PluginSettings(entry_points=False), bundled=False)
+    assert {name for name, _ in pm.list_name_plugin()} == set(BUILTIN_PLUGINS) == {
+        "language", "fasttext_language", "heuristic_status"}
+    expected = {"wad_detect_language": [("language", True), ("fasttext_language", True)],
+                "wad_detect_status": [("heuristic_status", True)]}
+    for hook, implementations in expected.items():
+        impls = getattr(pm.hook, hook).get_hookimpls()
+        assert [(i.plugin_name, i.trylast) for i in impls] == implementations
+    assert not get_plugin_manager(PluginSettings(entry_points=False, disabled=[
+        "heuristic_status"]), bundled=False).has_plugin("heuristic_status")
+
+
 def test_disabled_and_enabled() -> None:
     pm = get_plugin_manager(PluginSettings(disabled=["openrouter", "language"]))
     names = {name for name, _ in pm.list_name_plugin()}
@@ -90,7 +108,7 @@ def test_disabled_and_enabled() -> None:
 
     pm = get_plugin_manager(PluginSettings(enabled=["heuristic_status"]))
     names = {name for name, _ in pm.list_name_plugin()}
-    assert names == {"language", "heuristic_status"}  # built-ins stay unless disabled
+    assert names == {"language", "fasttext_language", "heuristic_status"}  # built-ins stay
 
     with pytest.raises(ConfigError, match=r"plugins\.enabled: no installed plugin named nope"):
         get_plugin_manager(PluginSettings(enabled=["nope"]))
@@ -557,3 +575,151 @@ async def test_call_all_answers_each_plugins_result_in_order() -> None:
     answers = await call_all(pm, "wad_import_sources")
     assert [(a.plugin, a.value) for a in answers] == [("c", "last registered"),
                                                       ("a", "first registered")]
+
+
+# Calling hooks as pluggy means them: firstresult, order, wrappers ---------------------------
+
+
+def language_plugin(asked: list[str], name: str, answer: Any, *, tryfirst: bool = False,
+                    trylast: bool = False) -> Any:
+    """A plain (synchronous) language detector answering `answer`, noting it was asked."""
+
+    @hookimpl(tryfirst=tryfirst, trylast=trylast)
+    def wad_detect_language(texts: Sequence[str]) -> Any:
+        asked.append(name)
+        return None if answer is None else [LanguageGuess(language=answer) for _ in texts]
+
+    return types.SimpleNamespace(wad_detect_language=wad_detect_language)
+
+
+async def test_firstresult_stops_at_the_first_answer_in_pluggys_own_order() -> None:
+    asked: list[str] = []
+    pm = empty_pm()
+    pm.register(language_plugin(asked, "default", "en", trylast=True), "default")
+    pm.register(language_plugin(asked, "early", "de"), "early")
+    pm.register(language_plugin(asked, "silent", None, tryfirst=True), "silent")
+    pm.register(language_plugin(asked, "late", "ru"), "late")
+    pm.register(language_plugin(asked, "also-silent", None), "also-silent")
+
+    guesses = await detect_languages(pm, ["Салам"], languages=["ru", "en", "de"])
+    assert guesses == [LanguageGuess(language="ru")]
+    # tryfirst first, then later registered before earlier; nobody after the first answer.
+    assert asked == ["silent", "also-silent", "late"]
+
+    # pluggy itself, calling the same (synchronous) implementations, picks the same answer in
+    # the same order: wad's own loop is pluggy's semantics, not an approximation of them.
+    asked.clear()
+    by_pluggy = pm.hook.wad_detect_language(ctx=pm.context, texts=["Салам"],
+                                            languages=["ru", "en", "de"])
+    assert by_pluggy == guesses
+    assert asked == ["silent", "also-silent", "late"]
+
+    # A hook without firstresult hears every implementation.
+    assert hookspecs.wad_detect_status.wad_spec["firstresult"] is True  # type: ignore[attr-defined]
+    assert hookspecs.wad_message_received.wad_spec["firstresult"] is False  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="not a firstresult hook"):
+        await call_first(pm, "wad_message_received", message=message("hi"), client=None)
+
+
+class StatusWrapper:
+    """A new-style wrapper around status detection: sees the decision, vetoes SOLD without a
+    reason, and notes what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    @hookimpl(wrapper=True)
+    def wad_detect_status(self, client: Any) -> Any:
+        decision = yield
+        self.seen.append(decision)
+        if decision is not None and decision.status == "SOLD" and not decision.reason:
+            return StatusDecision(status="WARMED", confidence=0.9, reason="SOLD needs a reason")
+        return decision
+
+
+def status_plugin(status: str, confidence: float) -> Any:
+    @hookimpl
+    async def wad_detect_status() -> Any:
+        await trio.lowlevel.checkpoint()  # a real async implementation
+        return StatusDecision(status=status, confidence=confidence)  # type: ignore[arg-type]
+
+    return types.SimpleNamespace(wad_detect_status=wad_detect_status)
+
+
+async def test_a_wrapper_sees_and_may_replace_an_async_firstresult() -> None:
+    pm = empty_pm()
+    wrapper = StatusWrapper()
+    pm.register(wrapper, "guard")  # registered first: a wrapper still runs around all others
+    pm.register(status_plugin("QUALIFIED", 0.7), "plain")
+    pm.register(status_plugin("SOLD", 0.95), "eager")
+
+    async def detect() -> StatusDecision | None:
+        return await detect_status(pm, client=client(status="WARMED"),
+                                   messages=[message("maybe")], current_status="WARMED")
+
+    decision = await detect()
+    assert wrapper.seen == [StatusDecision(status="SOLD", confidence=0.95, detector="eager")]
+    # The wrapper's answer is the result, named after the wrapper's plugin.
+    assert decision == StatusDecision(status="WARMED", confidence=0.9,
+                                      reason="SOLD needs a reason", detector="guard")
+
+    pm.unregister(name="eager")
+    decision = await detect()
+    assert wrapper.seen[-1] == decision == StatusDecision(status="QUALIFIED", confidence=0.7,
+                                                          detector="plain")
+
+
+class OldStyleFilter:
+    """An old-style `hookwrapper` that drops import sources whose name starts with `test-`."""
+
+    @hookimpl(hookwrapper=True)
+    def wad_import_sources(self) -> Any:
+        outcome = yield
+        outcome.force_result([[s for s in sources if not s.name.startswith("test-")]
+                              for sources in outcome.get_result()])
+
+
+class BrokenWrapper:
+    @hookimpl(wrapper=True)
+    def wad_import_sources(self) -> Any:
+        yield
+        raise RuntimeError("wrapper bug")
+
+
+async def test_wrappers_wrap_synchronous_and_call_all_hooks() -> None:
+    async def chats(request: ImportRequest) -> AsyncIterator[ImportedChat]:
+        return
+        yield
+
+    pm = empty_pm()
+    pm.register(types.SimpleNamespace(wad_import_sources=hookimpl(lambda: [
+        ImportSource(name="crm", description="CRM", chats=chats),
+        ImportSource(name="test-fixture", description="fixture", chats=chats)])), "sources")
+    pm.register(OldStyleFilter(), "filter")
+    assert sorted(import_sources(pm)) == ["crm"]
+
+    # A wrapper that fails after its yield is logged with its name; the result stands.
+    pm.register(BrokenWrapper(), "broken")
+    with capture_logs() as logs:
+        assert sorted(import_sources(pm)) == ["crm"]
+    assert ("broken", "wad_import_sources") in [
+        (e.get("plugin"), e.get("hook")) for e in logs if e["log_level"] == "error"]
+
+    # Around a hook that hears everyone, a new-style wrapper sees every answer in call order
+    # and may replace the list; answers it keeps keep their plugin's name.
+    seen: list[Any] = []
+
+    @hookimpl(wrapper=True)
+    def wad_import_sources() -> Any:
+        answers = yield
+        seen.append(answers)
+        return [*reversed(answers), "added"]
+
+    pm.unregister(name="broken")
+    pm.unregister(name="filter")
+    pm.register(types.SimpleNamespace(wad_import_sources=hookimpl(lambda: ["other"])), "more")
+    pm.register(types.SimpleNamespace(wad_import_sources=wad_import_sources), "reverse")
+    answers = await call_all(pm, "wad_import_sources")
+    assert seen == [[["other"], answers[0].value]]
+    assert [a.plugin for a in answers] == ["sources", "more", "reverse"]
+    assert answers[1].value == ["other"] and answers[2].value == "added"

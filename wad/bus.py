@@ -1,9 +1,17 @@
-"""The daemon's in-process event bus: what happened, for whoever listens (plugins, the event
-stream, tests).
+"""The daemon's in-process bus, and everything that travels on it, as typed msgspec Structs.
 
-Publishing never blocks: each subscriber has a bounded buffer, and a subscriber that falls behind
-loses the overflow (counted in `dropped` and logged), so a slow listener cannot stall an actor.
-Every event gets a sequence number, increasing for the life of the bus.
+Two channels, each a fan-out to bounded subscriber buffers:
+
+- **events** (`publish` / `subscribe`): facts, for whoever listens (the event stream and its
+  log, metrics, the plugins' session notifications, tests). Each `Event` subclass is one kind,
+  its `kind` the tag the event stream shows (`session.status`, `message.received`, ...); every
+  published event gets a sequence number, increasing for the life of the bus.
+- **signals** (`signal` / `listen`): what an actor must act on (a send's ack, a wake-up after
+  queueing, an administrator's resume, the session's new state). They never reach the events'
+  subscribers, so that the event stream, the metrics and the actors each follow only their own.
+
+Publishing never blocks: a subscriber that falls behind loses the overflow (counted in `dropped`
+and logged), so that a slow listener cannot stall an actor.
 """
 
 from __future__ import annotations
@@ -11,68 +19,248 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
+import msgspec
 import trio
 
-from wad import log
+from wad import log, payloads
 
 _log = log.get("bus")
 
+# -- events -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class BusEvent:
-    """One published fact: `kind` (e.g. `session.status`), the organization, a JSON-able payload."""
 
-    seq: int
-    kind: str
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """One published fact about an organization (`org_id`, None for the daemon's own), stamped
+    with the bus's sequence number `seq` when published and the time `at` it happened."""
+
     org_id: uuid.UUID | None
-    payload: dict[str, Any]
-    at: float = field(default_factory=time.time)
+    seq: int = 0
+    at: float = msgspec.field(default_factory=time.time)
+
+    @property
+    def kind(self) -> str:
+        """The event's name on the event stream, e.g. `session.status`."""
+        return str(type(self).__struct_config__.tag)
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields as JSON-able data: what the event stream shows as `payload`."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        for name in ("kind", "org_id", "seq", "at"):
+            data.pop(name, None)
+        return data
+
+
+class SessionStatus(Event, frozen=True, kw_only=True, tag="session.status"):
+    """The session's state changed, or a new QR payload or pairing code was issued."""
+
+    state: payloads.SessionState
+    previous: payloads.SessionState | None = None
+    qr: str | None = None
+    pairing_code: str | None = None
+    last_error: str | None = None
+    phone_number: str | None = None
+
+
+class MessageStored(Event, frozen=True, kw_only=True, tag="message.stored"):
+    """A message was stored (its processing follows)."""
+
+    id: str
+    wa_message_id: str
+    wa_chat_id: str
+    direction: str
+    sender: str
+    type: str
+
+
+class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
+    """A client's message was stored and processed."""
+
+    message: payloads.Message
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = msgspec.to_builtins(self.message)
+        return data
+
+
+class MessageSent(Event, frozen=True, kw_only=True, tag="message.sent"):
+    """A message typed on the linked phone, or sent from wad's queue."""
+
+    message: payloads.Message
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = msgspec.to_builtins(self.message)
+        return data
+
+
+class MessageStatusChanged(Event, frozen=True, kw_only=True, tag="message.status_changed"):
+    """A stored message's status moved (acks, a failure, a revoke)."""
+
+    change: payloads.MessageStatusChange
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = msgspec.to_builtins(self.change)
+        return data
+
+
+class ClientStatusChanged(Event, frozen=True, kw_only=True, tag="client.status_changed"):
+    """A client moved in the sales funnel (after its status history row was written)."""
+
+    change: payloads.ClientStatusChange
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = msgspec.to_builtins(self.change)
+        return data
+
+
+class MessageEdited(Event, frozen=True, kw_only=True, tag="message.edited"):
+    """A stored message's text was edited on WhatsApp."""
+
+    id: str
+    wa_message_id: str
+
+
+class AgentReplyQueued(Event, frozen=True, kw_only=True, tag="agent.reply_queued"):
+    """An agent plugin's reply to a message was queued for sending."""
+
+    outbox_id: str
+    message_id: str
+    agent: str | None
+    not_before: str
+
+
+class OutboxStatus(Event, frozen=True, kw_only=True, tag="outbox.status"):
+    """A queued message's sending status moved (SENDING, SENT, a retry, FAILED)."""
+
+    id: str
+    status: str
+    attempts: int
+    wa_message_id: str | None
+    error: str | None
+
+
+class SendingPaused(Event, frozen=True, kw_only=True, tag="outbound.paused"):
+    """Sending stopped for the organization until an administrator resumes it."""
+
+    reason: str
+
+
+class SendsRefused(Event, frozen=True, kw_only=True, tag="outbox.refused"):
+    """`count` sends were refused at the door by the `limit` window (hour or day)."""
+
+    limit: str
+    count: int = 1
+
+
+class PluginFailed(Event, frozen=True, kw_only=True, tag="plugin.error"):
+    """A plugin's hook implementation raised or took too long."""
+
+    plugin: str
+    hook: str
+
+
+AnyEvent = (SessionStatus | MessageStored | MessageReceived | MessageSent | MessageStatusChanged
+            | ClientStatusChanged | MessageEdited | AgentReplyQueued | OutboxStatus
+            | SendingPaused | SendsRefused | PluginFailed)
+"""Every event kind, as one tagged union (`msgspec.convert(data, AnyEvent)` decodes one)."""
+
+
+# -- control signals --------------------------------------------------------------------------
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True, tag_field="signal"):
+    """Something one of the organization's actors must act on."""
+
+    org_id: uuid.UUID
+
+
+class Ack(Signal, frozen=True, kw_only=True, tag="ack"):
+    """WhatsApp acknowledged one of the organization's own messages (`ack` as the page gives
+    it: -1 refused, 1 sent, 2 delivered, 3 read, 4 played): it finishes a send in flight."""
+
+    wa_message_id: str
+    wa_chat_id: str
+    ack: int
+    status: str
+    changed: bool
+
+
+class Queued(Signal, frozen=True, kw_only=True, tag="queued"):
+    """`count` messages were queued (by the API, the CLI or an agent): wakes the sender."""
+
+    count: int
+
+
+class SendingResumed(Signal, frozen=True, kw_only=True, tag="resumed"):
+    """An administrator resumed sending (`was_paused`: it had been paused)."""
+
+    was_paused: bool
+
+
+class SettingsChanged(Signal, frozen=True, kw_only=True, tag="settings"):
+    """The organization's sending settings changed (the CRM's document, merged)."""
+
+    settings: dict[str, Any]
+
+
+class SessionChanged(Signal, frozen=True, kw_only=True, tag="session"):
+    """The session reached `state` (inbound catches up on CONNECTED; outbound pauses on
+    BANNED)."""
+
+    state: payloads.SessionState
+
+
+AnySignal = Ack | Queued | SendingResumed | SettingsChanged | SessionChanged
+"""Every control signal, as one tagged union."""
+
+
+# -- the bus ----------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 @dataclass
-class _Subscriber:
-    send: trio.MemorySendChannel[BusEvent]
+class _Subscriber(Generic[M]):
+    send: trio.MemorySendChannel[M]
     org_id: uuid.UUID | None
-    kinds: frozenset[str] | None
+    kinds: tuple[type[M], ...] | None
     dropped: int = 0
 
 
-class EventBus:
-    """Fan-out of `BusEvent`s to bounded subscriber channels."""
+class _Fanout(Generic[M]):
+    """Delivers each message to the subscribers of its organization and kinds, without
+    blocking."""
 
-    def __init__(self) -> None:
-        self._seq = itertools.count(1)
-        self._subscribers: list[_Subscriber] = []
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._subscribers: list[_Subscriber[M]] = []
 
-    def publish(self, kind: str, org_id: uuid.UUID | None, payload: dict[str, Any]) -> BusEvent:
-        event = BusEvent(seq=next(self._seq), kind=kind, org_id=org_id, payload=payload)
+    def deliver(self, message: M, org_id: uuid.UUID | None) -> None:
         for sub in list(self._subscribers):
             if sub.org_id is not None and sub.org_id != org_id:
                 continue
-            if sub.kinds is not None and kind not in sub.kinds:
+            if sub.kinds is not None and not isinstance(message, sub.kinds):
                 continue
             try:
-                sub.send.send_nowait(event)
+                sub.send.send_nowait(message)
             except trio.WouldBlock:
                 sub.dropped += 1
                 if sub.dropped in (1, 10, 100) or sub.dropped % 1000 == 0:
-                    _log.warning("bus subscriber falling behind; events dropped",
-                                 dropped=sub.dropped, kind=kind)
+                    _log.warning(f"bus subscriber falling behind; {self._what} dropped",
+                                 dropped=sub.dropped, kind=type(message).__name__)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(sub)
-        return event
 
     @contextmanager
-    def subscribe(self, *, org_id: uuid.UUID | None = None, kinds: set[str] | None = None,
-                  buffer: int = 1000) -> Iterator[trio.MemoryReceiveChannel[BusEvent]]:
-        """Receive events (of one organization and/or some kinds) for the block's duration."""
-        send, receive = trio.open_memory_channel[BusEvent](buffer)
-        sub = _Subscriber(send=send, org_id=org_id, kinds=frozenset(kinds) if kinds else None)
+    def subscribe(self, org_id: uuid.UUID | None, kinds: Iterable[type[M]] | None,
+                  buffer: int) -> Iterator[trio.MemoryReceiveChannel[M]]:
+        send, receive = trio.open_memory_channel[M](buffer)
+        sub = _Subscriber(send=send, org_id=org_id,
+                          kinds=tuple(kinds) if kinds is not None else None)
         self._subscribers.append(sub)
         try:
             yield receive
@@ -80,3 +268,39 @@ class EventBus:
             if sub in self._subscribers:
                 self._subscribers.remove(sub)
             send.close()
+
+
+E = TypeVar("E", bound=Event)
+
+
+class EventBus:
+    """The two channels: events and control signals."""
+
+    def __init__(self) -> None:
+        self._seq = itertools.count(1)
+        self._events: _Fanout[Event] = _Fanout("events")
+        self._signals: _Fanout[Signal] = _Fanout("signals")
+
+    def publish(self, event: E) -> E:
+        """Stamp `event` with the next sequence number and deliver it; answers it stamped."""
+        stamped = msgspec.structs.replace(event, seq=next(self._seq))
+        self._events.deliver(stamped, stamped.org_id)
+        return stamped
+
+    def subscribe(self, *, org_id: uuid.UUID | None = None,
+                  kinds: Iterable[type[Event]] | None = None, buffer: int = 1000
+                  ) -> AbstractContextManager[trio.MemoryReceiveChannel[Event]]:
+        """Receive events (of one organization and/or of some `Event` classes) for the block's
+        duration."""
+        return self._events.subscribe(org_id, kinds, buffer)
+
+    def signal(self, signal: Signal) -> None:
+        """Deliver a control signal to the organization's listeners."""
+        self._signals.deliver(signal, signal.org_id)
+
+    def listen(self, *, org_id: uuid.UUID | None = None,
+               kinds: Iterable[type[Signal]] | None = None, buffer: int = 1000
+               ) -> AbstractContextManager[trio.MemoryReceiveChannel[Signal]]:
+        """Receive control signals (of one organization and/or of some `Signal` classes) for
+        the block's duration."""
+        return self._signals.subscribe(org_id, kinds, buffer)

@@ -22,7 +22,7 @@ from wad import log, plugins
 from wad.api.app import AppContext, create_app
 from wad.api.server import serve_api
 from wad.browser.driver import BrowserDriver
-from wad.bus import EventBus
+from wad.bus import EventBus, PluginFailed
 from wad.config import Settings
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
@@ -117,7 +117,7 @@ class Daemon:
             pm.bind(settings=self.settings, db=db)
 
             def plugin_failed(plugin: str, hook: str) -> None:
-                bus.publish("plugin.error", None, {"plugin": plugin, "hook": hook})
+                bus.publish(PluginFailed(org_id=None, plugin=plugin, hook=hook))
 
             pm.on_error.append(plugin_failed)
             _log.info("plugins loaded", plugins=plugins.registered_names(pm))

@@ -30,16 +30,24 @@ from typing import Literal
 import trio
 
 from wad import log
-from wad.bus import BusEvent, EventBus
+from wad.bus import (
+    ClientStatusChanged,
+    Event,
+    EventBus,
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    SessionStatus,
+)
 
 _log = log.get("eventlog")
 
-STREAM_KINDS = frozenset({
-    "session.status",
-    "message.received",
-    "message.sent",
-    "message.status_changed",
-    "client.status_changed",
+STREAM_KINDS: frozenset[type[Event]] = frozenset({
+    SessionStatus,
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    ClientStatusChanged,
 })
 """The bus events a CRM can follow (as published by the session and inbound actors)."""
 
@@ -65,7 +73,7 @@ class Item:
     """
 
     type: Literal["start", "reset", "snapshot", "event", "idle"]
-    event: BusEvent | None = None
+    event: Event | None = None
     cursor: int = 0
     resumed: bool = False
     reason: str = ""
@@ -75,18 +83,18 @@ class _Ring:
     """One organization's recent events, oldest first, and the newest one that left."""
 
     def __init__(self, capacity: int) -> None:
-        self.events: collections.deque[BusEvent] = collections.deque(maxlen=capacity)
+        self.events: collections.deque[Event] = collections.deque(maxlen=capacity)
         self.evicted_seq = 0  # every event up to this one may be gone
-        self.last_status: BusEvent | None = None  # the newest session.status, never evicted
+        self.last_status: Event | None = None  # the newest session.status, never evicted
 
-    def append(self, event: BusEvent) -> None:
+    def append(self, event: Event) -> None:
         if len(self.events) == self.events.maxlen:
             self.evicted_seq = self.events[0].seq
         self.events.append(event)
-        if event.kind == "session.status":
+        if isinstance(event, SessionStatus):
             self.last_status = event
 
-    def after(self, seq: int) -> list[BusEvent]:
+    def after(self, seq: int) -> list[Event]:
         if not self.events or self.events[-1].seq <= seq:
             return []
         # The ring is short and sorted; walk back from the newest end.
@@ -105,11 +113,11 @@ class EventLog:
     Make it with the daemon's bus, run `run` in a nursery, and read with `follow`."""
 
     def __init__(self, bus: EventBus, *, capacity: int = DEFAULT_CAPACITY,
-                 kinds: Iterable[str] = STREAM_KINDS) -> None:
+                 kinds: Iterable[type[Event]] = STREAM_KINDS) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.kinds = frozenset(kinds)
+        self.kinds = tuple(kinds)
         self.boot = secrets.token_hex(4)
         self.last_seq = 0
         self._rings: dict[uuid.UUID, _Ring] = {}
@@ -131,9 +139,9 @@ class EventLog:
         finally:
             self.close()
 
-    def add(self, event: BusEvent) -> None:
+    def add(self, event: Event) -> None:
         """Keep one event (events without an organization are not streamed)."""
-        if event.org_id is None or event.kind not in self.kinds:
+        if event.org_id is None or not isinstance(event, self.kinds):
             return
         ring = self._rings.get(event.org_id)
         if ring is None:
@@ -155,7 +163,7 @@ class EventLog:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def event_id(self, event: BusEvent) -> str:
+    def event_id(self, event: Event) -> str:
         """The id a reader gives back as `Last-Event-ID`."""
         return f"{self.boot}-{event.seq}"
 
@@ -174,7 +182,7 @@ class EventLog:
             return list(self._rings.values())
         return [ring for org_id, ring in self._rings.items() if org_id in orgs]
 
-    def since(self, orgs: frozenset[uuid.UUID] | None, seq: int) -> tuple[list[BusEvent], bool]:
+    def since(self, orgs: frozenset[uuid.UUID] | None, seq: int) -> tuple[list[Event], bool]:
         """(the kept events of `orgs` (None: all) after `seq`, in order; whether some events
         after `seq` may have left the ring already)."""
         rings = self._selected(orgs)
@@ -183,7 +191,7 @@ class EventLog:
         events.sort(key=lambda e: e.seq)
         return events, gap
 
-    def latest_status(self, orgs: frozenset[uuid.UUID] | None) -> list[BusEvent]:
+    def latest_status(self, orgs: frozenset[uuid.UUID] | None) -> list[Event]:
         """The newest `session.status` event of each of `orgs` (None: all), oldest first."""
         found = [ring.last_status for ring in self._selected(orgs) if ring.last_status]
         return sorted(found, key=lambda e: e.seq)

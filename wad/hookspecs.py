@@ -6,7 +6,9 @@ functions are decorated with `wad.hookimpl` and named like the hooks below. An i
 takes any subset of a hook's arguments, by name. Hooks marked *async* may be written as
 `async def` or plain `def`; wad awaits what they return. Every call is isolated: an
 implementation that raises or exceeds `plugins.hook_timeout_s` is logged with its plugin's
-name and skipped, and the others still run.
+name and skipped, and the others still run. As with pluggy, a `firstresult` hook ("first answer
+wins") stops at the first answer, and `@hookimpl(wrapper=True)` generators wrap any hook's call
+and may replace its result (see `docs/plugins.md`, How wad calls hooks).
 
 Every hook receives `ctx` (`wad.plugins.PluginContext`): the daemon's settings, its database
 (None outside the daemon) and `ctx.plugin_config(name)`, the plugin's own configuration table.
@@ -83,7 +85,7 @@ def wad_detect_language(
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def wad_detect_status(
     ctx: PluginContext,
     client: Client,

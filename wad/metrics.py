@@ -6,7 +6,8 @@ Three sources feed it:
 - **the bus**, as events happen: messages received and sent, inbound processing time (from a
   client's message being stored to its `message.received`), browser health-check
   failures (a session going back to `CONNECTING` because the health check failed), sends
-  refused by a limit (`outbox.refused` events), plugin errors (`plugin.error` events);
+  refused at the door by a limit (`SendsRefused`, published by `wad.outbound.queue`), plugin
+  errors (`PluginFailed`, published by the daemon);
 - **the supervisors** (`wad.supervise.on_restart`): actor restarts by organization and actor;
 - **the database and /proc at scrape time** (`refresh`): sessions by state, send queue depth and
   the age of its oldest message, send latencies (queued to sent, sent to delivered, read from the
@@ -43,7 +44,16 @@ from prometheus_client.registry import Collector
 
 import wad
 from wad import log, supervise
-from wad.bus import BusEvent, EventBus
+from wad.bus import (
+    Event,
+    EventBus,
+    MessageReceived,
+    MessageSent,
+    MessageStored,
+    PluginFailed,
+    SendsRefused,
+    SessionStatus,
+)
 from wad.db.pool import Database
 
 _log = log.get("metrics")
@@ -51,8 +61,8 @@ _log = log.get("metrics")
 SESSION_STATES = ("DISCONNECTED", "CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE_PENDING",
                   "CONNECTED", "ERROR", "LOGGED_OUT", "BANNED")
 
-BUS_KINDS = frozenset({"message.stored", "message.received", "message.sent", "session.status",
-                       "outbox.refused", "plugin.error"})
+BUS_KINDS: frozenset[type[Event]] = frozenset({
+    MessageStored, MessageReceived, MessageSent, SessionStatus, SendsRefused, PluginFailed})
 """The bus events the counters follow."""
 
 SEND_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600)
@@ -316,7 +326,7 @@ class Metrics:
         self._outbox_cursor: int | None = None
         self._refresh_lock = trio.Lock()
         self._stack = ExitStack()
-        self._events: trio.MemoryReceiveChannel[BusEvent] | None = None
+        self._events: trio.MemoryReceiveChannel[Event] | None = None
         if bus is not None:
             self._events = self._stack.enter_context(
                 bus.subscribe(kinds=set(BUS_KINDS), buffer=10_000))
@@ -356,38 +366,35 @@ class Metrics:
             _log.warning("database not answering; send latencies start at the first scrape",
                          error=str(exc))
 
-    def observe(self, event: BusEvent) -> None:
+    def observe(self, event: Event) -> None:
         """Count one bus event."""
         org = _org_label(event.org_id)
-        payload = event.payload
-        match event.kind:
-            case "message.stored":
-                self._remember_stored(str(payload.get("id")), event.at)
-            case "message.received":
+        match event:
+            case MessageStored():
+                self._remember_stored(event.id, event.at)
+            case MessageReceived():
                 self.received.labels(org).inc()
-                self._processed(org, payload, event.at)
-            case "message.sent":
+                self._processed(org, str(event.message.id), event.at)
+            case MessageSent():
                 # Typed on the phone (the inbound actor) or sent from the queue (the outbound
                 # actor): not the processing of a client's message.
                 self.sent.labels(org).inc()
-            case "session.status":
-                error = payload.get("last_error") or ""
-                if payload.get("state") == "CONNECTING" and error.startswith("health check"):
+            case SessionStatus():
+                error = event.last_error or ""
+                if event.state == "CONNECTING" and error.startswith("health check"):
                     self.health_failures.labels(org).inc()
-            case "outbox.refused":
-                count = int(payload.get("count", 1))
-                self.refused.labels(org, str(payload.get("limit", "unknown"))).inc(count)
-            case "plugin.error":
-                self.plugin_error(str(payload.get("plugin", "unknown")),
-                                  str(payload.get("hook", "unknown")))
+            case SendsRefused():
+                self.refused.labels(org, event.limit).inc(event.count)
+            case PluginFailed():
+                self.plugin_error(event.plugin, event.hook)
 
     def _remember_stored(self, message_id: str, at: float) -> None:
         self._stored[message_id] = at
         while len(self._stored) > PENDING_STORED_MAX:
             self._stored.popitem(last=False)
 
-    def _processed(self, org: str, payload: dict[str, Any], at: float) -> None:
-        stored_at = self._stored.pop(str(payload.get("id")), None)
+    def _processed(self, org: str, message_id: str, at: float) -> None:
+        stored_at = self._stored.pop(message_id, None)
         if stored_at is not None:
             self.processing.labels(org).observe(max(0.0, at - stored_at))
 

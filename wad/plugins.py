@@ -4,8 +4,10 @@ There is no global manager. `get_plugin_manager(settings)` builds one (the daemo
 its own) with wad's built-in plugins, the bundled ones and those of the `wad` entry-point group,
 minus what the config file disables. The hooks are in `wad.hookspecs`.
 
-pluggy calls are synchronous and stop at the first exception, so wad calls each implementation
-itself (`call_all`, `call_first` and the typed helpers below): it awaits what an async
+pluggy's own calls are synchronous and stop at the first exception, so wad calls each
+implementation itself (`call_all`, `call_first` and the typed helpers below), the way pluggy
+would: in pluggy's order, stopping at the first answer of a `firstresult` hook, with hook
+wrappers around the call that may replace its result. On top, it awaits what an async
 implementation returns, bounds each call by `plugins.hook_timeout_s`, and logs an implementation
 that raises or times out with its plugin's name, then goes on with the next one.
 """
@@ -16,13 +18,14 @@ import importlib
 import importlib.metadata
 import inspect
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar, cast
 
 import msgspec
 import pluggy
 import trio
 from msgspec import Meta
+from pluggy import HookImpl
 
 from wad import hookspecs, log
 from wad.errors import ConfigError
@@ -47,13 +50,17 @@ hookimpl = pluggy.HookimplMarker("wad")
 ENTRY_POINT_GROUP = "wad"
 
 BUILTIN_PLUGINS: dict[str, str] = {
+    # Before `language`: pluggy calls trylast implementations in reverse registration order.
+    "fasttext_language": "wad_fasttext_language",
     "language": "wad.language",
+    "heuristic_status": "wad_heuristic_status",
 }
-"""wad's own default behaviour, registered as plugins like any other (first, so others override)."""
+"""wad's own default behaviour (the language detectors: fastText first, langdetect as its
+fallback; the heuristic status detector), registered
+as plugins like any other, first and `trylast`, so that other plugins override them. Always
+loaded unless `plugins.disabled` names them."""
 
 BUNDLED_PLUGINS: dict[str, str] = {
-    "fasttext_language": "wad_fasttext_language",
-    "heuristic_status": "wad_heuristic_status",
     "openrouter": "wad_openrouter",
     "webhook": "wad_webhook:WebhookPlugin",
     "export": "wad_export_import",
@@ -215,8 +222,15 @@ def get_plugin_manager(
 
     if builtins:
         for name, ref in BUILTIN_PLUGINS.items():
-            if name not in disabled:
-                pm.register(_load_ref(ref), name)
+            if name in disabled:
+                continue
+            try:
+                plugin = _load_ref(ref)
+            except ImportError:
+                # wad installed without the `wad-plugins` distribution that carries it.
+                _log.warning("built-in plugin not installed; skipped", plugin=name)
+                continue
+            pm.register(plugin, name)
 
     candidates: dict[str, Any] = {}
     if settings.entry_points:
@@ -266,23 +280,38 @@ def _load_ref(ref: str) -> Any:
 # Calling hooks safely ---------------------------------------------------------------------------
 
 
-def _impls(pm: PluginManager, hook_name: str) -> list[Any]:
-    """The hook's implementations in pluggy's call order (tryfirst first, trylast last, later
-    registered before earlier). Wrappers are pluggy-level machinery around a synchronous call and
-    cannot wrap an awaited result, so wad does not call them."""
-    caller = getattr(pm.hook, hook_name)
-    impls = [i for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
-    return list(reversed(impls))
+def _impls(pm: PluginManager, hook_name: str) -> list[HookImpl]:
+    """The hook's implementations in pluggy's call order: wrappers first, then tryfirst ones,
+    the others (later registered before earlier) and trylast ones last."""
+    return list(reversed(getattr(pm.hook, hook_name).get_hookimpls()))
 
 
-async def _call_one(pm: PluginManager, impl: Any, hook_name: str, kwargs: dict[str, Any]
-                    ) -> tuple[bool, Any]:
+def _is_firstresult(pm: PluginManager, hook_name: str) -> bool:
+    spec = getattr(pm.hook, hook_name).spec
+    return bool(spec is not None and spec.opts.get("firstresult"))
+
+
+async def _call_one(pm: PluginManager, impl: HookImpl, hook_name: str, kwargs: dict[str, Any],
+                    *, sync: bool = False) -> tuple[bool, Any]:
     """(True, result) when the implementation answered; (False, None) when it raised or took too
-    long, which is logged with the plugin's name."""
+    long (or, `sync`, answered an awaitable), which is logged with the plugin's name."""
     try:
         args = [kwargs[name] for name in impl.argnames]
     except KeyError as exc:
         raise TypeError(f"{hook_name} called without argument {exc.args[0]!r}") from None
+    if sync:
+        try:
+            value = impl.function(*args)
+        except Exception:
+            _log.exception("plugin failed; skipped", plugin=impl.plugin_name, hook=hook_name)
+            return False, None
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            _log.error("plugin answered an awaitable from a synchronous hook; skipped",
+                       plugin=impl.plugin_name, hook=hook_name)
+            return False, None
+        return True, value
     timeout = pm.settings.hook_timeout_s
     try:
         with trio.move_on_after(timeout) as scope:
@@ -314,64 +343,155 @@ def _kwargs(pm: PluginManager, kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-async def call_all(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> list[Answer]:
-    """Call every implementation of an async hook in order and answer the non-None results.
-    A failing implementation is logged and skipped. `ctx` is supplied when not given."""
+Accept = Callable[[str, Any], Any]
+"""`accept(plugin, answer)`: the answer as the caller takes it, None to pass it over; raises
+`msgspec.ValidationError` or `TypeError` for an answer of the wrong shape."""
+
+
+def _take(accept: Accept, plugin: str, value: Any, invalid: str) -> Answer | None:
+    try:
+        taken = accept(plugin, value)
+    except (msgspec.ValidationError, TypeError) as exc:
+        _log.warning(invalid, plugin=plugin, error=str(exc))
+        return None
+    return None if taken is None else Answer(plugin, taken)
+
+
+def _start_wrapper(pm: PluginManager, impl: HookImpl, hook_name: str, kwargs: dict[str, Any]
+                   ) -> Generator[Any, Any, Any] | None:
+    """Run a wrapper up to its `yield`; None (logged) when it fails before."""
+    try:
+        gen = impl.function(*[kwargs[name] for name in impl.argnames])
+        if not inspect.isgenerator(gen):
+            raise TypeError("a hook wrapper must be a generator function (one `yield`)")
+        next(gen)
+    except KeyError as exc:
+        raise TypeError(f"{hook_name} called without argument {exc.args[0]!r}") from None
+    except Exception:
+        _log.exception("plugin wrapper failed; skipped", plugin=impl.plugin_name, hook=hook_name)
+        _report_error(pm, impl.plugin_name, hook_name)
+        return None
+    return cast(Generator[Any, Any, Any], gen)
+
+
+def _finish_wrapper(pm: PluginManager, impl: HookImpl, gen: Generator[Any, Any, Any],
+                    hook_name: str, answers: list[Answer], *, first: bool, accept: Accept,
+                    invalid: str) -> list[Answer]:
+    """Give a wrapper the result (the first answer for a `firstresult` hook, else the list) and
+    take what it returns instead, as the wrapper plugin's answer. A wrapper that fails after its
+    `yield` is logged and leaves the result as it was."""
+    seen: Any = (answers[0].value if answers else None) if first else [a.value for a in answers]
+    try:
+        if impl.hookwrapper:  # old style: `outcome = yield`, `outcome.force_result(...)`
+            outcome = pluggy.Result(seen, None)
+            try:
+                gen.send(outcome)
+            except StopIteration:
+                pass
+            else:
+                raise RuntimeError("a hook wrapper must yield once")
+            result = outcome.get_result()
+        else:  # `result = yield`, then `return result` (or another)
+            try:
+                gen.send(seen)
+            except StopIteration as stop:
+                result = stop.value
+            else:
+                raise RuntimeError("a hook wrapper must yield once")
+    except Exception:
+        gen.close()
+        _log.exception("plugin wrapper failed; result kept", plugin=impl.plugin_name,
+                       hook=hook_name)
+        _report_error(pm, impl.plugin_name, hook_name)
+        return answers
+    if result is seen:
+        return answers
+    if first:
+        taken = None if result is None else _take(accept, impl.plugin_name, result, invalid)
+        return [] if taken is None else [taken]
+    if not isinstance(result, list):
+        _log.warning(invalid, plugin=impl.plugin_name, error="a wrapper must return a list")
+        return answers
+    kept = {id(a.value): a for a in answers}
+    replaced = [kept.get(id(v)) or _take(accept, impl.plugin_name, v, invalid)
+                for v in result if v is not None]
+    return [a for a in replaced if a is not None]
+
+
+async def _call_hook(pm: PluginManager, hook_name: str, kwargs: dict[str, Any], *,
+                     accept: Accept, invalid: str = "plugin answered something invalid; skipped",
+                     sync: bool = False) -> list[Answer]:
+    """Call a hook as pluggy would, one isolated implementation at a time: in pluggy's order,
+    skipping None answers and those `accept` passes over; for a `firstresult` hook, stopping at
+    the first accepted answer. Hook wrappers (`wrapper=True`, or old-style `hookwrapper=True`)
+    run around the call and may replace the result. Answers the accepted answers (at most one
+    for a `firstresult` hook)."""
     kwargs = _kwargs(pm, kwargs)
-    answers = []
+    first = _is_firstresult(pm, hook_name)
+    answers: list[Answer] = []
+    wrappers: list[tuple[HookImpl, Generator[Any, Any, Any]]] = []
     for impl in _impls(pm, hook_name):
-        ok, value = await _call_one(pm, impl, hook_name, kwargs)
-        if ok and value is not None:
-            answers.append(Answer(impl.plugin_name, value))
+        if impl.wrapper or impl.hookwrapper:
+            gen = _start_wrapper(pm, impl, hook_name, kwargs)
+            if gen is not None:
+                wrappers.append((impl, gen))
+            continue
+        ok, value = await _call_one(pm, impl, hook_name, kwargs, sync=sync)
+        if not ok or value is None:
+            continue
+        taken = _take(accept, impl.plugin_name, value, invalid)
+        if taken is not None:
+            answers.append(taken)
+            if first:
+                break
+    for impl, gen in reversed(wrappers):
+        answers = _finish_wrapper(pm, impl, gen, hook_name, answers, first=first, accept=accept,
+                                  invalid=invalid)
     return answers
+
+
+def _as_is(plugin: str, value: Any) -> Any:
+    return value
+
+
+async def call_all(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> list[Answer]:
+    """Call every implementation of an async hook in order and answer the non-None results
+    (only the first for a `firstresult` hook). A failing implementation is logged and skipped.
+    `ctx` is supplied when not given."""
+    return await _call_hook(pm, hook_name, kwargs, accept=_as_is)
 
 
 async def _first_accepted(pm: PluginManager, hook_name: str, kwargs: dict[str, Any], *,
                           accept: Callable[[str, Any], R | None],
                           invalid: str = "plugin answered something invalid; skipped") -> R | None:
-    """Call implementations in order until `accept(plugin, answer)` takes an answer (None
-    answers are passed over, as are those `accept` answers None for). An answer `accept` fails to
-    validate is logged as `invalid` and skipped."""
-    kwargs = _kwargs(pm, kwargs)
-    for impl in _impls(pm, hook_name):
-        ok, value = await _call_one(pm, impl, hook_name, kwargs)
-        if not ok or value is None:
-            continue
-        try:
-            accepted = accept(impl.plugin_name, value)
-        except (msgspec.ValidationError, TypeError) as exc:
-            _log.warning(invalid, plugin=impl.plugin_name, error=str(exc))
-            continue
-        if accepted is not None:
-            return accepted
-    return None
+    """The first answer of a `firstresult` hook that `accept(plugin, answer)` takes (see
+    `_call_hook`); None when no implementation gives one."""
+    if not _is_firstresult(pm, hook_name):
+        raise TypeError(f"{hook_name} is not a firstresult hook")
+    answers = await _call_hook(pm, hook_name, kwargs, accept=accept, invalid=invalid)
+    return cast("R", answers[0].value) if answers else None
 
 
 async def call_first(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> Answer | None:
-    """Call implementations in order until one answers something other than None."""
+    """The first non-None answer of a `firstresult` hook, with its plugin's name."""
     return await _first_accepted(pm, hook_name, kwargs, accept=Answer)
 
 
 def call_all_sync(pm: PluginManager, hook_name: str, /, **kwargs: Any) -> list[Answer]:
     """`call_all` for the synchronous hooks (setup and importing). An implementation that
     raises, or answers an awaitable, is logged and skipped."""
-    kwargs = _kwargs(pm, kwargs)
-    answers = []
-    for impl in _impls(pm, hook_name):
-        try:
-            value = impl.function(*[kwargs[name] for name in impl.argnames])
-        except Exception:
-            _log.exception("plugin failed; skipped", plugin=impl.plugin_name, hook=hook_name)
-            continue
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            _log.error("plugin answered an awaitable from a synchronous hook; skipped",
-                       plugin=impl.plugin_name, hook=hook_name)
-            continue
-        if value is not None:
-            answers.append(Answer(impl.plugin_name, value))
-    return answers
+    return _run_to_end(_call_hook(pm, hook_name, kwargs, accept=_as_is, sync=True))
+
+
+def _run_to_end(coro: Coroutine[Any, Any, R]) -> R:
+    """The value of a coroutine that never suspends: `_call_hook(sync=True)` awaits nothing that
+    waits, so the synchronous hooks share its order, wrappers and isolation without Trio."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(R, done.value)
+    coro.close()
+    raise RuntimeError("a synchronous hook call suspended")
 
 
 def _as(model: type[T], value: Any) -> T:

@@ -145,7 +145,7 @@ def wad_plugin_config_type() -> type[Any]:
     return Config
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a default: any other language plugin answers first
 async def wad_detect_language(ctx: PluginContext, texts: Sequence[str],
                               languages: Sequence[str]) -> list[LanguageGuess] | None:
     """Answers when every configured language is one the model knows; otherwise leaves it to

@@ -28,7 +28,7 @@ from wad.api.auth import Principal, org_route
 from wad.api.errors import ApiError
 from wad.api.validation import streams
 from wad.api.whatsapp import require_org
-from wad.bus import BusEvent
+from wad.bus import Event, SessionStatus
 from wad.eventlog import EventLog, Item
 
 bp = Blueprint("events", __name__, url_prefix="/api/whatsapp")
@@ -73,12 +73,13 @@ async def _stop_log() -> None:
         found.close()
 
 
-def visible_payload(principal: Principal, event: BusEvent) -> dict[str, Any] | None:
+def visible_payload(principal: Principal, event: Event) -> dict[str, Any] | None:
     """What `principal` may see of `event`'s payload; None when it may not see the event."""
-    if event.kind != "session.status" and not auth.has_rank(principal, "AGENT"):
+    status = isinstance(event, SessionStatus)
+    if not status and not auth.has_rank(principal, "AGENT"):
         return None
-    payload = dict(event.payload)
-    if event.kind == "session.status" and not auth.has_rank(principal, "ADMIN"):
+    payload = event.payload()
+    if status and not auth.has_rank(principal, "ADMIN"):
         for name in _SECRET_FIELDS:
             if name in payload:
                 payload[name] = None
@@ -94,7 +95,7 @@ def _frame(kind: str, data: dict[str, Any], event_id: str | None = None) -> byte
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def _event_data(log_: EventLog, event: BusEvent, payload: dict[str, Any], *,
+def _event_data(log_: EventLog, event: Event, payload: dict[str, Any], *,
                 snapshot: bool) -> dict[str, Any]:
     return {
         "id": log_.event_id(event),

@@ -24,7 +24,7 @@ from wad.api.errors import ApiError
 from wad.api.schemas import PhoneText, Request
 from wad.api.validation import body, reply, responds
 from wad.api.whatsapp import require_org
-from wad.bus import EventBus
+from wad.bus import EventBus, SendingResumed, SettingsChanged
 from wad.db.models import OutboxItem, OutboxSender, OutboxStatus
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
@@ -33,8 +33,6 @@ from wad.errors import NotFound
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, HOUR, MINUTE, Clock, WallClock, in_window
 from wad.outbound.queue import (
-    RESUMED_KIND,
-    SETTINGS_KIND,
     BatchTooLarge,
     ConfirmationRequired,
     InvalidMessage,
@@ -376,7 +374,7 @@ async def put_settings(org_id: uuid.UUID, data: SettingsPatch) -> Response:
         raise ApiError(400, "invalid", str(exc), field=exc.field) from None
     bus = _bus()
     if bus is not None:
-        bus.publish(SETTINGS_KIND, org_id, merged.as_document())
+        bus.signal(SettingsChanged(org_id=org_id, settings=merged.as_document()))
     return reply(SettingsOut(organization_id=org_id, rate_limiting=merged.rate_limiting,
                              safety=merged.safety))
 
@@ -428,6 +426,6 @@ async def resume(org_id: uuid.UUID) -> Response:
     await sessions_repo.set_sending_paused(db, organization_id=org_id, paused=False)
     bus = _bus()
     if bus is not None:
-        bus.publish(RESUMED_KIND, org_id, {"was_paused": was_paused})
+        bus.signal(SendingResumed(org_id=org_id, was_paused=was_paused))
     return reply(Resumed(organization_id=org_id, sending_paused=False, was_paused=was_paused,
                          previous_reason=row.sending_paused_reason if row else None))

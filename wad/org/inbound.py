@@ -39,6 +39,18 @@ from wad import language, log, payloads
 from wad import plugins as plugin_calls
 from wad.browser import events as ev
 from wad.browser.events import ChatInfo
+from wad.bus import (
+    Ack,
+    AgentReplyQueued,
+    ClientStatusChanged,
+    MessageEdited,
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    MessageStored,
+    Queued,
+    SessionChanged,
+)
 from wad.db.models import Client, Message, MessageStatus, NewMessage
 from wad.db.pool import database_unavailable
 from wad.db.repo import clients as clients_repo
@@ -262,11 +274,10 @@ class InboundActor:
         self.stats.stored += len(new)
         self.stats.duplicates += len(rows) - len(new)
         for stored_row in new:
-            self.bus.publish("message.stored", self.org_id, {
-                "id": str(stored_row.id), "wa_message_id": stored_row.wa_message_id,
-                "wa_chat_id": stored_row.wa_chat_id, "direction": stored_row.direction,
-                "sender": stored_row.sender, "type": stored_row.type,
-            })
+            self.bus.publish(MessageStored(
+                org_id=self.org_id, id=str(stored_row.id),
+                wa_message_id=stored_row.wa_message_id, wa_chat_id=stored_row.wa_chat_id,
+                direction=stored_row.direction, sender=stored_row.sender, type=stored_row.type))
             if stored_row.processing_state == "PENDING":
                 self._schedule(stored_row, delay=self._processing_delay(),
                                push_name=push_names.get(stored_row.wa_message_id))
@@ -288,9 +299,8 @@ class InboundActor:
                 if await outbox_repo.apply_ack(self.db, organization_id=self.org_id,
                                                wa_message_id=wa_id, status=queued):
                     break
-        self.bus.publish("message.ack", self.org_id, {
-            "wa_message_id": ack.id, "wa_chat_id": ack.chat_id, "ack": ack.ack,
-            "status": status, "changed": row is not None})
+        self.bus.signal(Ack(org_id=self.org_id, wa_message_id=ack.id, wa_chat_id=ack.chat_id,
+                            ack=ack.ack, status=status, changed=row is not None))
         if row is not None:
             await self._status_changed(row, before)
 
@@ -303,8 +313,8 @@ class InboundActor:
                                                    wa_message_id=edit.id, caption=edit.caption,
                                                    edited_at=at)
         if row is not None:
-            self.bus.publish("message.edited", self.org_id, {
-                "id": str(row.id), "wa_message_id": row.wa_message_id})
+            self.bus.publish(MessageEdited(org_id=self.org_id, id=str(row.id),
+                                           wa_message_id=row.wa_message_id))
 
     async def _apply_revoke(self, revoke: ev.MessageRevoked) -> None:
         before = await messages_repo.status_of(self.db, organization_id=self.org_id,
@@ -318,7 +328,7 @@ class InboundActor:
         change = payloads.MessageStatusChange(
             organization_id=self.org_id, message=message_payload(row), from_status=before,
             to_status=row.status, at=datetime.now(UTC))
-        self.bus.publish("message.status_changed", self.org_id, msgspec.to_builtins(change))
+        self.bus.publish(MessageStatusChanged(org_id=self.org_id, change=change))
         # Told from a task of its own: a slow plugin must not hold up storing.
         await self._notify_later("wad_message_status_changed", change=change)
 
@@ -476,13 +486,13 @@ class InboundActor:
         message_out = message_payload(message, client_id=client.id)
         client_out = client_payload(client)
         if incoming:
-            self.bus.publish("message.received", self.org_id, msgspec.to_builtins(message_out))
+            self.bus.publish(MessageReceived(org_id=self.org_id, message=message_out))
             if self.pm is not None:
                 await plugin_calls.notify(self.pm, "wad_message_received", message=message_out,
                                           client=client_out)
         elif not from_queue:
             # Typed on the phone; sends from wad's own queue are announced by the outbound actor.
-            self.bus.publish("message.sent", self.org_id, msgspec.to_builtins(message_out))
+            self.bus.publish(MessageSent(org_id=self.org_id, message=message_out))
             if self.pm is not None:
                 await plugin_calls.notify(self.pm, "wad_message_sent", message=message_out,
                                           client=client_out)
@@ -578,7 +588,7 @@ class InboundActor:
             organization_id=self.org_id, client=client_payload(client),
             from_status=change.from_status, to_status=change.to_status,
             detector=change.detector, reason=change.reason, at=change.created_at)
-        self.bus.publish("client.status_changed", self.org_id, msgspec.to_builtins(out))
+        self.bus.publish(ClientStatusChanged(org_id=self.org_id, change=out))
         await plugin_calls.notify(self.pm, "wad_client_status_changed", change=out)
         return client
 
@@ -606,9 +616,10 @@ class InboundActor:
             self.stats.replies += 1
             _log.info("agent reply queued", agent=reply.agent, outbox=str(item.id),
                       delay_s=round(delay, 2))
-            self.bus.publish("agent.reply_queued", self.org_id, {
-                "outbox_id": str(item.id), "message_id": str(message.id),
-                "agent": reply.agent, "not_before": item.not_before.isoformat()})
+            self.bus.publish(AgentReplyQueued(
+                org_id=self.org_id, outbox_id=str(item.id), message_id=str(message.id),
+                agent=reply.agent, not_before=item.not_before.isoformat()))
+            self.bus.signal(Queued(org_id=self.org_id, count=1))  # wakes the sender
 
     # -- 3. enrichment -------------------------------------------------------------------------
 
@@ -644,12 +655,11 @@ class InboundActor:
 
     async def _catch_up_loop(self) -> None:
         """Catch up when the session is connected now, and again on every (re)connect."""
-        with self.bus.subscribe(org_id=self.org_id, kinds={"session.status"},
-                                buffer=64) as changes:
+        with self.bus.listen(org_id=self.org_id, kinds={SessionChanged}, buffer=64) as changes:
             if self.ctx.session.connected.is_set():
                 await self._catch_up_safely()
             async for change in changes:
-                if change.payload.get("state") == "CONNECTED":
+                if isinstance(change, SessionChanged) and change.state == "CONNECTED":
                     await self._catch_up_safely()
 
     async def _catch_up_safely(self) -> None:

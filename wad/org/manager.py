@@ -19,7 +19,7 @@ import structlog
 import trio
 
 from wad import log
-from wad.bus import EventBus
+from wad.bus import EventBus, SessionStatus
 from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
@@ -300,7 +300,7 @@ class OrgManager(OrgManagerAPI):
                 with trio.move_on_after(60):
                     await handle.done.wait()
             await sessions_repo.set_state(self.db, organization_id=org_id, state="DISCONNECTED")
-            self.bus.publish("session.status", org_id, {"state": "DISCONNECTED"})
+            self.bus.publish(SessionStatus(org_id=org_id, state="DISCONNECTED"))
             _log.info("organization disconnected", org=str(org_id))
 
     async def _actor(self, org_id: uuid.UUID, *, wait_for_page: float = 30.0) -> SessionActor:

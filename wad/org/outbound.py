@@ -11,7 +11,7 @@ The loop, while the session is `CONNECTED` and sending is not paused:
    back, which is how agent replies get their typing delay) with a freshly chosen WhatsApp id,
    recorded before anything is sent;
 4. send it, and hold its concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or
-   refuses it (ack -1). Acks reach this actor as `message.ack` bus events, which the inbound actor
+   refuses it (ack -1). Acks reach this actor as `Ack` bus signals, which the inbound actor
    publishes after applying them to the stored rows; later acks (`DELIVERED`, `READ`) are the
    inbound actor's business.
 
@@ -40,13 +40,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import msgspec
 import trio
 
 from wad import log, payloads
 from wad import plugins as plugin_calls
 from wad.browser.driver import BridgeError, BridgeTimeout, SessionClosed, new_message_id
-from wad.bus import BusEvent, EventBus
+from wad.bus import (
+    Ack,
+    EventBus,
+    MessageSent,
+    OutboxStatus,
+    Queued,
+    SendingPaused,
+    SendingResumed,
+    SessionChanged,
+    SettingsChanged,
+    Signal,
+)
 from wad.db.models import NewMessage, OutboxItem
 from wad.db.pool import Database, database_unavailable
 from wad.db.repo import clients as clients_repo
@@ -59,25 +69,11 @@ from wad.inbound import parse
 from wad.org.manager import OrgContext
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
-from wad.outbound.queue import (
-    PAUSED_KIND,
-    QUEUED_KIND,
-    RESUMED_KIND,
-    SETTINGS_KIND,
-    chat_of,
-)
+from wad.outbound.queue import chat_of
 from wad.outbound.settings import OutboundSettings, outbound_settings
 from wad.supervise import ChildSpec, Restart
 
 _log = log.get("outbound")
-
-ACK_KIND = "message.ack"
-"""Bus event of an own message's ack (`wa_message_id`, `ack`), published by the inbound actor."""
-SESSION_KIND = "session.status"
-AGENT_REPLY_KIND = "agent.reply_queued"
-"""Published by the inbound actor when it queued an agent's reply: wakes this actor too."""
-STATUS_KIND = "outbox.status"
-"""Published on every status change this actor makes: `{id, status, attempts, error}`."""
 
 HISTORY_PAGES = 3
 """How many pages of a chat's latest messages the at-most-once check reads beyond the loaded
@@ -195,14 +191,13 @@ class OutboundActor:
     async def run(self, *, task_status: trio.TaskStatus[OutboundActor] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Send the organization's queue until cancelled."""
-        kinds = {ACK_KIND, SESSION_KIND, QUEUED_KIND, AGENT_REPLY_KIND, RESUMED_KIND,
-                 SETTINGS_KIND}
+        kinds: set[type[Signal]] = {Ack, SessionChanged, Queued, SendingResumed, SettingsChanged}
         # Acks finish sends: a generous buffer, so that a burst is not dropped by the bus.
-        with self.bus.subscribe(org_id=self.org_id, kinds=kinds, buffer=10_000) as events:
+        with self.bus.listen(org_id=self.org_id, kinds=kinds, buffer=10_000) as signals:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self._listen, events)
+                    nursery.start_soon(self._listen, signals)
                     task_status.started(self)
                     await self._drain()
             finally:
@@ -233,27 +228,25 @@ class OutboundActor:
                 await wake.wait()
         self._wake = trio.Event()
 
-    async def _listen(self, events: trio.MemoryReceiveChannel[BusEvent]) -> None:
-        async for event in events:
-            if event.kind == ACK_KIND:
-                self._on_ack(event.payload)
-            elif event.kind == SESSION_KIND:
-                if event.payload.get("state") == "BANNED":
-                    await self._pause_if_banned()
-                self._poke()
-            elif event.kind == RESUMED_KIND:
-                self._breaker_since = self.clock.now()
-                _log.info("sending resumed by an administrator")
-                self._poke()
-            else:
-                self._poke()
+    async def _listen(self, signals: trio.MemoryReceiveChannel[Signal]) -> None:
+        async for signal in signals:
+            match signal:
+                case Ack():
+                    self._on_ack(signal)
+                case SessionChanged(state=state):
+                    if state == "BANNED":
+                        await self._pause_if_banned()
+                    self._poke()
+                case SendingResumed():
+                    self._breaker_since = self.clock.now()
+                    _log.info("sending resumed by an administrator")
+                    self._poke()
+                case _:  # queued, settings changed
+                    self._poke()
 
-    def _on_ack(self, payload: dict[str, Any]) -> None:
-        wa_id = payload.get("wa_message_id") or payload.get("id")
-        ack = payload.get("ack")
-        if not isinstance(wa_id, str) or not isinstance(ack, int):
-            return
-        flight = self._by_key.get(parse.bare_id(wa_id))
+    def _on_ack(self, signal: Ack) -> None:
+        ack = signal.ack
+        flight = self._by_key.get(parse.bare_id(signal.wa_message_id))
         if flight is None or flight.done.is_set():
             return
         if ack >= 1 or ack < 0:
@@ -522,14 +515,14 @@ class OutboundActor:
                                                reason=reason)
         _log.error("sending paused; the queue is kept until an administrator resumes it",
                    reason=reason)
-        self.bus.publish(PAUSED_KIND, self.org_id, {"reason": reason})
+        self.bus.publish(SendingPaused(org_id=self.org_id, reason=reason))
 
     # -- telling others --------------------------------------------------------------------------
 
     def _publish(self, item: OutboxItem, status: str) -> None:
-        self.bus.publish(STATUS_KIND, self.org_id, {
-            "id": str(item.id), "status": status, "attempts": item.attempts,
-            "wa_message_id": item.wa_message_id, "error": item.last_error})
+        self.bus.publish(OutboxStatus(
+            org_id=self.org_id, id=str(item.id), status=status, attempts=item.attempts,
+            wa_message_id=item.wa_message_id, error=item.last_error))
 
     def _background(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         if self._nursery is not None:
@@ -548,7 +541,7 @@ class OutboundActor:
                 body=stored.body, caption=stored.caption,
                 conversation_id=stored.conversation_id, client_id=item.client_id,
                 language=stored.language)
-            self.bus.publish("message.sent", self.org_id, msgspec.to_builtins(message))
+            self.bus.publish(MessageSent(org_id=self.org_id, message=message))
             if self.pm is None:
                 return
             client_out = None if client is None else payloads.Client(

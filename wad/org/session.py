@@ -28,7 +28,7 @@ import trio
 
 from wad import log
 from wad.browser import events as ev
-from wad.bus import EventBus
+from wad.bus import EventBus, SessionChanged, SessionStatus
 from wad.config import Settings
 from wad.db.models import SessionState
 from wad.db.pool import Database
@@ -413,14 +413,12 @@ class SessionActor:
         if changed or "qr_payload" in fields or "pairing_code" in fields:
             if changed:
                 _log.info("session state", state=state, last_error=row.last_error)
-            self.bus.publish("session.status", self.org_id, {
-                "state": state,
-                "previous": previous,
-                "qr": row.qr_payload,
-                "pairing_code": row.pairing_code,
-                "last_error": row.last_error,
-                "phone_number": row.phone_number,
-            })
+            self.bus.publish(SessionStatus(
+                org_id=self.org_id, state=state, previous=previous, qr=row.qr_payload,
+                pairing_code=row.pairing_code, last_error=row.last_error,
+                phone_number=row.phone_number))
+            if changed:
+                self.bus.signal(SessionChanged(org_id=self.org_id, state=state))
 
     # -- commands from the API -----------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from wad import log, phone
-from wad.bus import EventBus
+from wad.bus import EventBus, Queued, SendsRefused
 from wad.db.models import OutboxItem, OutboxSender
 from wad.db.pool import Database, Executor
 from wad.db.repo import clients as clients_repo
@@ -33,15 +33,6 @@ from wad.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_che
 from wad.outbound.settings import MAX_BULK
 
 _log = log.get("outbound")
-
-QUEUED_KIND = "outbox.queued"
-"""Bus event published after messages were queued: it wakes the organization's outbound actor."""
-RESUMED_KIND = "outbound.resumed"
-"""Bus event: an administrator resumed sending (the API publishes it)."""
-SETTINGS_KIND = "outbound.settings"
-"""Bus event: an organization's sending settings changed (the API publishes it)."""
-PAUSED_KIND = "outbound.paused"
-"""Bus event: sending stopped for an organization, `{"reason": ...}` (the actor publishes it)."""
 
 MAX_CONTENT = 4096
 PRIORITY_NORMAL, PRIORITY_AGENT, PRIORITY_URGENT = 1, 5, 10
@@ -132,12 +123,15 @@ async def _lock(tx: Executor, organization_id: uuid.UUID) -> None:
 
 
 async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *, wanted: int,
-                      limits: Sequence[Window]) -> None:
+                      limits: Sequence[Window], bus: EventBus | None) -> None:
+    """Raise `RateLimited` (and publish `outbox.refused`) when `wanted` sends do not fit."""
     sent = await outbox_repo.sent_times_since(tx, organization_id=organization_id,
                                               since=now - DAY)
     pending = await outbox_repo.count_pending(tx, organization_id=organization_id)
     refusal = door_check(sent, now, pending=pending, wanted=wanted, limits=limits)
     if refusal is not None:
+        if bus is not None:
+            bus.publish(SendsRefused(org_id=organization_id, limit=refusal.window, count=wanted))
         raise RateLimited(refusal, now)
 
 
@@ -181,7 +175,7 @@ async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
 
 def _wake(bus: EventBus | None, organization_id: uuid.UUID, count: int) -> None:
     if bus is not None and count:
-        bus.publish(QUEUED_KIND, organization_id, {"count": count})
+        bus.signal(Queued(org_id=organization_id, count=count))
 
 
 async def queue_message(
@@ -204,7 +198,8 @@ async def queue_message(
         if earlier is not None:
             return earlier, False
         settings = await settings_mod.load(tx, organization_id)
-        await _check_door(tx, organization_id, now, wanted=1, limits=settings.door_windows())
+        await _check_door(tx, organization_id, now, wanted=1, limits=settings.door_windows(),
+                          bus=bus)
         client_id, conv_id = await _conversation(tx, organization_id, number, conversation_id)
         item, created = await outbox_repo.enqueue(
             tx, organization_id=organization_id, to_phone=number, content=content,
@@ -261,7 +256,7 @@ async def queue_bulk(
             m.idempotency_key for _, _, m in valid if m.idempotency_key is not None])
         fresh = [v for v in valid if v[2].idempotency_key not in used]
         await _check_door(tx, organization_id, now, wanted=len(fresh),
-                          limits=settings.day_window())
+                          limits=settings.day_window(), bus=bus)
         spacing = 60.0 / settings.rate_limiting.messages_per_minute
         slot = 0
         for index, number, message in valid:
