@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import wad_export_import
 from wad_export_import.parser import ExportedChat, ExportOptions, read_location
+
+from wad.config import DatabaseSettings, Settings
+from wad.db.pool import Database
+from wad.db.repo import organizations
+from wad.db.repo import sessions as sessions_repo
+from wad.importer.cli import import_here
+from wad.importer.options import ImportOptions
 
 LOCALES = Path(__file__).resolve().parent / "data" / "export_locales"
 CASES = sorted(p.name for p in LOCALES.iterdir() if (p / "expected.json").is_file())
@@ -166,3 +174,57 @@ def test_a_link_in_a_text_is_not_a_location() -> None:
         "url": "https://maps.google.com/?q=42.1,74.2", "latitude": 42.1, "longitude": 74.2,
         "name": "Here"})
     assert (live.type, live.media) == ("location", {"live": True})
+
+
+# Importing them ------------------------------------------------------------------------------
+
+
+async def test_import_with_no_options_stores_every_message_exact(db: Database, dsn: str,
+                                                                 tmp_path: Path) -> None:
+    """The whole set in one folder, no `--me`, no time zone: the organization's session record
+    (its push name and number) and the file names decide the owner. Contacts saved by name
+    need their number; given it, their chats come in too. Again: nothing is added."""
+    org = (await organizations.create(db, name="Silk Road Tours")).id
+    await sessions_repo.set_state(db, organization_id=org, state="DISCONNECTED",
+                                  phone_number="+996555900900", push_name=ACCOUNT_NAME)
+    folder = tmp_path / "exports"
+    for case in CASES:
+        materialize(case, folder)
+    settings = Settings(database=DatabaseSettings(dsn=dsn))
+    named = {expected(c)["name"]: expected(c)["phone_option"] for c in CASES
+             if expected(c)["phone"] is None}
+    with trio.fail_after(120):
+        first = await import_here(settings, org, ImportOptions(source="export",
+                                                               paths=[str(folder)]))
+    assert all("give the number with --phone" in e.error for e in first.errors), first.errors
+    assert (first.chats_imported, first.chats_failed) == (len(CASES) - len(named), len(named))
+    assert all("give the number with --phone" in e.error for e in first.errors), first.errors
+    with trio.fail_after(120):
+        second = await import_here(settings, org, ImportOptions(
+            source="export", paths=[str(folder)], phones=named))
+    assert (second.chats_imported, second.chats_duplicate, second.chats_failed) == (
+        len(named), len(CASES) - len(named), 0)
+
+    zone = datetime.now().astimezone().tzinfo
+    rows = await db.fetch(
+        """SELECT c.phone, m.sent_at, m.direction, m.type, m.body, m.caption, m.media
+           FROM messages m JOIN conversations v ON v.id = m.conversation_id
+           JOIN clients c ON c.id = v.client_id WHERE m.organization_id = $1""", org)
+    stored = sorted(
+        (r["phone"], r["sent_at"].astimezone(zone).replace(tzinfo=None).isoformat(sep=" "),
+         r["direction"], r["type"], r["body"] if r["type"] == "text" else r["caption"],
+         json.dumps([r["media"]["latitude"], r["media"]["longitude"]])
+         if r["media"] and "latitude" in r["media"] else "null") for r in rows)
+    wanted = []
+    for case in CASES:
+        meta = expected(case)
+        phone = meta["phone"] or "+" + "".join(ch for ch in meta["phone_option"] if ch.isdigit())
+        wanted += [(phone, when, direction, kind, text, json.dumps(coords))
+                   for _line, when, direction, kind, text, coords in meta["messages"]]
+    assert stored == sorted(wanted)
+
+    with trio.fail_after(120):
+        again = await import_here(settings, org, ImportOptions(
+            source="export", paths=[str(folder)], phones=named))
+    assert (again.messages_stored, again.messages_duplicate, again.chats_duplicate) == (
+        0, len(wanted), len(CASES))

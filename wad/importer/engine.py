@@ -4,9 +4,11 @@ history, one transaction per chat, with the progress kept in `import_runs`.
 For each one-to-one chat (groups and broadcasts are skipped and counted; `limit` keeps the most
 recent chats):
 
-1. The client is looked up by number. With `skip_duplicates` (the default) a client already in
-   the CRM makes the chat a duplicate: nothing is written. Otherwise the client is updated and
-   the messages it lacks are added.
+1. Duplicates are decided per message (`wad.importer.duplicates`): by WhatsApp id, and for
+   messages read from exports by their content key, so the same chat imported live and from
+   an export is stored once. A client already in the CRM (one who wrote today, say) still gets
+   every earlier message it lacks. With `skip_duplicates` (the default) a chat with nothing
+   new leaves its client as it is; without it the client is updated all the same.
 2. Each message's language is detected (the `wad_detect_language` plugins, one batch per chat),
    and the client's preferred language from their side of the conversation as a whole
    (`wad.language.conversation_language`), as the inbound channel does.
@@ -42,6 +44,7 @@ from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import imports as imports_repo
 from wad.db.repo import messages as messages_repo
 from wad.errors import WadError
+from wad.importer.duplicates import split_new
 from wad.importer.options import ImportOptions
 from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
@@ -93,7 +96,7 @@ class Importer:
         # A dry run writes nothing, so it remembers what it would have written: a later chat
         # of the same number is then a duplicate, as it would be in a real run.
         self._dry_clients: set[str] = set()
-        self._dry_ids: set[str] = set()
+        self._dry_rows: dict[str, list[tuple[str, str | None]]] = {}
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -234,15 +237,23 @@ class Importer:
         existing = await clients_repo.get_by_phone(
             self.db, organization_id=self.organization_id, phone=chat.phone)
         known = existing is not None or chat.phone in self._dry_clients
-        if known and self.options.skip_duplicates:
+        rows = _unique(chat.rows)
+        stored = await messages_repo.stored_in_chat(
+            self.db, organization_id=self.organization_id, wa_chat_id=chat.wa_chat_id)
+        if self.options.dry_run:
+            stored += [(wa_id, key) for wa_id, key in self._dry_rows.get(chat.wa_chat_id, [])]
+        new_rows, duplicates = split_new(rows, stored)
+        progress.messages_duplicate += duplicates
+        if not new_rows and known and self.options.skip_duplicates:
+            # Everything is stored already: the client is left as it is.
             progress.chats_duplicate += 1
             if self.run_row is not None:
                 await imports_repo.record_chat(self.db, run_id=self.run_row.id,
                                                wa_chat_id=chat.key, messages_stored=0,
-                                               duplicates=1)
+                                               duplicates=duplicates)
             return
 
-        rows = _unique(chat.rows)
+        # Languages and status read the whole conversation, stored part included.
         rows, preferred = await self._languages(rows)
         given = None
         for row in rows:
@@ -252,27 +263,28 @@ class Importer:
         decision = await self._status(existing, chat, rows, name=name, preferred=preferred)
         current = existing.status if existing is not None else "NEW_LEAD"
         final = decision.status if decision is not None else current
+        fresh = {r.wa_message_id for r in new_rows}
+        new_rows = [r for r in rows if r.wa_message_id in fresh]
 
         if self.options.dry_run:
-            ids = [r.wa_message_id for r in rows]
-            stored = await _stored_ids(self.db, self.organization_id, ids) | self._dry_ids
-            new = len(set(ids) - stored)
+            new = len(new_rows)
             self._dry_clients.add(chat.phone)
-            self._dry_ids.update(ids)
+            self._dry_rows.setdefault(chat.wa_chat_id, []).extend(
+                (r.wa_message_id, messages_repo.content_key(r)) for r in new_rows)
         else:
             assert self.run_row is not None
             async with self.db.transaction() as tx:
-                new = await self._write(tx, chat, rows, name=name, given=given,
+                new = await self._write(tx, chat, new_rows, name=name, given=given,
                                         preferred=preferred, decision=decision)
                 await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
-                                               messages_stored=new, duplicates=0)
+                                               messages_stored=new, duplicates=duplicates)
         progress.chats_imported += 1
         if not known:
             progress.clients_created += 1
         else:
             progress.clients_updated += 1
         progress.messages_stored += new
-        progress.messages_duplicate += len(rows) - new
+        progress.messages_duplicate += len(new_rows) - new  # stored meanwhile (live)
         progress.statuses[final] += 1
         progress.languages[preferred or UNKNOWN_LANGUAGE] += 1
 
@@ -378,15 +390,3 @@ def _payload(row: NewMessage, client_id: uuid.UUID) -> payloads.Message:
         wa_chat_id=row.wa_chat_id, direction=row.direction, sender=row.sender,
         sent_at=row.sent_at, status=row.status, type=row.type, body=row.body,
         caption=row.caption, client_id=client_id, language=row.language)
-
-
-async def _stored_ids(db: Executor, organization_id: uuid.UUID, wa_ids: Sequence[str]
-                      ) -> set[str]:
-    """Which of these WhatsApp ids the organization has stored already (for a dry run)."""
-    if not wa_ids:
-        return set()
-    rows = await db.fetch(
-        "SELECT wa_message_id FROM messages WHERE organization_id = $1 "
-        "AND wa_message_id = ANY($2::text[])", organization_id, list(wa_ids))
-    return {r["wa_message_id"] for r in rows}
-
