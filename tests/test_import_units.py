@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -203,3 +204,36 @@ async def test_progress_bar_writes_lines_when_not_a_terminal(autojump_clock: Any
     assert lines[2].startswith("[########################] 2/2 chats")
     assert len(lines) == 3
     assert "DRY RUN: nothing was written" in render(progress.report())
+
+
+async def test_the_report_carries_what_the_import_plan_asks_for(autojump_clock: Any) -> None:
+    """Seed 000's report: organization, date and time, chats and clients imported, messages
+    with their average per client, duplicates, errors with reasons, statuses, languages."""
+    progress = Progress(organization_id=ORG, source="export", dry_run=False,
+                        organization_name="Soul KG")
+    progress.state = "COMPLETED"
+    progress.chats_found = progress.chats_total = 100
+    progress.chats_imported, progress.chats_duplicate, progress.chats_failed = 95, 3, 2
+    progress.clients_created, progress.clients_updated = 90, 5
+    progress.messages_stored = progress.messages_now = 2375
+    progress.messages_duplicate = 125
+    progress.errors.append(ChatError(chat="a.txt", error="no phone number for this chat"))
+    progress.statuses.update({"QUALIFIED": 25, "NEW_LEAD": 15})
+    progress.languages.update({"en": 60, "ru": 25})
+    progress.finished_wall = progress.started_wall
+    report = progress.report()
+    assert (report.clients_imported, report.messages_per_client) == (95, 25.0)
+    text = render(report)
+    assert text.splitlines()[0].startswith(f"Import finished: Soul KG ({ORG}), source export")
+    assert f"date: {progress.started_wall:%Y-%m-%d %H:%M} UTC" in text
+    for label, value in (("clients imported", 95), ("messages stored", 2375),
+                         ("already stored", 125), ("average per client", 25),
+                         ("skipped as duplicates", 3), ("errors", 2)):
+        assert re.search(rf"^  {label} +{value}\b", text, re.MULTILINE), label
+    assert "a.txt: no phone number for this chat" in text
+    assert "statuses:  QUALIFIED 25, NEW_LEAD 15" in text
+    encoded = json.loads(msgspec.json.encode(report))
+    assert encoded["organization_name"] == "Soul KG"
+    assert encoded["began_at"] and encoded["ended_at"]
+    assert (encoded["clients_imported"], encoded["messages_per_client"]) == (95, 25.0)
+    assert msgspec.json.decode(msgspec.json.encode(report), type=ImportReport) == report

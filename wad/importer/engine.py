@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -43,6 +44,7 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import imports as imports_repo
 from wad.db.repo import messages as messages_repo
+from wad.db.repo import organizations as orgs_repo
 from wad.errors import WadError
 from wad.importer.duplicates import split_new
 from wad.importer.options import ImportOptions
@@ -141,6 +143,7 @@ class Importer:
         progress.current_chat = None
         progress.requests = self.source.requests
         progress.finished_at = trio.current_time()
+        progress.finished_wall = datetime.now(UTC)
         if self.run_row is not None:
             with trio.move_on_after(10, shield=True):
                 try:
@@ -182,6 +185,8 @@ class Importer:
 
     async def _run(self) -> None:
         progress = self.progress
+        org = await orgs_repo.get(self.db, organization_id=self.organization_id)
+        progress.organization_name = org.name if org is not None else None
         done_before = await self._begin()
         progress.state = "LISTING"
         self._notify()
@@ -250,7 +255,7 @@ class Importer:
             if self.run_row is not None:
                 await imports_repo.record_chat(self.db, run_id=self.run_row.id,
                                                wa_chat_id=chat.key, messages_stored=0,
-                                               duplicates=duplicates)
+                                               duplicates=1)
             return
 
         # Languages and status read the whole conversation, stored part included.
@@ -277,13 +282,14 @@ class Importer:
                 new = await self._write(tx, chat, new_rows, name=name, given=given,
                                         preferred=preferred, decision=decision)
                 await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
-                                               messages_stored=new, duplicates=duplicates)
+                                               messages_stored=new, duplicates=0)
         progress.chats_imported += 1
         if not known:
             progress.clients_created += 1
         else:
             progress.clients_updated += 1
         progress.messages_stored += new
+        progress.messages_now += new
         progress.messages_duplicate += len(new_rows) - new  # stored meanwhile (live)
         progress.statuses[final] += 1
         progress.languages[preferred or UNKNOWN_LANGUAGE] += 1
