@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,11 +58,35 @@ _log = log.get("import")
 
 INSERT_BATCH = 1000
 """Messages per bulk insert (a long chat is written in several, in one transaction)."""
+PREFETCH_CHATS = 4
+"""Chats fetched ahead of the one being written."""
+BATCH_MESSAGES = 400
+"""Messages whose languages are detected in one call (the chats fetched already, up to this)."""
 STATUS_WINDOW = 30
 """The latest messages of a chat that status detection reads (as the inbound channel does)."""
 IMPORT_LOCK_CLASS = 0x57414449
 """First key of the per-organization import lock ("WADI"); the second is from the org id."""
 _PAYLOAD_IDS = uuid.UUID("0c8e3a51-6f0b-4f4e-9b1e-2a6d8c1f5e77")
+
+
+@dataclass
+class _Fetched:
+    """A chat as the fetching task hands it over: loaded, or the error that stopped it."""
+
+    ref: ChatRef
+    chat: LoadedChat | None
+    error: Exception | None = None
+
+
+@dataclass
+class _Prepared:
+    """A chat with something to write: its client (if known), rows, and which are new."""
+
+    chat: LoadedChat
+    existing: Client | None
+    known: bool
+    rows: list[NewMessage]
+    fresh: set[str]
 
 
 class ImportBusy(WadError):
@@ -203,40 +228,98 @@ class Importer:
                                          chats_total=len(chats))
         progress.state = "RUNNING"
         self._notify()
-        for ref in chats:
-            if ref.key in done_before:
-                progress.chats_resumed += 1
+        todo = [ref for ref in chats if ref.key not in done_before]
+        progress.chats_resumed = len(chats) - len(todo)
+        # Chats are fetched one after the other (the pacer spaces the requests) while the ones
+        # fetched already are detected and written: with pacing off, the two overlap.
+        send, receive = trio.open_memory_channel[_Fetched](PREFETCH_CHATS)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._fetch_all, todo, send)
+                async with receive:
+                    async for first in receive:
+                        batch = [first]
+                        while sum(len(f.chat.rows) for f in batch if f.chat) < BATCH_MESSAGES:
+                            try:
+                                batch.append(receive.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        await self._process(batch)
+        except BaseExceptionGroup as group:
+            raise _alone(group) from None
+
+    async def _fetch_all(self, refs: Sequence[ChatRef],
+                         send: trio.MemorySendChannel[_Fetched]) -> None:
+        """Load each chat from the source, in order, into `send`; a failure goes along with its
+        chat (the consumer reports it in order), and a lost source ends the fetching."""
+        async with send:
+            for ref in refs:
+                began = trio.current_time()
+                try:
+                    fetched = _Fetched(ref, await self.source.load(ref, self.organization_id))
+                except Exception as exc:
+                    fetched = _Fetched(ref, None, exc)
+                self.progress.timings["fetching"] += trio.current_time() - began
+                await send.send(fetched)
+                if isinstance(fetched.error, SourceGone):
+                    return
+
+    async def _process(self, batch: list[_Fetched]) -> None:
+        """A few chats fetched already: duplicates checked per chat, languages detected for all
+        of them in one batch (in a worker thread), then each chat's status and its write."""
+        ready: list[tuple[ChatRef, _Prepared]] = []
+        for fetched in batch:
+            if fetched.error is not None:
+                await self._fail(fetched.ref, fetched.error)
+                self.progress.done_now += 1
                 continue
-            progress.current_chat = ref.key
+            assert fetched.chat is not None
+            try:
+                prepared = await self._prepare(fetched.chat)
+            except Exception as exc:
+                await self._fail(fetched.ref, exc)
+                prepared = None
+            if prepared is None:
+                self.progress.done_now += 1
+                self._notify()
+            else:
+                ready.append((fetched.ref, prepared))
+        began = trio.current_time()
+        detected = await self._languages([p.rows for _, p in ready])
+        self.progress.timings["languages"] += trio.current_time() - began
+        for (ref, prepared), (rows, preferred) in zip(ready, detected, strict=True):
+            self.progress.current_chat = ref.key
             self._notify()
-            await self._one_chat(ref)
-            progress.done_now += 1
+            try:
+                await self._import_chat(prepared, rows, preferred)
+            except Exception as exc:
+                await self._fail(ref, exc)
+            self.progress.done_now += 1
             self._notify()
 
-    async def _one_chat(self, ref: ChatRef) -> None:
-        try:
-            loaded = await self.source.load(ref, self.organization_id)
-            await self._import_chat(loaded)
-        except SourceGone:
-            raise
-        except Exception as exc:
-            if database_unavailable(exc):
-                raise  # nothing can be written: stop (a rerun resumes)
-            reason = str(exc) if isinstance(exc, ChatFailed) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, ChatFailed):
-                _log.exception("chat could not be imported", chat=ref.key)
-            else:
-                _log.warning("chat could not be imported", chat=ref.key, reason=reason)
-            self.progress.chats_failed += 1
-            self.progress.errors.append(ChatError(chat=ref.key, error=reason[:1000]))
-            if self.run_row is not None:
-                await imports_repo.record_chat(self.db, run_id=self.run_row.id,
-                                               wa_chat_id=ref.key, messages_stored=0,
-                                               duplicates=0, error=reason[:1000])
+    async def _fail(self, ref: ChatRef, exc: BaseException) -> None:
+        """Report a chat that could not be imported; re-raise what ends the whole import."""
+        if isinstance(exc, SourceGone) or not isinstance(exc, Exception) \
+                or database_unavailable(exc):
+            raise exc  # the session is gone, or nothing can be written: stop (a rerun resumes)
+        reason = str(exc) if isinstance(exc, ChatFailed) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, ChatFailed):
+            _log.error("chat could not be imported", chat=ref.key, error=reason,
+                       exc_info=exc)
+        else:
+            _log.warning("chat could not be imported", chat=ref.key, reason=reason)
+        self.progress.chats_failed += 1
+        self.progress.errors.append(ChatError(chat=ref.key, error=reason[:1000]))
+        if self.run_row is not None:
+            await imports_repo.record_chat(self.db, run_id=self.run_row.id,
+                                           wa_chat_id=ref.key, messages_stored=0,
+                                           duplicates=0, error=reason[:1000])
 
     # -- one chat ------------------------------------------------------------------------------
 
-    async def _import_chat(self, chat: LoadedChat) -> None:
+    async def _prepare(self, chat: LoadedChat) -> _Prepared | None:
+        """The chat's messages split into new and stored ones (`wad.importer.duplicates`); None
+        when it has nothing new and its client is left as it is (recorded as a duplicate)."""
         progress = self.progress
         progress.warnings.extend(chat.problems)
         existing = await clients_repo.get_by_phone(
@@ -246,31 +329,38 @@ class Importer:
         stored = await messages_repo.stored_in_chat(
             self.db, organization_id=self.organization_id, wa_chat_id=chat.wa_chat_id)
         if self.options.dry_run:
-            stored += [(wa_id, key) for wa_id, key in self._dry_rows.get(chat.wa_chat_id, [])]
+            stored += self._dry_rows.get(chat.wa_chat_id, [])
         new_rows, duplicates = split_new(rows, stored)
         progress.messages_duplicate += duplicates
         if not new_rows and known and self.options.skip_duplicates:
-            # Everything is stored already: the client is left as it is.
             progress.chats_duplicate += 1
             if self.run_row is not None:
                 await imports_repo.record_chat(self.db, run_id=self.run_row.id,
                                                wa_chat_id=chat.key, messages_stored=0,
                                                duplicates=1)
-            return
+            return None
+        return _Prepared(chat=chat, existing=existing, known=known, rows=rows,
+                         fresh={r.wa_message_id for r in new_rows})
 
-        # Languages and status read the whole conversation, stored part included.
-        rows, preferred = await self._languages(rows)
+    async def _import_chat(self, prepared: _Prepared, rows: list[NewMessage],
+                           preferred: str | None) -> None:
+        """Status and write of one chat whose rows carry their languages (the whole
+        conversation, stored part included: status and language read all of it)."""
+        progress = self.progress
+        chat, existing = prepared.chat, prepared.existing
         given = None
         for row in rows:
             if row.direction == "IN" and row.body:
                 given = names.given_name(row.body) or given
         name = chat.saved_name or chat.push_name or given
+        began = trio.current_time()
         decision = await self._status(existing, chat, rows, name=name, preferred=preferred)
+        progress.timings["status"] += trio.current_time() - began
         current = existing.status if existing is not None else "NEW_LEAD"
         final = decision.status if decision is not None else current
-        fresh = {r.wa_message_id for r in new_rows}
-        new_rows = [r for r in rows if r.wa_message_id in fresh]
+        new_rows = [r for r in rows if r.wa_message_id in prepared.fresh]
 
+        began = trio.current_time()
         if self.options.dry_run:
             new = len(new_rows)
             self._dry_clients.add(chat.phone)
@@ -283,8 +373,9 @@ class Importer:
                                         preferred=preferred, decision=decision)
                 await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
                                                messages_stored=new, duplicates=0)
+        progress.timings["writing"] += trio.current_time() - began
         progress.chats_imported += 1
-        if not known:
+        if not prepared.known:
             progress.clients_created += 1
         else:
             progress.clients_updated += 1
@@ -294,28 +385,33 @@ class Importer:
         progress.statuses[final] += 1
         progress.languages[preferred or UNKNOWN_LANGUAGE] += 1
 
-    async def _languages(self, rows: list[NewMessage]) -> tuple[list[NewMessage], str | None]:
-        """Rows with their language, and the client's preferred language (from their own
-        messages), each None when the texts are too short to tell."""
-        texts = [r.body or r.caption or "" for r in rows]
-        with_text = [i for i, text in enumerate(texts) if text.strip()]
-        if not with_text:
-            return rows, None
-        wanted = [texts[i] for i in with_text]
-        if self.pm is not None:
-            guesses = await plugin_calls.detect_languages(self.pm, wanted,
+    async def _languages(self, chats: Sequence[list[NewMessage]]
+                         ) -> list[tuple[list[NewMessage], str | None]]:
+        """For each chat: its rows with their language, and the client's preferred language
+        (from their own messages), each None when the texts are too short to tell. One
+        detection call for all the chats' texts (the plugins run it in a worker thread)."""
+        texts = [[r.body or r.caption or "" for r in rows] for rows in chats]
+        wanted = [(c, i) for c, chat_texts in enumerate(texts)
+                  for i, text in enumerate(chat_texts) if text.strip()]
+        batch = [texts[c][i] for c, i in wanted]
+        if not batch:
+            guesses = []
+        elif self.pm is not None:
+            guesses = await plugin_calls.detect_languages(self.pm, batch,
                                                           languages=self.languages)
         else:
-            guesses = await language.detect_async(wanted, self.languages)
-        by_row = dict(zip(with_text, guesses, strict=True))
-        out = [msgspec.structs.replace(r, language=by_row[i].language) if i in by_row else r
-               for i, r in enumerate(rows)]
-        theirs = [i for i in with_text if rows[i].direction == "IN"]
-        if not theirs:
-            return out, None
-        preferred = language.conversation_language([texts[i] for i in theirs],
-                                                   [by_row[i] for i in theirs]).language
-        return out, preferred
+            guesses = await language.detect_async(batch, self.languages)
+        by_row = dict(zip(wanted, guesses, strict=True))
+        out = []
+        for c, rows in enumerate(chats):
+            with_lang = [msgspec.structs.replace(r, language=by_row[c, i].language)
+                         if (c, i) in by_row else r for i, r in enumerate(rows)]
+            theirs = [i for i, r in enumerate(rows) if (c, i) in by_row and r.direction == "IN"]
+            preferred = language.conversation_language(
+                [texts[c][i] for i in theirs], [by_row[c, i] for i in theirs]).language \
+                if theirs else None
+            out.append((with_lang, preferred))
+        return out
 
     async def _status(self, existing: Client | None, chat: LoadedChat, rows: list[NewMessage],
                       *, name: str | None, preferred: str | None
@@ -375,6 +471,15 @@ class Importer:
                                           detector=decision.detector or "import",
                                           reason=decision.reason or None)
         return new
+
+
+def _alone(group: BaseExceptionGroup) -> BaseException:
+    """The one exception a group holds (the nursery wraps what ends the import), else the
+    group itself."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
+        found = found.exceptions[0]
+    return found
 
 
 def _unique(rows: Sequence[NewMessage]) -> list[NewMessage]:

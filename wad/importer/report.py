@@ -124,6 +124,9 @@ class Progress:
     finished_wall: datetime | None = None
     done_now: int = 0
     """Chats finished by this invocation (for the rate)."""
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("fetching", "languages", "status", "writing"), 0.0))
+    """Seconds spent per stage (fetching, languages, status, writing), for `bench/import.py`."""
 
     @property
     def chats_done(self) -> int:
