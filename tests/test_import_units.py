@@ -237,3 +237,35 @@ async def test_the_report_carries_what_the_import_plan_asks_for(autojump_clock: 
     assert encoded["began_at"] and encoded["ended_at"]
     assert (encoded["clients_imported"], encoded["messages_per_client"]) == (95, 25.0)
     assert msgspec.json.decode(msgspec.json.encode(report), type=ImportReport) == report
+
+
+def test_duplicates_are_decided_per_message_by_id_then_by_content_key() -> None:
+    from wad.db.models import NewMessage
+    from wad.db.repo.messages import content_key
+    from wad.importer.duplicates import split_new
+
+    def row(wa_id: str, body: str, second: int = 5, direction: str = "IN") -> NewMessage:
+        return NewMessage(organization_id=ORG, wa_message_id=wa_id, wa_chat_id="x@c.us",
+                          direction=direction, sender="CLIENT" if direction == "IN" else "HUMAN",  # type: ignore[arg-type]
+                          sent_at=datetime(2024, 1, 15, 21, 5, second, tzinfo=UTC),
+                          status="RECEIVED", body=body)
+
+    live = [row("false_x_A", "Hello!"), row("false_x_B", "ok"), row("false_x_C", "ok", 40)]
+    stored = [(r.wa_message_id, content_key(r)) for r in live]
+    # The same messages from an export (no seconds, marks and spacing differ): all stored.
+    exported = [row("IMPORT-1", "\u200eHello! ", 0), row("IMPORT-2", "OK", 0),
+                row("IMPORT-3", "ok", 0)]
+    assert split_new(exported, stored) == ([], 3)
+    # Two "ok"s in the export, one of them stored: one is new.
+    new, dups = split_new(exported[1:], stored[:2])
+    assert ([r.wa_message_id for r in new], dups) == (["IMPORT-3"], 1)
+    # Live history against messages stored from an export: matched by key; another live
+    # message with the same key as a stored live one is not (its WhatsApp id decides).
+    from_export = [(r.wa_message_id, content_key(r)) for r in exported]
+    assert split_new(live, from_export) == ([], 3)
+    other = row("false_x_D", "ok", 50)
+    assert split_new([other], stored) == ([other], 0)
+    # A different direction or minute is a different message.
+    assert split_new([row("IMPORT-9", "ok", direction="OUT")], stored)[1] == 0
+    assert content_key(row("a", "ok", 59)) != content_key(
+        msgspec.structs.replace(row("a", "ok"), sent_at=datetime(2024, 1, 15, 21, 6, tzinfo=UTC)))
