@@ -89,6 +89,17 @@ class _Prepared:
     fresh: set[str]
 
 
+@dataclass
+class _Outcome:
+    """What writing one chat did, counted once its transaction is committed."""
+
+    known: bool
+    new: int
+    raced: int
+    status: str
+    language: str | None
+
+
 class ImportBusy(WadError):
     """Another import of this organization is running."""
 
@@ -287,15 +298,56 @@ class Importer:
         began = trio.current_time()
         detected = await self._languages([p.rows for _, p in ready])
         self.progress.timings["languages"] += trio.current_time() - began
-        for (ref, prepared), (rows, preferred) in zip(ready, detected, strict=True):
-            self.progress.current_chat = ref.key
-            self._notify()
-            try:
-                await self._import_chat(prepared, rows, preferred)
-            except Exception as exc:
-                await self._fail(ref, exc)
+        work = [(ref, prepared, rows, preferred)
+                for (ref, prepared), (rows, preferred) in zip(ready, detected, strict=True)]
+        if self.options.dry_run:
+            for ref, prepared, rows, preferred in work:
+                self.progress.current_chat = ref.key
+                self._done(await self._import_chat(None, prepared, rows, preferred))
+            return
+        # The batch's chats in one transaction (one commit for a few hundred messages), each
+        # under a savepoint, so that one chat's failure loses only that chat. The counters move
+        # once it is committed.
+        done: list[_Outcome] = []
+        failed: list[tuple[ChatRef, Exception]] = []
+        began = trio.current_time()
+        async with self.db.transaction() as tx:
+            for ref, prepared, rows, preferred in work:
+                self.progress.current_chat = ref.key
+                self._notify()
+                await tx.execute("SAVEPOINT import_chat")
+                try:
+                    done.append(await self._import_chat(tx, prepared, rows, preferred))
+                except Exception as exc:
+                    if database_unavailable(exc):
+                        raise
+                    await tx.execute("ROLLBACK TO SAVEPOINT import_chat")
+                    failed.append((ref, exc))
+                else:
+                    await tx.execute("RELEASE SAVEPOINT import_chat")
+        self.progress.timings["writing"] += trio.current_time() - began
+        for outcome in done:
+            self._done(outcome)
+        for ref, error in failed:
+            await self._fail(ref, error)
             self.progress.done_now += 1
             self._notify()
+
+    def _done(self, outcome: _Outcome) -> None:
+        """Count a chat written (or, in a dry run, that would be)."""
+        progress = self.progress
+        progress.chats_imported += 1
+        if not outcome.known:
+            progress.clients_created += 1
+        else:
+            progress.clients_updated += 1
+        progress.messages_stored += outcome.new
+        progress.messages_now += outcome.new
+        progress.messages_duplicate += outcome.raced  # stored meanwhile (live)
+        progress.statuses[outcome.status] += 1
+        progress.languages[outcome.language or UNKNOWN_LANGUAGE] += 1
+        progress.done_now += 1
+        self._notify()
 
     async def _fail(self, ref: ChatRef, exc: BaseException) -> None:
         """Report a chat that could not be imported; re-raise what ends the whole import."""
@@ -342,11 +394,11 @@ class Importer:
         return _Prepared(chat=chat, existing=existing, known=known, rows=rows,
                          fresh={r.wa_message_id for r in new_rows})
 
-    async def _import_chat(self, prepared: _Prepared, rows: list[NewMessage],
-                           preferred: str | None) -> None:
-        """Status and write of one chat whose rows carry their languages (the whole
-        conversation, stored part included: status and language read all of it)."""
-        progress = self.progress
+    async def _import_chat(self, tx: Executor | None, prepared: _Prepared,
+                           rows: list[NewMessage], preferred: str | None) -> _Outcome:
+        """Status and write (in `tx`; None in a dry run) of one chat whose rows carry their
+        languages (the whole conversation, stored part included: status and language read all
+        of it)."""
         chat, existing = prepared.chat, prepared.existing
         given = None
         for row in rows:
@@ -355,35 +407,23 @@ class Importer:
         name = chat.saved_name or chat.push_name or given
         began = trio.current_time()
         decision = await self._status(existing, chat, rows, name=name, preferred=preferred)
-        progress.timings["status"] += trio.current_time() - began
+        self.progress.timings["status"] += trio.current_time() - began
         current = existing.status if existing is not None else "NEW_LEAD"
         final = decision.status if decision is not None else current
         new_rows = [r for r in rows if r.wa_message_id in prepared.fresh]
-
-        began = trio.current_time()
-        if self.options.dry_run:
+        if tx is None:
             new = len(new_rows)
             self._dry_clients.add(chat.phone)
             self._dry_rows.setdefault(chat.wa_chat_id, []).extend(
                 (r.wa_message_id, messages_repo.content_key(r)) for r in new_rows)
         else:
             assert self.run_row is not None
-            async with self.db.transaction() as tx:
-                new = await self._write(tx, chat, new_rows, name=name, given=given,
-                                        preferred=preferred, decision=decision)
-                await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
-                                               messages_stored=new, duplicates=0)
-        progress.timings["writing"] += trio.current_time() - began
-        progress.chats_imported += 1
-        if not prepared.known:
-            progress.clients_created += 1
-        else:
-            progress.clients_updated += 1
-        progress.messages_stored += new
-        progress.messages_now += new
-        progress.messages_duplicate += len(new_rows) - new  # stored meanwhile (live)
-        progress.statuses[final] += 1
-        progress.languages[preferred or UNKNOWN_LANGUAGE] += 1
+            new = await self._write(tx, chat, new_rows, name=name, given=given,
+                                    preferred=preferred, decision=decision)
+            await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
+                                           messages_stored=new, duplicates=0)
+        return _Outcome(known=prepared.known, new=new, raced=len(new_rows) - new,
+                        status=final, language=preferred)
 
     async def _languages(self, chats: Sequence[list[NewMessage]]
                          ) -> list[tuple[list[NewMessage], str | None]]:
