@@ -228,3 +228,28 @@ async def test_import_with_no_options_stores_every_message_exact(db: Database, d
             source="export", paths=[str(folder)], phones=named))
     assert (again.messages_stored, again.messages_duplicate, again.chats_duplicate) == (
         0, len(wanted), len(CASES))
+
+
+async def test_a_chat_that_cannot_be_written_loses_only_itself(db: Database, dsn: str,
+                                                               tmp_path: Path) -> None:
+    """Chats fetched together are written in one transaction, each under a savepoint: a chat
+    PostgreSQL refuses (a NUL character in a message) is reported, the others are stored."""
+    org = (await organizations.create(db, name="Silk Road Tours")).id
+    (tmp_path / "WhatsApp Chat with +996 555 123 456.txt").write_text(
+        "15/01/2024, 21:05 - +996 555 123 456: Salam!\n"
+        "15/01/2024, 21:06 - Silk Road Tours: Salam, how can we help?\n", encoding="utf-8")
+    (tmp_path / "WhatsApp Chat with +996 700 987 654.txt").write_text(
+        "15/01/2024, 21:05 - +996 700 987 654: broken \x00 text\n"
+        "15/01/2024, 21:06 - Silk Road Tours: Hello\n", encoding="utf-8")
+    settings = Settings(database=DatabaseSettings(dsn=dsn))
+    with trio.fail_after(60):
+        report = await import_here(settings, org, ImportOptions(
+            source="export", paths=[str(tmp_path)], timezone="UTC"))
+    assert (report.state, report.chats_imported, report.chats_failed,
+            report.messages_stored) == ("COMPLETED", 1, 1, 2)
+    [error] = report.errors
+    assert "700 987 654" in error.chat
+    phones = [r["phone"] for r in await db.fetch(
+        "SELECT phone FROM clients WHERE organization_id = $1", org)]
+    assert phones == ["+996555123456"]
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE organization_id = $1", org) == 2

@@ -1,5 +1,5 @@
 """The import engine: chats from a source become clients, conversations, messages and status
-history, one transaction per chat, with the progress kept in `import_runs`.
+history, each chat all or nothing, with the progress kept in `import_runs`.
 
 For each one-to-one chat (groups and broadcasts are skipped and counted; `limit` keeps the most
 recent chats):
@@ -14,11 +14,14 @@ recent chats):
    (`wad.language.conversation_language`), as the inbound channel does.
 3. The client's name: the saved name, else the push name, else a name they gave in a message
    (`wad.inbound.names`). The status: the `wad_detect_status` plugins over the latest messages.
-4. In one transaction: the client, the country of the number, the active conversation, the
-   messages (one bulk insert that skips those already stored; they are stored as processed, so
-   the inbound channel never answers old messages), the status change with its history row,
-   and the chat recorded as done in the run. An interrupted import therefore never leaves half
-   a chat, and a rerun resumes exactly after the last chat written.
+4. Together (the chats fetched at one time, up to a few hundred messages, share one
+   transaction, each chat under a savepoint): the client, the country of the number, the
+   active conversation, the messages (one bulk insert that skips those already stored; they
+   are stored as processed, so the inbound channel never answers old messages), the status
+   change with its history row, and the chat recorded as done in the run. An interrupted
+   import therefore never leaves half a chat, and a rerun resumes exactly after the last chat
+   written. Chats are fetched ahead (paced as before) while earlier ones are processed, and
+   languages are detected for all the chats at hand in one batch, in a worker thread.
 
 A failure in one chat is recorded with its reason and the import goes on. Cancellation (Ctrl-C,
 `DELETE /api/whatsapp/import/{org}`) ends the run as `INTERRUPTED`; running again resumes it.
