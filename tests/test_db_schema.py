@@ -60,7 +60,7 @@ async def _seed(db: Database, name: str = "Tour Co") -> dict[str, uuid.UUID]:
 
 async def test_migrations_applied_twice_change_nothing(empty_dsn: str) -> None:
     async with Database.open(empty_dsn, min_size=1, max_size=2) as db:
-        assert await migrate.apply(db) == ["0001_initial.sql"]
+        assert await migrate.apply(db) == ["0001_initial.sql", "0002_calls_and_message_keys.sql"]
         schema = await db.fetch(
             """SELECT table_name, column_name, data_type FROM information_schema.columns
                WHERE table_schema = 'public' ORDER BY 1, 2""")

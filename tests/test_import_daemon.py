@@ -18,6 +18,7 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from wad.api.server import serve_api
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import tokens as tokens_repo
+from wad.importer import local
+from wad.importer.options import ImportOptions
 from wad.sim.client import SimClient, SimClientError
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
@@ -262,3 +265,62 @@ async def test_wad_import_links_its_own_session_and_resumes_after_ctrl_c(
     assert second["chats_done"] == 8 and second["messages_stored"] == 48
     assert "Scan with WhatsApp" not in err  # the login was kept
     assert await message_count(db, org) == (48, 48)
+
+
+async def test_clients_who_wrote_today_get_their_whole_history_once(
+        daemon_api: tuple[Stack, str, httpx.AsyncClient], tmp_path: Path) -> None:
+    """Clients already in the CRM (they wrote after the link, so the inbound channel created
+    them) still get every earlier message from the import, each stored once; an export of one
+    of those chats afterwards adds nothing."""
+    stack, _tcp, http = daemon_api
+    await stack.phone.create_account(ACCOUNT, "Silk Road Tours", chats=chats(4))
+    org = await stack.new_org("Silk Road Tours")
+    token, digest, prefix = new_token()
+    await tokens_repo.create(stack.db, role="ADMIN", organization_id=org, token_hash=digest,
+                             prefix=prefix, name="crm")
+    auth = {"Authorization": f"Bearer {token}"}
+    path = f"/api/whatsapp/import/{org}"
+    writers = [f"99670010{i:04d}" for i in range(3)]
+    with trio.fail_after(120):
+        await stack.link_by_qr(org, ACCOUNT)
+        for number in writers:
+            await stack.phone.deliver(ACCOUNT, number, "Hello again, any news about my booking?")
+        while await stack.db.fetchval(
+                "SELECT count(*) FROM clients WHERE organization_id = $1", org) < len(writers):
+            await trio.sleep(0.1)
+        assert await stack.db.fetchval(
+            "SELECT count(*) FROM messages WHERE organization_id = $1", org) < 24
+
+        r = await http.post(path, headers=auth, json={"pace_s": 0})
+        assert r.status_code == 202, r.text
+        while (report := (await http.get(path, headers=auth)).json())["state"] not in (
+                "COMPLETED", "FAILED", "INTERRUPTED"):
+            await trio.sleep(0.1)
+    assert report["state"] == "COMPLETED", report
+    assert (report["chats_imported"], report["chats_duplicate"]) == (4, 0)
+    assert report["clients_updated"] == len(writers)
+    assert report["messages_stored"] + report["messages_duplicate"] == 24 + len(writers)
+    assert report["messages_duplicate"] >= len(writers)
+    assert await message_count(stack.db, org) == (27, 27)
+    per_chat = dict(await stack.db.fetch(
+        "SELECT wa_chat_id, count(*) FROM messages WHERE organization_id = $1 GROUP BY 1", org))
+    assert per_chat == {f"{n}@c.us": 7 for n in writers} | {"996700100003@c.us": 6}
+
+    # The same chat exported from the phone (its times in UTC): nothing new.
+    chat_id = f"{writers[0]}@c.us"
+    lines = []
+    for m in await stack.phone.chat_messages(ACCOUNT, chat_id):
+        when = datetime.fromtimestamp(m["t"], UTC).strftime("%d/%m/%Y, %H:%M")
+        author = "Silk Road Tours" if m["id"]["fromMe"] else "+996 700 100 000"
+        lines.append(f"{when} - {author}: {m['body']}\n")
+    export = tmp_path / "WhatsApp Chat with +996 700 100 000.txt"
+    export.write_text("".join(lines), encoding="utf-8")
+    options = ImportOptions(source="export", paths=[str(export)], timezone="UTC")
+    pm = local.import_plugin_manager(stack.settings, use_llm=False)
+    imp = local.importer(settings=stack.settings, db=stack.db, organization_id=org,
+                         source=local.plugin_source(pm, options, org), options=options, pm=pm)
+    with trio.fail_after(60):
+        again = await imp.run()
+    assert (again.state, again.messages_stored, again.messages_duplicate,
+            again.chats_duplicate) == ("COMPLETED", 0, 7, 1)
+    assert await message_count(stack.db, org) == (27, 27)

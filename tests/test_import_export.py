@@ -145,7 +145,8 @@ def test_media_files_in_the_zip_and_placeholders_without_them() -> None:
                                        "mimetype": "image/jpeg", "size": 2048}
     assert emily.messages[3].media == {"omitted": True}
     [russian] = read("Чат WhatsApp с +996 555 123 456.txt")
-    assert russian.messages[4].media == {"url": "https://maps.google.com/?q=42.87,74.59"}
+    assert russian.messages[4].media == {"url": "https://maps.google.com/?q=42.87,74.59",
+                                         "latitude": 42.87, "longitude": 74.59}
     # Encryption notices, deleted messages: skipped, and counted.
     assert russian.notices == 2
     [us] = read("WhatsApp Chat with +1 415 555 2671.txt")

@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -203,3 +204,68 @@ async def test_progress_bar_writes_lines_when_not_a_terminal(autojump_clock: Any
     assert lines[2].startswith("[########################] 2/2 chats")
     assert len(lines) == 3
     assert "DRY RUN: nothing was written" in render(progress.report())
+
+
+async def test_the_report_carries_what_the_import_plan_asks_for(autojump_clock: Any) -> None:
+    """Seed 000's report: organization, date and time, chats and clients imported, messages
+    with their average per client, duplicates, errors with reasons, statuses, languages."""
+    progress = Progress(organization_id=ORG, source="export", dry_run=False,
+                        organization_name="Soul KG")
+    progress.state = "COMPLETED"
+    progress.chats_found = progress.chats_total = 100
+    progress.chats_imported, progress.chats_duplicate, progress.chats_failed = 95, 3, 2
+    progress.clients_created, progress.clients_updated = 90, 5
+    progress.messages_stored = progress.messages_now = 2375
+    progress.messages_duplicate = 125
+    progress.errors.append(ChatError(chat="a.txt", error="no phone number for this chat"))
+    progress.statuses.update({"QUALIFIED": 25, "NEW_LEAD": 15})
+    progress.languages.update({"en": 60, "ru": 25})
+    progress.finished_wall = progress.started_wall
+    report = progress.report()
+    assert (report.clients_imported, report.messages_per_client) == (95, 25.0)
+    text = render(report)
+    assert text.splitlines()[0].startswith(f"Import finished: Soul KG ({ORG}), source export")
+    assert f"date: {progress.started_wall:%Y-%m-%d %H:%M} UTC" in text
+    for label, value in (("clients imported", 95), ("messages stored", 2375),
+                         ("already stored", 125), ("average per client", 25),
+                         ("skipped as duplicates", 3), ("errors", 2)):
+        assert re.search(rf"^  {label} +{value}\b", text, re.MULTILINE), label
+    assert "a.txt: no phone number for this chat" in text
+    assert "statuses:  QUALIFIED 25, NEW_LEAD 15" in text
+    encoded = json.loads(msgspec.json.encode(report))
+    assert encoded["organization_name"] == "Soul KG"
+    assert encoded["began_at"] and encoded["ended_at"]
+    assert (encoded["clients_imported"], encoded["messages_per_client"]) == (95, 25.0)
+    assert msgspec.json.decode(msgspec.json.encode(report), type=ImportReport) == report
+
+
+def test_duplicates_are_decided_per_message_by_id_then_by_content_key() -> None:
+    from wad.db.models import NewMessage
+    from wad.db.repo.messages import content_key
+    from wad.importer.duplicates import split_new
+
+    def row(wa_id: str, body: str, second: int = 5, direction: str = "IN") -> NewMessage:
+        return NewMessage(organization_id=ORG, wa_message_id=wa_id, wa_chat_id="x@c.us",
+                          direction=direction, sender="CLIENT" if direction == "IN" else "HUMAN",  # type: ignore[arg-type]
+                          sent_at=datetime(2024, 1, 15, 21, 5, second, tzinfo=UTC),
+                          status="RECEIVED", body=body)
+
+    live = [row("false_x_A", "Hello!"), row("false_x_B", "ok"), row("false_x_C", "ok", 40)]
+    stored = [(r.wa_message_id, content_key(r)) for r in live]
+    # The same messages from an export (no seconds, marks and spacing differ): all stored.
+    exported = [row("IMPORT-1", "\u200eHello! ", 0), row("IMPORT-2", "OK", 0),
+                row("IMPORT-3", "ok", 0)]
+    assert split_new(exported, stored) == ([], 3)
+    # Two "ok"s in the export, one of them stored: one is new.
+    new, dups = split_new(exported[1:], stored[:2])
+    assert ([r.wa_message_id for r in new], dups) == (["IMPORT-3"], 1)
+    # Live history against messages stored from an export: matched by key; another live
+    # message with the same key as a stored live one is not (its WhatsApp id decides).
+    from_export = [(r.wa_message_id, content_key(r)) for r in exported]
+    assert split_new(live, from_export) == ([], 3)
+    other = row("false_x_D", "ok", 50)
+    assert split_new([other], stored) == ([other], 0)
+    # A different direction or minute is a different message.
+    assert split_new([row("IMPORT-9", "ok", direction="OUT")], stored)[1] == 0
+    assert content_key(row("a", "ok", 59)) != content_key(
+        msgspec.structs.replace(row("a", "ok"), sent_at=datetime(2024, 1, 15, 21, 6, tzinfo=UTC)))

@@ -46,24 +46,32 @@ _STRIP_MARKS = str.maketrans("", "", _MARKS)
 # the translated line are positions in the original).
 _ASCII = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹،", "01234567890123456789,")
 
+_M = "[\u200e\u200f]*"  # Arabic locales put direction marks between a date's parts
 _HEADER = re.compile(
-    rf"^[{_MARKS}]*(?P<open>\[)?"
-    r"(?P<date>\d{1,4}(?P<sep>[./-])\d{1,2}(?P=sep)\d{1,4})\.?"
+    rf"^[{_MARKS}]*(?P<open>\[)?{_M}"
+    rf"(?P<date>\d{{1,4}}{_M}(?P<sep>[./-]){_M}\d{{1,2}}{_M}(?P=sep){_M}\d{{1,4}}){_M}\.?"
     r"(?:,\s*|\s+à\s+|\s+um\s+|\s+)"
-    r"(?P<time>\d{1,2}[:.]\d{2}(?:[:.]\d{2})?)"
+    rf"{_M}(?P<time>\d{{1,2}}[:.]\d{{2}}(?:[:.]\d{{2}})?)"
     r"(?:[\s\u202f\u00a0]*(?P<ampm>[AaPp]\.?[\s\u202f\u00a0]?[Mm]\.?|ص|م))?"
-    r"(?(open)\][\s\u202f\u00a0]?|\s[-–]\s)"
+    rf"{_M}(?(open)\][\s\u202f\u00a0]?|\s[-–]\s)"
     r"(?P<rest>.*)$", re.DOTALL)
 # Looks like the start of a message line (a date and a time) even though it did not parse.
 _HEADER_LIKE = re.compile(rf"^[{_MARKS}]*\[?\d{{1,4}}[./-]\d{{1,2}}[./-]\d{{1,4}},?\s+\d{{1,2}}[:.]\d{{2}}")
 _AUTHOR = re.compile(r"^(?P<author>[^:\n]{1,120}?):[ \u00a0]?(?P<text>.*)$", re.DOTALL)
 
+# How WhatsApp names an export's file (Android's `.txt`) or the zip it shares (iPhone's
+# "WhatsApp Chat - X.zip", in most locales): the name is the contact's.
 _TITLES = [re.compile(p, re.IGNORECASE) for p in (
-    r"^WhatsApp Chat with (?P<name>.+)$", r"^WhatsApp Chat - (?P<name>.+)$",
-    r"^WhatsApp[- ]Chat mit (?P<name>.+)$", r"^Чат WhatsApp с (?P<name>.+)$",
-    r"^Chat de WhatsApp con (?P<name>.+)$", r"^Discussion WhatsApp avec (?P<name>.+)$",
-    r"^Czat WhatsApp z (?P<name>.+)$", r"^Conversa do WhatsApp com (?P<name>.+)$",
-    r"^دردشة واتساب مع (?P<name>.+)$",
+    r"^WhatsApp Chat with (?P<name>.+)$", r"^WhatsApp[- ]Chat mit (?P<name>.+)$",
+    r"^Чат WhatsApp с (?P<name>.+)$", r"^WhatsApp[- ]чат с (?P<name>.+)$",
+    r"^Чат WhatsApp з (?P<name>.+)$", r"^Chat de WhatsApp con (?P<name>.+)$",
+    r"^Discussion WhatsApp avec (?P<name>.+)$", r"^Czat WhatsApp z (?P<name>.+)$",
+    r"^Conversa do WhatsApp com (?P<name>.+)$", r"^Chat WhatsApp con (?P<name>.+)$",
+    r"^WhatsApp[- ]chat met (?P<name>.+)$", r"^(?:دردشة|محادثة) واتساب مع (?P<name>.+)$",
+    r"^(?P<name>.+) ile WhatsApp Sohbeti$",
+    r"^(?:WhatsApp[- ]Chat|Чат WhatsApp|WhatsApp[- ]чат|Chat de WhatsApp|Discussion WhatsApp|"
+    r"Czat WhatsApp|Conversa do WhatsApp|Chat WhatsApp|(?:دردشة|محادثة) واتساب)"
+    r"\s*[-–]\s*(?P<name>.+)$",
 )]
 
 # Notices an export writes without an author, or as the contact's line starting with a mark.
@@ -71,31 +79,93 @@ _NOTICES = [re.compile(p, re.IGNORECASE) for p in (
     r"end-to-end encrypted", r"сквозным шифрованием", r"ende-zu-ende-verschlüsselt",
     r"cifrad[oa]s? de extremo a extremo", r"chiffrés de bout en bout",
     r"szyfrowane end-to-end|szyfrowaniem end-to-end", r"مشفرة تمام|مشفّرة تمام",
-    r"^missed (voice|video) call", r"^пропущенный (аудио|видео)?звонок",
-    r"^verpasster (sprach|video)?anruf", r"^llamada (de voz |de video |de vídeo )?perdida",
-    r"^appel (vocal|vidéo) manqué", r"^nieodebrane połączenie",
     r"security code .*changed", r"код безопасности", r"sicherheitsnummer",
+    r"código de seguridad", r"code de sécurité", r"kod zabezpieczeń", r"رمز الأمان",
     r"changed (their|your) phone number", r"blocked this contact", r"unblocked this contact",
     r"disappearing messages", r"исчезающие сообщения", r"selbstlöschende nachrichten",
+    r"mensajes temporales", r"messages éphémères", r"znikające wiadomości",
+    r"الرسائل المؤقتة",
 )]
 _DELETED = frozenset(s.casefold() for s in (
     "This message was deleted", "You deleted this message", "Сообщение удалено",
     "Данное сообщение удалено", "Вы удалили это сообщение", "Diese Nachricht wurde gelöscht",
-    "Diese Nachricht wurde gelöscht.", "Du hast diese Nachricht gelöscht",
-    "Du hast diese Nachricht gelöscht.", "Se eliminó este mensaje", "Se eliminó este mensaje.",
-    "Eliminaste este mensaje", "Eliminaste este mensaje.", "Ce message a été supprimé",
-    "Vous avez supprimé ce message", "Ta wiadomość została usunięta", "Usunięto tę wiadomość",
-    "تم حذف هذه الرسالة", "لقد حذفت هذه الرسالة",
+    "Du hast diese Nachricht gelöscht", "Se eliminó este mensaje", "Eliminaste este mensaje",
+    "Este mensaje fue eliminado", "Ce message a été supprimé", "Vous avez supprimé ce message",
+    "Ta wiadomość została usunięta", "Usunięto tę wiadomość", "Usunąłeś tę wiadomość",
+    "Usunęłaś tę wiadomość", "تم حذف هذه الرسالة", "لقد حذفت هذه الرسالة", "حذفت هذه الرسالة",
+    "Mensagem apagada", "Você apagou esta mensagem", "Questo messaggio è stato eliminato",
 ))
-_MISSED_CALLS = re.compile(
-    r"^(missed (voice|video) call|пропущенный (аудио|видео)?звонок|verpasster (sprach|video)?"
-    r"anruf|llamada (de voz |de video |de vídeo )?perdida|appel (vocal|vidéo) manqué|"
-    r"nieodebrane połączenie( głosowe| wideo)?)\.?$", re.IGNORECASE)
+# Calls: "Missed voice call", "Video call, 12 min", "Verpasster Sprachanruf, Zum Zurückrufen
+# tippen": the phrase names the kind and whether it was missed; what follows is a duration, a
+# hint to call back, or "no answer".
+_CALLS: dict[str, tuple[str, bool]] = {s.casefold(): v for s, v in {
+    "Missed voice call": ("voice", True), "Missed video call": ("video", True),
+    "Missed group voice call": ("voice", True), "Missed group video call": ("video", True),
+    "Voice call": ("voice", False), "Video call": ("video", False),
+    "Verpasster Sprachanruf": ("voice", True), "Verpasster Videoanruf": ("video", True),
+    "Verpasster Anruf": ("voice", True), "Sprachanruf": ("voice", False),
+    "Videoanruf": ("video", False),
+    "Пропущенный аудиозвонок": ("voice", True), "Пропущенный видеозвонок": ("video", True),
+    "Пропущенный звонок": ("voice", True), "Аудиозвонок": ("voice", False),
+    "Видеозвонок": ("video", False), "Голосовой звонок": ("voice", False),
+    "Llamada de voz perdida": ("voice", True), "Videollamada perdida": ("video", True),
+    "Llamada perdida": ("voice", True), "Llamada de voz": ("voice", False),
+    "Videollamada": ("video", False),
+    "Appel vocal manqué": ("voice", True), "Appel vidéo manqué": ("video", True),
+    "Appel vocal": ("voice", False), "Appel vidéo": ("video", False),
+    "Nieodebrane połączenie głosowe": ("voice", True),
+    "Nieodebrane połączenie wideo": ("video", True),
+    "Nieodebrane połączenie": ("voice", True), "Połączenie głosowe": ("voice", False),
+    "Połączenie wideo": ("video", False),
+    "مكالمة صوتية فائتة": ("voice", True), "مكالمة فيديو فائتة": ("video", True),
+    "مكالمة فائتة": ("voice", True), "مكالمة صوتية": ("voice", False),
+    "مكالمة فيديو": ("video", False),
+    "Chamada de voz perdida": ("voice", True), "Chamada de vídeo perdida": ("video", True),
+    "Chamada de voz": ("voice", False), "Chamada de vídeo": ("video", False),
+}.items()}
+_CALL = re.compile(
+    r"^(?P<phrase>" + "|".join(sorted(map(re.escape, _CALLS), key=len, reverse=True))
+    + r")(?:\s*[,،•·-]\s*(?P<rest>.*))?$", re.IGNORECASE)
+_CALL_HINTS = re.compile(
+    r"^(tap to call back|click to call back|zum zurückrufen tippen|нажмите, чтобы перезвонить|"
+    r"toca para (devolver la llamada|llamar)|appuyez pour rappeler|dotknij, aby oddzwonić|"
+    r"(انقر|اضغط) (لمعاودة الاتصال|للاتصال)|toque para ligar de volta)\.?$", re.IGNORECASE)
+_NO_ANSWER = re.compile(
+    r"^(no answer|nicht angenommen|keine antwort|нет ответа|не отвечен|sin respuesta|"
+    r"pas de réponse|brak odpowiedzi|nie odebrano|لا يوجد رد|لم يتم الرد|sem resposta)\.?$",
+    re.IGNORECASE)
+_UNITS = {
+    3600: r"h|hr|hrs|hour|hours|std\.?|stunden?|ч\.?|час(?:а|ов)?|godz\.?|heures?|horas?|"
+          r"ساعة|ساعات",
+    60: r"min\.?|mins|minutes?|minuten?|мин\.?|минут[аы]?|minutos?|minuty?|minut|دقيقة|دقائق",
+    1: r"s|sec\.?|secs|seconds?|sek\.?|sekunden?|сек\.?|секунд[аы]?|segundos?|secondes?|"
+       r"sekund[ay]?|ثانية|ثوان",
+}
+_DURATION_PART = re.compile(r"(\d+)\s*(" + "|".join(f"(?:{u})" for u in _UNITS.values())
+                            + r")(?=\s|$|,)", re.IGNORECASE)
+_UNIT_RES = {seconds: re.compile(rf"^(?:{units})$", re.IGNORECASE)
+             for seconds, units in _UNITS.items()}
 # Android without media: one placeholder for any file.
 _MEDIA_OMITTED = frozenset(s.casefold() for s in (
     "<Media omitted>", "<Без медиафайлов>", "<Medien ausgeschlossen>", "<Multimedia omitido>",
     "<Médias omis>", "<Pominięto multimedia>", "<تم استبعاد الوسائط>", "<Arquivo de mídia oculto>",
+    "<Media omessi>",
 ))
+# A view-once photo or video: Android writes `null`, iPhone names it.
+_VIEW_ONCE_ANDROID = "null"
+_VIEW_ONCE: dict[str, str] = {s.casefold(): kind for s, kind in {
+    "view once photo omitted": "image", "view once video omitted": "video",
+    "view once voice message omitted": "audio",
+    "Einmalansicht-Foto weggelassen": "image", "Einmalansicht-Video weggelassen": "video",
+    "фото для однократного просмотра отсутствует": "image",
+    "видео для однократного просмотра отсутствует": "video",
+    "foto de visualización única omitida": "image",
+    "video de visualización única omitido": "video",
+    "photo à vue unique omise": "image", "vidéo à vue unique omise": "video",
+    "pominięto zdjęcie do jednorazowego wyświetlenia": "image",
+    "pominięto film do jednorazowego wyświetlenia": "video",
+    "تم استبعاد صورة للعرض مرة واحدة": "image", "تم استبعاد فيديو للعرض مرة واحدة": "video",
+}.items()}
 # iPhone without media: the kind of file is named.
 _KIND_OMITTED: dict[str, str] = {
     "image omitted": "image", "video omitted": "video", "audio omitted": "audio",
@@ -113,8 +183,12 @@ _KIND_OMITTED: dict[str, str] = {
     "documento omitido": "document", "tarjeta de contacto omitida": "vcard",
     "image absente": "image", "vidéo absente": "video", "audio omis": "audio",
     "autocollant omis": "sticker", "gif retiré": "video", "document omis": "document",
+    "carte de contact omise": "vcard",
     "pominięto obraz": "image", "pominięto wideo": "video", "pominięto dźwięk": "audio",
     "pominięto naklejkę": "sticker", "pominięto dokument": "document",
+    "pominięto wizytówkę": "vcard",
+    "تم استبعاد الصورة": "image", "تم استبعاد الفيديو": "video", "تم استبعاد الصوت": "audio",
+    "تم استبعاد الملصق": "sticker", "تم استبعاد المستند": "document",
 }
 _ATTACHED_IPHONE = re.compile(
     r"^<(?:attached|прикреплено|anhang|adjunto|pièce jointe|załącznik|مرفق)\s?:\s*"
@@ -123,12 +197,27 @@ _ATTACHED_ANDROID = re.compile(
     r"^(?P<file>\S[^\n]*?\.\w{1,5}) \((?:file attached|файл прикреплён|файл прикреплен|"
     r"datei angehängt|archivo adjunto|fichier joint|załączono plik|ملف مرفق|arquivo anexado)\)$",
     re.IGNORECASE)
+# A shared location: the locale's word (Android) or a place's name and address before a maps
+# link; a live location has no link.
+_LOCATION_WORD = (r"location|местоположение|геопозиция|геолокация|standort|ubicación|"
+                  r"ubicacion|position|localisation|lokalizacja|الموقع|localização|posizione")
 _LOCATION = re.compile(
-    r"^(?:location|местоположение|standort|ubicación|position|lokalizacja|الموقع|localização)"
-    r"\s?:\s*(?P<url>https?://\S+)$", re.IGNORECASE)
+    rf"^(?:(?:{_LOCATION_WORD})\s?:\s*|(?P<place>.+?)\s?:?\s+)(?P<url>https?://\S+)$",
+    re.IGNORECASE)
+_MAPS = re.compile(r"^https?://(?:maps\.google\.[a-z.]+|www\.google\.[a-z.]+/maps|"
+                   r"goo\.gl/maps|maps\.app\.goo\.gl|maps\.apple\.com)\b", re.IGNORECASE)
+_COORDS = re.compile(r"(?:[?&](?:q|ll|sll)=|@|/place/)(?P<lat>-?\d{1,2}\.\d+),\s*"
+                     r"(?P<lng>-?\d{1,3}\.\d+)")
+_LIVE_LOCATION = re.compile(
+    r"^(live location shared|standort in echtzeit geteilt|live-standort geteilt|"
+    r"трансляция геопозиции|геоданные в реальном времени|ubicación en tiempo real compartida|"
+    r"position en direct partagée|udostępniono lokalizację na żywo|"
+    r"تمت مشاركة الموقع المباشر)\.?$", re.IGNORECASE)
 _EDITED = re.compile(
-    r"\s*<(?:This message was edited|Сообщение изменено|Diese Nachricht wurde bearbeitet|"
-    r"Se editó este mensaje\.?|Ce message a été modifié|Ta wiadomość została edytowana)>\s*$",
+    r"[\s\u200e\u200f]*<(?:This message was edited|Сообщение изменено|Сообщение было изменено|"
+    r"Diese Nachricht wurde bearbeitet|Se editó este mensaje\.?|Ce message a été modifié|"
+    r"Ta wiadomość została edytowana|Wiadomość edytowana|تم تعديل هذه الرسالة|"
+    r"Mensagem editada|Questo messaggio è stato modificato)>\s*$",
     re.IGNORECASE)
 _EXTRA_TYPES = {".opus": "audio/ogg", ".webp": "image/webp", ".vcf": "text/vcard",
                 ".heic": "image/heic", ".m4a": "audio/mp4"}
@@ -153,17 +242,21 @@ class ExportedChat(ImportedChat, frozen=True, kw_only=True):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How to read exports: the owner's name (`--me`), the time zone of the times, the date
+    """How to read exports: the owner's name (`--me`), the linked account's push name and
+    number (from the organization's session record), the time zone of the times, the date
     order when the file cannot tell, and numbers of contacts shown by name."""
 
     me: str | None = None
+    account_name: str | None = None
+    account_phone: str | None = None
     tz: tzinfo | None = None
     date_order: str | None = None
     phones: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options: dict[str, str]) -> ExportOptions:
-        """From `ImportRequest.options`: `me`, `timezone`, `date_order`, `phone:NAME`."""
+        """From `ImportRequest.options`: `me`, `account_name`, `account_phone`, `timezone`,
+        `date_order`, `phone:NAME`."""
         tz: tzinfo | None = None
         if options.get("timezone"):
             try:
@@ -176,7 +269,9 @@ class ExportOptions:
             raise ValueError(f"date order must be DMY, MDY or YMD, not {order!r}")
         phones = {_key(name[6:]): number for name, number in options.items()
                   if name.startswith("phone:")}
-        return cls(me=options.get("me") or None, tz=tz, date_order=order, phones=phones)
+        return cls(me=options.get("me") or None,
+                   account_name=options.get("account_name") or None,
+                   account_phone=options.get("account_phone") or None, tz=tz, date_order=order, phones=phones)
 
     def zone(self) -> tzinfo:
         tz = self.tz or datetime.now().astimezone().tzinfo
@@ -238,7 +333,7 @@ def _split_lines(text: str, label: str, problems: list[str]) -> list[_Entry]:
         match = _HEADER.match(ascii_line)
         if match:
             entries.append(_Entry(
-                line=number, date=match.group("date"), sep=match.group("sep"),
+                line=number, date=match.group("date").translate(_STRIP_MARKS), sep=match.group("sep"),
                 time=match.group("time"), ampm=match.group("ampm"),
                 bracketed=match.group("open") is not None,
                 lines=[line[match.start("rest"):]]))
@@ -314,9 +409,11 @@ def date_order(entries: Sequence[_Entry], given: str | None = None) -> str:
     runs = {order: backwards(order) for order in candidates}
     if runs["DMY"] != runs["MDY"]:
         return min(runs, key=lambda order: runs[order])
-    # Nothing in the file tells: dots are day-first everywhere; a 12-hour clock with slashes is
-    # the US habit; otherwise day-first, as most of the world writes.
-    if entries and entries[0].sep != "." and any(e.ampm for e in entries):
+    # Nothing in the file tells: dots are day-first everywhere; a 12-hour clock with slashes and
+    # a plain AM/PM is the US habit (Spanish "p. m." and Arabic "م" are day-first); otherwise
+    # day-first, as most of the world writes.
+    if entries and entries[0].sep != "." and any(
+            e.ampm and e.ampm.upper() in ("AM", "PM") for e in entries):
         return "MDY"
     return "DMY"
 
@@ -360,17 +457,86 @@ MediaLookup = Callable[[str], int | None]
 """The size of a media file shipped with the export (None: not there)."""
 
 
+def _duration(text: str) -> int | None:
+    """Seconds of a call's duration (`12 min`, `1 hr 5 min`, `0:45`, `1:02:03`), else None."""
+    text = text.translate(_ASCII).translate(_STRIP_MARKS).strip().rstrip(".")
+    clock = re.fullmatch(r"(?:(\d+):)?(\d{1,2}):(\d{2})", text)
+    if clock:
+        hours, minutes, seconds = (int(p) if p else 0 for p in clock.groups())
+        return hours * 3600 + minutes * 60 + seconds
+    parts = list(_DURATION_PART.finditer(text))
+    if not parts or _DURATION_PART.sub("", text).strip(" ,"):
+        return None
+    total = 0
+    for part in parts:
+        unit = next(sec for sec, pattern in _UNIT_RES.items() if pattern.match(part.group(2)))
+        total += int(part.group(1)) * unit
+    return total
+
+
+def _call(text: str) -> dict[str, object] | None:
+    """The facts of a call line (kind, missed, duration), or None when it is not one."""
+    match = _CALL.match(text)
+    if match is None:
+        return None
+    kind, missed = _CALLS[match.group("phrase").casefold()]
+    facts: dict[str, object] = {"call": kind, "missed": missed}
+    rest = (match.group("rest") or "").strip()
+    if _CALL_HINTS.match(rest):
+        rest = ""  # "Нажмите, чтобы перезвонить" holds a comma of its own
+    for piece in re.split(r"\s*[,،•·]\s*", rest):
+        piece = piece.strip()
+        if not piece or _CALL_HINTS.match(piece):
+            continue
+        if _NO_ANSWER.match(piece):
+            facts["missed"] = True
+            continue
+        seconds = _duration(piece)
+        if seconds is None:
+            return None  # "Video call tomorrow?" is a text
+        facts["duration_s"] = seconds
+    return facts
+
+
+def _location(text: str) -> dict[str, object] | None:
+    """The fields of a shared location (`location: https://maps...`, `Place (address):
+    https://maps...`, `live location shared`), or None."""
+    if _LIVE_LOCATION.match(text):
+        return {"type": "location", "media": {"live": True}}
+    match = _LOCATION.match(text)
+    if match is None:
+        return None
+    url, place = match.group("url"), match.group("place")
+    coords = _COORDS.search(url)
+    if place is not None and not (_MAPS.match(url) and coords):
+        return None  # text with a link in it, not a shared place
+    media: dict[str, object] = {"url": url}
+    if coords:
+        media["latitude"] = float(coords.group("lat"))
+        media["longitude"] = float(coords.group("lng"))
+    if place:
+        media["name"] = place.strip()
+    return {"type": "location", "caption": place.strip() if place else None, "media": media}
+
+
 def _content(text: str, media: MediaLookup) -> dict[str, object] | None:
     """The message fields of an author's text; None for a notice or a deleted message."""
     text = _EDITED.sub("", text)
     first, _, rest = text.partition("\n")
     first_clean = first.translate(_STRIP_MARKS).strip()
     folded = first_clean.casefold()
-    if not rest and (folded in _DELETED or _MISSED_CALLS.match(first_clean)
-                     or folded == "null"):
+    if not rest and folded.rstrip(".") in _DELETED:
         return None
     if first.startswith("\u200e") and any(p.search(first_clean) for p in _NOTICES):
         return None
+    if not rest:
+        call = _call(first_clean)
+        if call is not None:
+            return {"type": "call", "media": call}
+        if folded == _VIEW_ONCE_ANDROID:
+            return {"type": "other", "media": {"view_once": True, "omitted": True}}
+        if folded in _VIEW_ONCE:
+            return {"type": _VIEW_ONCE[folded], "media": {"view_once": True, "omitted": True}}
     caption = rest.translate(_STRIP_MARKS).strip() or None
     if folded in _MEDIA_OMITTED:
         return {"type": "other", "caption": caption, "media": {"omitted": True}}
@@ -394,9 +560,9 @@ def _content(text: str, media: MediaLookup) -> dict[str, object] | None:
         else:
             facts["size"] = size
         return {"type": _media_type(name), "caption": caption, "media": facts}
-    located = _LOCATION.match(first_clean)
-    if located and not rest:
-        return {"type": "location", "media": {"url": located.group("url")}}
+    located = _location(" ".join(text.translate(_STRIP_MARKS).split()))
+    if located is not None:
+        return located
     body = text.translate(_STRIP_MARKS).strip("\n")
     return {"type": "text", "body": body} if body.strip() else None
 
@@ -462,17 +628,24 @@ def parse_chat(text: str, *, label: str, key: str, title: str | None,
 
 def _contact(authors: list[str], title: str | None, options: ExportOptions
              ) -> tuple[str | None, str | None]:
-    """(the contact's author name, a problem). The owner is `--me`, else whoever is not the
-    contact named by the file, else whoever is not shown by number."""
+    """(the contact's author name, a problem). The owner is, in order: `--me`; the linked
+    account (its push name or number); whoever is not the contact named by the file or zip
+    name; whoever is not shown by number (an owner never is, in their own export)."""
     if options.me:
         others = [a for a in authors if not _same(a, options.me)]
         if len(others) <= 1 and (others or title):
             return (others[0] if others else title), None
         return None, (f"--me {options.me!r} matches neither author "
                       f"({', '.join(repr(a) for a in authors)})")
+    account = [a for a in (options.account_name, options.account_phone) if a]
+    owners = [a for a in authors if any(_same(a, known) for known in account)]
+    if len(owners) == 1 and len(authors) <= 2:
+        others = [a for a in authors if a != owners[0]]
+        if others or title:
+            return (others[0] if others else title), None
     if title is not None:
         if any(_same(a, title) for a in authors):
-            return title, None
+            return next(a for a in authors if _same(a, title)), None
         if len(authors) == 1:
             return title, None  # only the owner wrote
     if len(authors) == 2:
@@ -481,8 +654,9 @@ def _contact(authors: list[str], title: str | None, options: ExportOptions
             return numbers[0], None
     if not authors:
         return title, None
-    return None, ("cannot tell the account owner's messages from the contact's (authors: "
-                  f"{', '.join(repr(a) for a in authors)}); give the owner's name with --me")
+    return None, ("cannot tell the account owner's messages from the contact's: neither the "
+                  "linked account nor the file name names one of the authors "
+                  f"({', '.join(repr(a) for a in authors)}); give the owner's name with --me")
 
 
 def _phone(contact: str | None, title: str | None, options: ExportOptions,

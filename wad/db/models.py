@@ -21,7 +21,8 @@ ConversationStatus = Literal["ACTIVE", "CLOSED"]
 Direction = Literal["IN", "OUT"]
 MessageSender = Literal["CLIENT", "HUMAN", "AI"]
 MessageType = Literal[
-    "text", "image", "video", "audio", "document", "sticker", "location", "vcard", "other",
+    "text", "image", "video", "audio", "document", "sticker", "location", "vcard", "call",
+    "other",
 ]
 MessageStatus = Literal[
     "RECEIVED", "PENDING", "SENT", "DELIVERED", "READ", "PLAYED", "FAILED", "REVOKED",

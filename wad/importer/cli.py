@@ -368,7 +368,9 @@ async def import_here(settings: Settings, organization_id: uuid.UUID, options: I
         pm = local.import_plugin_manager(settings, use_llm=options.use_llm, key=key)
         if options.source != WHATSAPP_SOURCE:
             imp = local.importer(settings=settings, db=db, organization_id=organization_id,
-                                 source=local.plugin_source(pm, options, organization_id),
+                                 source=local.plugin_source(
+                                     pm, options, organization_id,
+                                     await local.account_options(db, organization_id)),
                                  options=options, pm=pm, on_progress=on_progress)
             return await _run_keeping(imp, holder)
         profile = profile_dir(settings.state_path, organization_id)

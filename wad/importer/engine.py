@@ -1,22 +1,27 @@
 """The import engine: chats from a source become clients, conversations, messages and status
-history, one transaction per chat, with the progress kept in `import_runs`.
+history, each chat all or nothing, with the progress kept in `import_runs`.
 
 For each one-to-one chat (groups and broadcasts are skipped and counted; `limit` keeps the most
 recent chats):
 
-1. The client is looked up by number. With `skip_duplicates` (the default) a client already in
-   the CRM makes the chat a duplicate: nothing is written. Otherwise the client is updated and
-   the messages it lacks are added.
+1. Duplicates are decided per message (`wad.importer.duplicates`): by WhatsApp id, and for
+   messages read from exports by their content key, so the same chat imported live and from
+   an export is stored once. A client already in the CRM (one who wrote today, say) still gets
+   every earlier message it lacks. With `skip_duplicates` (the default) a chat with nothing
+   new leaves its client as it is; without it the client is updated all the same.
 2. Each message's language is detected (the `wad_detect_language` plugins, one batch per chat),
    and the client's preferred language from their side of the conversation as a whole
    (`wad.language.conversation_language`), as the inbound channel does.
 3. The client's name: the saved name, else the push name, else a name they gave in a message
    (`wad.inbound.names`). The status: the `wad_detect_status` plugins over the latest messages.
-4. In one transaction: the client, the country of the number, the active conversation, the
-   messages (one bulk insert that skips those already stored; they are stored as processed, so
-   the inbound channel never answers old messages), the status change with its history row,
-   and the chat recorded as done in the run. An interrupted import therefore never leaves half
-   a chat, and a rerun resumes exactly after the last chat written.
+4. Together (the chats fetched at one time, up to a few hundred messages, share one
+   transaction, each chat under a savepoint): the client, the country of the number, the
+   active conversation, the messages (one bulk insert that skips those already stored; they
+   are stored as processed, so the inbound channel never answers old messages), the status
+   change with its history row, and the chat recorded as done in the run. An interrupted
+   import therefore never leaves half a chat, and a rerun resumes exactly after the last chat
+   written. Chats are fetched ahead (paced as before) while earlier ones are processed, and
+   languages are detected for all the chats at hand in one batch, in a worker thread.
 
 A failure in one chat is recorded with its reason and the import goes on. Cancellation (Ctrl-C,
 `DELETE /api/whatsapp/import/{org}`) ends the run as `INTERRUPTED`; running again resumes it.
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -41,7 +48,9 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import imports as imports_repo
 from wad.db.repo import messages as messages_repo
+from wad.db.repo import organizations as orgs_repo
 from wad.errors import WadError
+from wad.importer.duplicates import split_new
 from wad.importer.options import ImportOptions
 from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
@@ -52,11 +61,46 @@ _log = log.get("import")
 
 INSERT_BATCH = 1000
 """Messages per bulk insert (a long chat is written in several, in one transaction)."""
+PREFETCH_CHATS = 4
+"""Chats fetched ahead of the one being written."""
+BATCH_MESSAGES = 400
+"""Messages whose languages are detected in one call (the chats fetched already, up to this)."""
 STATUS_WINDOW = 30
 """The latest messages of a chat that status detection reads (as the inbound channel does)."""
 IMPORT_LOCK_CLASS = 0x57414449
 """First key of the per-organization import lock ("WADI"); the second is from the org id."""
 _PAYLOAD_IDS = uuid.UUID("0c8e3a51-6f0b-4f4e-9b1e-2a6d8c1f5e77")
+
+
+@dataclass
+class _Fetched:
+    """A chat as the fetching task hands it over: loaded, or the error that stopped it."""
+
+    ref: ChatRef
+    chat: LoadedChat | None
+    error: Exception | None = None
+
+
+@dataclass
+class _Prepared:
+    """A chat with something to write: its client (if known), rows, and which are new."""
+
+    chat: LoadedChat
+    existing: Client | None
+    known: bool
+    rows: list[NewMessage]
+    fresh: set[str]
+
+
+@dataclass
+class _Outcome:
+    """What writing one chat did, counted once its transaction is committed."""
+
+    known: bool
+    new: int
+    raced: int
+    status: str
+    language: str | None
 
 
 class ImportBusy(WadError):
@@ -93,7 +137,7 @@ class Importer:
         # A dry run writes nothing, so it remembers what it would have written: a later chat
         # of the same number is then a duplicate, as it would be in a real run.
         self._dry_clients: set[str] = set()
-        self._dry_ids: set[str] = set()
+        self._dry_rows: dict[str, list[tuple[str, str | None]]] = {}
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -138,6 +182,7 @@ class Importer:
         progress.current_chat = None
         progress.requests = self.source.requests
         progress.finished_at = trio.current_time()
+        progress.finished_wall = datetime.now(UTC)
         if self.run_row is not None:
             with trio.move_on_after(10, shield=True):
                 try:
@@ -179,6 +224,8 @@ class Importer:
 
     async def _run(self) -> None:
         progress = self.progress
+        org = await orgs_repo.get(self.db, organization_id=self.organization_id)
+        progress.organization_name = org.name if org is not None else None
         done_before = await self._begin()
         progress.state = "LISTING"
         self._notify()
@@ -195,109 +242,219 @@ class Importer:
                                          chats_total=len(chats))
         progress.state = "RUNNING"
         self._notify()
-        for ref in chats:
-            if ref.key in done_before:
-                progress.chats_resumed += 1
+        todo = [ref for ref in chats if ref.key not in done_before]
+        progress.chats_resumed = len(chats) - len(todo)
+        # Chats are fetched one after the other (the pacer spaces the requests) while the ones
+        # fetched already are detected and written: with pacing off, the two overlap.
+        send, receive = trio.open_memory_channel[_Fetched](PREFETCH_CHATS)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._fetch_all, todo, send)
+                async with receive:
+                    async for first in receive:
+                        batch = [first]
+                        while sum(len(f.chat.rows) for f in batch if f.chat) < BATCH_MESSAGES:
+                            try:
+                                batch.append(receive.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        await self._process(batch)
+        except BaseExceptionGroup as group:
+            raise _alone(group) from None
+
+    async def _fetch_all(self, refs: Sequence[ChatRef],
+                         send: trio.MemorySendChannel[_Fetched]) -> None:
+        """Load each chat from the source, in order, into `send`; a failure goes along with its
+        chat (the consumer reports it in order), and a lost source ends the fetching."""
+        async with send:
+            for ref in refs:
+                began = trio.current_time()
+                try:
+                    fetched = _Fetched(ref, await self.source.load(ref, self.organization_id))
+                except Exception as exc:
+                    fetched = _Fetched(ref, None, exc)
+                self.progress.timings["fetching"] += trio.current_time() - began
+                await send.send(fetched)
+                if isinstance(fetched.error, SourceGone):
+                    return
+
+    async def _process(self, batch: list[_Fetched]) -> None:
+        """A few chats fetched already: duplicates checked per chat, languages detected for all
+        of them in one batch (in a worker thread), then each chat's status and its write."""
+        ready: list[tuple[ChatRef, _Prepared]] = []
+        for fetched in batch:
+            if fetched.error is not None:
+                await self._fail(fetched.ref, fetched.error)
+                self.progress.done_now += 1
                 continue
-            progress.current_chat = ref.key
-            self._notify()
-            await self._one_chat(ref)
-            progress.done_now += 1
+            assert fetched.chat is not None
+            try:
+                prepared = await self._prepare(fetched.chat)
+            except Exception as exc:
+                await self._fail(fetched.ref, exc)
+                prepared = None
+            if prepared is None:
+                self.progress.done_now += 1
+                self._notify()
+            else:
+                ready.append((fetched.ref, prepared))
+        began = trio.current_time()
+        detected = await self._languages([p.rows for _, p in ready])
+        self.progress.timings["languages"] += trio.current_time() - began
+        work = [(ref, prepared, rows, preferred)
+                for (ref, prepared), (rows, preferred) in zip(ready, detected, strict=True)]
+        if self.options.dry_run:
+            for ref, prepared, rows, preferred in work:
+                self.progress.current_chat = ref.key
+                self._done(await self._import_chat(None, prepared, rows, preferred))
+            return
+        # The batch's chats in one transaction (one commit for a few hundred messages), each
+        # under a savepoint, so that one chat's failure loses only that chat. The counters move
+        # once it is committed.
+        done: list[_Outcome] = []
+        failed: list[tuple[ChatRef, Exception]] = []
+        began = trio.current_time()
+        async with self.db.transaction() as tx:
+            for ref, prepared, rows, preferred in work:
+                self.progress.current_chat = ref.key
+                self._notify()
+                await tx.execute("SAVEPOINT import_chat")
+                try:
+                    done.append(await self._import_chat(tx, prepared, rows, preferred))
+                except Exception as exc:
+                    if database_unavailable(exc):
+                        raise
+                    await tx.execute("ROLLBACK TO SAVEPOINT import_chat")
+                    failed.append((ref, exc))
+                else:
+                    await tx.execute("RELEASE SAVEPOINT import_chat")
+        self.progress.timings["writing"] += trio.current_time() - began
+        for outcome in done:
+            self._done(outcome)
+        for ref, error in failed:
+            await self._fail(ref, error)
+            self.progress.done_now += 1
             self._notify()
 
-    async def _one_chat(self, ref: ChatRef) -> None:
-        try:
-            loaded = await self.source.load(ref, self.organization_id)
-            await self._import_chat(loaded)
-        except SourceGone:
-            raise
-        except Exception as exc:
-            if database_unavailable(exc):
-                raise  # nothing can be written: stop (a rerun resumes)
-            reason = str(exc) if isinstance(exc, ChatFailed) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, ChatFailed):
-                _log.exception("chat could not be imported", chat=ref.key)
-            else:
-                _log.warning("chat could not be imported", chat=ref.key, reason=reason)
-            self.progress.chats_failed += 1
-            self.progress.errors.append(ChatError(chat=ref.key, error=reason[:1000]))
-            if self.run_row is not None:
-                await imports_repo.record_chat(self.db, run_id=self.run_row.id,
-                                               wa_chat_id=ref.key, messages_stored=0,
-                                               duplicates=0, error=reason[:1000])
+    def _done(self, outcome: _Outcome) -> None:
+        """Count a chat written (or, in a dry run, that would be)."""
+        progress = self.progress
+        progress.chats_imported += 1
+        if not outcome.known:
+            progress.clients_created += 1
+        else:
+            progress.clients_updated += 1
+        progress.messages_stored += outcome.new
+        progress.messages_now += outcome.new
+        progress.messages_duplicate += outcome.raced  # stored meanwhile (live)
+        progress.statuses[outcome.status] += 1
+        progress.languages[outcome.language or UNKNOWN_LANGUAGE] += 1
+        progress.done_now += 1
+        self._notify()
+
+    async def _fail(self, ref: ChatRef, exc: BaseException) -> None:
+        """Report a chat that could not be imported; re-raise what ends the whole import."""
+        if isinstance(exc, SourceGone) or not isinstance(exc, Exception) \
+                or database_unavailable(exc):
+            raise exc  # the session is gone, or nothing can be written: stop (a rerun resumes)
+        reason = str(exc) if isinstance(exc, ChatFailed) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, ChatFailed):
+            _log.error("chat could not be imported", chat=ref.key, error=reason,
+                       exc_info=exc)
+        else:
+            _log.warning("chat could not be imported", chat=ref.key, reason=reason)
+        self.progress.chats_failed += 1
+        self.progress.errors.append(ChatError(chat=ref.key, error=reason[:1000]))
+        if self.run_row is not None:
+            await imports_repo.record_chat(self.db, run_id=self.run_row.id,
+                                           wa_chat_id=ref.key, messages_stored=0,
+                                           duplicates=0, error=reason[:1000])
 
     # -- one chat ------------------------------------------------------------------------------
 
-    async def _import_chat(self, chat: LoadedChat) -> None:
+    async def _prepare(self, chat: LoadedChat) -> _Prepared | None:
+        """The chat's messages split into new and stored ones (`wad.importer.duplicates`); None
+        when it has nothing new and its client is left as it is (recorded as a duplicate)."""
         progress = self.progress
         progress.warnings.extend(chat.problems)
         existing = await clients_repo.get_by_phone(
             self.db, organization_id=self.organization_id, phone=chat.phone)
         known = existing is not None or chat.phone in self._dry_clients
-        if known and self.options.skip_duplicates:
+        rows = _unique(chat.rows)
+        stored = await messages_repo.stored_in_chat(
+            self.db, organization_id=self.organization_id, wa_chat_id=chat.wa_chat_id)
+        if self.options.dry_run:
+            stored += self._dry_rows.get(chat.wa_chat_id, [])
+        new_rows, duplicates = split_new(rows, stored)
+        progress.messages_duplicate += duplicates
+        if not new_rows and known and self.options.skip_duplicates:
             progress.chats_duplicate += 1
             if self.run_row is not None:
                 await imports_repo.record_chat(self.db, run_id=self.run_row.id,
                                                wa_chat_id=chat.key, messages_stored=0,
                                                duplicates=1)
-            return
+            return None
+        return _Prepared(chat=chat, existing=existing, known=known, rows=rows,
+                         fresh={r.wa_message_id for r in new_rows})
 
-        rows = _unique(chat.rows)
-        rows, preferred = await self._languages(rows)
+    async def _import_chat(self, tx: Executor | None, prepared: _Prepared,
+                           rows: list[NewMessage], preferred: str | None) -> _Outcome:
+        """Status and write (in `tx`; None in a dry run) of one chat whose rows carry their
+        languages (the whole conversation, stored part included: status and language read all
+        of it)."""
+        chat, existing = prepared.chat, prepared.existing
         given = None
         for row in rows:
             if row.direction == "IN" and row.body:
                 given = names.given_name(row.body) or given
         name = chat.saved_name or chat.push_name or given
+        began = trio.current_time()
         decision = await self._status(existing, chat, rows, name=name, preferred=preferred)
+        self.progress.timings["status"] += trio.current_time() - began
         current = existing.status if existing is not None else "NEW_LEAD"
         final = decision.status if decision is not None else current
-
-        if self.options.dry_run:
-            ids = [r.wa_message_id for r in rows]
-            stored = await _stored_ids(self.db, self.organization_id, ids) | self._dry_ids
-            new = len(set(ids) - stored)
+        new_rows = [r for r in rows if r.wa_message_id in prepared.fresh]
+        if tx is None:
+            new = len(new_rows)
             self._dry_clients.add(chat.phone)
-            self._dry_ids.update(ids)
+            self._dry_rows.setdefault(chat.wa_chat_id, []).extend(
+                (r.wa_message_id, messages_repo.content_key(r)) for r in new_rows)
         else:
             assert self.run_row is not None
-            async with self.db.transaction() as tx:
-                new = await self._write(tx, chat, rows, name=name, given=given,
-                                        preferred=preferred, decision=decision)
-                await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
-                                               messages_stored=new, duplicates=0)
-        progress.chats_imported += 1
-        if not known:
-            progress.clients_created += 1
-        else:
-            progress.clients_updated += 1
-        progress.messages_stored += new
-        progress.messages_duplicate += len(rows) - new
-        progress.statuses[final] += 1
-        progress.languages[preferred or UNKNOWN_LANGUAGE] += 1
+            new = await self._write(tx, chat, new_rows, name=name, given=given,
+                                    preferred=preferred, decision=decision)
+            await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
+                                           messages_stored=new, duplicates=0)
+        return _Outcome(known=prepared.known, new=new, raced=len(new_rows) - new,
+                        status=final, language=preferred)
 
-    async def _languages(self, rows: list[NewMessage]) -> tuple[list[NewMessage], str | None]:
-        """Rows with their language, and the client's preferred language (from their own
-        messages), each None when the texts are too short to tell."""
-        texts = [r.body or r.caption or "" for r in rows]
-        with_text = [i for i, text in enumerate(texts) if text.strip()]
-        if not with_text:
-            return rows, None
-        wanted = [texts[i] for i in with_text]
-        if self.pm is not None:
-            guesses = await plugin_calls.detect_languages(self.pm, wanted,
+    async def _languages(self, chats: Sequence[list[NewMessage]]
+                         ) -> list[tuple[list[NewMessage], str | None]]:
+        """For each chat: its rows with their language, and the client's preferred language
+        (from their own messages), each None when the texts are too short to tell. One
+        detection call for all the chats' texts (the plugins run it in a worker thread)."""
+        texts = [[r.body or r.caption or "" for r in rows] for rows in chats]
+        wanted = [(c, i) for c, chat_texts in enumerate(texts)
+                  for i, text in enumerate(chat_texts) if text.strip()]
+        batch = [texts[c][i] for c, i in wanted]
+        if not batch:
+            guesses = []
+        elif self.pm is not None:
+            guesses = await plugin_calls.detect_languages(self.pm, batch,
                                                           languages=self.languages)
         else:
-            guesses = await language.detect_async(wanted, self.languages)
-        by_row = dict(zip(with_text, guesses, strict=True))
-        out = [msgspec.structs.replace(r, language=by_row[i].language) if i in by_row else r
-               for i, r in enumerate(rows)]
-        theirs = [i for i in with_text if rows[i].direction == "IN"]
-        if not theirs:
-            return out, None
-        preferred = language.conversation_language([texts[i] for i in theirs],
-                                                   [by_row[i] for i in theirs]).language
-        return out, preferred
+            guesses = await language.detect_async(batch, self.languages)
+        by_row = dict(zip(wanted, guesses, strict=True))
+        out = []
+        for c, rows in enumerate(chats):
+            with_lang = [msgspec.structs.replace(r, language=by_row[c, i].language)
+                         if (c, i) in by_row else r for i, r in enumerate(rows)]
+            theirs = [i for i, r in enumerate(rows) if (c, i) in by_row and r.direction == "IN"]
+            preferred = language.conversation_language(
+                [texts[c][i] for i in theirs], [by_row[c, i] for i in theirs]).language \
+                if theirs else None
+            out.append((with_lang, preferred))
+        return out
 
     async def _status(self, existing: Client | None, chat: LoadedChat, rows: list[NewMessage],
                       *, name: str | None, preferred: str | None
@@ -359,6 +516,15 @@ class Importer:
         return new
 
 
+def _alone(group: BaseExceptionGroup) -> BaseException:
+    """The one exception a group holds (the nursery wraps what ends the import), else the
+    group itself."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
+        found = found.exceptions[0]
+    return found
+
+
 def _unique(rows: Sequence[NewMessage]) -> list[NewMessage]:
     """Rows without repeated WhatsApp ids (the first kept), in order."""
     seen: set[str] = set()
@@ -378,15 +544,3 @@ def _payload(row: NewMessage, client_id: uuid.UUID) -> payloads.Message:
         wa_chat_id=row.wa_chat_id, direction=row.direction, sender=row.sender,
         sent_at=row.sent_at, status=row.status, type=row.type, body=row.body,
         caption=row.caption, client_id=client_id, language=row.language)
-
-
-async def _stored_ids(db: Executor, organization_id: uuid.UUID, wa_ids: Sequence[str]
-                      ) -> set[str]:
-    """Which of these WhatsApp ids the organization has stored already (for a dry run)."""
-    if not wa_ids:
-        return set()
-    rows = await db.fetch(
-        "SELECT wa_message_id FROM messages WHERE organization_id = $1 "
-        "AND wa_message_id = ANY($2::text[])", organization_id, list(wa_ids))
-    return {r["wa_message_id"] for r in rows}
-

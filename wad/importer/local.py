@@ -20,6 +20,7 @@ from wad import log
 from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
+from wad.db.repo import sessions as sessions_repo
 from wad.errors import ConfigError, NotFound, WadError
 from wad.importer.engine import Importer, ProgressCallback
 from wad.importer.options import WHATSAPP_SOURCE, ImportOptions
@@ -78,16 +79,30 @@ def import_plugin_manager(settings: Settings, *, use_llm: bool, key: str | None 
     return pm
 
 
-def plugin_source(pm: PluginManager, options: ImportOptions, organization_id: uuid.UUID
-                  ) -> PluginSource:
-    """The importer plugin's source named by `options.source`, over `options.paths`."""
+async def account_options(db: Database, organization_id: uuid.UUID) -> dict[str, str]:
+    """The organization's linked account as a plugin source's options (`account_name`,
+    `account_phone`, from its session record), so that an export tells the owner's messages
+    from the contact's without `--me`."""
+    session = await sessions_repo.get(db, organization_id=organization_id)
+    found: dict[str, str] = {}
+    if session is not None and session.push_name:
+        found["account_name"] = session.push_name
+    if session is not None and session.phone_number:
+        found["account_phone"] = session.phone_number
+    return found
+
+
+def plugin_source(pm: PluginManager, options: ImportOptions, organization_id: uuid.UUID,
+                  account: dict[str, str] | None = None) -> PluginSource:
+    """The importer plugin's source named by `options.source`, over `options.paths`, told the
+    linked account (`account_options`)."""
     sources = import_sources(pm)
     found = sources.get(options.source)
     if found is None:
         known = ", ".join([WHATSAPP_SOURCE, *sorted(sources)])
         raise WadError(f"no import source named {options.source!r} (known: {known})")
     return PluginSource(found, organization_id=organization_id, paths=options.paths,
-                        options=options.source_options())
+                        options={**(account or {}), **options.source_options()})
 
 
 def whatsapp_source(session: Any, options: ImportOptions) -> WhatsAppSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -31,6 +32,11 @@ class ImportReport(msgspec.Struct, kw_only=True):
     source: str
     state: ImportState
     dry_run: bool
+    organization_name: str | None = None
+    began_at: datetime | None = None
+    """When this invocation started (UTC)."""
+    ended_at: datetime | None = None
+    """When it ended (UTC); None while it runs."""
     run_id: uuid.UUID | None = None
     """The `import_runs` row (None in a dry run, which writes nothing)."""
     resumed: bool = False
@@ -52,10 +58,14 @@ class ImportReport(msgspec.Struct, kw_only=True):
     """Finished by an earlier, interrupted invocation of this run (skipped now)."""
     clients_created: int = 0
     clients_updated: int = 0
+    clients_imported: int = 0
+    """Clients whose chat this invocation imported (created and updated)."""
     messages_stored: int = 0
     """New messages written (in a dry run: that would be written)."""
     messages_duplicate: int = 0
-    """Messages found already stored (never stored twice)."""
+    """Messages found already stored (never stored twice), decided per message."""
+    messages_per_client: float | None = None
+    """New messages written by this invocation per client it imported (average)."""
     errors: list[ChatError] = []
     warnings: list[str] = []
     """Lines of exported files that could not be parsed (with file and line), and the like."""
@@ -83,6 +93,7 @@ class Progress:
     organization_id: uuid.UUID
     source: str
     dry_run: bool
+    organization_name: str | None = None
     state: ImportState = "STARTING"
     run_id: uuid.UUID | None = None
     resumed: bool = False
@@ -98,6 +109,8 @@ class Progress:
     clients_updated: int = 0
     messages_stored: int = 0
     messages_duplicate: int = 0
+    messages_now: int = 0
+    """New messages written by this invocation (`messages_stored` includes a resumed run's)."""
     errors: list[ChatError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
@@ -107,8 +120,13 @@ class Progress:
     reason: str | None = None
     started_at: float = field(default_factory=trio.current_time)
     finished_at: float | None = None
+    started_wall: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_wall: datetime | None = None
     done_now: int = 0
     """Chats finished by this invocation (for the rate)."""
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("fetching", "languages", "status", "writing"), 0.0))
+    """Seconds spent per stage (fetching, languages, status, writing), for `bench/import.py`."""
 
     @property
     def chats_done(self) -> int:
@@ -122,8 +140,12 @@ class Progress:
         eta = (left / (rate / 60) if rate and left > 0 else (0.0 if rate else None))
         # The counters and the rest of the state by name (`chats_done` included); the fields
         # derived here on top.
+        clients = self.clients_created + self.clients_updated
         return msgspec.structs.replace(
             msgspec.convert(self, ImportReport, from_attributes=True),
+            began_at=self.started_wall, ended_at=self.finished_wall,
+            clients_imported=clients,
+            messages_per_client=round(self.messages_now / clients, 1) if clients else None,
             statuses=dict(self.statuses.most_common()),
             languages=dict(self.languages.most_common()), seconds=round(seconds, 3),
             chats_per_minute=round(rate, 2) if rate is not None else None,
@@ -159,12 +181,19 @@ def progress_line(report: ImportReport, width: int = 24) -> str:
 
 
 def render(report: ImportReport) -> str:
-    """The final report for a person."""
+    """The final report for a person, laid out as the CRM's import plan asks (seed 000): the
+    organization, the date and time, the chats, the clients and messages (average per client),
+    duplicates, errors with their reasons, and the status and language distributions."""
     head = {"COMPLETED": "Import finished", "INTERRUPTED": "Import interrupted",
             "FAILED": "Import failed"}.get(report.state, f"Import {report.state.lower()}")
-    lines = [f"{head}: organization {report.organization_id}, source {report.source}"
+    who = (f"{report.organization_name} ({report.organization_id})" if report.organization_name
+           else f"organization {report.organization_id}")
+    lines = [f"{head}: {who}, source {report.source}"
              + (f", run {report.run_id}" if report.run_id else "")
              + (" (resumed)" if report.resumed else "")]
+    if report.began_at is not None:
+        lines.append(f"  date: {report.began_at:%Y-%m-%d %H:%M} UTC"
+                     + (f" to {report.ended_at:%H:%M}" if report.ended_at else ""))
     if report.dry_run:
         lines.append("DRY RUN: nothing was written; the counts say what an import would do")
     if report.reason:
@@ -181,11 +210,12 @@ def render(report: ImportReport) -> str:
         return f"  {label:<22}{value!s:>7}{'  ' + note if note else ''}"
 
     lines += [
+        "Chats",
         row("chats found", report.chats_found,
             f"({' and '.join(skipped)} skipped)" if skipped else ""),
         row("chats to import", report.chats_total),
         row("imported", report.chats_imported),
-        row("skipped as duplicates", report.chats_duplicate, "(client already in the CRM)"),
+        row("skipped as duplicates", report.chats_duplicate, "(every message already stored)"),
     ]
     if report.chats_resumed:
         lines.append(row("done before resuming", report.chats_resumed))
@@ -193,10 +223,14 @@ def render(report: ImportReport) -> str:
     for error in report.errors:
         lines.append(f"    {error.chat}: {error.error}")
     lines += [
+        "Clients and messages",
+        row("clients imported", report.clients_imported),
         row("clients created", report.clients_created),
         row("clients updated", report.clients_updated),
-        row(f"messages {stored}", report.messages_stored,
-            f"({report.messages_duplicate} already stored)" if report.messages_duplicate else ""),
+        row(f"messages {stored}", report.messages_stored),
+        row("already stored", report.messages_duplicate, "(duplicates, not stored again)"),
+        row("average per client", "-" if report.messages_per_client is None
+            else f"{report.messages_per_client:g}"),
         row("WhatsApp requests", report.requests),
         row("time taken", duration(report.seconds)),
     ]

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 from wad.browser import events as ev
 from wad.db.models import NewMessage
+from wad.importer.duplicates import DERIVED_PREFIX
 from wad.importer.pacing import Pacer
 from wad.inbound import parse
 from wad.outbound.queue import chat_of
@@ -214,7 +215,7 @@ def derived_message_id(phone: str, message: ImportedMessage, occurrence: int) ->
     when = message.sent_at.astimezone(UTC).isoformat() if message.sent_at.tzinfo \
         else message.sent_at.isoformat()
     seed = "\x1f".join([phone, when, message.direction, message.type, text, str(occurrence)])
-    return "IMPORT-" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:32].upper()
+    return DERIVED_PREFIX + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:32].upper()
 
 
 def imported_rows(organization_id: uuid.UUID, phone: str, wa_chat_id: str,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from wad.db.models import ChatLatest, Message, MessageStatus, NewMessage, ProcessingState
 from wad.db.pool import Executor
@@ -21,10 +22,35 @@ _NEW_TYPES = {
 }
 if set(_NEW_TYPES) != set(NewMessage.__struct_fields__):
     raise RuntimeError("messages._NEW_TYPES is out of step with NewMessage")
-_NEW_NAMES = ", ".join(_NEW_TYPES)
+_NEW_NAMES = ", ".join(_NEW_TYPES) + ", content_key"
+
+# Direction marks and isolates that exports add around text, left out of the content key.
+_MARKS = str.maketrans("", "", "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+                       "\u2069\ufeff")
+
+
+def content_key(message: NewMessage) -> str:
+    """What makes a message the same whichever way it was read (live, with WhatsApp's id, or
+    from an exported file, without one): the minute of its time (exports show minutes), its
+    direction, and its content: the text normalised (marks, case, spacing), or only the kind
+    for media (exports often omit the file and its caption), locations and calls. Stored with
+    every message; several messages may share one (two "ok"s in a minute), so the importer
+    counts them (`wad.importer.duplicates`)."""
+    when = message.sent_at if message.sent_at.tzinfo else message.sent_at.replace(tzinfo=UTC)
+    minute = int(when.timestamp()) // 60
+    if message.type == "text":
+        content = "t:" + " ".join((message.body or "").translate(_MARKS).casefold().split())
+    elif message.type in ("location", "call"):
+        content = message.type
+    else:
+        content = "media"
+    seed = f"{minute}\x1f{message.direction}\x1f{content}"
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:24]
+
 
 _INSERT_ONE = f"""
-INSERT INTO messages ({_NEW_NAMES}) VALUES ({", ".join(f"${i}" for i in range(1, len(_NEW_TYPES) + 1))})
+INSERT INTO messages ({_NEW_NAMES})
+VALUES ({", ".join(f"${i}" for i in range(1, len(_NEW_TYPES) + 2))})
 ON CONFLICT (organization_id, wa_message_id) DO NOTHING
 RETURNING {_COLS}
 """
@@ -34,10 +60,12 @@ RETURNING {_COLS}
 # batch included. It runs on any Executor, so it joins the caller's transaction.
 _INSERT_MANY = f"""
 INSERT INTO messages ({_NEW_NAMES})
-SELECT {", ".join(f"u.{n}::jsonb" if t == "jsonb" else f"u.{n}" for n, t in _NEW_TYPES.items())}
+SELECT {", ".join(f"u.{n}::jsonb" if t == "jsonb" else f"u.{n}" for n, t in _NEW_TYPES.items())},
+       u.content_key
 FROM unnest({", ".join(
     f"${i}::text[]" if t == "jsonb" else f"${i}::{t}[]"
-    for i, t in enumerate(_NEW_TYPES.values(), start=1))}) AS u({_NEW_NAMES})
+    for i, t in enumerate(_NEW_TYPES.values(), start=1))}, ${len(_NEW_TYPES) + 1}::text[])
+    AS u({_NEW_NAMES})
 ON CONFLICT (organization_id, wa_message_id) DO NOTHING
 RETURNING {_COLS}
 """
@@ -46,7 +74,8 @@ RETURNING {_COLS}
 async def insert_if_absent(db: Executor, *, message: NewMessage) -> tuple[Message, bool]:
     """Store the message unless one with its WhatsApp id is already stored in its organization.
     Answers (the stored row, whether it is new)."""
-    row = await db.fetchrow(_INSERT_ONE, *(getattr(message, n) for n in _NEW_TYPES))
+    row = await db.fetchrow(_INSERT_ONE, *(getattr(message, n) for n in _NEW_TYPES),
+                            content_key(message))
     if row is not None:
         return returned(Message, row), True
     row = await db.fetchrow(
@@ -66,7 +95,18 @@ async def insert_many(db: Executor, *, messages: Sequence[NewMessage]) -> list[M
         if sql_type == "jsonb":
             values = [None if v is None else json.dumps(v) for v in values]
         arrays.append(values)
+    arrays.append([content_key(m) for m in messages])
     return many(Message, await db.fetch(_INSERT_MANY, *arrays))
+
+
+async def stored_in_chat(db: Executor, *, organization_id: uuid.UUID, wa_chat_id: str
+                         ) -> list[tuple[str, str | None]]:
+    """(WhatsApp id, content key) of every message stored for the chat: what an import checks
+    its messages against."""
+    rows = await db.fetch(
+        "SELECT wa_message_id, content_key FROM messages "
+        "WHERE organization_id = $1 AND wa_chat_id = $2", organization_id, wa_chat_id)
+    return [(r["wa_message_id"], r["content_key"]) for r in rows]
 
 
 async def get(db: Executor, *, message_id: uuid.UUID) -> Message | None:
