@@ -258,7 +258,7 @@ class OrgManager(OrgManagerAPI):
 
     def org_supervisor(self, ctx: OrgContext) -> Supervisor:
         """One organization's supervisor: its session actor, then the actors that join it."""
-        graces = self.settings.daemon.graces
+        graces = self.settings.graces
         return Supervisor(
             f"org-{ctx.org_id}",
             [ChildSpec("session", ctx.session.run, restart=Restart.TRANSIENT,
