@@ -85,6 +85,14 @@ class Backoff:
         return float(min(self.initial * self.factor ** (max(n, 1) - 1), self.max))
 
 
+def first_leaf(error: BaseException) -> BaseException:
+    """The first exception that is not a group: what an `except*` clause caught, unwrapped
+    from the (possibly nested) groups of nurseries."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 def describe(error: BaseException | None) -> str:
     """One line for an error, looking through the groups that nurseries wrap errors in."""
     if error is None:
