@@ -35,7 +35,7 @@ from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
 from wad.org import archive
-from wad.supervise import describe, first_leaf
+from wad.supervise import Backoff, describe, first_leaf
 
 _log = log.get("session")
 
@@ -85,7 +85,7 @@ def _leaf(group: BaseExceptionGroup[Exception]) -> Exception:
 
 def reconnect_delay(attempt: int, *, initial: float, maximum: float) -> float:
     """Seconds to wait before reconnect attempt `attempt` (1-based): initial, doubling, capped."""
-    return float(min(initial * 2 ** (attempt - 1), maximum))
+    return Backoff(initial=initial, max=maximum).delay(attempt)
 
 
 async def run_with_reconnect(
