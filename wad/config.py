@@ -61,6 +61,10 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How often the daemon claims unowned organizations and stops ones disconnected elsewhere."""
     lock_check_interval_s: PositiveSeconds = 1.0
     """How often the lock connection is checked; when it fails, every organization stops."""
+    org_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 5
+    """An organization's supervisor gives up (the organization ends `ERROR`) after more than
+    this many restarts of its actors within `org_restart_period_s`."""
+    org_restart_period_s: PositiveSeconds = 60.0
 
 
 class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

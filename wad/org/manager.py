@@ -264,7 +264,8 @@ class OrgManager(OrgManagerAPI):
             [ChildSpec("session", ctx.session.run, restart=Restart.TRANSIENT,
                        shutdown=graces.session_s),
              *(factory(ctx) for factory in self.actors)],
-            intensity=5, period=60.0,
+            intensity=self.settings.daemon.org_max_restarts,
+            period=self.settings.daemon.org_restart_period_s,
         )
 
     async def _run_org(self, org_id: uuid.UUID, *,
