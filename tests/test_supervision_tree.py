@@ -115,3 +115,23 @@ def test_organizations_stop_at_once_so_their_budget_is_the_largest_grace() -> No
     specs = [ChildSpec("a", idle, shutdown=3.0), ChildSpec("b", idle, shutdown=4.0)]
     assert Supervisor("s", specs).stop_budget == 7.0
     assert Supervisor("s", specs, strategy=Strategy.SIMPLE_ONE_FOR_ONE).stop_budget == 4.0
+
+
+async def test_a_dynamic_supervisor_stops_its_children_at_once(autojump_clock: object) -> None:
+    async def slow_to_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                           ) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(3)
+
+    for strategy, took in ((Strategy.ONE_FOR_ONE, 6.0), (Strategy.SIMPLE_ONE_FOR_ONE, 3.0)):
+        specs = [ChildSpec("a", slow_to_stop, shutdown=5.0),
+                 ChildSpec("b", slow_to_stop, shutdown=5.0)]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(Supervisor("s", specs, strategy=strategy).run)
+            began = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - began == took, strategy
