@@ -10,27 +10,24 @@ tests/test_outbound_live.py.
 
 from __future__ import annotations
 
-import math
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 import trio
 import trio.testing
-from trio_asyncio import aio_as_trio
 
+from tests.virtual_time import VirtualTimeDatabase, virtual_time_database
 from wad.browser.driver import BridgeError, SessionClosed
 from wad.browser.events import Message, MessagePage, SentInfo
 from wad.bus import Ack, EventBus, SendingPaused, SendingResumed
 from wad.db.models import OutboxItem
-from wad.db.pool import Connection, Database, _init_connection
+from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
@@ -45,131 +42,12 @@ CLIENT = "+996555123456"
 OTHER = "+996700654321"
 
 
-class VirtualTimeDatabase(Database):
-    """A pool whose round trips take no virtual time: `busy` counts the calls under way, and
-    `drive_clock` only moves the clock while it is zero."""
-
-    def __init__(self, pool: Any, dsn: str) -> None:
-        super().__init__(pool, dsn)
-        self.busy = 0
-        self.idle = trio.Event()
-        self.idle.set()
-
-    @contextmanager
-    def counted(self) -> Iterator[None]:
-        self.busy += 1
-        if self.idle.is_set():
-            self.idle = trio.Event()
-        try:
-            yield
-        finally:
-            self.busy -= 1
-            if self.busy == 0:
-                self.idle.set()
-
-    async def execute(self, sql: str, *args: Any) -> str:
-        with self.counted():
-            return await super().execute(sql, *args)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        with self.counted():
-            return await super().fetch(sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        with self.counted():
-            return await super().fetchrow(sql, *args)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        with self.counted():
-            return await super().fetchval(sql, *args)
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        with self.counted():
-            raw = await aio_as_trio(self._pool.acquire)()
-        try:
-            yield _CountedConnection(raw, self)
-        finally:
-            with self.counted(), trio.CancelScope(shield=True):
-                await aio_as_trio(self._pool.release)(raw)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        async with self.connection() as conn:
-            tx = conn.raw.transaction()
-            with self.counted():
-                await aio_as_trio(tx.start)()
-            try:
-                yield conn
-            except BaseException:
-                with self.counted(), trio.CancelScope(shield=True):
-                    await aio_as_trio(tx.rollback)()
-                raise
-            else:
-                with self.counted():
-                    await aio_as_trio(tx.commit)()
-
-
-class _CountedConnection(Connection):
-    def __init__(self, raw: Any, db: VirtualTimeDatabase) -> None:
-        super().__init__(raw)
-        self._db = db
-
-    async def execute(self, sql: str, *args: Any) -> str:
-        with self._db.counted():
-            return await super().execute(sql, *args)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        with self._db.counted():
-            return await super().fetch(sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        with self._db.counted():
-            return await super().fetchrow(sql, *args)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        with self._db.counted():
-            return await super().fetchval(sql, *args)
-
-
-async def drive_clock(clock: trio.testing.MockClock, db: VirtualTimeDatabase) -> None:
-    """Jump the clock to the next deadline whenever every task waits and no database call is
-    under way: time passes only where the code sleeps, exactly as long as it sleeps."""
-    while True:
-        await trio.testing.wait_all_tasks_blocked()
-        if db.busy:
-            await db.idle.wait()
-            continue
-        ahead = trio.lowlevel.current_statistics().seconds_to_next_deadline
-        if math.isinf(ahead):
-            await trio.to_thread.run_sync(time.sleep, 0.002)  # only outside work can wake us
-            continue
-        clock.jump(max(0.0, ahead))
-
-
 @pytest.fixture
-async def clocked(mock_clock: trio.testing.MockClock, dsn: str, nursery: trio.Nursery
+async def clocked(mock_clock: trio.testing.MockClock, dsn: str
                   ) -> AsyncIterator[VirtualTimeDatabase]:
-    """A database on which virtual time stands still during round trips, and a clock that
-    jumps to the next deadline whenever everything waits: hours of sending take a moment, and
-    every sleep lasts exactly its length."""
-    pool = await aio_as_trio(asyncpg.create_pool)(
-        dsn, min_size=2, max_size=8, init=_init_connection, command_timeout=None,
-        max_inactive_connection_lifetime=0)
-    db = VirtualTimeDatabase(pool, dsn)
-    driver = trio.CancelScope()
-
-    async def drive() -> None:
-        with driver:
-            await drive_clock(mock_clock, db)
-
-    nursery.start_soon(drive)
-    try:
+    """A real database on virtual time (see tests/virtual_time.py)."""
+    async with virtual_time_database(mock_clock, dsn) as db:
         yield db
-    finally:
-        driver.cancel()
-        with trio.move_on_after(10, shield=True):
-            await aio_as_trio(pool.close)()
 
 
 @dataclass

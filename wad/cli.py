@@ -12,6 +12,7 @@ from wad import config as config_mod
 from wad import ctl, log
 from wad.errors import WadError
 from wad.importer import cli as import_cli
+from wad.supervise import first_leaf
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -92,27 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    code = 2
     try:
         return func(args)
-    except WadError as exc:
-        print(f"wad: {exc}", file=sys.stderr)
-        return 2
-    except BaseExceptionGroup as group:
-        # Errors from inside nurseries arrive grouped; show the one that matters.
-        matched, _ = group.split(WadError)
-        if matched is None:
-            raise
-        print(f"wad: {_first_leaf(matched)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-def _first_leaf(group: BaseExceptionGroup[WadError]) -> BaseException:
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
+    except* WadError as group:
+        # Errors from inside nurseries arrive grouped (a bare one too, here): show the first.
+        print(f"wad: {first_leaf(group)}", file=sys.stderr)
+    except* KeyboardInterrupt:
+        code = 130
+    return code
 
 
 if __name__ == "__main__":

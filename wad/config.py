@@ -24,6 +24,25 @@ PositiveSeconds = Annotated[float, Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, Meta(ge=0)]
 
 
+class GraceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Seconds each part of the supervision tree may take to stop once cancelled. They nest,
+    and the daemon refuses to start when they do not: the graces of a supervisor's children
+    together are at most its own (the organizations stop all at once, so there the largest
+    counts), and `daemon.shutdown_grace_s` is at most systemd's `TimeoutStopSec`."""
+
+    organizations_s: PositiveSeconds = 42.0
+    """The organization manager: every organization stops at once within it."""
+    organization_s: PositiveSeconds = 40.0
+    """One organization's supervisor: its outbound, inbound and session actors, in turn."""
+    session_s: PositiveSeconds = 30.0
+    """The session actor: close the browser, save the login archive."""
+    inbound_s: PositiveSeconds = 5.0
+    outbound_s: PositiveSeconds = 5.0
+    service_s: PositiveSeconds = 2.0
+    """Each of the daemon's services (plugins' tasks, notifications, event log, metrics,
+    imports, the systemd watchdog)."""
+
+
 class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Process-wide settings."""
 
@@ -34,13 +53,18 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """This daemon's name among several on one database. Empty: host name and process id."""
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    shutdown_grace_s: PositiveSeconds = 20.0
+    shutdown_grace_s: PositiveSeconds = 55.0
+    """Seconds a graceful stop may take: the whole tree's grace (see `[graces]`)."""
     max_organizations: Annotated[int, Meta(ge=1, le=10000)] = 100
     """Most organizations this daemon runs at once (others are left to other daemons)."""
     claim_interval_s: PositiveSeconds = 5.0
     """How often the daemon claims unowned organizations and stops ones disconnected elsewhere."""
     lock_check_interval_s: PositiveSeconds = 1.0
     """How often the lock connection is checked; when it fails, every organization stops."""
+    org_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 5
+    """An organization's supervisor gives up (the organization ends `ERROR`) after more than
+    this many restarts of its actors within `org_restart_period_s`."""
+    org_restart_period_s: PositiveSeconds = 60.0
 
 
 class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -103,6 +127,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inbound: InboundSettings = msgspec.field(default_factory=InboundSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
+    graces: GraceSettings = msgspec.field(default_factory=GraceSettings)
 
     # Secrets: never in the file, only from the environment (see `load`).
     secret_key: str = ""

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import structlog
 import trio
@@ -28,10 +30,12 @@ from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.errors import ConfigError
+from wad.eventlog import EventLog
+from wad.importer.service import ImportService
 from wad.notifications import forward_session_status
 from wad.notify import Notifier
-from wad.org.manager import OrgManager
-from wad.supervise import ChildSpec, Restart, Supervisor
+from wad.org.manager import OrgContext, OrgManager
+from wad.supervise import ChildSpec, Restart, Strategy, Supervisor
 
 _log = log.get("daemon")
 
@@ -123,17 +127,17 @@ class Daemon:
             _log.info("plugins loaded", plugins=plugins.registered_names(pm))
             manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus,
                                  plugins=pm)
-            root = Supervisor("wad", [
-                # Plugins' background tasks (e.g. webhook deliveries); none at all is a normal exit.
-                ChildSpec("plugins", partial(plugins.run_background_tasks, pm),
-                          restart=Restart.TRANSIENT),
-                ChildSpec("notifications", partial(forward_session_status, bus, pm)),
-                ChildSpec("orgs", manager.run, shutdown=self.settings.daemon.shutdown_grace_s),
-            ], intensity=3, period=60.0)
             ctx = AppContext(settings=self.settings, db=db,
-                             services={"orgs": manager, "bus": bus, "supervisor": root,
-                                       "plugins": pm})
-            app = create_app(ctx)
+                             services={"orgs": manager, "bus": bus, "plugins": pm},
+                             event_log=EventLog(bus),
+                             imports=ImportService(settings=self.settings, db=db),
+                             app_runs_tasks=False)
+            app = create_app(ctx)  # also makes the metrics, subscribed before anything runs
+            root = self.tree(ctx, manager, pm, bus, db)
+            ctx.services["supervisor"] = root
+            for problem in grace_problems(self.settings, root, manager):
+                _log.error("shutdown graces do not nest; a stop may be cut short",
+                           problem=problem)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 await nursery.start(root.run)
@@ -143,8 +147,6 @@ class Daemon:
                 self.notifier.ready(status=f"serving on {', '.join(addresses)}")
                 ctx.services["addresses"] = addresses
                 task_status.started(ctx)
-                if self.notifier.watchdog_interval:
-                    nursery.start_soon(self._watchdog, db)
                 await self.shutdown.wait()
                 self.notifier.stopping()
                 _log.info("stopping: closing sessions (archives saved, browsers closed)")
@@ -154,6 +156,30 @@ class Daemon:
         _log.info("stopped", exit_code=self.exit_code)
         self.stopped.set()
         return self.exit_code
+
+    def tree(self, ctx: AppContext, manager: OrgManager, pm: plugins.PluginManager,
+             bus: EventBus, db: Database) -> Supervisor:
+        """The daemon's supervision tree: every long-lived task but the API server and the
+        signal handler (the root's own). Started in this order, stopped in reverse: the
+        organizations stop first, while the services that observe them still run."""
+        assert ctx.event_log is not None
+        assert ctx.metrics is not None
+        assert ctx.imports is not None
+        grace = self.settings.graces.service_s
+        children = [
+            ChildSpec("event-log", ctx.event_log.run, restart=Restart.TRANSIENT, shutdown=grace),
+            ChildSpec("metrics", ctx.metrics.run, restart=Restart.TRANSIENT, shutdown=grace),
+            # Plugins' background tasks (e.g. webhook deliveries); none at all is a normal exit.
+            ChildSpec("plugins", partial(plugins.run_background_tasks, pm),
+                      restart=Restart.TRANSIENT, shutdown=grace),
+            ChildSpec("notifications", partial(forward_session_status, bus, pm), shutdown=grace),
+            ChildSpec("imports", ctx.imports.run, shutdown=grace),
+        ]
+        if self.notifier.watchdog_interval:
+            children.append(ChildSpec("watchdog", partial(self._watchdog, db), shutdown=grace))
+        children.append(ChildSpec("orgs", manager.run,
+                                  shutdown=self.settings.graces.organizations_s))
+        return Supervisor("wad", children, intensity=3, period=60.0)
 
     async def _serve(self, app: object,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -201,15 +227,43 @@ class Daemon:
                            "api, database and plugins changes at the next restart")
         self.notifier.ready(status="reloaded")
 
-    async def _watchdog(self, db: Database) -> None:
+    async def _watchdog(self, db: Database,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Feed systemd's watchdog only while our own loop and the database are healthy."""
         interval = self.notifier.watchdog_interval or 10.0
+        task_status.started()
         while True:
             if await db.ping():
                 self.notifier.watchdog()
             else:
                 _log.warning("database not answering; withholding the watchdog ping")
             await trio.sleep(interval)
+
+
+class _Shape:
+    """Stands in for a session actor where only the tree's shape is read, not run."""
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+
+def grace_problems(settings: Settings, root: Supervisor, manager: OrgManager) -> list[str]:
+    """Where the shutdown graces do not nest: at each level, the children's graces together
+    (for the organizations, which stop at once, the largest) must fit in the parent's."""
+    send, receive = trio.open_memory_channel[object](0)
+    send.close()
+    example = OrgContext(org_id=uuid.UUID(int=0), settings=settings, db=manager.db,
+                         bus=manager.bus, session=cast(Any, _Shape()), inbound_events=receive)
+    orgs = Supervisor("orgs", [ChildSpec("org", _Shape().run,
+                                         shutdown=settings.graces.organization_s)],
+                      strategy=Strategy.SIMPLE_ONE_FOR_ONE)
+    levels = [("daemon.shutdown_grace_s", settings.daemon.shutdown_grace_s, root),
+              ("graces.organizations_s", settings.graces.organizations_s, orgs),
+              ("graces.organization_s", settings.graces.organization_s,
+               manager.org_supervisor(example))]
+    return [f"{name} = {grace:g} s is less than its children's {sup.stop_budget:g} s "
+            f"({', '.join(f'{s.id} {s.shutdown:g}' for s in sup.specs())})"
+            for name, grace, sup in levels if sup.stop_budget > grace]
 
 
 def run(settings: Settings) -> int:

@@ -39,6 +39,7 @@ from wad.payloads import (
     Message,
     StatusDecision,
 )
+from wad.supervise import Backoff, describe
 
 if TYPE_CHECKING:
     from wad.config import Settings
@@ -633,7 +634,8 @@ async def run_background_tasks(
 async def _keep_running(plugin: str, task: BackgroundTask, initial_backoff_s: float,
                         max_backoff_s: float,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    backoff = initial_backoff_s
+    backoff = Backoff(initial=initial_backoff_s, max=max_backoff_s)
+    failures = 0
     reported = False
     while True:
         began = trio.current_time()
@@ -645,16 +647,17 @@ async def _keep_running(plugin: str, task: BackgroundTask, initial_backoff_s: fl
                     reported = True
             _log.info("plugin task finished", plugin=plugin, task=task.name)
             return
-        except Exception:
-            _log.exception("plugin task failed; restarting", plugin=plugin, task=task.name,
-                           backoff_s=backoff)
+        except* Exception as group:
+            if trio.current_time() - began > max_backoff_s:
+                failures = 0  # it ran well for a while: start the backoff over
+            failures += 1
+            _log.error("plugin task failed; restarting", plugin=plugin, task=task.name,
+                       error=describe(group), backoff_s=backoff.delay(failures),
+                       exc_info=group)
         if not reported:
             task_status.started()
             reported = True
-        if trio.current_time() - began > max_backoff_s:
-            backoff = initial_backoff_s  # it ran well for a while: start the backoff over
-        await trio.sleep(backoff)
-        backoff = min(backoff * 2, max_backoff_s)
+        await trio.sleep(backoff.delay(failures))
 
 
 def registered_names(pm: PluginManager) -> list[str]:

@@ -43,6 +43,10 @@ class Strategy(enum.Enum):
     ONE_FOR_ONE = "one_for_one"  # only that child
     ONE_FOR_ALL = "one_for_all"  # every live child
     REST_FOR_ONE = "rest_for_one"  # that child and the live children started after it
+    # OTP's simple_one_for_one: a dynamic supervisor of like children added with `start_child`
+    # (e.g. one per organization). Restarts as one_for_one; at shutdown its children stop all
+    # at once, not one after another, so its grace need only cover the slowest child.
+    SIMPLE_ONE_FOR_ONE = "simple_one_for_one"
 
 
 class SupervisorGaveUp(WadError):
@@ -63,17 +67,39 @@ class ChildSpec:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delay before restarting a child: wad's addition to OTP, which restarts at once.
+    """Exponential backoff: the one rule for how long anything in wad waits before trying again.
 
-    The Nth consecutive restart of a child waits `min(initial * factor**(n-1), max)` seconds; the
-    count starts over once the child has run for the supervisor's `period` without exiting."""
+    The Nth consecutive attempt waits `min(initial * factor**(n-1), max)` seconds: with the
+    defaults 0.5 s, 1 s, 2 s, 4 s ... up to 30 s. A supervisor uses it before restarting a child
+    (wad's addition to OTP, which restarts at once; the count starts over once the child has run
+    for the supervisor's `period` without exiting); retry loops outside the tree (the lock
+    connection, the session's reconnects, webhook deliveries, the spool) use it with their own
+    numbers and reset their count after a success."""
 
     initial: float = 0.5
     factor: float = 2.0
     max: float = 30.0
 
     def delay(self, n: int) -> float:
-        return float(min(self.initial * self.factor ** (n - 1), self.max))
+        """Seconds to wait before attempt `n` (1-based) of a run of consecutive failures."""
+        return float(min(self.initial * self.factor ** (max(n, 1) - 1), self.max))
+
+
+def first_leaf(error: BaseException) -> BaseException:
+    """The first exception that is not a group: what an `except*` clause caught, unwrapped
+    from the (possibly nested) groups of nurseries."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def describe(error: BaseException | None) -> str:
+    """One line for an error, looking through the groups that nurseries wrap errors in."""
+    if error is None:
+        return "normal exit"
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in error.exceptions)
+    return f"{type(error).__name__}: {error}"
 
 
 # Called as hook(supervisor_name, child_id, reason) on every restart, e.g. by metrics.
@@ -121,8 +147,7 @@ class _Status:
         self._outer.started(value)
 
 
-def _describe(error: BaseException | None) -> str:
-    return "normal exit" if error is None else f"{type(error).__name__}: {error}"
+_INDEPENDENT = (Strategy.ONE_FOR_ONE, Strategy.SIMPLE_ONE_FOR_ONE)
 
 
 class Supervisor:
@@ -189,7 +214,7 @@ class Supervisor:
                         await self._handle_exit(child, error, was_ready=True)
                 # At first start, and for the group strategies, children start strictly in
                 # order; one_for_one restarts each child when its own backoff has elapsed.
-                ordered = not ready or self.strategy is not Strategy.ONE_FOR_ONE
+                ordered = not ready or self.strategy not in _INDEPENDENT
                 deadline = await self._start_due(ordered=ordered)
                 if not ready and all(c.due is None for c in self._children):
                     ready = True
@@ -245,7 +270,7 @@ class Supervisor:
         if run.scope.cancel_called:  # stopped by its supervisor: a shutdown, not an exit
             if error is not None:
                 self._log.warning("actor raised while stopping", child=child.spec.id,
-                                  error=_describe(error), exc_info=error)
+                                  error=describe(error), exc_info=error)
             if not status.is_started:
                 task_status.started(None)
             return
@@ -260,7 +285,7 @@ class Supervisor:
                            ) -> None:
         now = trio.current_time()
         child.run, child.handle = None, None
-        reason = _describe(error)
+        reason = describe(error)
         if error is not None:
             self._last_error = error
             self._log.error("actor failed", child=child.spec.id, error=reason, exc_info=error)
@@ -335,8 +360,22 @@ class Supervisor:
         child.handle = None
 
     async def _stop_all(self) -> None:
+        if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            async with trio.open_nursery() as nursery:
+                for child in self._children:
+                    nursery.start_soon(self._stop, child)
+            return
         for child in reversed(self._children):
             await self._stop(child)
+
+    @property
+    def stop_budget(self) -> float:
+        """The longest this supervisor's children may take to stop: the sum of their graces,
+        or for `SIMPLE_ONE_FOR_ONE` (children stop at once) the largest."""
+        graces = [c.spec.shutdown for c in self._children]
+        if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            return max(graces, default=0.0)
+        return sum(graces)
 
     # -- run-time control ------------------------------------------------------------------
 
@@ -377,6 +416,13 @@ class Supervisor:
                 return child
         raise KeyError(f"supervisor {self.name} has no child {child_id!r}")
 
+    def has_child(self, child_id: str) -> bool:
+        return any(c.spec.id == child_id for c in self._children)
+
+    def specs(self) -> list[ChildSpec]:
+        """The child specs, in start order."""
+        return [c.spec for c in self._children]
+
     def handle(self, child_id: str) -> object:
         """What the child passed to `started()`, or None while it is not running."""
         return self._find(child_id).handle
@@ -398,8 +444,9 @@ class Supervisor:
                 "restarts": c.restarts, "last_restart_reason": c.last_reason,
                 "last_restart_at": c.last_at.isoformat() if c.last_at else None,
             }
-            if isinstance(c.handle, Supervisor):
-                entry["supervisor"] = c.handle.tree()
+            nested = getattr(c.handle, "supervisor", c.handle)  # an organization's handle has one
+            if isinstance(nested, Supervisor):
+                entry["supervisor"] = nested.tree()
             children.append(entry)
         return {"name": self.name, "strategy": self.strategy.value,
                 "restarts": self.total_restarts, "children": children}

@@ -18,6 +18,7 @@ Configuration (`[plugins.config.openrouter]`, see `Config`); the key may instead
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from wad.payloads import (
     StatusDecision,
 )
 from wad.plugins import PluginContext
+from wad.supervise import Backoff
 
 NAME = "openrouter"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -223,7 +225,8 @@ async def complete(config: Config, key: str, *, model: str, messages: list[dict[
     async with httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_s)) as http:
         for attempt in range(config.retries + 1):
             if attempt:
-                await trio.sleep(config.retry_backoff_s * 2 ** (attempt - 1))
+                await trio.sleep(Backoff(initial=config.retry_backoff_s, max=math.inf)
+                                 .delay(attempt))
             try:
                 response = await http.post(url, json=body, headers=headers)
             except httpx.TimeoutException:

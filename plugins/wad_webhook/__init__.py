@@ -53,6 +53,7 @@ from wad.payloads import (
     SessionStatusChange,
 )
 from wad.plugins import PluginContext
+from wad.supervise import Backoff
 
 NAME = "webhook"
 SIGNATURE_PREFIX = "sha256="
@@ -102,7 +103,7 @@ def verify(secret: str, body: bytes, signature: str) -> bool:
 
 def backoff(failures: int, config: Config) -> float:
     """Seconds to wait after the `failures`-th failed attempt (1, 2, 3, ...)."""
-    return min(config.backoff_max_s, config.backoff_initial_s * 2 ** (failures - 1))
+    return Backoff(initial=config.backoff_initial_s, max=config.backoff_max_s).delay(failures)
 
 
 class Doorbell:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from quart import Response, g, jsonify, request
@@ -22,17 +22,31 @@ from wad.api.validation import responds, validation_error
 from wad.config import Settings
 from wad.db.pool import Database
 
+if TYPE_CHECKING:
+    from wad.eventlog import EventLog
+    from wad.importer.service import ImportService
+    from wad.metrics import Metrics
+
 _log = log.get("api")
 
 
 @dataclass
 class AppContext:
-    """What request handlers reach: settings, the database, the daemon's live parts."""
+    """What request handlers reach: settings, the database, the daemon's live parts.
+
+    The event log, the metrics and the import service are long-lived tasks: the daemon makes
+    them, runs them as children of its supervision tree and hands them in here
+    (`app_runs_tasks=False`). An app served on its own (tests) makes the missing ones when it
+    is created and runs them while it serves."""
 
     settings: Settings
     db: Database
     started_at: float = field(default_factory=time.monotonic)
     services: dict[str, Any] = field(default_factory=dict)
+    event_log: EventLog | None = None
+    metrics: Metrics | None = None
+    imports: ImportService | None = None
+    app_runs_tasks: bool = True
 
 
 def create_app(ctx: AppContext) -> QuartTrio:

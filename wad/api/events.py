@@ -15,12 +15,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from flask.sansio.blueprints import BlueprintSetupState
 from quart import Blueprint, Response, current_app, request
 from quart_schema import tag
+from quart_trio import QuartTrio
 
 from wad import log
 from wad.api import auth
@@ -34,7 +35,6 @@ from wad.eventlog import EventLog, Item
 bp = Blueprint("events", __name__, url_prefix="/api/whatsapp")
 _log = log.get("api")
 
-EXTENSION = "wad.eventlog"
 KEEPALIVE_S = 15.0
 """A comment line after this long without events keeps proxies from closing the stream and
 finds readers that went away."""
@@ -46,7 +46,7 @@ _SECRET_FIELDS = ("qr", "pairing_code")
 
 def event_log(app: Any = None) -> EventLog | None:
     """The app's event log (None when the daemon gave it no bus)."""
-    found: EventLog | None = (app or current_app).extensions.get(EXTENSION)
+    found: EventLog | None = (app or current_app).config["wad"].event_log
     return found
 
 
@@ -54,22 +54,23 @@ def event_log(app: Any = None) -> EventLog | None:
 def _make_log(state: BlueprintSetupState) -> None:
     # Subscribe at app creation, before the daemon starts any organization: the events of
     # those first moments wait in the subscription until the log's task runs.
-    bus = state.app.config["wad"].services.get("bus")
-    if bus is not None:
-        state.app.extensions[EXTENSION] = EventLog(bus)
+    ctx = state.app.config["wad"]
+    bus = ctx.services.get("bus")
+    if bus is not None and ctx.event_log is None:  # else the daemon's, run in its tree
+        ctx.event_log = EventLog(bus)
 
 
 @bp.before_app_serving
 async def _start_log() -> None:
     found = event_log()
-    if found is not None:
-        current_app.nursery.start_soon(found.run)  # type: ignore[attr-defined]
+    if found is not None and current_app.config["wad"].app_runs_tasks:
+        cast(QuartTrio, current_app).nursery.start_soon(found.run)
 
 
 @bp.after_app_serving
 async def _stop_log() -> None:
     found = event_log()
-    if found is not None:
+    if found is not None and current_app.config["wad"].app_runs_tasks:
         found.close()
 
 

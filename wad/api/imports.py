@@ -47,15 +47,16 @@ class ImportStart(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def service() -> ImportService:
-    """This daemon's import service, made on first use (its jobs run in the app's nursery)."""
+    """This daemon's import service (a child of its supervision tree); an app served on its
+    own makes one on first use, whose jobs run in the app's nursery."""
     ctx = current_app.config["wad"]
-    found: ImportService | None = ctx.services.get("imports")
+    found: ImportService | None = ctx.imports
     if found is None:
         nursery = getattr(current_app, "nursery", None)
         if nursery is None:
             raise ApiError(503, "unavailable", "this server cannot run background imports")
         found = ImportService(settings=ctx.settings, db=ctx.db, nursery=nursery)
-        ctx.services["imports"] = found
+        ctx.imports = found
     return found
 
 
@@ -110,7 +111,7 @@ async def progress(org_id: uuid.UUID) -> Response:
     """The running import's progress, else the last one's report; from the database when this
     daemon ran none. 404 when the organization was never imported."""
     await whatsapp.require_org(org_id)
-    imports: ImportService | None = current_app.config["wad"].services.get("imports")
+    imports: ImportService | None = current_app.config["wad"].imports
     job = imports.job(org_id) if imports is not None else None
     if job is not None:
         return reply(job.report())
@@ -127,7 +128,7 @@ async def progress(org_id: uuid.UUID) -> Response:
 async def stop(org_id: uuid.UUID) -> Response:
     """Stop the running import; it ends `INTERRUPTED` and the next start resumes it."""
     await whatsapp.require_org(org_id)
-    imports: ImportService | None = current_app.config["wad"].services.get("imports")
+    imports: ImportService | None = current_app.config["wad"].imports
     job = await imports.stop(org_id) if imports is not None else None
     if job is None:
         raise ApiError(404, "not_found", "no import of this organization is running here")

@@ -6,22 +6,23 @@ metrics name every organization, so an organization's token may not read them.
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask.sansio.blueprints import BlueprintSetupState
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response, current_app, g
 from quart_schema import hide
+from quart_trio import QuartTrio
 
 from wad.api import auth
 from wad.metrics import Metrics
 
 bp = Blueprint("metrics", __name__)
 
-EXTENSION = "wad.metrics"
-
-
-def metrics_of(app: object = None) -> Metrics:
+def metrics_of(app: QuartTrio | None = None) -> Metrics:
     """The app's metrics."""
-    found: Metrics = (app or current_app).extensions[EXTENSION]  # type: ignore[attr-defined]
+    found = (app or current_app).config["wad"].metrics
+    assert found is not None, "made with the app"
     return found
 
 
@@ -29,7 +30,9 @@ def metrics_of(app: object = None) -> Metrics:
 def _make_metrics(state: BlueprintSetupState) -> None:
     # Made (and subscribed to the bus) with the app, before the daemon starts organizations.
     ctx = state.app.config["wad"]
-    state.app.extensions[EXTENSION] = Metrics(
+    if ctx.metrics is not None:  # the daemon's, run in its supervision tree
+        return
+    ctx.metrics = Metrics(
         db=ctx.db, bus=ctx.services.get("bus"), manager=ctx.services.get("orgs"),
         node=ctx.settings.node,
         pool_max=ctx.settings.database.pool_max,
@@ -38,12 +41,14 @@ def _make_metrics(state: BlueprintSetupState) -> None:
 
 @bp.before_app_serving
 async def _start() -> None:
-    current_app.nursery.start_soon(metrics_of().run)  # type: ignore[attr-defined]
+    if current_app.config["wad"].app_runs_tasks:
+        cast(QuartTrio, current_app).nursery.start_soon(metrics_of().run)
 
 
 @bp.after_app_serving
 async def _stop() -> None:
-    metrics_of().close()
+    if current_app.config["wad"].app_runs_tasks:  # else the daemon's tree stops them
+        metrics_of().close()
 
 
 @bp.get("/metrics")

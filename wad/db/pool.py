@@ -42,7 +42,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 def database_unavailable(exc: BaseException) -> bool:
     """True when `exc` (or every error of a group) says the database cannot be reached now."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(database_unavailable(e) for e in exc.exceptions)
+        return exc.split(_UNAVAILABLE)[1] is None  # nothing else in the group
     return isinstance(exc, _UNAVAILABLE)
 
 

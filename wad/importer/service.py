@@ -64,11 +64,24 @@ class ImportService:
     """This daemon's imports, one per organization at most. Jobs run in `nursery`; the last job
     of an organization stays readable after it ends."""
 
-    def __init__(self, *, settings: Settings, db: Database, nursery: trio.Nursery) -> None:
+    def __init__(self, *, settings: Settings, db: Database,
+                 nursery: trio.Nursery | None = None) -> None:
         self.settings = settings
         self.db = db
         self.nursery = nursery
         self._jobs: dict[uuid.UUID, ImportJob] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[ImportService] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Run jobs until cancelled (a supervised child of the daemon); cancelling stops the
+        running imports (they end `INTERRUPTED`)."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            task_status.started(self)
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.nursery = None
 
     def job(self, organization_id: uuid.UUID) -> ImportJob | None:
         """The organization's running or last import in this daemon."""
@@ -90,6 +103,8 @@ class ImportService:
                              organization_id=organization_id,
                              source=local.whatsapp_source(session, options), options=options,
                              pm=pm)
+        if self.nursery is None:
+            raise WadError("the import service is not running")
         job = ImportJob(organization_id=organization_id, options=options, importer=imp)
         self._jobs[organization_id] = job
         self.nursery.start_soon(self._run, job)

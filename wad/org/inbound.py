@@ -80,7 +80,7 @@ def inbound_actor(ctx: OrgContext, *, settings: InboundSettings | None = None,
     `settings` default to the daemon's `inbound` settings; tests pass their own (with
     `functools.partial`)."""
     return ChildSpec("inbound", functools.partial(run_inbound, ctx, settings=settings, rng=rng),
-                     restart=Restart.PERMANENT, shutdown=10.0)
+                     restart=Restart.PERMANENT, shutdown=ctx.settings.graces.inbound_s)
 
 
 async def run_inbound(ctx: OrgContext, *, settings: InboundSettings | None = None,

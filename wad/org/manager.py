@@ -13,6 +13,7 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
@@ -26,7 +27,15 @@ from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
 from wad.org.ownership import Ownership, lock_key
 from wad.org.session import SessionActor, SessionNotReady
-from wad.supervise import ChildSpec, Restart, Supervisor, SupervisorGaveUp
+from wad.supervise import (
+    Backoff,
+    ChildSpec,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorGaveUp,
+    describe,
+)
 
 _log = log.get("orgs")
 
@@ -81,6 +90,9 @@ class OrgContext:
 ActorFactory = Callable[[OrgContext], ChildSpec]
 """Makes one actor's child spec for an organization (the inbound and outbound actors)."""
 
+LOCK_BACKOFF = Backoff(initial=1.0, max=30.0)
+"""Waits between attempts to open the lock connection: 1 s, 2 s, 4 s ... 30 s."""
+
 INBOUND_BUFFER = 1000
 """Message events the session may hand to the inbound actor before it waits (backpressure)."""
 
@@ -92,7 +104,6 @@ class OrgHandle:
     org_id: uuid.UUID
     session: SessionActor
     supervisor: Supervisor
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
 
 
@@ -107,15 +118,18 @@ class OrgManager(OrgManagerAPI):
     """Runs one supervisor per organization inside the daemon's tree."""
 
     def __init__(self, *, settings: Settings, db: Database, driver: Any, bus: EventBus,
-                 plugins: Any = None, actors: list[ActorFactory] | None = None) -> None:
+                 plugins: Any = None, actors: list[ActorFactory] | None = None,
+                 session_factory: Callable[..., Any] = SessionActor) -> None:
         self.settings = settings
         self.db = db
         self.driver = driver
         self.bus = bus
         self.plugins = plugins
         self.actors = list(actors) if actors is not None else default_actors()
+        self.session_factory = session_factory  # tests pass a stand-in for Chromium
         self._orgs: dict[uuid.UUID, OrgHandle] = {}
         self._nursery: trio.Nursery | None = None
+        self.supervisor: Supervisor | None = None  # the dynamic supervisor of the organizations
         self._owner: Ownership | None = None
         self._lock = trio.Lock()
 
@@ -127,18 +141,22 @@ class OrgManager(OrgManagerAPI):
 
         Ownership is a PostgreSQL advisory lock per organization on one lock connection. If that
         connection is lost, every organization stops at once (another daemon may claim them),
-        and the manager reconnects with backoff and claims again."""
+        and the manager reconnects (waiting per `LOCK_BACKOFF`) and claims again. Each lock
+        connection gets a fresh dynamic supervisor, so nothing claimed under the old one
+        restarts without a new claim."""
         reported = False
-        delay = 1.0
+        failures = 0
         while True:
             try:
                 async with self.db.dedicated() as conn:
                     owner = Ownership(conn, self.settings.node)
                     await owner.setup()
                     self._owner = owner
-                    delay = 1.0
+                    failures = 0
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
+                        self.supervisor = await nursery.start(Supervisor(
+                            "orgs", [], strategy=Strategy.SIMPLE_ONE_FOR_ONE).run)
                         await self._reconcile()
                         if not reported:
                             task_status.started(self)
@@ -148,17 +166,17 @@ class OrgManager(OrgManagerAPI):
                         _log.error("lost the lock connection: stopping every organization now",
                                    organizations=len(self._orgs))
                         nursery.cancel_scope.cancel()
-            except Exception as exc:
+            except* Exception as group:
                 _log.error("organization manager cannot reach the database; retrying",
-                           error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                           error=describe(group), retry_in_s=LOCK_BACKOFF.delay(failures + 1))
             finally:
                 self._nursery = None
                 self._owner = None
             if not reported:
                 task_status.started(self)
                 reported = True
-            await trio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            failures += 1
+            await trio.sleep(LOCK_BACKOFF.delay(failures))
 
     async def _watch_lock_connection(self, owner: Ownership) -> None:
         """Return as soon as the lock connection stops answering."""
@@ -185,10 +203,11 @@ class OrgManager(OrgManagerAPI):
             return
         async with self._lock:
             wanted = set(await sessions_repo.list_should_run(self.db))
-            for org_id, handle in list(self._orgs.items()):
+            for org_id in list(self._orgs):
                 if org_id not in wanted:
                     _log.info("organization disconnected elsewhere; stopping it", org=str(org_id))
-                    handle.scope.cancel()
+                    if self._nursery is not None:
+                        self._nursery.start_soon(self._stop, org_id)
             candidates = [o for o in wanted if o not in self._orgs]
             capacity = self.settings.daemon.max_organizations - len(self._orgs)
             if not candidates or capacity <= 0:
@@ -215,46 +234,71 @@ class OrgManager(OrgManagerAPI):
         return self._orgs.get(org_id)
 
     async def _start(self, org_id: uuid.UUID) -> OrgHandle:
-        if self._nursery is None:
+        """Start the organization's supervisor as a child of the manager's dynamic supervisor."""
+        supervisor = self.supervisor
+        if self._nursery is None or supervisor is None:
             raise WadError("the organization manager is not running")
         existing = self._orgs.get(org_id)
         if existing is not None:
             return existing
-        handle: OrgHandle = await self._nursery.start(self._run_org, org_id)
+        key = str(org_id)
+        if supervisor.has_child(key):  # an earlier run that has ended: forget it
+            await supervisor.remove_child(key)
+        handle = await supervisor.start_child(ChildSpec(
+            key, partial(self._run_org, org_id), restart=Restart.TEMPORARY,
+            shutdown=self.settings.graces.organization_s))
+        assert isinstance(handle, OrgHandle)
         return handle
+
+    async def _stop(self, org_id: uuid.UUID) -> None:
+        """Stop the organization's supervisor (within its grace) and forget it."""
+        supervisor = self.supervisor
+        if supervisor is not None and supervisor.has_child(str(org_id)):
+            await supervisor.remove_child(str(org_id))
+
+    def org_supervisor(self, ctx: OrgContext) -> Supervisor:
+        """One organization's supervisor: its session actor, then the actors that join it."""
+        graces = self.settings.graces
+        return Supervisor(
+            f"org-{ctx.org_id}",
+            [ChildSpec("session", ctx.session.run, restart=Restart.TRANSIENT,
+                       shutdown=graces.session_s),
+             *(factory(ctx) for factory in self.actors)],
+            intensity=self.settings.daemon.org_max_restarts,
+            period=self.settings.daemon.org_restart_period_s,
+        )
 
     async def _run_org(self, org_id: uuid.UUID, *,
                        task_status: trio.TaskStatus[OrgHandle] = trio.TASK_STATUS_IGNORED) -> None:
-        """One organization's supervisor, until its session ends finally or it is stopped."""
+        """One organization's supervisor, until its session ends finally or it is stopped. A
+        supervisor that gives up marks this organization `ERROR`, and nothing else."""
         with structlog.contextvars.bound_contextvars(org=str(org_id)):
             send, receive = trio.open_memory_channel[Any](INBOUND_BUFFER)
-            actor = SessionActor(org_id=org_id, settings=self.settings, db=self.db,
-                                 driver=self.driver, bus=self.bus, inbound=send)
+            actor = self.session_factory(org_id=org_id, settings=self.settings, db=self.db,
+                                         driver=self.driver, bus=self.bus, inbound=send)
             ctx = OrgContext(org_id=org_id, settings=self.settings, db=self.db, bus=self.bus,
                              session=actor, inbound_events=receive, plugins=self.plugins)
-            supervisor = Supervisor(
-                f"org-{org_id}",
-                [ChildSpec("session", actor.run, restart=Restart.TRANSIENT, shutdown=45.0),
-                 *(factory(ctx) for factory in self.actors)],
-                intensity=5, period=60.0,
-            )
+            supervisor = self.org_supervisor(ctx)
             handle = OrgHandle(org_id=org_id, session=actor, supervisor=supervisor)
             self._orgs[org_id] = handle
             try:
-                with handle.scope:
+                try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(supervisor.run)
                         task_status.started(handle)
                         await actor.finished.wait()
                         nursery.cancel_scope.cancel()
-            except SupervisorGaveUp as exc:
-                reason = f"session actor kept failing: {exc.__cause__ or exc}"
-                _log.error("organization supervisor gave up", reason=reason)
-                with trio.move_on_after(10, shield=True):
-                    await sessions_repo.set_state(self.db, organization_id=org_id, state="ERROR",
-                                                  last_error=reason)
-                    await sessions_repo.set_should_run(self.db, organization_id=org_id,
-                                                       should_run=False)
+                except* SupervisorGaveUp as group:
+                    gave_up = group.exceptions[0]
+                    reason = f"session actor kept failing: {describe(gave_up.__cause__ or gave_up)}"
+                    _log.error("organization supervisor gave up", reason=reason)
+                    with trio.move_on_after(10, shield=True):
+                        await sessions_repo.set_state(self.db, organization_id=org_id,
+                                                      state="ERROR", last_error=reason)
+                        await sessions_repo.set_should_run(self.db, organization_id=org_id,
+                                                           should_run=False)
+                    self.bus.publish("session.status", org_id,
+                                     {"state": "ERROR", "last_error": reason})
             finally:
                 if self._orgs.get(org_id) is handle:
                     del self._orgs[org_id]
@@ -294,11 +338,7 @@ class OrgManager(OrgManagerAPI):
     async def disconnect(self, org_id: uuid.UUID) -> None:
         async with self._lock:
             await sessions_repo.set_should_run(self.db, organization_id=org_id, should_run=False)
-            handle = self._orgs.get(org_id)
-            if handle is not None:
-                handle.scope.cancel()
-                with trio.move_on_after(60):
-                    await handle.done.wait()
+            await self._stop(org_id)
             await sessions_repo.set_state(self.db, organization_id=org_id, state="DISCONNECTED")
             self.bus.publish(SessionStatus(org_id=org_id, state="DISCONNECTED"))
             _log.info("organization disconnected", org=str(org_id))
@@ -333,6 +373,7 @@ class OrgManager(OrgManagerAPI):
     def tree(self) -> dict[str, Any]:
         return {
             "name": "orgs",
+            "supervisor": self.supervisor.tree() if self.supervisor is not None else None,
             "organizations": {
                 str(org_id): {
                     "state": handle.session.state,

@@ -111,7 +111,7 @@ class SessionLike(Protocol):
 def outbound_actor(ctx: OrgContext) -> ChildSpec:
     """The organization's outbound actor as a supervised child (a fresh actor on every start)."""
     return ChildSpec("outbound", functools.partial(run_outbound, ctx), restart=Restart.PERMANENT,
-                     shutdown=10.0)
+                     shutdown=ctx.settings.graces.outbound_s)
 
 
 async def run_outbound(ctx: OrgContext, *,

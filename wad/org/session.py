@@ -35,6 +35,7 @@ from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
 from wad.org import archive
+from wad.supervise import Backoff, describe, first_leaf
 
 _log = log.get("session")
 
@@ -76,30 +77,15 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, trio.Cancelled)
 
 
-def _find(exc: BaseException, kind: type[WadError]) -> WadError | None:
-    """The first exception of `kind` in `exc`, looking inside nursery groups."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find(inner, kind)
-            if found is not None:
-                return found
-    return None
-
-
-def _describe_failure(exc: BaseException) -> str:
-    """One line for an error that may come grouped by nurseries."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    if isinstance(exc, BrowserFailure):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+def _leaf(group: BaseExceptionGroup[Exception]) -> Exception:
+    leaf = first_leaf(group)
+    assert isinstance(leaf, Exception)
+    return leaf
 
 
 def reconnect_delay(attempt: int, *, initial: float, maximum: float) -> float:
     """Seconds to wait before reconnect attempt `attempt` (1-based): initial, doubling, capped."""
-    return float(min(initial * 2 ** (attempt - 1), maximum))
+    return Backoff(initial=initial, max=maximum).delay(attempt)
 
 
 async def run_with_reconnect(
@@ -217,6 +203,7 @@ class SessionActor:
         await self._set_state("CONNECTING")
         self.browser_starts += 1
         reached_connected = False
+        failure: Exception | None = None
         try:
             async with self.driver.open_session(self.profile_dir,
                                                 url=self.settings.whatsapp.url) as session:
@@ -228,13 +215,14 @@ class SessionActor:
                     outcome = await self._follow(session)
                     nursery.cancel_scope.cancel()
                 reached_connected = outcome.connected
-        except Exception as exc:  # any failure of the browser or the page
-            if isinstance(exc, BrowserFailure):
-                raise
-            crash = _find(exc, BrowserCrashed)
-            if crash is not None:
-                raise crash from None
-            raise BrowserFailure(_describe_failure(exc)) from exc
+        # Any failure of the browser or the page; a crash wins over what failed with it.
+        except* BrowserCrashed as group:
+            failure = _leaf(group)
+        except* BrowserFailure as group:
+            failure = failure or _leaf(group)
+        except* Exception as group:
+            failure = failure or BrowserFailure(describe(group))
+            failure.__cause__ = first_leaf(group)
         finally:
             self.session = None
             self.page_open = trio.Event()
@@ -244,6 +232,8 @@ class SessionActor:
                 # The browser is closed now, so the profile on disk is consistent.
                 with trio.move_on_after(30, shield=True):
                     await self.save_archive(reason="disconnect")
+        if failure is not None:
+            raise failure
         return outcome
 
     async def _follow(self, session: BrowserSessionLike) -> Outcome:

@@ -14,12 +14,15 @@ follows Trio's (mock) clock in tests.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 import trio
+
+from wad.supervise import Backoff
 
 WindowName = Literal["minute", "hour", "day"]
 
@@ -146,4 +149,4 @@ def door_check(sent: Sequence[datetime], now: datetime, *, pending: int, wanted:
 def retry_delay(attempt: int, *, initial_s: float) -> float:
     """Seconds before the next try after failed attempt `attempt` (1-based): 2 s, 4 s, 8 s with
     the default `initial_s` of 2."""
-    return float(initial_s * 2 ** (attempt - 1))
+    return Backoff(initial=initial_s, max=math.inf).delay(attempt)
