@@ -297,8 +297,8 @@ class OrgManager(OrgManagerAPI):
                                                       state="ERROR", last_error=reason)
                         await sessions_repo.set_should_run(self.db, organization_id=org_id,
                                                            should_run=False)
-                    self.bus.publish("session.status", org_id,
-                                     {"state": "ERROR", "last_error": reason})
+                    self.bus.publish(SessionStatus(org_id=org_id, state="ERROR",
+                                                   last_error=reason))
             finally:
                 if self._orgs.get(org_id) is handle:
                     del self._orgs[org_id]
