@@ -47,6 +47,7 @@ from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progr
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
 from wad.inbound import names, parse, queries
 from wad.language import DEFAULT_LANGUAGES
+from wad.whatsapp import ids
 
 _log = log.get("import")
 
@@ -337,11 +338,11 @@ class Importer:
         conversation, _ = await conversations_repo.get_or_create_active(
             tx, organization_id=org, client_id=client.id, wa_chat_id=chat.wa_chat_id)
         own = [wa for r in rows if r.direction == "OUT"
-               for wa in (r.wa_message_id, parse.bare_id(r.wa_message_id))]
+               for wa in (r.wa_message_id, ids.bare_id(r.wa_message_id))]
         senders = await queries.outbox_senders(tx, organization_id=org, wa_ids=own)
         ready = []
         for row in rows:
-            queued = senders.get(row.wa_message_id) or senders.get(parse.bare_id(row.wa_message_id))
+            queued = senders.get(row.wa_message_id) or senders.get(ids.bare_id(row.wa_message_id))
             ready.append(msgspec.structs.replace(
                 row, conversation_id=conversation.id, processing_state="DONE",
                 sender=queued[0] if queued and row.direction == "OUT" else row.sender))

@@ -31,6 +31,7 @@ from wad.errors import WadError
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_check
 from wad.outbound.settings import MAX_BULK
+from wad.whatsapp import ids
 
 _log = log.get("outbound")
 
@@ -120,11 +121,6 @@ def check_number(to: str, *, field: str = "to") -> str:
         raise InvalidMessage(field, f"`{field}`: {exc}") from None
 
 
-def chat_of(number_e164: str) -> str:
-    """The WhatsApp chat id of a phone number: `+996555123456` -> `996555123456@c.us`."""
-    return f"{number_e164.lstrip('+')}@c.us"
-
-
 async def _lock(tx: Executor, organization_id: uuid.UUID) -> None:
     """Serialize queueing per organization until the transaction ends."""
     await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
@@ -175,7 +171,7 @@ async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
                                  f"with another client, not {number}")
         return client.id, found.id
     conversation, _ = await conversations_repo.get_or_create_active(
-        tx, organization_id=organization_id, client_id=client.id, wa_chat_id=chat_of(number))
+        tx, organization_id=organization_id, client_id=client.id, wa_chat_id=ids.user_chat(number))
     return client.id, conversation.id
 
 
