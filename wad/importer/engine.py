@@ -40,12 +40,14 @@ from wad.db.pool import Database, Executor, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import imports as imports_repo
+from wad.db.repo import locks
 from wad.db.repo import messages as messages_repo
+from wad.db.repo import outbox as outbox_repo
 from wad.errors import WadError
 from wad.importer.options import ImportOptions
 from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
-from wad.inbound import names, parse, queries
+from wad.inbound import names, parse
 from wad.language import DEFAULT_LANGUAGES
 from wad.whatsapp import ids
 
@@ -105,8 +107,8 @@ class Importer:
         if self.options.dry_run:
             return await self._guarded()
         async with self.db.dedicated() as lock:
-            held = await lock.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)",
-                                       IMPORT_LOCK_CLASS, import_lock_key(self.organization_id))
+            held = await locks.try_lock_pair(lock, class_id=IMPORT_LOCK_CLASS,
+                                             key=import_lock_key(self.organization_id))
             if not held:
                 raise ImportBusy(f"an import of organization {self.organization_id} is running "
                                  "already; wait for it or stop it first")
@@ -256,7 +258,8 @@ class Importer:
 
         if self.options.dry_run:
             ids = [r.wa_message_id for r in rows]
-            stored = await _stored_ids(self.db, self.organization_id, ids) | self._dry_ids
+            stored = await messages_repo.stored_wa_ids(
+                self.db, organization_id=self.organization_id, wa_ids=ids) | self._dry_ids
             new = len(set(ids) - stored)
             self._dry_clients.add(chat.phone)
             self._dry_ids.update(ids)
@@ -339,7 +342,7 @@ class Importer:
             tx, organization_id=org, client_id=client.id, wa_chat_id=chat.wa_chat_id)
         own = [wa for r in rows if r.direction == "OUT"
                for wa in (r.wa_message_id, ids.bare_id(r.wa_message_id))]
-        senders = await queries.outbox_senders(tx, organization_id=org, wa_ids=own)
+        senders = await outbox_repo.senders(tx, organization_id=org, wa_ids=own)
         ready = []
         for row in rows:
             queued = senders.get(row.wa_message_id) or senders.get(ids.bare_id(row.wa_message_id))
@@ -379,15 +382,3 @@ def _payload(row: NewMessage, client_id: uuid.UUID) -> payloads.Message:
         wa_chat_id=row.wa_chat_id, direction=row.direction, sender=row.sender,
         sent_at=row.sent_at, status=row.status, type=row.type, body=row.body,
         caption=row.caption, client_id=client_id, language=row.language)
-
-
-async def _stored_ids(db: Executor, organization_id: uuid.UUID, wa_ids: Sequence[str]
-                      ) -> set[str]:
-    """Which of these WhatsApp ids the organization has stored already (for a dry run)."""
-    if not wa_ids:
-        return set()
-    rows = await db.fetch(
-        "SELECT wa_message_id FROM messages WHERE organization_id = $1 "
-        "AND wa_message_id = ANY($2::text[])", organization_id, list(wa_ids))
-    return {r["wa_message_id"] for r in rows}
-

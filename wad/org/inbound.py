@@ -45,7 +45,7 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
-from wad.inbound import names, parse, queries
+from wad.inbound import names, parse
 from wad.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.inbound.pacing import RequestPacer
 from wad.inbound.settings import InboundSettings, inbound_settings
@@ -243,7 +243,7 @@ class InboundActor:
         if not kept:
             return 0
         own = [wa for m in kept if m.from_me for wa in (m.id, ids.bare_id(m.id))]
-        senders = await queries.outbox_senders(self.db, organization_id=self.org_id, wa_ids=own)
+        senders = await outbox_repo.senders(self.db, organization_id=self.org_id, wa_ids=own)
         rows: list[NewMessage] = []
         push_names: dict[str, str | None] = {}
         for m in kept:
@@ -465,7 +465,7 @@ class InboundActor:
 
         from_queue = False
         if not incoming:
-            queued = await queries.outbox_senders(
+            queued = await outbox_repo.senders(
                 self.db, organization_id=self.org_id,
                 wa_ids=[message.wa_message_id, ids.bare_id(message.wa_message_id)])
             from_queue = bool(queued)

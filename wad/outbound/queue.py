@@ -24,7 +24,7 @@ from wad.bus import EventBus
 from wad.db.models import OutboxItem, OutboxSender
 from wad.db.pool import Database, Executor
 from wad.db.repo import clients as clients_repo
-from wad.db.repo import columns, one
+from wad.db.repo import columns, locks
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.errors import WadError
@@ -123,8 +123,7 @@ def check_number(to: str, *, field: str = "to") -> str:
 
 async def _lock(tx: Executor, organization_id: uuid.UUID) -> None:
     """Serialize queueing per organization until the transaction ends."""
-    await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                     f"wad.outbox:{organization_id}")
+    await locks.lock_in_transaction(tx, name=f"wad.outbox:{organization_id}")
 
 
 async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *, wanted: int,
@@ -140,20 +139,13 @@ async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *
 async def _by_key(tx: Executor, organization_id: uuid.UUID, key: str | None) -> OutboxItem | None:
     if key is None:
         return None
-    return one(OutboxItem, await tx.fetchrow(
-        f"SELECT {_ITEM_COLS} FROM outbox WHERE organization_id = $1 AND idempotency_key = $2",
-        organization_id, key))
+    return await outbox_repo.by_idempotency_key(tx, organization_id=organization_id, key=key)
 
 
 async def _used_keys(tx: Executor, organization_id: uuid.UUID, keys: list[str]) -> set[str]:
     """Which of `keys` earlier messages of the organization already carry."""
-    if not keys:
-        return set()
-    rows = await tx.fetch(
-        """SELECT idempotency_key FROM outbox
-           WHERE organization_id = $1 AND idempotency_key = ANY($2::text[])""",
-        organization_id, keys)
-    return {r["idempotency_key"] for r in rows}
+    return await outbox_repo.used_idempotency_keys(tx, organization_id=organization_id,
+                                                   keys=keys)
 
 
 async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,

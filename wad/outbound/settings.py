@@ -198,12 +198,9 @@ async def update(db: Database, organization_id: uuid.UUID, patch: SettingsPatch)
     from wad.db.repo import organizations as orgs_repo
 
     async with db.transaction() as tx:
-        # The row lock keeps two partial updates at once from losing each other's change.
-        row = await tx.fetchrow("SELECT settings FROM organizations WHERE id = $1 FOR UPDATE",
-                                organization_id)
-        if row is None:
+        document = await orgs_repo.settings_for_update(tx, organization_id=organization_id)
+        if document is None:
             raise NotFound(f"no such organization: {organization_id}")
-        document: dict[str, Any] = dict(row["settings"])
         merged = merge(effective(document), patch)
         document.update(merged.as_document())
         await orgs_repo.update_settings(tx, organization_id=organization_id, settings=document)
