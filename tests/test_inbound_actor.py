@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from wad import hookimpl
 from wad.browser import events as ev
 from wad.bus import BusEvent, EventBus
-from wad.config import DaemonSettings, Settings
+from wad.config import DaemonSettings, InboundSettings, PluginSettings, Settings
 from wad.db.models import Message
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
@@ -29,12 +29,11 @@ from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations
 from wad.db.repo import outbox as outbox_repo
-from wad.inbound.settings import InboundSettings
 from wad.org.inbound import InboundActor, run_inbound
 from wad.org.manager import OrgContext
 from wad.payloads import ClientStatusChange, MessageStatusChange
 from wad.payloads import Message as MessagePayload
-from wad.plugins import PluginManager, PluginSettings, get_plugin_manager
+from wad.plugins import PluginManager, get_plugin_manager
 
 NO_DELAYS = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
                             reply_delay_min_s=0, reply_delay_max_s=0,

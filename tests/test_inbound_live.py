@@ -16,6 +16,7 @@ import trio
 
 from tests.stack import Stack, open_stack
 from tests.test_inbound_actor import NO_DELAYS, Agent, plugins_with
+from wad.config import InboundSettings
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.models import Message
@@ -23,7 +24,6 @@ from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
-from wad.inbound.settings import InboundSettings
 from wad.inbound.spool import spool_path
 from wad.org.inbound import InboundActor, inbound_actor, run_inbound
 from wad.org.manager import INBOUND_BUFFER, ActorFactory, OrgContext

@@ -10,9 +10,9 @@ import msgspec
 import pytest
 
 from wad.browser.events import Message as WaMessage
+from wad.config import InboundSettings, inbound_settings
 from wad.inbound import parse
 from wad.inbound.names import given_name
-from wad.inbound.settings import InboundSettings, inbound_settings
 from wad.whatsapp import ids
 
 ORG = uuid.UUID("00000000-0000-4000-8000-0000000000aa")

@@ -29,6 +29,7 @@ from trio_asyncio import aio_as_trio
 from wad.browser.driver import BridgeError, SessionClosed
 from wad.browser.events import Message, MessagePage, SentInfo
 from wad.bus import EventBus
+from wad.config import OutboundSettings
 from wad.db.models import OutboxItem
 from wad.db.pool import Connection, Database, _init_connection
 from wad.db.repo import organizations as orgs_repo
@@ -38,7 +39,7 @@ from wad.org.outbound import ACK_KIND, OutboundActor
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import TrioClock
 from wad.outbound.queue import PAUSED_KIND, RESUMED_KIND, queue_message
-from wad.outbound.settings import OutboundSettings, RateLimitingPatch, SettingsPatch
+from wad.outbound.settings import RateLimitingPatch, SettingsPatch
 
 EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
 CLIENT = "+996555123456"

@@ -15,6 +15,7 @@ import trio
 
 from tests.stack import Stack, open_stack
 from tests.test_inbound_actor import NO_DELAYS, Agent, plugins_with
+from wad.config import OutboundSettings
 from wad.db.models import OutboxItem
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
@@ -24,7 +25,6 @@ from wad.org.manager import ActorFactory
 from wad.org.outbound import outbound_actor
 from wad.outbound import queue_message, send_message_for_agent
 from wad.outbound.queue import PAUSED_KIND
-from wad.outbound.settings import OutboundSettings
 
 pytestmark = pytest.mark.browser
 

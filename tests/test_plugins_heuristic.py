@@ -7,8 +7,9 @@ import pytest
 import wad_heuristic_status
 from wad_heuristic_status import decide, find_matches, fold
 
+from wad.config import PluginSettings
 from wad.payloads import FUNNEL, StatusDecision
-from wad.plugins import PluginSettings, detect_status, get_plugin_manager
+from wad.plugins import detect_status, get_plugin_manager
 
 from .plugin_helpers import client, message
 

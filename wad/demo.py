@@ -23,7 +23,7 @@ import segno
 import trio
 
 from wad import log
-from wad.config import ApiSettings, DaemonSettings, Settings, WhatsAppSettings
+from wad.config import ApiSettings, DaemonSettings, InboundSettings, Settings, WhatsAppSettings
 from wad.daemon import Daemon, asyncio_loop
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
@@ -31,7 +31,6 @@ from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.inbound.settings import InboundSettings
 from wad.outbound.queue import queue_message
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig

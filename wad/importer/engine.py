@@ -35,6 +35,7 @@ import trio
 
 from wad import language, log, payloads
 from wad import plugins as plugin_calls
+from wad.config import DEFAULT_LANGUAGES
 from wad.db.models import Client, ImportRun, NewMessage
 from wad.db.pool import Database, Executor, database_unavailable
 from wad.db.repo import clients as clients_repo
@@ -48,7 +49,6 @@ from wad.importer.options import ImportOptions
 from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
 from wad.inbound import names, parse
-from wad.language import DEFAULT_LANGUAGES
 from wad.whatsapp import ids
 
 _log = log.get("import")

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from wad import log
-from wad.config import Settings
+from wad.config import Settings, inbound_settings
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.errors import ConfigError, NotFound, WadError
@@ -25,7 +25,6 @@ from wad.importer.engine import Importer, ProgressCallback
 from wad.importer.options import WHATSAPP_SOURCE, ImportOptions
 from wad.importer.pacing import Pacer
 from wad.importer.sources import ChatSource, PluginSource, WhatsAppSource
-from wad.inbound.settings import inbound_settings
 from wad.plugins import PluginManager, get_plugin_manager, import_sources
 
 _log = log.get("import")

@@ -39,6 +39,7 @@ from wad import language, log, payloads
 from wad import plugins as plugin_calls
 from wad.browser import events as ev
 from wad.browser.events import ChatInfo
+from wad.config import InboundSettings, inbound_settings
 from wad.db.models import Client, Message, MessageStatus, NewMessage
 from wad.db.pool import database_unavailable
 from wad.db.repo import clients as clients_repo
@@ -48,7 +49,6 @@ from wad.db.repo import outbox as outbox_repo
 from wad.inbound import names, parse
 from wad.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.inbound.pacing import RequestPacer
-from wad.inbound.settings import InboundSettings, inbound_settings
 from wad.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
 from wad.org.manager import OrgContext
 from wad.supervise import ChildSpec, Restart

@@ -47,6 +47,7 @@ from wad import log, payloads
 from wad import plugins as plugin_calls
 from wad.browser.driver import BridgeError, BridgeTimeout, SessionClosed, new_message_id
 from wad.bus import BusEvent, EventBus
+from wad.config import OutboundSettings, outbound_settings
 from wad.db.models import NewMessage, OutboxItem
 from wad.db.pool import Database, database_unavailable
 from wad.db.repo import clients as clients_repo
@@ -64,7 +65,6 @@ from wad.outbound.queue import (
     RESUMED_KIND,
     SETTINGS_KIND,
 )
-from wad.outbound.settings import OutboundSettings, outbound_settings
 from wad.supervise import ChildSpec, Restart
 from wad.whatsapp import ids
 
