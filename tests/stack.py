@@ -19,7 +19,8 @@ from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
-from wad.org.manager import ActorFactory, OrgManager
+from wad.org.context import ActorFactory
+from wad.org.manager import OrgManager
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve

@@ -29,8 +29,8 @@ from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations
 from wad.db.repo import outbox as outbox_repo
+from wad.org.context import OrgContext
 from wad.org.inbound import InboundActor, run_inbound
-from wad.org.manager import OrgContext
 from wad.payloads import ClientStatusChange, MessageStatusChange
 from wad.payloads import Message as MessagePayload
 from wad.plugins import PluginManager, get_plugin_manager

@@ -25,8 +25,9 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.inbound.spool import spool_path
+from wad.org.context import ActorFactory, OrgContext
 from wad.org.inbound import InboundActor, inbound_actor, run_inbound
-from wad.org.manager import INBOUND_BUFFER, ActorFactory, OrgContext
+from wad.org.manager import INBOUND_BUFFER
 from wad.org.session import SessionActor
 
 ACCOUNT = "996700200300"

@@ -20,8 +20,8 @@ from wad.db.models import OutboxItem
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
+from wad.org.context import ActorFactory
 from wad.org.inbound import inbound_actor
-from wad.org.manager import ActorFactory
 from wad.org.outbound import outbound_actor
 from wad.outbound import queue_message, send_message_for_agent
 from wad.outbound.queue import PAUSED_KIND

@@ -24,7 +24,8 @@ import trio
 
 from wad import log
 from wad.config import ApiSettings, DaemonSettings, InboundSettings, Settings, WhatsAppSettings
-from wad.daemon import Daemon, asyncio_loop
+from wad.daemon import Daemon
+from wad.db.connect import asyncio_loop
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import messages as messages_repo

@@ -358,7 +358,7 @@ async def import_here(settings: Settings, organization_id: uuid.UUID, options: I
     """The import, in this process: the database (configured or private), the plugins, and the
     source (a browser session of the import's own, or a plugin's files). `driver` may be given
     (tests share one); `imported["partial"]` holds the report so far if it is cancelled."""
-    from wad.daemon import asyncio_loop
+    from wad.db.connect import asyncio_loop
     from wad.importer import local
     from wad.importer.session import own_session, profile_dir
 

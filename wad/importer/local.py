@@ -18,6 +18,7 @@ import msgspec
 
 from wad import log
 from wad.config import Settings, inbound_settings
+from wad.db.connect import open_database
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.errors import ConfigError, NotFound, WadError
@@ -108,9 +109,6 @@ def importer(*, settings: Settings, db: Database, organization_id: uuid.UUID,
 async def import_database(settings: Settings) -> AsyncIterator[Database]:
     """The configured database, or the private cluster (reused when up, else started for the
     import and stopped after it); migrated."""
-    # Imported here: wad.daemon imports the API, and the API imports the importer.
-    from wad.daemon import open_database
-
     async with open_database(settings, owner=False, pool_max=4) as db:
         yield db
 

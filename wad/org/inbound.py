@@ -50,7 +50,7 @@ from wad.inbound import names, parse
 from wad.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.inbound.pacing import RequestPacer
 from wad.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
-from wad.org.manager import OrgContext
+from wad.org.context import OrgContext
 from wad.supervise import ChildSpec, Restart
 from wad.whatsapp import chats, ids
 

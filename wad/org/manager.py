@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,8 @@ from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org.actors import ACTORS
+from wad.org.context import ActorFactory, OrgContext
 from wad.org.ownership import Ownership, lock_key
 from wad.org.session import SessionActor, SessionNotReady
 from wad.supervise import ChildSpec, Restart, Supervisor, SupervisorGaveUp
@@ -64,23 +65,6 @@ class OrgManagerAPI:
         raise NotImplementedError
 
 
-@dataclass(eq=False)
-class OrgContext:
-    """What an organization's actors share: its id, the daemon's parts, its session actor, and
-    the bounded channel of message events the session forwards to the inbound actor."""
-
-    org_id: uuid.UUID
-    settings: Settings
-    db: Database
-    bus: EventBus
-    session: SessionActor
-    inbound_events: trio.MemoryReceiveChannel[Any]
-    plugins: Any = None
-
-
-ActorFactory = Callable[[OrgContext], ChildSpec]
-"""Makes one actor's child spec for an organization (the inbound and outbound actors)."""
-
 INBOUND_BUFFER = 1000
 """Message events the session may hand to the inbound actor before it waits (backpressure)."""
 
@@ -98,8 +82,6 @@ class OrgHandle:
 
 def default_actors() -> list[ActorFactory]:
     """The actors that join each organization's session: see `wad/org/actors.py`."""
-    from wad.org.actors import ACTORS
-
     return list(ACTORS)
 
 

@@ -56,7 +56,7 @@ from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import NotFound
-from wad.org.manager import OrgContext
+from wad.org.context import OrgContext
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
 from wad.outbound.queue import (
