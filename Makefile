@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps test lint typecheck pytest run demo clean
+.PHONY: setup system-deps test check lint typecheck pytest run demo clean
 
 setup: system-deps $(STAMP)
 
@@ -41,6 +41,13 @@ pytest: setup
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The edit-test loop: ruff, mypy (tests included) and the unit tests, those that need neither
+# PostgreSQL nor Chromium (tests/conftest.py marks the others `db` and `browser`).
+check: setup
+	$(BIN)/ruff check wad plugins tests bench
+	$(BIN)/mypy wad plugins tests
+	$(BIN)/pytest -q -m "not db and not browser"
 
 run: setup
 	$(BIN)/wad run

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import trio
 
-from tests.test_events import open_stream
+from tests.support.events import open_stream
 from wad.api import auth
 from wad.api.app import AppContext, create_app
 from wad.api.server import MAX_HEAD_BYTES, serve_api

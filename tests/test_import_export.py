@@ -21,8 +21,8 @@ import trio
 import wad_export_import
 from wad_export_import.parser import ExportedChat, ExportOptions, read_location
 
-from tests.plugin_helpers import serving
-from tests.test_plugins_openrouter import FakeOpenRouter, completion
+from tests.support.openrouter import FakeOpenRouter, completion
+from tests.support.plugin_helpers import serving
 from wad.config import DatabaseSettings, PluginSettings, Settings
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,10 +18,11 @@ from typing import Any
 import trio
 from structlog.testing import capture_logs
 
+from tests.support.inbound import NO_DELAYS, Agent, plugins_with
 from wad import hookimpl
 from wad.browser import events as ev
 from wad.bus import BusEvent, EventBus
-from wad.config import DaemonSettings, InboundSettings, PluginSettings, Settings
+from wad.config import DaemonSettings, InboundSettings, Settings
 from wad.db.models import Message
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
@@ -33,11 +34,8 @@ from wad.org.context import OrgContext
 from wad.org.inbound import InboundActor, run_inbound
 from wad.payloads import ClientStatusChange, MessageStatusChange
 from wad.payloads import Message as MessagePayload
-from wad.plugins import PluginManager, get_plugin_manager
+from wad.plugins import PluginManager
 
-NO_DELAYS = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
-                            reply_delay_min_s=0, reply_delay_max_s=0,
-                            enrichment_pause_min_s=0, enrichment_pause_max_s=0)
 BASE_T = 1751360400  # 2025-07-01 09:00 UTC
 
 
@@ -111,26 +109,8 @@ async def count_messages(db: Database, org: uuid.UUID) -> int:
     return int(await db.fetchval("SELECT count(*) FROM messages WHERE organization_id = $1", org))
 
 
-def plugins_with(*extra: tuple[Any, str]) -> PluginManager:
-    """The built-in language detector, the heuristic status detector, and `extra` plugins."""
-    pm = get_plugin_manager(PluginSettings(entry_points=False, enabled=["heuristic_status"]))
-    for plugin, name in extra:
-        pm.register(plugin, name)
-    return pm
 
 
-class Agent:
-    """A test agent: answers every client message, remembering what it was shown."""
-
-    def __init__(self, text: str = "Thank you! A manager will answer shortly.") -> None:
-        self.text = text
-        self.seen: list[tuple[str, Sequence[MessagePayload]]] = []
-
-    @hookimpl
-    async def wad_agent_reply(self, message: MessagePayload, client: Any,
-                              conversation: Sequence[MessagePayload]) -> str:
-        self.seen.append((message.text, conversation))
-        return self.text
 
 
 class Broken:

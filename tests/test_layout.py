@@ -191,3 +191,41 @@ def test_whatsapp_rules_are_pure(module: str) -> None:
     loaded = modules_loaded_by(f"import {module}")
     heavy = {"playwright", "asyncpg", "trio", "trio_asyncio", "httpx", "quart", "msgspec"}
     assert not {m for m in loaded if m.split(".")[0] in heavy}
+
+
+# Tests with a shape ----------------------------------------------------------------------------
+
+
+def imports_of_test_modules(path: Path) -> list[str]:
+    """The test modules (`tests.test_*`, `tests.conftest`) a file imports, by name."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: `from .test_x import y`, `from . import test_x`
+                names = [node.module or ""] + [alias.name for alias in node.names]
+            elif node.module == "tests":
+                names = [f"tests.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module or ""]
+        for name in names:
+            last = name.rpartition(".")[2]
+            if last.startswith("test_") or last == "conftest":
+                found.append(name)
+    return found
+
+
+def test_the_test_import_check_sees_every_form(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("from tests.test_a import x\nfrom tests import test_b\nimport tests.test_c\n"
+                      "from .test_d import y\nfrom tests.support.api import LiveApi\n")
+    assert imports_of_test_modules(source) == ["tests.test_a", "tests.test_b", "tests.test_c",
+                                               "test_d"]
+
+
+def test_no_test_module_imports_another() -> None:
+    offenders = {str(path.relative_to(ROOT)): found for path in python_files("tests")
+                 if (found := imports_of_test_modules(path))}
+    assert offenders == {}, "shared helpers belong in tests/support"

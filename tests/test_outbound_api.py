@@ -15,15 +15,15 @@ import httpx
 import pytest
 import trio
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 from wad.bus import EventBus
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.outbound.queue import RESUMED_KIND, SETTINGS_KIND
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 CLIENT = "+996555123456"
 NOW = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)

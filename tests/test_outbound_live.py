@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.stack import Stack, open_stack
-from tests.test_inbound_actor import NO_DELAYS, Agent, plugins_with
+from tests.support.inbound import NO_DELAYS, Agent, plugins_with
+from tests.support.stack import Stack, open_stack
 from wad.config import OutboundSettings
 from wad.db.models import OutboxItem
 from wad.db.repo import messages as messages_repo
