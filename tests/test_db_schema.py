@@ -162,7 +162,8 @@ async def test_a_good_status_value_is_accepted(db: Database) -> None:
     assert await db.fetchval("SELECT status FROM clients WHERE id = $1", ids["client"]) == "SOLD"
     assert await db.fetchval("SELECT status FROM outbox WHERE id = $1",
                              ids["outbox"]) == "CANCELLED"
-    assert tuple(await db.fetchrow("SELECT type, status FROM messages")) == ("vcard", "REVOKED")
+    row = await db.fetchrow("SELECT type, status FROM messages")
+    assert row is not None and (row["type"], row["status"]) == ("vcard", "REVOKED")
 
 
 @pytest.mark.parametrize("phone", ["996555123456", "+0555123456", "+99655", "+9965551234567890",
