@@ -88,7 +88,7 @@ def test_every_hook_is_documented_with_an_example() -> None:
         assert "Returns:" in body, name
 
 
-def test_module(filename: str) -> str:
+def module_of_test(filename: str) -> str:
     """The dotted name of the test module `filename`, wherever under tests/ it lives."""
     found = sorted(TESTS.rglob(filename))
     assert len(found) == 1, f"{filename}: {len(found)} files of that name under tests/"
@@ -100,7 +100,7 @@ def test_every_hook_has_a_test() -> None:
     for hook, test_id in HOOK_TESTS.items():
         filename, _, test = test_id.partition("::")
         function_name, _, param = test.partition("[")
-        module = importlib.import_module(test_module(filename))
+        module = importlib.import_module(module_of_test(filename))
         function = getattr(module, function_name, None)
         assert callable(function), f"{hook}: {test_id} does not exist"
         if param:
