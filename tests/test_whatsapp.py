@@ -1,4 +1,4 @@
-"""WhatsApp's rules in `wad.whatsapp`: id forms, the chat of a message, which chats are stored,
+"""WhatsApp's rules in `wad.whatsapp`: id forms, the chat of a number, which chats are stored,
 and that inbound, catch-up and the importer all answer from that one rule."""
 
 from __future__ import annotations
@@ -41,15 +41,12 @@ def test_chat_ids_from_numbers_and_ids() -> None:
     assert isinstance(ids.InvalidChatId("x"), ValueError)
 
 
-def test_message_ids_and_their_chat() -> None:
+def test_message_ids() -> None:
     own = ids.serialized_id("996555123456@c.us", "3EB0ABC")
     assert own == "true_996555123456@c.us_3EB0ABC"
     assert ids.serialized_id("996555123456@c.us", "AB", from_me=False) == \
         "false_996555123456@c.us_AB"
     assert ids.bare_id(own) == "3EB0ABC"
-    assert ids.chat_of_message(own) == "996555123456@c.us"
-    assert ids.chat_of_message("false_120363@g.us_ABCD_996555123456@c.us") == "120363@g.us"
-    assert ids.chat_of_message("3EB0ABC") is None
 
 
 @pytest.mark.parametrize(("chat", "flags", "kind"), [

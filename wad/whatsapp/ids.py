@@ -39,7 +39,7 @@ def is_lid(wa_id: str) -> bool:
 
 
 def user_chat(number: str) -> str:
-    """The one-to-one chat of a phone number: `+996555123456` -> `996555123456@c.us`
+    """The one-to-one chat of a phone number, where wad sends to it and files its messages: `+996555123456` -> `996555123456@c.us`
     (the number is E.164 or bare digits; it is not checked here, see `chat_id`)."""
     return f"{number.lstrip('+')}@{USER}"
 
@@ -95,11 +95,3 @@ def serialized_id(chat: str, key: str, *, from_me: bool = True) -> str:
     """The serialized id of the message `key` in `chat`: `true_996555123456@c.us_3EB0ABC`."""
     return f"{'true' if from_me else 'false'}_{chat}_{key}"
 
-
-def chat_of_message(serialized: str) -> str | None:
-    """The chat of a serialized message id (`true_996555123456@c.us_3EB0ABC` ->
-    `996555123456@c.us`); None for a bare key id."""
-    parts = serialized.split("_")
-    if len(parts) >= 3 and parts[0] in ("true", "false") and "@" in parts[1]:
-        return parts[1]
-    return None
