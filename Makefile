@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NPM_DIR   := tests/conformance
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
-.PHONY: setup system-deps test lint typecheck pytest run demo clean
+.PHONY: setup system-deps test check lint typecheck pytest run demo clean
 
 setup: system-deps $(STAMP) $(NPM_STAMP)
 
@@ -44,12 +44,19 @@ lint: setup
 	$(BIN)/ruff check wad plugins tests bench
 
 typecheck: setup
-	$(BIN)/mypy wad plugins
+	$(BIN)/mypy wad plugins tests
 
 pytest: setup
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The edit-test loop: ruff, mypy (tests included) and the unit tests, those that need neither
+# PostgreSQL nor Chromium (tests/conftest.py marks the others `db` and `browser`).
+check: setup
+	$(BIN)/ruff check wad plugins tests bench
+	$(BIN)/mypy wad plugins tests
+	$(BIN)/pytest -q -m "not db and not browser"
 
 run: setup
 	$(BIN)/wad run

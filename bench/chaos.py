@@ -40,7 +40,7 @@ import trio_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemonproc import DaemonProcess, processes_using, start_daemon  # noqa: E402
+from tests.support.daemonproc import DaemonProcess, processes_using, start_daemon  # noqa: E402
 from wad.db import migrate  # noqa: E402
 from wad.db.embedded import EmbeddedPostgres  # noqa: E402
 from wad.db.pool import Database  # noqa: E402

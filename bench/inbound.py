@@ -35,13 +35,12 @@ import trio_asyncio
 
 from wad.browser.driver import BrowserDriver
 from wad.bus import EventBus, MessageStored
-from wad.config import DaemonSettings, Settings, WhatsAppSettings
+from wad.config import DaemonSettings, InboundSettings, Settings, WhatsAppSettings
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
-from wad.inbound.settings import InboundSettings
 from wad.org.inbound import inbound_actor
 from wad.org.manager import OrgManager
 from wad.sim.client import SimClient

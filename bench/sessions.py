@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemonproc import DaemonProcess, start_daemon  # noqa: E402
+from tests.support.daemonproc import DaemonProcess, start_daemon  # noqa: E402
 
 
 def pss_kib(pid: int) -> int:

@@ -1,7 +1,17 @@
-"""Shared fixtures: one real PostgreSQL cluster per test session, a fresh database per test."""
+"""Shared fixtures: one real PostgreSQL cluster per test session, a fresh database per test.
+
+Markers say what a test needs, so that `make check` can run the unit tests alone
+(`pytest -m "not db and not browser"`): `browser` (real Chromium) is set by most live test
+modules themselves, and added here to any test that asks for the `browser`/`playwright` fixtures
+or whose module uses the simulator stack (`tests.support.stack`, `tests.support.simfixtures`);
+`db` (PostgreSQL) is added here to any test that asks for a database fixture (directly or through
+another fixture) or whose module runs a cluster or a daemon process (`wad.db.embedded`,
+`tests.support.daemonproc`).
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -20,7 +30,7 @@ from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 
 if TYPE_CHECKING:
-    from tests.test_events import Served
+    from tests.support.events import Served
 
 
 def _reachable_tempdir(prefix: str) -> Path:
@@ -110,7 +120,7 @@ async def db(dsn: str) -> AsyncIterator[Database]:
 async def served(db: Database, state_dir: Path, nursery: trio.Nursery
                  ) -> AsyncIterator[Served]:
     """The real app on 127.0.0.1 port 0 with an event bus (and no organization manager)."""
-    from tests.test_events import serve_app
+    from tests.support.events import serve_app
     from wad.bus import EventBus
 
     found, shutdown = await serve_app(nursery, db, state_dir, {"bus": EventBus()})
@@ -120,3 +130,29 @@ async def served(db: Database, state_dir: Path, nursery: trio.Nursery
         for client in found.clients:
             await client.aclose()
         shutdown.set()
+
+
+_DB_FIXTURES = frozenset({"pg_cluster", "empty_dsn", "dsn", "db", "served"})
+_BROWSER_FIXTURES = frozenset({"playwright", "browser"})
+_DB_MODULES = frozenset({"wad.db.embedded", "tests.support.daemonproc"})
+_BROWSER_MODULES = frozenset({"tests.support.stack", "tests.support.simfixtures"})
+
+
+def _modules_used(module: object) -> set[str]:
+    """The modules a test module imports, or imports names from (and its `pytest_plugins`)."""
+    found = set(getattr(module, "pytest_plugins", ()))
+    for value in vars(module).values():
+        found.add(value.__name__ if inspect.ismodule(value)
+                  else str(getattr(value, "__module__", "")))
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what each test needs (see the module's docstring)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        modules = _modules_used(getattr(item, "module", None) or object())
+        if used & _DB_FIXTURES or modules & _DB_MODULES:
+            item.add_marker(pytest.mark.db)
+        if used & _BROWSER_FIXTURES or modules & _BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)

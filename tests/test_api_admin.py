@@ -10,11 +10,11 @@ from pathlib import Path
 
 import trio
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 from wad.db.repo import sessions as sessions_repo
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 
 async def test_organizations_are_created_and_listed(live_api: LiveApi) -> None:

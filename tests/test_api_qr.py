@@ -10,11 +10,11 @@ import trio
 import zxingcpp
 from PIL import Image
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 from wad.db.repo import sessions as sessions_repo
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 # The shape of a WhatsApp Web QR payload: ref, public keys, advertising secret.
 PAYLOAD = ("2@Wq4cQm0rFz8f3T1vXKp0c2l5YfN4rE7uQ9hS1dA3kL6mP8oB0jV2nC4xZ7wR5tY9uI1o,"

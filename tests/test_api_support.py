@@ -3,100 +3,12 @@ unix socket, over a fresh migrated database. Also the sanity tests of that harne
 
 from __future__ import annotations
 
-import functools
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import httpx
-import pytest
 import trio
 
-from wad.api.app import AppContext, create_app
-from wad.api.server import serve_api
-from wad.config import ApiSettings, DaemonSettings, Settings
-from wad.db.pool import Database
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 
-
-@dataclass
-class LiveApi:
-    """The served app and ways to call it."""
-
-    tcp_url: str
-    socket_path: Path
-    ctx: AppContext
-    _clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
-
-    def client(self, token: str | None = None) -> httpx.AsyncClient:
-        """An HTTP client on the TCP address, with `token` as its bearer token (one per token,
-        reused: creating clients is what would make the tests slow)."""
-        key = f"tcp:{token}"
-        if key not in self._clients:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            self._clients[key] = httpx.AsyncClient(base_url=self.tcp_url, headers=headers,
-                                                   timeout=10)
-        return self._clients[key]
-
-    def socket_client(self) -> httpx.AsyncClient:
-        """An HTTP client on the unix control socket (no token: the socket is the super admin)."""
-        if "socket" not in self._clients:
-            self._clients["socket"] = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
-                base_url="http://wad", timeout=10)
-        return self._clients["socket"]
-
-    async def create_org(self, name: str = "Acme Tours") -> uuid.UUID:
-        r = await self.socket_client().post("/api/organizations", json={"name": name})
-        assert r.status_code == 201, r.text
-        return uuid.UUID(r.json()["id"])
-
-    async def create_token(self, role: str, org: uuid.UUID | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"role": role, "name": f"test {role}"}
-        if org is not None:
-            body["organization_id"] = str(org)
-        r = await self.socket_client().post("/api/tokens", json=body)
-        assert r.status_code == 201, r.text
-        created: dict[str, Any] = r.json()
-        return created
-
-    async def close(self) -> None:
-        for c in self._clients.values():
-            await c.aclose()
-
-
-def make_settings(state_dir: Path, **api: Any) -> Settings:
-    return Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
-                    api=ApiSettings(listen="127.0.0.1:0", **api))
-
-
-@asynccontextmanager
-async def serving(db: Database, state_dir: Path, nursery: trio.Nursery, *, max_body_bytes: int,
-                  services: dict[str, Any] | None = None) -> AsyncIterator[LiveApi]:
-    """The real app served in `nursery` until the block ends, its clients closed then."""
-    settings = make_settings(state_dir, max_body_bytes=max_body_bytes)
-    ctx = AppContext(settings=settings, db=db, services=services or {})
-    shutdown = trio.Event()
-    socket_path = state_dir / "run" / "wad.sock"
-    addresses = await nursery.start(functools.partial(
-        serve_api, create_app(ctx), listen=settings.api.listen, socket_path=socket_path,
-        max_body=settings.api.max_body_bytes, shutdown=shutdown))
-    tcp = next(a for a in addresses if a.startswith("http://127."))
-    api = LiveApi(tcp_url=tcp, socket_path=socket_path, ctx=ctx)
-    try:
-        yield api
-    finally:
-        await api.close()
-        shutdown.set()
-
-
-@pytest.fixture
-async def live_api(db: Database, state_dir: Path, nursery: trio.Nursery
-                   ) -> AsyncIterator[LiveApi]:
-    async with serving(db, state_dir, nursery, max_body_bytes=4096) as api:
-        yield api
+live_api = api_support.live_api
 
 
 async def test_harness_serves_tcp_and_socket(live_api: LiveApi) -> None:

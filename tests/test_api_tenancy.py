@@ -17,10 +17,10 @@ from typing import Any
 
 import trio
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 RANK = {"VIEWER": 1, "AGENT": 2, "ADMIN": 3, "SUPER_ADMIN": 4}
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 import trio
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 from wad import phone
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 
 def assert_invalid(r: httpx.Response, field: str | None, *, status: int = 400,

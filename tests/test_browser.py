@@ -13,7 +13,7 @@ from typing import TypeVar
 import pytest
 import trio
 
-from wad.browser import (
+from wad.browser.driver import (
     BridgeError,
     BridgeTimeout,
     BrowserDriver,

@@ -7,8 +7,10 @@ import re
 import msgspec
 import pytest
 
-from wad.browser import InvalidChatId, chat_id, events, new_message_id, phone_digits
+from wad.browser import events
+from wad.browser.driver import new_message_id
 from wad.browser.events import AckChanged, BridgeReady, MessageReceived, Ready
+from wad.whatsapp.ids import InvalidChatId, chat_id, phone_digits
 
 
 @pytest.mark.parametrize(("given", "expected"), [

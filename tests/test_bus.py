@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import trio
 
-from tests.bus_helpers import event
+from tests.support.bus_helpers import event
 from wad import bus
 from wad.eventlog import STREAM_KINDS
 from wad.metrics import BUS_KINDS

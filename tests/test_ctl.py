@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemonproc import DaemonProcess, start_daemon
+from tests.support.daemonproc import DaemonProcess, start_daemon
 from wad import cli, ctl
 
 

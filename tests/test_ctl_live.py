@@ -23,7 +23,7 @@ import pytest
 import segno
 import trio
 
-from tests.daemonproc import DaemonProcess, start_daemon
+from tests.support.daemonproc import DaemonProcess, start_daemon
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.daemonproc import (
+from tests.support.daemonproc import (
     assert_gone,
     children_of,
     datagram_listener,
@@ -95,7 +95,7 @@ def test_db_migrate_command_applies_then_reports_up_to_date(state_dir: Path) -> 
     import subprocess
     import sys
 
-    from tests.daemonproc import write_config
+    from tests.support.daemonproc import write_config
 
     config = write_config(state_dir)
     first = subprocess.run([sys.executable, "-m", "wad.cli", "--config", str(config), "db",

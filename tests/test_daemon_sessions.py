@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.daemonproc import processes_using, start_daemon
+from tests.support.daemonproc import processes_using, start_daemon
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve

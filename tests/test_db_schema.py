@@ -153,9 +153,17 @@ async def test_unknown_values_are_refused_in_every_status_column(db: Database) -
 async def test_a_good_status_value_is_accepted(db: Database) -> None:
     # The counterpart of the test above: the checks are not simply refusing every update.
     ids = await _seed(db)
-    await db.execute("UPDATE clients SET status = 'SOLD' WHERE id = $1", ids["client"])
-    await db.execute("UPDATE outbox SET status = 'CANCELLED' WHERE id = $1", ids["outbox"])
-    await db.execute("UPDATE messages SET type = 'vcard', status = 'REVOKED'")
+    assert await db.execute("UPDATE clients SET status = 'SOLD' WHERE id = $1",
+                            ids["client"]) == "UPDATE 1"
+    assert await db.execute("UPDATE outbox SET status = 'CANCELLED' WHERE id = $1",
+                            ids["outbox"]) == "UPDATE 1"
+    assert await db.execute("UPDATE messages SET type = 'vcard', status = 'REVOKED'") == "UPDATE 1"
+    # And the values are there, as written.
+    assert await db.fetchval("SELECT status FROM clients WHERE id = $1", ids["client"]) == "SOLD"
+    assert await db.fetchval("SELECT status FROM outbox WHERE id = $1",
+                             ids["outbox"]) == "CANCELLED"
+    row = await db.fetchrow("SELECT type, status FROM messages")
+    assert row is not None and (row["type"], row["status"]) == ("vcard", "REVOKED")
 
 
 @pytest.mark.parametrize("phone", ["996555123456", "+0555123456", "+99655", "+9965551234567890",

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.stack import open_stack
-from tests.test_events import Sse, open_stream, serve_app
-from tests.test_inbound_live import inbound
+from tests.support.events import Sse, open_stream, serve_app
+from tests.support.inbound import inbound
+from tests.support.stack import open_stack
 from wad.bus import Event
 from wad.eventlog import STREAM_KINDS
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.daemonproc import DaemonProcess, processes_using, start_daemon
+from tests.support.daemonproc import DaemonProcess, processes_using, start_daemon
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.sim.client import SimClient

@@ -23,8 +23,8 @@ import httpx
 import pytest
 import trio
 
-from tests.bus_helpers import event as bus_event
-from tests.test_events import open_stream
+from tests.support.bus_helpers import event as bus_event
+from tests.support.events import open_stream
 from wad.api import auth
 from wad.api.app import AppContext, create_app
 from wad.api.server import MAX_HEAD_BYTES, serve_api

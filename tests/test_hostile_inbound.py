@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import open_stack
-from tests.test_hostile_unicode import LONG, TEXTS
-from tests.test_inbound_live import inbound, stored, wa_id
+from tests.support.inbound import inbound, stored, wa_id
+from tests.support.stack import open_stack
+from tests.support.texts import LONG, TEXTS
 from wad.db.repo import clients as clients_repo
 
 pytestmark = pytest.mark.browser

@@ -8,13 +8,13 @@ import uuid
 
 import trio
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 from wad.bus import EventBus
 from wad.db.repo import imports as imports_repo
 from wad.org.manager import OrgManager
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 
 async def test_only_this_organizations_admins_may_import(live_api: LiveApi) -> None:

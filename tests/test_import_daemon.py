@@ -26,8 +26,8 @@ import httpx
 import pytest
 import trio
 
-from tests.daemonproc import start_daemon
-from tests.stack import Stack, open_stack
+from tests.support.daemonproc import start_daemon
+from tests.support.stack import Stack, open_stack
 from wad.api.app import AppContext, create_app
 from wad.api.auth import new_token
 from wad.api.server import serve_api

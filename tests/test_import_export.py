@@ -21,15 +21,15 @@ import trio
 import wad_export_import
 from wad_export_import.parser import ExportedChat, ExportOptions, read_location
 
-from tests.plugin_helpers import serving
-from tests.test_plugins_openrouter import FakeOpenRouter, completion
-from wad.config import DatabaseSettings, Settings
+from tests.support.openrouter import FakeOpenRouter, completion
+from tests.support.plugin_helpers import serving
+from wad.config import DatabaseSettings, PluginSettings, Settings
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import organizations
 from wad.importer.cli import import_here
 from wad.importer.options import ImportOptions
-from wad.plugins import PluginSettings, get_plugin_manager, import_sources
+from wad.plugins import get_plugin_manager, import_sources
 
 EXPORTS = Path(__file__).resolve().parent / "data" / "exports"
 BISHKEK = ZoneInfo("Asia/Bishkek")

@@ -22,7 +22,7 @@ import msgspec
 import pytest
 import trio
 
-from tests.stack import Stack, open_stack
+from tests.support.stack import Stack, open_stack
 from wad.config import DatabaseSettings, Settings
 from wad.db.pool import Database
 from wad.importer import local

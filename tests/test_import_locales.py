@@ -83,7 +83,8 @@ def test_every_message_exact_with_no_options(case: str, tmp_path: Path) -> None:
     for line, facts in meta.get("calls", {}).items():
         assert by_line[int(line)].media == facts, line
     for line in meta.get("view_once", []):
-        assert by_line[line].media is not None and by_line[line].media["view_once"] is True
+        media = by_line[line].media
+        assert media is not None and media["view_once"] is True
     if meta["phone"] is None:
         # A contact saved by name: the messages are read; the number must be given.
         assert len(chat.problems) == 1 and "give the number with --phone" in chat.problems[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,10 +18,11 @@ from typing import Any
 import trio
 from structlog.testing import capture_logs
 
+from tests.support.inbound import NO_DELAYS, Agent, plugins_with
 from wad import hookimpl
 from wad.browser import events as ev
 from wad.bus import Event, EventBus
-from wad.config import DaemonSettings, Settings
+from wad.config import DaemonSettings, InboundSettings, Settings
 from wad.db.models import Message
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
@@ -29,16 +30,12 @@ from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations
 from wad.db.repo import outbox as outbox_repo
-from wad.inbound.settings import InboundSettings
+from wad.org.context import OrgContext
 from wad.org.inbound import InboundActor, run_inbound
-from wad.org.manager import OrgContext
 from wad.payloads import ClientStatusChange, MessageStatusChange
 from wad.payloads import Message as MessagePayload
-from wad.plugins import PluginManager, PluginSettings, get_plugin_manager
+from wad.plugins import PluginManager
 
-NO_DELAYS = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
-                            reply_delay_min_s=0, reply_delay_max_s=0,
-                            enrichment_pause_min_s=0, enrichment_pause_max_s=0)
 BASE_T = 1751360400  # 2025-07-01 09:00 UTC
 
 
@@ -112,26 +109,8 @@ async def count_messages(db: Database, org: uuid.UUID) -> int:
     return int(await db.fetchval("SELECT count(*) FROM messages WHERE organization_id = $1", org))
 
 
-def plugins_with(*extra: tuple[Any, str]) -> PluginManager:
-    """The built-in language detector, the heuristic status detector, and `extra` plugins."""
-    pm = get_plugin_manager(PluginSettings(entry_points=False, enabled=["heuristic_status"]))
-    for plugin, name in extra:
-        pm.register(plugin, name)
-    return pm
 
 
-class Agent:
-    """A test agent: answers every client message, remembering what it was shown."""
-
-    def __init__(self, text: str = "Thank you! A manager will answer shortly.") -> None:
-        self.text = text
-        self.seen: list[tuple[str, Sequence[MessagePayload]]] = []
-
-    @hookimpl
-    async def wad_agent_reply(self, message: MessagePayload, client: Any,
-                              conversation: Sequence[MessagePayload]) -> str:
-        self.seen.append((message.text, conversation))
-        return self.text
 
 
 class Broken:
@@ -421,6 +400,9 @@ async def test_a_restart_resumes_unfinished_processing(db: Database, state_dir: 
 
     async with running(db, state_dir, org=h.org) as again:
         rows = [await processed(db, again.org, m.id) for m in messages]
+        with trio.fail_after(10):  # the actor counts a message just after its row says DONE
+            while again.actor.stats.processed < 3:
+                await trio.sleep(0.02)
     assert [r.processing_state for r in rows] == ["DONE"] * 3
     assert len({r.conversation_id for r in rows}) == 1
     assert again.actor.stats.processed == 3 and again.actor.stats.stored == 0

@@ -14,44 +14,28 @@ from typing import Any
 import msgspec
 import trio
 
-from tests.stack import Stack, open_stack
-from tests.test_inbound_actor import NO_DELAYS, Agent, plugins_with
+from tests.support.inbound import NO_DELAYS, Agent, inbound, plugins_with, stored, wa_id
+from tests.support.stack import Stack, open_stack
+from wad.config import InboundSettings
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
-from wad.db.models import Message
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
-from wad.inbound.settings import InboundSettings
 from wad.inbound.spool import spool_path
-from wad.org.inbound import InboundActor, inbound_actor, run_inbound
-from wad.org.manager import INBOUND_BUFFER, ActorFactory, OrgContext
+from wad.org.context import OrgContext
+from wad.org.inbound import InboundActor, run_inbound
+from wad.org.manager import INBOUND_BUFFER
 from wad.org.session import SessionActor
 
 ACCOUNT = "996700200300"
 
 
-def inbound(settings: InboundSettings = NO_DELAYS) -> list[ActorFactory]:
-    return [functools.partial(inbound_actor, settings=settings)]
 
 
-def wa_id(delivered: dict[str, Any]) -> str:
-    return str(delivered["id"]["_serialized"])
 
 
-async def stored(stack: Stack, org: uuid.UUID, ids: list[str], *, timeout: float = 30,
-                 done: bool = True) -> list[Message]:
-    """The rows of these WhatsApp ids once all are stored (and processed, unless `done` is
-    False), in the order of `ids`."""
-    with trio.fail_after(timeout):
-        while True:
-            rows = [await messages_repo.get_by_wa_id(stack.db, organization_id=org,
-                                                     wa_message_id=i) for i in ids]
-            if all(r is not None and (not done or r.processing_state != "PENDING")
-                   for r in rows):
-                return [r for r in rows if r is not None]
-            await trio.sleep(0.05)
 
 
 async def count_rows(db: Database, org: uuid.UUID) -> int:

@@ -10,9 +10,10 @@ import msgspec
 import pytest
 
 from wad.browser.events import Message as WaMessage
+from wad.config import InboundSettings, inbound_settings
 from wad.inbound import parse
 from wad.inbound.names import given_name
-from wad.inbound.settings import InboundSettings, inbound_settings
+from wad.whatsapp import ids
 
 ORG = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
 
@@ -39,7 +40,7 @@ def wa(**fields: object) -> WaMessage:
     ("abc@c.us", None),
 ])
 def test_chat_id_to_e164(chat: str, phone: str | None) -> None:
-    assert parse.phone_from_chat_id(chat) == phone
+    assert ids.phone_from_chat_id(chat) == phone
 
 
 @pytest.mark.parametrize(("wa_type", "stored"), [
@@ -101,9 +102,9 @@ def test_groups_status_and_channels_are_ignored_unless_asked() -> None:
 def test_acks_and_ids() -> None:
     assert [parse.ack_status(a) for a in (-1, 0, 1, 2, 3, 4, 7)] == [
         "FAILED", "PENDING", "SENT", "DELIVERED", "READ", "PLAYED", None]
-    assert parse.bare_id("true_996555123456@c.us_3EB0ABCDEF") == "3EB0ABCDEF"
-    assert parse.bare_id("false_120363@g.us_ABCD_996555123456@c.us") == "ABCD"
-    assert parse.bare_id("3EB0ABCDEF") == "3EB0ABCDEF"
+    assert ids.bare_id("true_996555123456@c.us_3EB0ABCDEF") == "3EB0ABCDEF"
+    assert ids.bare_id("false_120363@g.us_ABCD_996555123456@c.us") == "ABCD"
+    assert ids.bare_id("3EB0ABCDEF") == "3EB0ABCDEF"
 
 
 def test_number_context_gives_country_and_time_zone() -> None:

@@ -35,8 +35,8 @@ async def test_appended_events_are_on_disk_and_come_back_in_order(tmp_path: Path
     again = Spool(path)  # a new run after a crash
     assert again.load() == 7
     replayed = []
-    while (record := again.peek()) is not None:
-        replayed.append(record)
+    while (again_record := again.peek()) is not None:
+        replayed.append(again_record)
         await again.pop()
     assert replayed == records
     assert path.read_bytes() == b"", "emptied once every event is out"

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bus_helpers import event
-from tests.test_events import Served
+from tests.support.bus_helpers import event
+from tests.support.events import Served
+from tests.support.metrics import Samples, parse, value
 from wad import supervise
 from wad.bus import EventBus
 from wad.config import DaemonSettings, Settings
@@ -27,21 +27,6 @@ from wad.db.repo import sessions as sessions_repo
 from wad.metrics import Metrics, memory_by_kind
 from wad.org.manager import OrgManager
 from wad.supervise import Backoff, ChildSpec, Supervisor
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a scrape, by name and labels, through prometheus-client's parser."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, metric: str, **labels: str) -> float | None:
-    return samples.get((metric, frozenset(labels.items())))
 
 
 async def scrape(metrics: Metrics) -> Samples:

@@ -13,11 +13,11 @@ import httpx
 import pytest
 import trio
 
-from tests.daemonproc import start_daemon
-from tests.stack import open_stack
-from tests.test_events import serve_app
-from tests.test_inbound_live import inbound
-from tests.test_metrics import Samples, parse, value
+from tests.support.daemonproc import start_daemon
+from tests.support.events import serve_app
+from tests.support.inbound import inbound
+from tests.support.metrics import Samples, parse, value
+from tests.support.stack import open_stack
 
 pytestmark = pytest.mark.browser
 

@@ -5,11 +5,12 @@ from typing import Any
 
 import trio
 
-from tests.bus_helpers import event
+from tests.support.bus_helpers import event
 from wad import hookimpl
 from wad.bus import EventBus
+from wad.config import PluginSettings
 from wad.notifications import forward_session_status
-from wad.plugins import PluginSettings, get_plugin_manager
+from wad.plugins import get_plugin_manager
 
 
 class Recorder:

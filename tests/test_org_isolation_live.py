@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from tests.stack import Stack, open_stack
+from tests.support.stack import Stack, open_stack
 from wad.db.repo import messages as messages_repo
 from wad.sim.client import SimClientError
 

@@ -26,6 +26,7 @@ from tests.virtual_time import VirtualTimeDatabase, virtual_time_database
 from wad.browser.driver import BridgeError, SessionClosed
 from wad.browser.events import Message, MessagePage, SentInfo
 from wad.bus import Ack, EventBus, SendingPaused, SendingResumed
+from wad.config import OutboundSettings
 from wad.db.models import OutboxItem
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
@@ -35,7 +36,7 @@ from wad.org.outbound import OutboundActor
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import TrioClock
 from wad.outbound.queue import queue_message
-from wad.outbound.settings import OutboundSettings, RateLimitingPatch, SettingsPatch
+from wad.outbound.settings import RateLimitingPatch, SettingsPatch
 
 EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
 CLIENT = "+996555123456"

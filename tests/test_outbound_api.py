@@ -17,14 +17,14 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 from wad.bus import EventBus, SendingResumed, SettingsChanged
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 CLIENT = "+996555123456"
 NOW = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
@@ -199,7 +199,7 @@ def refused_total(metrics_text: str, org: uuid.UUID, limit: str) -> float:
 async def test_a_refused_send_counts_in_the_metrics(db: Database, state_dir: Path,
                                                    nursery: trio.Nursery) -> None:
     # The daemon's shape: the app's metrics follow the same bus the send path publishes on.
-    async with test_api_support.serving(db, state_dir, nursery, max_body_bytes=4096,
+    async with api_support.serving(db, state_dir, nursery, max_body_bytes=4096,
                                         services={"bus": EventBus()}) as api:
         api.ctx.services["outbound_clock"] = FixedClock(NOW)
         root = api.socket_client()

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import trio
 
-from tests import test_api_support
-from tests.test_api_support import LiveApi
+from tests.support import api as api_support
+from tests.support.api import LiveApi
 from wad import cli
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 
-live_api = test_api_support.live_api
+live_api = api_support.live_api
 
 
 class Wad:

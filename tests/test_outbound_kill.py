@@ -22,7 +22,7 @@ import httpx
 import pytest
 import trio
 
-from tests.daemonproc import DaemonProcess, start_daemon
+from tests.support.daemonproc import DaemonProcess, start_daemon
 from wad.db.embedded import process_alive
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo

@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 import trio
 
-from tests.stack import Stack, open_stack
-from tests.test_inbound_actor import NO_DELAYS, Agent, plugins_with
+from tests.support.inbound import NO_DELAYS, Agent, plugins_with
+from tests.support.stack import Stack, open_stack
 from wad.bus import SendingPaused
+from wad.config import OutboundSettings
 from wad.db.models import OutboxItem
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
+from wad.org.context import ActorFactory
 from wad.org.inbound import inbound_actor
-from wad.org.manager import ActorFactory
 from wad.org.outbound import outbound_actor
 from wad.outbound import queue_message, send_message_for_agent
-from wad.outbound.settings import OutboundSettings
 
 pytestmark = pytest.mark.browser
 

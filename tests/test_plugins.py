@@ -17,6 +17,7 @@ import trio.testing
 from structlog.testing import capture_logs
 
 import wad
+from tests.support.plugin_helpers import ORG, client, message
 from wad import hookimpl, hookspecs
 from wad.errors import ConfigError
 from wad.payloads import (
@@ -46,8 +47,6 @@ from wad.plugins import (
     notify,
     run_background_tasks,
 )
-
-from .plugin_helpers import ORG, client, message
 
 
 def empty_pm(**settings: Any) -> PluginManager:

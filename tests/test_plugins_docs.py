@@ -14,6 +14,7 @@ from wad import hookspecs
 from wad.plugins import PluginManager
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+TESTS = DOCS.parent.parent / "tests"
 
 HOOK_TESTS: dict[str, str] = {
     "wad_plugin_config_type":
@@ -87,12 +88,19 @@ def test_every_hook_is_documented_with_an_example() -> None:
         assert "Returns:" in body, name
 
 
+def module_of_test(filename: str) -> str:
+    """The dotted name of the test module `filename`, wherever under tests/ it lives."""
+    found = sorted(TESTS.rglob(filename))
+    assert len(found) == 1, f"{filename}: {len(found)} files of that name under tests/"
+    return ".".join(found[0].relative_to(TESTS.parent).with_suffix("").parts)
+
+
 def test_every_hook_has_a_test() -> None:
     assert sorted(HOOK_TESTS) == hook_names()
     for hook, test_id in HOOK_TESTS.items():
         filename, _, test = test_id.partition("::")
         function_name, _, param = test.partition("[")
-        module = importlib.import_module(f"tests.{filename.removesuffix('.py')}")
+        module = importlib.import_module(module_of_test(filename))
         function = getattr(module, function_name, None)
         assert callable(function), f"{hook}: {test_id} does not exist"
         if param:

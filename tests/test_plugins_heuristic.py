@@ -7,10 +7,10 @@ import pytest
 import wad_heuristic_status
 from wad_heuristic_status import decide, find_matches, fold
 
+from tests.support.plugin_helpers import client, message
+from wad.config import PluginSettings
 from wad.payloads import FUNNEL, StatusDecision
-from wad.plugins import PluginSettings, detect_status, get_plugin_manager
-
-from .plugin_helpers import client, message
+from wad.plugins import detect_status, get_plugin_manager
 
 # (language, expected stage, who writes, text, words the reason must name)
 CASES: list[tuple[str, str, str, str, list[str]]] = [

@@ -4,17 +4,18 @@ chat-completions protocol on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trio
 import wad_heuristic_status
 import wad_openrouter
-from quart import Response, request
-from quart_trio import QuartTrio
+from quart import Response
 from structlog.testing import capture_logs
 
+from tests.support.openrouter import FakeOpenRouter, completion
+from tests.support.plugin_helpers import client, message, serving
 from wad.payloads import FUNNEL, AgentReply, StatusDecision
 from wad.plugins import (
     PluginManager,
@@ -24,37 +25,11 @@ from wad.plugins import (
     get_plugin_manager,
 )
 
-from .plugin_helpers import client, message, serving
-
 KEY = "sk-or-test-0123456789"
 
 
-class FakeOpenRouter:
-    """Records each request; `answer` decides each response."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answer: Callable[[dict[str, Any]], Any] = lambda body: completion("{}")
-        self.app = QuartTrio("fake-openrouter")
-        self.app.add_url_rule("/api/v1/chat/completions", "completions", self._completions,
-                              methods=["POST"])
-
-    async def _completions(self) -> Any:
-        body = await request.get_json()
-        self.requests.append({"headers": dict(request.headers), "json": body})
-        result = self.answer(body)
-        if isinstance(result, float):  # a delay: answer too late
-            await trio.sleep(result)
-            return completion("{}")
-        return result
 
 
-def completion(content: str) -> Response:
-    return Response(json.dumps({
-        "id": "gen-1", "object": "chat.completion", "model": "test/model",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
-    }), content_type="application/json")
 
 
 @pytest.fixture

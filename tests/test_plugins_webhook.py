@@ -17,6 +17,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from structlog.testing import capture_logs
 
+from tests.support.plugin_helpers import ORG, client, message, serving
 from wad.db.pool import Database
 from wad.payloads import ClientStatusChange, MessageStatusChange, SessionStatusChange
 from wad.plugins import (
@@ -26,8 +27,6 @@ from wad.plugins import (
     notify,
     run_background_tasks,
 )
-
-from .plugin_helpers import ORG, client, message, serving
 
 SECRET = "whsec-test-secret"
 OPENSSL_HMAC = "98bf1d8a41eb9f5e4a38d8399f0541d6fe3f9130933bfb419c3a3dc2a15bfab5"

@@ -33,7 +33,7 @@ import trio
 from quart import request
 from quart_trio import QuartTrio
 
-from tests.daemonproc import DaemonProcess, start_daemon
+from tests.support.daemonproc import DaemonProcess, start_daemon
 from wad.api.server import serve_api
 from wad.db.pool import Database
 from wad.org import archive
@@ -87,6 +87,7 @@ def upstream_app(upstream: Upstream) -> QuartTrio:
         calls["n"] += 1
         if calls["n"] == 1:  # the first call fails, so that the retry and warning paths run
             return {"error": {"message": "upstream overloaded"}}, 503
+        answer: dict[str, Any]
         if body["model"] == "agent-model":
             answer = {"reply": AGENT_REPLY}
         else:
@@ -348,8 +349,8 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
         except ValueError:
             level = "not json"
         if level != "debug":
-            for body in (TEXT_IN, TEXT_OUT, AGENT_REPLY):
-                marker = body.rsplit(" ", 1)[1]
+            for text in (TEXT_IN, TEXT_OUT, AGENT_REPLY):
+                marker = text.rsplit(" ", 1)[1]
                 assert marker not in raw, f"a message text logged at {level}: {raw[:300]}"
 
 

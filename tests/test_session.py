@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from tests.stack import open_stack
+from tests.support.stack import open_stack
 from wad.db.repo import sessions as sessions_repo
 from wad.sim.model import DEFAULT_VERSION
 

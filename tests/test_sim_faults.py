@@ -12,9 +12,9 @@ from wad.sim.client import SimClient, SimClientError
 from wad.sim.server import SimServer
 
 if TYPE_CHECKING:
-    from tests.simfixtures import Browser, LinkFn
+    from tests.support.simfixtures import Browser, LinkFn
 
-pytest_plugins = ["tests.simfixtures"]
+pytest_plugins = ["tests.support.simfixtures"]
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100200"
 CLIENT = "996555301122"
@@ -184,7 +184,7 @@ async def test_logout_from_page_and_crashed_renderer(
 
 async def test_four_linked_devices_at_most_and_all_get_traffic(
         sim: SimServer, simc: SimClient, playwright: Any):
-    from tests.simfixtures import CHROMIUM_ARGS
+    from tests.support.simfixtures import CHROMIUM_ARGS
 
     with trio.fail_after(60):
         await simc.create_account(ACCOUNT, "Silk Road Tours")

@@ -13,9 +13,9 @@ from wad.sim.client import SimClient, SimClientError
 from wad.sim.server import SimServer
 
 if TYPE_CHECKING:
-    from tests.simfixtures import Browser, LinkFn
+    from tests.support.simfixtures import Browser, LinkFn
 
-pytest_plugins = ["tests.simfixtures"]
+pytest_plugins = ["tests.support.simfixtures"]
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100200"  # the account the `link` fixture creates
 
@@ -29,7 +29,9 @@ RECORD_STATES_JS = """() => {
 
 async def test_page_loads_unpaired_shows_qr_and_rotates_ref(
         sim: SimServer, simc: SimClient, browser: Browser):
-    from tests.simfixtures import QR_PAYLOAD_JS  # not at the top: pytest loads it as a plugin
+    from tests.support.simfixtures import (
+        QR_PAYLOAD_JS,  # not at the top: pytest loads it as a plugin
+    )
 
     with trio.fail_after(30):
         await simc.config(qr_rotate_s=0.6)

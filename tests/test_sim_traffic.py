@@ -11,9 +11,9 @@ from wad.sim.client import SimClient
 from wad.sim.server import SimServer
 
 if TYPE_CHECKING:
-    from tests.simfixtures import Browser, LinkFn
+    from tests.support.simfixtures import Browser, LinkFn
 
-pytest_plugins = ["tests.simfixtures"]
+pytest_plugins = ["tests.support.simfixtures"]
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100200"  # the account the `link` fixture creates
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from tests.test_events import Served
+from tests.support.events import Served
 from wad.db.models import NewMessage
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo

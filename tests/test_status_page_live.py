@@ -24,10 +24,10 @@ import zxingcpp
 from PIL import Image
 from trio_asyncio import aio_as_trio
 
-from tests.simfixtures import CHROMIUM_ARGS, USER_AGENT
-from tests.stack import open_stack
-from tests.test_events import serve_app
-from tests.test_inbound_live import inbound
+from tests.support.events import serve_app
+from tests.support.inbound import inbound
+from tests.support.simfixtures import CHROMIUM_ARGS, USER_AGENT
+from tests.support.stack import open_stack
 from wad.sim.client import SimClientError
 
 pytestmark = pytest.mark.browser

@@ -418,7 +418,7 @@ async def test_a_start_child_in_progress_when_the_supervisor_stops(
     sup_scope = trio.CancelScope()
     outcome: list[str] = []
 
-    async def run_supervisor(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    async def run_supervisor(task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
                              ) -> None:
         with sup_scope:
             await sup.run(task_status=task_status)

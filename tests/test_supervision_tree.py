@@ -40,8 +40,8 @@ async def test_graces_nest_from_an_actor_up_to_systemds_stop_timeout() -> None:
     manager = OrgManager(settings=settings, db=None, driver=None, bus=EventBus())  # type: ignore[arg-type]
     bus = EventBus()
     ctx = AppContext(settings=settings, db=None, event_log=EventLog(bus),  # type: ignore[arg-type]
-                     metrics=Metrics(db=None, bus=bus, manager=manager, node="n", pool_max=1,
-                                     state_dir=None),
+                     metrics=Metrics(db=None, bus=bus, manager=manager,  # type: ignore[arg-type]
+                                     node="n", pool_max=1, state_dir=None),
                      imports=ImportService(settings=settings, db=None))  # type: ignore[arg-type]
     root = daemon.tree(ctx, manager, None, bus, None)  # type: ignore[arg-type]
     assert [s.id for s in root.specs()][-1] == "orgs"

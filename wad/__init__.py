@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from wad.plugins import hookimpl as hookimpl  # noqa: E402  (plugins write `from wad import hookimpl`)
+from wad.hookspecs import hookimpl as hookimpl  # noqa: E402  (plugins write `from wad import hookimpl`)

@@ -1,5 +1,9 @@
 """`wad`: the one command. `run` is the daemon; most other subcommands talk to the running daemon
-over its unix control socket."""
+over its unix control socket.
+
+The heavy parts (the daemon, the database, the demo, the simulator) are imported by the commands
+that run them, so that the commands that only talk to a daemon start quickly.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from wad import config as config_mod
 from wad import ctl, log
 from wad.errors import WadError
 from wad.importer import cli as import_cli
+from wad.outbound import cli as outbound_cli
 from wad.supervise import first_leaf
 
 
@@ -27,7 +32,8 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
     import trio
     import trio_asyncio
 
-    from wad.daemon import open_database, prepare_state_dir
+    from wad.daemon import prepare_state_dir
+    from wad.db.connect import open_database
 
     settings = config_mod.load(args.config)
     log.configure(fmt=settings.daemon.log_format, level=settings.daemon.log_level)
@@ -84,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also serve HTTPS/WSS there, self-signed (for clients that map "
                           "web.whatsapp.com to the simulator; see docs/simulator.md)")
     sim.set_defaults(func=_cmd_sim)
-    ctl.register(sub)
+    add = ctl.register(sub)
+    outbound_cli.register(sub, add)  # `wad send`, `wad settings`
     import_cli.register(sub)
     return parser
 

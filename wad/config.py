@@ -10,18 +10,18 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from wad.errors import ConfigError
-from wad.inbound.settings import InboundSettings
-from wad.outbound.settings import OutboundSettings
-from wad.plugins import PluginSettings
 
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, Meta(ge=0)]
+
+DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "ru", "ar", "fr", "de", "es", "pl")
+"""Candidate languages (ISO 639-1) of messages and clients unless `inbound.languages` says."""
 
 
 class GraceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -115,6 +115,102 @@ class WhatsAppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     takeover_on_conflict: bool = False
     takeover_delay_s: NonNegativeSeconds = 30.0
     archive_interval_s: PositiveSeconds = 3600.0
+
+
+Seconds = Annotated[float, Meta(ge=0, le=3600)]
+
+
+class InboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How incoming messages are stored and processed. Delays are drawn uniformly from
+    [min, max]; tests set them to 0."""
+
+    processing_delay_min_s: Seconds = 2.0
+    """Processing of a stored message starts after a random delay in this range."""
+    processing_delay_max_s: Seconds = 5.0
+    reply_delay_min_s: Seconds = 2.0
+    """An agent's reply is queued to be sent after a random delay in this range."""
+    reply_delay_max_s: Seconds = 10.0
+    enrichment_per_minute: Annotated[int, Meta(ge=1, le=60)] = 5
+    """Extra WhatsApp requests (contact, profile picture) per minute per organization."""
+    enrichment_pause_min_s: Seconds = 0.5
+    """Random pause between two enrichment requests."""
+    enrichment_pause_max_s: Seconds = 2.0
+    languages: Annotated[list[str], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_LANGUAGES))
+    """Candidate languages (ISO 639-1) for messages and clients."""
+    conversation_window: Annotated[int, Meta(ge=1, le=500)] = 30
+    """Recent messages of a conversation handed to language, status and agent decisions."""
+    store_groups: bool = False
+    """Store messages of group chats (they are never processed into clients)."""
+    store_status: bool = False
+    """Store status broadcasts (stories) and broadcast lists."""
+    store_newsletters: bool = False
+    """Store channel (newsletter) posts."""
+    catch_up_page_size: Annotated[int, Meta(ge=1, le=500)] = 50
+    catch_up_max_pages: Annotated[int, Meta(ge=1, le=1000)] = 20
+    """Per chat and reconnect; older gaps are the importer's business."""
+    spool_max_events: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    """Events held while the database is unreachable before the session is made to wait."""
+    db_retry_s: Annotated[float, Meta(gt=0, le=300)] = 1.0
+    """How often an unreachable database is tried again."""
+    max_concurrent_chats: Annotated[int, Meta(ge=1, le=256)] = 8
+    """Chats processed at the same time (each chat's messages are processed in order)."""
+
+    def __post_init__(self) -> None:
+        for name in ("processing_delay", "reply_delay", "enrichment_pause"):
+            low, high = getattr(self, f"{name}_min_s"), getattr(self, f"{name}_max_s")
+            if low > high:
+                raise ValueError(f"{name}_min_s must not exceed {name}_max_s")
+
+
+def inbound_settings(settings: object) -> InboundSettings:
+    """The `inbound` part of the daemon's settings, or the defaults while `Settings` has none."""
+    found = getattr(settings, "inbound", None)
+    return found if isinstance(found, InboundSettings) else InboundSettings()
+
+
+class OutboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The `[outbound]` table: how the outbound actor works (the limits themselves are each
+    organization's settings)."""
+
+    max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    """A failed send is tried again this many times, then it is `FAILED`."""
+    retry_initial_s: Annotated[float, Meta(gt=0)] = 2.0
+    """The first retry waits this long; each next one twice as long (2 s, 4 s, 8 s)."""
+    confirm_timeout_s: Annotated[float, Meta(gt=0)] = 60.0
+    """How long a send may wait for WhatsApp's server confirmation (ack 1) before wad looks for
+    it in the chat and, if it is not there, counts the attempt as failed."""
+    poll_interval_s: Annotated[float, Meta(gt=0)] = 5.0
+    """How often an idle actor looks at the queue for messages queued by another process (this
+    daemon's own API and agents wake it at once)."""
+    breaker_window: Annotated[int, Meta(ge=1, le=10000)] = 100
+    """The circuit breaker looks at this many of the latest finished sends..."""
+    breaker_max_failed_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.02
+    """...and stops sending when more than this share of them failed."""
+
+
+def outbound_settings(settings: Any) -> OutboundSettings:
+    """The daemon's `[outbound]` settings, or the defaults while `Settings` has none."""
+    found = getattr(settings, "outbound", None)
+    return found if isinstance(found, OutboundSettings) else OutboundSettings()
+
+
+class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The `[plugins]` table of the config file."""
+
+    enabled: list[str] = []
+    """If not empty, only these bundled and entry-point plugins are loaded (built-in ones always
+    are, unless disabled). A name that no installed plugin has stops the start."""
+    disabled: list[str] = []
+    """Plugins never loaded, built-in ones included (for example `["openrouter"]`)."""
+    entry_points: bool = True
+    """Load plugins from the `wad` entry-point group (the bundled ones come that way too)."""
+    hook_timeout_s: Annotated[float, Meta(gt=0)] = 90.0
+    """Longest a single plugin may take in a single hook call before it is skipped."""
+    status_min_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    """A status decision below this confidence is ignored and the next detector is asked."""
+    config: dict[str, dict[str, Any]] = {}
+    """`[plugins.config.<name>]`: each plugin's own table, validated by the plugin's Struct."""
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

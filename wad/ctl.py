@@ -479,8 +479,10 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_FAILED)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the control commands to `wad`'s subcommands."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+             ) -> Callable[[Any, str, Command, str], argparse.ArgumentParser]:
+    """Add the control commands to `wad`'s subcommands; answers the function that adds one
+    more (with `--json` and `--socket`), for the other control commands (`wad send`...)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     common.add_argument("--socket", metavar="PATH", default=None,
@@ -541,10 +543,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("org", metavar="ORG")
     p.add_argument("--yes", action="store_true", help="really delete")
 
-    # Sending: `wad send ...`, `wad settings ...` (wad/outbound/cli.py).
-    from wad.outbound import cli as outbound_cli
-
-    outbound_cli.register(sub, add)
+    return add
 
 
 def _bind(action: str) -> Command:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import structlog
 import trio
-import trio_asyncio
 
 import wad
 from wad import config as config_mod
@@ -26,8 +23,7 @@ from wad.api.server import serve_api
 from wad.browser.driver import BrowserDriver
 from wad.bus import EventBus, PluginFailed
 from wad.config import Settings
-from wad.db import migrate
-from wad.db.embedded import EmbeddedPostgres
+from wad.db.connect import asyncio_loop, open_database
 from wad.db.pool import Database
 from wad.errors import ConfigError
 from wad.eventlog import EventLog
@@ -47,48 +43,6 @@ def prepare_state_dir(settings: Settings) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o751)
     return path
-
-
-@asynccontextmanager
-async def open_database(settings: Settings, *, owner: bool = True,
-                        pool_max: int | None = None) -> AsyncIterator[Database]:
-    """The configured database, or the private cluster under `STATE_DIR/pg`; migrated.
-
-    The daemon is the cluster's `owner` and stops it on exit (also one a killed daemon left
-    running). Other commands (`wad db migrate`, `wad import`) stop it only if they started it,
-    so they never take the database away from a running daemon."""
-    cluster: EmbeddedPostgres | None = None
-    stop_cluster = False
-    dsn = settings.database.dsn
-    if not dsn:
-        cluster = EmbeddedPostgres(settings.state_path.absolute() / "pg",
-                                   bindir=settings.database.postgres_bindir)
-        stop_cluster = owner or not cluster.running()
-        _log.info("starting embedded PostgreSQL", data_dir=str(cluster.data_dir))
-        dsn = await trio.to_thread.run_sync(cluster.start)
-    try:
-        async with Database.open(dsn, min_size=min(settings.database.pool_min, pool_max or 1000),
-                                 max_size=pool_max or settings.database.pool_max) as db:
-            applied = await migrate.apply(db)
-            if applied:
-                _log.info("migrations applied", migrations=applied)
-            yield db
-    finally:
-        if cluster is not None and stop_cluster:
-            with trio.CancelScope(shield=True):
-                _log.info("stopping embedded PostgreSQL")
-                await trio.to_thread.run_sync(cluster.stop)
-
-
-@asynccontextmanager
-async def asyncio_loop() -> AsyncIterator[None]:
-    """The trio-asyncio loop for asyncpg and Playwright: the caller's if one is open (tests, the
-    demo), else a new one for the block."""
-    if trio_asyncio.current_loop.get() is not None:
-        yield
-        return
-    async with trio_asyncio.open_loop():
-        yield
 
 
 class Daemon:

@@ -23,12 +23,15 @@ import segno
 import trio
 
 from wad import log
-from wad.config import ApiSettings, DaemonSettings, Settings, WhatsAppSettings
-from wad.daemon import Daemon, asyncio_loop
+from wad.config import ApiSettings, DaemonSettings, InboundSettings, Settings, WhatsAppSettings
+from wad.daemon import Daemon
+from wad.db.connect import asyncio_loop
 from wad.db.pool import Database
+from wad.db.repo import clients as clients_repo
+from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations
+from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.inbound.settings import InboundSettings
 from wad.outbound.queue import queue_message
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
@@ -61,11 +64,13 @@ async def _wait_for(what: str, check: Any, timeout: float) -> Any:
     raise DemoFailed(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+async def _outbox_status(db: Database, outbox_id: uuid.UUID) -> str | None:
+    item = await outbox_repo.get(db, outbox_id=outbox_id)
+    return item.status if item is not None else None
+
+
 async def _count_messages(db: Database, org_id: uuid.UUID, *, processed: bool) -> int:
-    sql = "SELECT count(*) FROM messages WHERE organization_id = $1"
-    if processed:
-        sql += " AND processing_state = 'DONE'"
-    return int(await db.fetchval(sql, org_id) or 0)
+    return await messages_repo.count(db, organization_id=org_id, processed_only=processed)
 
 
 async def _count_when_all(db: Database, org_id: uuid.UUID, *, processed: bool) -> int:
@@ -141,16 +146,14 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
             _say(out, f"messages stored: {stored} of {len(CLIENT_MESSAGES)}")
             processed = await _count_when_all(db, org.id, processed=True)
             _say(out, f"messages processed (client, conversation, language, status): {processed}")
-            languages = await db.fetch(
-                "SELECT body, language FROM messages WHERE organization_id = $1 "
-                "ORDER BY sent_at", org.id)
-            for row_ in languages:
-                _say(out, f"  [{row_['language'] or '?'}] {row_['body']}")
-            client = await db.fetchrow(
-                "SELECT phone, name, push_name, preferred_language, status FROM clients "
-                "WHERE organization_id = $1 ORDER BY created_at LIMIT 1", org.id)
+            for message in await messages_repo.list_for_organization(db, organization_id=org.id):
+                _say(out, f"  [{message.language or '?'}] {message.body}")
+            first = await clients_repo.first(db, organization_id=org.id)
+            client = {k: getattr(first, k) for k in
+                      ("phone", "name", "push_name", "preferred_language", "status")
+                      } if first is not None else None
             if client is not None:
-                _say(out, "client record: " + ", ".join(f"{k}={v}" for k, v in dict(client).items()))
+                _say(out, "client record: " + ", ".join(f"{k}={v}" for k, v in client.items()))
             # The operator answers through the durable, rate-limited send queue.
             reply = "Hello Aida! Yes: the 3-day Song-Kol trek leaves every Saturday in July."
             item, _ = await queue_message(db, organization_id=org.id, to=f"+{CLIENT}",
@@ -158,14 +161,13 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
             _say(out, f"queued a reply to +{CLIENT} through the send queue: {reply}")
 
             async def reply_read() -> Any:
-                status = await db.fetchval("SELECT status FROM outbox WHERE id = $1", item.id)
+                status = await _outbox_status(db, item.id)
                 return status if status in ("DELIVERED", "READ") else None
 
             try:
                 reply_status = await _wait_for("the reply to be delivered", reply_read, 60)
             except DemoFailed:
-                reply_status = await db.fetchval("SELECT status FROM outbox WHERE id = $1",
-                                                 item.id)
+                reply_status = await _outbox_status(db, item.id)
             on_phone = sum(1 for m in (await phone.sent(ACCOUNT))["messages"]
                            if m.get("body") == reply)
             _say(out, f"reply {reply_status}: WhatsApp received it {on_phone} time(s)")
@@ -178,7 +180,7 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
                 "messages_processed": processed,
                 "reply_status": reply_status,
                 "reply_sent_times": on_phone,
-                "client": dict(client) if client is not None else None,
+                "client": client,
             }
         _say(out, "stopping the daemon (the session is archived and the browser closed)")
         daemon.shutdown.set()

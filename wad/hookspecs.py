@@ -19,12 +19,14 @@ stored message), importing (`wad import`), and notifications (after things happe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from wad.config import Settings
+    from wad.db.pool import Database
     from wad.payloads import (
         AgentReply,
         BackgroundTask,
@@ -38,9 +40,27 @@ if TYPE_CHECKING:
         SessionStatusChange,
         StatusDecision,
     )
-    from wad.plugins import PluginContext
 
 hookspec = pluggy.HookspecMarker("wad")
+"""Marks a function below as a hook's specification."""
+
+hookimpl = pluggy.HookimplMarker("wad")
+"""Marks a plugin's function as the implementation of the wad hook with the same name."""
+
+
+class PluginContext:
+    """What every hook gets as `ctx`: wad's settings, its database, and each plugin's
+    configuration. `settings` and `db` are None until the daemon binds them (and in unit tests)."""
+
+    def __init__(self, plugin_config: Callable[[str], Any]) -> None:
+        self._plugin_config = plugin_config
+        self.settings: Settings | None = None
+        self.db: Database | None = None
+
+    def plugin_config(self, name: str) -> Any:
+        """The plugin's configuration: its decoded Struct when it declares one
+        (`wad_plugin_config_type`), else the raw table (an empty dict when there is none)."""
+        return self._plugin_config(name)
 
 
 # Setup ----------------------------------------------------------------------------------------

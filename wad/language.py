@@ -26,10 +26,10 @@ import trio
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
+from wad.config import DEFAULT_LANGUAGES
 from wad.payloads import LanguageGuess
 from wad.plugins import PluginContext, hookimpl
 
-DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "ru", "ar", "fr", "de", "es", "pl")
 """The languages a tour company's clients write in, unless configured otherwise."""
 
 # Languages written in a script of their own among those langdetect knows. When exactly one of a

@@ -55,6 +55,9 @@ from wad.bus import (
     SessionStatus,
 )
 from wad.db.pool import Database
+from wad.db.repo import deliveries as deliveries_repo
+from wad.db.repo import outbox as outbox_repo
+from wad.db.repo import overview as overview_repo
 
 _log = log.get("metrics")
 
@@ -360,8 +363,7 @@ class Metrics:
     async def _start_cursor(self) -> None:
         # Latencies are counted from the queue's history written from now on.
         try:
-            self._outbox_cursor = int(await self.db.fetchval(
-                "SELECT coalesce(max(id), 0) FROM outbox_events"))
+            self._outbox_cursor = await outbox_repo.latest_event_id(self.db)
         except Exception as exc:
             _log.warning("database not answering; send latencies start at the first scrape",
                          error=str(exc))
@@ -435,33 +437,20 @@ class Metrics:
 
     async def _read_database(self, snap: Snapshot) -> None:
         db = self.db
-        rows = await db.fetch(
-            """SELECT o.id, o.name, coalesce(s.state, 'DISCONNECTED') AS state,
-                      coalesce(s.sending_paused, false) AS paused
-               FROM organizations o LEFT JOIN whatsapp_sessions s ON s.organization_id = o.id""")
-        for row in rows:
-            org = str(row["id"])
-            snap.organizations[org] = row["name"]
-            snap.states[org] = row["state"]
-            snap.paused[org] = bool(row["paused"])
+        for line in await overview_repo.states(db):
+            org = str(line.id)
+            snap.organizations[org] = line.name
+            snap.states[org] = line.state
+            snap.paused[org] = line.paused
             # Counters start at 0 for every organization, so that rates work from the first
             # message on.
             self.received.labels(org)
             self.sent.labels(org)
-        rows = await db.fetch(
-            """SELECT organization_id, count(*) FILTER (WHERE status = 'QUEUED') AS queued,
-                      count(*) FILTER (WHERE status = 'SENDING') AS sending,
-                      extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'QUEUED'))
-                          AS oldest_s
-               FROM outbox WHERE status IN ('QUEUED', 'SENDING') GROUP BY organization_id""")
-        for row in rows:
-            org = str(row["organization_id"])
-            snap.queue[org] = (int(row["queued"]), max(0.0, float(row["oldest_s"] or 0.0)))
-            snap.in_flight[org] = int(row["sending"])
-        rows = await db.fetch(
-            """SELECT plugin, count(*) AS pending FROM plugin_deliveries WHERE status = 'PENDING'
-               GROUP BY plugin""")
-        snap.deliveries_pending = {row["plugin"]: int(row["pending"]) for row in rows}
+        for depth in await overview_repo.queue_depths(db):
+            org = str(depth.organization_id)
+            snap.queue[org] = (depth.queued, max(0.0, depth.oldest_s or 0.0))
+            snap.in_flight[org] = depth.sending
+        snap.deliveries_pending = await deliveries_repo.pending_by_plugin(db)
         await self._read_latencies()
 
     async def _read_latencies(self) -> None:
@@ -471,28 +460,19 @@ class Metrics:
             return
         # Every status change after the cursor (in id order, a batch at most), so that the
         # cursor moves past changes that are not counted as well.
-        rows = await self.db.fetch(
-            """SELECT e.id, e.status, o.organization_id, o.created_at, o.sent_at,
-                      coalesce(o.delivered_at, o.read_at) AS delivered_at,
-                      EXISTS (SELECT 1 FROM outbox_events p WHERE p.outbox_id = e.outbox_id
-                              AND p.id < e.id AND p.status IN ('SENT', 'DELIVERED', 'READ'))
-                          AS was_sent,
-                      EXISTS (SELECT 1 FROM outbox_events p WHERE p.outbox_id = e.outbox_id
-                              AND p.id < e.id AND p.status IN ('DELIVERED', 'READ'))
-                          AS was_delivered
-               FROM outbox_events e JOIN outbox o ON o.id = e.outbox_id
-               WHERE e.id > $1 ORDER BY e.id LIMIT $2""", self._outbox_cursor, LATENCY_BATCH)
-        for row in rows:
-            self._outbox_cursor = max(self._outbox_cursor, int(row["id"]))
-            sent_at: datetime | None = row["sent_at"]
-            if row["status"] not in ("SENT", "DELIVERED", "READ") or sent_at is None:
+        changes = await outbox_repo.status_changes_after(self.db, after=self._outbox_cursor,
+                                                         limit=LATENCY_BATCH)
+        for change in changes:
+            self._outbox_cursor = max(self._outbox_cursor, change.id)
+            sent_at = change.sent_at
+            if change.status not in ("SENT", "DELIVERED", "READ") or sent_at is None:
                 continue
-            org = str(row["organization_id"])
-            if not row["was_sent"]:
+            org = str(change.organization_id)
+            if not change.was_sent:
                 self.send_latency.labels(org, "queued_to_sent").observe(
-                    _seconds(row["created_at"], sent_at))
-            delivered_at: datetime | None = row["delivered_at"]
-            if (row["status"] in ("DELIVERED", "READ") and not row["was_delivered"]
+                    _seconds(change.created_at, sent_at))
+            delivered_at = change.delivered_at
+            if (change.status in ("DELIVERED", "READ") and not change.was_delivered
                     and delivered_at is not None):
                 self.send_latency.labels(org, "sent_to_delivered").observe(
                     _seconds(sent_at, delivered_at))

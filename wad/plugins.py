@@ -19,16 +19,18 @@ import importlib.metadata
 import inspect
 import re
 from collections.abc import Callable, Coroutine, Generator, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import msgspec
 import pluggy
 import trio
-from msgspec import Meta
 from pluggy import HookImpl
 
 from wad import hookspecs, log
+from wad.config import PluginSettings, Settings
 from wad.errors import ConfigError
+from wad.hookspecs import PluginContext as PluginContext  # plugins import it from here
+from wad.hookspecs import hookimpl as hookimpl  # and this
 from wad.payloads import (
     AgentReply,
     BackgroundTask,
@@ -42,11 +44,7 @@ from wad.payloads import (
 from wad.supervise import Backoff, describe
 
 if TYPE_CHECKING:
-    from wad.config import Settings
     from wad.db.pool import Database
-
-hookimpl = pluggy.HookimplMarker("wad")
-"""Marks a plugin's function as the implementation of the wad hook with the same name."""
 
 ENTRY_POINT_GROUP = "wad"
 
@@ -75,39 +73,6 @@ T = TypeVar("T", bound=msgspec.Struct)
 R = TypeVar("R")
 
 
-class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The `[plugins]` table of the config file."""
-
-    enabled: list[str] = []
-    """If not empty, only these bundled and entry-point plugins are loaded (built-in ones always
-    are, unless disabled). A name that no installed plugin has stops the start."""
-    disabled: list[str] = []
-    """Plugins never loaded, built-in ones included (for example `["openrouter"]`)."""
-    entry_points: bool = True
-    """Load plugins from the `wad` entry-point group (the bundled ones come that way too)."""
-    hook_timeout_s: Annotated[float, Meta(gt=0)] = 90.0
-    """Longest a single plugin may take in a single hook call before it is skipped."""
-    status_min_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
-    """A status decision below this confidence is ignored and the next detector is asked."""
-    config: dict[str, dict[str, Any]] = {}
-    """`[plugins.config.<name>]`: each plugin's own table, validated by the plugin's Struct."""
-
-
-class PluginContext:
-    """What every hook gets as `ctx`: wad's settings, its database, and each plugin's
-    configuration. `settings` and `db` are None until the daemon binds them (and in unit tests)."""
-
-    def __init__(self, pm: PluginManager) -> None:
-        self._pm = pm
-        self.settings: Settings | None = None
-        self.db: Database | None = None
-
-    def plugin_config(self, name: str) -> Any:
-        """The plugin's configuration: its decoded Struct when it declares one
-        (`wad_plugin_config_type`), else the raw table (an empty dict when there is none)."""
-        return self._pm.plugin_config(name)
-
-
 class Answer(NamedTuple):
     """One plugin's answer to a hook call."""
 
@@ -122,7 +87,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__("wad")
         self.add_hookspecs(hookspecs)
         self.settings = settings or PluginSettings()
-        self.context = PluginContext(self)
+        self.context = PluginContext(self.plugin_config)
         self._configs: dict[str, Any] = {}
         self.on_error: list[Callable[[str, str], None]] = []
         """Called as `(plugin, hook)` when an implementation raises or times out (metrics)."""

@@ -11,7 +11,7 @@ from quart_schema import tag
 
 import wad
 from wad import log
-from wad.api import auth, queries, session_data
+from wad.api import auth, session_data
 from wad.api.errors import ApiError
 from wad.api.schemas import (
     ArchiveOut,
@@ -143,7 +143,7 @@ async def revoke_token(token_id: str) -> Response:
     if not await tokens_repo.revoke(_db(), token_id=tid):
         raise ApiError(404, "not_found", f"no active token with id {tid}")
     _log.info("token revoked", token_id=str(tid))
-    record = await queries.token_by_id(_db(), token_id=tid)
+    record = await tokens_repo.get(_db(), token_id=tid)
     assert record is not None  # just revoked, and tokens are never deleted
     return reply(_token_out(record))
 

@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 from quart import g, request
 
-from wad.api import queries
 from wad.api.errors import ApiError
 from wad.db.models import Role
 from wad.db.pool import Database
@@ -96,7 +95,7 @@ async def authenticate(db: Database) -> Principal:
         raise ApiError(401, "unauthenticated", "unknown or revoked token",
                        headers=_UNAUTHENTICATED)
     digest = hash_token(token)
-    found = await queries.active_token_by_hash(db, token_hash=digest)
+    found = await tokens_repo.active_with_hash(db, token_hash=digest)
     # The index lookup found the row; the comparison that decides is constant-time.
     if found is None or not hmac.compare_digest(found.token_hash, digest):
         raise ApiError(401, "unauthenticated", "unknown or revoked token",

@@ -393,10 +393,7 @@ async def queue_state(org_id: uuid.UUID) -> Response:
         raise ApiError(404, "not_found", str(exc)) from None
     now = _clock().now()
     sent = await outbox_repo.sent_times_since(db, organization_id=org_id, since=now - DAY)
-    counts = {r["status"]: r["n"] for r in await db.fetch(
-        """SELECT status, count(*) AS n FROM outbox
-           WHERE organization_id = $1 AND status IN ('QUEUED', 'SENDING') GROUP BY status""",
-        org_id)}
+    counts = await outbox_repo.count_queued_and_sending(db, organization_id=org_id)
     row = await sessions_repo.get(db, organization_id=org_id)
     limits = current.rate_limiting
     return reply(QueueState(

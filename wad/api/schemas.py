@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from wad.api.queries import OrgOverview
 from wad.db.models import Role, SessionState
+from wad.db.repo.overview import OrgOverview
 
 OrgName = Annotated[str, Meta(min_length=1, max_length=200,
                               description="A person's name for the organization")]

@@ -23,6 +23,7 @@ from wad.api.errors import ApiError
 from wad.api.validation import reply, responds
 from wad.db.models import Role, SessionState
 from wad.db.pool import Database
+from wad.db.repo import overview as overview_repo
 
 bp = Blueprint("status_page", __name__, static_folder="static", static_url_path="/assets")
 
@@ -75,44 +76,18 @@ class Overview(msgspec.Struct):
     organizations: list[OrganizationOverview]
 
 
-_OVERVIEW = """
-SELECT o.id, o.name, coalesce(s.state, 'DISCONNECTED') AS state,
-       coalesce(s.should_run, false) AS should_run, s.phone_number, s.push_name, s.last_error,
-       s.updated_at,
-       coalesce(q.queued, 0) AS queued, q.oldest_s, coalesce(q.sending, 0) AS sending,
-       coalesce(m.received, 0) AS received, coalesce(m.sent, 0) AS sent
-FROM organizations o
-LEFT JOIN whatsapp_sessions s ON s.organization_id = o.id
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'QUEUED') AS queued,
-           count(*) FILTER (WHERE status = 'SENDING') AS sending,
-           extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'QUEUED'))
-               AS oldest_s
-    FROM outbox WHERE organization_id = o.id AND status IN ('QUEUED', 'SENDING')
-) q ON true
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE direction = 'IN') AS received,
-           count(*) FILTER (WHERE direction = 'OUT') AS sent
-    FROM messages WHERE organization_id = o.id AND sent_at >= date_trunc('day', now())
-) m ON true
-WHERE $1::uuid IS NULL OR o.id = $1
-ORDER BY lower(o.name), o.id
-"""
-
-
 async def overview(db: Database, organization_id: uuid.UUID | None
                    ) -> list[OrganizationOverview]:
     """Every organization (or one) with what the status page shows."""
-    rows = await db.fetch(_OVERVIEW, organization_id)
     return [OrganizationOverview(
-        organization_id=r["id"], name=r["name"], state=r["state"], should_run=r["should_run"],
-        phone_number=r["phone_number"], push_name=r["push_name"], last_error=r["last_error"],
-        queue_depth=int(r["queued"]),
-        oldest_queued_s=round(max(0.0, float(r["oldest_s"])), 1)
-        if r["oldest_s"] is not None else None,
-        in_flight=int(r["sending"]),
-        messages_today=MessagesToday(received=int(r["received"]), sent=int(r["sent"])),
-        updated_at=r["updated_at"]) for r in rows]
+        organization_id=r.id, name=r.name, state=r.state, should_run=r.should_run,
+        phone_number=r.phone_number, push_name=r.push_name, last_error=r.last_error,
+        queue_depth=r.queued,
+        oldest_queued_s=round(max(0.0, r.oldest_s), 1) if r.oldest_s is not None else None,
+        in_flight=r.sending,
+        messages_today=MessagesToday(received=r.received, sent=r.sent),
+        updated_at=r.updated_at)
+        for r in await overview_repo.status_page(db, organization_id=organization_id)]
 
 
 async def _page() -> Response:

@@ -16,7 +16,7 @@ from quart import Blueprint, Response, current_app, request
 from quart_schema import tag
 
 from wad import phone
-from wad.api import auth, queries
+from wad.api import auth
 from wad.api.auth import org_route
 from wad.api.errors import ApiError
 from wad.api.schemas import (
@@ -32,6 +32,7 @@ from wad.api.validation import body, reply, responds
 from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
+from wad.db.repo import overview as overview_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import Conflict, NotFound, WadError
 from wad.org.manager import OrgNotRunning
@@ -126,7 +127,7 @@ async def connect(data: ConnectRequest) -> Response:
 @auth.super_admin_route
 async def status_all() -> Response:
     """Every organization with its session state (super admin)."""
-    return reply(StatusList(organizations=await queries.overview(_db())))
+    return reply(StatusList(organizations=await overview_repo.organizations(_db())))
 
 
 @bp.get("/status/<org>")

@@ -44,6 +44,7 @@ from wad.browser.events import (
 )
 from wad.config import WhatsAppSettings
 from wad.errors import WadError
+from wad.whatsapp.ids import chat_id, phone_digits
 
 CHROMIUM_FLAGS = (
     "--no-sandbox",
@@ -89,35 +90,6 @@ class BrowserStartError(BridgeError):
 
 class BridgeTimeout(BridgeError):
     """The page did not answer a call in time (hung page, busy renderer)."""
-
-
-class InvalidChatId(BridgeError, ValueError):
-    """Not a phone number or a WhatsApp chat id."""
-
-
-def chat_id(chat_or_phone: str) -> str:
-    """`+996 555 123456`, `996555123456` or `996555123456@c.us` -> `996555123456@c.us`.
-    Ids of other kinds (`...@g.us`, `...@lid`, `status@broadcast`) pass unchanged."""
-    text = chat_or_phone.strip()
-    if "@" in text:
-        user, _, server = text.partition("@")
-        if not user or not server or " " in text:
-            raise InvalidChatId(f"not a WhatsApp chat id: {chat_or_phone!r}")
-        return text
-    return f"{phone_digits(text)}@c.us"
-
-
-def phone_digits(phone: str) -> str:
-    """`+996 (555) 12-34-56` -> `996555123456`: digits only; raises `InvalidChatId`."""
-    text = phone.strip()
-    if text.endswith("@c.us"):
-        text = text[: -len("@c.us")]
-    digits = re.sub(r"[\s\-().]", "", text)
-    if digits.startswith("+"):
-        digits = digits[1:]
-    if not digits.isdigit() or not 7 <= len(digits) <= 15 or digits.startswith("0"):
-        raise InvalidChatId(f"not a phone number in international form: {phone!r}")
-    return digits
 
 
 def new_message_id() -> str:

@@ -30,6 +30,7 @@ import trio
 from wad import config as config_mod
 from wad import log
 from wad.config import Settings
+from wad.ctl import CtlError, Daemon
 from wad.errors import WadError
 from wad.importer.options import (
     DEFAULT_LINK_TIMEOUT_S,
@@ -225,13 +226,9 @@ def draw_qr(payload: str, stream: TextIO | None = None) -> None:
 # In the daemon ------------------------------------------------------------------------------
 
 
-class DaemonClient:
-    """The import endpoints on the daemon's control socket."""
-
-    def __init__(self, socket: Path) -> None:
-        self.socket = socket
-        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)),
-                                 base_url="http://wad", timeout=30)
+class DaemonClient(Daemon):
+    """The import endpoints on the daemon's control socket (`wad.ctl.Daemon`'s connection);
+    failures are `WadError`s, as the rest of `wad import` reports them."""
 
     @classmethod
     def probe(cls, socket: Path) -> DaemonClient | None:
@@ -240,14 +237,11 @@ class DaemonClient:
             return None
         client = cls(socket)
         try:
-            client.http.get("/healthz")
-        except httpx.TransportError:
+            client.request("GET", "/healthz", ok=tuple(range(200, 600)))
+        except CtlError:
             client.close()
             return None
         return client
-
-    def close(self) -> None:
-        self.http.close()
 
     def __enter__(self) -> DaemonClient:
         return self
@@ -257,9 +251,9 @@ class DaemonClient:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         try:
-            response = self.http.request(method, path, json=body)
-        except httpx.TransportError as exc:
-            raise WadError(f"the daemon on {self.socket} stopped answering: {exc}") from None
+            response = self.request(method, path, json_body=body, ok=tuple(range(200, 600)))
+        except (CtlError, httpx.TransportError) as exc:
+            raise WadError(f"the daemon on {self.socket_path} stopped answering: {exc}") from None
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
@@ -358,7 +352,7 @@ async def import_here(settings: Settings, organization_id: uuid.UUID, options: I
     """The import, in this process: the database (configured or private), the plugins, and the
     source (a browser session of the import's own, or a plugin's files). `driver` may be given
     (tests share one); `imported["partial"]` holds the report so far if it is cancelled."""
-    from wad.daemon import asyncio_loop
+    from wad.db.connect import asyncio_loop
     from wad.importer import local
     from wad.importer.session import own_session, profile_dir
 

@@ -42,20 +42,23 @@ import trio
 
 from wad import language, log, payloads
 from wad import plugins as plugin_calls
+from wad.config import DEFAULT_LANGUAGES
 from wad.db.models import Client, ImportRun, NewMessage
 from wad.db.pool import Database, Executor, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import imports as imports_repo
+from wad.db.repo import locks
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations as orgs_repo
+from wad.db.repo import outbox as outbox_repo
 from wad.errors import WadError
 from wad.importer.duplicates import split_new
 from wad.importer.options import ImportOptions
 from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
-from wad.inbound import names, parse, queries
-from wad.language import DEFAULT_LANGUAGES
+from wad.inbound import names, parse
+from wad.whatsapp import ids
 
 _log = log.get("import")
 
@@ -148,8 +151,8 @@ class Importer:
         if self.options.dry_run:
             return await self._guarded()
         async with self.db.dedicated() as lock:
-            held = await lock.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)",
-                                       IMPORT_LOCK_CLASS, import_lock_key(self.organization_id))
+            held = await locks.try_lock_pair(lock, class_id=IMPORT_LOCK_CLASS,
+                                             key=import_lock_key(self.organization_id))
             if not held:
                 raise ImportBusy(f"an import of organization {self.organization_id} is running "
                                  "already; wait for it or stop it first")
@@ -494,11 +497,11 @@ class Importer:
         conversation, _ = await conversations_repo.get_or_create_active(
             tx, organization_id=org, client_id=client.id, wa_chat_id=chat.wa_chat_id)
         own = [wa for r in rows if r.direction == "OUT"
-               for wa in (r.wa_message_id, parse.bare_id(r.wa_message_id))]
-        senders = await queries.outbox_senders(tx, organization_id=org, wa_ids=own)
+               for wa in (r.wa_message_id, ids.bare_id(r.wa_message_id))]
+        senders = await outbox_repo.senders(tx, organization_id=org, wa_ids=own)
         ready = []
         for row in rows:
-            queued = senders.get(row.wa_message_id) or senders.get(parse.bare_id(row.wa_message_id))
+            queued = senders.get(row.wa_message_id) or senders.get(ids.bare_id(row.wa_message_id))
             ready.append(msgspec.structs.replace(
                 row, conversation_id=conversation.id, processing_state="DONE",
                 sender=queued[0] if queued and row.direction == "OUT" else row.sender))

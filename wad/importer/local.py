@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 
 from wad import log
-from wad.config import Settings
+from wad.config import Settings, inbound_settings
+from wad.db.connect import open_database
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import sessions as sessions_repo
@@ -26,7 +27,6 @@ from wad.importer.engine import Importer, ProgressCallback
 from wad.importer.options import WHATSAPP_SOURCE, ImportOptions
 from wad.importer.pacing import Pacer
 from wad.importer.sources import ChatSource, PluginSource, WhatsAppSource
-from wad.inbound.settings import inbound_settings
 from wad.plugins import PluginManager, get_plugin_manager, import_sources
 
 _log = log.get("import")
@@ -124,9 +124,6 @@ def importer(*, settings: Settings, db: Database, organization_id: uuid.UUID,
 async def import_database(settings: Settings) -> AsyncIterator[Database]:
     """The configured database, or the private cluster (reused when up, else started for the
     import and stopped after it); migrated."""
-    # Imported here: wad.daemon imports the API, and the API imports the importer.
-    from wad.daemon import open_database
-
     async with open_database(settings, owner=False, pool_max=4) as db:
         yield db
 

@@ -29,9 +29,9 @@ from wad.db.models import NewMessage
 from wad.importer.duplicates import DERIVED_PREFIX
 from wad.importer.pacing import Pacer
 from wad.inbound import parse
-from wad.outbound.queue import chat_of
 from wad.payloads import ImportedChat, ImportedMessage, ImportRequest, ImportSource
 from wad.phone import InvalidPhoneNumber, normalize
+from wad.whatsapp import chats, ids
 
 ChatKind = Literal["chat", "group", "broadcast"]
 
@@ -82,13 +82,10 @@ class ChatSource(Protocol):
 
 
 def chat_kind(chat_id: str, *, is_group: bool = False) -> ChatKind:
-    """Groups (`@g.us`), broadcasts (status updates, broadcast lists, channels) or a one-to-one
-    chat."""
-    if chat_id == parse.STATUS_CHAT or chat_id.endswith(("@broadcast", "@newsletter")):
-        return "broadcast"
-    if is_group or chat_id.endswith("@g.us"):
-        return "group"
-    return "chat"
+    """The importer's kinds of `wad.whatsapp.chats.chat_kind`: channels count as broadcasts
+    (status updates, broadcast lists, channels); the importer skips all but one-to-one chats."""
+    kind = chats.chat_kind(chat_id, is_group=is_group)
+    return "broadcast" if kind == "newsletter" else kind
 
 
 _PHONE_LIKE = re.compile(r"^[\s+\d()\-.\u00a0\u202a-\u202e\u2068\u2069]{6,}$")
@@ -185,18 +182,18 @@ class WhatsAppSource:
             if not message.from_me and message.push_name:
                 push_name = message.push_name
         saved_name = ref.name if ref.name and not looks_like_number(ref.name) else None
-        phone = parse.phone_from_chat_id(ref.key)
-        hidden = phone is None and ref.key.endswith("@lid")
+        phone = ids.phone_from_chat_id(ref.key)
+        hidden = phone is None and ids.is_lid(ref.key)
         if hidden or (phone is not None and not (saved_name or push_name)):
             contact: ev.Contact = await self._call(
                 "a contact look-up", functools.partial(_contact, wid=ref.key))
             if phone is None and contact.number:
-                phone = parse.phone_from_chat_id(f"{contact.number}@c.us")
+                phone = ids.phone_from_chat_id(ids.user_chat(contact.number))
             saved_name = saved_name or contact.saved_name
             push_name = push_name or contact.push_name or contact.verified_name
         if phone is None:
             user = ref.key.partition("@")[0]
-            if user.isdigit() and not ref.key.endswith("@lid"):
+            if user.isdigit() and not ids.is_lid(ref.key):
                 raise ChatFailed(f"+{user} (chat {ref.key}) is not a valid phone number")
             raise ChatFailed(f"no phone number for chat {ref.key} (WhatsApp hides it)")
         return LoadedChat(key=ref.key, phone=phone, wa_chat_id=ref.key, rows=rows,
@@ -290,7 +287,7 @@ class PluginSource:
             phone = normalize(chat.phone)
         except InvalidPhoneNumber as exc:
             raise ChatFailed(str(exc)) from None
-        wa_chat_id = chat_of(phone)
+        wa_chat_id = ids.user_chat(phone)
         rows = imported_rows(organization_id, phone, wa_chat_id, chat.messages)
         name = chat.name if chat.name and not looks_like_number(chat.name) else None
         return LoadedChat(key=chat.key, phone=phone, wa_chat_id=wa_chat_id, rows=rows,

@@ -15,9 +15,7 @@ from phonenumbers import geocoder, timezone
 
 from wad.browser.events import Message as WaMessage
 from wad.db.models import MessageSender, MessageStatus, MessageType, NewMessage
-from wad.phone import InvalidPhoneNumber, normalize
-
-STATUS_CHAT = "status@broadcast"
+from wad.whatsapp import chats
 
 # WhatsApp's message types and the schema's. Voice notes (`ptt`) are audio; contact cards
 # (`vcard`, `multi_vcard`) are vcards; polls, events, orders and the like are `other`.
@@ -65,41 +63,16 @@ def ack_status(ack: int) -> MessageStatus | None:
     return _ACKS.get(ack)
 
 
-def phone_from_chat_id(chat_id: str) -> str | None:
-    """`996555123456@c.us` -> `+996555123456`; None for groups, broadcasts, channels, `@lid`
-    ids (which hide the number) and numbers that are not valid."""
-    user, _, server = chat_id.partition("@")
-    if server not in ("c.us", "s.whatsapp.net") or not user.isdigit():
-        return None
-    try:
-        return normalize("+" + user)
-    except InvalidPhoneNumber:
-        return None
-
-
-def bare_id(serialized: str) -> str:
-    """The key id of a serialized message id: `true_996555123456@c.us_3EB0ABC` -> `3EB0ABC`
-    (also for group ids, which end with `_PARTICIPANT`). An id that is not serialized is
-    answered as it is."""
-    parts = serialized.split("_")
-    if len(parts) >= 3 and parts[0] in ("true", "false") and "@" in parts[1]:
-        return parts[2]
-    return serialized
-
-
 def is_ignored(message: WaMessage, *, groups: bool = False, status: bool = False,
                newsletters: bool = False) -> bool:
-    """Whether the inbound channel leaves the message alone: groups, status broadcasts (and
-    broadcast lists) and channels are ignored unless asked for; system notices always are."""
+    """Whether the inbound channel leaves the message alone: system notices always, other
+    messages when their chat is not stored (`wad.whatsapp.chats`)."""
     if is_system(message):
         return True
-    if message.is_newsletter or message.chat_id.endswith("@newsletter"):
-        return not newsletters
-    if message.is_status or message.is_broadcast or message.chat_id == STATUS_CHAT:
-        return not status
-    if message.is_group or message.chat_id.endswith("@g.us"):
-        return not groups
-    return False
+    kind = chats.chat_kind(message.chat_id, is_group=message.is_group,
+                           is_broadcast=message.is_status or message.is_broadcast,
+                           is_newsletter=message.is_newsletter)
+    return not chats.is_stored(kind, groups=groups, status=status, newsletters=newsletters)
 
 
 def media_metadata(message: WaMessage) -> dict[str, Any] | None:

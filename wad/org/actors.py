@@ -6,8 +6,8 @@ supervisor starts them after the session actor and stops them in reverse order.
 
 from __future__ import annotations
 
+from wad.org.context import ActorFactory
 from wad.org.inbound import inbound_actor
-from wad.org.manager import ActorFactory
 from wad.org.outbound import outbound_actor
 
 ACTORS: list[ActorFactory] = [inbound_actor, outbound_actor]

@@ -51,19 +51,20 @@ from wad.bus import (
     Queued,
     SessionChanged,
 )
+from wad.config import InboundSettings, inbound_settings
 from wad.db.models import Client, Message, MessageStatus, NewMessage
 from wad.db.pool import database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
-from wad.inbound import names, parse, queries
+from wad.inbound import names, parse
 from wad.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.inbound.pacing import RequestPacer
-from wad.inbound.settings import InboundSettings, inbound_settings
 from wad.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
-from wad.org.manager import OrgContext
+from wad.org.context import OrgContext
 from wad.supervise import ChildSpec, Restart
+from wad.whatsapp import chats, ids
 
 _log = log.get("inbound")
 
@@ -253,14 +254,14 @@ class InboundActor:
         self.stats.ignored += len(batch) - len(kept)
         if not kept:
             return 0
-        own = [wa for m in kept if m.from_me for wa in (m.id, parse.bare_id(m.id))]
-        senders = await queries.outbox_senders(self.db, organization_id=self.org_id, wa_ids=own)
+        own = [wa for m in kept if m.from_me for wa in (m.id, ids.bare_id(m.id))]
+        senders = await outbox_repo.senders(self.db, organization_id=self.org_id, wa_ids=own)
         rows: list[NewMessage] = []
         push_names: dict[str, str | None] = {}
         for m in kept:
-            queued = senders.get(m.id) or senders.get(parse.bare_id(m.id))
+            queued = senders.get(m.id) or senders.get(ids.bare_id(m.id))
             row = parse.new_message(self.org_id, m, sender=queued[0] if queued else None)
-            if parse.phone_from_chat_id(m.chat_id) is None and not m.chat_id.endswith("@lid"):
+            if ids.phone_from_chat_id(m.chat_id) is None and not ids.is_lid(m.chat_id):
                 # A group (or broadcast, or channel) stored on request: there is no client.
                 row = msgspec.structs.replace(row, processing_state="SKIPPED")
             rows.append(row)
@@ -295,7 +296,7 @@ class InboundActor:
         if queued is not None:
             # wad's own sends: the queue's row follows the same acks. The outbound actor records
             # the bare key id; the serialized form is tried too.
-            for wa_id in dict.fromkeys((parse.bare_id(ack.id), ack.id)):
+            for wa_id in dict.fromkeys((ids.bare_id(ack.id), ack.id)):
                 if await outbox_repo.apply_ack(self.db, organization_id=self.org_id,
                                                wa_message_id=wa_id, status=queued):
                     break
@@ -436,8 +437,8 @@ class InboundActor:
         message = await messages_repo.get(self.db, message_id=work.message_id)
         if message is None or message.processing_state != "PENDING":
             return
-        phone = parse.phone_from_chat_id(message.wa_chat_id)
-        if phone is None and message.wa_chat_id.endswith("@lid"):
+        phone = ids.phone_from_chat_id(message.wa_chat_id)
+        if phone is None and ids.is_lid(message.wa_chat_id):
             phone = await self._phone_of_lid(message.wa_chat_id)
         if phone is None:
             await messages_repo.set_processing_state(
@@ -474,9 +475,9 @@ class InboundActor:
 
         from_queue = False
         if not incoming:
-            queued = await queries.outbox_senders(
+            queued = await outbox_repo.senders(
                 self.db, organization_id=self.org_id,
-                wa_ids=[message.wa_message_id, parse.bare_id(message.wa_message_id)])
+                wa_ids=[message.wa_message_id, ids.bare_id(message.wa_message_id)])
             from_queue = bool(queued)
 
         client = await self._detect_status(client, window)
@@ -513,7 +514,7 @@ class InboundActor:
             _log.warning("contact of a hidden-number chat not found", chat=wid, error=str(exc))
             return None
         number = getattr(contact, "number", None)
-        return parse.phone_from_chat_id(f"{number}@c.us") if number else None
+        return ids.phone_from_chat_id(ids.user_chat(number)) if number else None
 
     async def _languages(self, message: Message, window: Sequence[Message]
                          ) -> tuple[str | None, str | None]:
@@ -711,13 +712,9 @@ class InboundActor:
         return new
 
     def _chat_wanted(self, chat: ChatInfo) -> bool:
-        if chat.id == parse.STATUS_CHAT or chat.id.endswith("@broadcast"):
-            return self.cfg.store_status
-        if chat.id.endswith("@newsletter"):
-            return self.cfg.store_newsletters
-        if chat.is_group or chat.id.endswith("@g.us"):
-            return self.cfg.store_groups
-        return True
+        return chats.is_stored(chats.chat_kind(chat.id, is_group=chat.is_group),
+                               groups=self.cfg.store_groups, status=self.cfg.store_status,
+                               newsletters=self.cfg.store_newsletters)
 
     async def _fetch_since(self, session: Any, chat_id: str, since: int,
                            stored_id: str | None) -> list[ev.Message]:

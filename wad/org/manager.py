@@ -25,6 +25,8 @@ from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org.actors import ACTORS
+from wad.org.context import ActorFactory, OrgContext
 from wad.org.ownership import Ownership, lock_key
 from wad.org.session import SessionActor, SessionNotReady
 from wad.supervise import (
@@ -73,23 +75,6 @@ class OrgManagerAPI:
         raise NotImplementedError
 
 
-@dataclass(eq=False)
-class OrgContext:
-    """What an organization's actors share: its id, the daemon's parts, its session actor, and
-    the bounded channel of message events the session forwards to the inbound actor."""
-
-    org_id: uuid.UUID
-    settings: Settings
-    db: Database
-    bus: EventBus
-    session: SessionActor
-    inbound_events: trio.MemoryReceiveChannel[Any]
-    plugins: Any = None
-
-
-ActorFactory = Callable[[OrgContext], ChildSpec]
-"""Makes one actor's child spec for an organization (the inbound and outbound actors)."""
-
 LOCK_BACKOFF = Backoff(initial=1.0, max=30.0)
 """Waits between attempts to open the lock connection: 1 s, 2 s, 4 s ... 30 s."""
 
@@ -109,8 +94,6 @@ class OrgHandle:
 
 def default_actors() -> list[ActorFactory]:
     """The actors that join each organization's session: see `wad/org/actors.py`."""
-    from wad.org.actors import ACTORS
-
     return list(ACTORS)
 
 

@@ -57,6 +57,7 @@ from wad.bus import (
     SettingsChanged,
     Signal,
 )
+from wad.config import OutboundSettings, outbound_settings
 from wad.db.models import NewMessage, OutboxItem
 from wad.db.pool import Database, database_unavailable
 from wad.db.repo import clients as clients_repo
@@ -65,13 +66,11 @@ from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import NotFound
-from wad.inbound import parse
-from wad.org.manager import OrgContext
+from wad.org.context import OrgContext
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
-from wad.outbound.queue import chat_of
-from wad.outbound.settings import OutboundSettings, outbound_settings
 from wad.supervise import ChildSpec, Restart
+from wad.whatsapp import ids
 
 _log = log.get("outbound")
 
@@ -81,11 +80,6 @@ ones (each page 50 messages)."""
 HISTORY_MARGIN = timedelta(minutes=10)
 """The check stops reading once messages are this much older than the attempt that may have
 sent the message."""
-
-def serialized_id(to_phone: str, key: str) -> str:
-    """The serialized id of an own message with key id `key` in the chat with `to_phone`."""
-    return f"true_{chat_of(to_phone)}_{key}"
-
 
 class PageLike(Protocol):
     """What the actor calls on the browser session (`wad.browser.driver.BrowserSession`)."""
@@ -246,7 +240,7 @@ class OutboundActor:
 
     def _on_ack(self, signal: Ack) -> None:
         ack = signal.ack
-        flight = self._by_key.get(parse.bare_id(signal.wa_message_id))
+        flight = self._by_key.get(ids.bare_id(signal.wa_message_id))
         if flight is None or flight.done.is_set():
             return
         if ack >= 1 or ack < 0:
@@ -363,7 +357,7 @@ class OutboundActor:
             return _Outcome(sent=True, found=True)
         timeout = self.config.confirm_timeout_s
         with trio.move_on_after(timeout) as scope:
-            info = await page.send_text(chat_of(item.to_phone), item.content,
+            info = await page.send_text(ids.user_chat(item.to_phone), item.content,
                                         message_id=flight.key)
             if getattr(info, "already_existed", False):
                 return _Outcome(sent=True, found=True)
@@ -382,11 +376,11 @@ class OutboundActor:
 
     async def _in_chat(self, page: PageLike, item: OutboxItem, key: str) -> bool:
         """Whether the chat holds the message with key id `key` (sent by an earlier attempt)."""
-        if await page.message_exists(serialized_id(item.to_phone, key)):
+        if await page.message_exists(ids.serialized_id(ids.user_chat(item.to_phone), key)):
             return True
         # Not among the loaded messages: read the chat's latest pages back to the attempt.
         since = (item.sending_started_at or self.clock.now()) - HISTORY_MARGIN
-        chat = chat_of(item.to_phone)
+        chat = ids.user_chat(item.to_phone)
         before: str | None = None
         for _ in range(HISTORY_PAGES):
             try:
@@ -395,7 +389,7 @@ class OutboundActor:
                 if "no chat" in str(exc):
                     return False  # no chat with that number: nothing was ever sent there
                 raise
-            if any(m.from_me and parse.bare_id(m.id) == key for m in batch.messages):
+            if any(m.from_me and ids.bare_id(m.id) == key for m in batch.messages):
                 return True
             oldest = min((m.timestamp for m in batch.messages if m.timestamp), default=None)
             if (not batch.messages or batch.next_cursor is None
@@ -440,10 +434,10 @@ class OutboundActor:
 
     async def _sent(self, item: OutboxItem, key: str, *, found: bool = False) -> None:
         now = self.clock.now()
-        chat = chat_of(item.to_phone)
+        chat = ids.user_chat(item.to_phone)
         # Stored in its conversation unless the inbound actor stored the page's own copy first.
         stored, _ = await messages_repo.insert_if_absent(self.db, message=NewMessage(
-            organization_id=self.org_id, wa_message_id=serialized_id(item.to_phone, key),
+            organization_id=self.org_id, wa_message_id=ids.serialized_id(ids.user_chat(item.to_phone), key),
             wa_chat_id=chat, direction="OUT", sender=item.sender, sent_at=now, status="SENT",
             body=item.content, conversation_id=item.conversation_id, processing_state="DONE"))
         updated = await outbox_repo.mark_sent(self.db, outbox_id=item.id, message_id=stored.id,

@@ -14,6 +14,7 @@ import uuid
 import trio
 
 from wad.db.pool import Connection
+from wad.db.repo import locks
 
 APPLICATION_PREFIX = "wad-owner:"
 
@@ -39,26 +40,23 @@ class Ownership:
 
     async def setup(self) -> None:
         async with self._lock:
-            await self.conn.execute(
-                "SELECT set_config('application_name', $1, false)",
-                (APPLICATION_PREFIX + self.node)[:63])
+            await locks.set_application_name(self.conn, name=APPLICATION_PREFIX + self.node)
 
     async def try_claim(self, org_id: uuid.UUID) -> bool:
         """Take the organization's lock if no daemon holds it; True when this daemon has it."""
         async with self._lock:
-            return bool(await self.conn.fetchval("SELECT pg_try_advisory_lock($1)",
-                                                 lock_key(org_id)))
+            return await locks.try_lock(self.conn, key=lock_key(org_id))
 
     async def release(self, org_id: uuid.UUID) -> None:
         async with self._lock:
-            await self.conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(org_id))
+            await locks.unlock(self.conn, key=lock_key(org_id))
 
     async def alive(self, timeout: float) -> bool:
         """True when the lock connection answers within `timeout` seconds."""
         with trio.move_on_after(timeout):
             try:
                 async with self._lock:
-                    return bool(await self.conn.fetchval("SELECT true"))
+                    return await locks.ping(self.conn)
             except Exception:
                 return False
         return False
@@ -66,15 +64,12 @@ class Ownership:
     async def held_keys(self) -> set[int]:
         """Keys of every organization lock held by any daemon."""
         async with self._lock:
-            rows = await self.conn.fetch(
-                "SELECT classid::bigint AS classid, objid::bigint AS objid FROM pg_locks "
-                "WHERE locktype = 'advisory' AND objsubid = 1 AND granted")
-        return {_key_from_lock(r["classid"], r["objid"]) for r in rows}
+            held = await locks.held_single_key_locks(self.conn)
+        return {_key_from_lock(lock.classid, lock.objid) for lock in held}
 
     async def live_daemons(self) -> int:
         """How many daemons hold a lock connection to this database (this one included)."""
         async with self._lock:
-            count = await self.conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
-                APPLICATION_PREFIX + "%")
-        return max(1, int(count or 0))
+            count = await locks.count_connections(self.conn,
+                                                  application_prefix=APPLICATION_PREFIX)
+        return max(1, count)

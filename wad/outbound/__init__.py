@@ -4,8 +4,8 @@ rate-window arithmetic (`limits`), the door of the durable queue (`queue`) and t
 `wad.api.outbound`.
 
 For plugins: `from wad.outbound import send_message_for_agent, send_bulk_messages_for_agent`.
-The names below are loaded on first use, so that importing `wad.outbound.settings` (as the
-configuration does) does not pull in the database stack.
+The names below are loaded on first use, so that importing one module of the package (the
+limits' arithmetic, say) does not pull in the rest.
 """
 
 from __future__ import annotations

@@ -24,13 +24,14 @@ from wad.bus import EventBus, Queued, SendsRefused
 from wad.db.models import OutboxItem, OutboxSender
 from wad.db.pool import Database, Executor
 from wad.db.repo import clients as clients_repo
-from wad.db.repo import columns, one
+from wad.db.repo import columns, locks
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.errors import WadError
 from wad.outbound import settings as settings_mod
 from wad.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_check
 from wad.outbound.settings import MAX_BULK
+from wad.whatsapp import ids
 
 _log = log.get("outbound")
 
@@ -111,15 +112,9 @@ def check_number(to: str, *, field: str = "to") -> str:
         raise InvalidMessage(field, f"`{field}`: {exc}") from None
 
 
-def chat_of(number_e164: str) -> str:
-    """The WhatsApp chat id of a phone number: `+996555123456` -> `996555123456@c.us`."""
-    return f"{number_e164.lstrip('+')}@c.us"
-
-
 async def _lock(tx: Executor, organization_id: uuid.UUID) -> None:
     """Serialize queueing per organization until the transaction ends."""
-    await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                     f"wad.outbox:{organization_id}")
+    await locks.lock_in_transaction(tx, name=f"wad.outbox:{organization_id}")
 
 
 async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *, wanted: int,
@@ -138,20 +133,13 @@ async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *
 async def _by_key(tx: Executor, organization_id: uuid.UUID, key: str | None) -> OutboxItem | None:
     if key is None:
         return None
-    return one(OutboxItem, await tx.fetchrow(
-        f"SELECT {_ITEM_COLS} FROM outbox WHERE organization_id = $1 AND idempotency_key = $2",
-        organization_id, key))
+    return await outbox_repo.by_idempotency_key(tx, organization_id=organization_id, key=key)
 
 
 async def _used_keys(tx: Executor, organization_id: uuid.UUID, keys: list[str]) -> set[str]:
     """Which of `keys` earlier messages of the organization already carry."""
-    if not keys:
-        return set()
-    rows = await tx.fetch(
-        """SELECT idempotency_key FROM outbox
-           WHERE organization_id = $1 AND idempotency_key = ANY($2::text[])""",
-        organization_id, keys)
-    return {r["idempotency_key"] for r in rows}
+    return await outbox_repo.used_idempotency_keys(tx, organization_id=organization_id,
+                                                   keys=keys)
 
 
 async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
@@ -169,7 +157,7 @@ async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
                                  f"with another client, not {number}")
         return client.id, found.id
     conversation, _ = await conversations_repo.get_or_create_active(
-        tx, organization_id=organization_id, client_id=client.id, wa_chat_id=chat_of(number))
+        tx, organization_id=organization_id, client_id=client.id, wa_chat_id=ids.user_chat(number))
     return client.id, conversation.id
 
 

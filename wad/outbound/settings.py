@@ -15,18 +15,16 @@ belong to the CRM and are kept as they are.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from wad import log
+from wad.db.pool import Database, Executor
+from wad.db.repo import organizations as orgs_repo
 from wad.errors import NotFound, WadError, validation_problem
 from wad.outbound.limits import Window, windows
-
-if TYPE_CHECKING:
-    # The configuration imports this module: the database stack is imported only when used.
-    from wad.db.pool import Database, Executor
 
 _log = log.get("outbound")
 
@@ -184,8 +182,6 @@ def effective(document: dict[str, Any]) -> SendSettings:
 
 async def load(db: Executor, organization_id: uuid.UUID) -> SendSettings:
     """The organization's effective sending settings; `NotFound` for no such organization."""
-    from wad.db.repo import organizations as orgs_repo
-
     org = await orgs_repo.get(db, organization_id=organization_id)
     if org is None:
         raise NotFound(f"no such organization: {organization_id}")
@@ -195,42 +191,11 @@ async def load(db: Executor, organization_id: uuid.UUID) -> SendSettings:
 async def update(db: Database, organization_id: uuid.UUID, patch: SettingsPatch) -> SendSettings:
     """Merge `patch` into the organization's settings and store them (the CRM's other keys are
     kept). Raises `SettingsInvalid` (nothing stored) or `NotFound`."""
-    from wad.db.repo import organizations as orgs_repo
-
     async with db.transaction() as tx:
-        # The row lock keeps two partial updates at once from losing each other's change.
-        row = await tx.fetchrow("SELECT settings FROM organizations WHERE id = $1 FOR UPDATE",
-                                organization_id)
-        if row is None:
+        document = await orgs_repo.settings_for_update(tx, organization_id=organization_id)
+        if document is None:
             raise NotFound(f"no such organization: {organization_id}")
-        document: dict[str, Any] = dict(row["settings"])
         merged = merge(effective(document), patch)
         document.update(merged.as_document())
         await orgs_repo.update_settings(tx, organization_id=organization_id, settings=document)
     return merged
-
-
-class OutboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The `[outbound]` table: how the outbound actor works (the limits themselves are each
-    organization's settings)."""
-
-    max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
-    """A failed send is tried again this many times, then it is `FAILED`."""
-    retry_initial_s: Annotated[float, Meta(gt=0)] = 2.0
-    """The first retry waits this long; each next one twice as long (2 s, 4 s, 8 s)."""
-    confirm_timeout_s: Annotated[float, Meta(gt=0)] = 60.0
-    """How long a send may wait for WhatsApp's server confirmation (ack 1) before wad looks for
-    it in the chat and, if it is not there, counts the attempt as failed."""
-    poll_interval_s: Annotated[float, Meta(gt=0)] = 5.0
-    """How often an idle actor looks at the queue for messages queued by another process (this
-    daemon's own API and agents wake it at once)."""
-    breaker_window: Annotated[int, Meta(ge=1, le=10000)] = 100
-    """The circuit breaker looks at this many of the latest finished sends..."""
-    breaker_max_failed_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.02
-    """...and stops sending when more than this share of them failed."""
-
-
-def outbound_settings(settings: Any) -> OutboundSettings:
-    """The daemon's `[outbound]` settings, or the defaults while `Settings` has none."""
-    found = getattr(settings, "outbound", None)
-    return found if isinstance(found, OutboundSettings) else OutboundSettings()

@@ -116,3 +116,10 @@ async def status_history(db: Executor, *, client_id: uuid.UUID) -> list[ClientSt
         f"SELECT {_HISTORY_COLS} FROM client_status_history WHERE client_id = $1 ORDER BY id",
         client_id)
     return many(ClientStatusChange, rows)
+
+
+async def first(db: Executor, *, organization_id: uuid.UUID) -> Client | None:
+    """The organization's oldest client."""
+    return one(Client, await db.fetchrow(
+        f"SELECT {_COLS} FROM clients WHERE organization_id = $1 ORDER BY created_at, id LIMIT 1",
+        organization_id))

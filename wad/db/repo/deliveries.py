@@ -77,3 +77,11 @@ async def mark_failed(db: Executor, *, delivery_id: int, error: str) -> PluginDe
                 last_error = $2
             WHERE id = $1 AND status = 'PENDING' RETURNING {_COLS}""", delivery_id, error)
     return one(PluginDelivery, row)
+
+
+async def pending_by_plugin(db: Executor) -> dict[str, int]:
+    """How many deliveries wait, per plugin (plugins with none are absent)."""
+    rows = await db.fetch(
+        """SELECT plugin, count(*) AS pending FROM plugin_deliveries WHERE status = 'PENDING'
+           GROUP BY plugin""")
+    return {row["plugin"]: int(row["pending"]) for row in rows}

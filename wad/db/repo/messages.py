@@ -258,3 +258,31 @@ async def has_later(db: Executor, *, message: Message) -> bool:
         message.organization_id, message.wa_chat_id, message.id, message.sent_at,
         message.created_at)
     return bool(value)
+
+
+async def stored_wa_ids(db: Executor, *, organization_id: uuid.UUID, wa_ids: Sequence[str]
+                        ) -> set[str]:
+    """Which of these WhatsApp ids the organization has stored already."""
+    if not wa_ids:
+        return set()
+    rows = await db.fetch(
+        "SELECT wa_message_id FROM messages WHERE organization_id = $1 "
+        "AND wa_message_id = ANY($2::text[])", organization_id, list(wa_ids))
+    return {r["wa_message_id"] for r in rows}
+
+
+async def count(db: Executor, *, organization_id: uuid.UUID, processed_only: bool = False
+                ) -> int:
+    """How many messages the organization has stored (only those processed to the end, with
+    `processed_only`)."""
+    return int(await db.fetchval(
+        "SELECT count(*) FROM messages WHERE organization_id = $1"
+        " AND (NOT $2 OR processing_state = 'DONE')", organization_id, processed_only) or 0)
+
+
+async def list_for_organization(db: Executor, *, organization_id: uuid.UUID, limit: int = 100
+                                ) -> list[Message]:
+    """The organization's first messages, oldest first."""
+    return many(Message, await db.fetch(
+        f"SELECT {_COLS} FROM messages WHERE organization_id = $1 ORDER BY sent_at, id LIMIT $2",
+        organization_id, limit))

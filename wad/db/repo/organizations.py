@@ -41,3 +41,12 @@ async def update_settings(db: Executor, *, organization_id: uuid.UUID, settings:
         organization_id, settings,
     )
     return one(Organization, row)
+
+
+async def settings_for_update(db: Executor, *, organization_id: uuid.UUID
+                              ) -> dict[str, Any] | None:
+    """The organization's settings, its row locked until the caller's transaction ends (so that
+    two partial updates at once do not lose each other's change); None for no such one."""
+    row = await db.fetchrow("SELECT settings FROM organizations WHERE id = $1 FOR UPDATE",
+                            organization_id)
+    return dict(row["settings"]) if row is not None else None

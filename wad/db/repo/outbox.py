@@ -8,7 +8,10 @@ send interrupted by a crash can be recognised in the chat), and only moves forwa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+
+import msgspec
 
 from wad.db.models import OutboxEvent, OutboxItem, OutboxSender, OutboxStatus
 from wad.db.pool import Executor
@@ -276,3 +279,82 @@ async def get_with_events(db: Executor, *, outbox_id: uuid.UUID
     events = many(OutboxEvent, await db.fetch(
         f"SELECT {_EVENT_COLS} FROM outbox_events WHERE outbox_id = $1 ORDER BY id", outbox_id))
     return item, events
+
+
+async def senders(db: Executor, *, organization_id: uuid.UUID, wa_ids: Sequence[str]
+                  ) -> dict[str, tuple[OutboxSender, str | None]]:
+    """For own messages wad sent from its queue: WhatsApp id (as queued: serialized or bare) ->
+    (sender, agent name). Messages absent from the queue were typed on the phone."""
+    if not wa_ids:
+        return {}
+    rows = await db.fetch(
+        """SELECT wa_message_id, sender, agent_name FROM outbox
+           WHERE organization_id = $1 AND wa_message_id = ANY($2::text[])""",
+        organization_id, list(wa_ids))
+    return {r["wa_message_id"]: (r["sender"], r["agent_name"]) for r in rows}
+
+
+async def by_idempotency_key(db: Executor, *, organization_id: uuid.UUID, key: str
+                             ) -> OutboxItem | None:
+    """The organization's message queued with this idempotency key."""
+    return one(OutboxItem, await db.fetchrow(
+        f"SELECT {_COLS} FROM outbox WHERE organization_id = $1 AND idempotency_key = $2",
+        organization_id, key))
+
+
+async def used_idempotency_keys(db: Executor, *, organization_id: uuid.UUID, keys: Sequence[str]
+                                ) -> set[str]:
+    """Which of `keys` earlier messages of the organization already carry."""
+    if not keys:
+        return set()
+    rows = await db.fetch(
+        """SELECT idempotency_key FROM outbox
+           WHERE organization_id = $1 AND idempotency_key = ANY($2::text[])""",
+        organization_id, list(keys))
+    return {r["idempotency_key"] for r in rows}
+
+
+async def count_queued_and_sending(db: Executor, *, organization_id: uuid.UUID
+                                   ) -> dict[OutboxStatus, int]:
+    """How many of the organization's messages are `QUEUED` and `SENDING` (absent: none)."""
+    rows = await db.fetch(
+        """SELECT status, count(*) AS n FROM outbox
+           WHERE organization_id = $1 AND status IN ('QUEUED', 'SENDING') GROUP BY status""",
+        organization_id)
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def latest_event_id(db: Executor) -> int:
+    """The id of the newest status change of any message (0 when there is none)."""
+    return int(await db.fetchval("SELECT coalesce(max(id), 0) FROM outbox_events"))
+
+
+class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A status change of a queued message, with the message's times, for send latencies."""
+
+    id: int
+    status: OutboxStatus
+    organization_id: uuid.UUID
+    created_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    """Delivered, or read when the delivery ack never came."""
+    was_sent: bool
+    """An earlier change had already made the message sent (or further)."""
+    was_delivered: bool
+    """An earlier change had already made it delivered (or read)."""
+
+
+async def status_changes_after(db: Executor, *, after: int, limit: int) -> list[StatusChange]:
+    """Every message's status changes with an id above `after`, in id order, at most `limit`."""
+    return many(StatusChange, await db.fetch(
+        """SELECT e.id, e.status, o.organization_id, o.created_at, o.sent_at,
+                  coalesce(o.delivered_at, o.read_at) AS delivered_at,
+                  EXISTS (SELECT 1 FROM outbox_events p WHERE p.outbox_id = e.outbox_id
+                          AND p.id < e.id AND p.status IN ('SENT', 'DELIVERED', 'READ'))
+                      AS was_sent,
+                  EXISTS (SELECT 1 FROM outbox_events p WHERE p.outbox_id = e.outbox_id
+                          AND p.id < e.id AND p.status IN ('DELIVERED', 'READ'))
+                      AS was_delivered
+           FROM outbox_events e JOIN outbox o ON o.id = e.outbox_id
+           WHERE e.id > $1 ORDER BY e.id LIMIT $2""", after, limit))

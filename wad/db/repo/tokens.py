@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
+
 from wad.db.models import ApiToken, Role
 from wad.db.pool import Executor
 from wad.db.repo import columns, many, one, returned
@@ -54,3 +56,27 @@ async def touch_last_used(db: Executor, *, token_id: uuid.UUID) -> None:
         """UPDATE api_tokens SET last_used_at = now()
            WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",
         token_id)
+
+
+class FoundToken(msgspec.Struct, frozen=True):
+    """An active token with its hash as stored (for the API's constant-time comparison)."""
+
+    token: ApiToken
+    token_hash: bytes
+
+
+async def active_with_hash(db: Executor, *, token_hash: bytes) -> FoundToken | None:
+    """The unrevoked token with this hash, with the hash as stored."""
+    row = await db.fetchrow(
+        f"""SELECT {_COLS}, token_hash FROM api_tokens
+            WHERE token_hash = $1 AND revoked_at IS NULL""", token_hash)
+    token = one(ApiToken, row)
+    if row is None or token is None:
+        return None
+    return FoundToken(token=token, token_hash=bytes(row["token_hash"]))
+
+
+async def get(db: Executor, *, token_id: uuid.UUID) -> ApiToken | None:
+    """A token's record, revoked or not."""
+    return one(ApiToken, await db.fetchrow(f"SELECT {_COLS} FROM api_tokens WHERE id = $1",
+                                           token_id))

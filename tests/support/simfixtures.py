@@ -1,6 +1,6 @@
 """Fixtures for driving the simulator in a real Chromium through Playwright (under trio-asyncio).
 
-Test modules opt in with `pytest_plugins = ["tests.simfixtures"]`. Everything the tests do inside
+Test modules opt in with `pytest_plugins = ["tests.support.simfixtures"]`. Everything the tests do inside
 the page goes through the WAWEB.md interface (`window.require(...)`), as a client would.
 """
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.plugin_helpers import client, message
+from tests.support.plugin_helpers import client, message
 from wad import bus
 from wad.bus import Event
 

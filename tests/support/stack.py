@@ -19,7 +19,8 @@ from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
-from wad.org.manager import ActorFactory, OrgManager
+from wad.org.context import ActorFactory
+from wad.org.manager import OrgManager
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
@@ -49,7 +50,8 @@ class Stack:
         scope = trio.CancelScope()
         done = trio.Event()
 
-        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def run(task_status: trio.TaskStatus[OrgManager] = trio.TASK_STATUS_IGNORED
+                      ) -> None:
             try:
                 with scope:
                     await manager.run(task_status=task_status)
@@ -112,7 +114,7 @@ class Stack:
 
 
 def fast_settings(state_dir: Path, url: str, **whatsapp: Any) -> Settings:
-    wa = dict(url=url, health_check_interval_s=2.0, health_check_timeout_s=3.0,
+    wa: dict[str, Any] = dict(url=url, health_check_interval_s=2.0, health_check_timeout_s=3.0,
               reconnect_initial_s=0.2, reconnect_max_s=1.0, ready_timeout_s=20.0)
     wa.update(whatsapp)
     return Settings(daemon=DaemonSettings(state_dir=str(state_dir)),

@@ -1,0 +1,68 @@
+"""Inbound helpers: actors without delays, a test agent plugin, and waiting for stored messages."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from tests.support.stack import Stack
+from wad import hookimpl
+from wad.config import InboundSettings, PluginSettings
+from wad.db.models import Message
+from wad.db.repo import messages as messages_repo
+from wad.org.context import ActorFactory
+from wad.org.inbound import inbound_actor
+from wad.payloads import Message as MessagePayload
+from wad.plugins import PluginManager, get_plugin_manager
+
+NO_DELAYS = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
+                            reply_delay_min_s=0, reply_delay_max_s=0,
+                            enrichment_pause_min_s=0, enrichment_pause_max_s=0)
+
+
+def plugins_with(*extra: tuple[Any, str]) -> PluginManager:
+    """The built-in language detector, the heuristic status detector, and `extra` plugins."""
+    pm = get_plugin_manager(PluginSettings(entry_points=False, enabled=["heuristic_status"]))
+    for plugin, name in extra:
+        pm.register(plugin, name)
+    return pm
+
+
+class Agent:
+    """A test agent: answers every client message, remembering what it was shown."""
+
+    def __init__(self, text: str = "Thank you! A manager will answer shortly.") -> None:
+        self.text = text
+        self.seen: list[tuple[str, Sequence[MessagePayload]]] = []
+
+    @hookimpl
+    async def wad_agent_reply(self, message: MessagePayload, client: Any,
+                              conversation: Sequence[MessagePayload]) -> str:
+        self.seen.append((message.text, conversation))
+        return self.text
+
+
+def inbound(settings: InboundSettings = NO_DELAYS) -> list[ActorFactory]:
+    return [functools.partial(inbound_actor, settings=settings)]
+
+
+def wa_id(delivered: dict[str, Any]) -> str:
+    return str(delivered["id"]["_serialized"])
+
+
+async def stored(stack: Stack, org: uuid.UUID, ids: list[str], *, timeout: float = 30,
+                 done: bool = True) -> list[Message]:
+    """The rows of these WhatsApp ids once all are stored (and processed, unless `done` is
+    False), in the order of `ids`."""
+    with trio.fail_after(timeout):
+        while True:
+            rows = [await messages_repo.get_by_wa_id(stack.db, organization_id=org,
+                                                     wa_message_id=i) for i in ids]
+            if all(r is not None and (not done or r.processing_state != "PENDING")
+                   for r in rows):
+                return [r for r in rows if r is not None]
+            await trio.sleep(0.05)

@@ -1,0 +1,38 @@
+"""What an organization's actors share, and the shape of an actor's factory.
+
+Its own module so that the actors (`wad.org.inbound`, `wad.org.outbound`) and the manager that
+starts them (`wad.org.manager`) both depend on it rather than on each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from wad.bus import EventBus
+from wad.config import Settings
+from wad.db.pool import Database
+from wad.org.session import SessionActor
+from wad.supervise import ChildSpec
+
+
+@dataclass(eq=False)
+class OrgContext:
+    """What an organization's actors share: its id, the daemon's parts, its session actor, and
+    the bounded channel of message events the session forwards to the inbound actor."""
+
+    org_id: uuid.UUID
+    settings: Settings
+    db: Database
+    bus: EventBus
+    session: SessionActor
+    inbound_events: trio.MemoryReceiveChannel[Any]
+    plugins: Any = None
+
+
+ActorFactory = Callable[[OrgContext], ChildSpec]
+"""Makes one actor's child spec for an organization (the inbound and outbound actors)."""
