@@ -18,12 +18,11 @@ import trio.testing
 from tests.virtual_time import virtual_time_database
 from wad.browser import events as ev
 from wad.bus import EventBus
-from wad.config import DaemonSettings, Settings
+from wad.config import DaemonSettings, InboundSettings, Settings
 from wad.db.pool import Database
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
-from wad.inbound.settings import InboundSettings
 from wad.org.inbound import inbound_actor
 from wad.org.manager import OrgManager
 from wad.org.session import BrowserCrashed
