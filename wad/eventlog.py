@@ -36,6 +36,7 @@ _log = log.get("eventlog")
 
 STREAM_KINDS = frozenset({
     "session.status",
+    "session.incompatible",
     "message.received",
     "message.sent",
     "message.status_changed",

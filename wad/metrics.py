@@ -52,7 +52,7 @@ SESSION_STATES = ("DISCONNECTED", "CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE
                   "CONNECTED", "ERROR", "LOGGED_OUT", "BANNED")
 
 BUS_KINDS = frozenset({"message.stored", "message.received", "message.sent", "session.status",
-                       "outbox.refused", "plugin.error"})
+                       "session.incompatible", "outbox.refused", "plugin.error"})
 """The bus events the counters follow."""
 
 SEND_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600)
@@ -308,6 +308,9 @@ class Metrics:
         self.health_failures = Counter(
             "wad_browser_health_check_failures", "Browser health checks that failed (the "
             "browser is then restarted)", ["organization"], registry=r)
+        self.incompatible = Counter(
+            "wad_page_incompatible", "Sessions stopped because the WhatsApp Web page lacked a "
+            "module or member the bridge relies on", ["organization", "version"], registry=r)
         self.plugin_errors = Counter("wad_plugin_errors", "Plugin hook calls that raised or "
                                      "took too long", ["plugin", "hook"], registry=r)
         ProcessCollector(registry=r)  # process_* of the daemon's own Python process
@@ -374,6 +377,8 @@ class Metrics:
                 error = payload.get("last_error") or ""
                 if payload.get("state") == "CONNECTING" and error.startswith("health check"):
                     self.health_failures.labels(org).inc()
+            case "session.incompatible":
+                self.incompatible.labels(org, str(payload.get("version") or "unknown")).inc()
             case "outbox.refused":
                 count = int(payload.get("count", 1))
                 self.refused.labels(org, str(payload.get("limit", "unknown"))).inc(count)
