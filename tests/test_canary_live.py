@@ -41,6 +41,10 @@ async def link(daemon: DaemonProcess, phone: SimClient, name: str, account: str)
     return org
 
 
+def ended_lines(daemon: DaemonProcess) -> list[dict[str, object]]:
+    return [line for line in daemon.lines() if line.get("event") == "session ended"]
+
+
 async def wad_status(config: Path, org: str) -> str:
     with trio.fail_after(60):
         done = await trio.run_process(
@@ -93,12 +97,22 @@ async def test_a_missing_member_stops_only_that_session_naming_it(
             assert value(samples, "wad_page_incompatible_total", organization=healthy,
                          version=NEW_BUILD) is None
 
+            # Asked to connect again, the stored profile opens straight into the same build:
+            # ERROR again at the first injection, not a wait for the ready timeout.
+            async with daemon.socket_client() as api:
+                again = await api.post("/api/whatsapp/connect", json={"organization_id": broken})
+                assert again.status_code in (200, 202), again.text
+            with trio.fail_after(READY_TIMEOUT_S / 2):
+                while len(ended_lines(daemon)) < 2:
+                    await trio.sleep(0.2)
+            status = await daemon.whatsapp_status(broken)
+            assert (status["state"], status["last_error"]) == ("ERROR", reason)
+
             lines = daemon.lines()
             incompatible = [line for line in lines
                             if line.get("event") == "page incompatible with the bridge"]
-            assert len(incompatible) == 1, json.dumps(incompatible)
-            ended = [line for line in lines if line.get("event") == "session ended"]
-            assert [(line.get("state"), line.get("reason")) for line in ended] == [
-                ("ERROR", reason)]
+            assert len(incompatible) == 2, json.dumps(incompatible)
+            assert [(line.get("state"), line.get("reason")) for line in ended_lines(daemon)] == [
+                ("ERROR", reason)] * 2
     finally:
         assert await trio.to_thread.run_sync(daemon.stop) == 0, daemon.log_path.read_text()[-3000:]
