@@ -52,7 +52,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     from wad.sim.server import run_standalone
 
     log.configure(fmt="auto", level="info")
-    run_standalone(args.port, args.seed)
+    run_standalone(args.port, args.seed, args.tls_port)
     return 0
 
 
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run the WhatsApp Web simulator alone")
     sim.add_argument("--port", type=int, default=8099)
     sim.add_argument("--seed", type=int, default=None)
+    sim.add_argument("--tls-port", type=int, default=None, metavar="PORT",
+                     help="also serve HTTPS/WSS there, self-signed (for clients that map "
+                          "web.whatsapp.com to the simulator; see docs/simulator.md)")
     sim.set_defaults(func=_cmd_sim)
     ctl.register(sub)
     import_cli.register(sub)

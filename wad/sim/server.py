@@ -7,6 +7,7 @@ under `/_sim/` (documented in `docs/simulator.md`).
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,7 @@ from quart_trio import QuartTrio
 
 from wad.sim import history
 from wad.sim.model import Page, SimConfig, SimError, Simulator, normalize_wid
+from wad.sim.tls import self_signed
 
 STATIC = Path(__file__).parent / "static"
 OUTBOX_SIZE = 10_000
@@ -32,6 +34,7 @@ class SimServer:
 
     url: str
     sim: Simulator
+    tls_url: str | None = None  # "https://127.0.0.1:PORT/" when served with `tls_port`
 
 
 class _WsLink:
@@ -420,9 +423,14 @@ async def serve(
     port: int = 0,
     seed: int | None = None,
     config: SimConfig | None = None,
+    tls_port: int | None = None,
     task_status: trio.TaskStatus[SimServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a simulator until cancelled; `task_status.started(SimServer(url, sim))`."""
+    """Run a simulator until cancelled; `task_status.started(SimServer(url, sim, tls_url))`.
+
+    With `tls_port` (0: any free port) the same simulator is also served over HTTPS/WSS there,
+    with a throwaway self-signed certificate (`wad.sim.tls`), for clients whose URL is fixed to
+    `https://web.whatsapp.com/` (docs/simulator.md, "TLS routing")."""
     sim = Simulator(seed=seed, config=config)
     app = create_app(sim)
     hc = hypercorn.config.Config()
@@ -430,23 +438,33 @@ async def serve(
     hc.accesslog = None
     hc.errorlog = None
     hc.graceful_timeout = 0.5
-    async with trio.open_nursery() as nursery:
-        sim.nursery = nursery
-        binds = await nursery.start(
-            partial(hypercorn.trio.serve, app, hc, shutdown_trigger=trio.sleep_forever))
-        url = binds[0].rstrip("/") + "/"
-        sim.base_url = url
-        task_status.started(SimServer(url=url, sim=sim))
+    with tempfile.TemporaryDirectory(prefix="wad-sim-tls-") as certdir:
+        if tls_port is not None:
+            certfile, keyfile = self_signed(Path(certdir))
+            hc.certfile, hc.keyfile = str(certfile), str(keyfile)
+            hc.bind, hc.insecure_bind = [f"{host}:{tls_port}"], hc.bind
+            # HTTP/1.1 only: the page's WebSocket then needs no HTTP/2 extended CONNECT.
+            hc.alpn_protocols = ["http/1.1"]
+        async with trio.open_nursery() as nursery:
+            sim.nursery = nursery
+            binds = await nursery.start(
+                partial(hypercorn.trio.serve, app, hc, shutdown_trigger=trio.sleep_forever))
+            urls = {b.split(":", 1)[0]: b.rstrip("/") + "/" for b in binds}
+            sim.base_url = urls["http"]
+            task_status.started(SimServer(url=urls["http"], sim=sim, tls_url=urls.get("https")))
 
 
-def run_standalone(port: int, seed: int | None) -> None:
-    """Blocking: serve a simulator on `127.0.0.1:port` until interrupted (`wad sim`)."""
+def run_standalone(port: int, seed: int | None, tls_port: int | None = None) -> None:
+    """Blocking: serve a simulator on `127.0.0.1:port` (and over TLS on `tls_port` if given)
+    until interrupted (`wad sim`)."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            handle = await nursery.start(partial(serve, port=port, seed=seed))
+            handle = await nursery.start(partial(serve, port=port, seed=seed, tls_port=tls_port))
             print(f"WhatsApp Web simulator at {handle.url} (control surface {handle.url}_sim/)",
                   flush=True)
+            if handle.tls_url:
+                print(f"also over TLS (self-signed) at {handle.tls_url}", flush=True)
 
     try:
         trio.run(main)
