@@ -119,8 +119,8 @@ def _kind(pid: int, daemon: int) -> str:
         return "other"
     if "chrom" in comm or comm == "headless_shell":
         return "browser"
-    if comm == "node":
-        return "driver"  # Playwright's driver process
+    if comm == "node" or comm.startswith("node-"):
+        return "driver"  # Playwright's driver process (Node names its main thread `node-MainThread`)
     if comm.startswith("postgres"):
         return "database"
     return "other"
