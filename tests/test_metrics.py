@@ -80,6 +80,8 @@ async def test_bus_events_and_the_database_become_metrics(db: Database,
     bus.publish(event("session.status", org, {"state": "CONNECTING",
                                               "last_error": "browser crashed"}))
     bus.publish(event("session.status", org, {"state": "CONNECTED", "last_error": None}))
+    bus.publish(event("session.incompatible", org, {
+        "version": "2.3000.9", "missing": ["X.y is missing"], "reason": "X.y is missing"}))
     await trio.testing.wait_all_tasks_blocked()
 
     # The queue: two waiting (the oldest queued an hour ago), one being sent, one done.
@@ -111,6 +113,8 @@ async def test_bus_events_and_the_database_become_metrics(db: Database,
     assert value(after, "wad_plugin_errors_total", plugin="webhook",
                  hook="wad_message_received") == 1
     assert value(after, "wad_browser_health_check_failures_total", organization=str(org)) == 1
+    assert value(after, "wad_page_incompatible_total", organization=str(org),
+                 version="2.3000.9") == 1
     assert value(after, "wad_send_queue_depth", organization=str(org)) == 2
     age = value(after, "wad_send_queue_oldest_age_seconds", organization=str(org))
     assert age is not None and 3590 < age < 3700

@@ -222,3 +222,30 @@ async def test_four_linked_devices_at_most_and_all_get_traffic(
         finally:
             with trio.move_on_after(10, shield=True):
                 await aio_as_trio(chromium.close)()
+
+
+async def test_page_build_removes_and_renames_modules_and_members(
+        sim: SimServer, simc: SimClient, browser: Browser, link: LinkFn):
+    has = "([m, k]) => { try { return k in window.require(m); } catch (e) { return null; } }"
+    with trio.fail_after(30):
+        await link()
+        assert await browser.js(has, ["WAWebSendMsgChatAction", "addAndSendMsgToChat"]) is True
+        assert await simc.page_build(ACCOUNT, "WAWebSendMsgChatAction", "addAndSendMsgToChat",
+                                     version="2.3000.1999999999") == 1
+        # The page reloads into the new build, still linked.
+        await browser.wait("() => window.Debug && window.Debug.VERSION === '2.3000.1999999999'")
+        assert await browser.wait_state("CONNECTED") == "CONNECTED"
+        assert await browser.js(has, ["WAWebSendMsgChatAction", "addAndSendMsgToChat"]) is False
+        # A renamed member, then a whole module gone; earlier changes stay.
+        await simc.page_build(ACCOUNT, "WAWebSocketModel", "Socket.takeover",
+                              rename_to="takeOver")
+        await browser.wait("() => { try { const S = window.require('WAWebSocketModel').Socket;"
+                           " return typeof S.takeOver === 'function' && !('takeover' in S); }"
+                           " catch (e) { return false; } }")
+        await simc.page_build(ACCOUNT, "WAWebQueryExistsJob")
+        await browser.wait("() => { try { window.require('WAWebQueryExistsJob'); return false; }"
+                           " catch (e) { return true; } }")
+        assert await browser.js(has, ["WAWebSendMsgChatAction", "addAndSendMsgToChat"]) is False
+        assert await browser.js("() => window.Debug.VERSION") == "2.3000.1999999999"
+    with pytest.raises(SimClientError, match="module is required"):
+        await simc.page_build(ACCOUNT, "")

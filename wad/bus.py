@@ -163,9 +163,18 @@ class PluginFailed(Event, frozen=True, kw_only=True, tag="plugin.error"):
     hook: str
 
 
+class SessionIncompatible(Event, frozen=True, kw_only=True, tag="session.incompatible"):
+    """The WhatsApp Web page (build `version`) lacks modules or members the bridge relies on;
+    the session stopped in ERROR with `reason` and is not retried."""
+
+    version: str
+    missing: list[str]
+    reason: str
+
+
 AnyEvent = (SessionStatus | MessageStored | MessageReceived | MessageSent | MessageStatusChanged
             | ClientStatusChanged | MessageEdited | AgentReplyQueued | OutboxStatus
-            | SendingPaused | SendsRefused | PluginFailed)
+            | SendingPaused | SendsRefused | PluginFailed | SessionIncompatible)
 """Every event kind, as one tagged union (`msgspec.convert(data, AnyEvent)` decodes one)."""
 
 

@@ -37,6 +37,7 @@ from wad.bus import (
     MessageReceived,
     MessageSent,
     MessageStatusChanged,
+    SessionIncompatible,
     SessionStatus,
 )
 
@@ -44,6 +45,7 @@ _log = log.get("eventlog")
 
 STREAM_KINDS: frozenset[type[Event]] = frozenset({
     SessionStatus,
+    SessionIncompatible,
     MessageReceived,
     MessageSent,
     MessageStatusChanged,

@@ -52,6 +52,7 @@ from wad.bus import (
     MessageStored,
     PluginFailed,
     SendsRefused,
+    SessionIncompatible,
     SessionStatus,
 )
 from wad.db.pool import Database
@@ -65,7 +66,8 @@ SESSION_STATES = ("DISCONNECTED", "CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE
                   "CONNECTED", "ERROR", "LOGGED_OUT", "BANNED")
 
 BUS_KINDS: frozenset[type[Event]] = frozenset({
-    MessageStored, MessageReceived, MessageSent, SessionStatus, SendsRefused, PluginFailed})
+    MessageStored, MessageReceived, MessageSent, SessionStatus, SessionIncompatible, SendsRefused,
+    PluginFailed})
 """The bus events the counters follow."""
 
 SEND_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600)
@@ -132,8 +134,8 @@ def _kind(pid: int, daemon: int) -> str:
         return "other"
     if "chrom" in comm or comm == "headless_shell":
         return "browser"
-    if comm == "node":
-        return "driver"  # Playwright's driver process
+    if comm == "node" or comm.startswith("node-"):
+        return "driver"  # Playwright's driver process (Node names its main thread `node-MainThread`)
     if comm.startswith("postgres"):
         return "database"
     return "other"
@@ -321,6 +323,9 @@ class Metrics:
         self.health_failures = Counter(
             "wad_browser_health_check_failures", "Browser health checks that failed (the "
             "browser is then restarted)", ["organization"], registry=r)
+        self.incompatible = Counter(
+            "wad_page_incompatible", "Sessions stopped because the WhatsApp Web page lacked a "
+            "module or member the bridge relies on", ["organization", "version"], registry=r)
         self.plugin_errors = Counter("wad_plugin_errors", "Plugin hook calls that raised or "
                                      "took too long", ["plugin", "hook"], registry=r)
         ProcessCollector(registry=r)  # process_* of the daemon's own Python process
@@ -385,6 +390,8 @@ class Metrics:
                 error = event.last_error or ""
                 if event.state == "CONNECTING" and error.startswith("health check"):
                     self.health_failures.labels(org).inc()
+            case SessionIncompatible():
+                self.incompatible.labels(org, event.version or "unknown").inc()
             case SendsRefused():
                 self.refused.labels(org, event.limit).inc(event.count)
             case PluginFailed():

@@ -89,20 +89,22 @@ class DaemonProcess:
             return None
 
 
-def write_config(state_dir: Path, extra: str = "", daemon_extra: str = "") -> Path:
+def write_config(state_dir: Path, extra: str = "", daemon_extra: str = "",
+                 log_level: str = "debug") -> Path:
     path = state_dir / "wad.toml"
     path.write_text(
-        f'[daemon]\nstate_dir = "{state_dir}"\nlog_format = "json"\nlog_level = "debug"\n'
+        f'[daemon]\nstate_dir = "{state_dir}"\nlog_format = "json"\nlog_level = "{log_level}"\n'
         f'shutdown_grace_s = 20.0\n{daemon_extra}[api]\nlisten = "127.0.0.1:0"\n{extra}'
     )
     return path
 
 
 def start_daemon(state_dir: Path, *, env: dict[str, str] | None = None,
-                 extra_config: str = "", daemon_config: str = "") -> DaemonProcess:
+                 extra_config: str = "", daemon_config: str = "",
+                 log_level: str = "debug") -> DaemonProcess:
     """Start `wad run`; `extra_config` is appended to the file, `daemon_config` goes into its
     `[daemon]` table."""
-    config = write_config(state_dir, extra_config, daemon_config)
+    config = write_config(state_dir, extra_config, daemon_config, log_level)
     log_path = state_dir / "daemon.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
     full_env.update(env or {})

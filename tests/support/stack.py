@@ -21,7 +21,7 @@ from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
 from wad.org.context import ActorFactory
 from wad.org.manager import OrgManager
-from wad.sim.client import SimClient
+from wad.sim.client import SimClient, SimClientError
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
 
@@ -93,7 +93,20 @@ class Stack:
         await self.manager.connect(org_id)
         row = await self.wait_state(org_id, "QR_CODE_PENDING")
         assert row.qr_payload
-        await self.phone.scan_qr(account, row.qr_payload)
+        with trio.fail_after(30):
+            while True:
+                try:
+                    await self.phone.scan_qr(account, row.qr_payload)
+                    break
+                except SimClientError as exc:
+                    # The page rotated its QR before this one was scanned (a loaded machine):
+                    # scan the next one, as a person would.
+                    if "stale" not in exc.message:
+                        raise
+                stale = row.qr_payload
+                while row.qr_payload == stale:
+                    await trio.sleep(0.05)
+                    row = await self.session(org_id)
         return await self.wait_state(org_id, "CONNECTED")
 
     async def wait_published(self, org_id: uuid.UUID, state: str, timeout: float = 30.0) -> None:

@@ -21,6 +21,112 @@
     throw new Error('window.require is not available yet');
   }
 
+  // ---------------------------------------------------------------- the page surface (canary)
+
+  // Every module and member this bridge relies on, with its kind (`function`, `collection`,
+  // `model`, `object`, `value`); a dotted member is a member of a member. A key joining module
+  // names with `|` is looked up across those modules merged (the page moves these names between
+  // them). A kind starting with `?` has a fallback here and is not a reason to stop. Checked on
+  // every injection (`checkSurface`); read by wad/browser/surface.py, which compares it with what
+  // whatsapp-web.js uses (docs/bridge.md). Keep it strict JSON.
+  // surface:begin
+  const SURFACE = {
+    "WAWebCollections": {"Msg": "collection", "Chat": "collection", "Contact": "collection"},
+    "WAWebSocketModel": {"Socket": "model", "Socket.logout": "function",
+      "Socket.takeover": "function"},
+    "WAWebConnModel": {"Conn": "model"},
+    "WAWebCmd": {"Cmd": "model", "Cmd.refreshQR": "function"},
+    "WAWebStreamModel": {"Stream": "model", "Stream.markAvailable": "function",
+      "Stream.markUnavailable": "function"},
+    "WAWebWidFactory": {"createWid": "function"},
+    "WAWebUserPrefsMeUser": {"getMaybeMePnUser": "function", "getMaybeMeLidUser": "function"},
+    "WAWebMsgKey": {"": "function"},
+    "WAWebFindChatAction": {"findOrCreateLatestChat": "function"},
+    "WAWebGetEphemeralFieldsMsgActionsUtils": {"getEphemeralFields": "function"},
+    "WAWebSendMsgChatAction": {"addAndSendMsgToChat": "function"},
+    "WAWebUpdateUnreadChatAction": {"sendSeen": "function"},
+    "WAWebChatStateBridge": {"sendChatStateComposing": "function",
+      "sendChatStatePaused": "function"},
+    "WAWebChatLoadMessages": {"loadEarlierMsgs": "function"},
+    "WAWebSendNonMessageDataRequest": {"sendPeerDataOperationRequest": "function"},
+    "WAWebContactGetters": {"getName": "function", "getPushname": "function",
+      "getShortName": "function", "getUserid": "function", "getVerifiedName": "function",
+      "getIsEnterprise": "function", "getIsMe": "function", "getIsGroup": "function"},
+    "WAWebFrontendContactGetters": {"getIsMyContact": "function"},
+    "WAWebContactProfilePicThumbBridge": {"requestProfilePicFromServer": "function"},
+    "WAWebQueryExistsJob": {"queryWidExists": "function"},
+    "WAWebAltDeviceLinkingApi": {"setPairingType": "function",
+      "initializeAltDeviceLinking": "function", "startAltLinkingFlow": "function"},
+    "WABase64": {"encodeB64": "?function"},
+    "WAWebCompanionRegClientUtils|WAWebAdvSignatureApi|WAWebUserPrefsInfoStore|WAWebSignalStoreApi": {
+      "waNoiseInfo": "?object", "waSignalStore": "?object", "DEVICE_PLATFORM": "?value"},
+    "WAWebUserPrefsMultiDevice": {"getADVSecretKey": "?function"}
+  };
+  // surface:end
+
+  const KIND_TESTS = {
+    function: (v) => typeof v === 'function',
+    collection: (v) => v != null && typeof v.get === 'function' && typeof v.on === 'function'
+      && typeof v.getModelsArray === 'function',
+    model: (v) => v != null && typeof v === 'object' && typeof v.on === 'function',
+    object: (v) => v != null && typeof v === 'object',
+    value: (v) => v !== undefined,
+  };
+
+  function requireQuiet(name) {
+    try {
+      return window.require(name);
+    } catch (_) {
+      return undefined;
+    }
+  }
+
+  // What the page lacks of SURFACE, one line each: `Module.member is missing` or
+  // `Module.member is not a <kind>`. Items with a fallback (`?`) count only when `all` is set.
+  function checkSurface(all) {
+    const problems = [];
+    for (const [key, members] of Object.entries(SURFACE)) {
+      const names = key.split('|');
+      const exports = names.map(requireQuiet);
+      const present = exports.filter((e) => e != null);
+      for (const [member, spec] of Object.entries(members)) {
+        const optional = spec.startsWith('?');
+        if (optional && !all) continue;
+        const kind = optional ? spec.slice(1) : spec;
+        const label = member ? `${key}.${member}` : key;
+        if (!present.length) {
+          problems.push(`${names.length > 1 ? key : names[0]} is missing`);
+          break;
+        }
+        let value;
+        let found = false;
+        for (const e of present) {
+          let v = e;
+          for (const part of member ? member.split('.') : []) v = v == null ? undefined : v[part];
+          if (v !== undefined) {
+            value = v;
+            found = true;
+            break;
+          }
+        }
+        if (!found) problems.push(`${label} is missing`);
+        else if (!KIND_TESTS[kind](value)) problems.push(`${label} is not a ${kind}`);
+      }
+    }
+    return problems;
+  }
+
+  function pageVersion() {
+    return String((window.Debug && window.Debug.VERSION) || '');
+  }
+
+  // A page that lacks what the bridge needs is a WhatsApp Web build this bridge does not know:
+  // report it instead of installing half a bridge that would hang silently.
+  const missing = checkSurface(false);
+  if (missing.length) {
+    return {version: pageVersion(), url: String(location.href), missing};
+  }
+
   // ---------------------------------------------------------------- modules
 
   const modules = new Map();
@@ -328,6 +434,12 @@
   let lastQr = null;
   let qrSeq = 0;
 
+  // The page's registration modules, merged when looking a name up (see SURFACE).
+  const REGISTRATION_MODULES = [
+    'WAWebCompanionRegClientUtils', 'WAWebAdvSignatureApi', 'WAWebUserPrefsInfoStore',
+    'WAWebSignalStoreApi',
+  ];
+
   function pick(sources, name) {
     for (const source of sources) {
       if (source && source[name] !== undefined) return source[name];
@@ -336,14 +448,12 @@
   }
 
   async function buildQr(ref) {
-    const sources = [
-      'WAWebCompanionRegClientUtils', 'WAWebAdvSignatureApi', 'WAWebUserPrefsInfoStore',
-      'WAWebSignalStoreApi',
-    ].map((name) => mod(name));
+    const sources = REGISTRATION_MODULES.map((name) => mod(name));
     const b64 = mod('WABase64');
     const noise = await pick(sources, 'waNoiseInfo').get();
     const registration = await pick(sources, 'waSignalStore').getRegistrationInfo();
-    const advSecret = await pick(sources, 'getADVSecretKey')();
+    // Synchronous on the real page; awaiting also accepts a build that answers a Promise.
+    const advSecret = await mod('WAWebUserPrefsMultiDevice').getADVSecretKey();
     const platform = pick(sources, 'DEVICE_PLATFORM');
     return [
       ref,
@@ -387,16 +497,12 @@
     return chat;
   }
 
-  function keyClass() {
-    const exports = mod('WAWebMsgKey');
-    return typeof exports === 'function' ? exports : exports.default;
-  }
 
   async function sendText({chat_id: chatId, text, id}) {
     const chat = await chatFor(chatId, true);
     const me = meUser();
     if (!me) throw new Error('not logged in');
-    const MsgKey = keyClass();
+    const MsgKey = mod('WAWebMsgKey');
     const keyFields = {from: me, to: chat.id, id, selfDir: 'out'};
     if (chat.id.isGroup && chat.id.isGroup()) keyFields.participant = me;
     const key = new MsgKey(keyFields);
@@ -594,10 +700,6 @@
     return true;
   }
 
-  function version() {
-    return String((window.Debug && window.Debug.VERSION) || '');
-  }
-
   function state() {
     let wid = null;
     try {
@@ -609,13 +711,13 @@
       state: Socket.state == null ? null : String(Socket.state),
       has_synced: Boolean(Socket.hasSynced),
       qr: Socket.state === 'CONNECTED' ? null : lastQr,
-      version: version(),
+      version: pageVersion(),
       wid,
     };
   }
 
   function ping() {
-    return {version: version(), state: Socket.state == null ? null : String(Socket.state)};
+    return {version: pageVersion(), state: Socket.state == null ? null : String(Socket.state)};
   }
 
   const api = {
@@ -635,7 +737,7 @@
   }
 
   function describe() {
-    return {version: version(), url: String(location.href)};
+    return {version: pageVersion(), url: String(location.href)};
   }
 
   window.__wad = {installed: true, call, describe};

@@ -39,6 +39,7 @@ from wad.browser.events import (
     Contact,
     Event,
     MessagePage,
+    PageIncompatible,
     SentInfo,
     SessionState,
 )
@@ -323,6 +324,15 @@ class BrowserSession:
                     if generation != self._nav_generation:
                         return  # injected into a document that is already being replaced
                     self.version = str(described.get("version") or version)
+                    if described.get("missing"):
+                        # A build the bridge does not know: final, not retried (see SURFACE).
+                        incompatible = PageIncompatible(
+                            version=self.version, missing=[str(m) for m in described["missing"]])
+                        self._log.error("page incompatible with the bridge",
+                                        version=self.version, missing=incompatible.missing)
+                        self._post(incompatible)
+                        self._ready.set()
+                        return
                     self._ready.set()
                     self._log.info("bridge injected", version=self.version,
                                    url=described.get("url"))

@@ -145,6 +145,21 @@ class BridgeErrorEvent(msgspec.Struct, tag_field="event", tag="error", kw_only=T
     message: str
 
 
+class PageIncompatible(msgspec.Struct, tag_field="event", tag="page_incompatible", kw_only=True,
+                       frozen=True):
+    """The page lacks modules or members the bridge relies on (a WhatsApp Web build the bridge
+    does not know); the bridge was not installed. Posted by the driver after an injection."""
+
+    version: str
+    missing: list[str]
+    """One line per problem, e.g. `WAWebSendMsgChatAction.addAndSendMsgToChat is missing`."""
+
+    @property
+    def reason(self) -> str:
+        """The whole story in one line: the build and everything missing."""
+        return f"WhatsApp Web {self.version or '(unknown build)'}: {'; '.join(self.missing)}"
+
+
 class BrowserClosed(msgspec.Struct, tag_field="event", tag="browser_closed", kw_only=True,
                    frozen=True):
     """The page crashed or the browser/context closed without being asked to; the session is
@@ -166,6 +181,7 @@ Event = (
     | MessageRevoked
     | Disconnected
     | BridgeErrorEvent
+    | PageIncompatible
     | BrowserClosed
 )
 

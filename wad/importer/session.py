@@ -75,6 +75,8 @@ class OwnSession:
                     self.gone = f"WhatsApp ended the import's session ({reason})"
                 case ev.BrowserClosed(reason=reason):
                     self.gone = f"the import's browser {reason.replace('_', ' ')}"
+                case ev.PageIncompatible() as bad:
+                    self.gone = bad.reason
                 case _:
                     pass  # live traffic: the daemon's inbound channel catches up on it
             if self.ready.is_set() or self.gone is not None:

@@ -9,6 +9,8 @@ Outcomes, by what the page says:
 - phone unlinked the device (logout): `LOGGED_OUT`, the profile moved to the trash folder;
 - `CONFLICT` (opened on another computer): take over after a delay when configured, else `ERROR`;
 - `TOS_BLOCK` (ban): `BANNED`, no retries; `DEPRECATED_VERSION`: `ERROR` with that reason;
+- a page build that lacks what the bridge relies on (`PageIncompatible`): `ERROR` naming the
+  build and what is missing, published as `session.incompatible`, no retries;
 - a hung page or a page that never loads: the browser is restarted after 1 s, 2 s, 4 s ...
   (capped), and after the configured number of attempts the session is `ERROR`;
 - a crashed browser or page: the actor exits with `BrowserCrashed` and its supervisor restarts
@@ -28,7 +30,7 @@ import trio
 
 from wad import log
 from wad.browser import events as ev
-from wad.bus import EventBus, SessionChanged, SessionStatus
+from wad.bus import EventBus, SessionChanged, SessionIncompatible, SessionStatus
 from wad.config import Settings
 from wad.db.models import SessionState
 from wad.db.pool import Database
@@ -271,6 +273,13 @@ class SessionActor:
                     why = f"browser {reason.replace('_', ' ')}"
                     await self._set_state("CONNECTING", last_error=why)
                     raise BrowserCrashed(why)
+                case ev.PageIncompatible(version=version, missing=missing) as bad:
+                    # A WhatsApp Web build the bridge does not know: final like a ban, so the
+                    # session does not restart into the same failure.
+                    self.bus.publish(SessionIncompatible(
+                        org_id=self.org_id, version=version, missing=list(missing),
+                        reason=bad.reason))
+                    return Outcome(final=True, state="ERROR", reason=bad.reason)
                 case ev.BridgeErrorEvent(where=where, message=message):
                     _log.warning("bridge error", where=where, error=message)
                 case _:

@@ -244,6 +244,14 @@ class SimClient:
         """The page's JavaScript busy-loops for `seconds` (None: forever)."""
         return (await self._fault(account, "freeze", seconds=seconds, device=device))["pages"]
 
+    async def page_build(self, account: str, module: str, member: str | None = None, *,
+                         rename_to: str | None = None, version: str | None = None,
+                         device: str | None = None) -> int:
+        """A new page build: `module` (or its `member`) removed, or renamed to `rename_to`; the
+        account's pages reload into it. Answers how many pages were told."""
+        return (await self._fault(account, "page_build", module=module, member=member,
+                                  rename_to=rename_to, version=version, device=device))["pages"]
+
     async def set_sends(self, account: str, *, delay_s: float = 0.0, fail_next: int = 0,
                         fail_all: bool = False) -> None:
         """Slow sends (the send result waits `delay_s`) and failing sends (ack -1)."""

@@ -661,6 +661,21 @@ class Simulator:
             page.link.push({"t": "freeze", "seconds": seconds})
         return len(pages)
 
+    def page_build(self, number: str, module: str, member: str | None = None, *,
+                   rename_to: str | None = None, version: str | None = None,
+                   device: str | None = None) -> int:
+        """A new WhatsApp Web build for the account's pages: `module` (or its `member`, dotted
+        for deeper ones) is removed, or renamed to `rename_to`; the page reloads into it and
+        keeps it (in its profile's storage) from then on. Answers how many pages were told."""
+        if not module:
+            raise SimError(400, "module is required")
+        acc = self.account(number)
+        pages = self._pages_of(acc, device)
+        change = {"module": module, "member": member, "rename_to": rename_to, "version": version}
+        for page in pages:
+            page.link.push({"t": "build", "change": change})
+        return len(pages)
+
     def set_send_behaviour(self, number: str, *, delay_s: float = 0.0, fail_next: int = 0,
                            fail_all: bool = False) -> None:
         acc = self.account(number)

@@ -273,6 +273,10 @@ def create_app(sim: Simulator) -> QuartTrio:
             sim.restore_network(number, device)
         elif kind == "freeze":
             result = {"pages": sim.freeze(number, b.get("seconds"), device)}
+        elif kind == "page_build":
+            result = {"pages": sim.page_build(
+                number, str(b.get("module") or ""), b.get("member"), rename_to=b.get("rename_to"),
+                version=b.get("version"), device=device)}
         elif kind == "sends":
             sim.set_send_behaviour(number, delay_s=float(b.get("delay_s", 0)),
                                    fail_next=int(b.get("fail_next", 0)),

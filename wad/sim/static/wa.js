@@ -453,6 +453,11 @@
         while (Date.now() < end) { /* busy */ }
         return;
       }
+      case 'build':
+        // The `page_build` fault: WhatsApp ships a new build; the page reloads into it.
+        try { localStorage.setItem(BUILD_KEY, JSON.stringify(buildChanges().concat([f.change]))); } catch (e) { console.error('build', e); }
+        location.reload();
+        return;
       default:
         console.warn('unknown frame', f.t);
     }
@@ -994,6 +999,25 @@
   // ------------------------------------------------------------------ start
 
   window.Debug = { VERSION };
+
+  // A page build changed by the `page_build` fault (kept in localStorage, so it survives the
+  // reload as a real update would): modules or members removed or renamed, maybe a new version.
+  const BUILD_KEY = 'sim-build';
+  function buildChanges() {
+    try { return JSON.parse(localStorage.getItem(BUILD_KEY) || '[]'); } catch (e) { return []; }
+  }
+  function applyBuild(c) {
+    if (c.version) window.Debug.VERSION = c.version;
+    const path = c.member ? [c.module].concat(c.member.split('.')) : [c.module];
+    let owner = modules;
+    for (const part of path.slice(0, -1)) owner = owner == null ? undefined : owner[part];
+    const name = path[path.length - 1];
+    if (owner == null || !(name in owner)) return;
+    const value = owner[name];
+    delete owner[name];
+    if (c.rename_to) owner[c.rename_to] = value;
+  }
+  for (const c of buildChanges()) applyBuild(c);
 
   (async function boot() {
     try {
