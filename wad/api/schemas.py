@@ -157,6 +157,11 @@ class ArchiveOut(msgspec.Struct, kw_only=True):
     size: int
     sha256: str
     created_at: datetime
+    key_id: str | None = None
+    """Id of the key that sealed it; null: the format before key ids (re-sealed by
+    `wad secret rotate`)."""
+    restored_at: datetime | None = None
+    """When it last restored a profile (the newest such archive is never pruned)."""
 
 
 class FolderOut(msgspec.Struct, kw_only=True):
