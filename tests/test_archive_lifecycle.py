@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests import test_api_support
+from tests.test_api_support import LiveApi
+from wad import ctl
 from wad.bus import EventBus
 from wad.config import ArchiveSettings, DaemonSettings, Settings
 from wad.config import load as load_config
@@ -327,3 +330,29 @@ def test_wrong_key_and_truncation_are_refused(tmp_path: Path) -> None:
     cut = sealed[:archive.CHUNK + 16 + 20]  # only the first chunk: not marked last
     with open(tmp_path / "out", "wb") as out, pytest.raises(archive.ArchiveError):
         archive.open_to_file(cut, archive.keyring(tmp_path, KEY), org, out)
+
+
+# -- what is kept, as the API and `wad session backups` show it ---------------------------------
+
+live_api = test_api_support.live_api
+
+
+async def test_backups_show_key_id_and_the_restored_archive(
+        live_api: LiveApi, state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = live_api.ctx.db
+    org = await live_api.create_org("Kept")
+    actor = _actor(db, org, _settings(state_dir))
+    for i in range(2):
+        _profile(actor.profile_dir, login=f"V{i}".encode())
+        await actor.save_archive(reason="test")
+    shutil.rmtree(actor.profile_dir)
+    await actor._restore_if_missing()
+    with trio.fail_after(30):
+        kept = (await live_api.socket_client().get(f"/api/sessions/{org}/backups")).json()
+    key_id = archive.keyring(state_dir, KEY).current.key_id
+    assert [a["key_id"] for a in kept["archives"]] == [key_id, key_id]
+    assert kept["archives"][0]["restored_at"] is not None
+    assert kept["archives"][1]["restored_at"] is None
+    ctl._print_backups({"name": "Kept", "id": str(org)}, kept)
+    out = capsys.readouterr().out
+    assert "LAST RESTORED" in out and key_id in out
