@@ -22,6 +22,7 @@ import trio
 from tests import test_api_support
 from tests.test_api_support import LiveApi
 from wad import ctl
+from wad.api import session_data
 from wad.bus import EventBus
 from wad.config import ArchiveSettings, DaemonSettings, Settings
 from wad.config import load as load_config
@@ -229,10 +230,20 @@ async def test_a_restore_killed_halfway_leaves_no_profile_and_the_next_one_works
     with _killed_restore(state_dir, org, row, actor.profile_dir, {"WAD_SECRET_KEY": KEY}) as half:
         assert not actor.profile_dir.exists()  # the partial files are elsewhere
         assert half.is_relative_to(actor.sessions_dir) and ".restore-org-" in str(half)
+    leftover = next(actor.sessions_dir.glob(f".restore-org-{org}-*"))
 
     await actor._restore_if_missing()
     assert _login_of(actor.profile_dir) == b"THE-LOGIN" * 50
-    assert not list(actor.sessions_dir.glob(".restore-*"))  # the leftover is cleaned up
+    assert not leftover.exists()  # the leftover is cleaned up
+
+    # A purge also removes such leftovers (they hold login data).
+    shutil.rmtree(actor.profile_dir)
+    with _killed_restore(state_dir, org, row, actor.profile_dir, {"WAD_SECRET_KEY": KEY}):
+        pass
+    leftover = next(actor.sessions_dir.glob(f".restore-org-{org}-*"))
+    deleted = await session_data.delete_folders(state_dir, org)
+    assert deleted == [str(leftover)]
+    assert not leftover.exists()
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -297,8 +308,18 @@ async def test_rotation_reseals_every_archive_and_the_new_key_restores(
 
     # During the rotation both keys read; afterwards every archive is under the new key.
     both = archive.keyring(state_dir, NEW_KEY, [KEY])
-    result = await rotation.rotate(db, both, archive.sessions_dir(state_dir))
-    assert (result.resealed, result.failed) == (3, [])
+    first = await rotation.rotate(db, both, archive.sessions_dir(state_dir), limit=2)
+    assert (first.resealed, first.failed, first.done) == (2, [], False)
+    mid = await sessions_repo.list_archives(db, organization_id=org)
+    old_id, new_id = archive.keyring(state_dir, KEY).current.key_id, both.current.key_id
+    assert [r.key_id for r in mid] == [old_id, new_id, new_id]  # newest first: one to go
+    new_only_mid = _actor(db, org, _settings(state_dir, secret=NEW_KEY, old=KEY))
+    await new_only_mid._restore_if_missing()  # both keys read while the rotation runs
+    assert _login_of(new_only_mid.profile_dir) == b"OLD-KEY-1" * 50
+    shutil.rmtree(new_only_mid.profile_dir)
+    rest = await rotation.rotate(db, both, archive.sessions_dir(state_dir),
+                                 after_id=first.last_id, limit=2)
+    assert (rest.resealed, rest.failed, rest.done) == (1, [], True)
     rows = await sessions_repo.list_archives(db, organization_id=org)
     assert {r.key_id for r in rows} == {both.current.key_id}
     again = await rotation.rotate(db, both, archive.sessions_dir(state_dir))

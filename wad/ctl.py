@@ -429,15 +429,23 @@ def _size(n: int) -> str:
 
 
 def cmd_secret_rotate(daemon: Daemon, args: argparse.Namespace) -> int:
-    result = daemon.post("/api/secret/rotate", {})
+    """Ask the daemon to re-seal the archives batch by batch (each request stays short)."""
+    resealed, failed, after_id, key_id = 0, [], 0, ""
+    while True:
+        batch = daemon.post("/api/secret/rotate", {"after_id": after_id, "limit": 20})
+        resealed += batch["resealed"]
+        failed += batch["failed"]
+        after_id, key_id = batch["last_id"], batch["key_id"]
+        if batch["done"]:
+            break
     if args.json:
-        _print_json(result)
+        _print_json({"key_id": key_id, "resealed": resealed, "failed": failed})
     else:
-        print(f"re-sealed {result['resealed']} archives under key {result['key_id']}")
-        for failure in result["failed"]:
+        print(f"re-sealed {resealed} archives under key {key_id}")
+        for failure in failed:
             print(f"  archive {failure['archive_id']} (organization "
                   f"{failure['organization_id']}): {failure['error']}")
-    return EXIT_FAILED if result["failed"] else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_session_purge(daemon: Daemon, args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from wad.api.schemas import (
     OrganizationOut,
     PurgeRequest,
     PurgeResult,
+    RotateRequest,
     TokenList,
     TokenOut,
     Tree,
@@ -202,12 +203,15 @@ async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
 @tag(["admin"])
 @responds(RotationResult, errors=(401, 403))
 @auth.super_admin_route
-async def rotate_secret() -> Response:
-    """Re-seal every login archive under the daemon's current key (`WAD_SECRET_KEY`); the
-    previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until this is done."""
+@body(RotateRequest)
+async def rotate_secret(data: RotateRequest) -> Response:
+    """Re-seal a batch of login archives (ids after `after_id`) under the daemon's current key
+    (`WAD_SECRET_KEY`); the previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until
+    every batch is done."""
     settings = current_app.config["wad"].settings
     keys = archive.keyring(_state_dir(), settings.secret_key, [settings.secret_key_old])
-    result = await rotation.rotate(_db(), keys, archive.sessions_dir(_state_dir()))
+    result = await rotation.rotate(_db(), keys, archive.sessions_dir(_state_dir()),
+                                   after_id=data.after_id, limit=data.limit)
     return reply(result)
 
 

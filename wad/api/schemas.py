@@ -188,6 +188,14 @@ class PurgeRequest(Request, forbid_unknown_fields=True, kw_only=True):
     confirm: Annotated[bool, Meta(description="Must be true")]
 
 
+class RotateRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/secret/rotate`: one batch of archives, by id (`wad secret rotate`
+    calls it until `done`)."""
+
+    after_id: Annotated[int, Meta(ge=0, description="Archives with a greater id")] = 0
+    limit: Annotated[int, Meta(ge=1, le=1000, description="Most archives in this batch")] = 20
+
+
 class PurgeResult(msgspec.Struct, kw_only=True):
     organization_id: uuid.UUID
     archives_deleted: int

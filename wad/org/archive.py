@@ -191,15 +191,15 @@ def copy_login(profile_dir: Path, target: Path) -> None:
     """Copy the login files into `target` so that the copy is consistent: the files did not
     change (size, time, set of files) while they were copied; else try again."""
     for _ in range(_COPY_ATTEMPTS):
-        files = _login_files(profile_dir)
-        before = _signature(files)
         if target.exists():
             shutil.rmtree(target)
         try:
+            files = _login_files(profile_dir)
+            before = _signature(files)
             for name, path in files:
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target / name)
-        except FileNotFoundError:  # removed by a compaction while we copied
+        except FileNotFoundError:  # removed by a compaction while we looked or copied
             continue
         if before is not None and before == _signature(_login_files(profile_dir)):
             return
@@ -421,6 +421,12 @@ def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
 
 def _restore_prefix(org_id: object) -> str:
     return f".restore-org-{org_id}-"
+
+
+def work_prefixes(org_id: object) -> tuple[str, ...]:
+    """How the names of an organization's temporary folders in `sessions_dir` begin (packing,
+    restoring): left behind only by a killed daemon, and they hold login data."""
+    return (f".pack-org-{org_id}-", _restore_prefix(org_id))
 
 
 def restore(blob: bytes, keys: Keyring, org_id: uuid.UUID, sha256: bytes,

@@ -30,21 +30,26 @@ class RotationFailure(msgspec.Struct, kw_only=True):
 
 
 class RotationResult(msgspec.Struct, kw_only=True):
-    """What a rotation did: archives re-sealed under `key_id`, and those it could not open."""
+    """What a rotation (batch) did: archives re-sealed under `key_id`, those it could not open,
+    the last archive id it looked at, and whether no archive after that one is left."""
 
     key_id: str
     resealed: int
     failed: list[RotationFailure]
+    last_id: int
+    done: bool
 
 
-async def rotate(db: Executor, keys: archive.Keyring, work_parent: Path) -> RotationResult:
-    """Re-seal every archive not sealed with the current key. An archive no configured key
-    opens is reported, left as it is."""
+async def rotate(db: Executor, keys: archive.Keyring, work_parent: Path, *, after_id: int = 0,
+                 limit: int | None = None) -> RotationResult:
+    """Re-seal the archives (ids after `after_id`, at most `limit`; None: all) not sealed with
+    the current key. An archive no configured key opens is reported and left as it is."""
     resealed = 0
     failed: list[RotationFailure] = []
+    batch = await sessions_repo.archives_not_under(db, key_id=keys.current.key_id,
+                                                   after_id=after_id, limit=limit)
     with archive.work_dir(work_parent, ".rotate-") as work:
-        for archive_id, org_id in await sessions_repo.archives_not_under(
-                db, key_id=keys.current.key_id):
+        for archive_id, org_id in batch:
             row = await sessions_repo.get_archive(db, archive_id=archive_id)
             if row is None:  # pruned meanwhile
                 continue
@@ -63,4 +68,6 @@ async def rotate(db: Executor, keys: archive.Keyring, work_parent: Path) -> Rota
                 resealed += 1
     _log.info("login archives re-sealed", key_id=keys.current.key_id, resealed=resealed,
               failed=len(failed))
-    return RotationResult(key_id=keys.current.key_id, resealed=resealed, failed=failed)
+    return RotationResult(key_id=keys.current.key_id, resealed=resealed, failed=failed,
+                          last_id=batch[-1][0] if batch else after_id,
+                          done=limit is None or len(batch) < limit)

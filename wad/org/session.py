@@ -410,8 +410,14 @@ class SessionActor:
         whether a version was stored."""
         if not self.profile_dir.exists():
             return False
-        with archive.work_dir(self.sessions_dir, f".pack-org-{self.org_id}-") as work:
-            packed = await trio.to_thread.run_sync(archive.pack_login, self.profile_dir, work)
+        with archive.work_dir(self.sessions_dir, archive.work_prefixes(self.org_id)[0]) as work:
+            try:
+                packed = await trio.to_thread.run_sync(archive.pack_login, self.profile_dir,
+                                                       work)
+            except (archive.ArchiveError, OSError) as exc:
+                # The live profile kept changing (or vanished): the next save tries again.
+                _log.warning("login archive skipped", reason=reason, error=str(exc))
+                return False
             latest = await sessions_repo.latest_archive_info(self.db, organization_id=self.org_id)
             if latest is not None and latest.sha256 == packed.sha256:
                 return False

@@ -147,11 +147,14 @@ async def delete_archives(db: Executor, *, organization_id: uuid.UUID, ids: list
     return int(status.split()[-1])
 
 
-async def archives_not_under(db: Executor, *, key_id: str) -> list[tuple[int, uuid.UUID]]:
-    """(id, organization) of every archive not sealed with `key_id`, oldest first."""
+async def archives_not_under(db: Executor, *, key_id: str, after_id: int = 0,
+                             limit: int | None = None) -> list[tuple[int, uuid.UUID]]:
+    """(id, organization) of the archives not sealed with `key_id` whose id is greater than
+    `after_id`, oldest first, at most `limit` (None: all)."""
     rows = await db.fetch(
         """SELECT id, organization_id FROM session_archives
-           WHERE key_id IS DISTINCT FROM $1 ORDER BY id""", key_id)
+           WHERE key_id IS DISTINCT FROM $1 AND id > $2 ORDER BY id LIMIT $3""",
+        key_id, after_id, limit)
     return [(r["id"], r["organization_id"]) for r in rows]
 
 
