@@ -328,21 +328,26 @@ def _nonce(prefix: bytes, number: int, last: bool) -> bytes:
 
 
 def seal_file(path: Path, key: ArchiveKey, org_id: uuid.UUID) -> bytes:
-    """Format 2 of the file's bytes, sealed for `org_id`, read in chunks."""
+    """Format 2 of the file's bytes, sealed for `org_id`: encrypted chunk by chunk into a file
+    beside it, read back once (memory holds the result and one chunk, not the plaintext)."""
     header = _MAGIC2 + bytes.fromhex(key.key_id) + secrets.token_bytes(_PREFIX_BYTES)
     aad = header + org_id.bytes
     aead = AESGCM(key.key)
-    out = bytearray(header)
     size = path.stat().st_size
-    with path.open("rb") as handle:
-        number = 0
-        while True:
-            chunk = handle.read(CHUNK)
-            last = handle.tell() >= size
-            out += aead.encrypt(_nonce(header[-_PREFIX_BYTES:], number, last), chunk, aad)
-            number += 1
-            if last:
-                return bytes(out)
+    sealed = path.with_name(path.name + ".sealed")
+    try:
+        with path.open("rb") as source, sealed.open("wb") as out:
+            out.write(header)
+            number, last = 0, False
+            while not last:
+                chunk = source.read(CHUNK)
+                last = source.tell() >= size
+                out.write(aead.encrypt(_nonce(header[-_PREFIX_BYTES:], number, last), chunk,
+                                       aad))
+                number += 1
+        return sealed.read_bytes()
+    finally:
+        sealed.unlink(missing_ok=True)
 
 
 def key_id_of(blob: bytes) -> str | None:
