@@ -377,3 +377,30 @@ async def test_backups_show_key_id_and_the_restored_archive(
     ctl._print_backups({"name": "Kept", "id": str(org)}, kept)
     out = capsys.readouterr().out
     assert "LAST RESTORED" in out and key_id in out
+
+
+async def test_a_profile_written_during_the_copy_is_copied_again(
+        db: Database, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    org = await _org(db)
+    actor = _actor(db, org, _settings(state_dir))
+    _profile(actor.profile_dir)
+    log = next(actor.profile_dir.glob("Default/IndexedDB/*/000003.log"))
+    copy = shutil.copyfile
+    writes = {"left": 1}
+
+    def copy_while_chromium_writes(src: Path, dst: Path) -> object:
+        if writes["left"] and src == log:  # Chromium appends while the copy runs
+            writes["left"] -= 1
+            with log.open("ab") as handle:
+                handle.write(b"+MORE")
+        return copy(src, dst)
+
+    monkeypatch.setattr(shutil, "copyfile", copy_while_chromium_writes)
+    assert await actor.save_archive(reason="test")  # the second copy was consistent
+    shutil.rmtree(actor.profile_dir)
+    await actor._restore_if_missing()
+    assert _login_of(actor.profile_dir).endswith(b"+MORE")
+
+    writes["left"] = 10_000  # it never stops writing: this save is skipped, the run goes on
+    assert await actor.save_archive(reason="test") is False
+    assert len(await sessions_repo.list_archives(db, organization_id=org)) == 1
