@@ -87,7 +87,7 @@ class Drill:
                  "reconnect_max_attempts = 1000\n"
                  "[inbound]\nprocessing_delay_min_s = 0.0\nprocessing_delay_max_s = 0.2\n"
                  "[outbound]\npoll_interval_s = 1.0\nretry_initial_s = 1.0\n")
-        env = {"WAD_DATABASE_URL": self.dsn, "WAD_SECRET_KEY": "chaos-drill-shared-key"}
+        env = {"WAD_DATABASE_URL": self.dsn, "WAD_SECRET_KEY": "chaos-drill-shared-key-of-every-daemon"}
         self.daemons[n] = await trio.to_thread.run_sync(partial(
             start_daemon, self.daemon_dir(n), env=env, extra_config=extra,
             daemon_config=DAEMON_CONFIG))

@@ -56,6 +56,7 @@ def endpoints() -> list[Endpoint]:
         Endpoint("GET", "/api/sessions/{org}/backups", "SUPER_ADMIN", 200),
         Endpoint("POST", "/api/sessions/{org}/purge", "SUPER_ADMIN", 200, {"confirm": True}),
         Endpoint("GET", "/api/tree", "SUPER_ADMIN", 503),  # no manager in this app
+        Endpoint("POST", "/api/secret/rotate", "SUPER_ADMIN", 200, {}),
         # Sending (the outbound queue).
         Endpoint("POST", "/api/whatsapp/send", "AGENT", 202,
                  {"organization_id": "{org}", "to": "+996555123456", "content": "Salam!"}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -60,7 +61,11 @@ async def _seed(db: Database, name: str = "Tour Co") -> dict[str, uuid.UUID]:
 
 async def test_migrations_applied_twice_change_nothing(empty_dsn: str) -> None:
     async with Database.open(empty_dsn, min_size=1, max_size=2) as db:
-        assert await migrate.apply(db) == ["0001_initial.sql", "0002_calls_and_message_keys.sql"]
+        every = sorted(p.name for p in (Path(migrate.__file__).parent / "migrations").glob(
+            "[0-9][0-9][0-9][0-9]_*.sql"))
+        assert every == ["0001_initial.sql", "0002_calls_and_message_keys.sql",
+                         "0004_archive_keys.sql"]
+        assert await migrate.apply(db) == every
         schema = await db.fetch(
             """SELECT table_name, column_name, data_type FROM information_schema.columns
                WHERE table_schema = 'public' ORDER BY 1, 2""")

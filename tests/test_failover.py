@@ -62,7 +62,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
         os.chmod(path, 0o711)
         dirs.append(path)
     # Daemons that share a database share the archive key, so each can restore the others'.
-    env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "failover-test-key"}
+    env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "failover-test-key-shared-by-both-daemons"}
     extra = _config(sim.url)
     first = await trio.to_thread.run_sync(partial(start_daemon, dirs[0], env=env,
                                                   extra_config=extra, daemon_config=FAST))

@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from wad.errors import ConfigError
+from wad.org import archive
 
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, Meta(ge=0)]
@@ -213,6 +214,15 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`[plugins.config.<name>]`: each plugin's own table, validated by the plugin's Struct."""
 
 
+class ArchiveSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Retention of the encrypted login archives in the database (`wad.org.archive`)."""
+
+    keep_latest: Annotated[int, Meta(ge=1, le=1000)] = 5
+    """The newest archives kept whatever their age."""
+    keep_daily_days: Annotated[int, Meta(ge=0, le=3650)] = 7
+    """Also keep the newest archive of each day of the last this many days."""
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Everything wad reads from its configuration file."""
 
@@ -220,6 +230,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     whatsapp: WhatsAppSettings = msgspec.field(default_factory=WhatsAppSettings)
+    archives: ArchiveSettings = msgspec.field(default_factory=ArchiveSettings)
     inbound: InboundSettings = msgspec.field(default_factory=InboundSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
@@ -227,6 +238,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     # Secrets: never in the file, only from the environment (see `load`).
     secret_key: str = ""
+    secret_key_old: str = ""
+    """A previous `secret_key`, still accepted to open archives until `wad secret rotate`."""
     openrouter_api_key: str = ""
     source: str = ""
 
@@ -254,7 +267,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return self.daemon.node_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
-_SECRET_FIELDS = {"secret_key", "openrouter_api_key", "source"}
+_SECRET_FIELDS = {"secret_key", "secret_key_old", "openrouter_api_key", "source"}
 
 
 def _check_no_secrets_in_file(raw: dict[str, object], path: str) -> None:
@@ -324,6 +337,12 @@ def load(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | No
     if env.get("WAD_DATABASE_URL"):
         settings.database.dsn = env["WAD_DATABASE_URL"]
     settings.secret_key = env.get("WAD_SECRET_KEY", "")
+    if settings.secret_key:
+        try:
+            archive.check_secret(settings.secret_key, name="WAD_SECRET_KEY")
+        except archive.ArchiveError as exc:
+            raise ConfigError(str(exc)) from None
+    settings.secret_key_old = env.get("WAD_SECRET_KEY_OLD", "")
     settings.openrouter_api_key = env.get("OPENROUTER_API_KEY", "")
     settings.source = source
     return settings

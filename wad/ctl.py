@@ -407,9 +407,10 @@ def _print_backups(org: dict[str, Any], kept: dict[str, Any]) -> None:
     archives = kept["archives"]
     print(f"archive versions in the database: {len(archives)}")
     if archives:
-        _table(["  ID", "SIZE", "SHA-256", "CREATED"],
+        _table(["  ID", "SIZE", "SHA-256", "CREATED", "KEY", "LAST RESTORED"],
                [[f"  {a['id']}", _size(a["size"]), a["sha256"][:16] + "…",
-                 _when(a["created_at"])] for a in archives])
+                 _when(a["created_at"]), a.get("key_id") or "format 1",
+                 _when(a["restored_at"]) if a.get("restored_at") else "-"] for a in archives])
     profile = kept["profile"]
     print("live profile: " + (f"{profile['path']} ({_size(profile['size'])}, changed "
                               f"{_when(profile['modified_at'])})" if profile else "none"))
@@ -425,6 +426,26 @@ def _size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def cmd_secret_rotate(daemon: Daemon, args: argparse.Namespace) -> int:
+    """Ask the daemon to re-seal the archives batch by batch (each request stays short)."""
+    resealed, failed, after_id, key_id = 0, [], 0, ""
+    while True:
+        batch = daemon.post("/api/secret/rotate", {"after_id": after_id, "limit": 20})
+        resealed += batch["resealed"]
+        failed += batch["failed"]
+        after_id, key_id = batch["last_id"], batch["key_id"]
+        if batch["done"]:
+            break
+    if args.json:
+        _print_json({"key_id": key_id, "resealed": resealed, "failed": failed})
+    else:
+        print(f"re-sealed {resealed} archives under key {key_id}")
+        for failure in failed:
+            print(f"  archive {failure['archive_id']} (organization "
+                  f"{failure['organization_id']}): {failure['error']}")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_session_purge(daemon: Daemon, args: argparse.Namespace) -> int:
@@ -543,6 +564,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("org", metavar="ORG")
     p.add_argument("--yes", action="store_true", help="really delete")
 
+    secret = sub.add_parser("secret", help="the archive key")
+    secret_sub = secret.add_subparsers(dest="secret_command", required=True, metavar="ACTION")
+    add(secret_sub, "rotate", cmd_secret_rotate,
+        "re-seal every login archive under the daemon's current WAD_SECRET_KEY")
     return add
 
 

@@ -59,6 +59,7 @@ from wad.db.pool import Database
 from wad.db.repo import deliveries as deliveries_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import overview as overview_repo
+from wad.org import archive
 
 _log = log.get("metrics")
 
@@ -328,6 +329,9 @@ class Metrics:
             "module or member the bridge relies on", ["organization", "version"], registry=r)
         self.plugin_errors = Counter("wad_plugin_errors", "Plugin hook calls that raised or "
                                      "took too long", ["plugin", "hook"], registry=r)
+        self.archives_pruned = Counter(
+            "wad_session_archives_pruned", "Login archives deleted by the retention policy",
+            ["organization"], registry=r)
         ProcessCollector(registry=r)  # process_* of the daemon's own Python process
         r.register(_SnapshotCollector(self))
         self._stored: collections.OrderedDict[str, float] = collections.OrderedDict()
@@ -345,6 +349,7 @@ class Metrics:
                   ) -> None:
         """Count bus events and actor restarts until cancelled (or `close`)."""
         supervise.on_restart.append(self.on_restart)
+        archive.on_pruned.append(self.on_archives_pruned)
         try:
             await self._start_cursor()
             task_status.started(self)
@@ -359,6 +364,8 @@ class Metrics:
         finally:
             if self.on_restart in supervise.on_restart:
                 supervise.on_restart.remove(self.on_restart)
+            if self.on_archives_pruned in archive.on_pruned:
+                archive.on_pruned.remove(self.on_archives_pruned)
             self.close()
 
     def close(self) -> None:
@@ -419,6 +426,10 @@ class Metrics:
             except ValueError:
                 pass
         self.restarts.labels(org, child).inc()
+
+    def on_archives_pruned(self, org_id: uuid.UUID, deleted: int) -> None:
+        """`wad.org.archive.on_pruned` hook: login archives deleted by the retention policy."""
+        self.archives_pruned.labels(_org_label(org_id)).inc(deleted)
 
     def plugin_error(self, plugin: str, hook: str) -> None:
         """One failed plugin call (for a caller that knows of one)."""

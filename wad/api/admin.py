@@ -23,6 +23,7 @@ from wad.api.schemas import (
     OrganizationOut,
     PurgeRequest,
     PurgeResult,
+    RotateRequest,
     TokenList,
     TokenOut,
     Tree,
@@ -34,6 +35,8 @@ from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.db.repo import tokens as tokens_repo
+from wad.org import archive, rotation
+from wad.org.rotation import RotationResult
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 _log = log.get("api")
@@ -164,7 +167,8 @@ async def backups(org_id: uuid.UUID) -> Response:
     return reply(Backups(
         organization_id=org_id,
         archives=[ArchiveOut(id=a.id, size=a.size, sha256=a.sha256.hex(),
-                             created_at=a.created_at) for a in archives],
+                             created_at=a.created_at, key_id=a.key_id,
+                             restored_at=a.restored_at) for a in archives],
         profile=profile, trash=trash))
 
 
@@ -193,6 +197,22 @@ async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
                  folders_deleted=folders)
     return reply(PurgeResult(organization_id=org_id, archives_deleted=deleted,
                              folders_deleted=folders))
+
+
+@bp.post("/secret/rotate")
+@tag(["admin"])
+@responds(RotationResult, errors=(401, 403))
+@auth.super_admin_route
+@body(RotateRequest)
+async def rotate_secret(data: RotateRequest) -> Response:
+    """Re-seal a batch of login archives (ids after `after_id`) under the daemon's current key
+    (`WAD_SECRET_KEY`); the previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until
+    every batch is done."""
+    settings = current_app.config["wad"].settings
+    keys = archive.keyring(_state_dir(), settings.secret_key, [settings.secret_key_old])
+    result = await rotation.rotate(_db(), keys, archive.sessions_dir(_state_dir()),
+                                   after_id=data.after_id, limit=data.limit)
+    return reply(result)
 
 
 def _state_dir() -> Path:

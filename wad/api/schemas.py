@@ -157,6 +157,11 @@ class ArchiveOut(msgspec.Struct, kw_only=True):
     size: int
     sha256: str
     created_at: datetime
+    key_id: str | None = None
+    """Id of the key that sealed it; null: the format before key ids (re-sealed by
+    `wad secret rotate`)."""
+    restored_at: datetime | None = None
+    """When it last restored a profile (the newest such archive is never pruned)."""
 
 
 class FolderOut(msgspec.Struct, kw_only=True):
@@ -181,6 +186,14 @@ class PurgeRequest(Request, forbid_unknown_fields=True, kw_only=True):
     """Body of `POST /api/sessions/{org}/purge`: deleting needs an explicit yes."""
 
     confirm: Annotated[bool, Meta(description="Must be true")]
+
+
+class RotateRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/secret/rotate`: one batch of archives, by id (`wad secret rotate`
+    calls it until `done`)."""
+
+    after_id: Annotated[int, Meta(ge=0, description="Archives with a greater id")] = 0
+    limit: Annotated[int, Meta(ge=1, le=1000, description="Most archives in this batch")] = 20
 
 
 class PurgeResult(msgspec.Struct, kw_only=True):

@@ -2,8 +2,9 @@
 
 Layout under the state directory (`wad.org.archive` names it; the session actor creates it):
 `sessions/org-<id>/` is the live browser profile; a logout or an unrecoverable session moves it
-aside to `sessions/trash/org-<id>-<UTC time>/`. The daemon never deletes either; `purge` (behind
-`wad session purge ORG --yes`) is the only code that does.
+aside to `sessions/trash/org-<id>-<UTC time>/`; `sessions/.pack-org-<id>-*` and
+`.restore-org-<id>-*` are the temporary folders of archiving and restoring. The daemon never deletes
+the first two; `purge` (behind `wad session purge ORG --yes`) is the only code that does.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ async def delete_folders(state_dir: Path, org_id: uuid.UUID) -> list[str]:
     def delete() -> list[str]:
         doomed = [p for p in [archive.profile_dir(state_dir, org_id)] if p.is_dir()]
         doomed += trash_dirs(state_dir, org_id)
+        sessions = archive.sessions_dir(state_dir)
+        doomed += sorted(p for prefix in archive.work_prefixes(org_id)
+                         for p in sessions.glob(prefix + "*") if p.is_dir())
         for path in doomed:
             shutil.rmtree(path)
         return [str(p) for p in doomed]

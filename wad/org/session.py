@@ -23,6 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -153,7 +154,10 @@ class SessionActor:
         self._restore_allowed = True
         self._skip_archive = False
         self._handled_raw: str | None = None  # the page state last acted on (de-duplicates)
-        self._key = archive.load_key(settings.state_path.absolute(), settings.secret_key)
+        self._keys = archive.keyring(settings.state_path.absolute(), settings.secret_key,
+                                     [settings.secret_key_old])
+        self.restored_archive_id: int | None = None
+        """The archive the last restore used (None: no restore in this actor's life)."""
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -373,35 +377,73 @@ class SessionActor:
     # -- persistence ---------------------------------------------------------------------------
 
     async def _restore_if_missing(self) -> None:
+        """Restore the profile from the newest archive that restores; older ones are tried when
+        one fails (never leaving a partial profile: see `archive.restore`)."""
         if self.profile_dir.exists() or not self._restore_allowed:
             return
-        latest = await sessions_repo.latest_archive(self.db, organization_id=self.org_id)
-        if latest is None:
+        versions = await sessions_repo.list_archives(self.db, organization_id=self.org_id)
+        for info in versions:
+            row = await sessions_repo.get_archive(self.db, archive_id=info.id)
+            if row is None:  # pruned meanwhile
+                continue
+            try:
+                key_id = await trio.to_thread.run_sync(
+                    archive.restore, row.archive, self._keys, self.org_id, row.sha256,
+                    self.profile_dir)
+            except archive.ArchiveError as exc:
+                _log.warning("login archive cannot be restored; trying the next older one",
+                             archive_id=info.id, error=str(exc))
+                continue
+            await sessions_repo.mark_restored(self.db, archive_id=info.id)
+            self.restored_archive_id = info.id
+            _log.info("profile restored from the database archive", archive_id=info.id,
+                      key_id=key_id, newest=info.id == versions[0].id)
             return
-        try:
-            plain = archive.unseal(latest.archive, self._key)
-            await trio.to_thread.run_sync(archive.unpack_profile, plain, self.profile_dir)
-        except archive.ArchiveError as exc:
-            _log.error("login archive cannot be restored; a new link will be needed",
-                       error=str(exc), archive_id=latest.id)
-            return
-        _log.info("profile restored from the database archive", archive_id=latest.id)
+        if versions:
+            _log.error("no login archive could be restored; a new link will be needed",
+                       tried=len(versions))
 
     async def save_archive(self, *, reason: str) -> bool:
         """Store the profile's login parts, encrypted, as a new archive version (skipped when
-        nothing changed since the latest one). Answers whether a version was stored."""
+        nothing changed since the latest one), then prune by the retention policy. Answers
+        whether a version was stored."""
         if not self.profile_dir.exists():
             return False
-        plain = await trio.to_thread.run_sync(archive.pack_profile, self.profile_dir)
-        sha = bytes.fromhex(archive.digest(plain))
-        latest = await sessions_repo.latest_archive_info(self.db, organization_id=self.org_id)
-        if latest is not None and latest.sha256 == sha:
-            return False
-        sealed = archive.seal(plain, self._key)
-        await sessions_repo.add_archive(self.db, organization_id=self.org_id, archive=sealed,
-                                        sha256=sha, size=len(plain))
-        _log.info("login archive stored", reason=reason, size=len(plain))
+        with archive.work_dir(self.sessions_dir, archive.work_prefixes(self.org_id)[0]) as work:
+            try:
+                packed = await trio.to_thread.run_sync(archive.pack_login, self.profile_dir,
+                                                       work)
+            except (archive.ArchiveError, OSError) as exc:
+                # The live profile kept changing (or vanished): the next save tries again.
+                _log.warning("login archive skipped", reason=reason, error=str(exc))
+                return False
+            latest = await sessions_repo.latest_archive_info(self.db, organization_id=self.org_id)
+            if latest is not None and latest.sha256 == packed.sha256:
+                return False
+            key = self._keys.current
+            sealed = await trio.to_thread.run_sync(archive.seal_file, packed.path, key,
+                                                   self.org_id)
+        stored = await sessions_repo.add_archive(
+            self.db, organization_id=self.org_id, archive=sealed, sha256=packed.sha256,
+            size=packed.size, key_id=key.key_id)
+        _log.info("login archive stored", reason=reason, size=packed.size, archive_id=stored.id)
+        await self._prune()
         return True
+
+    async def _prune(self) -> None:
+        """Delete the archives the retention policy does not keep (logged and counted)."""
+        versions = await sessions_repo.list_archives(self.db, organization_id=self.org_id)
+        policy = self.settings.archives
+        kept = archive.retained(versions, now=datetime.now(UTC), keep_latest=policy.keep_latest,
+                                keep_daily_days=policy.keep_daily_days)
+        doomed = [a.id for a in versions if a.id not in kept]
+        if not doomed:
+            return
+        deleted = await sessions_repo.delete_archives(self.db, organization_id=self.org_id,
+                                                      ids=doomed)
+        _log.info("login archives pruned", deleted=deleted, archive_ids=doomed, kept=len(kept))
+        for hook in archive.on_pruned:
+            hook(self.org_id, deleted)
 
     async def _set_state(self, state: SessionState, **fields: Any) -> None:
         previous = self.state

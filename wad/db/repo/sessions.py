@@ -1,7 +1,7 @@
 """WhatsApp sessions (one row per organization) and their encrypted login archives.
 
-Archives are never deleted here except by `purge_archives`, which only an explicit admin command
-calls: the daemon keeps every version (SPEC section 1).
+Archives are deleted only by `delete_archives` (the retention policy of `wad.org.archive`, applied
+by the session actor after each new version) and `purge_archives` (an explicit admin command).
 """
 
 from __future__ import annotations
@@ -116,14 +116,57 @@ async def set_sending_paused(db: Executor, *, organization_id: uuid.UUID, paused
 
 
 async def add_archive(db: Executor, *, organization_id: uuid.UUID, archive: bytes,
-                      sha256: bytes, size: int) -> SessionArchiveInfo:
-    """Store a new archive version: `archive` encrypted by the caller, `sha256` and `size` of
-    the plaintext."""
+                      sha256: bytes, size: int, key_id: str | None = None
+                      ) -> SessionArchiveInfo:
+    """Store a new archive version: `archive` encrypted by the caller with key `key_id`,
+    `sha256` and `size` of the plaintext."""
     row = await db.fetchrow(
-        f"""INSERT INTO session_archives (organization_id, archive, sha256, size)
-            VALUES ($1, $2, $3, $4) RETURNING {_ARCHIVE_INFO_COLS}""",
-        organization_id, archive, sha256, size)
+        f"""INSERT INTO session_archives (organization_id, archive, sha256, size, key_id)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {_ARCHIVE_INFO_COLS}""",
+        organization_id, archive, sha256, size, key_id)
     return returned(SessionArchiveInfo, row)
+
+
+async def get_archive(db: Executor, *, archive_id: int) -> SessionArchive | None:
+    """One archive version with its bytes (fetched one at a time: they can be large)."""
+    row = await db.fetchrow(
+        f"SELECT {_ARCHIVE_COLS} FROM session_archives WHERE id = $1", archive_id)
+    return one(SessionArchive, row)
+
+
+async def mark_restored(db: Executor, *, archive_id: int) -> None:
+    """Record that this archive restored a profile successfully (now)."""
+    await db.execute("UPDATE session_archives SET restored_at = now() WHERE id = $1", archive_id)
+
+
+async def delete_archives(db: Executor, *, organization_id: uuid.UUID, ids: list[int]) -> int:
+    """Delete these archive versions of the organization (retention); answer how many."""
+    status = await db.execute(
+        "DELETE FROM session_archives WHERE organization_id = $1 AND id = ANY($2::bigint[])",
+        organization_id, ids)
+    return int(status.split()[-1])
+
+
+async def archives_not_under(db: Executor, *, key_id: str, after_id: int = 0,
+                             limit: int | None = None) -> list[tuple[int, uuid.UUID]]:
+    """(id, organization) of the archives not sealed with `key_id` whose id is greater than
+    `after_id`, oldest first, at most `limit` (None: all)."""
+    rows = await db.fetch(
+        """SELECT id, organization_id FROM session_archives
+           WHERE key_id IS DISTINCT FROM $1 AND id > $2 ORDER BY id LIMIT $3""",
+        key_id, after_id, limit)
+    return [(r["id"], r["organization_id"]) for r in rows]
+
+
+async def replace_archive(db: Executor, *, archive_id: int, archive: bytes, key_id: str,
+                          previous_key_id: str | None) -> bool:
+    """Swap an archive's bytes for the same content sealed with another key (rotation); only
+    if it is still sealed with `previous_key_id`. Answers whether it was replaced."""
+    status = await db.execute(
+        """UPDATE session_archives SET archive = $2, key_id = $3
+           WHERE id = $1 AND key_id IS NOT DISTINCT FROM $4""",
+        archive_id, archive, key_id, previous_key_id)
+    return status.split()[-1] == "1"
 
 
 async def latest_archive_info(db: Executor, *, organization_id: uuid.UUID
