@@ -201,7 +201,7 @@ async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
 
 @bp.post("/secret/rotate")
 @tag(["admin"])
-@responds(RotationResult, errors=(401, 403))
+@responds(RotationResult, errors=(400, 401, 403))
 @auth.super_admin_route
 @body(RotateRequest)
 async def rotate_secret(data: RotateRequest) -> Response:

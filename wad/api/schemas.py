@@ -192,7 +192,8 @@ class RotateRequest(Request, forbid_unknown_fields=True, kw_only=True):
     """Body of `POST /api/secret/rotate`: one batch of archives, by id (`wad secret rotate`
     calls it until `done`)."""
 
-    after_id: Annotated[int, Meta(ge=0, description="Archives with a greater id")] = 0
+    after_id: Annotated[int, Meta(ge=0, le=2**63 - 1,
+                                  description="Archives with a greater id")] = 0
     limit: Annotated[int, Meta(ge=1, le=1000, description="Most archives in this batch")] = 20
 
 
