@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,17 @@ def percentile(values: list[float], q: float) -> float:
 def account_numbers(side: str, count: int) -> list[str]:
     prefix = {"wwebjs": "9967701", "wad": "9967702"}[side]
     return [f"{prefix}{count:02d}{i:03d}" for i in range(count)]
+
+async def start_all(start: Callable[[int, bool, list[float]], Awaitable[None]], count: int, *,
+                    fresh: bool) -> list[float]:
+    """Start `count` accounts at once (fresh links or restored logins); their times to ready."""
+    took: list[float] = []
+    with trio.fail_after(READY_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(start, i, fresh, took)
+    return took
+
 
 
 async def create_accounts(phone: SimClient, numbers: list[str]) -> None:
@@ -153,11 +165,7 @@ async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
                                  "on a restored login")
             took.append(time.monotonic() - started)
 
-        fresh: list[float] = []
-        with trio.fail_after(READY_TIMEOUT_S):
-            async with trio.open_nursery() as nursery:
-                for i in range(count):
-                    nursery.start_soon(start, i, True, fresh)
+        fresh = await start_all(start, count, fresh=True)
         await trio.sleep(SETTLE_S)
         memory = memory_by_kind(node.proc.pid)
 
@@ -176,11 +184,7 @@ async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
 
         for name in names:
             await node.stop(name)
-        restored: list[float] = []
-        with trio.fail_after(READY_TIMEOUT_S):
-            async with trio.open_nursery() as nursery:
-                for i in range(count):
-                    nursery.start_soon(start, i, False, restored)
+        restored = await start_all(start, count, fresh=False)
     return {"memory": memory, "fresh": fresh, "restored": restored, "latency": lat}
 
 
@@ -239,11 +243,7 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
                 await wait_state(db, orgs[i], "CONNECTED")
                 took.append(time.monotonic() - started)
 
-            fresh: list[float] = []
-            with trio.fail_after(READY_TIMEOUT_S):
-                async with trio.open_nursery() as nursery:
-                    for i in range(count):
-                        nursery.start_soon(start, i, True, fresh)
+            fresh = await start_all(start, count, fresh=True)
             await trio.sleep(SETTLE_S)
             memory = memory_by_kind(daemon.proc.pid)
             postgres = pss_kib(daemon.postgres_pid() or 0)
@@ -272,11 +272,7 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
                 (await client.post(f"/api/whatsapp/disconnect/{org}")).raise_for_status()
             for org in orgs:
                 await wait_state(db, org, "DISCONNECTED")
-            restored: list[float] = []
-            with trio.fail_after(READY_TIMEOUT_S):
-                async with trio.open_nursery() as nursery:
-                    for i in range(count):
-                        nursery.start_soon(start, i, False, restored)
+            restored = await start_all(start, count, fresh=False)
     finally:
         await trio.to_thread.run_sync(daemon.stop)
     return {"memory": memory, "postgres_kib": postgres, "fresh": fresh,
