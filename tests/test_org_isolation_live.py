@@ -49,7 +49,7 @@ async def test_a_browser_killed_until_its_supervisor_gives_up_leaves_the_other_o
         await _link(stack, steady, "996700000032")
         steady_handle = manager.running(steady)
         assert steady_handle is not None
-        stack.states.clear()
+        await stack.forget_states(doomed, steady)
 
         handle = manager.running(doomed)
         assert handle is not None

@@ -184,7 +184,7 @@ async def test_killed_browser_is_restarted_without_touching_another_org(
         first, second = await stack.new_org("One"), await stack.new_org("Two")
         await stack.link_by_qr(first, "996700000008")
         await stack.link_by_qr(second, "996700000009")
-        stack.states.clear()
+        await stack.forget_states(first, second)
         handle = manager.running(first)
         assert handle is not None and handle.session.session is not None
         pid = handle.session.session.browser_pid()  # type: ignore[attr-defined]

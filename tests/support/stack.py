@@ -115,6 +115,16 @@ class Stack:
             while state not in self.states.get(org_id, []):
                 await trio.sleep(0.05)
 
+    async def forget_states(self, *connected: uuid.UUID) -> None:
+        """Clear `states` once each organization's CONNECTED was published and recorded.
+
+        The database row changes before the event is published and the recorder reads
+        events asynchronously, so a CONNECTED seen in the row may still be on its way.
+        """
+        for org_id in connected:
+            await self.wait_published(org_id, "CONNECTED")
+        self.states.clear()
+
     def record_states(self) -> None:
         """Remember every published session state per organization (in `states`)."""
         self.nursery.start_soon(self._recorder)
