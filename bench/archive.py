@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from wad.org import archive
+from wad.browser import profile as archive
 
 T = TypeVar("T")
 MIB = 1 << 20

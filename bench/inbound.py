@@ -41,7 +41,7 @@ from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
-from wad.org.inbound import inbound_actor
+from wad.org.inbound.actor import inbound_actor
 from wad.org.manager import OrgManager
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig

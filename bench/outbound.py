@@ -40,7 +40,7 @@ from wad import log
 from wad.api.app import AppContext
 from wad.config import ApiSettings, DaemonSettings, OutboundSettings, Settings, WhatsAppSettings
 from wad.daemon import Daemon
-from wad.outbound.settings import MAX_PER_DAY, MAX_PER_HOUR
+from wad.org.outbound.settings import MAX_PER_DAY, MAX_PER_HOUR
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import serve

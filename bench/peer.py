@@ -53,7 +53,7 @@ from tests.conformance.wwebjs import WWebJS  # noqa: E402
 from tests.support.daemonproc import DaemonProcess, start_daemon  # noqa: E402
 from wad.db.embedded import EmbeddedPostgres  # noqa: E402
 from wad.db.pool import Database  # noqa: E402
-from wad.metrics import memory_by_kind  # noqa: E402
+from wad.observe.metrics import memory_by_kind  # noqa: E402
 from wad.sim.client import SimClient, SimClientError  # noqa: E402
 
 SETTLE_S = 3.0
@@ -351,7 +351,7 @@ def main() -> None:
     args = parser.parse_args()
     port, tls_port = free_port(), free_port()
     sim_proc = subprocess.Popen(
-        [sys.executable, "-m", "wad.cli", "sim", "--port", str(port), "--tls-port",
+        [sys.executable, "-m", "wad.cli.main", "sim", "--port", str(port), "--tls-port",
          str(tls_port), "--seed", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = Path(tempfile.mkdtemp(prefix="wad-bench-peer-"))
     for count in args.counts:

@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 5, 10])
     args = parser.parse_args()
     port = free_port()
-    sim_proc = subprocess.Popen([sys.executable, "-m", "wad.cli", "sim", "--port", str(port),
+    sim_proc = subprocess.Popen([sys.executable, "-m", "wad.cli.main", "sim", "--port", str(port),
                                  "--seed", "1"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     sim_url = f"http://127.0.0.1:{port}/"

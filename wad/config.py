@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from wad.browser import profile as archive
 from wad.errors import ConfigError
-from wad.org import archive
 
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, Meta(ge=0)]
@@ -215,7 +215,7 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ArchiveSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Retention of the encrypted login archives in the database (`wad.org.archive`)."""
+    """Retention of the encrypted login archives in the database (`wad.browser.profile`)."""
 
     keep_latest: Annotated[int, Meta(ge=1, le=1000)] = 5
     """The newest archives kept whatever their age."""

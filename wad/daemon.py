@@ -26,10 +26,10 @@ from wad.config import Settings
 from wad.db.connect import asyncio_loop, open_database
 from wad.db.pool import Database
 from wad.errors import ConfigError
-from wad.eventlog import EventLog
 from wad.importer.service import ImportService
 from wad.notifications import forward_session_status
 from wad.notify import Notifier
+from wad.observe.eventlog import EventLog
 from wad.org.manager import OrgContext, OrgManager
 from wad.supervise import ChildSpec, Restart, Strategy, Supervisor
 

@@ -32,7 +32,7 @@ from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.outbound.queue import queue_message
+from wad.org.outbound.queue import queue_message
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import serve as serve_simulator

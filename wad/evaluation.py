@@ -193,7 +193,7 @@ async def replay_status(pm: PluginManager, conversation: LabelledConversation, *
     stored message at a time: after each, the status detectors (`wad.plugins.detect_status`,
     decisions under `plugins.status_min_confidence` ignored) judge the latest `window` messages
     (`inbound.conversation_window`) with the current status carried forward, and a decision
-    changes it as `wad.org.inbound` applies one."""
+    changes it as `wad.org.inbound.actor` applies one."""
     client = Client(id=uuid.uuid4(), organization_id=_ORG, phone="+996555000000")
     stored = as_messages(conversation)
     changes = []

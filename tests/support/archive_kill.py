@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from wad.org import archive
+from wad.browser import profile as archive
 
 
 def main() -> None:

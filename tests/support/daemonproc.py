@@ -111,7 +111,7 @@ def start_daemon(state_dir: Path, *, env: dict[str, str] | None = None,
     full_env.pop("WAD_DATABASE_URL", None) if "WAD_DATABASE_URL" not in (env or {}) else None
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wad.cli", "--config", str(config), "run"],
+            [sys.executable, "-m", "wad.cli.main", "--config", str(config), "run"],
             stdout=log_file, stderr=subprocess.STDOUT, env=full_env, text=True,
         )
     daemon = DaemonProcess(proc=proc, state_dir=state_dir, log_path=log_path)

@@ -15,7 +15,7 @@ from wad.config import InboundSettings, PluginSettings
 from wad.db.models import Message
 from wad.db.repo import messages as messages_repo
 from wad.org.context import ActorFactory
-from wad.org.inbound import inbound_actor
+from wad.org.inbound.actor import inbound_actor
 from wad.payloads import Message as MessagePayload
 from wad.plugins import PluginManager, get_plugin_manager
 

@@ -14,18 +14,19 @@ from werkzeug.exceptions import HTTPException
 
 import wad
 from wad import log
-from wad.api import admin, auth, events, imports, metrics, outbound, status_page, whatsapp
+from wad.api import auth
 from wad.api.errors import ApiError
 from wad.api.openapi import WadOpenAPIProvider
+from wad.api.routes import admin, events, imports, metrics, outbound, status_page, whatsapp
 from wad.api.schemas import Health
 from wad.api.validation import responds, validation_error
 from wad.config import Settings
 from wad.db.pool import Database
 
 if TYPE_CHECKING:
-    from wad.eventlog import EventLog
     from wad.importer.service import ImportService
-    from wad.metrics import Metrics
+    from wad.observe.eventlog import EventLog
+    from wad.observe.metrics import Metrics
 
 _log = log.get("api")
 

@@ -1,6 +1,6 @@
 """Where an organization's login lives on disk, what is kept of it, and the one way to delete it.
 
-Layout under the state directory (`wad.org.archive` names it; the session actor creates it):
+Layout under the state directory (`wad.browser.profile` names it; the session actor creates it):
 `sessions/org-<id>/` is the live browser profile; a logout or an unrecoverable session moves it
 aside to `sessions/trash/org-<id>-<UTC time>/`; `sessions/.pack-org-<id>-*` and
 `.restore-org-<id>-*` are the temporary folders of archiving and restoring. The daemon never deletes
@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from wad.api.schemas import FolderOut
-from wad.org import archive
+from wad.browser import profile as archive
 
 
 def trash_dirs(state_dir: Path, org_id: uuid.UUID) -> list[Path]:

@@ -99,7 +99,7 @@ class SessionArchiveInfo(Row, frozen=True, kw_only=True):
     size: int
     created_at: datetime
     key_id: str | None = None
-    """Id of the key that sealed it (`wad.org.archive`); None: format 1, before key ids."""
+    """Id of the key that sealed it (`wad.browser.profile`); None: format 1, before key ids."""
     restored_at: datetime | None = None
     """When it last restored a profile successfully."""
 

@@ -13,7 +13,7 @@ recent chats):
    and the client's preferred language from their side of the conversation as a whole
    (`wad.language.conversation_language`), as the inbound channel does.
 3. The client's name: the saved name, else the push name, else a name they gave in a message
-   (`wad.inbound.names`). The status: the `wad_detect_status` plugins over the latest messages.
+   (`wad.whatsapp.names`). The status: the `wad_detect_status` plugins over the latest messages.
 4. Together (the chats fetched at one time, up to a few hundred messages, share one
    transaction, each chat under a savepoint): the client, the country of the number, the
    active conversation, the messages (one bulk insert that skips those already stored; they
@@ -57,8 +57,8 @@ from wad.importer.duplicates import split_new
 from wad.importer.options import ImportOptions
 from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
-from wad.inbound import names, parse
-from wad.whatsapp import ids
+from wad.whatsapp import ids, names
+from wad.whatsapp import messages as parse
 
 _log = log.get("import")
 

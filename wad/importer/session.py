@@ -19,10 +19,10 @@ import trio
 
 from wad import log
 from wad.browser import events as ev
+from wad.browser import profile as archive
 from wad.errors import WadError
 from wad.importer.options import DEFAULT_LINK_TIMEOUT_S
 from wad.importer.sources import BrowserSessionLike, SourceGone
-from wad.org import archive
 
 _log = log.get("import.session")
 

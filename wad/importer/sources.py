@@ -7,7 +7,7 @@ A source first lists its chats (`list_chats`), then loads them one at a time (`l
   comes in whole pages (`page_size` messages per request, so most chats take one); a contact card
   is asked for only when the chat tells neither the number nor a name. Every request goes
   through the `Pacer`. Messages become rows through the inbound channel's parsers
-  (`wad.inbound.parse`), so a message imported here and the same message seen live are the same
+  (`wad.whatsapp.messages`), so a message imported here and the same message seen live are the same
   row.
 - `PluginSource`: an importer plugin's `ImportSource` (such as the bundled "Export chat" reader),
   whose chats are read once, up front, so that the total is known.
@@ -28,10 +28,10 @@ from wad.browser import events as ev
 from wad.db.models import NewMessage
 from wad.importer.duplicates import DERIVED_PREFIX
 from wad.importer.pacing import Pacer
-from wad.inbound import parse
 from wad.payloads import ImportedChat, ImportedMessage, ImportRequest, ImportSource
-from wad.phone import InvalidPhoneNumber, normalize
 from wad.whatsapp import chats, ids
+from wad.whatsapp import messages as parse
+from wad.whatsapp.phone import InvalidPhoneNumber, normalize
 
 ChatKind = Literal["chat", "group", "broadcast"]
 

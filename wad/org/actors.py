@@ -7,7 +7,7 @@ supervisor starts them after the session actor and stops them in reverse order.
 from __future__ import annotations
 
 from wad.org.context import ActorFactory
-from wad.org.inbound import inbound_actor
-from wad.org.outbound import outbound_actor
+from wad.org.inbound.actor import inbound_actor
+from wad.org.outbound.actor import outbound_actor
 
 ACTORS: list[ActorFactory] = [inbound_actor, outbound_actor]

@@ -1,6 +1,6 @@
 """What an organization's actors share, and the shape of an actor's factory.
 
-Its own module so that the actors (`wad.org.inbound`, `wad.org.outbound`) and the manager that
+Its own module so that the actors (`wad.org.inbound.actor`, `wad.org.outbound.actor`) and the manager that
 starts them (`wad.org.manager`) both depend on it rather than on each other.
 """
 

@@ -16,9 +16,9 @@ import msgspec
 import trio
 
 from wad import log
+from wad.browser import profile as archive
 from wad.db.pool import Executor
 from wad.db.repo import sessions as sessions_repo
-from wad.org import archive
 
 _log = log.get("archive")
 

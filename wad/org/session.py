@@ -31,13 +31,13 @@ import trio
 
 from wad import log
 from wad.browser import events as ev
+from wad.browser import profile as archive
 from wad.bus import EventBus, SessionChanged, SessionIncompatible, SessionStatus
 from wad.config import Settings
 from wad.db.models import SessionState
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
-from wad.org import archive
 from wad.supervise import Backoff, describe, first_leaf
 
 _log = log.get("session")

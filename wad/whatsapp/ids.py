@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from wad.errors import WadError
-from wad.phone import InvalidPhoneNumber, normalize
+from wad.whatsapp.phone import InvalidPhoneNumber, normalize
 
 USER = "c.us"
 USER_LEGACY = "s.whatsapp.net"

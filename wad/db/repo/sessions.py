@@ -1,6 +1,6 @@
 """WhatsApp sessions (one row per organization) and their encrypted login archives.
 
-Archives are deleted only by `delete_archives` (the retention policy of `wad.org.archive`, applied
+Archives are deleted only by `delete_archives` (the retention policy of `wad.browser.profile`, applied
 by the session actor after each new version) and `purge_archives` (an explicit admin command).
 """
 

@@ -1,0 +1,527 @@
+"""The outbound actor on Trio's mock clock, against a real PostgreSQL.
+
+Chromium cannot run on virtual time, so the page is a stand-in (`FakePage`): it keeps its own
+copy of what it sent (what `message_exists` finds), a "server" that records each send after
+`delay_s` (like the simulator's slow sends), and publishes each confirmation the way the inbound
+actor does (`message.ack` on the bus). What the server recorded, and when, is what the
+assertions check. The same behaviour against the simulator and a real Chromium is in
+tests/live/test_outbound_live.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from tests.virtual_time import VirtualTimeDatabase, virtual_time_database
+from wad.browser.driver import BridgeError, SessionClosed
+from wad.browser.events import Message, MessagePage, SentInfo
+from wad.bus import Ack, EventBus, SendingPaused, SendingResumed
+from wad.config import OutboundSettings
+from wad.db.models import OutboxItem
+from wad.db.pool import Database
+from wad.db.repo import organizations as orgs_repo
+from wad.db.repo import outbox as outbox_repo
+from wad.db.repo import sessions as sessions_repo
+from wad.org.outbound import settings as settings_mod
+from wad.org.outbound.actor import OutboundActor
+from wad.org.outbound.limits import TrioClock
+from wad.org.outbound.queue import queue_message
+from wad.org.outbound.settings import RateLimitingPatch, SettingsPatch
+
+EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
+CLIENT = "+996555123456"
+OTHER = "+996700654321"
+
+
+@pytest.fixture
+async def clocked(mock_clock: trio.testing.MockClock, dsn: str
+                  ) -> AsyncIterator[VirtualTimeDatabase]:
+    """A real database on virtual time (see tests/virtual_time.py)."""
+    async with virtual_time_database(mock_clock, dsn) as db:
+        yield db
+
+
+@dataclass
+class Record:
+    """A send as the server recorded it."""
+
+    at: float
+    id: str
+    chat: str
+    text: str
+    result: str
+
+
+@dataclass
+class FakePage:
+    """The page and its server (see the module docstring)."""
+
+    bus: EventBus
+    org_id: uuid.UUID
+    nursery: trio.Nursery
+    delay_s: float | Callable[[str], float] = 0.0
+    fail: Callable[[str], bool] = lambda chat: False  # noqa: E731
+    """Chats whose sends the server refuses (ack -1)."""
+    broken: Callable[[str], bool] = lambda chat: False  # noqa: E731
+    """Chats where the page throws instead of sending (like a number not on WhatsApp)."""
+    dies: Callable[[], bool] = lambda: False  # noqa: E731
+    """Whether the browser is gone when the next send is asked of it."""
+    local: dict[str, str] = field(default_factory=dict)
+    server: list[Record] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _generation: int = 0
+    _pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+
+    def counts(self) -> Counter[str]:
+        return Counter(r.id for r in self.server)
+
+    def ok(self) -> list[Record]:
+        return [r for r in self.server if r.result == "OK"]
+
+    async def send_text(self, chat: str, text: str, *, message_id: str | None = None
+                        ) -> SentInfo:
+        assert message_id is not None
+        if self.dies():
+            raise SessionClosed("the browser session is gone (crash)")
+        if self.broken(chat):
+            raise BridgeError(f"sendText: {chat} is not on WhatsApp")
+        sid = f"true_{chat}_{message_id}"
+        if sid in self.local:
+            return SentInfo(id=sid, chat_id=chat, timestamp=0, already_existed=True)
+        self.local[sid] = chat
+        self._pending[sid] = (chat, text, self._generation)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.nursery.start_soon(self._deliver, sid, self._generation)
+        return SentInfo(id=sid, chat_id=chat, timestamp=int(trio.current_time()))
+
+    async def _deliver(self, sid: str, generation: int) -> None:
+        chat = self._pending[sid][0]
+        await trio.sleep(self.delay_s(chat) if callable(self.delay_s) else self.delay_s)
+        pending = self._pending.get(sid)
+        if pending is not None and pending[2] == generation:  # not lost in a crash since
+            self._record(sid)
+
+    def _record(self, sid: str) -> None:
+        chat, text, _ = self._pending.pop(sid)
+        self.in_flight -= 1
+        failed = self.fail(chat)
+        self.server.append(Record(trio.current_time(), sid, chat, text,
+                                  "ERROR" if failed else "OK"))
+        self.bus.signal(Ack(org_id=self.org_id, wa_message_id=sid, wa_chat_id=chat,
+                            ack=-1 if failed else 1, status="ERROR" if failed else "SENT",
+                            changed=True))
+
+    async def message_exists(self, serialized_id: str) -> bool:
+        return serialized_id in self.local
+
+    async def fetch_messages(self, chat: str, *, before: str | None = None, limit: int = 50
+                             ) -> MessagePage:
+        mine = [sid for sid, c in self.local.items() if c == chat]
+        if not mine:
+            raise BridgeError(f"fetchMessages: no chat {chat}")
+        return MessagePage(messages=[
+            Message(id=sid, from_me=True, chat_id=chat, type="chat") for sid in mine],
+            next_cursor=None)
+
+    def crash(self, *, reached_server: bool) -> None:
+        """The browser dies. Sends under way either reached the server first or are lost; the
+        page that comes back holds what the server has."""
+        if reached_server:
+            for sid in list(self._pending):
+                self._record(sid)
+        self._pending.clear()
+        self.in_flight = 0
+        self._generation += 1
+        self.local = {r.id: r.chat for r in self.server if r.result == "OK"}
+
+
+@dataclass
+class FakeSession:
+    """What the actor reads of the session actor."""
+
+    session: Any
+    state: str = "CONNECTED"
+    connected: trio.Event = field(default_factory=trio.Event)
+
+    def connect(self) -> None:
+        self.connected.set()
+
+    def reconnect(self) -> None:
+        self.connected = trio.Event()
+        self.connected.set()
+
+
+@dataclass
+class Harness:
+    db: Database
+    bus: EventBus
+    org_id: uuid.UUID
+    page: FakePage
+    session: FakeSession
+    clock: TrioClock
+    nursery: trio.Nursery
+    config: OutboundSettings = field(default_factory=lambda: OutboundSettings(poll_interval_s=1.0))
+
+    def actor(self) -> OutboundActor:
+        return OutboundActor(org_id=self.org_id, db=self.db, bus=self.bus, session=self.session,
+                             config=self.config, clock=self.clock)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[OutboundActor]:
+        actor = self.actor()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            yield actor
+            nursery.cancel_scope.cancel()
+
+    async def queue(self, text: str, *, to: str = CLIENT, **kw: Any) -> OutboxItem:
+        item, created = await queue_message(self.db, organization_id=self.org_id, to=to,
+                                            content=text, clock=self.clock, bus=self.bus, **kw)
+        assert created
+        return item
+
+    async def limits(self, **changes: int) -> None:
+        await settings_mod.update(self.db, self.org_id, SettingsPatch(
+            rate_limiting=RateLimitingPatch(**changes)))
+
+    async def item(self, item_id: uuid.UUID) -> OutboxItem:
+        found = await outbox_repo.get(self.db, outbox_id=item_id)
+        assert found is not None
+        return found
+
+    async def statuses(self) -> Counter[str]:
+        rows = await self.db.fetch("SELECT status FROM outbox WHERE organization_id = $1",
+                                   self.org_id)
+        return Counter(r["status"] for r in rows)
+
+
+async def until(predicate: Callable[[], Any], *, step_s: float = 0.05,
+                limit_s: float = 100_000.0) -> None:
+    """Poll (in virtual time) until `await predicate()` is true."""
+    with trio.fail_after(limit_s):
+        while not await predicate():
+            await trio.sleep(step_s)
+
+
+@pytest.fixture
+async def harness(clocked: VirtualTimeDatabase, nursery: trio.Nursery) -> Harness:
+    org = await orgs_repo.create(clocked, name="Issyk-Kul Tours")
+    bus = EventBus()
+    page = FakePage(bus=bus, org_id=org.id, nursery=nursery)
+    session = FakeSession(session=page)
+    session.connect()
+    return Harness(db=clocked, bus=bus, org_id=org.id, page=page, session=session,
+                   clock=TrioClock(EPOCH), nursery=nursery)
+
+
+def max_in_any_window(times: list[float], length: float) -> int:
+    """The most of `times` that any half-open window `[t, t + length)` holds."""
+    ordered = sorted(times)
+    best = 0
+    for i, start in enumerate(ordered):
+        best = max(best, sum(1 for t in ordered[i:] if t < start + length))
+    return best
+
+
+# -- pacing -----------------------------------------------------------------------------------
+
+
+async def test_the_eleventh_message_in_a_minute_waits_for_the_window(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    t0 = trio.current_time()
+    items = [await h.queue(f"Здравствуйте! Сообщение {i}") for i in range(11)]  # none refused
+    async with h.running() as actor:
+        await until(lambda: _true(len(h.page.ok()) >= 10))
+        await trio.sleep(50)
+        assert len(h.page.ok()) == 10
+        assert actor.waiting_until is not None  # waiting for the window, not for anything else
+        assert (await h.item(items[10].id)).status == "QUEUED"
+        await until(lambda: _true(len(h.page.ok()) == 11))
+    times = [r.at - t0 for r in h.page.ok()]
+    first_ten, eleventh = times[:10], times[10]
+    assert max(first_ten) < 1.0  # the first ten go at once
+    assert 60.0 <= eleventh - min(first_ten) < 61.0  # the eleventh when the first one left
+    assert [r.text for r in h.page.ok()] == [f"Здравствуйте! Сообщение {i}" for i in range(11)]
+    assert await h.statuses() == Counter({"SENT": 11})
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_no_window_ever_holds_more_than_its_limit_across_a_restart(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """35 messages at 10 a minute with sends that take 0.5-4 s, and the daemon restarted in
+    the middle (a send in flight at that moment): every 60 s window of what the server got holds
+    at most 10, and so does every window of the times stored in the database."""
+    h = harness
+    h.page.delay_s = lambda chat: 0.5 + (len(h.page.server) * 7 % 8) / 2
+    for i in range(35):
+        await h.queue(f"message {i}")
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) >= 15))
+        await until(lambda: _true(h.page.in_flight > 0))
+        interrupted = h.page.in_flight
+    h.page.crash(reached_server=True)  # the daemon died with sends under way
+    h.session.reconnect()
+    async with h.running() as actor:
+        await until(lambda: _true(len(h.page.ok()) >= 35))
+        await until(lambda: _statuses_are(h, {"SENT": 35}))
+    assert actor.stats.found_in_chat == interrupted  # found in the chat, not sent again
+    assert set(h.page.counts().values()) == {1}
+    assert max_in_any_window([r.at for r in h.page.ok()], 60.0) == 10
+    stored = await outbox_repo.sent_times_since(h.db, organization_id=h.org_id,
+                                                since=EPOCH - timedelta(days=1))
+    assert len(stored) == 35
+    assert max_in_any_window([t.timestamp() for t in stored], 60.0) == 10
+
+
+async def _statuses_are(h: Harness, wanted: dict[str, int]) -> bool:
+    return await h.statuses() == Counter(wanted)
+
+
+async def test_the_hour_limit_paces_the_queue_too(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Queued before the limit was lowered (the door let them in): the actor still keeps the
+    hour window."""
+    h = harness
+    await h.limits(messages_per_minute=20, messages_per_hour=30)
+    items = [await h.queue(f"m{i}") for i in range(12)]
+    await h.limits(messages_per_minute=5, messages_per_hour=10)
+    t0 = trio.current_time()
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) == 12), step_s=10)
+    times = [r.at - t0 for r in h.page.ok()]
+    assert max_in_any_window(times, 60.0) == 5
+    assert max_in_any_window(times, 3600.0) == 10
+    assert times[10] >= times[0] + 3600.0  # the 11th waited for the hour window
+    assert (await h.item(items[11].id)).status == "SENT"
+
+
+async def test_never_more_sends_in_flight_than_the_concurrency(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    await h.limits(messages_per_minute=20, concurrency=2)
+    h.page.delay_s = 5.0
+    for i in range(8):
+        await h.queue(f"m{i}")
+    async with h.running() as actor:
+        await until(lambda: _true(len(h.page.ok()) == 8))
+    assert h.page.max_in_flight == 2
+    assert actor.stats.max_in_flight == 2
+    times = sorted(r.at for r in h.page.ok())
+    # Two at a time, each pair taking the 5 s a send takes.
+    assert [round(b - a) for a, b in zip(times[::2], times[2::2], strict=False)] == [5, 5, 5]
+
+
+async def test_higher_priority_first_then_oldest(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    await h.limits(concurrency=1)
+    for text, priority in [("normal 1", 1), ("urgent 1", 10), ("agent 1", 5), ("normal 2", 1),
+                           ("urgent 2", 10), ("agent 2", 5)]:
+        await h.queue(text, priority=priority)
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) == 6))
+    assert [r.text for r in h.page.ok()] == [
+        "urgent 1", "urgent 2", "agent 1", "agent 2", "normal 1", "normal 2"]
+
+
+async def test_a_delayed_message_waits_for_its_time(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    t0 = trio.current_time()
+    await h.queue("typed by a person", delay_s=7.5)
+    await h.queue("right away")
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) == 2))
+    first, second = h.page.ok()
+    assert (first.text, second.text) == ("right away", "typed by a person")
+    assert second.at - t0 >= 7.5
+
+
+async def test_nothing_is_sent_while_the_session_is_not_connected(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.session.connected = trio.Event()
+    await h.queue("hello")
+    async with h.running():
+        await trio.sleep(30)
+        assert h.page.server == []
+        h.session.connected.set()
+        await until(lambda: _true(len(h.page.ok()) == 1))
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_a_refused_send_is_retried_after_2_4_8_s_under_new_ids_then_failed(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.page.fail = lambda chat: chat.startswith("996555")
+    t0 = trio.current_time()
+    doomed = await h.queue("to a number WhatsApp refuses")
+    fine = await h.queue("to another client", to=OTHER)
+    async with h.running() as actor:
+        await until(lambda: _status_is(h, doomed.id, "FAILED"))
+    attempts = [r for r in h.page.server if r.chat.startswith("996555")]
+    assert [round(r.at - t0, 3) for r in attempts] == [0, 2, 6, 14]  # retried 3 times
+    assert len({r.id for r in attempts}) == 4  # a refused id is spent: each try had its own
+    final = await h.item(doomed.id)
+    assert final.attempts == 4
+    assert final.last_error == "WhatsApp refused the message (ack -1) (gave up after 4 attempts)"
+    got = await outbox_repo.get_with_events(h.db, outbox_id=doomed.id)
+    assert got is not None
+    assert [e.status for e in got[1]] == ["QUEUED"] + ["SENDING", "QUEUED"] * 3 + [
+        "SENDING", "FAILED"]
+    assert (await h.item(fine.id)).status == "SENT"
+    assert (actor.stats.retried, actor.stats.failed, actor.stats.sent) == (3, 1, 1)
+    row = await sessions_repo.get(h.db, organization_id=h.org_id)
+    assert row is None or not row.sending_paused  # one failure is no alarm
+
+
+async def _status_is(h: Harness, item_id: uuid.UUID, status: str) -> bool:
+    return (await h.item(item_id)).status == status
+
+
+async def test_an_exception_in_the_page_is_retried_under_the_same_id(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    calls: list[float] = []
+
+    def broken(chat: str) -> bool:
+        calls.append(trio.current_time())
+        return len(calls) <= 2  # the page throws twice, then sends
+
+    h.page.broken = broken
+    t0 = trio.current_time()
+    item = await h.queue("hello")
+    async with h.running():
+        await until(lambda: _status_is(h, item.id, "SENT"))
+    assert [round(t - t0, 3) for t in calls] == [0, 2, 6]
+    final = await h.item(item.id)
+    assert final.attempts == 3
+    assert [r.id for r in h.page.ok()] == [f"true_996555123456@c.us_{item_id_of(final)}"]
+
+
+async def test_a_browser_that_dies_under_a_send_costs_the_message_no_attempt(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Even with no retries allowed: the send was cut short, not refused."""
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=1.0, max_retries=0)
+    deaths = iter([True, True, False])
+    h.page.dies = lambda: next(deaths, False)
+    item = await h.queue("hello")
+    async with h.running() as actor:
+        await until(lambda: _status_is(h, item.id, "SENT"))
+    final = await h.item(item.id)
+    assert final.attempts == 1
+    assert len(h.page.ok()) == 1
+    assert actor.stats.requeued == 2
+    got = await outbox_repo.get_with_events(h.db, outbox_id=item.id)
+    assert got is not None
+    assert [(e.status, e.detail) for e in got[1]] == [
+        ("QUEUED", None),
+        ("SENDING", "attempt 1"),
+        ("QUEUED", "interrupted: the browser session is gone (crash)"),
+        ("SENDING", "attempt 1"),
+        ("QUEUED", "interrupted: the browser session is gone (crash)"),
+        ("SENDING", "attempt 1"), ("SENT", None)]
+
+
+def item_id_of(item: OutboxItem) -> str:
+    assert item.wa_message_id is not None
+    return item.wa_message_id
+
+
+async def test_a_send_that_is_never_confirmed_is_found_in_the_chat_not_resent(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """No confirmation within `confirm_timeout_s` (a hung server), but the page holds the
+    message: it is SENT (WhatsApp Web delivers it), never sent a second time."""
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=1.0, confirm_timeout_s=30.0)
+    h.page.delay_s = 3600.0
+    item = await h.queue("hello")
+    async with h.running():
+        await until(lambda: _status_is(h, item.id, "SENT"))
+    assert len(h.page.local) == 1
+    assert h.page.server == []  # still stuck; nothing was sent twice
+
+
+# -- at most once across a crash ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reached_server", [True, False])
+async def test_a_crash_during_a_send_never_sends_twice_and_loses_nothing(
+        mock_clock: trio.testing.MockClock, harness: Harness, reached_server: bool) -> None:
+    h = harness
+    h.page.delay_s = 10.0
+    first = await h.queue("in flight when the daemon dies")
+    second = await h.queue("still queued")
+    async with h.running():
+        await until(lambda: _true(h.page.in_flight == 2))
+        await trio.sleep(1)
+    assert await h.statuses() == Counter({"SENDING": 2})
+    h.page.crash(reached_server=reached_server)
+    h.page.delay_s = 0.5
+    h.session.reconnect()
+    async with h.running() as actor:
+        await until(lambda: _statuses_are(h, {"SENT": 2}))
+    assert sorted(r.text for r in h.page.ok()) == ["in flight when the daemon dies",
+                                                   "still queued"]
+    assert set(h.page.counts().values()) == {1}
+    if reached_server:
+        assert actor.stats.found_in_chat == 2
+        assert actor.stats.requeued == 0
+    else:
+        assert actor.stats.found_in_chat == 0
+        assert actor.stats.requeued == 2
+    for item in (first, second):
+        assert (await h.item(item.id)).message_id is not None
+
+
+# -- the circuit breaker ------------------------------------------------------------------------
+
+
+async def test_too_many_failures_stop_sending_and_keep_the_queue(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=1.0, max_retries=0)
+    await h.limits(concurrency=1)
+    h.page.fail = lambda chat: True
+    for i in range(6):
+        await h.queue(f"m{i}")
+    with h.bus.subscribe(org_id=h.org_id, kinds={SendingPaused}) as paused:
+        async with h.running():
+            await until(lambda: _paused(h))
+            event = await paused.receive()
+            await trio.sleep(60)
+            kept = await h.statuses()
+            h.page.fail = lambda chat: False
+            await sessions_repo.set_sending_paused(h.db, organization_id=h.org_id,
+                                                   paused=False)
+            h.bus.signal(SendingResumed(org_id=h.org_id, was_paused=True))
+            await until(lambda: _true(len(h.page.ok()) == kept["QUEUED"]))
+    assert kept["FAILED"] == 3  # more than 2% of the last 100: three failures
+    assert kept["QUEUED"] == 3  # the rest was kept, not tried
+    assert event.payload()["reason"] == ("3 of the latest 3 sends failed (more than 2% of the "
+                                       "last 100)")
+    assert await h.statuses() == Counter({"FAILED": 3, "SENT": 3})
+
+
+async def _paused(h: Harness) -> bool:
+    row = await sessions_repo.get(h.db, organization_id=h.org_id)
+    return row is not None and row.sending_paused

@@ -1,0 +1,238 @@
+"""The CLI and the session endpoints against the real thing: a `wad run` process whose
+organization manager drives Chromium against the WhatsApp Web simulator.
+
+`wad qr` draws each rotating QR until the simulated phone scans one; `wad pair` links a second
+organization by pairing code; disconnect keeps the login and logout moves it aside, where
+`wad session backups` finds it and `wad session purge --yes` deletes it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import segno
+import trio
+
+from tests.support.daemonproc import DaemonProcess, start_daemon
+from wad.sim.client import SimClient
+from wad.sim.model import SimConfig
+from wad.sim.server import SimServer, serve
+
+pytestmark = pytest.mark.browser
+
+QR_ACCOUNT = "996555100301"
+PAIR_ACCOUNT = "996555100302"
+
+
+@dataclass
+class Live:
+    daemon: DaemonProcess
+    sim: SimServer
+    phone: SimClient
+    config: Path
+
+    async def wad(self, *argv: str, timeout: float = 60) -> tuple[int, str, str]:
+        """Run `wad --config ... ARGV` as a process; (exit code, stdout, stderr)."""
+        with trio.fail_after(timeout):
+            done = await trio.run_process(
+                [sys.executable, "-m", "wad.cli.main", "--config", str(self.config), *argv],
+                capture_stdout=True, capture_stderr=True, check=False)
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+    async def ok(self, *argv: str) -> str:
+        code, out, err = await self.wad(*argv)
+        assert code == 0, (argv, out, err)
+        return out
+
+    async def status(self, org: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(await self.ok("status", org, "--json"))
+        return result
+
+
+@pytest.fixture
+async def live(state_dir: Path, nursery: trio.Nursery) -> AsyncIterator[Live]:
+    config = SimConfig(qr_rotate_s=2.5, qr_max_rotations=20, sync_delay_s=0.3,
+                       ack_delays_s=(0.2, 0.4, 0.6))
+    sim: SimServer = await nursery.start(partial(serve, seed=11, config=config))
+    extra = (f'[whatsapp]\nurl = "{sim.url}"\nhealth_check_interval_s = 2.0\n'
+             "reconnect_initial_s = 0.2\nreconnect_max_s = 1.0\nready_timeout_s = 20.0\n")
+    daemon = await trio.to_thread.run_sync(partial(start_daemon, state_dir, extra_config=extra))
+    try:
+        async with SimClient(sim.url) as phone:
+            await phone.create_account(QR_ACCOUNT, "Issyk-Kul Tours")
+            await phone.create_account(PAIR_ACCOUNT, "Osh Travel")
+            yield Live(daemon=daemon, sim=sim, phone=phone, config=state_dir / "wad.toml")
+    finally:
+        code = await trio.to_thread.run_sync(daemon.stop)
+        assert code == 0, daemon.log_path.read_text()[-3000:]
+
+
+def _drawn(payload: str) -> str:
+    out = io.StringIO()
+    segno.make(payload, error="m").terminal(out=out, compact=True)
+    return out.getvalue()
+
+
+async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
+    org = (await live.ok("org", "create", "Issyk-Kul Tours")).strip()
+    out = await live.ok("connect", org)
+    assert out.startswith("Issyk-Kul Tours: ")
+    assert f"wad qr {org}" in out
+
+    result: dict[str, Any] = {}
+
+    async def run_qr() -> None:
+        result["qr"] = await live.wad("qr", org, "--timeout", "90", timeout=120)
+
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery, live.daemon.socket_client() as sock:
+        nursery.start_soon(run_qr)
+        with trio.fail_after(60):
+            while len(seen) < 2:  # wait for one rotation, to see the CLI redraw
+                r = await sock.get(f"/api/whatsapp/qr/{org}")
+                if r.status_code == 200 and r.json()["payload"] not in seen:
+                    seen.append(r.json()["payload"])
+                await trio.sleep(0.2)
+            await trio.sleep(1.5)  # the CLI polls every second: let it draw the second code
+            await live.phone.scan_qr(QR_ACCOUNT, seen[-1])
+    code, out, err = result["qr"]
+    assert code == 0, (out, err)
+    for payload in seen:
+        assert _drawn(payload) in out  # the very QR of each payload was drawn
+    assert out.count("scan with WhatsApp") >= 2
+    assert out.rstrip().endswith("Issyk-Kul Tours is connected as +996555100301")
+
+    status = await live.status(org)
+    assert status["state"] == "CONNECTED"
+    assert status["phone_number"] == "+996555100301"
+    table = await live.ok("status")
+    assert any(org in line and "CONNECTED" in line and "+996555100301" in line
+               for line in table.splitlines())
+    tree = await live.ok("status", "--tree")
+    assert f"organization Issyk-Kul Tours ({org})  session CONNECTED" in tree
+    assert "session  running  restarts 0" in tree
+    # One tree: the organization's supervisor under the manager's, beside the services.
+    for task in ("event-log", "metrics", "plugins", "notifications", "imports", "orgs",
+                 org, "inbound", "outbound"):
+        assert any(f"─ {task}  " in line and line.endswith("  restarts 0")
+                   for line in tree.splitlines()), (task, tree)
+    assert f"org-{org} [one_for_one] restarts 0" in tree
+
+    # The QR is gone once linked; the API says why.
+    async with live.daemon.socket_client() as sock:
+        r = await sock.get(f"/api/whatsapp/qr/{org}")
+    assert r.status_code == 409
+    assert "CONNECTED" in r.json()["error"]["message"]
+
+    # Disconnect keeps the login: connecting again needs no QR.
+    assert "DISCONNECTED" in await live.ok("disconnect", org)
+    status = await live.status(org)
+    assert status["state"] == "DISCONNECTED"
+    assert status["should_run"] is False
+    await live.ok("connect", org)
+    await live.daemon.wait_state(org, "CONNECTED", timeout=30)
+
+    # Logout unlinks and moves the profile aside; backups show it, purge deletes it.
+    out = await live.ok("logout", org)
+    assert "LOGGED_OUT" in out
+    kept = json.loads(await live.ok("session", "backups", org, "--json"))
+    assert kept["archives"], kept  # archives were written on disconnect
+    assert len(kept["trash"]) == 1
+    assert kept["profile"] is None
+    code, _, err = await live.wad("qr", org, "--timeout", "5")
+    assert code == 1
+    assert "LOGGED_OUT" in err
+    out = await live.ok("session", "purge", org, "--yes")
+    assert f"deleted {len(kept['archives'])} archive versions and 1 folders" in out
+    assert not await trio.Path(kept["trash"][0]["path"]).exists()
+
+
+async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
+    org = (await live.ok("org", "create", "Osh Travel")).strip()
+    other = (await live.ok("org", "create", "Someone Else")).strip()
+    admin = (await live.ok("token", "create", "--org", org, "--role", "ADMIN")).strip()
+    viewer = (await live.ok("token", "create", "--org", org, "--role", "VIEWER")).strip()
+    other_admin = (await live.ok("token", "create", "--org", other, "--role", "ADMIN")).strip()
+
+    async with httpx.AsyncClient(base_url=live.daemon.tcp_url, timeout=30) as http:
+        def bearer(token: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
+        # Not running yet: a pairing code needs a running session.
+        r = await http.post(f"/api/whatsapp/pairing-code/{org}", headers=bearer(admin),
+                            json={"phone_number": "+996 555 100 302"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "not_running"
+
+        r = await http.post("/api/whatsapp/connect", headers=bearer(viewer))
+        assert r.status_code == 403
+        r = await http.post("/api/whatsapp/connect", headers=bearer(other_admin),
+                            json={"organization_id": org})
+        assert r.status_code == 403
+        assert (await live.status(org))["should_run"] is False  # nothing happened
+
+        r = await http.post("/api/whatsapp/connect", headers=bearer(admin))  # no body: own org
+        assert r.status_code == 202, r.text
+        assert r.json()["organization_id"] == org
+        assert r.json()["should_run"] is True
+        await live.daemon.wait_state(org, "QR_CODE_PENDING", timeout=30)
+
+        r = await http.post(f"/api/whatsapp/pairing-code/{org}", headers=bearer(viewer),
+                            json={"phone_number": "+996555100302"})
+        assert r.status_code == 403
+
+    # `wad pair --wait` prints the code, then follows the session until the phone links it.
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "wad.cli.main", "--config", str(live.config), "pair", org,
+         "--phone", "+996 555 100 302", "--wait", "--json", "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        buffer = b""
+        with trio.fail_after(60):
+            while b"\n" not in buffer:
+                chunk = await proc.stdout.receive_some()
+                assert chunk, "the CLI ended before printing the code"
+                buffer += chunk
+            answer = json.loads(buffer.split(b"\n", 1)[0])
+            assert answer["phone_number"] == "+996555100302"
+            assert len(answer["code"]) == 8
+            await live.daemon.wait_state(org, "PAIRING_CODE_PENDING", timeout=30)
+            await live.phone.enter_pairing_code(PAIR_ACCOUNT, answer["code"])
+            while chunk := await proc.stdout.receive_some():
+                buffer += chunk
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    final = json.loads(buffer.decode().strip().splitlines()[-1])
+    assert final == {"organization_id": org, "state": "CONNECTED",
+                     "phone_number": "+996555100302"}
+    status = await live.status(org)
+    assert status["state"] == "CONNECTED"
+    assert status["phone_number"] == "+996555100302"
+
+    async with httpx.AsyncClient(base_url=live.daemon.tcp_url, timeout=60) as http:
+        r = await http.post(f"/api/whatsapp/logout/{org}", headers=bearer(viewer))
+        assert r.status_code == 403
+        r = await http.post(f"/api/whatsapp/disconnect/{org}", headers=bearer(other_admin))
+        assert r.status_code == 403
+        assert (await live.status(org))["state"] == "CONNECTED"
+        r = await http.post(f"/api/whatsapp/disconnect/{org}", headers=bearer(admin))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"organization_id": org, "state": "DISCONNECTED",
+                            "should_run": False}
+        r = await http.post(f"/api/whatsapp/logout/{org}", headers=bearer(admin))
+        assert r.status_code == 409  # not running: nothing to log out of
+        assert r.json()["error"]["code"] == "not_running"

@@ -1,0 +1,272 @@
+"""The inbound channel end to end: the simulator's phones, wad's session in a real Chromium, the
+inbound actor, a real PostgreSQL. Nothing is lost while the daemon is down, while its events are
+lost in memory, or while the database is down."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from tests.support.inbound import NO_DELAYS, Agent, inbound, plugins_with, stored, wa_id
+from tests.support.stack import Stack, open_stack
+from wad.config import InboundSettings
+from wad.db import migrate
+from wad.db.embedded import EmbeddedPostgres
+from wad.db.pool import Database
+from wad.db.repo import clients as clients_repo
+from wad.db.repo import conversations as conversations_repo
+from wad.db.repo import messages as messages_repo
+from wad.org.context import OrgContext
+from wad.org.inbound.actor import InboundActor, run_inbound
+from wad.org.inbound.spool import spool_path
+from wad.org.manager import INBOUND_BUFFER
+from wad.org.session import SessionActor
+
+ACCOUNT = "996700200300"
+
+
+
+
+
+
+
+
+async def count_rows(db: Database, org: uuid.UUID) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM messages WHERE organization_id = $1", org))
+
+
+async def test_unknown_number_becomes_a_client_and_groups_and_statuses_are_not_stored(
+        state_dir: Path, dsn: str) -> None:
+    agent = Agent("Здравствуйте! Менеджер скоро ответит.")
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
+        await stack.phone.add_contact(ACCOUNT, "996555777888", name="Bakyt (Osh)",
+                                      push_name="Bakyt", picture=True)
+        await stack.start_daemon(plugins=plugins_with((agent, "test_agent")), actors=inbound())
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+
+        hello = await stack.phone.deliver(
+            ACCOUNT, "996555123456", "Здравствуйте! Хотим тур на Иссык-Куль на двоих в июле",
+            push_name="Айгерим")
+        await stored(stack, org, [wa_id(hello)])
+        group = await stack.phone.deliver(ACCOUNT, "996555123456", "Всем привет",
+                                          group="120363000000000001@g.us")
+        status = await stack.phone.deliver(ACCOUNT, "996555123456", "Мой отпуск", status=True)
+        typed = await stack.phone.phone_send(ACCOUNT, "996555123456",
+                                             "Добрый день! Да, есть туры на 3 и 5 дней")
+        saved = await stack.phone.deliver(ACCOUNT, "996555777888", "Salam, is the Osh tour on?")
+
+        row, own, known = await stored(stack, org, [wa_id(hello), wa_id(typed), wa_id(saved)])
+        assert (row.direction, row.sender, row.processing_state) == ("IN", "CLIENT", "DONE")
+        assert row.body == "Здравствуйте! Хотим тур на Иссык-Куль на двоих в июле"
+        assert row.language == "ru"
+        client = await clients_repo.get_by_phone(stack.db, organization_id=org,
+                                                 phone="+996555123456")
+        assert client is not None
+        assert (client.name, client.push_name, client.preferred_language) == (
+            "Айгерим", "Айгерим", "ru")
+        assert client.status == "QUALIFIED"
+        assert client.metadata["country"] == "KG"
+        assert row.conversation_id is not None
+        conversation = await conversations_repo.get(stack.db, conversation_id=row.conversation_id)
+        assert conversation is not None and conversation.client_id == client.id
+        assert conversation.last_message_at is not None
+        assert conversation.last_message_at >= row.sent_at
+
+        # Typed on the phone: stored as outgoing from a human, in the same conversation.
+        assert (own.direction, own.sender) == ("OUT", "HUMAN")
+        assert own.conversation_id == row.conversation_id
+
+        # Groups and status updates are not stored.
+        for ignored in (group, status):
+            assert await messages_repo.get_by_wa_id(stack.db, organization_id=org,
+                                                    wa_message_id=wa_id(ignored)) is None
+
+        # The agent answered each client's message through the queue (before the human did).
+        replies = await stack.db.fetch(
+            "SELECT to_phone, priority, sender, content FROM outbox WHERE organization_id = $1 "
+            "ORDER BY to_phone", org)
+        assert [(r["to_phone"], r["priority"], r["sender"]) for r in replies] == [
+            ("+996555123456", 5, "AI"), ("+996555777888", 5, "AI")]
+
+        # Enrichment: the saved name from the address book wins, the picture is found.
+        with trio.fail_after(20):
+            while True:
+                bakyt = await clients_repo.get_by_phone(stack.db, organization_id=org,
+                                                        phone="+996555777888")
+                if bakyt is not None and "enriched_at" in bakyt.metadata:
+                    break
+                await trio.sleep(0.1)
+        assert bakyt.saved_name == "Bakyt (Osh)" and bakyt.name == "Bakyt (Osh)"
+        assert bakyt.profile_picture_url and bakyt.profile_picture_url.endswith(
+            "/_sim/pp/996555777888.svg")
+        assert known.language == "en"
+        assert await count_rows(stack.db, org) == 3
+
+
+async def test_acks_edits_revokes_and_media_through_the_page(state_dir: Path, dsn: str) -> None:
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
+        await stack.start_daemon(actors=inbound())
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+        photo = await stack.phone.deliver(ACCOUNT, "996555000031", type="image",
+                                          caption="Is this the yurt camp?")
+        question = await stack.phone.deliver(ACCOUNT, "996555000031", "How much for 2 nights?")
+        oops = await stack.phone.deliver(ACCOUNT, "996555000031", "wrong chat, sorry")
+        answer = await stack.phone.phone_send(ACCOUNT, "996555000031", "90 USD per night")
+        await stored(stack, org, [wa_id(m) for m in (photo, question, oops, answer)])
+
+        await stack.phone.edit(ACCOUNT, wa_id(question), "How much for 3 nights?")
+        await stack.phone.edit(ACCOUNT, wa_id(photo), "Is this the camp at Song-Kul?")
+        await stack.phone.revoke(ACCOUNT, wa_id(oops))
+        with trio.fail_after(20):
+            while True:
+                rows = {r.wa_message_id: r for r in await stored(
+                    stack, org, [wa_id(m) for m in (photo, question, oops, answer)])}
+                if (rows[wa_id(answer)].status == "READ"  # the simulator acks by itself
+                        and rows[wa_id(question)].edited_at is not None
+                        and rows[wa_id(photo)].edited_at is not None
+                        and rows[wa_id(oops)].status == "REVOKED"):
+                    break
+                await trio.sleep(0.1)
+        image = rows[wa_id(photo)]
+        assert (image.type, image.body, image.caption) == (
+            "image", None, "Is this the camp at Song-Kul?")
+        assert image.media is not None and image.media["mimetype"] == "image/jpeg"
+        assert image.media["size"] > 0
+        assert rows[wa_id(question)].body == "How much for 3 nights?"
+        assert rows[wa_id(oops)].body == "wrong chat, sorry", "the text is kept for the record"
+
+
+async def test_messages_delivered_while_the_daemon_was_stopped_are_stored_once(
+        state_dir: Path, dsn: str) -> None:
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
+        await stack.start_daemon(actors=inbound())
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+        first = await stack.phone.deliver(ACCOUNT, "996555000001", "Hello, first message")
+        await stored(stack, org, [wa_id(first)])
+        await stack.stop_daemon()
+
+        senders = ["996555000001", "996555000002", "996555000003", "996555000002",
+                   "996555000001"]
+        away = [await stack.phone.deliver(ACCOUNT, s, f"Written while wad was away, {n}")
+                for n, s in enumerate(senders)]
+        await stack.start_daemon(actors=inbound())
+        rows = await stored(stack, org, [wa_id(m) for m in away])
+        assert [r.body for r in rows] == [f"Written while wad was away, {n}" for n in range(5)]
+        assert all(r.processing_state == "DONE" for r in rows)
+        await trio.sleep(1.0)  # a catch-up after the live replay must not add anything
+        assert await count_rows(stack.db, org) == 6
+        clients = await stack.db.fetchval(
+            "SELECT count(*) FROM clients WHERE organization_id = $1", org)
+        assert clients == 3
+
+
+async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Path,
+                                                                   dsn: str) -> None:
+    """The page saw these messages but wad never stored them (as when the daemon is killed with
+    events in its channel): on the next connect the catch-up finds them in the chats."""
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
+        await stack.start_daemon(actors=inbound())
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+        first = await stack.phone.deliver(ACCOUNT, "996555000011", "Hello")
+        await stored(stack, org, [wa_id(first)])
+        await stack.stop_daemon()
+
+        # A daemon without an inbound actor: the page takes the messages, nobody stores them.
+        manager = await stack.start_daemon(actors=[])
+        await stack.wait_state(org, "CONNECTED")
+        lost = [await stack.phone.deliver(ACCOUNT, "996555000011", "Are you there?"),
+                await stack.phone.phone_send(ACCOUNT, "996555000011", "Yes, one moment"),
+                await stack.phone.deliver(ACCOUNT, "996555000012", "Hi, a new client here")]
+        handle = manager.running(org)
+        assert handle is not None and handle.session.session is not None
+        page: Any = handle.session.session
+        with trio.fail_after(15):
+            for m in lost:
+                while not await page.message_exists(wa_id(m)):
+                    await trio.sleep(0.1)
+        await trio.sleep(1.0)  # the page tells the simulator it has processed them
+        await stack.stop_daemon()
+        assert await count_rows(stack.db, org) == 1
+
+        await stack.start_daemon(actors=inbound())
+        rows = await stored(stack, org, [wa_id(m) for m in lost])
+        assert [(r.direction, r.sender) for r in rows] == [
+            ("IN", "CLIENT"), ("OUT", "HUMAN"), ("IN", "CLIENT")]
+        assert await count_rows(stack.db, org) == 4
+
+
+@asynccontextmanager
+async def org_actors(stack: Stack, org: uuid.UUID, settings: InboundSettings = NO_DELAYS
+                     ) -> AsyncIterator[InboundActor]:
+    """One organization's session and inbound actors, wired as the organization manager wires
+    them, but without the manager's database ownership checks (which stop an organization when
+    the database goes away, see the report in the commit)."""
+    send, receive = trio.open_memory_channel[Any](INBOUND_BUFFER)
+    session = SessionActor(org_id=org, settings=stack.settings, db=stack.db, driver=stack.driver,
+                           bus=stack.bus, inbound=send)
+    ctx = OrgContext(org_id=org, settings=stack.settings, db=stack.db, bus=stack.bus,
+                     session=session, inbound_events=receive)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        actor = await nursery.start(functools.partial(run_inbound, ctx, settings=settings))
+        yield actor
+        nursery.cancel_scope.cancel()
+
+
+async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_once(
+        state_dir: Path, aio_loop: None) -> None:
+    cluster = EmbeddedPostgres(state_dir / "pg-own", fsync=False)
+    dsn = await trio.to_thread.run_sync(cluster.start)
+    try:
+        async with Database.open(dsn, min_size=1, max_size=1) as setup:
+            await migrate.apply(setup)
+        async with open_stack(state_dir, dsn) as stack:
+            await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
+            org = await stack.new_org()
+            async with org_actors(stack, org) as actor:
+                row = await stack.wait_state(org, "QR_CODE_PENDING")
+                await stack.phone.scan_qr(ACCOUNT, row.qr_payload or "")
+                await stack.wait_state(org, "CONNECTED")
+                first = await stack.phone.deliver(ACCOUNT, "996555000021", "Before the outage")
+                await stored(stack, org, [wa_id(first)])
+
+                await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
+                senders = ["996555000021", "996555000022", "996555000023"]
+                during = [await stack.phone.deliver(ACCOUNT, senders[n % 3],
+                                                    f"During the outage {n}")
+                          for n in range(20)]
+                # All twenty wait on disk (fsync'd), in the order they came.
+                spool = spool_path(state_dir, org)
+                with trio.fail_after(30):
+                    while not spool.exists() or len(spool.read_bytes().splitlines()) < 20:
+                        await trio.sleep(0.1)
+                lines = spool.read_bytes().splitlines()
+                assert [wa_id(m) for m in during] == [
+                    msgspec.json.decode(line)["event"]["message"]["id"] for line in lines]
+
+                await trio.to_thread.run_sync(cluster.start)
+                rows = await stored(stack, org, [wa_id(m) for m in during], timeout=60)
+                assert [r.body for r in rows] == [f"During the outage {n}" for n in range(20)]
+                arrival = sorted(rows, key=lambda r: r.created_at)
+                assert [r.body for r in arrival] == [f"During the outage {n}" for n in range(20)]
+                assert all(r.processing_state == "DONE" for r in rows)
+                assert await count_rows(stack.db, org) == 21
+                assert spool.read_bytes() == b"", "the spool is emptied once written"
+                assert actor.stats.spooled >= 20 and actor.stats.stored == 21
+    finally:
+        await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="immediate"))

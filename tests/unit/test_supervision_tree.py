@@ -1,0 +1,137 @@
+"""The supervision tree's static promises: shutdown graces nest up to systemd's stop timeout,
+and no exception-group mistake can hide around a nursery."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import trio
+
+from wad import config
+from wad.api.app import AppContext
+from wad.bus import EventBus
+from wad.daemon import Daemon, grace_problems
+from wad.importer.service import ImportService
+from wad.observe.eventlog import EventLog
+from wad.observe.metrics import Metrics
+from wad.org.manager import OrgManager
+from wad.supervise import ChildSpec, Strategy, Supervisor
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+_GROUPS = {"ExceptionGroup", "BaseExceptionGroup"}
+
+
+def _timeout_stop_sec() -> float:
+    unit = (ROOT / "systemd" / "wad.service").read_text()
+    found = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.MULTILINE)
+    assert found, "systemd/wad.service sets no TimeoutStopSec"
+    return float(found.group(1))
+
+
+async def test_graces_nest_from_an_actor_up_to_systemds_stop_timeout() -> None:
+    """sum of a supervisor's children's graces <= its own grace <= TimeoutStopSec, for the
+    shipped configuration and the tree the daemon really builds."""
+    settings = config.load(ROOT / "config" / "wad.toml", env={})
+    assert settings.daemon.shutdown_grace_s <= _timeout_stop_sec()
+    daemon = Daemon(settings)
+    daemon.notifier.watchdog_interval = 30.0  # under systemd the watchdog child is there too
+    manager = OrgManager(settings=settings, db=None, driver=None, bus=EventBus())  # type: ignore[arg-type]
+    bus = EventBus()
+    ctx = AppContext(settings=settings, db=None, event_log=EventLog(bus),  # type: ignore[arg-type]
+                     metrics=Metrics(db=None, bus=bus, manager=manager,  # type: ignore[arg-type]
+                                     node="n", pool_max=1, state_dir=None),
+                     imports=ImportService(settings=settings, db=None))  # type: ignore[arg-type]
+    root = daemon.tree(ctx, manager, None, bus, None)  # type: ignore[arg-type]
+    assert [s.id for s in root.specs()][-1] == "orgs"
+    assert grace_problems(settings, root, manager) == []
+    assert root.stop_budget <= settings.daemon.shutdown_grace_s
+
+
+async def test_graces_that_do_not_nest_are_reported_by_name() -> None:
+    settings = config.parse("[graces]\norganization_s = 50.0\n", source="test")
+    manager = OrgManager(settings=settings, db=None, driver=None, bus=EventBus())  # type: ignore[arg-type]
+    problems = grace_problems(settings, Supervisor("wad", []), manager)
+    assert len(problems) == 1
+    assert problems[0].startswith("graces.organizations_s = 42 s is less than")
+    settings = config.parse("[graces]\nsession_s = 39.0\n", source="test")
+    problems = grace_problems(settings, Supervisor("wad", []), OrgManager(
+        settings=settings, db=None, driver=None, bus=EventBus()))  # type: ignore[arg-type]
+    assert problems and problems[0].startswith("graces.organization_s = 40 s"), problems
+    assert "session 39" in problems[0]
+
+
+def _opens_a_nursery(statements: list[ast.stmt]) -> bool:
+    for statement in statements:
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Attribute) and node.attr == "open_nursery":
+                return True
+            if isinstance(node, ast.Name) and node.id == "open_nursery":
+                return True
+            if (isinstance(node, ast.Attribute) and node.attr == "run"
+                    and "supervisor" in ast.unparse(node.value).lower()):
+                return True
+    return False
+
+
+def plain_excepts_around_nurseries(source: str, name: str) -> list[str]:
+    """`except SomeError` clauses of a `try` whose body opens a nursery (or runs a
+    supervisor): anything leaving a nursery is an exception group, so only `except*` (or an
+    `except` of the group types themselves) can match what the code meant."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Try) and _opens_a_nursery(node.body):
+            for handler in node.handlers:
+                caught = ast.unparse(handler.type) if handler.type is not None else "(bare)"
+                if caught not in _GROUPS:
+                    found.append(f"{name}:{handler.lineno}: except {caught}")
+    return found
+
+
+def test_no_plain_except_around_a_nursery_anywhere_in_wad() -> None:
+    found = []
+    for path in sorted((ROOT / "wad").rglob("*.py")):
+        found += plain_excepts_around_nurseries(path.read_text(), str(path.relative_to(ROOT)))
+    assert found == []
+
+
+def test_the_nursery_rule_finds_the_mistake_it_is_for() -> None:
+    """The bug of issue 15, in miniature: the rule flags it, and passes its `except*` fix."""
+    wrong = ("async def f():\n    try:\n        async with trio.open_nursery() as n:\n"
+             "            await n.start(supervisor.run)\n    except SupervisorGaveUp:\n"
+             "        pass\n")
+    right = wrong.replace("except SupervisorGaveUp", "except* SupervisorGaveUp")
+    assert plain_excepts_around_nurseries(wrong, "x") == ["x:5: except SupervisorGaveUp"]
+    assert plain_excepts_around_nurseries(right, "x") == []
+    via_run = "try:\n    await self.supervisor.run()\nexcept Exception:\n    pass\n"
+    assert plain_excepts_around_nurseries(via_run, "x") == ["x:3: except Exception"]
+
+
+def test_organizations_stop_at_once_so_their_budget_is_the_largest_grace() -> None:
+    async def idle() -> None:
+        await trio.sleep_forever()
+
+    specs = [ChildSpec("a", idle, shutdown=3.0), ChildSpec("b", idle, shutdown=4.0)]
+    assert Supervisor("s", specs).stop_budget == 7.0
+    assert Supervisor("s", specs, strategy=Strategy.SIMPLE_ONE_FOR_ONE).stop_budget == 4.0
+
+
+async def test_a_dynamic_supervisor_stops_its_children_at_once(autojump_clock: object) -> None:
+    async def slow_to_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                           ) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(3)
+
+    for strategy, took in ((Strategy.ONE_FOR_ONE, 6.0), (Strategy.SIMPLE_ONE_FOR_ONE, 3.0)):
+        specs = [ChildSpec("a", slow_to_stop, shutdown=5.0),
+                 ChildSpec("b", slow_to_stop, shutdown=5.0)]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(Supervisor("s", specs, strategy=strategy).run)
+            began = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - began == took, strategy

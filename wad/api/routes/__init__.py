@@ -1,0 +1,1 @@
+"""The control API's blueprints, one module per area; `wad.api.app` mounts them."""

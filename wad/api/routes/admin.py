@@ -1,0 +1,239 @@
+"""Super-admin endpoints: organizations, tokens, kept session data, the supervision tree."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from quart import Blueprint, Response, current_app, request
+from quart_schema import tag
+
+import wad
+from wad import log
+from wad.api import auth, session_data
+from wad.api.errors import ApiError
+from wad.api.routes.whatsapp import manager, require_org
+from wad.api.schemas import (
+    ArchiveOut,
+    Backups,
+    CreateOrganizationRequest,
+    CreateTokenRequest,
+    NewToken,
+    OrganizationList,
+    OrganizationOut,
+    PurgeRequest,
+    PurgeResult,
+    RotateRequest,
+    TokenList,
+    TokenOut,
+    Tree,
+)
+from wad.api.validation import body, reply, responds
+from wad.browser import profile as archive
+from wad.db.models import ApiToken, Organization
+from wad.db.pool import Database
+from wad.db.repo import organizations as orgs_repo
+from wad.db.repo import sessions as sessions_repo
+from wad.db.repo import tokens as tokens_repo
+from wad.org import rotation
+from wad.org.rotation import RotationResult
+
+bp = Blueprint("admin", __name__, url_prefix="/api")
+_log = log.get("api")
+
+
+def _db() -> Database:
+    db: Database = current_app.config["wad"].db
+    return db
+
+
+def _org_out(org: Organization) -> OrganizationOut:
+    return OrganizationOut(id=org.id, name=org.name, settings=org.settings,
+                           created_at=org.created_at)
+
+
+def _token_out(token: ApiToken) -> TokenOut:
+    return TokenOut(id=token.id, prefix=token.prefix, role=token.role,
+                    organization_id=token.organization_id, name=token.name,
+                    created_at=token.created_at, last_used_at=token.last_used_at,
+                    revoked_at=token.revoked_at)
+
+
+# Organizations ----------------------------------------------------------------------------
+
+
+@bp.post("/organizations")
+@tag(["admin"])
+@responds(OrganizationOut, 201, errors=(400, 401, 403))
+@auth.super_admin_route
+@body(CreateOrganizationRequest)
+async def create_organization(data: CreateOrganizationRequest) -> Response:
+    """Create an organization; the answer carries its new `id`."""
+    name = data.name.strip()
+    if not name:
+        raise ApiError(400, "invalid", "`name`: must not be blank", field="name")
+    org = await orgs_repo.create(_db(), name=name)
+    _log.info("organization created", org=str(org.id))
+    return reply(_org_out(org), 201)
+
+
+@bp.get("/organizations")
+@tag(["admin"])
+@responds(OrganizationList, errors=(401, 403))
+@auth.super_admin_route
+async def list_organizations() -> Response:
+    """Every organization, oldest first."""
+    orgs = await orgs_repo.list_all(_db())
+    return reply(OrganizationList(organizations=[_org_out(o) for o in orgs]))
+
+
+# Tokens -----------------------------------------------------------------------------------
+
+
+@bp.post("/tokens")
+@tag(["admin"])
+@responds(NewToken, 201, errors=(400, 401, 403))
+@auth.super_admin_route
+@body(CreateTokenRequest)
+async def create_token(data: CreateTokenRequest) -> Response:
+    """Create a token. The answer's `token` is shown this once; only its hash is stored."""
+    if data.role == "SUPER_ADMIN" and data.organization_id is not None:
+        raise ApiError(400, "invalid", "`organization_id`: a SUPER_ADMIN token belongs to no "
+                       "organization", field="organization_id")
+    if data.role != "SUPER_ADMIN":
+        if data.organization_id is None:
+            raise ApiError(400, "invalid", f"`organization_id`: required for a {data.role} "
+                           "token", field="organization_id")
+        if await orgs_repo.get(_db(), organization_id=data.organization_id) is None:
+            raise ApiError(400, "invalid", f"`organization_id`: no such organization: "
+                           f"{data.organization_id}", field="organization_id")
+    token, digest, prefix = auth.new_token()
+    record = await tokens_repo.create(_db(), token_hash=digest, prefix=prefix, role=data.role,
+                                      organization_id=data.organization_id, name=data.name)
+    _log.info("token created", token_id=str(record.id), role=record.role,
+              org=str(record.organization_id) if record.organization_id else None)
+    out = _token_out(record)
+    return reply(NewToken(**{f: getattr(out, f) for f in TokenOut.__struct_fields__},
+                          token=token), 201)
+
+
+@bp.get("/tokens")
+@tag(["admin"])
+@responds(TokenList, errors=(400, 401, 403))
+@auth.super_admin_route
+async def list_tokens() -> Response:
+    """Tokens (revoked ones too), oldest first; `?organization_id=` narrows to one organization.
+    Tokens themselves are never shown, only their prefixes."""
+    org_id: uuid.UUID | None = None
+    raw = request.args.get("organization_id")
+    if raw:
+        try:
+            org_id = uuid.UUID(raw)
+        except ValueError:
+            raise ApiError(400, "invalid", "`organization_id`: not a valid id",
+                           field="organization_id") from None
+    found = await tokens_repo.list_all(_db(), organization_id=org_id)
+    return reply(TokenList(tokens=[_token_out(t) for t in found]))
+
+
+@bp.delete("/tokens/<token_id>")
+@tag(["admin"])
+@responds(TokenOut, errors=(401, 403, 404))
+@auth.super_admin_route
+async def revoke_token(token_id: str) -> Response:
+    """Revoke a token: it stops working at once."""
+    tid = auth.parse_uuid(token_id, what="token")
+    if not await tokens_repo.revoke(_db(), token_id=tid):
+        raise ApiError(404, "not_found", f"no active token with id {tid}")
+    _log.info("token revoked", token_id=str(tid))
+    record = await tokens_repo.get(_db(), token_id=tid)
+    assert record is not None  # just revoked, and tokens are never deleted
+    return reply(_token_out(record))
+
+
+# Kept session data --------------------------------------------------------------------------
+
+
+@bp.get("/sessions/<org>/backups")
+@tag(["admin"])
+@responds(Backups, errors=(401, 403, 404))
+@auth.org_route("SUPER_ADMIN")
+async def backups(org_id: uuid.UUID) -> Response:
+    """What is kept of the organization's login: archive versions in the database, the live
+    profile and the trash folders on this daemon's disk."""
+    await require_org(org_id)
+    archives = await sessions_repo.list_archives(_db(), organization_id=org_id)
+    profile, trash = await session_data.folders(_state_dir(), org_id)
+    return reply(Backups(
+        organization_id=org_id,
+        archives=[ArchiveOut(id=a.id, size=a.size, sha256=a.sha256.hex(),
+                             created_at=a.created_at, key_id=a.key_id,
+                             restored_at=a.restored_at) for a in archives],
+        profile=profile, trash=trash))
+
+
+@bp.post("/sessions/<org>/purge")
+@tag(["admin"])
+@responds(PurgeResult, errors=(400, 401, 403, 404, 409))
+@auth.org_route("SUPER_ADMIN")
+@body(PurgeRequest)
+async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
+    """Delete every kept copy of the organization's login: the archive versions, the live
+    profile and the trash folders. The only way session data is ever deleted; refused while the
+    session should run (disconnect or log out first)."""
+    if not data.confirm:
+        raise ApiError(400, "invalid", "`confirm`: must be true to delete session data",
+                       field="confirm")
+    await require_org(org_id)
+    row = await sessions_repo.get(_db(), organization_id=org_id)
+    if row is not None and (row.should_run or row.state in
+                            ("CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE_PENDING",
+                             "CONNECTED")):
+        raise ApiError(409, "session_active", f"the session is {row.state}; disconnect or log "
+                       "out before purging its data")
+    deleted = await sessions_repo.purge_archives(_db(), organization_id=org_id, keep_latest=0)
+    folders = await session_data.delete_folders(_state_dir(), org_id)
+    _log.warning("session data purged", org=str(org_id), archives_deleted=deleted,
+                 folders_deleted=folders)
+    return reply(PurgeResult(organization_id=org_id, archives_deleted=deleted,
+                             folders_deleted=folders))
+
+
+@bp.post("/secret/rotate")
+@tag(["admin"])
+@responds(RotationResult, errors=(400, 401, 403))
+@auth.super_admin_route
+@body(RotateRequest)
+async def rotate_secret(data: RotateRequest) -> Response:
+    """Re-seal a batch of login archives (ids after `after_id`) under the daemon's current key
+    (`WAD_SECRET_KEY`); the previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until
+    every batch is done."""
+    settings = current_app.config["wad"].settings
+    keys = archive.keyring(_state_dir(), settings.secret_key, [settings.secret_key_old])
+    result = await rotation.rotate(_db(), keys, archive.sessions_dir(_state_dir()),
+                                   after_id=data.after_id, limit=data.limit)
+    return reply(result)
+
+
+def _state_dir() -> Path:
+    return current_app.config["wad"].settings.state_path.absolute()
+
+
+# The daemon -------------------------------------------------------------------------------
+
+
+@bp.get("/tree")
+@tag(["admin"])
+@responds(Tree, errors=(401, 403, 503))
+@auth.super_admin_route
+async def tree() -> Response:
+    """The live supervision tree: the daemon's children and every organization's actors with
+    their state, restart counts and last restart reason."""
+    ctx = current_app.config["wad"]
+    orgs = manager().tree()
+    root = ctx.services.get("supervisor")
+    return reply(Tree(node=ctx.settings.node, version=wad.__version__,
+                      uptime_s=round(time.monotonic() - ctx.started_at, 3),
+                      daemon=root.tree() if root is not None else None,
+                      organizations=orgs))

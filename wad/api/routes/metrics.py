@@ -1,0 +1,63 @@
+"""`GET /metrics`: the daemon's Prometheus metrics (see `wad.observe.metrics`).
+
+Scrapes need the super admin: a `SUPER_ADMIN` bearer token on TCP, or the control socket. The
+metrics name every organization, so an organization's token may not read them.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flask.sansio.blueprints import BlueprintSetupState
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Blueprint, Response, current_app, g
+from quart_schema import hide
+from quart_trio import QuartTrio
+
+from wad.api import auth
+from wad.observe.metrics import Metrics
+
+bp = Blueprint("metrics", __name__)
+
+def metrics_of(app: QuartTrio | None = None) -> Metrics:
+    """The app's metrics."""
+    found = (app or current_app).config["wad"].metrics
+    assert found is not None, "made with the app"
+    return found
+
+
+@bp.record_once
+def _make_metrics(state: BlueprintSetupState) -> None:
+    # Made (and subscribed to the bus) with the app, before the daemon starts organizations.
+    ctx = state.app.config["wad"]
+    if ctx.metrics is not None:  # the daemon's, run in its supervision tree
+        return
+    ctx.metrics = Metrics(
+        db=ctx.db, bus=ctx.services.get("bus"), manager=ctx.services.get("orgs"),
+        node=ctx.settings.node,
+        pool_max=ctx.settings.database.pool_max,
+        state_dir=None if ctx.settings.database.dsn else ctx.settings.state_path.absolute())
+
+
+@bp.before_app_serving
+async def _start() -> None:
+    if current_app.config["wad"].app_runs_tasks:
+        cast(QuartTrio, current_app).nursery.start_soon(metrics_of().run)
+
+
+@bp.after_app_serving
+async def _stop() -> None:
+    if current_app.config["wad"].app_runs_tasks:  # else the daemon's tree stops them
+        metrics_of().close()
+
+
+@bp.get("/metrics")
+@hide
+async def scrape() -> Response:
+    """The metrics in Prometheus' text format (super admin)."""
+    g.principal = await auth.authenticate(current_app.config["wad"].db)
+    auth.authorize(None, "SUPER_ADMIN")
+    body = await metrics_of().render()
+    response = Response(body, status=200, content_type=CONTENT_TYPE_LATEST)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,428 @@
+"""`/api/whatsapp/send...`, `/messages/{id}`, `/settings/{org}`, `/queue/{org}`: the outbound
+queue over HTTP (SPEC section 4).
+
+Sending only puts messages into the durable queue (202 with the message's id); the organization's
+outbound actor sends them within its limits. A send that the hour or day limit has no room for is
+refused with 429, `Retry-After` and the limit in the error body. Settings use the CRM's key names
+(`rateLimiting.messagesPerMinute`, ...); everything else is snake_case like the rest of the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+from quart import Blueprint, Response, current_app
+from quart_schema import tag
+
+from wad.api import auth
+from wad.api.auth import org_route
+from wad.api.errors import ApiError
+from wad.api.routes.whatsapp import require_org
+from wad.api.schemas import PhoneText, Request
+from wad.api.validation import body, reply, responds
+from wad.bus import EventBus, SendingResumed, SettingsChanged
+from wad.db.models import OutboxItem, OutboxSender, OutboxStatus
+from wad.db.pool import Database
+from wad.db.repo import outbox as outbox_repo
+from wad.db.repo import sessions as sessions_repo
+from wad.errors import NotFound
+from wad.org.outbound import settings as settings_mod
+from wad.org.outbound.limits import DAY, HOUR, MINUTE, Clock, WallClock, in_window
+from wad.org.outbound.queue import (
+    BatchTooLarge,
+    ConfirmationRequired,
+    InvalidMessage,
+    MassSendingDisabled,
+    Outgoing,
+    RateLimited,
+    queue_bulk,
+    queue_message,
+)
+from wad.org.outbound.settings import MAX_BULK, RateLimiting, Safety, SettingsInvalid, SettingsPatch
+
+bp = Blueprint("outbound", __name__, url_prefix="/api/whatsapp")
+
+Content = Annotated[str, Meta(min_length=1, max_length=4096,
+                              description="The text to send, 1-4096 characters")]
+Priority = Annotated[int, Meta(ge=1, le=10,
+                               description="1 normal, 5 agent, 10 urgent; higher goes first")]
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200,
+                                     description="Repeating it answers the first message")]
+
+
+# Bodies -------------------------------------------------------------------------------------
+
+
+class SendRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/whatsapp/send`. An organization's token may omit `organization_id`."""
+
+    organization_id: uuid.UUID | None = None
+    to: PhoneText
+    content: Content
+    conversation_id: uuid.UUID | None = None
+    priority: Priority = 1
+    idempotency_key: IdempotencyKey | None = None
+
+
+class BulkMessage(Request, forbid_unknown_fields=True, kw_only=True):
+    to: PhoneText
+    content: Content
+    conversation_id: uuid.UUID | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
+    """Body of `POST /api/whatsapp/send/bulk`."""
+
+    organization_id: uuid.UUID | None = None
+    messages: Annotated[list[BulkMessage], Meta(min_length=1, max_length=MAX_BULK)]
+    confirm: bool = False
+    """Needed for a batch larger than `safety.maxBatchSize` while `requireConfirmation`."""
+    priority: Priority = 1
+
+
+class QueuedMessage(msgspec.Struct, kw_only=True):
+    """A message in the send queue."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    to: str
+    status: OutboxStatus
+    priority: int
+    sender: OutboxSender
+    agent_name: str | None
+    conversation_id: uuid.UUID | None
+    client_id: uuid.UUID | None
+    not_before: datetime
+    created_at: datetime
+    created: bool
+    """False when the idempotency key was used before: this is the first message."""
+
+
+class StatusEvent(msgspec.Struct, kw_only=True):
+    status: OutboxStatus
+    detail: str | None
+    at: datetime
+
+
+class MessageState(msgspec.Struct, kw_only=True):
+    """A queued message's status and history."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    to: str
+    content: str
+    status: OutboxStatus
+    priority: int
+    sender: OutboxSender
+    agent_name: str | None
+    idempotency_key: str | None
+    wa_message_id: str | None
+    attempts: int
+    last_error: str | None
+    not_before: datetime
+    created_at: datetime
+    sending_started_at: datetime | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    conversation_id: uuid.UUID | None
+    client_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    """The stored message (`messages`) once sent."""
+    events: list[StatusEvent]
+
+
+class BulkQueued(msgspec.Struct, kw_only=True):
+    index: int
+    id: uuid.UUID
+    status: OutboxStatus
+    not_before: datetime
+    created: bool
+
+
+class BulkFailed(msgspec.Struct, kw_only=True):
+    index: int
+    to: str
+    error: str
+
+
+class BulkAnswer(msgspec.Struct, kw_only=True):
+    """What a batch did: how many were queued, each queued message, and which failed and why."""
+
+    organization_id: uuid.UUID
+    queued: int
+    failed: int
+    messages: list[BulkQueued]
+    errors: list[BulkFailed]
+
+
+class SettingsOut(msgspec.Struct, kw_only=True):
+    """An organization's sending settings (the CRM's key names)."""
+
+    organization_id: uuid.UUID
+    rate_limiting: RateLimiting = msgspec.field(name="rateLimiting")
+    safety: Safety
+
+
+class WindowUse(msgspec.Struct, kw_only=True):
+    window: str
+    limit: int
+    sent: int
+
+
+class QueueState(msgspec.Struct, kw_only=True):
+    """An organization's send queue right now."""
+
+    organization_id: uuid.UUID
+    sending_paused: bool
+    sending_paused_reason: str | None
+    queued: int
+    sending: int
+    next_due_at: datetime | None
+    windows: list[WindowUse]
+    concurrency: int
+
+
+class Resumed(msgspec.Struct, kw_only=True):
+    organization_id: uuid.UUID
+    sending_paused: bool
+    was_paused: bool
+    previous_reason: str | None
+
+
+class RateLimitedError(ApiError):
+    """429 with the limit that refused: `error.limit` is `{window, limit, remaining,
+    reset_at}`; `Retry-After` says the same in seconds."""
+
+    def __init__(self, exc: RateLimited) -> None:
+        refusal = exc.refusal
+        super().__init__(429, "rate_limited", str(exc),
+                         headers={"Retry-After": str(refusal.retry_after_s(exc.now))})
+        self.limit = {"window": refusal.window, "limit": refusal.limit,
+                      "remaining": refusal.remaining, "reset_at": refusal.reset_at.isoformat()}
+
+    def body(self) -> dict[str, Any]:
+        answer = super().body()
+        answer["error"]["limit"] = self.limit
+        return answer
+
+
+# Helpers ------------------------------------------------------------------------------------
+
+
+def _db() -> Database:
+    db: Database = current_app.config["wad"].db
+    return db
+
+
+def _services() -> dict[str, Any]:
+    services: dict[str, Any] = current_app.config["wad"].services
+    return services
+
+
+def _bus() -> EventBus | None:
+    bus: EventBus | None = _services().get("bus")
+    return bus
+
+
+def _clock() -> Clock:
+    """The wall clock; tests may put another one in `services["outbound_clock"]`."""
+    clock: Clock | None = _services().get("outbound_clock")
+    return clock or WallClock()
+
+
+def _queued(item: OutboxItem, created: bool) -> QueuedMessage:
+    return QueuedMessage(
+        id=item.id, organization_id=item.organization_id, to=item.to_phone, status=item.status,
+        priority=item.priority, sender=item.sender, agent_name=item.agent_name,
+        conversation_id=item.conversation_id, client_id=item.client_id,
+        not_before=item.not_before, created_at=item.created_at, created=created)
+
+
+def _refused(exc: Exception) -> ApiError:
+    """The queue's refusals as answers."""
+    if isinstance(exc, RateLimited):
+        return RateLimitedError(exc)
+    if isinstance(exc, InvalidMessage):
+        return ApiError(400, "invalid", str(exc), field=exc.field)
+    if isinstance(exc, MassSendingDisabled):
+        return ApiError(403, "mass_sending_disabled", str(exc))
+    if isinstance(exc, ConfirmationRequired):
+        return ApiError(400, "confirmation_required", str(exc), field="confirm")
+    if isinstance(exc, BatchTooLarge):
+        return ApiError(400, "invalid", str(exc), field="messages")
+    if isinstance(exc, NotFound):
+        return ApiError(404, "not_found", str(exc))
+    raise exc
+
+
+_QUEUE_ERRORS = (RateLimited, InvalidMessage, MassSendingDisabled, ConfirmationRequired,
+                 BatchTooLarge, NotFound)
+
+
+# Routes -------------------------------------------------------------------------------------
+
+
+@bp.post("/send")
+@tag(["outbound"])
+@responds(QueuedMessage, 202, errors=(400, 401, 403, 404, 429))
+@responds(QueuedMessage, 200)
+@body(SendRequest)
+async def send(data: SendRequest) -> Response:
+    """Queue a message; 202 with its id (200 with the first message when `idempotency_key` was
+    used before). Needs AGENT. 429 when the hour or day limit has no room (`Retry-After`, and
+    `error.limit` says which limit, how many remain and when there is room again)."""
+    org_id = auth.body_org(data.organization_id, "AGENT")
+    await require_org(org_id)
+    try:
+        item, created = await queue_message(
+            _db(), organization_id=org_id, to=data.to, content=data.content,
+            priority=data.priority, sender="HUMAN", conversation_id=data.conversation_id,
+            idempotency_key=data.idempotency_key, clock=_clock(), bus=_bus())
+    except _QUEUE_ERRORS as exc:
+        raise _refused(exc) from None
+    return reply(_queued(item, created), 202 if created else 200)
+
+
+@bp.post("/send/bulk")
+@tag(["outbound"])
+@responds(BulkAnswer, 202, errors=(400, 401, 403, 404, 429))
+@body(BulkRequest)
+async def send_bulk(data: BulkRequest) -> Response:
+    """Queue 1-100 messages, spread over time. Needs ADMIN, and `safety.enableMassSending`
+    (403 `mass_sending_disabled` otherwise); above `safety.maxBatchSize` it needs `confirm:
+    true` while `requireConfirmation` (400 `confirmation_required`). The batch is checked as a
+    whole against the day limit before anything is queued (429). Messages with a bad number are
+    left out and listed in `errors`."""
+    org_id = auth.body_org(data.organization_id, "ADMIN")
+    await require_org(org_id)
+    messages = [Outgoing(to=m.to, content=m.content, conversation_id=m.conversation_id,
+                         idempotency_key=m.idempotency_key) for m in data.messages]
+    try:
+        result = await queue_bulk(_db(), organization_id=org_id, messages=messages,
+                                  priority=data.priority, sender="HUMAN", confirm=data.confirm,
+                                  clock=_clock(), bus=_bus())
+    except _QUEUE_ERRORS as exc:
+        raise _refused(exc) from None
+    return reply(BulkAnswer(
+        organization_id=org_id, queued=len(result.queued), failed=len(result.failed),
+        messages=[BulkQueued(index=i, id=item.id, status=item.status,
+                             not_before=item.not_before, created=created)
+                  for i, item, created in result.queued],
+        errors=[BulkFailed(index=i, to=to, error=why) for i, to, why in result.failed]), 202)
+
+
+@bp.get("/messages/<message_id>")
+@tag(["outbound"])
+@responds(MessageState, errors=(401, 404))
+async def message(message_id: str) -> Response:
+    """A queued message's status and its history (oldest first). Any token of its
+    organization; another organization's message is not found."""
+    got = await outbox_repo.get_with_events(
+        _db(), outbox_id=auth.parse_uuid(message_id, what="message"))
+    caller = auth.current()
+    if got is None or not (caller.is_super_admin
+                           or caller.organization_id == got[0].organization_id):
+        raise ApiError(404, "not_found", f"no such message: {message_id}")
+    item, events = got
+    return reply(MessageState(
+        id=item.id, organization_id=item.organization_id, to=item.to_phone,
+        content=item.content, status=item.status, priority=item.priority, sender=item.sender,
+        agent_name=item.agent_name, idempotency_key=item.idempotency_key,
+        wa_message_id=item.wa_message_id, attempts=item.attempts, last_error=item.last_error,
+        not_before=item.not_before, created_at=item.created_at,
+        sending_started_at=item.sending_started_at, sent_at=item.sent_at,
+        delivered_at=item.delivered_at, read_at=item.read_at,
+        conversation_id=item.conversation_id, client_id=item.client_id,
+        message_id=item.message_id,
+        events=[StatusEvent(status=e.status, detail=e.detail, at=e.at) for e in events]))
+
+
+@bp.get("/settings/<org>")
+@tag(["outbound"])
+@responds(SettingsOut, errors=(401, 403, 404))
+@org_route("VIEWER")
+async def get_settings(org_id: uuid.UUID) -> Response:
+    """The organization's sending limits and bulk rules (defaults where none are stored)."""
+    try:
+        current = await settings_mod.load(_db(), org_id)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return reply(SettingsOut(organization_id=org_id, rate_limiting=current.rate_limiting,
+                             safety=current.safety))
+
+
+@bp.put("/settings/<org>")
+@tag(["outbound"])
+@responds(SettingsOut, errors=(400, 401, 403, 404))
+@org_route("ADMIN")
+@body(SettingsPatch)
+async def put_settings(org_id: uuid.UUID, data: SettingsPatch) -> Response:
+    """Change some of the settings (a partial update is merged). Needs ADMIN. 400 names the
+    field that breaks a rule: at most 20 a minute, hour >= minute, day >= hour, concurrency
+    1-10, maxBatchSize 1-100."""
+    try:
+        merged = await settings_mod.update(_db(), org_id, data)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except SettingsInvalid as exc:
+        raise ApiError(400, "invalid", str(exc), field=exc.field) from None
+    bus = _bus()
+    if bus is not None:
+        bus.signal(SettingsChanged(org_id=org_id, settings=merged.as_document()))
+    return reply(SettingsOut(organization_id=org_id, rate_limiting=merged.rate_limiting,
+                             safety=merged.safety))
+
+
+@bp.get("/queue/<org>")
+@tag(["outbound"])
+@responds(QueueState, errors=(401, 403, 404))
+@org_route("VIEWER")
+async def queue_state(org_id: uuid.UUID) -> Response:
+    """How many messages wait and are being sent, what the windows hold, and whether sending is
+    paused (and why)."""
+    db = _db()
+    try:
+        current = await settings_mod.load(db, org_id)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    now = _clock().now()
+    sent = await outbox_repo.sent_times_since(db, organization_id=org_id, since=now - DAY)
+    counts = await outbox_repo.count_queued_and_sending(db, organization_id=org_id)
+    row = await sessions_repo.get(db, organization_id=org_id)
+    limits = current.rate_limiting
+    return reply(QueueState(
+        organization_id=org_id, sending_paused=bool(row and row.sending_paused),
+        sending_paused_reason=row.sending_paused_reason if row else None,
+        queued=int(counts.get("QUEUED", 0)), sending=int(counts.get("SENDING", 0)),
+        next_due_at=await outbox_repo.next_due_at(db, organization_id=org_id),
+        windows=[WindowUse(window="minute", limit=limits.messages_per_minute,
+                           sent=in_window(sent, now, MINUTE)),
+                 WindowUse(window="hour", limit=limits.messages_per_hour,
+                           sent=in_window(sent, now, HOUR)),
+                 WindowUse(window="day", limit=limits.messages_per_day,
+                           sent=in_window(sent, now, DAY))],
+        concurrency=limits.concurrency))
+
+
+@bp.post("/send/resume/<org>")
+@tag(["outbound"])
+@responds(Resumed, errors=(401, 403, 404))
+@org_route("ADMIN")
+async def resume(org_id: uuid.UUID) -> Response:
+    """Close the circuit breaker: sending starts again (the queue was kept). Needs ADMIN."""
+    await require_org(org_id)
+    db = _db()
+    row = await sessions_repo.get(db, organization_id=org_id)
+    was_paused = bool(row and row.sending_paused)
+    await sessions_repo.set_sending_paused(db, organization_id=org_id, paused=False)
+    bus = _bus()
+    if bus is not None:
+        bus.signal(SendingResumed(org_id=org_id, was_paused=was_paused))
+    return reply(Resumed(organization_id=org_id, sending_paused=False, was_paused=was_paused,
+                         previous_reason=row.sending_paused_reason if row else None))

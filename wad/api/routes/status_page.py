@@ -1,0 +1,134 @@
+"""The status page: `/` (every organization the token may see) and `/org/{org}` (one), served by
+the daemon from `wad/api/routes/static/` (plain HTML, CSS and JavaScript; no build step).
+
+The page itself needs no token; it asks for one and keeps it in the browser tab's session storage
+only. Its data comes from `GET /api/overview` (below) and the event stream, with that token:
+organizations with their state, linked number, send queue, messages today and last error; a live
+QR code for an organization waiting to be linked (drawn from `GET /api/whatsapp/qr/{org}?format=svg`
+whenever the stream brings a new payload, so only for ADMIN tokens); connect, disconnect and
+pairing code buttons for ADMIN tokens (a VIEWER's page has none).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+from quart import Blueprint, Response, current_app, request
+from quart_schema import hide, tag
+
+from wad.api import auth
+from wad.api.errors import ApiError
+from wad.api.validation import reply, responds
+from wad.db.models import Role, SessionState
+from wad.db.pool import Database
+from wad.db.repo import overview as overview_repo
+
+bp = Blueprint("status_page", __name__, static_folder="static", static_url_path="/assets")
+
+# The page loads only its own files and talks only to this daemon; the QR image is a blob URL.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+class MessagesToday(msgspec.Struct):
+    """Messages since midnight (the database's time zone), by direction."""
+
+    received: int
+    sent: int
+
+
+class OrganizationOverview(msgspec.Struct):
+    """One organization as the status page shows it."""
+
+    organization_id: uuid.UUID
+    name: str
+    state: SessionState
+    should_run: bool
+    phone_number: str | None
+    push_name: str | None
+    last_error: str | None
+    queue_depth: int
+    oldest_queued_s: float | None
+    in_flight: int
+    messages_today: MessagesToday
+    updated_at: datetime | None
+
+
+class Caller(msgspec.Struct):
+    """Who asked: the token's role and organization (None for the super admin)."""
+
+    role: Role
+    organization_id: uuid.UUID | None
+
+
+class Overview(msgspec.Struct):
+    """`GET /api/overview`."""
+
+    caller: Caller
+    organizations: list[OrganizationOverview]
+
+
+async def overview(db: Database, organization_id: uuid.UUID | None
+                   ) -> list[OrganizationOverview]:
+    """Every organization (or one) with what the status page shows."""
+    return [OrganizationOverview(
+        organization_id=r.id, name=r.name, state=r.state, should_run=r.should_run,
+        phone_number=r.phone_number, push_name=r.push_name, last_error=r.last_error,
+        queue_depth=r.queued,
+        oldest_queued_s=round(max(0.0, r.oldest_s), 1) if r.oldest_s is not None else None,
+        in_flight=r.sending,
+        messages_today=MessagesToday(received=r.received, sent=r.sent),
+        updated_at=r.updated_at)
+        for r in await overview_repo.status_page(db, organization_id=organization_id)]
+
+
+async def _page() -> Response:
+    response = await bp.send_static_file("status.html")
+    response.headers.update(_PAGE_HEADERS)
+    return response
+
+
+@bp.get("/")
+@hide
+async def index() -> Response:
+    """The status page: every organization the token may see."""
+    return await _page()
+
+
+@bp.get("/org/<org>")
+@hide
+async def organization_page(org: str) -> Response:
+    """The status page of one organization."""
+    auth.parse_uuid(org, what="organization")
+    return await _page()
+
+
+@bp.get("/api/overview")
+@tag(["status"])
+@responds(Overview, errors=(401, 403, 404))
+async def get_overview() -> Response:
+    """What the status page shows, for the organizations the token may see (the super admin:
+    all; another token: its own). `?organization_id=` narrows it to one."""
+    principal = auth.current()
+    wanted = request.args.get("organization_id")
+    org_id: uuid.UUID | None = None
+    if wanted:
+        org_id = auth.parse_uuid(wanted, what="organization")
+        auth.authorize(org_id, "VIEWER")
+    elif not principal.is_super_admin:
+        org_id = principal.organization_id
+    db: Database = current_app.config["wad"].db
+    found = await overview(db, org_id)
+    if wanted and not found:
+        raise ApiError(404, "not_found", f"no such organization: {org_id}")
+    return reply(Overview(caller=Caller(role=principal.role,
+                                        organization_id=principal.organization_id),
+                          organizations=found))

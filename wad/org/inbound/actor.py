@@ -1,0 +1,762 @@
+"""The inbound channel actor: turns one organization's browser events into stored messages,
+clients, conversations, statuses and agent replies (SPEC section 3).
+
+Order of work for a message event:
+
+1. **Store first.** The `messages` row is inserted (once per WhatsApp id) before anything else;
+   own messages typed on the phone are stored as outgoing, sender HUMAN (AI or HUMAN when wad's
+   own queue sent them). Groups, status broadcasts and channels are left alone unless configured.
+   Acks, edits and revokes update the stored row.
+2. **Then process**, after a random delay, each chat's messages in order: client by phone
+   (E.164), the active conversation and its `last_message_at`, the client's name and the country
+   of the number, the message's language and the client's preferred language (from the
+   conversation), status detection through the plugins (history written for each change), the
+   agent hook (a reply goes into the outbound queue with priority 5, sender AI and a random
+   delay), notifications. `processing_state` records the outcome; a restart resumes every message
+   still `PENDING`.
+3. **Enrichment** (contact card, profile picture) runs beside it, paced per organization.
+
+Nothing is lost: on every (re)connect the actor catches up on each chat with activity since the
+last stored message; while the database is unreachable, events wait in a bounded spool backed by
+a file (`wad.org.inbound.spool`) and are written, in order and once, when it is back.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import trio
+
+from wad import language, log, payloads
+from wad import plugins as plugin_calls
+from wad.browser import events as ev
+from wad.browser.events import ChatInfo
+from wad.bus import (
+    Ack,
+    AgentReplyQueued,
+    ClientStatusChanged,
+    MessageEdited,
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    MessageStored,
+    Queued,
+    SessionChanged,
+)
+from wad.config import InboundSettings, inbound_settings
+from wad.db.models import Client, Message, MessageStatus, NewMessage
+from wad.db.pool import database_unavailable
+from wad.db.repo import clients as clients_repo
+from wad.db.repo import conversations as conversations_repo
+from wad.db.repo import messages as messages_repo
+from wad.db.repo import outbox as outbox_repo
+from wad.org.context import OrgContext
+from wad.org.inbound.enrich import Enricher, EnrichJob, Profile
+from wad.org.inbound.pacing import RequestPacer
+from wad.org.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
+from wad.supervise import ChildSpec, Restart
+from wad.whatsapp import chats, ids, names
+from wad.whatsapp import messages as parse
+
+_log = log.get("inbound")
+
+LANE_IDLE_S = 30.0
+"""A chat's processing lane ends after this long without work (a new message starts it again)."""
+LANE_BUFFER = 10_000
+RESUME_BATCH = 1000
+NOTICE_BUFFER = 1000
+"""Plugin notifications from the storing path waiting for the notifier task."""
+
+def inbound_actor(ctx: OrgContext, *, settings: InboundSettings | None = None,
+                  rng: random.Random | None = None) -> ChildSpec:
+    """The organization's inbound actor as a supervised child (a fresh actor on every start).
+    `settings` default to the daemon's `inbound` settings; tests pass their own (with
+    `functools.partial`)."""
+    return ChildSpec("inbound", functools.partial(run_inbound, ctx, settings=settings, rng=rng),
+                     restart=Restart.PERMANENT, shutdown=ctx.settings.graces.inbound_s)
+
+
+async def run_inbound(ctx: OrgContext, *, settings: InboundSettings | None = None,
+                      rng: random.Random | None = None,
+                      task_status: trio.TaskStatus[InboundActor] = trio.TASK_STATUS_IGNORED
+                      ) -> None:
+    """Run a new `InboundActor` for the organization until cancelled."""
+    await InboundActor(ctx, settings=settings, rng=rng).run(task_status=task_status)
+
+
+@dataclass(frozen=True)
+class _Work:
+    message_id: uuid.UUID
+    due: float
+    push_name: str | None = None
+
+
+@dataclass
+class InboundStats:
+    """Counters of one actor's life (for logs, benchmarks and tests)."""
+
+    stored: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    processed: int = 0
+    failed: int = 0
+    caught_up: int = 0
+    catch_ups: int = 0
+    replies: int = 0
+
+
+class InboundActor:
+    """One organization's inbound channel. Start with `nursery.start(actor.run)`."""
+
+    def __init__(self, ctx: OrgContext, *, settings: InboundSettings | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.ctx = ctx
+        self.org_id = ctx.org_id
+        self.db = ctx.db
+        self.bus = ctx.bus
+        self.pm = ctx.plugins
+        self.cfg = settings or inbound_settings(ctx.settings)
+        self.rng = rng or random.Random()
+        self.stats = InboundStats()
+        self.spool = Spool(spool_path(ctx.settings.state_path.absolute(), ctx.org_id),
+                           max_events=self.cfg.spool_max_events)
+        self.enricher = Enricher(
+            pacer=RequestPacer(per_window=self.cfg.enrichment_per_minute, window_s=60.0,
+                               pause_min_s=self.cfg.enrichment_pause_min_s,
+                               pause_max_s=self.cfg.enrichment_pause_max_s, rng=self.rng),
+            session=self._live_session, save=self._save_profile)
+        self._nursery: trio.Nursery | None = None
+        self._lanes: dict[str, trio.MemorySendChannel[_Work]] = {}
+        self._queued: set[uuid.UUID] = set()
+        self._chats = trio.CapacityLimiter(self.cfg.max_concurrent_chats)
+        self._spool_wakeup = trio.Event()
+        self._resume_wanted = trio.Event()
+        self._backlog_low = trio.Event()
+        self._db_down_since: float | None = None
+        self._notices, self._notices_out = trio.open_memory_channel[tuple[str, dict[str, Any]]](
+            NOTICE_BUFFER)
+
+    # -- the actor -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[InboundActor] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Store and process the session's events until cancelled."""
+        self.spool.load()  # a small file, read once at start
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._drain_spool)
+            nursery.start_soon(self._resume_loop)
+            await nursery.start(self.enricher.run)
+            nursery.start_soon(self._catch_up_loop)
+            nursery.start_soon(self._notify_loop)
+            nursery.start_soon(self._store_loop)
+            task_status.started(self)
+
+    # -- 1. storing ----------------------------------------------------------------------------
+
+    async def _store_loop(self) -> None:
+        async for event in self.ctx.inbound_events:
+            if not isinstance(event, SpooledEvent):
+                continue
+            record = SpoolRecord(at=time.time(), event=event)
+            if self.spool:
+                # Events already wait for the database: this one goes behind them, in order.
+                await self._to_spool(record)
+                continue
+            try:
+                await self._apply(record)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    _log.exception("event could not be stored; skipped",
+                                   kind=type(event).__name__)
+                    continue
+                self._note_db_down(exc)
+                await self._to_spool(record)
+
+    async def _notify_later(self, hook: str, **kwargs: Any) -> None:
+        """Queue a plugin notification (waits only when the queue is full: backpressure)."""
+        if self.pm is not None:
+            await self._notices.send((hook, kwargs))
+
+    async def _notify_loop(self) -> None:
+        async for hook, kwargs in self._notices_out:
+            if self.pm is not None:
+                await plugin_calls.notify(self.pm, hook, **kwargs)
+
+    async def _to_spool(self, record: SpoolRecord) -> None:
+        await self.spool.append(record)
+        self.stats.spooled += 1
+        self._spool_wakeup.set()
+
+    def _note_db_down(self, exc: BaseException) -> None:
+        if self._db_down_since is None:
+            self._db_down_since = trio.current_time()
+            _log.warning("database unreachable; events wait in the spool", error=str(exc),
+                         spool=str(self.spool.path))
+
+    async def _drain_spool(self) -> None:
+        """Write spooled events to the database, oldest first, as soon as it answers."""
+        while True:
+            record = self.spool.peek()
+            if record is None:
+                await self._spool_wakeup.wait()
+                self._spool_wakeup = trio.Event()
+                continue
+            try:
+                await self._apply(record)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    self._note_db_down(exc)
+                    await trio.sleep(self.cfg.db_retry_s)
+                    continue
+                _log.exception("spooled event could not be stored; skipped",
+                               kind=type(record.event).__name__)
+            await self.spool.pop()
+            self.stats.replayed += 1
+            if not self.spool:
+                down = (trio.current_time() - self._db_down_since
+                        if self._db_down_since is not None else 0.0)
+                _log.info("spool written to the database", events=self.stats.replayed,
+                          down_s=round(down, 1))
+                self._db_down_since = None
+                self._resume_wanted.set()
+
+    async def _apply(self, record: SpoolRecord) -> None:
+        """Store one event (idempotent: applying it twice changes nothing more)."""
+        match record.event:
+            case ev.MessageReceived(message=m) | ev.OwnMessage(message=m):
+                await self._store_messages([m])
+            case ev.AckChanged() as ack:
+                await self._apply_ack(ack)
+            case ev.MessageEdited() as edit:
+                await self._apply_edit(edit, datetime.fromtimestamp(record.at, UTC))
+            case ev.MessageRevoked() as revoke:
+                await self._apply_revoke(revoke)
+
+    def _keep(self, m: ev.Message) -> bool:
+        cfg = self.cfg
+        return not parse.is_ignored(m, groups=cfg.store_groups, status=cfg.store_status,
+                                    newsletters=cfg.store_newsletters)
+
+    async def _store_messages(self, batch: Sequence[ev.Message]) -> int:
+        """Store what is not stored yet and schedule its processing; answers how many were new."""
+        kept = [m for m in batch if self._keep(m)]
+        self.stats.ignored += len(batch) - len(kept)
+        if not kept:
+            return 0
+        own = [wa for m in kept if m.from_me for wa in (m.id, ids.bare_id(m.id))]
+        senders = await outbox_repo.senders(self.db, organization_id=self.org_id, wa_ids=own)
+        rows: list[NewMessage] = []
+        push_names: dict[str, str | None] = {}
+        for m in kept:
+            queued = senders.get(m.id) or senders.get(ids.bare_id(m.id))
+            row = parse.new_message(self.org_id, m, sender=queued[0] if queued else None)
+            if ids.phone_from_chat_id(m.chat_id) is None and not ids.is_lid(m.chat_id):
+                # A group (or broadcast, or channel) stored on request: there is no client.
+                row = msgspec.structs.replace(row, processing_state="SKIPPED")
+            rows.append(row)
+            push_names[m.id] = None if m.from_me else m.push_name
+        if len(rows) == 1:
+            stored, created = await messages_repo.insert_if_absent(self.db, message=rows[0])
+            new = [stored] if created else []
+        else:
+            new = sorted(await messages_repo.insert_many(self.db, messages=rows),
+                         key=lambda r: (r.sent_at, r.created_at))
+        self.stats.stored += len(new)
+        self.stats.duplicates += len(rows) - len(new)
+        for stored_row in new:
+            self.bus.publish(MessageStored(
+                org_id=self.org_id, id=str(stored_row.id),
+                wa_message_id=stored_row.wa_message_id, wa_chat_id=stored_row.wa_chat_id,
+                direction=stored_row.direction, sender=stored_row.sender, type=stored_row.type))
+            if stored_row.processing_state == "PENDING":
+                self._schedule(stored_row, delay=self._processing_delay(),
+                               push_name=push_names.get(stored_row.wa_message_id))
+        return len(new)
+
+    async def _apply_ack(self, ack: ev.AckChanged) -> None:
+        status = parse.ack_status(ack.ack)
+        if status is None or not ack.from_me:
+            return  # incoming messages' acks are our own read receipts
+        before = await messages_repo.status_of(self.db, organization_id=self.org_id,
+                                               wa_message_id=ack.id)
+        row = await messages_repo.update_status(self.db, organization_id=self.org_id,
+                                                wa_message_id=ack.id, status=status)
+        queued = _OUTBOX_STATUS.get(status)
+        if queued is not None:
+            # wad's own sends: the queue's row follows the same acks. The outbound actor records
+            # the bare key id; the serialized form is tried too.
+            for wa_id in dict.fromkeys((ids.bare_id(ack.id), ack.id)):
+                if await outbox_repo.apply_ack(self.db, organization_id=self.org_id,
+                                               wa_message_id=wa_id, status=queued):
+                    break
+        self.bus.signal(Ack(org_id=self.org_id, wa_message_id=ack.id, wa_chat_id=ack.chat_id,
+                            ack=ack.ack, status=status, changed=row is not None))
+        if row is not None:
+            await self._status_changed(row, before)
+
+    async def _apply_edit(self, edit: ev.MessageEdited, at: datetime) -> None:
+        if edit.body:
+            row = await messages_repo.edit(self.db, organization_id=self.org_id,
+                                           wa_message_id=edit.id, body=edit.body, edited_at=at)
+        else:
+            row = await messages_repo.edit_caption(self.db, organization_id=self.org_id,
+                                                   wa_message_id=edit.id, caption=edit.caption,
+                                                   edited_at=at)
+        if row is not None:
+            self.bus.publish(MessageEdited(org_id=self.org_id, id=str(row.id),
+                                           wa_message_id=row.wa_message_id))
+
+    async def _apply_revoke(self, revoke: ev.MessageRevoked) -> None:
+        before = await messages_repo.status_of(self.db, organization_id=self.org_id,
+                                               wa_message_id=revoke.id)
+        row = await messages_repo.revoke(self.db, organization_id=self.org_id,
+                                         wa_message_id=revoke.id)
+        if row is not None:
+            await self._status_changed(row, before)
+
+    async def _status_changed(self, row: Message, before: MessageStatus | None) -> None:
+        change = payloads.MessageStatusChange(
+            organization_id=self.org_id, message=message_payload(row), from_status=before,
+            to_status=row.status, at=datetime.now(UTC))
+        self.bus.publish(MessageStatusChanged(org_id=self.org_id, change=change))
+        # Told from a task of its own: a slow plugin must not hold up storing.
+        await self._notify_later("wad_message_status_changed", change=change)
+
+    # -- 2. processing -------------------------------------------------------------------------
+
+    def _processing_delay(self) -> float:
+        return self.rng.uniform(self.cfg.processing_delay_min_s, self.cfg.processing_delay_max_s)
+
+    def _schedule(self, row: Message, *, delay: float, push_name: str | None = None) -> None:
+        """Queue a stored message for processing in its chat's lane (chats run in parallel,
+        a chat's messages one after another)."""
+        if row.id in self._queued or self._nursery is None:
+            return
+        work = _Work(message_id=row.id, due=trio.current_time() + delay, push_name=push_name)
+        lane = self._lanes.get(row.wa_chat_id)
+        if lane is None:
+            lane, receive = trio.open_memory_channel[_Work](LANE_BUFFER)
+            self._lanes[row.wa_chat_id] = lane
+            self._nursery.start_soon(self._lane, row.wa_chat_id, lane, receive)
+        try:
+            lane.send_nowait(work)
+        except trio.WouldBlock:
+            self._resume_wanted.set()  # picked up again from the database later
+            return
+        self._queued.add(row.id)
+
+    async def _lane(self, chat: str, send: trio.MemorySendChannel[_Work],
+                    receive: trio.MemoryReceiveChannel[_Work]) -> None:
+        while True:
+            work: _Work | None = None
+            with trio.move_on_after(LANE_IDLE_S):
+                work = await receive.receive()
+            if work is None:
+                # Idle: close the lane. Nothing can have been sent since the timeout fired
+                # (no checkpoint in between), so no work is left behind.
+                if self._lanes.get(chat) is send:
+                    del self._lanes[chat]
+                return
+            try:
+                await trio.sleep_until(work.due)
+                async with self._chats:
+                    await self._process_safely(work)
+            finally:
+                self._queued.discard(work.message_id)
+                if len(self._queued) <= RESUME_BATCH // 2:
+                    self._backlog_low.set()
+
+    async def _process_safely(self, work: _Work) -> None:
+        try:
+            await self._process(work)
+        except Exception as exc:
+            if database_unavailable(exc):
+                # Still PENDING in the database: resumed once the database answers again.
+                self._note_db_down(exc)
+                self._resume_wanted.set()
+                return
+            self.stats.failed += 1
+            _log.exception("message processing failed", message=str(work.message_id))
+            try:
+                await messages_repo.set_processing_state(
+                    self.db, message_id=work.message_id, state="FAILED",
+                    error=f"{type(exc).__name__}: {exc}"[:1000])
+            except Exception as again:
+                if database_unavailable(again):
+                    self._resume_wanted.set()
+                else:
+                    _log.exception("processing failure could not be recorded",
+                                   message=str(work.message_id))
+
+    async def _resume_loop(self) -> None:
+        """Process what earlier runs stored but did not finish; again whenever the database was
+        unreachable in between."""
+        while True:
+            try:
+                count = await self._resume_once()
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                self._note_db_down(exc)
+                await trio.sleep(self.cfg.db_retry_s)
+                continue
+            if not self.spool:
+                self._db_down_since = None  # answering again (the spool says so itself)
+            if count >= RESUME_BATCH:
+                # More may be waiting behind this batch: read again once it is under way.
+                if len(self._queued) > RESUME_BATCH // 2:
+                    self._backlog_low = trio.Event()
+                    await self._backlog_low.wait()
+                continue
+            await self._resume_wanted.wait()
+            self._resume_wanted = trio.Event()
+            await trio.sleep(self.cfg.db_retry_s)
+
+    async def _resume_once(self) -> int:
+        rows = await messages_repo.list_unprocessed(self.db, organization_id=self.org_id,
+                                                    limit=RESUME_BATCH)
+        fresh = [row for row in rows if row.id not in self._queued]
+        for row in fresh:
+            self._schedule(row, delay=0.0)
+        if fresh:
+            _log.info("resuming unprocessed messages", count=len(fresh))
+        return len(rows)
+
+    async def _process(self, work: _Work) -> None:
+        message = await messages_repo.get(self.db, message_id=work.message_id)
+        if message is None or message.processing_state != "PENDING":
+            return
+        phone = ids.phone_from_chat_id(message.wa_chat_id)
+        if phone is None and ids.is_lid(message.wa_chat_id):
+            phone = await self._phone_of_lid(message.wa_chat_id)
+        if phone is None:
+            await messages_repo.set_processing_state(
+                self.db, message_id=message.id, state="SKIPPED",
+                error=f"no phone number for chat {message.wa_chat_id}")
+            return
+        incoming = message.direction == "IN"
+        client, created = await clients_repo.upsert(
+            self.db, organization_id=self.org_id, phone=phone,
+            push_name=work.push_name if incoming else None)
+        conversation, _ = await conversations_repo.get_or_create_active(
+            self.db, organization_id=self.org_id, client_id=client.id,
+            wa_chat_id=message.wa_chat_id)
+        await conversations_repo.touch(self.db, conversation_id=conversation.id,
+                                       at=message.sent_at)
+        linked = await messages_repo.set_processing_state(
+            self.db, message_id=message.id, state="PENDING", conversation_id=conversation.id)
+        message = linked or message
+        if created:
+            _log.info("new client", client=str(client.id), country=phone[:4])
+        window = await messages_repo.list_for_conversation(
+            self.db, conversation_id=conversation.id, limit=self.cfg.conversation_window)
+        if all(m.id != message.id for m in window):
+            window.append(message)
+
+        # Language: the message's, and the client's from their side of the conversation.
+        message_language, preferred = await self._languages(message, window)
+        if message_language is not None:
+            message = msgspec.structs.replace(message, language=message_language)
+            window = [message if m.id == message.id else m for m in window]
+        client = await self._update_client(client, message, phone=phone, preferred=preferred)
+        if "enriched_at" not in client.metadata:
+            self.enricher.submit(EnrichJob(client_id=client.id, wid=message.wa_chat_id))
+
+        from_queue = False
+        if not incoming:
+            queued = await outbox_repo.senders(
+                self.db, organization_id=self.org_id,
+                wa_ids=[message.wa_message_id, ids.bare_id(message.wa_message_id)])
+            from_queue = bool(queued)
+
+        client = await self._detect_status(client, window)
+        if incoming:
+            await self._ask_agent(message, client, window)
+
+        message_out = message_payload(message, client_id=client.id)
+        client_out = client_payload(client)
+        if incoming:
+            self.bus.publish(MessageReceived(org_id=self.org_id, message=message_out))
+            if self.pm is not None:
+                await plugin_calls.notify(self.pm, "wad_message_received", message=message_out,
+                                          client=client_out)
+        elif not from_queue:
+            # Typed on the phone; sends from wad's own queue are announced by the outbound actor.
+            self.bus.publish(MessageSent(org_id=self.org_id, message=message_out))
+            if self.pm is not None:
+                await plugin_calls.notify(self.pm, "wad_message_sent", message=message_out,
+                                          client=client_out)
+        await messages_repo.set_processing_state(
+            self.db, message_id=message.id, state="DONE", conversation_id=conversation.id,
+            language=message_language)
+        self.stats.processed += 1
+
+    async def _phone_of_lid(self, wid: str) -> str | None:
+        """A `@lid` chat hides the number; the contact card may still have it."""
+        session = self.ctx.session.session
+        if session is None:
+            return None
+        try:
+            await self.enricher.pacer.wait()  # an extra request like enrichment's: same budget
+            contact = await session.get_contact(wid)  # type: ignore[attr-defined]
+        except Exception as exc:
+            _log.warning("contact of a hidden-number chat not found", chat=wid, error=str(exc))
+            return None
+        number = getattr(contact, "number", None)
+        return ids.phone_from_chat_id(ids.user_chat(number)) if number else None
+
+    async def _languages(self, message: Message, window: Sequence[Message]
+                         ) -> tuple[str | None, str | None]:
+        """(the message's language, the client's preferred language), either None when the
+        texts are too short to tell. Messages processed before keep the language they were
+        given; only the others are detected (in one batch, off the event loop)."""
+        def text(m: Message) -> str:
+            return m.body or m.caption or ""
+
+        theirs = [m for m in window if m.direction == "IN" and text(m)]
+        fresh = [m for m in theirs if m.id == message.id or m.processing_state == "PENDING"]
+        if message.direction == "OUT" and text(message):
+            fresh.append(message)
+        guesses = dict(zip([m.id for m in fresh], await self._detect([text(m) for m in fresh]),
+                           strict=True)) if fresh else {}
+        mine = guesses[message.id].language if message.id in guesses else None
+        known = [guesses.get(m.id) or payloads.LanguageGuess(language=m.language,
+                                                             probability=1.0 if m.language
+                                                             else 0.0)
+                 for m in theirs]
+        preferred = language.conversation_language([text(m) for m in theirs], known).language \
+            if theirs else None
+        return mine, preferred
+
+    async def _detect(self, texts: list[str]) -> list[payloads.LanguageGuess]:
+        if self.pm is not None:
+            return await plugin_calls.detect_languages(self.pm, texts,
+                                                       languages=self.cfg.languages)
+        return await language.detect_async(texts, self.cfg.languages)
+
+    async def _update_client(self, client: Client, message: Message, *, phone: str,
+                             preferred: str | None) -> Client:
+        """Name (saved, else push, else given in a message), country and region of the number,
+        preferred language."""
+        metadata: dict[str, Any] = {}
+        if "country" not in client.metadata:
+            metadata.update(parse.number_context(phone))
+        given = names.given_name(message.body or "") if message.direction == "IN" else None
+        if given and client.metadata.get("given_name") != given:
+            metadata["given_name"] = given
+        if metadata:
+            client = await clients_repo.merge_metadata(
+                self.db, client_id=client.id, metadata=metadata) or client
+        best = client.saved_name or client.push_name or client.metadata.get("given_name")
+        name = best if best and best != client.name else None
+        language_change = (preferred if preferred and preferred != client.preferred_language
+                           else None)
+        if name or language_change:
+            client = await clients_repo.update_profile(
+                self.db, client_id=client.id, name=name,
+                preferred_language=language_change) or client
+        return client
+
+    async def _detect_status(self, client: Client, window: Sequence[Message]) -> Client:
+        if self.pm is None:
+            return client
+        decision = await plugin_calls.detect_status(
+            self.pm, client=client_payload(client),
+            messages=[message_payload(m, client_id=client.id) for m in window],
+            current_status=client.status)
+        if decision is None or decision.status == client.status:
+            return client
+        change = await clients_repo.set_status(
+            self.db, client_id=client.id, status=decision.status, detector=decision.detector,
+            reason=decision.reason or None)
+        if change is None:
+            return client
+        client = await clients_repo.get(self.db, client_id=client.id) or client
+        _log.info("client status changed", client=str(client.id), status=change.to_status,
+                  previous=change.from_status, detector=change.detector)
+        out = payloads.ClientStatusChange(
+            organization_id=self.org_id, client=client_payload(client),
+            from_status=change.from_status, to_status=change.to_status,
+            detector=change.detector, reason=change.reason, at=change.created_at)
+        self.bus.publish(ClientStatusChanged(org_id=self.org_id, change=out))
+        await plugin_calls.notify(self.pm, "wad_client_status_changed", change=out)
+        return client
+
+    async def _ask_agent(self, message: Message, client: Client,
+                         window: Sequence[Message]) -> None:
+        if self.pm is None:
+            return
+        if await messages_repo.has_later(self.db, message=message):
+            return  # the client wrote again (or someone answered): reply to the latest only
+        reply = await plugin_calls.agent_reply(
+            self.pm, message=message_payload(message, client_id=client.id),
+            client=client_payload(client),
+            conversation=[message_payload(m, client_id=client.id) for m in window])
+        if reply is None:
+            return
+        delay = self.rng.uniform(self.cfg.reply_delay_min_s, self.cfg.reply_delay_max_s)
+        item, created = await outbox_repo.enqueue(
+            self.db, organization_id=self.org_id, to_phone=client.phone, content=reply.text,
+            priority=5, sender="AI", agent_name=reply.agent,
+            # Processing again after a crash must not queue a second reply.
+            idempotency_key=f"agent-reply:{message.id}", client_id=client.id,
+            conversation_id=message.conversation_id,
+            not_before=datetime.now(UTC) + timedelta(seconds=delay))
+        if created:
+            self.stats.replies += 1
+            _log.info("agent reply queued", agent=reply.agent, outbox=str(item.id),
+                      delay_s=round(delay, 2))
+            self.bus.publish(AgentReplyQueued(
+                org_id=self.org_id, outbox_id=str(item.id), message_id=str(message.id),
+                agent=reply.agent, not_before=item.not_before.isoformat()))
+            self.bus.signal(Queued(org_id=self.org_id, count=1))  # wakes the sender
+
+    # -- 3. enrichment -------------------------------------------------------------------------
+
+    async def _live_session(self) -> Any:
+        """The browser session once it is connected (waits across browser restarts)."""
+        while True:
+            connected = self.ctx.session.connected
+            await connected.wait()
+            session = self.ctx.session.session
+            if session is not None and self.ctx.session.connected is connected:
+                return session
+            await trio.sleep(0.1)
+
+    async def _save_profile(self, job: EnrichJob, profile: Profile) -> None:
+        metadata: dict[str, Any] = {"enriched_at": datetime.now(UTC).isoformat()}
+        if profile.is_business is not None:
+            metadata["is_business"] = profile.is_business
+        if profile.verified_name:
+            metadata["verified_name"] = profile.verified_name
+        client = await clients_repo.merge_metadata(self.db, client_id=job.client_id,
+                                                   metadata=metadata)
+        if client is None:
+            return
+        saved = profile.saved_name or client.saved_name
+        push = profile.push_name or client.push_name
+        best = saved or push or client.metadata.get("given_name") or client.name
+        await clients_repo.update_profile(
+            self.db, client_id=client.id, saved_name=profile.saved_name,
+            push_name=profile.push_name, profile_picture_url=profile.picture_url,
+            name=best if best != client.name else None)
+
+    # -- 4. catch-up ---------------------------------------------------------------------------
+
+    async def _catch_up_loop(self) -> None:
+        """Catch up when the session is connected now, and again on every (re)connect."""
+        with self.bus.listen(org_id=self.org_id, kinds={SessionChanged}, buffer=64) as changes:
+            if self.ctx.session.connected.is_set():
+                await self._catch_up_safely()
+            async for change in changes:
+                if isinstance(change, SessionChanged) and change.state == "CONNECTED":
+                    await self._catch_up_safely()
+
+    async def _catch_up_safely(self) -> None:
+        """Catch up, waiting out a database outage as long as the session stays connected."""
+        connected = self.ctx.session.connected
+        while True:
+            try:
+                await self.catch_up()
+                return
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    _log.warning("catch-up failed", error=f"{type(exc).__name__}: {exc}")
+                    return
+                self._note_db_down(exc)
+            await trio.sleep(self.cfg.db_retry_s)
+            if self.ctx.session.connected is not connected or not connected.is_set():
+                return  # the next connect catches up again
+
+    async def catch_up(self) -> int:
+        """Store what arrived in each chat since the last stored message (while wad was away or
+        its events were lost). Answers how many messages were new."""
+        session: Any = self.ctx.session.session
+        if session is None:
+            return 0
+        latest = await messages_repo.latest_per_chat(self.db, organization_id=self.org_id)
+        if not latest:
+            # Nothing stored yet (a fresh link): the earlier history is `wad import`'s work.
+            return 0
+        watermark = max(chat.sent_at for chat in latest.values())
+        chats: list[ChatInfo] = await session.list_chats()
+        started = trio.current_time()
+        new = scanned = 0
+        for chat in chats:
+            if not self._chat_wanted(chat):
+                continue
+            stored = latest.get(chat.id)
+            since = int((stored.sent_at if stored else watermark).timestamp())
+            if chat.t and chat.t < since:
+                continue  # no activity since the last message we have
+            scanned += 1
+            missing = await self._fetch_since(session, chat.id, since,
+                                              stored.wa_message_id if stored else None)
+            if missing:
+                new += await self._store_messages(missing)
+        self.stats.catch_ups += 1
+        self.stats.caught_up += new
+        _log.info("catch-up done", chats=len(chats), scanned=scanned, new=new,
+                  seconds=round(trio.current_time() - started, 2))
+        return new
+
+    def _chat_wanted(self, chat: ChatInfo) -> bool:
+        return chats.is_stored(chats.chat_kind(chat.id, is_group=chat.is_group),
+                               groups=self.cfg.store_groups, status=self.cfg.store_status,
+                               newsletters=self.cfg.store_newsletters)
+
+    async def _fetch_since(self, session: Any, chat_id: str, since: int,
+                           stored_id: str | None) -> list[ev.Message]:
+        """The chat's messages newer than the stored one (or than `since`), oldest first."""
+        found: list[ev.Message] = []
+        before: str | None = None
+        for _page in range(self.cfg.catch_up_max_pages):
+            page = await session.fetch_messages(chat_id, before=before,
+                                                limit=self.cfg.catch_up_page_size)
+            reached = False
+            for m in reversed(page.messages):
+                if m.id == stored_id or (m.timestamp and m.timestamp < since):
+                    reached = True
+                    break
+                found.append(m)
+            if reached or not page.messages or page.next_cursor is None:
+                break
+            before = page.next_cursor
+        found.reverse()
+        return found
+
+
+_OUTBOX_STATUS: dict[MessageStatus, Any] = {
+    "SENT": "SENT", "DELIVERED": "DELIVERED", "READ": "READ", "PLAYED": "READ",
+    "FAILED": "FAILED",
+}
+
+
+def message_payload(row: Message, *, client_id: uuid.UUID | None = None) -> payloads.Message:
+    """A stored message as plugins see it."""
+    return payloads.Message(
+        id=row.id, organization_id=row.organization_id, wa_message_id=row.wa_message_id,
+        wa_chat_id=row.wa_chat_id, direction=row.direction, sender=row.sender,
+        sent_at=row.sent_at, status=row.status, type=row.type, body=row.body,
+        caption=row.caption, conversation_id=row.conversation_id, client_id=client_id,
+        language=row.language)
+
+
+def client_payload(row: Client) -> payloads.Client:
+    """A stored client as plugins see it."""
+    return payloads.Client(
+        id=row.id, organization_id=row.organization_id, phone=row.phone, name=row.name,
+        push_name=row.push_name, saved_name=row.saved_name,
+        preferred_language=row.preferred_language, status=row.status,
+        metadata=dict(row.metadata))

@@ -1,0 +1,549 @@
+"""The outbound actor: drains one organization's durable send queue within its limits, and sends
+each message at most once (SPEC section 4).
+
+The loop, while the session is `CONNECTED` and sending is not paused:
+
+1. read the organization's limits (`wad.org.outbound.settings`) and the times of its sends of the
+   last day (`outbox.sent_at`, so the windows hold across restarts);
+2. wait until one more send fits every window (`wad.org.outbound.limits.next_send_at`) and fewer than
+   `concurrency` sends wait for WhatsApp's confirmation;
+3. claim the next due message (highest priority, then oldest; a message's `not_before` holds it
+   back, which is how agent replies get their typing delay) with a freshly chosen WhatsApp id,
+   recorded before anything is sent;
+4. send it, and hold its concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or
+   refuses it (ack -1). Acks reach this actor as `Ack` bus signals, which the inbound actor
+   publishes after applying them to the stored rows; later acks (`DELIVERED`, `READ`) are the
+   inbound actor's business.
+
+**At most once.** A message's WhatsApp id is chosen before its first send and kept across
+retries; the bridge refuses to send an id the page already holds. Whenever an attempt may have
+reached WhatsApp without wad knowing (the daemon died, the browser restarted, no confirmation
+came), the next attempt first looks for that id in the chat (`message_exists`, then the chat's
+latest pages); found means `SENT`, never a second send. Rows left `SENDING` by a crash are
+checked that way on every (re)connect before anything else is sent. Only a send WhatsApp refused
+(ack -1) is tried again under a new id.
+
+**Failures** are retried `max_retries` (3) times, after 2 s, 4 s and 8 s, then the message is
+`FAILED` with its error. An attempt cut short because the browser went away (or hung) is not a
+failure of the message: it is queued again at once and not counted. **Circuit breaker**: when the account is banned or restricted (the
+session ends `BANNED`), or when more than 2% of the latest 100 finished sends failed, sending
+stops for the organization (`whatsapp_sessions.sending_paused` with the reason, a
+`outbound.paused` bus event); the queue is kept until an administrator resumes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import trio
+
+from wad import log, payloads
+from wad import plugins as plugin_calls
+from wad.browser.driver import BridgeError, BridgeTimeout, SessionClosed, new_message_id
+from wad.bus import (
+    Ack,
+    EventBus,
+    MessageSent,
+    OutboxStatus,
+    Queued,
+    SendingPaused,
+    SendingResumed,
+    SessionChanged,
+    SettingsChanged,
+    Signal,
+)
+from wad.config import OutboundSettings, outbound_settings
+from wad.db.models import NewMessage, OutboxItem
+from wad.db.pool import Database, database_unavailable
+from wad.db.repo import clients as clients_repo
+from wad.db.repo import conversations as conversations_repo
+from wad.db.repo import messages as messages_repo
+from wad.db.repo import outbox as outbox_repo
+from wad.db.repo import sessions as sessions_repo
+from wad.errors import NotFound
+from wad.org.context import OrgContext
+from wad.org.outbound import settings as settings_mod
+from wad.org.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
+from wad.supervise import ChildSpec, Restart
+from wad.whatsapp import ids
+
+_log = log.get("outbound")
+
+HISTORY_PAGES = 3
+"""How many pages of a chat's latest messages the at-most-once check reads beyond the loaded
+ones (each page 50 messages)."""
+HISTORY_MARGIN = timedelta(minutes=10)
+"""The check stops reading once messages are this much older than the attempt that may have
+sent the message."""
+
+class PageLike(Protocol):
+    """What the actor calls on the browser session (`wad.browser.driver.BrowserSession`)."""
+
+    async def send_text(self, chat_or_phone: str, text: str, *, message_id: str | None = None
+                        ) -> Any: ...
+    async def message_exists(self, serialized_id: str) -> bool: ...
+    async def fetch_messages(self, chat: str, *, before: str | None = None, limit: int = 50
+                             ) -> Any: ...
+
+
+class SessionLike(Protocol):
+    """What the actor reads of the session actor (`wad.org.session.SessionActor`)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def session(self) -> Any: ...
+    @property
+    def connected(self) -> trio.Event: ...
+
+
+def outbound_actor(ctx: OrgContext) -> ChildSpec:
+    """The organization's outbound actor as a supervised child (a fresh actor on every start)."""
+    return ChildSpec("outbound", functools.partial(run_outbound, ctx), restart=Restart.PERMANENT,
+                     shutdown=ctx.settings.graces.outbound_s)
+
+
+async def run_outbound(ctx: OrgContext, *,
+                       task_status: trio.TaskStatus[OutboundActor] = trio.TASK_STATUS_IGNORED
+                       ) -> None:
+    """Run a new `OutboundActor` for the organization until cancelled."""
+    actor = OutboundActor(org_id=ctx.org_id, db=ctx.db, bus=ctx.bus, session=ctx.session,
+                          config=outbound_settings(ctx.settings), plugins=ctx.plugins)
+    await actor.run(task_status=task_status)
+
+
+@dataclass
+class OutboundStats:
+    """Counters of one actor's life (for logs, the benchmark and tests)."""
+
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    found_in_chat: int = 0
+    """Sends found already in the chat by the at-most-once check (not sent again)."""
+    requeued: int = 0
+    """Sends left in flight by an interruption and not found in the chat: queued again."""
+    max_in_flight: int = 0
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One send waiting for WhatsApp's confirmation."""
+
+    item: OutboxItem
+    key: str
+    done: trio.Event = field(default_factory=trio.Event)
+    ack: int | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    sent: bool
+    error: str = ""
+    new_id: bool = False
+    """The id is spent (WhatsApp refused it): retry under a new one."""
+    found: bool = False
+    """The message was already in the chat: this attempt sent nothing."""
+    interrupted: bool = False
+    """The session went away under the attempt: queued again at once, not counted."""
+
+
+class OutboundActor:
+    """One organization's sender. Start with `nursery.start(actor.run)`."""
+
+    def __init__(self, *, org_id: uuid.UUID, db: Database, bus: EventBus, session: SessionLike,
+                 config: OutboundSettings | None = None, clock: Clock | None = None,
+                 plugins: Any = None) -> None:
+        self.org_id = org_id
+        self.db = db
+        self.bus = bus
+        self.session = session
+        self.config = config or OutboundSettings()
+        self.clock = clock or WallClock()
+        self.pm = plugins
+        self.stats = OutboundStats()
+        self.waiting_until: datetime | None = None
+        """When the next send fits the rate windows, while the actor waits for that."""
+        self._in_flight: dict[uuid.UUID, _Flight] = {}
+        self._by_key: dict[str, _Flight] = {}
+        self._wake = trio.Event()
+        self._checked_under: trio.Event | None = None
+        self._breaker_since: datetime | None = None
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # -- the actor -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[OutboundActor] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Send the organization's queue until cancelled."""
+        kinds: set[type[Signal]] = {Ack, SessionChanged, Queued, SendingResumed, SettingsChanged}
+        # Acks finish sends: a generous buffer, so that a burst is not dropped by the bus.
+        with self.bus.listen(org_id=self.org_id, kinds=kinds, buffer=10_000) as signals:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._listen, signals)
+                    task_status.started(self)
+                    await self._drain()
+            finally:
+                self._nursery = None
+                # The session ends (and this actor is stopped) right after a ban: record it.
+                with trio.move_on_after(5, shield=True):
+                    await self._pause_if_banned()
+
+    async def _pause_if_banned(self) -> None:
+        if self.session.state != "BANNED":
+            return
+        try:
+            # The session recorded why (e.g. "account banned (TOS_BLOCK)") before telling us.
+            row = await sessions_repo.get(self.db, organization_id=self.org_id)
+            why = (row.last_error if row is not None else None) or "account banned"
+            await self._trip(f"WhatsApp banned or restricted the account: {why}")
+        except Exception:
+            _log.exception("could not record that sending is paused after a ban")
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep up to `seconds`, or until poked (a send finished, a message was queued, ...)."""
+        wake = self._wake
+        if not wake.is_set():
+            with trio.move_on_after(max(0.0, seconds)):
+                await wake.wait()
+        self._wake = trio.Event()
+
+    async def _listen(self, signals: trio.MemoryReceiveChannel[Signal]) -> None:
+        async for signal in signals:
+            match signal:
+                case Ack():
+                    self._on_ack(signal)
+                case SessionChanged(state=state):
+                    if state == "BANNED":
+                        await self._pause_if_banned()
+                    self._poke()
+                case SendingResumed():
+                    self._breaker_since = self.clock.now()
+                    _log.info("sending resumed by an administrator")
+                    self._poke()
+                case _:  # queued, settings changed
+                    self._poke()
+
+    def _on_ack(self, signal: Ack) -> None:
+        ack = signal.ack
+        flight = self._by_key.get(ids.bare_id(signal.wa_message_id))
+        if flight is None or flight.done.is_set():
+            return
+        if ack >= 1 or ack < 0:
+            flight.ack = ack
+            flight.done.set()
+
+    async def _drain(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                _log.warning("database unreachable; sending waits", error=str(exc))
+                await self._nap(self.config.poll_interval_s)
+
+    async def _step(self) -> None:
+        """One turn of the loop: at most one message claimed."""
+        poll = self.config.poll_interval_s
+        self.waiting_until = None
+        row = await sessions_repo.get(self.db, organization_id=self.org_id)
+        if row is not None and row.sending_paused:
+            await self._nap(poll)
+            return
+        connected = self.session.connected
+        page: PageLike | None = self.session.session
+        if not connected.is_set() or page is None:
+            with trio.move_on_after(poll):
+                await connected.wait()
+            return
+        if self._checked_under is not connected:
+            # A fresh connection (or this actor's start): settle sends left in flight first.
+            if not await self._settle_interrupted(page):
+                await self._nap(poll)  # the page could not answer yet: check again
+                return
+            self._checked_under = connected
+        try:
+            settings = await settings_mod.load(self.db, self.org_id)
+        except NotFound:
+            await self._nap(poll)  # the organization is being deleted
+            return
+        if len(self._in_flight) >= settings.rate_limiting.concurrency:
+            await self._nap(poll)
+            return
+        now = self.clock.now()
+        sent = await outbox_repo.sent_times_since(self.db, organization_id=self.org_id,
+                                                  since=now - DAY)
+        at = next_send_at(sent, now, in_flight=len(self._in_flight), limits=settings.windows())
+        if at is None:
+            await self._nap(poll)  # sends in flight fill a window: one of them must finish
+            return
+        if at > now:
+            self.waiting_until = at
+            await self._nap((at - now).total_seconds())
+            return
+        fresh = new_message_id()
+        item = await outbox_repo.claim_next(self.db, organization_id=self.org_id,
+                                            wa_message_id=fresh, now=now)
+        if item is None:
+            due = await outbox_repo.next_due_at(self.db, organization_id=self.org_id)
+            wait = poll if due is None else min(poll, (due - now).total_seconds())
+            # Due but not claimable: another process holds it for the moment.
+            await self._nap(wait if wait > 0 else min(poll, 0.1))
+            return
+        self._publish(item, "SENDING")
+        flight = _Flight(item=item, key=item.wa_message_id or fresh)
+        self._in_flight[item.id] = flight
+        self._by_key[flight.key] = flight
+        self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._send, flight, item.wa_message_id == fresh)
+
+    # -- one send ------------------------------------------------------------------------------
+
+    async def _send(self, flight: _Flight, fresh: bool) -> None:
+        item = flight.item
+        try:
+            try:
+                outcome = await self._attempt(flight, fresh)
+            except (SessionClosed, BridgeTimeout) as exc:
+                # The browser died or hung: the session restarts it; the message is not at fault.
+                outcome = _Outcome(sent=False, error=str(exc), interrupted=True)
+            except Exception as exc:  # the page failed; the id was not refused
+                if database_unavailable(exc):
+                    raise
+                error = str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}"
+                outcome = _Outcome(sent=False, error=error)
+            if outcome.sent:
+                await self._sent(item, flight.key, found=outcome.found)
+            else:
+                await self._failed(item, outcome)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # The row stays SENDING; it is settled like an interrupted send once the database
+            # answers (never sent twice: its id is looked for in the chat first).
+            _log.warning("send outcome not recorded; will be checked", outbox=str(item.id),
+                         error=str(exc))
+            self._checked_under = None
+        finally:
+            self._in_flight.pop(item.id, None)
+            if self._by_key.get(flight.key) is flight:
+                del self._by_key[flight.key]
+            self._poke()
+
+    async def _attempt(self, flight: _Flight, fresh: bool) -> _Outcome:
+        item = flight.item
+        page: PageLike | None = self.session.session
+        if page is None or not self.session.connected.is_set():
+            return _Outcome(sent=False, error="the WhatsApp session is not connected",
+                            interrupted=True)
+        if not fresh and await self._in_chat(page, item, flight.key):
+            # An earlier attempt with this id got through after all.
+            return _Outcome(sent=True, found=True)
+        timeout = self.config.confirm_timeout_s
+        with trio.move_on_after(timeout) as scope:
+            info = await page.send_text(ids.user_chat(item.to_phone), item.content,
+                                        message_id=flight.key)
+            if getattr(info, "already_existed", False):
+                return _Outcome(sent=True, found=True)
+            await flight.done.wait()
+        if scope.cancelled_caught:
+            # No confirmation in time. If the page holds the message, WhatsApp Web delivers it
+            # by itself; if not, nothing was sent and the attempt failed.
+            if await self._in_chat(page, item, flight.key):
+                return _Outcome(sent=True)
+            return _Outcome(sent=False, error=f"WhatsApp did not confirm the send within "
+                                              f"{timeout:g} s")
+        if flight.ack is not None and flight.ack < 0:
+            return _Outcome(sent=False, error="WhatsApp refused the message (ack -1)",
+                            new_id=True)
+        return _Outcome(sent=True)
+
+    async def _in_chat(self, page: PageLike, item: OutboxItem, key: str) -> bool:
+        """Whether the chat holds the message with key id `key` (sent by an earlier attempt)."""
+        if await page.message_exists(ids.serialized_id(ids.user_chat(item.to_phone), key)):
+            return True
+        # Not among the loaded messages: read the chat's latest pages back to the attempt.
+        since = (item.sending_started_at or self.clock.now()) - HISTORY_MARGIN
+        chat = ids.user_chat(item.to_phone)
+        before: str | None = None
+        for _ in range(HISTORY_PAGES):
+            try:
+                batch = await page.fetch_messages(chat, before=before, limit=50)
+            except BridgeError as exc:
+                if "no chat" in str(exc):
+                    return False  # no chat with that number: nothing was ever sent there
+                raise
+            if any(m.from_me and ids.bare_id(m.id) == key for m in batch.messages):
+                return True
+            oldest = min((m.timestamp for m in batch.messages if m.timestamp), default=None)
+            if (not batch.messages or batch.next_cursor is None
+                    or (oldest is not None and oldest < since.timestamp())):
+                return False
+            before = batch.next_cursor
+        return False
+
+    async def _settle_interrupted(self, page: PageLike) -> bool:
+        """Rows left SENDING by an earlier run (or a send whose outcome was not recorded): SENT
+        if the chat holds them, else queued again with the same id, to be sent now. False when
+        some could not be checked (the page did not answer): nothing may be sent before."""
+        settled = True
+        for item in await outbox_repo.list_in_flight(self.db, organization_id=self.org_id):
+            if item.id in self._in_flight or item.wa_message_id is None:
+                continue
+            try:
+                found = await self._in_chat(page, item, item.wa_message_id)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise
+                _log.warning("interrupted send not checked yet", outbox=str(item.id),
+                             error=str(exc))
+                settled = False
+                continue
+            if found:
+                _log.info("interrupted send found in the chat; not sent again",
+                          outbox=str(item.id), wa_message_id=item.wa_message_id)
+                await self._sent(item, item.wa_message_id, found=True)
+                continue
+            requeued = await outbox_repo.retry(
+                self.db, outbox_id=item.id, not_before=self.clock.now(), count_attempt=False,
+                error="interrupted before WhatsApp confirmed it, and not in the chat: "
+                      "sending it again")
+            if requeued is not None:
+                self.stats.requeued += 1
+                _log.info("interrupted send not in the chat; queued again", outbox=str(item.id))
+                self._publish(requeued, requeued.status)
+        return settled
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    async def _sent(self, item: OutboxItem, key: str, *, found: bool = False) -> None:
+        now = self.clock.now()
+        chat = ids.user_chat(item.to_phone)
+        # Stored in its conversation unless the inbound actor stored the page's own copy first.
+        stored, _ = await messages_repo.insert_if_absent(self.db, message=NewMessage(
+            organization_id=self.org_id, wa_message_id=ids.serialized_id(ids.user_chat(item.to_phone), key),
+            wa_chat_id=chat, direction="OUT", sender=item.sender, sent_at=now, status="SENT",
+            body=item.content, conversation_id=item.conversation_id, processing_state="DONE"))
+        updated = await outbox_repo.mark_sent(self.db, outbox_id=item.id, message_id=stored.id,
+                                              at=now)
+        if item.conversation_id is not None:
+            await conversations_repo.touch(self.db, conversation_id=item.conversation_id, at=now)
+        if found:
+            self.stats.found_in_chat += 1
+        self.stats.sent += 1
+        _log.info("message sent", outbox=str(item.id), attempt=item.attempts,
+                  sender=item.sender, agent=item.agent_name, found_in_chat=found)
+        if updated is not None:
+            self._publish(updated, updated.status)
+        self._background(self._announce, item, stored)
+
+    async def _failed(self, item: OutboxItem, outcome: _Outcome) -> None:
+        attempt = item.attempts
+        if outcome.interrupted:
+            # Sent again once the session is back, after looking for it in the chat.
+            requeued = await outbox_repo.retry(
+                self.db, outbox_id=item.id, error=f"interrupted: {outcome.error}",
+                not_before=self.clock.now(), count_attempt=False)
+            self.stats.requeued += 1
+            _log.warning("send interrupted; queued again", outbox=str(item.id),
+                         error=outcome.error)
+            if requeued is not None:
+                self._publish(requeued, requeued.status)
+            return
+        if attempt <= self.config.max_retries:
+            delay = retry_delay(attempt, initial_s=self.config.retry_initial_s)
+            retried = await outbox_repo.retry(
+                self.db, outbox_id=item.id, error=outcome.error,
+                not_before=self.clock.now() + timedelta(seconds=delay),
+                new_wa_message_id=outcome.new_id)
+            self.stats.retried += 1
+            _log.warning("send failed; retrying", outbox=str(item.id), attempt=attempt,
+                         retry_in_s=delay, error=outcome.error)
+            if retried is not None:
+                self._publish(retried, retried.status)
+            return
+        error = f"{outcome.error} (gave up after {attempt} attempts)"
+        failed = await outbox_repo.mark_failed(self.db, outbox_id=item.id, error=error)
+        self.stats.failed += 1
+        _log.error("send failed for good", outbox=str(item.id), attempts=attempt,
+                   error=outcome.error)
+        if failed is not None:
+            self._publish(failed, failed.status)
+        await self._check_breaker()
+
+    # -- the circuit breaker -------------------------------------------------------------------
+
+    async def _check_breaker(self) -> None:
+        failed, total = await outbox_repo.recent_results(
+            self.db, organization_id=self.org_id, limit=self.config.breaker_window,
+            since=self._breaker_since)
+        # "More than 2% of the last 100": a share of the window, not of however many sends
+        # there are yet, so that one failure among an organization's first sends is no alarm.
+        allowed = self.config.breaker_max_failed_ratio * self.config.breaker_window
+        if failed > allowed:
+            await self._trip(f"{failed} of the latest {total} sends failed (more than "
+                             f"{self.config.breaker_max_failed_ratio:.0%} of the last "
+                             f"{self.config.breaker_window})")
+
+    async def _trip(self, reason: str) -> None:
+        row = await sessions_repo.get(self.db, organization_id=self.org_id)
+        if row is not None and row.sending_paused:
+            return
+        await sessions_repo.set_sending_paused(self.db, organization_id=self.org_id, paused=True,
+                                               reason=reason)
+        _log.error("sending paused; the queue is kept until an administrator resumes it",
+                   reason=reason)
+        self.bus.publish(SendingPaused(org_id=self.org_id, reason=reason))
+
+    # -- telling others --------------------------------------------------------------------------
+
+    def _publish(self, item: OutboxItem, status: str) -> None:
+        self.bus.publish(OutboxStatus(
+            org_id=self.org_id, id=str(item.id), status=status, attempts=item.attempts,
+            wa_message_id=item.wa_message_id, error=item.last_error))
+
+    def _background(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _announce(self, item: OutboxItem, stored: Any) -> None:
+        """`message.sent` on the bus and `wad_message_sent` to plugins (the inbound actor
+        leaves wad's own sends to this actor)."""
+        try:
+            client = (await clients_repo.get(self.db, client_id=item.client_id)
+                      if item.client_id is not None else None)
+            message = payloads.Message(
+                id=stored.id, organization_id=self.org_id, wa_message_id=stored.wa_message_id,
+                wa_chat_id=stored.wa_chat_id, direction="OUT", sender=stored.sender,
+                sent_at=stored.sent_at, status=stored.status, type=stored.type,
+                body=stored.body, caption=stored.caption,
+                conversation_id=stored.conversation_id, client_id=item.client_id,
+                language=stored.language)
+            self.bus.publish(MessageSent(org_id=self.org_id, message=message))
+            if self.pm is None:
+                return
+            client_out = None if client is None else payloads.Client(
+                id=client.id, organization_id=client.organization_id, phone=client.phone,
+                name=client.name, push_name=client.push_name, saved_name=client.saved_name,
+                preferred_language=client.preferred_language, status=client.status,
+                metadata=dict(client.metadata))
+            await plugin_calls.notify(self.pm, "wad_message_sent", message=message,
+                                      client=client_out)
+        except Exception:
+            _log.exception("announcing a sent message failed", outbox=str(item.id))
