@@ -188,6 +188,19 @@ class OutboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """The circuit breaker looks at this many of the latest finished sends..."""
     breaker_max_failed_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.02
     """...and stops sending when more than this share of them failed."""
+    pacing: bool = True
+    """Spread sends out within the limits, as a person sends: a gap between two sends (the even
+    spacing of the minute limit, shortened by a random part of up to `pacing_jitter` of it) and
+    at most `burst_limit` sends in any `burst_window_s`. Urgent messages (priority 10) skip the
+    gap, never the limits."""
+    pacing_jitter: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.25
+    burst_limit: Annotated[int, Meta(ge=1, le=20)] = 5
+    burst_window_s: Annotated[float, Meta(ge=1.0, le=60.0)] = 10.0
+    typing: bool = False
+    """Show "typing..." in the client's chat before each send, for a time that grows with the
+    text (`typing_chars_per_s`), at most `typing_max_s`."""
+    typing_chars_per_s: Annotated[float, Meta(gt=0)] = 20.0
+    typing_max_s: Annotated[float, Meta(ge=0.0, le=30.0)] = 4.0
 
 
 def outbound_settings(settings: Any) -> OutboundSettings:

@@ -80,6 +80,7 @@ class FakePage:
     server: list[Record] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    typing_log: list[tuple[float, str, bool]] = field(default_factory=list)
     _generation: int = 0
     _pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
@@ -125,6 +126,9 @@ class FakePage:
 
     async def message_exists(self, serialized_id: str) -> bool:
         return serialized_id in self.local
+
+    async def typing(self, chat: str, on: bool) -> None:
+        self.typing_log.append((trio.current_time(), chat, on))
 
     async def fetch_messages(self, chat: str, *, before: str | None = None, limit: int = 50
                              ) -> MessagePage:
@@ -172,7 +176,9 @@ class Harness:
     session: FakeSession
     clock: TrioClock
     nursery: trio.Nursery
-    config: OutboundSettings = field(default_factory=lambda: OutboundSettings(poll_interval_s=1.0))
+    config: OutboundSettings = field(default_factory=lambda: OutboundSettings(
+        poll_interval_s=1.0, pacing=False))
+    """Pacing off: these tests are about the windows; the pacing tests turn it on."""
 
     def actor(self) -> OutboundActor:
         return OutboundActor(org_id=self.org_id, db=self.db, bus=self.bus, session=self.session,
@@ -525,3 +531,118 @@ async def test_too_many_failures_stop_sending_and_keep_the_queue(
 async def _paused(h: Harness) -> bool:
     row = await sessions_repo.get(h.db, organization_id=h.org_id)
     return row is not None and row.sending_paused
+
+
+# -- sends paced like a person ----------------------------------------------------------------
+
+
+def paced(**changes: Any) -> OutboundSettings:
+    return OutboundSettings(poll_interval_s=1.0, pacing=True, **changes)
+
+
+def gaps(times: list[float]) -> list[float]:
+    ordered = sorted(times)
+    return [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+
+
+async def test_a_backlog_at_20_a_minute_is_spread_out_and_uses_the_limit(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Two minutes of backlog at 20 a minute: at least 95% of the allowed 40 sends, no 60 s
+    window over 20, no 10 s window over 5, no two sends closer than 1.5 s."""
+    h = harness
+    h.config = paced()
+    await h.limits(messages_per_minute=20, messages_per_hour=1000, messages_per_day=10000,
+                   concurrency=10)
+    for i in range(60):
+        await h.queue(f"Добрый день! Предложение {i}")
+    t0 = trio.current_time()
+    async with h.running():
+        await trio.sleep(120)
+    # Rounded to the microsecond: a send exactly 60 s after another is outside its window.
+    times = [round(r.at - t0, 6) for r in h.page.ok() if round(r.at - t0, 6) < 120]
+    assert len(times) >= 0.95 * 40
+    assert max_in_any_window(times, 60.0) <= 20
+    assert max_in_any_window(times, 10.0) <= 5
+    assert min(gaps(times)) >= 1.5
+    assert len(set(round(g, 3) for g in gaps(times))) > 5  # jittered, not a metronome
+
+
+async def test_pacing_holds_at_the_highest_limit_too(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Whatever the limit, the burst cap holds: never more than 5 sends in any 10 s."""
+    h = harness
+    h.config = paced(pacing_jitter=0.5)
+    await h.limits(messages_per_minute=20, messages_per_hour=1200, messages_per_day=10000,
+                   concurrency=10)
+    for i in range(30):
+        await h.queue(f"message {i}")
+    t0 = trio.current_time()
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) == 30))
+    times = [round(r.at - t0, 6) for r in h.page.ok()]
+    assert max_in_any_window(times, 10.0) <= 5
+    assert min(gaps(times)) >= 1.5  # 3 s spacing, shortened by at most half
+
+
+async def test_an_urgent_message_skips_the_gap_but_not_the_limits(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.config = paced()
+    await h.limits(messages_per_minute=2, concurrency=3)  # a gap of 22.5-30 s
+    await h.queue("first")
+    t0 = trio.current_time()
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) == 1))
+        await h.queue("normal")
+        await h.queue("urgent", priority=10)
+        await until(lambda: _true(len(h.page.ok()) == 2))
+        second = h.page.ok()[1]
+        assert second.text == "urgent" and second.at - t0 < 1.0  # no gap for it
+        await trio.sleep(10)
+        assert len(h.page.ok()) == 2  # the minute holds 2: "normal" waits for the window
+        await until(lambda: _true(len(h.page.ok()) == 3))
+    assert h.page.ok()[2].text == "normal" and h.page.ok()[2].at - t0 >= 60.0
+
+
+async def test_the_gap_holds_across_a_restart(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """A restarted actor keeps the gap after the last send it finds in the database."""
+    h = harness
+    h.config = paced()
+    await h.limits(messages_per_minute=4)  # a gap of 11.25-15 s
+    await h.queue("before the restart")
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) == 1))
+    await h.queue("after the restart")
+    async with h.running():
+        await until(lambda: _true(len(h.page.ok()) == 2))
+    first, second = h.page.ok()
+    assert second.at - first.at >= 11.25
+
+
+async def test_typing_shows_before_the_send_for_a_time_that_grows_with_the_text(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.config = paced(typing=True, typing_chars_per_s=20.0, typing_max_s=4.0)
+    await h.limits(concurrency=1)
+    short = await h.queue("Да")
+    await h.queue("Здравствуйте! Тур на Иссык-Куль на выходные стоит 12 000 сом. " * 3)
+    async with h.running() as actor:
+        await until(lambda: _statuses_are(h, {"SENT": 2}))
+    assert actor.stats.typing_shown == 2
+    chat = h.page.ok()[0].chat
+    assert [(c, on) for _, c, on in h.page.typing_log] == [(chat, True), (chat, True)]
+    (typed_short, _, _), (typed_long, _, _) = h.page.typing_log
+    sent_short, sent_long = h.page.ok()
+    assert sent_short.at - typed_short == pytest.approx(len(short.content) / 20.0, abs=0.05)
+    assert sent_long.at - typed_long == pytest.approx(4.0, abs=0.05)  # capped
+
+
+async def test_without_typing_nothing_is_shown(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.config = paced()
+    await h.queue("Здравствуйте")
+    async with h.running() as actor:
+        await until(lambda: _statuses_are(h, {"SENT": 1}))
+    assert h.page.typing_log == [] and actor.stats.typing_shown == 0

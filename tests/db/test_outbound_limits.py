@@ -13,7 +13,9 @@ from wad.db.repo import organizations as orgs_repo
 from wad.errors import NotFound
 from wad.org.outbound import settings as settings_mod
 from wad.org.outbound.limits import (
+    Pacing,
     Refusal,
+    Window,
     door_check,
     in_window,
     next_send_at,
@@ -173,3 +175,11 @@ async def test_settings_stored_around_the_api_fall_back_to_the_defaults(db: Data
     assert await settings_mod.load(db, org.id) == SendSettings()
     with pytest.raises(NotFound):
         await settings_mod.load(db, uuid.uuid4())
+
+
+def test_a_pacing_gap_stays_between_its_bounds() -> None:
+    pacing = Pacing(jitter=0.25)
+    assert pacing.gap(20, 0.0) == timedelta(seconds=3)
+    assert pacing.gap(20, 0.999999).total_seconds() == pytest.approx(2.25, abs=1e-4)
+    assert pacing.gap(10, 0.5) == timedelta(seconds=5.25)
+    assert pacing.window() == Window("burst", timedelta(seconds=10), 5)

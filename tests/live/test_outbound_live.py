@@ -38,6 +38,9 @@ ACTORS: list[ActorFactory] = [functools.partial(inbound_actor, settings=NO_DELAY
 async def linked(stack: Stack, *, plugins: Any = None, **outbound: Any) -> uuid.UUID:
     """An organization linked to the simulated phone, with the inbound and outbound actors."""
     outbound.setdefault("poll_interval_s", 0.5)
+    # What happens to each send is tested here; its pacing on Trio's mock clock
+    # (tests/db/test_outbound_actor.py) and in bench/outbound.py.
+    outbound.setdefault("pacing", False)
     stack.settings.outbound = OutboundSettings(**outbound)
     await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
     await stack.start_daemon(actors=ACTORS, plugins=plugins)

@@ -102,6 +102,14 @@ async def claim_next(db: Executor, *, organization_id: uuid.UUID, wa_message_id:
     return one(OutboxItem, await db.fetchrow(_CLAIM_AT, organization_id, wa_message_id, now))
 
 
+async def next_due_priority(db: Executor, *, organization_id: uuid.UUID, now: datetime
+                            ) -> int | None:
+    """The priority of the message `claim_next` would take at `now`; None when nothing is due."""
+    return await db.fetchval(
+        f"SELECT priority FROM outbox WHERE id = ({_next_queued('$2::timestamptz')})",
+        organization_id, now)
+
+
 async def next_due_at(db: Executor, *, organization_id: uuid.UUID) -> datetime | None:
     """When the earliest queued message becomes due (maybe already past); None for none."""
     return await db.fetchval(

@@ -5,12 +5,14 @@ The loop, while the session is `CONNECTED` and sending is not paused:
 
 1. read the organization's limits (`wad.org.outbound.settings`) and the times of its sends of the
    last day (`outbox.sent_at`, so the windows hold across restarts);
-2. wait until one more send fits every window (`wad.org.outbound.limits.next_send_at`) and fewer than
-   `concurrency` sends wait for WhatsApp's confirmation;
+2. wait until one more send fits every window (`wad.org.outbound.limits.next_send_at`), the
+   pacing gap since the previous send has passed (`wad.org.outbound.limits.Pacing`; urgent
+   messages skip the gap, not the windows) and fewer than `concurrency` sends wait for
+   WhatsApp's confirmation;
 3. claim the next due message (highest priority, then oldest; a message's `not_before` holds it
    back, which is how agent replies get their typing delay) with a freshly chosen WhatsApp id,
    recorded before anything is sent;
-4. send it, and hold its concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or
+4. send it (after "typing..." for a while, when `[outbound] typing` is on), and hold its concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or
    refuses it (ack -1). Acks reach this actor as `Ack` bus signals, which the inbound actor
    publishes after applying them to the stored rows; later acks (`DELIVERED`, `READ`) are the
    inbound actor's business.
@@ -34,10 +36,11 @@ stops for the organization (`whatsapp_sessions.sending_paused` with the reason, 
 from __future__ import annotations
 
 import functools
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import trio
@@ -68,7 +71,16 @@ from wad.db.repo import sessions as sessions_repo
 from wad.errors import NotFound
 from wad.org.context import OrgContext
 from wad.org.outbound import settings as settings_mod
-from wad.org.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
+from wad.org.outbound.limits import (
+    DAY,
+    Clock,
+    Pacing,
+    WallClock,
+    Window,
+    next_send_at,
+    retry_delay,
+)
+from wad.org.outbound.queue import PRIORITY_URGENT
 from wad.supervise import ChildSpec, Restart
 from wad.whatsapp import ids
 
@@ -89,6 +101,22 @@ class PageLike(Protocol):
     async def message_exists(self, serialized_id: str) -> bool: ...
     async def fetch_messages(self, chat: str, *, before: str | None = None, limit: int = 50
                              ) -> Any: ...
+    async def typing(self, chat: str, on: bool) -> None: ...
+
+
+def pacing_rule(config: OutboundSettings) -> Pacing | None:
+    """The `[outbound]` pacing of sends, or None when it is off."""
+    if not config.pacing:
+        return None
+    return Pacing(jitter=config.pacing_jitter, burst_limit=config.burst_limit,
+                  burst_window=timedelta(seconds=config.burst_window_s))
+
+
+def typing_s(config: OutboundSettings, text: str) -> float:
+    """How long "typing..." shows before `text` is sent (0 when typing is off)."""
+    if not config.typing:
+        return 0.0
+    return min(config.typing_max_s, len(text) / config.typing_chars_per_s)
 
 
 class SessionLike(Protocol):
@@ -129,6 +157,8 @@ class OutboundStats:
     requeued: int = 0
     """Sends left in flight by an interruption and not found in the chat: queued again."""
     max_in_flight: int = 0
+    typing_shown: int = 0
+    """Sends preceded by "typing..." in the client's chat."""
 
 
 @dataclass(eq=False)
@@ -158,7 +188,7 @@ class OutboundActor:
 
     def __init__(self, *, org_id: uuid.UUID, db: Database, bus: EventBus, session: SessionLike,
                  config: OutboundSettings | None = None, clock: Clock | None = None,
-                 plugins: Any = None) -> None:
+                 plugins: Any = None, rng: random.Random | None = None) -> None:
         self.org_id = org_id
         self.db = db
         self.bus = bus
@@ -175,6 +205,10 @@ class OutboundActor:
         self._checked_under: trio.Event | None = None
         self._breaker_since: datetime | None = None
         self._nursery: trio.Nursery | None = None
+        self.pacing = pacing_rule(self.config)
+        self._rng = rng or random.Random()
+        self._next_gap_at: datetime | None = None
+        """When the pacing gap after the latest send started here has passed."""
 
     @property
     def in_flight(self) -> int:
@@ -288,10 +322,17 @@ class OutboundActor:
         now = self.clock.now()
         sent = await outbox_repo.sent_times_since(self.db, organization_id=self.org_id,
                                                   since=now - DAY)
-        at = next_send_at(sent, now, in_flight=len(self._in_flight), limits=settings.windows())
+        limits: tuple[Window, ...] = settings.windows()
+        if self.pacing is not None:
+            limits += (self.pacing.window(),)
+        at = next_send_at(sent, now, in_flight=len(self._in_flight), limits=limits)
         if at is None:
             await self._nap(poll)  # sends in flight fill a window: one of them must finish
             return
+        if self.pacing is not None:
+            gap_at = self._gap_end(sent, settings.rate_limiting.messages_per_minute)
+            if gap_at > at and not await self._urgent_due(now):
+                at = gap_at
         if at > now:
             self.waiting_until = at
             await self._nap((at - now).total_seconds())
@@ -306,12 +347,31 @@ class OutboundActor:
             await self._nap(wait if wait > 0 else min(poll, 0.1))
             return
         self._publish(item, "SENDING")
+        if self.pacing is not None:
+            gap = self.pacing.gap(settings.rate_limiting.messages_per_minute, self._rng.random())
+            self._next_gap_at = now + gap
         flight = _Flight(item=item, key=item.wa_message_id or fresh)
         self._in_flight[item.id] = flight
         self._by_key[flight.key] = flight
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
         assert self._nursery is not None
         self._nursery.start_soon(self._send, flight, item.wa_message_id == fresh)
+
+    def _gap_end(self, sent: list[datetime], per_minute: int) -> datetime:
+        """When the pacing gap after the previous send ends. After a restart the previous send
+        is the latest confirmed one, followed by the shortest gap the pacing allows."""
+        assert self.pacing is not None
+        if self._next_gap_at is not None:
+            return self._next_gap_at
+        if not sent:
+            return datetime.min.replace(tzinfo=UTC)
+        return sent[-1] + self.pacing.gap(per_minute, 1.0)
+
+    async def _urgent_due(self, now: datetime) -> bool:
+        """Whether the message to go next is urgent (it skips the pacing gap)."""
+        priority = await outbox_repo.next_due_priority(self.db, organization_id=self.org_id,
+                                                       now=now)
+        return priority is not None and priority >= PRIORITY_URGENT
 
     # -- one send ------------------------------------------------------------------------------
 
@@ -355,6 +415,8 @@ class OutboundActor:
         if not fresh and await self._in_chat(page, item, flight.key):
             # An earlier attempt with this id got through after all.
             return _Outcome(sent=True, found=True)
+        if fresh:
+            await self._show_typing(page, item)
         timeout = self.config.confirm_timeout_s
         with trio.move_on_after(timeout) as scope:
             info = await page.send_text(ids.user_chat(item.to_phone), item.content,
@@ -373,6 +435,22 @@ class OutboundActor:
             return _Outcome(sent=False, error="WhatsApp refused the message (ack -1)",
                             new_id=True)
         return _Outcome(sent=True)
+
+    async def _show_typing(self, page: PageLike, item: OutboxItem) -> None:
+        """"typing..." in the client's chat for a while before the text goes (cosmetic: a page
+        that cannot show it does not hold the send back)."""
+        seconds = typing_s(self.config, item.content)
+        if seconds <= 0:
+            return
+        try:
+            await page.typing(ids.user_chat(item.to_phone), True)
+        except (SessionClosed, BridgeTimeout):
+            raise
+        except Exception as exc:
+            _log.debug("typing indicator not shown", error=str(exc))
+            return
+        self.stats.typing_shown += 1
+        await trio.sleep(seconds)
 
     async def _in_chat(self, page: PageLike, item: OutboxItem, key: str) -> bool:
         """Whether the chat holds the message with key id `key` (sent by an earlier attempt)."""

@@ -7,6 +7,11 @@ every window of real send times within its limit, also across restarts (the time
 database). The minute window paces the queue (a message waits); the hour and day windows also
 refuse at the door (HTTP 429), counting what is queued as if it were already sent.
 
+Within the windows, sends are spread out as a person would send them (`Pacing`): each send
+starts a gap after the previous one, the even spacing of the minute limit shortened by a random
+part of itself, and a short burst window (5 in any 10 s by default) caps what any moment sees.
+Twenty messages at twenty a minute thus go about three seconds apart, not all in one second.
+
 Times are timezone-aware datetimes from a `Clock`: the wall clock in the daemon, a clock that
 follows Trio's (mock) clock in tests.
 """
@@ -24,7 +29,7 @@ import trio
 
 from wad.supervise import Backoff
 
-WindowName = Literal["minute", "hour", "day"]
+WindowName = Literal["minute", "hour", "day", "burst"]
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -68,6 +73,29 @@ class Window:
 def windows(*, per_minute: int, per_hour: int, per_day: int) -> tuple[Window, ...]:
     return (Window("minute", MINUTE, per_minute), Window("hour", HOUR, per_hour),
             Window("day", DAY, per_day))
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How sends are spread out within the limits."""
+
+    jitter: float = 0.25
+    """Each gap is the even spacing of the minute limit less a random part of up to this share
+    of it (0.25: between 75% and 100% of 60 s / limit)."""
+    burst_limit: int = 5
+    """At most this many sends in any `burst_window`..."""
+    burst_window: timedelta = timedelta(seconds=10)
+
+    def window(self) -> Window:
+        """The burst cap, as one more window for `next_send_at`."""
+        return Window("burst", self.burst_window, self.burst_limit)
+
+    def gap(self, per_minute: int, draw: float) -> timedelta:
+        """The pause between the starts of two sends at `per_minute`, for a random `draw` in
+        [0, 1): never shorter than (1 - jitter) of the even spacing, never longer than it, so
+        the minute limit can still be used in full."""
+        even = 60.0 / per_minute
+        return timedelta(seconds=even * (1.0 - self.jitter * draw))
 
 
 def in_window(sent: Sequence[datetime], now: datetime, length: timedelta) -> int:
