@@ -348,8 +348,10 @@ def cmd_token_create(daemon: Daemon, args: argparse.Namespace) -> int:
         _print_json(token)
     else:
         print(token["token"])
-        where = f"organization {token['organization_id']}" if token["organization_id"] else \
-            "every organization"
+        if token["organization_id"]:
+            where = f"organization {token['organization_id']}"
+        else:
+            where = "/metrics only" if token["role"] == "METRICS" else "every organization"
         print(f"{token['role']} token {token['id']} for {where}; it is shown only now, "
               "store it safely", file=sys.stderr)
     return EXIT_OK
@@ -545,7 +547,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     p = add(token_sub, "create", cmd_token_create, "create a token; prints it once")
-    p.add_argument("--org", metavar="ORG", help="the organization (not for SUPER_ADMIN)")
+    p.add_argument("--org", metavar="ORG", help="the organization (not for SUPER_ADMIN or METRICS)")
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--name", default="", help="what the token is for")
     p = add(token_sub, "list", cmd_token_list, "list tokens (never the tokens themselves)")
