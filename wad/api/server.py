@@ -145,6 +145,16 @@ def is_loopback(listen: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def warn_if_exposed(listen: str, tls: tuple[str, str] | None) -> bool:
+    """Log a warning (and answer True) when `listen` is reachable beyond loopback without TLS."""
+    if tls is not None or is_loopback(listen):
+        return False
+    _log.warning("the control API listens beyond loopback without TLS: tokens and messages "
+                 "cross the network in clear; set api.tls_cert_file and api.tls_key_file, or "
+                 "listen on 127.0.0.1 behind a TLS proxy", listen=listen)
+    return True
+
+
 def _use_tls(config: Config, tls: tuple[str, str]) -> None:
     cert, key = tls
     config.certfile, config.keyfile = cert, key
@@ -167,11 +177,7 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     config.bind = []
     if listen:
         config.bind.append(listen)
-        if tls is None and not is_loopback(listen):
-            _log.warning("the control API listens beyond loopback without TLS: tokens and "
-                         "messages cross the network in clear; set api.tls_cert_file and "
-                         "api.tls_key_file, or listen on 127.0.0.1 behind a TLS proxy",
-                         listen=listen)
+        warn_if_exposed(listen, tls)
     if tls is not None:
         _use_tls(config, tls)
     if socket_path is not None:
