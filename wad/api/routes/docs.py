@@ -1,19 +1,19 @@
 """`/docs`: the API's documentation page (Swagger UI over `/openapi.json`), served from the
 daemon's own files.
 
-Swagger UI's files come from the `swagger-ui-bundle` package (installed with wad) and are served
-under `/docs/swagger/`; the page and its start script are in `static/`. Nothing is loaded from
+Swagger UI's files (5.x: the document is OpenAPI 3.1) come from the `flask-swagger-ui` package,
+installed with wad for them alone, and are served under `/docs/swagger/`; the page and its start script are in `static/`. Nothing is loaded from
 another host, so the page works on a server without internet access, and it is sent under the
 status page's content security policy (its own files only, requests to this daemon only).
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from quart import Blueprint, Response, send_from_directory
 from quart_schema import hide
-from swagger_ui_bundle import swagger_ui_path
 
 from wad.api.routes.status_page import PAGE_HEADERS
 
@@ -21,7 +21,7 @@ bp = Blueprint("docs", __name__)
 
 PAGE_DIR = Path(__file__).parent / "static"
 
-SWAGGER_UI_DIR = Path(str(swagger_ui_path))
+SWAGGER_UI_DIR = Path(str(resources.files("flask_swagger_ui") / "dist"))
 """Swagger UI's distribution files, as the package ships them."""
 
 

@@ -1,5 +1,5 @@
-// The API's documentation page: Swagger UI (served by the daemon itself from the
-// swagger-ui-bundle package) drawing the daemon's own /openapi.json. Nothing is loaded from
+// The API's documentation page: Swagger UI (served by the daemon itself from the files of
+// the flask-swagger-ui package) drawing the daemon's own /openapi.json. Nothing is loaded from
 // anywhere else: no validator, no remote spec.
 "use strict";
 (function () {
