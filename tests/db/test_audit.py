@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import trio
@@ -182,3 +183,25 @@ async def test_the_openapi_document_describes_the_trail(live_api: LiveApi) -> No
                                              "default": 100}
     assert set(operation["responses"]) >= {"200", "400", "401", "403"}
     assert "AuditPage" in document["components"]["schemas"]
+
+
+async def test_the_table_keeps_entries_well_formed(live_api: LiveApi) -> None:
+    """An entry by a token names it, one by the socket names none; actions are `noun.verb`;
+    details are objects; and an entry outlives nothing it speaks of (no foreign key)."""
+    db = live_api.ctx.db
+    insert = """INSERT INTO audit_log (organization_id, actor, token_id, action, detail)
+                VALUES ($1, $2, $3, $4, $5)"""
+    org, token = uuid.uuid4(), uuid.uuid4()
+    with trio.fail_after(30):
+        for args, constraint in [
+                ((org, "token", None, "token.created", {}), "audit_log_token_actor"),
+                ((org, "socket", token, "token.created", {}), "audit_log_token_actor"),
+                ((org, "robot", None, "token.created", {}), "audit_log_actor_check"),
+                ((org, "socket", None, "Token Created", {}), "audit_log_action_check"),
+                ((org, "socket", None, "token.created", [1]), "audit_log_detail_check")]:
+            with pytest.raises(asyncpg.CheckViolationError, match=constraint):
+                await db.execute(insert, *args)
+        await db.execute(insert, org, "token", token, "token.created", {"role": "VIEWER"})
+        page = await _trail(live_api.socket_client(), organization_id=str(org))
+    assert [(e["actor"], e["token_id"], e["detail"]) for e in page["entries"]] == [
+        ("token", str(token), {"role": "VIEWER"})]
