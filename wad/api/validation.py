@@ -108,15 +108,21 @@ def body(model: type[msgspec.Struct], *, optional: bool = False
 
 
 def query(model: type[msgspec.Struct]) -> Callable[[Handler], Handler]:
-    """Decode the query string into `model` (each parameter's first value; numbers and ids
-    from their text, nothing else coerced; unknown parameters ignored) and pass it as
-    `query=`; document the parameters in OpenAPI. 400 naming the parameter otherwise."""
+    """Decode the query string into `model` (numbers and ids from their text, nothing else
+    coerced; unknown parameters ignored) and pass it as `query=`; document the parameters in
+    OpenAPI. 400 naming the parameter otherwise, or when it is given more than once."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            wanted = {name: request.args[name] for name in model.__struct_fields__
-                      if name in request.args}
+            wanted = {}
+            for name in model.__struct_fields__:
+                values = request.args.getlist(name)
+                if len(values) > 1:
+                    raise ApiError(400, "invalid", f"`{name}`: given more than once",
+                                   field=name)
+                if values:
+                    wanted[name] = values[0]
             try:
                 decoded = msgspec.convert(wanted, model, strict=False)
             except msgspec.ValidationError as exc:
