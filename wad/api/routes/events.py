@@ -138,11 +138,13 @@ def _event_data(log_: EventLog, event: Event, payload: dict[str, Any], *,
 async def _stream(log_: EventLog, principal: Principal, orgs: frozenset[uuid.UUID] | None,
                   last_id: str | None, db: Database, check_s: float) -> AsyncIterator[bytes]:
     yield f"retry: {RETRY_MS}\n\n".encode()
-    # The log wakes this reader at least every `check_s` (an `idle` item), so the token is
-    # checked on time however quiet the organization; a keep-alive goes out every KEEPALIVE_S.
+    # The log wakes this reader twice per `check_s` at least (an `idle` item), so the token is
+    # checked on time however quiet the organization (a revocation ends the stream within about
+    # 1.5 `check_s`); a keep-alive goes out every KEEPALIVE_S.
     next_check = trio.current_time() + check_s
     last_sent = trio.current_time()
-    async with aclosing(log_.follow(orgs, last_id, idle_s=min(check_s, KEEPALIVE_S))) as items:
+    wake_s = min(check_s / 2, KEEPALIVE_S)
+    async with aclosing(log_.follow(orgs, last_id, idle_s=wake_s)) as items:
         async for item in items:
             now = trio.current_time()
             if now >= next_check:
