@@ -4,7 +4,8 @@
 changed, tokens created and revoked, session connects, disconnects, logouts and pairing codes,
 sending resumed, session data purged. Each entry is written to `audit_log` (read with
 `GET /api/audit`) and logged. The actor is the request's caller: its token's id, or the control
-socket. Details never hold a secret (a token's prefix, never the token).
+socket. Details never hold a secret: tokens are named by their id, never by the token or its
+prefix.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ async def create_token(data: CreateTokenRequest) -> Response:
     _log.info("token created", token_id=str(record.id), role=record.role,
               org=str(record.organization_id) if record.organization_id else None)
     await audit.record("token.created", record.organization_id, token_id=str(record.id),
-                       role=record.role, prefix=record.prefix, name=record.name)
+                       role=record.role, name=record.name)
     out = _token_out(record)
     return reply(NewToken(**{f: getattr(out, f) for f in TokenOut.__struct_fields__},
                           token=token), 201)
@@ -158,7 +158,7 @@ async def revoke_token(token_id: str) -> Response:
     record = await tokens_repo.get(_db(), token_id=tid)
     assert record is not None  # just revoked, and tokens are never deleted
     await audit.record("token.revoked", record.organization_id, token_id=str(tid),
-                       role=record.role, prefix=record.prefix, name=record.name)
+                       role=record.role, name=record.name)
     return reply(_token_out(record))
 
 
