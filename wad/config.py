@@ -82,6 +82,18 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """...and its body within this time."""
     send_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     """A client that stops reading an answer for this long is dropped."""
+    stream_token_check_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
+    """An open event stream checks its token this often; a revoked token's stream ends."""
+    tls_cert_file: str = ""
+    """PEM certificate (chain) for the TCP address; with `tls_key_file`, the API is served over
+    TLS there (the unix socket stays plain). Empty: plain HTTP."""
+    tls_key_file: str = ""
+    """PEM private key of `tls_cert_file`."""
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        """(certificate, key) when TLS is configured, else None."""
+        return (self.tls_cert_file, self.tls_key_file) if self.tls_cert_file else None
 
 
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -330,6 +342,9 @@ def _check_consistency(settings: Settings, source: str) -> None:
         )
     if settings.api.listen and ":" not in settings.api.listen:
         raise ConfigError(f"{source}: api.listen: expected host:port, got {settings.api.listen!r}")
+    if bool(settings.api.tls_cert_file) != bool(settings.api.tls_key_file):
+        raise ConfigError(f"{source}: api.tls_cert_file and api.tls_key_file: give both (TLS) "
+                          "or neither (plain HTTP)")
 
 
 def load(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None) -> Settings:

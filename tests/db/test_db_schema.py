@@ -64,7 +64,7 @@ async def test_migrations_applied_twice_change_nothing(empty_dsn: str) -> None:
         every = sorted(p.name for p in (Path(migrate.__file__).parent / "migrations").glob(
             "[0-9][0-9][0-9][0-9]_*.sql"))
         assert every == ["0001_initial.sql", "0002_calls_and_message_keys.sql",
-                         "0004_archive_keys.sql"]
+                         "0004_archive_keys.sql", "0006_metrics_tokens_and_audit.sql"]
         assert await migrate.apply(db) == every
         schema = await db.fetch(
             """SELECT table_name, column_name, data_type FROM information_schema.columns
@@ -199,6 +199,12 @@ async def test_super_admin_tokens_have_no_organization_and_others_have_one(db: D
         await db.execute(insert, None, "ADMIN", b"2" * 32)
     await db.execute(insert, None, "SUPER_ADMIN", b"3" * 32)
     await db.execute(insert, org.id, "VIEWER", b"4" * 32)
+    # A METRICS token, like the super admin's, belongs to no organization.
+    with pytest.raises(asyncpg.CheckViolationError, match="api_tokens_super_admin_has_no_org"):
+        await db.execute(insert, org.id, "METRICS", b"5" * 32)
+    await db.execute(insert, None, "METRICS", b"6" * 32)
+    with pytest.raises(asyncpg.CheckViolationError, match="api_tokens_role_check"):
+        await db.execute(insert, None, "OWNER", b"7" * 32)
     with pytest.raises(asyncpg.UniqueViolationError):
         await db.execute(insert, org.id, "AGENT", b"4" * 32)
 

@@ -261,8 +261,8 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
         r = await admin.get("/api/whatsapp/events/not-a-uuid")
         assert r.status_code == 404
 
-        # A viewer follows the session state only, without the QR; an agent sees messages,
-        # still without the QR.
+        # A viewer follows the session state without the QR, and messages without their text;
+        # an agent sees messages whole, still without the QR.
         bus.publish(event("session.status", org, {"state": "QR_CODE_PENDING", "qr": "2@secret",
                                             "pairing_code": None}))
         seen: dict[str, list[Sse]] = {}
@@ -278,8 +278,13 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
                     and s.data["payload"]["state"] == "CONNECTED")
             finally:
                 await response.aclose()
-        assert [s.event for s in seen["viewer"]] == ["session.status", "session.status"]
+        assert [s.event for s in seen["viewer"]] == [
+            "session.status", "message.received", "session.status"]
         assert seen["viewer"][0].data["payload"]["qr"] is None
+        message_seen = seen["viewer"][1].data["payload"]
+        assert message_seen["body"] is None and message_seen["caption"] is None
+        assert message_seen["status"] == "RECEIVED" and message_seen["direction"] == "IN"
+        assert "for the viewer?" not in str(seen["viewer"])
         # (the agent resumes from the same id, so it sees the viewer's round first)
         assert [s.event for s in seen["agent"]] == [
             "session.status", "message.received", "session.status"]

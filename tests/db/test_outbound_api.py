@@ -82,13 +82,20 @@ async def test_send_queues_and_answers_the_id_then_the_status(live_api: LiveApi)
         assert again.json()["id"] == queued["id"]
         assert again.json()["created"] is False
 
-        viewer = as_role(live_api, org, "VIEWER")
-        state = await viewer.get(f"/api/whatsapp/messages/{queued['id']}")
+        state = await agent.get(f"/api/whatsapp/messages/{queued['id']}")
         assert state.status_code == 200
         body = state.json()
         assert (body["status"], body["content"], body["attempts"]) == (
             "QUEUED", "Ваш тур на Иссык-Куль подтверждён!", 0)
         assert [e["status"] for e in body["events"]] == ["QUEUED"]
+        # A viewer follows the message's status, not its text.
+        viewer = as_role(live_api, org, "VIEWER")
+        state = await viewer.get(f"/api/whatsapp/messages/{queued['id']}")
+        assert state.status_code == 200
+        seen = state.json()
+        assert (seen["status"], seen["content"], seen["attempts"]) == ("QUEUED", None, 0)
+        assert [e["status"] for e in seen["events"]] == ["QUEUED"]
+        assert "Иссык-Куль" not in state.text
 
         # Another organization's token does not even learn that the message exists.
         other = await org_with_tokens(live_api, "Other")

@@ -156,6 +156,17 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
     assert f"deleted {len(kept['archives'])} archive versions and 1 folders" in out
     assert not await trio.Path(kept["trash"][0]["path"]).exists()
 
+    # The audit trail has each of these, newest first, done on the control socket.
+    trail = json.loads(await live.ok("audit", org, "--json"))
+    assert [(e["action"], e["actor"], e["token_id"]) for e in trail["entries"]] == [
+        (action, "socket", None) for action in (
+            "session.purged", "session.logout", "session.connect", "session.disconnect",
+            "session.connect", "organization.created")]
+    assert trail["entries"][0]["detail"]["archives_deleted"] == len(kept["archives"])
+    table = await live.ok("audit", org)
+    assert any("session.logout" in line and "control socket" in line
+               for line in table.splitlines()), table
+
 
 async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
     org = (await live.ok("org", "create", "Osh Travel")).strip()
@@ -236,3 +247,16 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
         r = await http.post(f"/api/whatsapp/logout/{org}", headers=bearer(admin))
         assert r.status_code == 409  # not running: nothing to log out of
         assert r.json()["error"]["code"] == "not_running"
+
+        # The audit trail: what the admin token did (by its id) and what the socket did; the
+        # refused and failed requests left nothing.
+        tokens = json.loads(await live.ok("token", "list", "--org", org, "--json"))
+        admin_id = next(t["id"] for t in tokens if admin.startswith(t["prefix"]))
+        r = await http.get("/api/audit", headers=bearer(admin))
+        assert r.status_code == 200, r.text
+        trail = r.json()["entries"]
+        assert [(e["action"], e["token_id"]) for e in trail] == [
+            ("session.disconnect", admin_id), ("session.pairing_code", None),
+            ("session.connect", admin_id), ("token.created", None), ("token.created", None),
+            ("organization.created", None)]
+        assert (await http.get("/api/audit", headers=bearer(viewer))).status_code == 403

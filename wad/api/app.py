@@ -17,7 +17,16 @@ from wad import log
 from wad.api import auth
 from wad.api.errors import ApiError
 from wad.api.openapi import WadOpenAPIProvider
-from wad.api.routes import admin, events, imports, metrics, outbound, status_page, whatsapp
+from wad.api.routes import (
+    admin,
+    docs,
+    events,
+    imports,
+    metrics,
+    outbound,
+    status_page,
+    whatsapp,
+)
 from wad.api.schemas import Health
 from wad.api.validation import responds, validation_error
 from wad.config import Settings
@@ -61,7 +70,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
         info={"title": "wad control API", "version": wad.__version__},
         redoc_ui_path=None,
         scalar_ui_path=None,
-        swagger_ui_path="/docs",
+        swagger_ui_path=None,  # served from the daemon's own files: `wad.api.routes.docs`
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
         openapi_provider_class=WadOpenAPIProvider,
@@ -71,7 +80,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     async def _authenticate() -> None:
         # Everything under /api/ needs a caller; /healthz and the documentation do not.
         if request.path.startswith("/api/"):
-            g.principal = await auth.authenticate(ctx.db)
+            g.principal = await auth.authenticate_api(ctx.db)
 
     app.register_blueprint(whatsapp.bp)
     app.register_blueprint(imports.bp)
@@ -80,6 +89,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.register_blueprint(events.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(status_page.bp)
+    app.register_blueprint(docs.bp)
 
     @app.errorhandler(ApiError)
     async def _api_error(err: ApiError) -> Response:

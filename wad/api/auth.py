@@ -11,6 +11,9 @@ only its SHA-256. Every request to `/api/...` is authenticated before any route 
 Routes then call `authorize` (or use `org_route`), which answers 403 when the token belongs to
 another organization or its role is too low. The 403 for another organization says the same
 thing whether that organization exists or not.
+
+A `METRICS` token belongs to no organization and has no rank: it reads `GET /metrics` and is
+refused (403) on every `/api/` path before any route runs.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from wad.db.repo import tokens as tokens_repo
 TOKEN_PREFIX = "wad_"
 _SHOWN_PREFIX_LEN = 12  # "wad_" and 8 random characters: enough to recognise a token in a list
 
-# Higher ranks include the powers of lower ones.
-_RANK: dict[str, int] = {"VIEWER": 1, "AGENT": 2, "ADMIN": 3, "SUPER_ADMIN": 4}
+# Higher ranks include the powers of lower ones; METRICS has none of them.
+_RANK: dict[str, int] = {"METRICS": 0, "VIEWER": 1, "AGENT": 2, "ADMIN": 3, "SUPER_ADMIN": 4}
 
 
 def new_token() -> tuple[str, bytes, str]:
@@ -61,6 +64,10 @@ class Principal:
     @property
     def is_super_admin(self) -> bool:
         return self.role == "SUPER_ADMIN"
+
+    def describe(self) -> str:
+        """Who this is, for logs and the audit trail: `control socket` or `token <id>`."""
+        return "control socket" if self.token_id is None else f"token {self.token_id}"
 
 
 SOCKET_ADMIN = Principal(role="SUPER_ADMIN", organization_id=None, token_id=None, via="socket")
@@ -103,6 +110,23 @@ async def authenticate(db: Database) -> Principal:
     await tokens_repo.touch_last_used(db, token_id=found.token.id)
     return Principal(role=found.token.role, organization_id=found.token.organization_id,
                      token_id=found.token.id, via="token")
+
+
+async def authenticate_api(db: Database) -> Principal:
+    """The caller of an `/api/` request, or 401; 403 for a token that may not use the API at
+    all (a METRICS token)."""
+    principal = await authenticate(db)
+    if principal.role == "METRICS":
+        raise ApiError(403, "forbidden", "a METRICS token may read /metrics only")
+    return principal
+
+
+async def still_valid(db: Database, principal: Principal) -> bool:
+    """Whether `principal` may still act: its token is not revoked (the socket always may).
+    For long answers (the event stream), which outlive the check made at their start."""
+    if principal.token_id is None:
+        return True
+    return await tokens_repo.is_active(db, token_id=principal.token_id)
 
 
 def current() -> Principal:
@@ -169,6 +193,14 @@ def org_route(min_role: Role) -> Callable[[Handler], Handler]:
         return wrapper
 
     return decorate
+
+
+def authorize_metrics() -> Principal:
+    """The caller, if it may read the metrics (the super admin or a METRICS token); else 403."""
+    principal = current()
+    if principal.role not in ("SUPER_ADMIN", "METRICS"):
+        raise ApiError(403, "forbidden", "the metrics need a METRICS or SUPER_ADMIN token")
+    return principal
 
 
 def super_admin_route(handler: Handler) -> Handler:

@@ -117,7 +117,7 @@ class OrganizationList(msgspec.Struct, kw_only=True):
 
 class CreateTokenRequest(Request, forbid_unknown_fields=True, kw_only=True):
     """Body of `POST /api/tokens`. `organization_id` is required for every role but
-    `SUPER_ADMIN`, and forbidden for it."""
+    `SUPER_ADMIN` and `METRICS` (which reads `/metrics` only), and forbidden for those."""
 
     role: Role
     organization_id: uuid.UUID | None = None
@@ -204,6 +204,45 @@ class PurgeResult(msgspec.Struct, kw_only=True):
 
 
 # Daemon -------------------------------------------------------------------------------------
+
+
+# The audit trail -------------------------------------------------------------------------
+
+
+MAX_BIGINT = 2**63 - 1
+
+
+class AuditQuery(msgspec.Struct, kw_only=True):
+    """The query of `GET /api/audit`."""
+
+    organization_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
+    """One organization's trail; without it, the super admin reads every entry (an
+    organization's ADMIN token, its own organization's)."""
+    limit: Annotated[int, Meta(ge=1, le=500, description="Entries per page")] = 100
+    before: Annotated[int, Meta(ge=1, le=MAX_BIGINT, description=(
+        "The cursor: entries older than this id (the previous page's `next_before`)"))
+    ] | msgspec.UnsetType = msgspec.UNSET
+
+
+class AuditEntryOut(msgspec.Struct, kw_only=True):
+    """Who did what, when: `actor` is `socket` (the control socket) or `token` (then
+    `token_id` names it)."""
+
+    id: int
+    at: datetime
+    organization_id: uuid.UUID | None
+    action: str
+    actor: Literal["socket", "token"]
+    token_id: uuid.UUID | None
+    detail: dict[str, Any]
+
+
+class AuditPage(msgspec.Struct, kw_only=True):
+    """`GET /api/audit`: entries newest first; `next_before` is the cursor of the next (older)
+    page, null when this page reached the oldest entry."""
+
+    entries: list[AuditEntryOut]
+    next_before: int | None
 
 
 class Tree(msgspec.Struct, kw_only=True):

@@ -13,13 +13,19 @@ Limits against hostile or broken clients:
   `send_timeout_s` (`TCP_USER_TIMEOUT` on the TCP sockets). Hypercorn writes under a shield, so
   nothing in the process could interrupt that write: such a client used to pin its connection
   for ever and keep the daemon from stopping.
+
+With `tls` (a certificate and its key) the TCP address speaks HTTPS (HTTP/1.1 only, so that the
+limits above hold as they are); the unix control socket stays plain. A TCP address that is not
+loopback without TLS is warned about at start.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,10 @@ from hypercorn.config import Config
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
+from wad import log
 from wad.errors import WadError
+
+_log = log.get("api")
 
 MAX_HEAD_BYTES = 16 * 1024
 HEADER_TIMEOUT_S = 10.0
@@ -125,19 +134,61 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def is_loopback(listen: str) -> bool:
+    """Whether a `host:port` address is on loopback (`localhost`, 127.0.0.0/8, `[::1]`)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def warn_if_exposed(listen: str, tls: tuple[str, str] | None) -> bool:
+    """Log a warning (and answer True) when `listen` is reachable beyond loopback without TLS."""
+    if tls is not None or is_loopback(listen):
+        return False
+    _log.warning("the control API listens beyond loopback without TLS: tokens and messages "
+                 "cross the network in clear; set api.tls_cert_file and api.tls_key_file, or "
+                 "listen on 127.0.0.1 behind a TLS proxy", listen=listen)
+    return True
+
+
+def _use_tls(config: Config, tls: tuple[str, str]) -> None:
+    cert, key = tls
+    config.certfile, config.keyfile = cert, key
+    config.alpn_protocols = ["http/1.1"]
+    try:
+        config.create_ssl_context()  # now, so that a bad file stops the start with its reason
+    except (OSError, ssl.SSLError) as exc:
+        raise WadError(f"api.tls_cert_file / api.tls_key_file: cannot load {cert} and {key}: "
+                       f"{exc}") from None
+
+
 async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body: int,
                     shutdown: trio.Event, header_timeout_s: float = HEADER_TIMEOUT_S,
                     body_timeout_s: float = BODY_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S,
+                    tls: tuple[str, str] | None = None,
                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve `app` until `shutdown` is set; `task_status.started` gets the bound addresses."""
+    """Serve `app` until `shutdown` is set; `task_status.started` gets the bound addresses.
+    With `tls` (certificate and key files), `listen` is served over TLS."""
     config = Config()
     config.bind = []
     if listen:
         config.bind.append(listen)
+        warn_if_exposed(listen, tls)
+    if tls is not None:
+        _use_tls(config, tls)
     if socket_path is not None:
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         _clear_stale_socket(socket_path)
-        config.bind.append(f"unix:{socket_path}")
+        # With TLS, Hypercorn serves `bind` securely and `insecure_bind` plainly. (Assigned,
+        # not appended to: Config's default list is shared by every instance.)
+        if tls is not None:
+            config.insecure_bind = [f"unix:{socket_path}"]
+        else:
+            config.bind.append(f"unix:{socket_path}")
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 5.0
@@ -165,7 +216,7 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
 async def _serve(app: Any, config: Config, shutdown: trio.Event, send_timeout_s: float,
                  task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     sockets = config.create_sockets()
-    for sock in sockets.insecure_sockets:
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Accepted connections inherit it from the listening socket.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from quart import Response, request
-from quart_schema import document_request, document_response
+from quart_schema import document_querystring, document_request, document_response
 
 from wad.api.errors import ApiError, ErrorResponse
 from wad.errors import validation_problem
@@ -103,6 +103,37 @@ def body(model: type[msgspec.Struct], *, optional: bool = False
             return await handler(*args, data=data, **kwargs)
 
         return document_request(model)(wrapper)
+
+    return decorate
+
+
+def query(model: type[msgspec.Struct]) -> Callable[[Handler], Handler]:
+    """Decode the query string into `model` (numbers and ids from their text, nothing else
+    coerced; unknown parameters ignored) and pass it as `query=`; document the parameters in
+    OpenAPI. 400 naming the parameter otherwise, or when it is given more than once."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            wanted = {}
+            for name in model.__struct_fields__:
+                values = request.args.getlist(name)
+                if len(values) > 1:
+                    raise ApiError(400, "invalid", f"`{name}`: given more than once",
+                                   field=name)
+                if values:
+                    wanted[name] = values[0]
+            try:
+                decoded = msgspec.convert(wanted, model, strict=False)
+            except msgspec.ValidationError as exc:
+                message, field = describe(exc)
+                if message.endswith(", got `str`"):  # the text did not read as that type
+                    message = message.removesuffix(", got `str`").replace("Expected", "expected")
+                raise ApiError(400, "invalid", f"`{field}`: {message}" if field else message,
+                               field=field) from None
+            return await handler(*args, query=decoded, **kwargs)
+
+        return document_querystring(model)(wrapper)
 
     return decorate
 

@@ -348,8 +348,10 @@ def cmd_token_create(daemon: Daemon, args: argparse.Namespace) -> int:
         _print_json(token)
     else:
         print(token["token"])
-        where = f"organization {token['organization_id']}" if token["organization_id"] else \
-            "every organization"
+        if token["organization_id"]:
+            where = f"organization {token['organization_id']}"
+        else:
+            where = "/metrics only" if token["role"] == "METRICS" else "every organization"
         print(f"{token['role']} token {token['id']} for {where}; it is shown only now, "
               "store it safely", file=sys.stderr)
     return EXIT_OK
@@ -446,6 +448,33 @@ def cmd_secret_rotate(daemon: Daemon, args: argparse.Namespace) -> int:
             print(f"  archive {failure['archive_id']} (organization "
                   f"{failure['organization_id']}): {failure['error']}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_audit(daemon: Daemon, args: argparse.Namespace) -> int:
+    """One page of the audit trail, newest first."""
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.org:
+        params["organization_id"] = resolve_org(daemon, args.org)["id"]
+    if args.before is not None:
+        params["before"] = args.before
+    page = daemon.get("/api/audit", params=params)
+    if args.json:
+        _print_json(page)
+        return EXIT_OK
+    if not page["entries"]:
+        print("no audit entries")
+        return EXIT_OK
+    names = _org_names(daemon)
+    _table(["ID", "AT", "ORGANIZATION", "ACTION", "BY", "DETAIL"],
+           [[str(e["id"]), _when(e["at"]),
+             names.get(e["organization_id"] or "", e["organization_id"] or "-"), e["action"],
+             "control socket" if e["actor"] == "socket" else f"token {e['token_id']}",
+             _short(" ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                             for k, v in e["detail"].items()), 60)]
+            for e in page["entries"]])
+    if page["next_before"] is not None:
+        print(f"older entries: add --before {page['next_before']}")
+    return EXIT_OK
 
 
 def cmd_session_purge(daemon: Daemon, args: argparse.Namespace) -> int:
@@ -545,7 +574,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     p = add(token_sub, "create", cmd_token_create, "create a token; prints it once")
-    p.add_argument("--org", metavar="ORG", help="the organization (not for SUPER_ADMIN)")
+    p.add_argument("--org", metavar="ORG",
+                   help="the organization (not for SUPER_ADMIN or METRICS)")
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--name", default="", help="what the token is for")
     p = add(token_sub, "list", cmd_token_list, "list tokens (never the tokens themselves)")
@@ -563,6 +593,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]
             "delete an organization's kept login data (the only way it is ever deleted)")
     p.add_argument("org", metavar="ORG")
     p.add_argument("--yes", action="store_true", help="really delete")
+
+    p = add(sub, "audit", cmd_audit,
+            "the audit trail: settings, tokens, connects, logouts and purges, by whom and when")
+    p.add_argument("org", nargs="?", metavar="ORG", help="one organization (default: all)")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="entries (1-500)")
+    p.add_argument("--before", type=int, default=None, metavar="ID",
+                   help="older entries than this id (the page cursor)")
 
     secret = sub.add_parser("secret", help="the archive key")
     secret_sub = secret.add_subparsers(dest="secret_command", required=True, metavar="ACTION")

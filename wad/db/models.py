@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-Role = Literal["SUPER_ADMIN", "ADMIN", "AGENT", "VIEWER"]
+Role = Literal["SUPER_ADMIN", "ADMIN", "AGENT", "VIEWER", "METRICS"]
 SessionState = Literal[
     "DISCONNECTED", "CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE_PENDING", "CONNECTED",
     "ERROR", "LOGGED_OUT", "BANNED",
@@ -32,9 +32,12 @@ OutboxSender = Literal["HUMAN", "AI"]
 OutboxStatus = Literal["QUEUED", "SENDING", "SENT", "DELIVERED", "READ", "FAILED", "CANCELLED"]
 ImportStatus = Literal["RUNNING", "COMPLETED", "FAILED", "INTERRUPTED"]
 DeliveryStatus = Literal["PENDING", "DELIVERED", "FAILED"]
+AuditActor = Literal["socket", "token"]
 
 # The same sets as tuples, for validation at the edges (API, CLI).
 ROLES: tuple[Role, ...] = get_args(Role)
+ORGLESS_ROLES: tuple[Role, ...] = ("SUPER_ADMIN", "METRICS")
+"""Roles whose tokens belong to no organization (every other token belongs to exactly one)."""
 SESSION_STATES: tuple[SessionState, ...] = get_args(SessionState)
 CLIENT_STATUSES: tuple[ClientStatus, ...] = get_args(ClientStatus)
 MESSAGE_TYPES: tuple[MessageType, ...] = get_args(MessageType)
@@ -258,3 +261,16 @@ class PluginDelivery(Row, frozen=True, kw_only=True):
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+
+
+class AuditEntry(Row, frozen=True, kw_only=True):
+    """One line of the audit trail: `action` done on `organization_id` (None: on none) by the
+    control socket or the token `token_id`, at `at`, with what it changed in `detail`."""
+
+    id: int
+    at: datetime
+    organization_id: uuid.UUID | None
+    actor: AuditActor
+    token_id: uuid.UUID | None
+    action: str
+    detail: dict[str, Any]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Literal
@@ -199,10 +199,10 @@ class EventLog:
         return sorted(found, key=lambda e: e.seq)
 
     async def follow(self, orgs: frozenset[uuid.UUID] | None, last_id: str | None = None, *,
-                     idle_s: float | None = None) -> AsyncIterator[Item]:
+                     idle_s: float | None = None) -> AsyncGenerator[Item, None]:
         """The events of `orgs` (None: every organization) as they come, until the log closes
         (see `Item` for what comes in which order). With `idle_s`, an `idle` item after that
-        long without events."""
+        long without an item for this reader (events of other organizations do not count)."""
         seq = self.parse_id(last_id)
         if seq is not None and seq > self.last_seq:
             seq = None  # an id from the future: not this run's after all
@@ -223,6 +223,10 @@ class EventLog:
                 yield Item("reset", cursor=cursor, reason=reason)
             for event in self.latest_status(orgs):
                 yield Item("snapshot", event)
+        # Measured from the last item given, not from each wake-up: events of other
+        # organizations wake this reader too, and must not keep its `idle` from coming.
+        idle = idle_s if idle_s is not None else float("inf")
+        idle_at = trio.current_time() + idle
         while not self._closed:
             changed = self._changed
             events, gap = self.since(orgs, cursor)
@@ -236,8 +240,11 @@ class EventLog:
             for event in events:
                 cursor = event.seq
                 yield Item("event", event)
-            if not events:
-                with trio.move_on_after(idle_s if idle_s is not None else float("inf")) as wait:
-                    await changed.wait()
-                if wait.cancelled_caught:
-                    yield Item("idle")
+            if events:
+                idle_at = trio.current_time() + idle
+                continue
+            with trio.move_on_at(idle_at) as wait:
+                await changed.wait()
+            if wait.cancelled_caught:
+                yield Item("idle")
+                idle_at = trio.current_time() + idle

@@ -6,16 +6,20 @@ import time
 import uuid
 from pathlib import Path
 
+import msgspec
 from quart import Blueprint, Response, current_app, request
 from quart_schema import tag
 
 import wad
 from wad import log
-from wad.api import auth, session_data
+from wad.api import audit, auth, session_data
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import manager, require_org
 from wad.api.schemas import (
     ArchiveOut,
+    AuditEntryOut,
+    AuditPage,
+    AuditQuery,
     Backups,
     CreateOrganizationRequest,
     CreateTokenRequest,
@@ -29,10 +33,11 @@ from wad.api.schemas import (
     TokenOut,
     Tree,
 )
-from wad.api.validation import body, reply, responds
+from wad.api.validation import body, query, reply, responds
 from wad.browser import profile as archive
-from wad.db.models import ApiToken, Organization
+from wad.db.models import ORGLESS_ROLES, ApiToken, Organization
 from wad.db.pool import Database
+from wad.db.repo import audit as audit_repo
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.db.repo import tokens as tokens_repo
@@ -75,6 +80,7 @@ async def create_organization(data: CreateOrganizationRequest) -> Response:
         raise ApiError(400, "invalid", "`name`: must not be blank", field="name")
     org = await orgs_repo.create(_db(), name=name)
     _log.info("organization created", org=str(org.id))
+    await audit.record("organization.created", org.id, name=org.name)
     return reply(_org_out(org), 201)
 
 
@@ -98,10 +104,10 @@ async def list_organizations() -> Response:
 @body(CreateTokenRequest)
 async def create_token(data: CreateTokenRequest) -> Response:
     """Create a token. The answer's `token` is shown this once; only its hash is stored."""
-    if data.role == "SUPER_ADMIN" and data.organization_id is not None:
-        raise ApiError(400, "invalid", "`organization_id`: a SUPER_ADMIN token belongs to no "
+    if data.role in ORGLESS_ROLES and data.organization_id is not None:
+        raise ApiError(400, "invalid", f"`organization_id`: a {data.role} token belongs to no "
                        "organization", field="organization_id")
-    if data.role != "SUPER_ADMIN":
+    if data.role not in ORGLESS_ROLES:
         if data.organization_id is None:
             raise ApiError(400, "invalid", f"`organization_id`: required for a {data.role} "
                            "token", field="organization_id")
@@ -113,6 +119,8 @@ async def create_token(data: CreateTokenRequest) -> Response:
                                       organization_id=data.organization_id, name=data.name)
     _log.info("token created", token_id=str(record.id), role=record.role,
               org=str(record.organization_id) if record.organization_id else None)
+    await audit.record("token.created", record.organization_id, token_id=str(record.id),
+                       role=record.role, name=record.name)
     out = _token_out(record)
     return reply(NewToken(**{f: getattr(out, f) for f in TokenOut.__struct_fields__},
                           token=token), 201)
@@ -149,6 +157,8 @@ async def revoke_token(token_id: str) -> Response:
     _log.info("token revoked", token_id=str(tid))
     record = await tokens_repo.get(_db(), token_id=tid)
     assert record is not None  # just revoked, and tokens are never deleted
+    await audit.record("token.revoked", record.organization_id, token_id=str(tid),
+                       role=record.role, name=record.name)
     return reply(_token_out(record))
 
 
@@ -196,6 +206,8 @@ async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
     folders = await session_data.delete_folders(_state_dir(), org_id)
     _log.warning("session data purged", org=str(org_id), archives_deleted=deleted,
                  folders_deleted=folders)
+    await audit.record("session.purged", org_id, archives_deleted=deleted,
+                       folders_deleted=folders)
     return reply(PurgeResult(organization_id=org_id, archives_deleted=deleted,
                              folders_deleted=folders))
 
@@ -214,6 +226,35 @@ async def rotate_secret(data: RotateRequest) -> Response:
     result = await rotation.rotate(_db(), keys, archive.sessions_dir(_state_dir()),
                                    after_id=data.after_id, limit=data.limit)
     return reply(result)
+
+
+# The audit trail ---------------------------------------------------------------------------
+
+
+@bp.get("/audit")
+@tag(["admin"])
+@responds(AuditPage, errors=(400, 401, 403))
+@query(AuditQuery)
+async def audit_trail(query: AuditQuery) -> Response:
+    """The audit trail, newest first: organization settings changed, tokens created and
+    revoked, connects, disconnects, logouts, pairing codes, purges, with who did it and when.
+    The super admin reads every entry, or one organization's with `organization_id`; an ADMIN
+    token reads its own organization's. Page with `before` (the answer's `next_before`)."""
+    principal = auth.current()
+    org_id = query.organization_id if query.organization_id is not msgspec.UNSET else None
+    if org_id is None and not principal.is_super_admin:
+        org_id = principal.organization_id
+    auth.authorize(org_id, "ADMIN")
+    before = query.before if query.before is not msgspec.UNSET else None
+    entries = await audit_repo.page(_db(), organization_id=org_id, before=before,
+                                    limit=query.limit + 1)  # one more: is there a next page?
+    more = len(entries) > query.limit
+    entries = entries[:query.limit]
+    return reply(AuditPage(
+        entries=[AuditEntryOut(id=e.id, at=e.at, organization_id=e.organization_id,
+                               action=e.action, actor=e.actor, token_id=e.token_id,
+                               detail=e.detail) for e in entries],
+        next_before=entries[-1].id if more else None))
 
 
 def _state_dir() -> Path:

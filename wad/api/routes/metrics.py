@@ -1,7 +1,8 @@
 """`GET /metrics`: the daemon's Prometheus metrics (see `wad.observe.metrics`).
 
-Scrapes need the super admin: a `SUPER_ADMIN` bearer token on TCP, or the control socket. The
-metrics name every organization, so an organization's token may not read them.
+Scrapes need a `METRICS` token (made for the monitoring system: it reads this and nothing else),
+a `SUPER_ADMIN` token, or the control socket. The metrics name every organization, so an
+organization's token may not read them.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ async def _stop() -> None:
 @bp.get("/metrics")
 @hide
 async def scrape() -> Response:
-    """The metrics in Prometheus' text format (super admin)."""
+    """The metrics in Prometheus' text format (a METRICS token or the super admin)."""
     g.principal = await auth.authenticate(current_app.config["wad"].db)
-    auth.authorize(None, "SUPER_ADMIN")
+    auth.authorize_metrics()
     body = await metrics_of().render()
     response = Response(body, status=200, content_type=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"

@@ -18,7 +18,7 @@ from msgspec import Meta
 from quart import Blueprint, Response, current_app
 from quart_schema import tag
 
-from wad.api import auth
+from wad.api import audit, auth
 from wad.api.auth import org_route
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
@@ -115,7 +115,8 @@ class MessageState(msgspec.Struct, kw_only=True):
     id: uuid.UUID
     organization_id: uuid.UUID
     to: str
-    content: str
+    content: str | None
+    """The text; null for a VIEWER token, which sees a message's status, not its content."""
     status: OutboxStatus
     priority: int
     sender: OutboxSender
@@ -322,7 +323,8 @@ async def send_bulk(data: BulkRequest) -> Response:
 @responds(MessageState, errors=(401, 404))
 async def message(message_id: str) -> Response:
     """A queued message's status and its history (oldest first). Any token of its
-    organization; another organization's message is not found."""
+    organization (a VIEWER's answer has `content` null); another organization's message is not
+    found."""
     got = await outbox_repo.get_with_events(
         _db(), outbox_id=auth.parse_uuid(message_id, what="message"))
     caller = auth.current()
@@ -332,7 +334,7 @@ async def message(message_id: str) -> Response:
     item, events = got
     return reply(MessageState(
         id=item.id, organization_id=item.organization_id, to=item.to_phone,
-        content=item.content, status=item.status, priority=item.priority, sender=item.sender,
+        content=item.content if auth.has_rank(caller, "AGENT") else None, status=item.status, priority=item.priority, sender=item.sender,
         agent_name=item.agent_name, idempotency_key=item.idempotency_key,
         wa_message_id=item.wa_message_id, attempts=item.attempts, last_error=item.last_error,
         not_before=item.not_before, created_at=item.created_at,
@@ -367,11 +369,14 @@ async def put_settings(org_id: uuid.UUID, data: SettingsPatch) -> Response:
     field that breaks a rule: at most 20 a minute, hour >= minute, day >= hour, concurrency
     1-10, maxBatchSize 1-100."""
     try:
+        before = await settings_mod.load(_db(), org_id)
         merged = await settings_mod.update(_db(), org_id, data)
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except SettingsInvalid as exc:
         raise ApiError(400, "invalid", str(exc), field=exc.field) from None
+    await audit.record("settings.changed", org_id, changes=msgspec.to_builtins(data),
+                       before=before.as_document(), after=merged.as_document())
     bus = _bus()
     if bus is not None:
         bus.signal(SettingsChanged(org_id=org_id, settings=merged.as_document()))
@@ -421,6 +426,8 @@ async def resume(org_id: uuid.UUID) -> Response:
     row = await sessions_repo.get(db, organization_id=org_id)
     was_paused = bool(row and row.sending_paused)
     await sessions_repo.set_sending_paused(db, organization_id=org_id, paused=False)
+    await audit.record("sending.resumed", org_id, was_paused=was_paused,
+                       previous_reason=row.sending_paused_reason if row else None)
     bus = _bus()
     if bus is not None:
         bus.signal(SendingResumed(org_id=org_id, was_paused=was_paused))

@@ -28,9 +28,11 @@ from wad.db.repo import overview as overview_repo
 bp = Blueprint("status_page", __name__, static_folder="static", static_url_path="/assets")
 
 # The page loads only its own files and talks only to this daemon; the QR image is a blob URL.
-_PAGE_HEADERS = {
+# The documentation page (`/docs`) is sent under the same policy; its style sheet draws a few
+# icons as `data:` images (images cannot run code).
+PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
         "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -92,7 +94,7 @@ async def overview(db: Database, organization_id: uuid.UUID | None
 
 async def _page() -> Response:
     response = await bp.send_static_file("status.html")
-    response.headers.update(_PAGE_HEADERS)
+    response.headers.update(PAGE_HEADERS)
     return response
 
 

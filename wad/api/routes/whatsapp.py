@@ -15,7 +15,7 @@ import segno
 from quart import Blueprint, Response, current_app, request
 from quart_schema import tag
 
-from wad.api import auth
+from wad.api import audit, auth
 from wad.api.auth import org_route
 from wad.api.errors import ApiError
 from wad.api.schemas import (
@@ -118,6 +118,7 @@ async def connect(data: ConnectRequest) -> Response:
     org_id = auth.body_org(data.organization_id, "ADMIN")
     await require_org(org_id)
     await _manager_call("connect", manager().connect(org_id))
+    await audit.record("session.connect", org_id)
     return await _action_result(org_id, 202)
 
 
@@ -195,6 +196,7 @@ async def pairing_code(org_id: uuid.UUID, data: PairingCodeRequest) -> Response:
     await require_org(org_id)
     code = await _manager_call("pairing code",
                                manager().request_pairing_code(org_id, number))
+    await audit.record("session.pairing_code", org_id)
     return reply(PairingCode(organization_id=org_id, phone_number=number, code=code))
 
 
@@ -206,6 +208,7 @@ async def disconnect(org_id: uuid.UUID) -> Response:
     """Stop the session and keep the login (it comes back without a QR). Needs ADMIN."""
     await require_org(org_id)
     await _manager_call("disconnect", manager().disconnect(org_id))
+    await audit.record("session.disconnect", org_id)
     return await _action_result(org_id, 200)
 
 
@@ -218,4 +221,5 @@ async def logout(org_id: uuid.UUID) -> Response:
     Needs ADMIN and a running session."""
     await require_org(org_id)
     await _manager_call("logout", manager().logout(org_id))
+    await audit.record("session.logout", org_id)
     return await _action_result(org_id, 200)

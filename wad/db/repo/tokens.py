@@ -15,7 +15,8 @@ _COLS = columns(ApiToken)
 
 async def create(db: Executor, *, token_hash: bytes, prefix: str, role: Role,
                  organization_id: uuid.UUID | None, name: str = "") -> ApiToken:
-    """A new token record. SUPER_ADMIN tokens have no organization; every other one has one."""
+    """A new token record. SUPER_ADMIN and METRICS tokens have no organization; every other one
+    has one."""
     row = await db.fetchrow(
         f"""INSERT INTO api_tokens (token_hash, prefix, role, organization_id, name)
             VALUES ($1, $2, $3, $4, $5) RETURNING {_COLS}""",
@@ -48,6 +49,12 @@ async def revoke(db: Executor, *, token_id: uuid.UUID) -> bool:
         """UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
            RETURNING true""", token_id)
     return bool(done)
+
+
+async def is_active(db: Executor, *, token_id: uuid.UUID) -> bool:
+    """Whether the token exists and is not revoked."""
+    return bool(await db.fetchval(
+        "SELECT true FROM api_tokens WHERE id = $1 AND revoked_at IS NULL", token_id))
 
 
 async def touch_last_used(db: Executor, *, token_id: uuid.UUID) -> None:
