@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from wad import environment
 from wad.browser import profile as archive
 from wad.errors import ConfigError
 
@@ -322,7 +323,7 @@ def _check_consistency(settings: Settings, source: str) -> None:
 def load(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None) -> Settings:
     """Load settings from PATH (or `WAD_CONFIG`; none: the embedded defaults) and the
     environment's secrets."""
-    env = dict(os.environ) if env is None else env
+    env = environment.with_secrets() if env is None else env
     path = path or env.get("WAD_CONFIG") or None
     if path is None:
         settings = Settings()

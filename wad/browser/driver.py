@@ -30,7 +30,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 from trio_asyncio import aio_as_trio, trio_as_aio
 
-from wad import log
+from wad import environment, log
 from wad.browser import events
 from wad.browser.events import (
     BridgeErrorEvent,
@@ -48,7 +48,6 @@ from wad.errors import WadError
 from wad.whatsapp.ids import chat_id, phone_digits
 
 CHROMIUM_FLAGS = (
-    "--no-sandbox",
     "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
@@ -96,6 +95,26 @@ class BridgeTimeout(BridgeError):
 def new_message_id() -> str:
     """A fresh message key id as WhatsApp Web chooses them: 20 uppercase hex digits."""
     return "3EB0" + secrets.token_hex(8).upper()
+
+
+ROOT_WARNING = (
+    "running as root: Chromium runs WITHOUT its sandbox (it refuses to sandbox itself as "
+    "root), so a bug in the browser reached through any customer's message would run with "
+    "the daemon's rights; run wad as an ordinary user (the systemd unit's User=wad) to turn "
+    "the sandbox on"
+)
+NO_SANDBOX_HINT = (
+    "Chromium's sandbox needs unprivileged user namespaces: check `sysctl "
+    "user.max_user_namespaces` (above 0) and, on kernels that have it, `sysctl "
+    "kernel.unprivileged_userns_clone=1`; under systemd, RestrictNamespaces= must allow "
+    "`user pid net`"
+)
+
+
+def sandboxed() -> bool:
+    """Whether browsers run with Chromium's sandbox: always, except as root (where Chromium
+    refuses it)."""
+    return os.geteuid() != 0
 
 
 def _bridge_source() -> str:
@@ -151,6 +170,8 @@ class BrowserDriver:
                                        tmp_root=os.fspath(tmp_root))
             tmp_root = None
         tmpdir = Path(tempfile.mkdtemp(prefix="wad-chromium-", dir=tmp_root))
+        if not sandboxed():
+            log.get("browser").warning(ROOT_WARNING)
         try:
             playwright = await aio_as_trio(async_playwright().start)()
             try:
@@ -172,22 +193,25 @@ class BrowserDriver:
         await trio.Path(profile).mkdir(parents=True, exist_ok=True)
         await trio.Path(profile).chmod(0o700)  # a login lives here: its owner only
         settings = self.settings
-        env = dict(os.environ)
-        env["TMPDIR"] = str(self.tmpdir)
         try:
             context = await aio_as_trio(self._playwright.chromium.launch_persistent_context)(
                 str(profile),
                 executable_path=settings.chromium_path,
                 headless=settings.headless,
                 args=list(CHROMIUM_FLAGS),
+                # Playwright adds --no-sandbox unless told otherwise.
+                chromium_sandbox=sandboxed(),
                 user_agent=settings.user_agent,
-                env=env,
+                # Its own minimal environment: no secret, no DSN.
+                env=environment.child_env(TMPDIR=str(self.tmpdir)),
             )
         except PlaywrightError as exc:
             first_line = exc.message.strip().splitlines()[0] if exc.message.strip() else ""
+            hint = f" ({NO_SANDBOX_HINT})" if "sandbox" in exc.message.lower() and \
+                sandboxed() else ""
             raise BrowserStartError(
-                f"cannot start Chromium ({settings.chromium_path}) on {profile}: {first_line}"
-            ) from exc
+                f"cannot start Chromium ({settings.chromium_path}) on {profile}: "
+                f"{first_line}{hint}") from exc
         session: BrowserSession | None = None
         try:
             async with trio.open_nursery() as nursery:
