@@ -33,4 +33,5 @@ async def main(url: str, profile: str, tmp_root: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, *sys.argv[1:4])
+    url, profile, tmp_root = sys.argv[1:4]
+    trio.run(main, url, profile, tmp_root)

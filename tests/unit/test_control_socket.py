@@ -50,7 +50,12 @@ def open_umask() -> Iterator[None]:
 async def test_socket_is_0660_and_the_umask_is_never_touched(
         tmp_path: Path, open_umask: None, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or 0)
+
+    def umask(mask: int) -> int:
+        calls.append(mask)
+        return 0
+
+    monkeypatch.setattr(os, "umask", umask)
     path = tmp_path / "run" / "wad.sock"
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import trio
@@ -119,6 +120,20 @@ def sandboxed() -> bool:
 
 def _bridge_source() -> str:
     return resources.files("wad.browser").joinpath("bridge.js").read_text(encoding="utf-8")
+
+
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of URL (lower case, default ports left out), "" if it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    if not parts.scheme or not parts.hostname:
+        return ""
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}{suffix}"
 
 
 def _find_browser_pid(profile_dir: Path) -> int | None:
@@ -290,10 +305,15 @@ class BrowserSession:
         self.version: str | None = None
         self.held_back = 0
         """How many events had to wait for room in `events` (the page held them meanwhile)."""
+        self._origin = ""
+        self.refused_events = 0
+        """How many binding calls were refused: not from the page's main frame at the
+        WhatsApp origin (an iframe, a popup, another site the page was sent to)."""
 
     # ------------------------------------------------------------------ start-up
 
     async def _start(self, url: str) -> None:
+        self._origin = origin(url)
         context = self._context
         context.on("close", lambda _ctx: self._on_gone("browser_closed"))
         await aio_as_trio(context.expose_binding)(BINDING_NAME, self._on_emit)
@@ -372,10 +392,30 @@ class BrowserSession:
 
     # ------------------------------------------------------------------ events
 
-    async def _on_emit(self, _source: Any, raw: str) -> None:
+    def _from_the_page(self, source: Any) -> bool:
+        """Whether a binding call came from the page's main frame at the WhatsApp origin (the
+        binding is exposed to every frame of every page of the context)."""
+        frame = source.get("frame") if isinstance(source, dict) else None
+        page = self._page
+        if frame is None or page is None or frame != page.main_frame:
+            url = str(getattr(frame, "url", "")) if frame is not None else ""
+        else:
+            url = str(frame.url)
+            if self._origin and origin(url) == self._origin:
+                return True
+        self.refused_events += 1
+        self._log.warning("bridge event refused: not from the page's main frame at the "
+                          "WhatsApp origin", frame_url=url[:200], origin=self._origin,
+                          refused=self.refused_events)
+        return False
+
+    async def _on_emit(self, source: Any, raw: str) -> None:
         """The binding (an asyncio coroutine): the bridge awaits it before posting the next
         event, so waiting here for room in the bounded channel holds the page's events back
-        (in the page, in order) instead of dropping them."""
+        (in the page, in order) instead of dropping them. Calls from anywhere but the page's
+        main frame at the WhatsApp origin are refused (counted, logged, dropped)."""
+        if not self._from_the_page(source):
+            return
         try:
             event: Event = events.decode(raw)
         except msgspec.ValidationError as exc:
