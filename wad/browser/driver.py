@@ -136,7 +136,7 @@ def origin(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.hostname.lower()}{suffix}"
 
 
-def _find_browser_pid(profile_dir: Path) -> int | None:
+def find_browser_pid(profile_dir: Path) -> int | None:
     """The Chromium browser process using PROFILE_DIR (not its renderers or helpers)."""
     wanted = f"--user-data-dir={profile_dir}".encode()
     for entry in Path("/proc").iterdir():
@@ -261,7 +261,7 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
 
 
 async def _close_context(context: Any, profile: Path) -> None:
-    pid = _find_browser_pid(profile)
+    pid = find_browser_pid(profile)
     with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True) as scope:
         try:
             await aio_as_trio(context.close)()
@@ -324,7 +324,7 @@ class BrowserSession:
         page.on("close", lambda _page: self._on_gone(
             "browser_closed" if _process_gone(self._pid) else "page_closed"))
         page.on("framenavigated", self._on_navigated)
-        self._pid = _find_browser_pid(self.profile_dir)
+        self._pid = find_browser_pid(self.profile_dir)
         self._nursery.start_soon(self._injector)
         timeout = self._settings.ready_timeout_s
         try:
@@ -627,7 +627,7 @@ class BrowserSession:
     def browser_pid(self) -> int | None:
         """The Chromium browser process id (tests kill it to simulate a crash)."""
         if self._pid is None:
-            self._pid = _find_browser_pid(self.profile_dir)
+            self._pid = find_browser_pid(self.profile_dir)
         return self._pid
 
 
