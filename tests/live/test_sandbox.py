@@ -10,6 +10,7 @@ In both, no browser process, no Playwright driver and no PostgreSQL process has 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -19,11 +20,13 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+from trio import Process
 
 from tests.support.daemonproc import start_daemon
 from wad.sim.model import SimConfig
@@ -32,6 +35,7 @@ from wad.sim.server import SimServer, serve
 pytestmark = pytest.mark.browser
 
 SCRIPT = Path(__file__).resolve().parent.parent / "support" / "sandboxed_session.py"
+FILTER = SCRIPT.parent / "syscall_filter.py"
 ROOT = SCRIPT.parent.parent.parent
 
 # Distinctive values, so that a search cannot miss them or find them by chance.
@@ -133,16 +137,20 @@ def unprivileged_home() -> Iterator[tuple[Path, list[str]]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-async def test_as_an_unprivileged_user_chromium_is_sandboxed_and_holds_no_secret(
-        sim: SimServer, unprivileged_home: tuple[Path, list[str]]) -> None:
-    home, prefix = unprivileged_home
+@asynccontextmanager
+async def unprivileged_session(sim: SimServer, home: Path, prefix: list[str],
+                               launcher: list[str]) -> AsyncIterator[tuple[Process, int | None,
+                                                                           bytes]]:
+    """Run the session script (LAUNCHER + its arguments) as the unprivileged user with every
+    secret in its environment; yield (its process, the browser's pid or None when the session
+    did not open, what it printed). Closed (killed if need be) at the end of the block."""
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LANG": "C.UTF-8",
            **SECRETS, "WAD_DATABASE_URL": DSN}
     proc = await trio.lowlevel.open_process(
-        [*prefix, sys.executable, str(SCRIPT), sim.url, str(home / "profile"), str(home)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        [*prefix, *launcher, str(SCRIPT), sim.url, str(home / "profile"), str(home)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
         cwd=home)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    assert proc.stdin is not None and proc.stdout is not None
     try:
         out = b""
         with trio.move_on_after(120):
@@ -152,48 +160,124 @@ async def test_as_an_unprivileged_user_chromium_is_sandboxed_and_holds_no_secret
                     break
                 out += chunk
         line = next((ln for ln in out.splitlines() if ln.startswith(b'{"browser_pid"')), None)
-        if line is None:
-            with trio.move_on_after(5):
-                await proc.wait()
-            with trio.move_on_after(1):
-                out += await proc.stderr.receive_some(20000)
-            pytest.fail(f"the session did not open (exit {proc.returncode}): {out!r}")
-        browser = int(json.loads(line)["browser_pid"])
-        assert _ppid(browser) is not None
+        yield proc, (int(json.loads(line)["browser_pid"]) if line else None), out
+    finally:
+        with trio.move_on_after(30):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await proc.stdin.send_all(b"close\n")
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
-        # The browser runs as the unprivileged user, without --no-sandbox.
-        uid = os.geteuid() if not prefix else pwd.getpwnam("nobody").pw_uid
-        assert status(browser)["Uid"].split()[0] == str(uid)
-        assert "--no-sandbox" not in cmdline(browser)
 
-        # Every renderer is under seccomp-bpf, in namespaces of its own.
-        below = descendants(browser)
-        renderers = [pid for pid in below if kind(pid) == "renderer"]
-        assert renderers, [kind(pid) for pid in below]
-        for pid in renderers:
-            assert status(pid)["Seccomp"] == "2", (pid, status(pid))
-            for ns in ("user", "pid", "net"):
-                assert os.readlink(f"/proc/{pid}/ns/{ns}") != \
-                    os.readlink(f"/proc/{browser}/ns/{ns}"), (pid, ns)
-            # ... and only those: what the unit's RestrictNamespaces=user pid net allows.
-            for ns in ("mnt", "ipc", "uts", "cgroup"):
-                assert os.readlink(f"/proc/{pid}/ns/{ns}") == \
-                    os.readlink(f"/proc/{browser}/ns/{ns}"), (pid, ns)
-        # (The browser process itself is not, by design: it is the one that talks to the
-        # network and the disk.)
+def assert_sandboxed(browser: int, uid: int) -> None:
+    """The browser runs as UID without --no-sandbox, and every renderer is under seccomp-bpf in
+    user, PID and network namespaces of its own (and only those)."""
+    assert status(browser)["Uid"].split()[0] == str(uid)
+    assert "--no-sandbox" not in cmdline(browser)
+    below = descendants(browser)
+    renderers = [pid for pid in below if kind(pid) == "renderer"]
+    assert renderers, [kind(pid) for pid in below]
+    for pid in renderers:
+        assert status(pid)["Seccomp"] == "2", (pid, status(pid))
+        for ns in ("user", "pid", "net"):
+            assert os.readlink(f"/proc/{pid}/ns/{ns}") != \
+                os.readlink(f"/proc/{browser}/ns/{ns}"), (pid, ns)
+        # ... and only those: what the unit's RestrictNamespaces=user pid net allows.
+        for ns in ("mnt", "ipc", "uts", "cgroup"):
+            assert os.readlink(f"/proc/{pid}/ns/{ns}") == \
+                os.readlink(f"/proc/{browser}/ns/{ns}"), (pid, ns)
+
+
+def _uid(prefix: list[str]) -> int:
+    return pwd.getpwnam("nobody").pw_uid if prefix else os.geteuid()
+
+
+async def test_as_an_unprivileged_user_chromium_is_sandboxed_and_holds_no_secret(
+        sim: SimServer, unprivileged_home: tuple[Path, list[str]]) -> None:
+    home, prefix = unprivileged_home
+    async with unprivileged_session(sim, home, prefix, [sys.executable]) as (proc, browser, out):
+        assert browser is not None, f"the session did not open: {out[-4000:]!r}"
+        assert_sandboxed(browser, _uid(prefix))
+        # (The browser process itself is not under seccomp, by design: it is the one that
+        # talks to the network and the disk.)
 
         # No secret anywhere below the script: Playwright's driver, the browser, its helpers.
         everything = descendants(proc.pid)
         assert browser in everything
         assert any(kind(pid) == "node" for pid in everything)
         assert leaked(everything, {**SECRETS, "WAD_DATABASE_URL": DSN}) == []
-    finally:
-        with trio.move_on_after(30):
-            await proc.stdin.send_all(b"close\n")
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+
+
+def _unit_system_calls() -> set[str]:
+    """The system calls the unit's `SystemCallFilter=` allows, groups expanded by
+    systemd-analyze."""
+    unit = (ROOT / "systemd" / "wad.service").read_text().splitlines()
+    [line] = [ln for ln in unit if ln.startswith("SystemCallFilter=")]
+    names = line.split("=", 1)[1].split()
+    assert not names[0].startswith("~")
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (tests/unit/test_systemd.py installs it)"
+
+    def expand(name: str, seen: set[str]) -> set[str]:
+        if not name.startswith("@"):
+            return {name}
+        if name in seen:
+            return set()
+        seen.add(name)
+        out = subprocess.run([analyze, "syscall-filter", name], capture_output=True,
+                             text=True, check=True, timeout=60).stdout
+        members = [m.strip() for m in out.splitlines()[1:]
+                   if m.strip() and not m.strip().startswith("#")]
+        return set().union(*(expand(m, seen) for m in members))
+
+    seen: set[str] = set()
+    return set().union(*(expand(name, seen) for name in names))
+
+
+def _debian_python_with_seccomp() -> str:
+    """Debian's python3 with libseccomp's module (installed when missing, as root)."""
+    python = "/usr/bin/python3"
+    probe = [python, "-c", "import seccomp"]
+    if subprocess.run(probe, capture_output=True).returncode != 0 and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "python3-seccomp"],
+                       capture_output=True, timeout=600)
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.skip("needs Debian's python3 with python3-seccomp (apt-get install "
+                    "python3-seccomp) to apply the unit's system call filter without systemd")
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"Debian's python3 is {version}, the tests' Python is "
+                    f"{sys.version_info[:2]}: they cannot share the virtualenv's packages")
+    return python
+
+
+async def test_chromium_keeps_its_sandbox_under_the_units_system_call_filter(
+        sim: SimServer, unprivileged_home: tuple[Path, list[str]]) -> None:
+    """Without systemd as PID 1 here, the unit's `SystemCallFilter=` (with
+    `SystemCallErrorNumber=EPERM`) is applied with libseccomp to the session: Chromium starts
+    and sandboxes its renderers. Without the two calls the unit adds for Chromium's sandbox
+    (`seccomp`, `chroot`) it does not start at all."""
+    home, prefix = unprivileged_home
+    python = _debian_python_with_seccomp()
+    allowed = _unit_system_calls()
+    assert {"seccomp", "chroot", "pkey_alloc", "read", "clone3"} <= allowed
+    venv_site = next(p for p in sys.path if p.endswith("site-packages"))
+    for name, calls in (("unit", allowed), ("without", allowed - {"seccomp", "chroot"})):
+        listing = home / f"{name}.txt"
+        listing.write_text("\n".join(sorted(calls)) + "\n")
+        launcher = [python, str(FILTER), str(listing), venv_site]
+        async with unprivileged_session(sim, home, prefix, launcher) as (_proc, browser, out):
+            if name == "unit":
+                assert browser is not None, f"the session did not open: {out[-4000:]!r}"
+                assert status(browser)["Seccomp"] == "2"  # the unit's filter is on
+                assert_sandboxed(browser, _uid(prefix))
+            else:
+                assert browser is None
+                assert b"cannot start Chromium" in out, out[-4000:]
+        shutil.rmtree(home / "profile", ignore_errors=True)
 
 
 async def test_as_root_the_daemon_warns_and_no_browser_or_postgres_holds_a_secret(
