@@ -404,9 +404,10 @@ class BrowserSession:
             if self._origin and origin(url) == self._origin:
                 return True
         self.refused_events += 1
-        self._log.warning("bridge event refused: not from the page's main frame at the "
-                          "WhatsApp origin", frame_url=url[:200], origin=self._origin,
-                          refused=self.refused_events)
+        if self.refused_events == 1 or self.refused_events % 100 == 0:  # a flood logs little
+            self._log.warning("bridge event refused: not from the page's main frame at the "
+                              "WhatsApp origin", frame_url=url[:200], origin=self._origin,
+                              refused=self.refused_events)
         return False
 
     async def _on_emit(self, source: Any, raw: str) -> None:
