@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from wad import environment
 from wad.browser import profile as archive
 from wad.errors import ConfigError
 
@@ -248,6 +249,27 @@ class ArchiveSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Also keep the newest archive of each day of the last this many days."""
 
 
+class ImportSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Limits on the exported-chat files `wad import` reads. A file over any of them is refused
+    whole, with the reason, and nothing of it is imported."""
+
+    max_file_bytes: Annotated[int, Meta(ge=1024, le=1 << 34)] = 64 << 20
+    """Largest chat text: a `.txt` file, or one inside a zip (uncompressed)."""
+    max_archive_bytes: Annotated[int, Meta(ge=1024, le=1 << 40)] = 4 << 30
+    """Largest total uncompressed size of a zip's entries (media included)."""
+    max_entries: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    """Most entries in a zip."""
+    max_ratio: Annotated[float, Meta(ge=2, le=100_000)] = 100.0
+    """Largest compression ratio (uncompressed / compressed size) of a zip entry of 1 MiB or
+    more: beyond it the entry is taken for a zip bomb."""
+
+
+def import_settings(settings: object) -> ImportSettings:
+    """The `[imports]` limits of the daemon's settings, or the defaults (no settings)."""
+    found = getattr(settings, "imports", None)
+    return found if isinstance(found, ImportSettings) else ImportSettings()
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Everything wad reads from its configuration file."""
 
@@ -258,6 +280,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     archives: ArchiveSettings = msgspec.field(default_factory=ArchiveSettings)
     inbound: InboundSettings = msgspec.field(default_factory=InboundSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
+    imports: ImportSettings = msgspec.field(default_factory=ImportSettings)
     plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
     graces: GraceSettings = msgspec.field(default_factory=GraceSettings)
 
@@ -350,7 +373,7 @@ def _check_consistency(settings: Settings, source: str) -> None:
 def load(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None) -> Settings:
     """Load settings from PATH (or `WAD_CONFIG`; none: the embedded defaults) and the
     environment's secrets."""
-    env = dict(os.environ) if env is None else env
+    env = environment.with_secrets() if env is None else env
     path = path or env.get("WAD_CONFIG") or None
     if path is None:
         settings = Settings()

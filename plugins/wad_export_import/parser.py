@@ -24,6 +24,12 @@ become media messages of their type without a file; attached files (`<attached: 
 `... (file attached)`) become media messages naming the file, with the text after them as the
 caption. A line that cannot be read is reported with its file and line number
 (`ExportedChat.problems`), never dropped silently.
+
+Hostile files are refused whole, with the reason, before anything of them is read into the
+import (`wad.config.ImportSettings` sets the limits): a text or zip over the size limits, a zip
+with too many entries or an entry compressed beyond the ratio limit (a zip bomb), a zip entry
+named outside the zip (`../x`, `/x`), and a chat naming an attachment outside its own folder
+(such a name is never looked up on disk).
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from wad.config import ImportSettings
 from wad.payloads import ImportedChat, ImportedMessage
 
 # What the export's text may hold around names and numbers: direction marks and isolates.
@@ -519,6 +526,16 @@ def _location(text: str) -> dict[str, object] | None:
     return {"type": "location", "caption": place.strip() if place else None, "media": media}
 
 
+class _Outside(Exception):
+    """An attachment named outside the export's folder."""
+
+
+def plain_name(name: str) -> bool:
+    """Whether NAME is a bare file name (no folder, no `..`): the only attachment names an
+    export holds, and the only ones looked up."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 def _content(text: str, media: MediaLookup) -> dict[str, object] | None:
     """The message fields of an author's text; None for a notice or a deleted message."""
     text = _EDITED.sub("", text)
@@ -550,6 +567,8 @@ def _content(text: str, media: MediaLookup) -> dict[str, object] | None:
     attached = _ATTACHED_IPHONE.match(first_clean) or _ATTACHED_ANDROID.match(first_clean)
     if attached:
         name = attached.group("file").strip()
+        if not plain_name(name):
+            raise _Outside(name)
         facts = {"filename": name}
         mimetype = _mimetype(name)
         if mimetype:
@@ -612,7 +631,11 @@ def parse_chat(text: str, *, label: str, key: str, title: str | None,
                             problems=problems)
     messages: list[ImportedMessage] = []
     for item in parsed:
-        fields = _content(item.text, media)
+        try:
+            fields = _content(item.text, media)
+        except _Outside as outside:
+            return _refused(key, label, f"line {item.line} names the attachment "
+                            f"{str(outside)!r}, which is outside the export's folder")
         if fields is None:
             notices += 1
             continue
@@ -685,16 +708,29 @@ def _decode(data: bytes) -> str:
             else data.decode("cp1252", errors="replace")
 
 
-def read_text_file(path: Path, options: ExportOptions) -> ExportedChat:
-    """A `.txt` export; media it names are looked for beside it."""
+def _refused(key: str, label: str, why: str) -> ExportedChat:
+    return ExportedChat(key=key, file=label,
+                        problems=[f"{label}: refused, nothing of it imported: {why}"])
+
+
+def read_text_file(path: Path, options: ExportOptions,
+                   limits: ImportSettings | None = None) -> ExportedChat:
+    """A `.txt` export; media it names are looked for beside it (plain names only)."""
+    limits = limits or ImportSettings()
     label = str(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(limits.max_file_bytes + 1)
     except OSError as exc:
         return ExportedChat(key=str(path.absolute()), file=label,
                             problems=[f"{label}: cannot read: {exc.strerror}"])
+    if len(data) > limits.max_file_bytes:
+        return _refused(str(path.absolute()), label, f"larger than {limits.max_file_bytes} "
+                        "bytes (imports.max_file_bytes)")
 
     def beside(name: str) -> int | None:
+        if not plain_name(name):
+            return None
         candidate = path.parent / name
         return candidate.stat().st_size if candidate.is_file() else None
 
@@ -702,34 +738,87 @@ def read_text_file(path: Path, options: ExportOptions) -> ExportedChat:
                       title=title_name(path.name), options=options, media=beside)
 
 
-def read_zip(path: Path, options: ExportOptions) -> list[ExportedChat]:
-    """The chats of a `.zip` export (usually one `.txt`, with or without its media)."""
+RATIO_FLOOR = 1 << 20
+"""Entries smaller than this (uncompressed) are not held to `max_ratio`."""
+
+
+def zip_problem(infos: Sequence[zipfile.ZipInfo], limits: ImportSettings) -> str | None:
+    """Why a zip with these entries must be refused (None: it may be read), judged from its
+    directory alone, before anything is decompressed."""
+    if len(infos) > limits.max_entries:
+        return f"{len(infos)} entries, more than {limits.max_entries} (imports.max_entries)"
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name).parts
+        if (name.startswith(("/", "\\")) or ".." in parts or "\\" in name or "\0" in name
+                or re.match(r"^[A-Za-z]:", name)):
+            return f"the entry {name!r} is named outside the zip"
+    total = sum(info.file_size for info in infos)
+    if total > limits.max_archive_bytes:
+        return (f"{total} bytes uncompressed, more than {limits.max_archive_bytes} "
+                "(imports.max_archive_bytes)")
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= RATIO_FLOOR and ratio > limits.max_ratio:
+            return (f"the entry {info.filename!r} is compressed {ratio:.0f} to 1, more than "
+                    f"{limits.max_ratio:g} (imports.max_ratio): a zip bomb?")
+        if info.filename.lower().endswith(".txt") and info.file_size > limits.max_file_bytes:
+            return (f"the chat {info.filename!r} is {info.file_size} bytes uncompressed, more "
+                    f"than {limits.max_file_bytes} (imports.max_file_bytes)")
+    return None
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes | None:
+    """The member's bytes, or None when it holds more than LIMIT (whatever its header said)."""
+    with archive.open(member) as handle:
+        data = handle.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def read_zip(path: Path, options: ExportOptions,
+             limits: ImportSettings | None = None) -> list[ExportedChat]:
+    """The chats of a `.zip` export (usually one `.txt`, with or without its media); refused
+    whole when `zip_problem` finds a reason."""
+    limits = limits or ImportSettings()
     label = str(path)
+    key = str(path.absolute())
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
-        return [ExportedChat(key=str(path.absolute()), file=label,
+        return [ExportedChat(key=key, file=label,
                              problems=[f"{label}: not a readable zip file: {exc}"])]
     with archive:
+        problem = zip_problem(archive.infolist(), limits)
+        if problem is not None:
+            return [_refused(key, label, problem)]
         members = [m for m in archive.infolist() if not m.is_dir()
                    and not m.filename.startswith("__MACOSX/")]
         sizes = {Path(m.filename).name: m.file_size for m in members}
         texts = [m for m in members if m.filename.lower().endswith(".txt")]
         if not texts:
-            return [ExportedChat(key=str(path.absolute()), file=label,
+            return [ExportedChat(key=key, file=label,
                                  problems=[f"{label}: no chat (.txt) in the zip file"])]
         chats = []
         for member in texts:
             inner = f"{label}!{member.filename}"
+            try:
+                data = _read_member(archive, member, limits.max_file_bytes)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                return [_refused(key, label, f"{member.filename!r} cannot be read: {exc}")]
+            if data is None:
+                return [_refused(key, label, f"the chat {member.filename!r} holds more than "
+                                 f"{limits.max_file_bytes} bytes (imports.max_file_bytes)")]
             title = title_name(member.filename) or title_name(path.name)
-            chats.append(parse_chat(_decode(archive.read(member)), label=inner,
-                                    key=f"{path.absolute()}!{member.filename}", title=title,
+            chats.append(parse_chat(_decode(data), label=inner,
+                                    key=f"{key}!{member.filename}", title=title,
                                     options=options, media=sizes.get))
         return chats
 
 
-def read_location(location: str, options: ExportOptions) -> list[ExportedChat]:
-    """Every chat at `location`: a `.txt`, a `.zip`, or a folder (searched for both)."""
+def read_location(location: str, options: ExportOptions,
+                  limits: ImportSettings | None = None) -> list[ExportedChat]:
+    """Every chat at `location`: a `.txt`, a `.zip`, or a folder (searched for both), within
+    LIMITS (default: `ImportSettings()`)."""
     path = Path(location).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*")
@@ -737,10 +826,10 @@ def read_location(location: str, options: ExportOptions) -> list[ExportedChat]:
         if not files:
             return [ExportedChat(key=str(path.absolute()), file=str(path),
                                  problems=[f"{path}: no .txt or .zip export in this folder"])]
-        return [chat for file in files for chat in read_location(str(file), options)]
+        return [chat for file in files for chat in read_location(str(file), options, limits)]
     if not path.exists():
         return [ExportedChat(key=str(path.absolute()), file=str(path),
                              problems=[f"{path}: no such file or folder"])]
     if path.suffix.lower() == ".zip":
-        return read_zip(path, options)
-    return [read_text_file(path, options)]
+        return read_zip(path, options, limits)
+    return [read_text_file(path, options, limits)]

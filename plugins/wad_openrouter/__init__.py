@@ -19,7 +19,6 @@ Configuration (`[plugins.config.openrouter]`, see `Config`); the key may instead
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -29,7 +28,7 @@ import msgspec
 import trio
 from msgspec import Meta
 
-from wad import hookimpl, log
+from wad import environment, hookimpl, log
 from wad.payloads import (
     FUNNEL,
     AgentReply,
@@ -194,7 +193,7 @@ def api_key(ctx: PluginContext, config: Config) -> str:
     if config.api_key:
         return config.api_key
     settings_key = getattr(ctx.settings, "openrouter_api_key", "") if ctx.settings else ""
-    return settings_key or os.environ.get("OPENROUTER_API_KEY", "")
+    return settings_key or environment.secret("OPENROUTER_API_KEY")
 
 
 def _json_text(content: str) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
-import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -39,7 +38,7 @@ import msgspec
 import trio
 from msgspec import Meta
 
-from wad import hookimpl, log
+from wad import environment, hookimpl, log
 from wad.db.models import PluginDelivery
 from wad.db.pool import Database
 from wad.db.repo import deliveries
@@ -80,7 +79,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not self.secret:
-            self.secret = os.environ.get("WAD_WEBHOOK_SECRET", "")
+            self.secret = environment.secret("WAD_WEBHOOK_SECRET")
         if self.url:
             if not self.url.startswith(("http://", "https://")):
                 raise ValueError("url: must start with http:// or https://")

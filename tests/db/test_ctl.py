@@ -107,7 +107,8 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
 
     # Kept session data: nothing yet; purging needs --yes.
     kept = json.loads(wad.ok("session", "backups", org_id, "--json"))
-    assert kept == {"organization_id": org_id, "archives": [], "profile": None, "trash": []}
+    assert kept == {"organization_id": org_id, "archives": [], "profile": None, "trash": [],
+                    "import_profile": None}
     code, out, err = wad("session", "purge", org_id)
     assert code == 1
     assert "--yes" in err

@@ -583,3 +583,56 @@ async def test_renderer_crash_surfaces_as_crash(driver: BrowserDriver, sim: SimS
         assert closed.reason == "crash"
         with pytest.raises(SessionClosed, match="crash"):
             await session.state()
+
+
+async def test_events_from_frames_and_other_origins_are_refused(
+        driver: BrowserDriver, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
+    """The binding reaches every frame; only the page's main frame at the WhatsApp origin is
+    heard. Pages that are not WhatsApp's, shown in iframes of the page, forge an incoming
+    message: it never comes out of the session (a real one delivered after does)."""
+    await phone.create_account(ACCOUNT, "Issyk Tours", contacts=[
+        {"number": CLIENT, "name": "Aibek", "push_name": "Aibek"}])
+    async with linked_session(driver, sim, phone, tmp_path / "p") as (session, watch):
+        await phone.add_frame(ACCOUNT, phone.forged_url("forged: other origin",
+                                                        host="localhost"))
+        await phone.add_frame(ACCOUNT, phone.forged_url("forged: same origin"))
+        with trio.fail_after(30):
+            while len(await phone.forged_results()) < 2:
+                await trio.sleep(0.1)
+        # Both frames could call the binding: the refusal is the driver's.
+        assert await phone.forged_results() == ["called", "called"]
+        assert session.refused_events == 2
+        await phone.deliver(ACCOUNT, CLIENT, "the real one")
+        await watch.next(MessageReceived, lambda e: e.message.body == "the real one")
+        assert [e.message.body for e in watch.of(MessageReceived)] == ["the real one"]
+
+
+async def test_a_send_retried_while_in_flight_is_sent_once(
+        driver: BrowserDriver, sim: SimServer, phone: SimClient, tmp_path: Path) -> None:
+    """A page that adds a sent message only a while after it was handed over (as some builds
+    do): a second call with the same id meanwhile (a retry after a timeout) waits for the first
+    and answers `already_existed` instead of sending the message again."""
+    await phone.create_account(ACCOUNT, "Issyk Tours", contacts=[
+        {"number": CLIENT, "name": "Aibek", "push_name": "Aibek"}])
+    async with linked_session(driver, sim, phone, tmp_path / "p") as (session, watch):
+        await phone.set_sends(ACCOUNT, add_delay_s=1.5)
+        message_id = new_message_id()
+        answers = []
+
+        async def send() -> None:
+            answers.append(await session.send_text(CLIENT, "only once", message_id=message_id))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                nursery.start_soon(send)
+        assert len({a.id for a in answers}) == 1
+        assert sorted(a.already_existed for a in answers) == [False, True]
+        await watch.next(AckChanged, lambda e: e.id == answers[0].id and e.ack == 3)
+        record = await phone.sent(ACCOUNT)
+        assert record["counts"][answers[0].id] == 1
+        assert [m["body"] for m in record["messages"]] == ["only once"]
+        # Once the first has ended, the same id is found in the page as before.
+        again = await session.send_text(CLIENT, "only once", message_id=message_id)
+        assert again.already_existed
+        assert (await phone.sent(ACCOUNT))["counts"][answers[0].id] == 1

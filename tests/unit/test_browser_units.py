@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from wad.browser import events
-from wad.browser.driver import new_message_id
+from wad.browser.driver import new_message_id, origin
 from wad.browser.events import AckChanged, BridgeReady, MessageReceived, Ready
 from wad.whatsapp.ids import InvalidChatId, chat_id, phone_digits
 
@@ -68,3 +68,23 @@ def test_decode_names_the_bad_field() -> None:
         events.decode('{"event":"message","message":{"id":"x","chat_id":"y","type":"chat"}}')
     with pytest.raises(msgspec.ValidationError, match="Invalid value 'nope'"):
         events.decode('{"event":"nope"}')
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("https://web.whatsapp.com/", "https://web.whatsapp.com"),
+    ("https://WEB.whatsapp.com:443/?lang=en#x", "https://web.whatsapp.com"),
+    ("http://127.0.0.1:8099/", "http://127.0.0.1:8099"),
+    ("http://127.0.0.1:80/a", "http://127.0.0.1"),
+    ("about:blank", ""),
+    ("", ""),
+    ("http://[::1:bad", ""),
+])
+def test_origin_of_an_address(url: str, expected: str) -> None:
+    assert origin(url) == expected
+
+
+def test_other_origins_differ() -> None:
+    page = origin("https://web.whatsapp.com/")
+    for other in ("https://web.whatsapp.com.evil.example/", "http://web.whatsapp.com/",
+                  "https://web.whatsapp.com:8443/", "https://whatsapp.com/"):
+        assert origin(other) != page, other

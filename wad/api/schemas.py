@@ -180,6 +180,8 @@ class Backups(msgspec.Struct, kw_only=True):
     archives: list[ArchiveOut]
     profile: FolderOut | None
     trash: list[FolderOut]
+    import_profile: FolderOut | None = None
+    """The importer's own browser profile (`wad import` without a running session)."""
 
 
 class PurgeRequest(Request, forbid_unknown_fields=True, kw_only=True):

@@ -44,6 +44,8 @@ MAX_HEAD_BYTES = 16 * 1024
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
 SEND_TIMEOUT_S = 60.0
+CONTROL_SOCKET_MODE = 0o660
+"""The control socket acts as super admin: its owner and group only."""
 
 Message = dict[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -183,12 +185,13 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     if socket_path is not None:
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         _clear_stale_socket(socket_path)
+        control = f"fd://{bind_control_socket(socket_path)}"
         # With TLS, Hypercorn serves `bind` securely and `insecure_bind` plainly. (Assigned,
         # not appended to: Config's default list is shared by every instance.)
         if tls is not None:
-            config.insecure_bind = [f"unix:{socket_path}"]
+            config.insecure_bind = [control]
         else:
-            config.bind.append(f"unix:{socket_path}")
+            config.bind.append(control)
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 5.0
@@ -201,16 +204,27 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     config.read_timeout = None
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["BODY_TIMEOUT"] = body_timeout_s
-    old_umask = os.umask(0o117)  # the control socket is born 0660, never wider
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(_serve, Guard(app), config, shutdown, send_timeout_s)
+        task_status.started(bound)
+
+
+def bind_control_socket(path: Path) -> int:
+    """Bind a unix socket at PATH, mode 0660 from birth, and answer its file descriptor (for
+    Hypercorn's `fd://` bind, which then owns it).
+
+    The mode is set on the socket before `bind` (Linux gives the new file the socket's mode,
+    narrowed by the umask), so the process-wide umask is never touched: changing it would
+    race with every thread that creates files meanwhile."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(_serve, Guard(app), config, shutdown, send_timeout_s)
-            os.umask(old_umask)
-            if socket_path is not None:
-                os.chmod(socket_path, 0o660)
-            task_status.started(bound)
-    finally:
-        os.umask(old_umask)
+        os.fchmod(sock.fileno(), CONTROL_SOCKET_MODE)
+        sock.bind(str(path))
+        os.chmod(path, CONTROL_SOCKET_MODE)  # the umask may have narrowed it further
+    except BaseException:
+        sock.close()
+        raise
+    return sock.detach()
 
 
 async def _serve(app: Any, config: Config, shutdown: trio.Event, send_timeout_s: float,

@@ -498,7 +498,28 @@
   }
 
 
-  async function sendText({chat_id: chatId, text, id}) {
+  // Sends still running, by message key id. A call retried while the first is in flight (its
+  // Python side timed out, or the caller retried) must not send the message a second time:
+  // before the page has added the first, the check on `Msg` below cannot see it. The retry
+  // waits for the first and answers `already_existed`.
+  const sending = new Map();
+
+  function sendText(args) {
+    const id = String(args.id);
+    const running = sending.get(id);
+    if (running) {
+      return running.then((sent) => Object.assign({}, sent, {already_existed: true}));
+    }
+    const attempt = sendTextOnce(args);
+    sending.set(id, attempt);
+    const settled = () => {
+      if (sending.get(id) === attempt) sending.delete(id);
+    };
+    attempt.then(settled, settled);
+    return attempt;
+  }
+
+  async function sendTextOnce({chat_id: chatId, text, id}) {
     const chat = await chatFor(chatId, true);
     const me = meUser();
     if (!me) throw new Error('not logged in');

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import trio
@@ -30,7 +31,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 from trio_asyncio import aio_as_trio, trio_as_aio
 
-from wad import log
+from wad import environment, log
 from wad.browser import events
 from wad.browser.events import (
     BridgeErrorEvent,
@@ -48,7 +49,6 @@ from wad.errors import WadError
 from wad.whatsapp.ids import chat_id, phone_digits
 
 CHROMIUM_FLAGS = (
-    "--no-sandbox",
     "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
@@ -98,11 +98,45 @@ def new_message_id() -> str:
     return "3EB0" + secrets.token_hex(8).upper()
 
 
+ROOT_WARNING = (
+    "running as root: Chromium runs WITHOUT its sandbox (it refuses to sandbox itself as "
+    "root), so a bug in the browser reached through any customer's message would run with "
+    "the daemon's rights; run wad as an ordinary user (the systemd unit's User=wad) to turn "
+    "the sandbox on"
+)
+NO_SANDBOX_HINT = (
+    "Chromium's sandbox needs unprivileged user namespaces: check `sysctl "
+    "user.max_user_namespaces` (above 0) and, on kernels that have it, `sysctl "
+    "kernel.unprivileged_userns_clone=1`; under systemd, RestrictNamespaces= must allow "
+    "`user pid net`"
+)
+
+
+def sandboxed() -> bool:
+    """Whether browsers run with Chromium's sandbox: always, except as root (where Chromium
+    refuses it)."""
+    return os.geteuid() != 0
+
+
 def _bridge_source() -> str:
     return resources.files("wad.browser").joinpath("bridge.js").read_text(encoding="utf-8")
 
 
-def _find_browser_pid(profile_dir: Path) -> int | None:
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of URL (lower case, default ports left out), "" if it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    if not parts.scheme or not parts.hostname:
+        return ""
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}{suffix}"
+
+
+def find_browser_pid(profile_dir: Path) -> int | None:
     """The Chromium browser process using PROFILE_DIR (not its renderers or helpers)."""
     wanted = f"--user-data-dir={profile_dir}".encode()
     for entry in Path("/proc").iterdir():
@@ -151,6 +185,8 @@ class BrowserDriver:
                                        tmp_root=os.fspath(tmp_root))
             tmp_root = None
         tmpdir = Path(tempfile.mkdtemp(prefix="wad-chromium-", dir=tmp_root))
+        if not sandboxed():
+            log.get("browser").warning(ROOT_WARNING)
         try:
             playwright = await aio_as_trio(async_playwright().start)()
             try:
@@ -172,22 +208,25 @@ class BrowserDriver:
         await trio.Path(profile).mkdir(parents=True, exist_ok=True)
         await trio.Path(profile).chmod(0o700)  # a login lives here: its owner only
         settings = self.settings
-        env = dict(os.environ)
-        env["TMPDIR"] = str(self.tmpdir)
         try:
             context = await aio_as_trio(self._playwright.chromium.launch_persistent_context)(
                 str(profile),
                 executable_path=settings.chromium_path,
                 headless=settings.headless,
                 args=list(CHROMIUM_FLAGS),
+                # Playwright adds --no-sandbox unless told otherwise.
+                chromium_sandbox=sandboxed(),
                 user_agent=settings.user_agent,
-                env=env,
+                # Its own minimal environment: no secret, no DSN.
+                env=environment.child_env(TMPDIR=str(self.tmpdir)),
             )
         except PlaywrightError as exc:
             first_line = exc.message.strip().splitlines()[0] if exc.message.strip() else ""
+            hint = f" ({NO_SANDBOX_HINT})" if "sandbox" in exc.message.lower() and \
+                sandboxed() else ""
             raise BrowserStartError(
-                f"cannot start Chromium ({settings.chromium_path}) on {profile}: {first_line}"
-            ) from exc
+                f"cannot start Chromium ({settings.chromium_path}) on {profile}: "
+                f"{first_line}{hint}") from exc
         session: BrowserSession | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -222,7 +261,7 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
 
 
 async def _close_context(context: Any, profile: Path) -> None:
-    pid = _find_browser_pid(profile)
+    pid = find_browser_pid(profile)
     with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True) as scope:
         try:
             await aio_as_trio(context.close)()
@@ -266,10 +305,15 @@ class BrowserSession:
         self.version: str | None = None
         self.held_back = 0
         """How many events had to wait for room in `events` (the page held them meanwhile)."""
+        self._origin = ""
+        self.refused_events = 0
+        """How many binding calls were refused: not from the page's main frame at the
+        WhatsApp origin (an iframe, a popup, another site the page was sent to)."""
 
     # ------------------------------------------------------------------ start-up
 
     async def _start(self, url: str) -> None:
+        self._origin = origin(url)
         context = self._context
         context.on("close", lambda _ctx: self._on_gone("browser_closed"))
         await aio_as_trio(context.expose_binding)(BINDING_NAME, self._on_emit)
@@ -280,7 +324,7 @@ class BrowserSession:
         page.on("close", lambda _page: self._on_gone(
             "browser_closed" if _process_gone(self._pid) else "page_closed"))
         page.on("framenavigated", self._on_navigated)
-        self._pid = _find_browser_pid(self.profile_dir)
+        self._pid = find_browser_pid(self.profile_dir)
         self._nursery.start_soon(self._injector)
         timeout = self._settings.ready_timeout_s
         try:
@@ -348,10 +392,31 @@ class BrowserSession:
 
     # ------------------------------------------------------------------ events
 
-    async def _on_emit(self, _source: Any, raw: str) -> None:
+    def _from_the_page(self, source: Any) -> bool:
+        """Whether a binding call came from the page's main frame at the WhatsApp origin (the
+        binding is exposed to every frame of every page of the context)."""
+        frame = source.get("frame") if isinstance(source, dict) else None
+        page = self._page
+        if frame is None or page is None or frame != page.main_frame:
+            url = str(getattr(frame, "url", "")) if frame is not None else ""
+        else:
+            url = str(frame.url)
+            if self._origin and origin(url) == self._origin:
+                return True
+        self.refused_events += 1
+        if self.refused_events == 1 or self.refused_events % 100 == 0:  # a flood logs little
+            self._log.warning("bridge event refused: not from the page's main frame at the "
+                              "WhatsApp origin", frame_url=url[:200], origin=self._origin,
+                              refused=self.refused_events)
+        return False
+
+    async def _on_emit(self, source: Any, raw: str) -> None:
         """The binding (an asyncio coroutine): the bridge awaits it before posting the next
         event, so waiting here for room in the bounded channel holds the page's events back
-        (in the page, in order) instead of dropping them."""
+        (in the page, in order) instead of dropping them. Calls from anywhere but the page's
+        main frame at the WhatsApp origin are refused (counted, logged, dropped)."""
+        if not self._from_the_page(source):
+            return
         try:
             event: Event = events.decode(raw)
         except msgspec.ValidationError as exc:
@@ -563,7 +628,7 @@ class BrowserSession:
     def browser_pid(self) -> int | None:
         """The Chromium browser process id (tests kill it to simulate a crash)."""
         if self._pid is None:
-            self._pid = _find_browser_pid(self.profile_dir)
+            self._pid = find_browser_pid(self.profile_dir)
         return self._pid
 
 

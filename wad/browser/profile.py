@@ -516,6 +516,12 @@ def profile_dir(state_dir: Path, org_id: object) -> Path:
     return sessions_dir(state_dir) / f"org-{org_id}"
 
 
+def import_profile_dir(state_dir: Path, org_id: object) -> Path:
+    """The importer's own browser profile for the organization: `STATE_DIR/sessions/import-<id>`
+    (beside the daemon's, never the same)."""
+    return sessions_dir(state_dir) / f"import-{org_id}"
+
+
 def trash_dir(state_dir: Path) -> Path:
     """Where profiles are moved aside: `STATE_DIR/sessions/trash`."""
     return sessions_dir(state_dir) / _TRASH

@@ -416,6 +416,9 @@ def _print_backups(org: dict[str, Any], kept: dict[str, Any]) -> None:
     profile = kept["profile"]
     print("live profile: " + (f"{profile['path']} ({_size(profile['size'])}, changed "
                               f"{_when(profile['modified_at'])})" if profile else "none"))
+    importer = kept.get("import_profile")
+    print("import profile: " + (f"{importer['path']} ({_size(importer['size'])}, changed "
+                                f"{_when(importer['modified_at'])})" if importer else "none"))
     print(f"trash folders: {len(kept['trash'])}")
     for folder in kept["trash"]:
         print(f"  {folder['path']} ({_size(folder['size'])}, {_when(folder['modified_at'])})")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import wad
 from wad import config as config_mod
-from wad import log
+from wad import environment, log
 from wad.cli import control as ctl
 from wad.cli import imports as import_cli
 from wad.cli import send as outbound_cli
@@ -25,6 +25,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from wad import daemon
 
     settings = config_mod.load(args.config)
+    # Read once; from here on no program the daemon starts can inherit a secret.
+    environment.take_secrets()
     log.configure(fmt=settings.daemon.log_format, level=settings.daemon.log_level)
     return daemon.run(settings)
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from wad import environment
 from wad.errors import EmbeddedPostgresError
 
 INSTALL_HINT = (
@@ -89,7 +90,9 @@ class EmbeddedPostgres:
         if self._as_root:
             args = ["runuser", "-u", SERVER_USER, "--", *args]
         try:
-            result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+            # The server's own minimal environment: no secret, no DSN.
+            result = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                                    env=environment.child_env())
         except subprocess.TimeoutExpired:
             raise EmbeddedPostgresError(f"{Path(args[0]).name} timed out after {timeout}s") from None
         return result

@@ -8,7 +8,6 @@ stopped after it.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from wad import log
+from wad import environment, log
 from wad.config import Settings, inbound_settings
 from wad.db.connect import open_database
 from wad.db.pool import Database
@@ -38,7 +37,7 @@ def openrouter_key(settings: Settings, given: str | None = None) -> str:
     """The OpenRouter key an import would use: given, else the environment's
     (`OPENROUTER_API_KEY`), else the plugin's configuration; empty when there is none."""
     configured = settings.plugins.config.get(LLM_PLUGIN, {}).get("api_key", "")
-    return (given or settings.openrouter_api_key or os.environ.get("OPENROUTER_API_KEY", "")
+    return (given or settings.openrouter_api_key or environment.secret("OPENROUTER_API_KEY")
             or (configured if isinstance(configured, str) else ""))
 
 

@@ -33,7 +33,7 @@ class LinkFailed(WadError):
 
 def profile_dir(state_dir: Path, organization_id: uuid.UUID) -> Path:
     """Where the import's own session keeps its login: beside the daemon's, never the same."""
-    return archive.sessions_dir(state_dir.absolute()) / f"import-{organization_id}"
+    return archive.import_profile_dir(state_dir.absolute(), organization_id)
 
 
 class OwnSession:

@@ -6,7 +6,7 @@ server's message (for example a stale QR payload)."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -253,10 +253,31 @@ class SimClient:
                                   rename_to=rename_to, version=version, device=device))["pages"]
 
     async def set_sends(self, account: str, *, delay_s: float = 0.0, fail_next: int = 0,
-                        fail_all: bool = False) -> None:
-        """Slow sends (the send result waits `delay_s`) and failing sends (ack -1)."""
+                        fail_all: bool = False, add_delay_s: float = 0.0) -> None:
+        """Slow sends (the send result waits `delay_s`), failing sends (ack -1), and, with
+        `add_delay_s`, open pages that add a sent message to their collections only that long
+        after it was handed to them."""
         await self._fault(account, "sends", delay_s=delay_s, fail_next=fail_next,
-                          fail_all=fail_all)
+                          fail_all=fail_all, add_delay_s=add_delay_s)
+
+    async def add_frame(self, account: str, url: str, device: str | None = None) -> int:
+        """The account's pages show an iframe of URL; answers how many pages were told."""
+        return int((await self._fault(account, "frame", url=url, device=device))["pages"])
+
+    def forged_url(self, text: str, *, host: str | None = None) -> str:
+        """The simulator's page that calls wad's binding with a forged incoming message of
+        TEXT; HOST (e.g. `localhost`) serves it from another origin than the WhatsApp page."""
+        base = self.base_url.rstrip("/")
+        if host is not None:
+            scheme, _, rest = base.partition("://")
+            base = f"{scheme}://{host}:{rest.rsplit(':', 1)[1]}"
+        return f"{base}/_sim/forged?{urlencode({'text': text})}"
+
+    async def forged_results(self) -> list[str]:
+        """How each forged page's call of the binding ended: `called`, `rejected` or
+        `no binding`, in order."""
+        results: list[str] = (await self._call("GET", "forged/results"))["results"]
+        return results
 
     async def set_deprecated(self, on: bool = True) -> None:
         """Every page (and every new load) shows `DEPRECATED_VERSION`."""

@@ -677,9 +677,24 @@ class Simulator:
         return len(pages)
 
     def set_send_behaviour(self, number: str, *, delay_s: float = 0.0, fail_next: int = 0,
-                           fail_all: bool = False) -> None:
+                           fail_all: bool = False, add_delay_s: float = 0.0) -> None:
+        """Slow (`delay_s`: the send's result) and failing sends; `add_delay_s` > 0 makes the
+        open pages add a message to their collections that long after it was handed to them,
+        answering a Promise meanwhile (as some WhatsApp Web builds do)."""
         acc = self.account(number)
         acc.send_delay_s, acc.fail_next, acc.fail_all = delay_s, fail_next, fail_all
+        for page in self._pages_of(acc, None):
+            page.link.push({"t": "sends", "add_delay_s": add_delay_s})
+
+    def add_frame(self, number: str, url: str, device: str | None = None) -> int:
+        """The account's pages show an iframe of URL (as a crafted message could make them);
+        answers how many pages were told."""
+        if not url.startswith(("http://", "https://")):
+            raise SimError(400, "url must be http(s)")
+        pages = self._pages_of(self.account(number), device)
+        for page in pages:
+            page.link.push({"t": "frame", "url": url})
+        return len(pages)
 
     def set_acks(self, number: str, *, auto: bool | None,
                  delays_s: tuple[float, float, float] | None = None) -> None:

@@ -66,9 +66,28 @@ def _json(obj: Any, status: int = 200) -> Response:
     return Response(json.dumps(obj), status=status, mimetype="application/json")
 
 
+FORGED_PAGE = """<!doctype html><title>forged</title><script>
+(async () => {
+  const report = (result) => fetch('/_sim/forged/results', {method: 'POST',
+    headers: {'Content-Type': 'application/json'}, body: JSON.stringify({result})});
+  for (let i = 0; i < 200 && typeof window.__wadEmit !== 'function'; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (typeof window.__wadEmit !== 'function') return report('no binding');
+  try {
+    await window.__wadEmit(EVENT);
+    await report('called');
+  } catch (err) {
+    await report('rejected');
+  }
+})();
+</script>"""
+
+
 def create_app(sim: Simulator) -> QuartTrio:
     """The Quart-Trio app of one simulator."""
     app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
+    forged_results: list[str] = []
 
     @app.errorhandler(SimError)
     async def _sim_error(err: SimError) -> Response:
@@ -104,6 +123,27 @@ def create_app(sim: Simulator) -> QuartTrio:
                f'<text x="48" y="58" font-size="28" text-anchor="middle" fill="#fff">'
                f'{user[-2:]}</text></svg>')
         return Response(svg, mimetype="image/svg+xml")
+
+    @app.get("/_sim/forged")
+    async def forged() -> Response:
+        """A page that is not WhatsApp's (shown in an iframe, or at another origin) and calls
+        wad's binding with a forged incoming message whose text is `?text=`; it reports to
+        `/_sim/forged/results` whether the call was made and how it ended."""
+        text = request.args.get("text", "forged")
+        event = {"event": "message", "message": {
+            "id": "false_996555300400@c.us_3EB0F0F0F0F0F0F0F0F0", "from_me": False,
+            "chat_id": "996555300400@c.us", "type": "chat", "body": text, "timestamp": 1}}
+        html = FORGED_PAGE.replace("EVENT", json.dumps(json.dumps(event)).replace("<", "\\u003c"))
+        return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.post("/_sim/forged/results")
+    async def forged_report() -> Response:
+        forged_results.append(str((await body()).get("result")))
+        return _json({"ok": True})
+
+    @app.get("/_sim/forged/results")
+    async def forged_list() -> Response:
+        return _json({"results": forged_results})
 
     # ---------------------------------------------------------------- control: world
 
@@ -280,7 +320,10 @@ def create_app(sim: Simulator) -> QuartTrio:
         elif kind == "sends":
             sim.set_send_behaviour(number, delay_s=float(b.get("delay_s", 0)),
                                    fail_next=int(b.get("fail_next", 0)),
-                                   fail_all=bool(b.get("fail_all", False)))
+                                   fail_all=bool(b.get("fail_all", False)),
+                                   add_delay_s=float(b.get("add_delay_s", 0)))
+        elif kind == "frame":
+            result = {"pages": sim.add_frame(number, str(b.get("url") or ""), device)}
         else:
             raise SimError(404, f"unknown fault {kind}")
         return _json(result)

@@ -174,13 +174,13 @@ async def backups(org_id: uuid.UUID) -> Response:
     profile and the trash folders on this daemon's disk."""
     await require_org(org_id)
     archives = await sessions_repo.list_archives(_db(), organization_id=org_id)
-    profile, trash = await session_data.folders(_state_dir(), org_id)
+    profile, trash, importer = await session_data.folders(_state_dir(), org_id)
     return reply(Backups(
         organization_id=org_id,
         archives=[ArchiveOut(id=a.id, size=a.size, sha256=a.sha256.hex(),
                              created_at=a.created_at, key_id=a.key_id,
                              restored_at=a.restored_at) for a in archives],
-        profile=profile, trash=trash))
+        profile=profile, trash=trash, import_profile=importer))
 
 
 @bp.post("/sessions/<org>/purge")
@@ -189,21 +189,21 @@ async def backups(org_id: uuid.UUID) -> Response:
 @auth.org_route("SUPER_ADMIN")
 @body(PurgeRequest)
 async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
-    """Delete every kept copy of the organization's login: the archive versions, the live
-    profile and the trash folders. The only way session data is ever deleted; refused while the
-    session should run (disconnect or log out first)."""
+    """Delete every kept copy of the organization's login: the archive versions, its browser
+    profiles on this daemon (the session's and the importer's) and the trash folders. The only
+    way session data is ever deleted; refused while the session should run or a browser uses
+    a profile (disconnect or log out first). A `connect` meanwhile waits for the purge."""
     if not data.confirm:
         raise ApiError(400, "invalid", "`confirm`: must be true to delete session data",
                        field="confirm")
     await require_org(org_id)
-    row = await sessions_repo.get(_db(), organization_id=org_id)
-    if row is not None and (row.should_run or row.state in
-                            ("CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE_PENDING",
-                             "CONNECTED")):
-        raise ApiError(409, "session_active", f"the session is {row.state}; disconnect or log "
-                       "out before purging its data")
-    deleted = await sessions_repo.purge_archives(_db(), organization_id=org_id, keep_latest=0)
-    folders = await session_data.delete_folders(_state_dir(), org_id)
+    orgs = current_app.config["wad"].services.get("orgs")
+    try:
+        deleted, folders = await session_data.purge(
+            _db(), _state_dir(), org_id,
+            running_here=lambda: orgs is not None and orgs.running(org_id) is not None)
+    except session_data.PurgeRefused as exc:
+        raise ApiError(409, "session_active", str(exc)) from None
     _log.warning("session data purged", org=str(org_id), archives_deleted=deleted,
                  folders_deleted=folders)
     await audit.record("session.purged", org_id, archives_deleted=deleted,

@@ -27,6 +27,16 @@ async def ensure(db: Executor, *, organization_id: uuid.UUID) -> WhatsAppSession
     return returned(WhatsAppSession, row)
 
 
+async def lock(db: Executor, *, organization_id: uuid.UUID) -> WhatsAppSession:
+    """Inside a transaction: the organization's session row (created when missing), locked
+    until the transaction ends. A `connect` meanwhile (`set_should_run`) waits for it."""
+    await ensure(db, organization_id=organization_id)
+    row = await db.fetchrow(
+        f"SELECT {_COLS} FROM whatsapp_sessions WHERE organization_id = $1 FOR UPDATE",
+        organization_id)
+    return returned(WhatsAppSession, row)
+
+
 async def get(db: Executor, *, organization_id: uuid.UUID) -> WhatsAppSession | None:
     row = await db.fetchrow(
         f"SELECT {_COLS} FROM whatsapp_sessions WHERE organization_id = $1", organization_id)

@@ -453,6 +453,18 @@
         while (Date.now() < end) { /* busy */ }
         return;
       }
+      case 'sends':
+        // The `sends` fault's `add_delay_s`: messages are added that long after being handed
+        // over, and addAndSendMsgToChat answers a Promise meanwhile.
+        page.addDelayMs = Math.max(0, Number(f.add_delay_s) || 0) * 1000;
+        return;
+      case 'frame': {
+        // The `frame` fault: the page shows an iframe (as a crafted message could make it).
+        const frame = document.createElement('iframe');
+        frame.src = f.url;
+        document.body.appendChild(frame);
+        return;
+      }
       case 'build':
         // The `page_build` fault: WhatsApp ships a new build; the page reloads into it.
         try { localStorage.setItem(BUILD_KEY, JSON.stringify(buildChanges().concat([f.change]))); } catch (e) { console.error('build', e); }
@@ -655,6 +667,14 @@
   }
 
   function addAndSendMsgToChat(chatArg, msg) {
+    if (page.addDelayMs > 0) {
+      const wait = page.addDelayMs;
+      return new Promise((resolve) => setTimeout(() => resolve(addNow(chatArg, msg)), wait));
+    }
+    return addNow(chatArg, msg);
+  }
+
+  function addNow(chatArg, msg) {
     const chat = chatOf(chatArg);
     const attrs = Object.assign({}, msg);
     attrs.id = msg.id instanceof MsgKey ? msg.id : new MsgKey(msg.id);
