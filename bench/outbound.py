@@ -37,7 +37,7 @@ import httpx
 import trio
 
 from wad import log
-from wad.api.app import AppContext
+from wad.api.context import AppContext
 from wad.config import ApiSettings, DaemonSettings, OutboundSettings, Settings, WhatsAppSettings
 from wad.daemon import Daemon
 from wad.org.outbound.settings import MAX_PER_DAY, MAX_PER_HOUR
@@ -66,7 +66,7 @@ def most_in_a_window(times: list[float], length: float) -> int:
 class Bench:
     def __init__(self, ctx: AppContext, phone: SimClient) -> None:
         self.ctx = ctx
-        addresses: list[str] = ctx.services["addresses"]
+        addresses: list[str] = ctx.services.addresses
         self.tcp = next(a for a in addresses if a.startswith("http://"))
         self.socket = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(ctx.settings.control_socket.absolute())),

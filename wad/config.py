@@ -210,6 +210,10 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Longest a single plugin may take in a single hook call before it is skipped."""
     status_min_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
     """A status decision below this confidence is ignored and the next detector is asked."""
+    task_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 10
+    """A plugin's background task that is restarted more than this many times within
+    `task_restart_period_s` is given up (it stays `failed`; nothing else stops)."""
+    task_restart_period_s: PositiveSeconds = 600.0
     config: dict[str, dict[str, Any]] = {}
     """`[plugins.config.<name>]`: each plugin's own table, validated by the plugin's Struct."""
 

@@ -18,7 +18,8 @@ import trio
 import wad
 from wad import config as config_mod
 from wad import log, plugins
-from wad.api.app import AppContext, create_app
+from wad.api.app import create_app
+from wad.api.context import AppContext, Services, service_specs
 from wad.api.server import serve_api
 from wad.browser.driver import BrowserDriver
 from wad.bus import EventBus, PluginFailed
@@ -82,13 +83,12 @@ class Daemon:
             manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus,
                                  plugins=pm)
             ctx = AppContext(settings=self.settings, db=db,
-                             services={"orgs": manager, "bus": bus, "plugins": pm},
+                             services=Services(orgs=manager, bus=bus),
                              event_log=EventLog(bus),
-                             imports=ImportService(settings=self.settings, db=db),
-                             app_runs_tasks=False)
+                             imports=ImportService(settings=self.settings, db=db))
             app = create_app(ctx)  # also makes the metrics, subscribed before anything runs
             root = self.tree(ctx, manager, pm, bus, db)
-            ctx.services["supervisor"] = root
+            ctx.services.supervisor = root
             for problem in grace_problems(self.settings, root, manager):
                 _log.error("shutdown graces do not nest; a stop may be cut short",
                            problem=problem)
@@ -99,7 +99,7 @@ class Daemon:
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,
                           state_dir=str(self.settings.state_path.absolute()))
                 self.notifier.ready(status=f"serving on {', '.join(addresses)}")
-                ctx.services["addresses"] = addresses
+                ctx.services.addresses = addresses
                 task_status.started(ctx)
                 await self.shutdown.wait()
                 self.notifier.stopping()
@@ -116,18 +116,15 @@ class Daemon:
         """The daemon's supervision tree: every long-lived task but the API server and the
         signal handler (the root's own). Started in this order, stopped in reverse: the
         organizations stop first, while the services that observe them still run."""
-        assert ctx.event_log is not None
-        assert ctx.metrics is not None
-        assert ctx.imports is not None
         grace = self.settings.graces.service_s
+        api = {spec.id: spec for spec in service_specs(ctx, grace=grace)}
         children = [
-            ChildSpec("event-log", ctx.event_log.run, restart=Restart.TRANSIENT, shutdown=grace),
-            ChildSpec("metrics", ctx.metrics.run, restart=Restart.TRANSIENT, shutdown=grace),
-            # Plugins' background tasks (e.g. webhook deliveries); none at all is a normal exit.
-            ChildSpec("plugins", partial(plugins.run_background_tasks, pm),
+            api["event-log"], api["metrics"],
+            # Plugins' background tasks (e.g. webhook deliveries), each its own child.
+            ChildSpec("plugins", plugins.task_supervisor(pm, grace=grace).run,
                       restart=Restart.TRANSIENT, shutdown=grace),
             ChildSpec("notifications", partial(forward_session_status, bus, pm), shutdown=grace),
-            ChildSpec("imports", ctx.imports.run, shutdown=grace),
+            api["imports"],
         ]
         if self.notifier.watchdog_interval:
             children.append(ChildSpec("watchdog", partial(self._watchdog, db), shutdown=grace))

@@ -17,6 +17,7 @@ import trio
 from tests.support.events import Sse, open_stream, serve_app
 from tests.support.inbound import inbound
 from tests.support.stack import open_stack
+from wad.api.context import Services
 from wad.bus import Event
 from wad.observe.eventlog import STREAM_KINDS
 
@@ -32,7 +33,7 @@ async def test_a_crm_follows_linking_and_messages_and_resumes_without_gaps(
         await stack.phone.create_account(ACCOUNT, "Issyk-Kul Tours")
         manager = await stack.start_daemon(actors=inbound())
         served, shutdown = await serve_app(nursery, stack.db, state_dir,
-                                           {"bus": stack.bus, "orgs": manager})
+                                           Services(bus=stack.bus, orgs=manager))
         org = await served.org("Issyk-Kul Tours")
         other = await served.org("Osh Travel")
         crm = served.client(await served.token("ADMIN", org), timeout=30)

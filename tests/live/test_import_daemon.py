@@ -26,11 +26,11 @@ import httpx
 import pytest
 import trio
 
+from tests.support.api import serve_context
 from tests.support.daemonproc import start_daemon
 from tests.support.stack import Stack, open_stack
-from wad.api.app import AppContext, create_app
 from wad.api.auth import new_token
-from wad.api.server import serve_api
+from wad.api.context import AppContext, Services
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import tokens as tokens_repo
@@ -71,12 +71,11 @@ async def daemon_api(state_dir: Path, dsn: str) -> AsyncIterator[tuple[Stack, st
     async with open_stack(state_dir, dsn) as stack:
         await stack.start_daemon()
         assert stack.manager is not None
-        app = create_app(AppContext(settings=stack.settings, db=stack.db,
-                                    services={"orgs": stack.manager}))
-        shutdown = trio.Event()
-        addresses = await stack.nursery.start(functools.partial(
-            serve_api, app, listen="127.0.0.1:0", socket_path=state_dir / "wad.sock",
-            max_body=65536, shutdown=shutdown))
+        ctx = AppContext(settings=stack.settings, db=stack.db,
+                         services=Services(orgs=stack.manager))
+        addresses, shutdown = await serve_context(stack.nursery, ctx,
+                                                  socket_path=state_dir / "wad.sock",
+                                                  max_body=65536)
         tcp = next(a for a in addresses if a.startswith("http://127."))
         async with httpx.AsyncClient(base_url=tcp, timeout=30) as http:
             try:

@@ -18,6 +18,7 @@ from tests.support.events import serve_app
 from tests.support.inbound import inbound
 from tests.support.metrics import Samples, parse, value
 from tests.support.stack import open_stack
+from wad.api.context import Services
 
 pytestmark = pytest.mark.browser
 
@@ -32,7 +33,7 @@ async def test_metrics_move_with_traffic_restarts_and_health_checks(
         await stack.phone.create_account(ACCOUNT, "Issyk-Kul Tours")
         manager = await stack.start_daemon(actors=inbound())
         served, shutdown = await serve_app(nursery, stack.db, state_dir,
-                                           {"bus": stack.bus, "orgs": manager})
+                                           Services(bus=stack.bus, orgs=manager))
         root = served.client(await served.token("SUPER_ADMIN"), timeout=30)
 
         async def scrape() -> Samples:

@@ -28,6 +28,7 @@ from tests.support.events import serve_app
 from tests.support.inbound import inbound
 from tests.support.simfixtures import CHROMIUM_ARGS, USER_AGENT
 from tests.support.stack import open_stack
+from wad.api.context import Services
 from wad.sim.client import SimClientError
 
 pytestmark = pytest.mark.browser
@@ -135,7 +136,7 @@ async def test_status_page_links_by_qr_and_pairing_code_and_hides_buttons_from_v
         await stack.phone.create_account(PAIR_ACCOUNT, "Osh Travel")
         manager = await stack.start_daemon(actors=inbound())
         served, shutdown = await serve_app(nursery, stack.db, state_dir,
-                                           {"bus": stack.bus, "orgs": manager})
+                                           Services(bus=stack.bus, orgs=manager))
         tours = await served.org("Issyk-Kul Tours")
         osh = await served.org("Osh Travel")
         root_token = await served.token("SUPER_ADMIN")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import trio
 
+from tests.support.plugin_helpers import empty_pm
 from wad import config
-from wad.api.app import AppContext
+from wad.api.context import AppContext
 from wad.bus import EventBus
 from wad.daemon import Daemon, grace_problems
 from wad.importer.service import ImportService
@@ -43,7 +44,7 @@ async def test_graces_nest_from_an_actor_up_to_systemds_stop_timeout() -> None:
                      metrics=Metrics(db=None, bus=bus, manager=manager,  # type: ignore[arg-type]
                                      node="n", pool_max=1, state_dir=None),
                      imports=ImportService(settings=settings, db=None))  # type: ignore[arg-type]
-    root = daemon.tree(ctx, manager, None, bus, None)  # type: ignore[arg-type]
+    root = daemon.tree(ctx, manager, empty_pm(), bus, None)  # type: ignore[arg-type]
     assert [s.id for s in root.specs()][-1] == "orgs"
     assert grace_problems(settings, root, manager) == []
     assert root.stop_budget <= settings.daemon.shutdown_grace_s

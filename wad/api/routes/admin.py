@@ -232,7 +232,7 @@ async def tree() -> Response:
     their state, restart counts and last restart reason."""
     ctx = current_app.config["wad"]
     orgs = manager().tree()
-    root = ctx.services.get("supervisor")
+    root = ctx.services.supervisor
     return reply(Tree(node=ctx.settings.node, version=wad.__version__,
                       uptime_s=round(time.monotonic() - ctx.started_at, 3),
                       daemon=root.tree() if root is not None else None,

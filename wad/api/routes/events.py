@@ -15,13 +15,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from flask.sansio.blueprints import BlueprintSetupState
 from quart import Blueprint, Response, current_app, request
 from quart_schema import tag
-from quart_trio import QuartTrio
 
 from wad import log
 from wad.api import auth
@@ -55,23 +54,9 @@ def _make_log(state: BlueprintSetupState) -> None:
     # Subscribe at app creation, before the daemon starts any organization: the events of
     # those first moments wait in the subscription until the log's task runs.
     ctx = state.app.config["wad"]
-    bus = ctx.services.get("bus")
-    if bus is not None and ctx.event_log is None:  # else the daemon's, run in its tree
+    bus = ctx.services.bus
+    if bus is not None and ctx.event_log is None:  # else the daemon's
         ctx.event_log = EventLog(bus)
-
-
-@bp.before_app_serving
-async def _start_log() -> None:
-    found = event_log()
-    if found is not None and current_app.config["wad"].app_runs_tasks:
-        cast(QuartTrio, current_app).nursery.start_soon(found.run)
-
-
-@bp.after_app_serving
-async def _stop_log() -> None:
-    found = event_log()
-    if found is not None and current_app.config["wad"].app_runs_tasks:
-        found.close()
 
 
 def visible_payload(principal: Principal, event: Event) -> dict[str, Any] | None:

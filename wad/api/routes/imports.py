@@ -12,6 +12,7 @@ import uuid
 from typing import Annotated, Any
 
 import msgspec
+from flask.sansio.blueprints import BlueprintSetupState
 from msgspec import Meta
 from quart import Blueprint, Response, current_app
 from quart_schema import tag
@@ -46,17 +47,20 @@ class ImportStart(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     page_size: Annotated[int, Meta(ge=1, le=1000)] = DEFAULT_PAGE_SIZE
 
 
+@bp.record_once
+def _make_service(state: BlueprintSetupState) -> None:
+    # The daemon hands in its own (run in its supervision tree); else made here, and run by
+    # whoever serves the app (`wad.api.app.run_services`).
+    ctx = state.app.config["wad"]
+    if ctx.imports is None:
+        ctx.imports = ImportService(settings=ctx.settings, db=ctx.db)
+
+
 def service() -> ImportService:
-    """This daemon's import service (a child of its supervision tree); an app served on its
-    own makes one on first use, whose jobs run in the app's nursery."""
-    ctx = current_app.config["wad"]
-    found: ImportService | None = ctx.imports
-    if found is None:
-        nursery = getattr(current_app, "nursery", None)
-        if nursery is None:
-            raise ApiError(503, "unavailable", "this server cannot run background imports")
-        found = ImportService(settings=ctx.settings, db=ctx.db, nursery=nursery)
-        ctx.imports = found
+    """This daemon's import service; 503 when it is not running."""
+    found: ImportService | None = current_app.config["wad"].imports
+    if found is None or found.nursery is None:
+        raise ApiError(503, "unavailable", "this server cannot run background imports")
     return found
 
 

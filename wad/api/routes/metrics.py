@@ -6,8 +6,6 @@ metrics name every organization, so an organization's token may not read them.
 
 from __future__ import annotations
 
-from typing import cast
-
 from flask.sansio.blueprints import BlueprintSetupState
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response, current_app, g
@@ -33,22 +31,10 @@ def _make_metrics(state: BlueprintSetupState) -> None:
     if ctx.metrics is not None:  # the daemon's, run in its supervision tree
         return
     ctx.metrics = Metrics(
-        db=ctx.db, bus=ctx.services.get("bus"), manager=ctx.services.get("orgs"),
+        db=ctx.db, bus=ctx.services.bus, manager=ctx.services.orgs,
         node=ctx.settings.node,
         pool_max=ctx.settings.database.pool_max,
         state_dir=None if ctx.settings.database.dsn else ctx.settings.state_path.absolute())
-
-
-@bp.before_app_serving
-async def _start() -> None:
-    if current_app.config["wad"].app_runs_tasks:
-        cast(QuartTrio, current_app).nursery.start_soon(metrics_of().run)
-
-
-@bp.after_app_serving
-async def _stop() -> None:
-    if current_app.config["wad"].app_runs_tasks:  # else the daemon's tree stops them
-        metrics_of().close()
 
 
 @bp.get("/metrics")

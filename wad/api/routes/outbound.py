@@ -20,6 +20,7 @@ from quart_schema import tag
 
 from wad.api import auth
 from wad.api.auth import org_route
+from wad.api.context import Services
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
 from wad.api.schemas import PhoneText, Request
@@ -220,20 +221,18 @@ def _db() -> Database:
     return db
 
 
-def _services() -> dict[str, Any]:
-    services: dict[str, Any] = current_app.config["wad"].services
+def _services() -> Services:
+    services: Services = current_app.config["wad"].services
     return services
 
 
 def _bus() -> EventBus | None:
-    bus: EventBus | None = _services().get("bus")
-    return bus
+    return _services().bus
 
 
 def _clock() -> Clock:
-    """The wall clock; tests may put another one in `services["outbound_clock"]`."""
-    clock: Clock | None = _services().get("outbound_clock")
-    return clock or WallClock()
+    """The wall clock; tests may put another one in `services.outbound_clock`."""
+    return _services().outbound_clock or WallClock()
 
 
 def _queued(item: OutboxItem, created: bool) -> QueuedMessage:

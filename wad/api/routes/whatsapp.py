@@ -41,7 +41,7 @@ bp = Blueprint("whatsapp", __name__, url_prefix="/api/whatsapp")
 
 
 class OrgManager(Protocol):
-    """What these routes call on `services["orgs"]` (see `wad.org.manager.OrgManagerAPI`)."""
+    """What these routes call on `services.orgs` (see `wad.org.manager.OrgManagerAPI`)."""
 
     async def connect(self, org_id: uuid.UUID) -> None: ...
     async def disconnect(self, org_id: uuid.UUID) -> None: ...
@@ -57,7 +57,7 @@ def _db() -> Database:
 
 def manager() -> OrgManager:
     """This daemon's organization manager, or 503 when it runs none."""
-    found: OrgManager | None = current_app.config["wad"].services.get("orgs")
+    found: OrgManager | None = current_app.config["wad"].services.orgs
     if found is None:
         raise ApiError(503, "unavailable", "this daemon runs no organization manager")
     return found
