@@ -1,5 +1,6 @@
 """The supervision tree's static promises: shutdown graces nest up to systemd's stop timeout,
-and no exception-group mistake can hide around a nursery."""
+and no exception-group mistake can hide around a nursery (no plain `except` around one, no
+hand-written group walker)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,71 @@ def test_the_nursery_rule_finds_the_mistake_it_is_for() -> None:
     assert plain_excepts_around_nurseries(right, "x") == []
     via_run = "try:\n    await self.supervisor.run()\nexcept Exception:\n    pass\n"
     assert plain_excepts_around_nurseries(via_run, "x") == ["x:3: except Exception"]
+
+
+# Exception groups are taken apart with `except*`. The few helpers that must look inside one
+# (to unwrap what a context manager's nursery wrapped, or to describe it in a log line) live in
+# wad/supervise.py; a hand-written walker anywhere else is the mistake of issue 15 waiting.
+WALKERS_ALLOWED = {("wad/supervise.py", "first_leaf"), ("wad/supervise.py", "sole"),
+                   ("wad/supervise.py", "describe")}
+
+
+def _mentions_exceptions(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == "exceptions" for n in ast.walk(node))
+
+
+def _tests_for_a_group(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+               and n.func.id == "isinstance" and len(n.args) == 2
+               and any(group in ast.unparse(n.args[1]) for group in _GROUPS)
+               for n in ast.walk(node))
+
+
+def group_walkers(source: str, name: str) -> list[str]:
+    """Functions that walk exception groups by hand: a loop or comprehension over an
+    `.exceptions`, a `while` that goes on while something is a group, or a function that reads
+    an `.exceptions` and calls itself."""
+    found = []
+    for func in ast.walk(ast.parse(source)):
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        walks = False
+        for node in ast.walk(func):
+            if isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
+                walks |= _mentions_exceptions(node.iter)
+            elif isinstance(node, ast.While):
+                walks |= _tests_for_a_group(node.test)
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id == func.name):
+                walks |= _mentions_exceptions(func)
+        if walks and (name, func.name) not in WALKERS_ALLOWED:
+            found.append(f"{name}:{func.lineno}: {func.name}")
+    return found
+
+
+def test_no_hand_written_exception_group_walker_outside_supervise() -> None:
+    found = []
+    for path in sorted((ROOT / "wad").rglob("*.py")):
+        found += group_walkers(path.read_text(), str(path.relative_to(ROOT)))
+    assert found == []
+
+
+def test_the_walker_rule_finds_the_walkers_it_is_for() -> None:
+    """The walkers issue 15 removed, in miniature: recursive, looping, comprehending."""
+    recursive = ("def sole(group):\n    if len(group.exceptions) != 1:\n        return None\n"
+                 "    inner = group.exceptions[0]\n"
+                 "    if isinstance(inner, BaseExceptionGroup):\n        return sole(inner)\n"
+                 "    return inner\n")
+    looping = ("def alone(group):\n    found = group\n"
+               "    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:\n"
+               "        found = found.exceptions[0]\n    return found\n")
+    comprehending = ("def crashed(group):\n"
+                     "    return any(isinstance(e, Crash) for e in group.exceptions)\n")
+    for source in (recursive, looping, comprehending):
+        assert len(group_walkers(source, "wad/x.py")) == 1, source
+    assert group_walkers(looping.replace("alone", "sole"), "wad/supervise.py") == []
+    indexing = "def first(group):\n    return group.exceptions[0]\n"
+    assert group_walkers(indexing, "wad/x.py") == []  # what an except* caught, taken as is
 
 
 def test_organizations_stop_at_once_so_their_budget_is_the_largest_grace() -> None:
