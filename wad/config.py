@@ -65,7 +65,10 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     org_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 5
     """An organization's supervisor gives up (the organization ends `ERROR`) after more than
     this many restarts of its actors within `org_restart_period_s`."""
-    org_restart_period_s: PositiveSeconds = 60.0
+    org_restart_period_s: PositiveSeconds = 300.0
+    """Long enough for the restarts' backoff (0.5 s doubling: 15.5 s for five) and six runs of
+    a browser that takes its time to start and crash; the daemon says so at start when the
+    backoff alone would fill it (then a crash loop could never be given up)."""
 
 
 class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -92,6 +92,8 @@ class Daemon:
             for problem in grace_problems(self.settings, root, manager):
                 _log.error("shutdown graces do not nest; a stop may be cut short",
                            problem=problem)
+            for problem in restart_problems(self.settings, manager):
+                _log.error("a restart intensity can never be reached", problem=problem)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 await nursery.start(root.run)
@@ -198,23 +200,41 @@ class _Shape:
         raise NotImplementedError
 
 
-def grace_problems(settings: Settings, root: Supervisor, manager: OrgManager) -> list[str]:
-    """Where the shutdown graces do not nest: at each level, the children's graces together
-    (for the organizations, which stop at once, the largest) must fit in the parent's."""
+def example_org_supervisor(settings: Settings, manager: OrgManager) -> Supervisor:
+    """An organization's supervisor as the manager builds it, for reading its shape."""
     send, receive = trio.open_memory_channel[object](0)
     send.close()
     example = OrgContext(org_id=uuid.UUID(int=0), settings=settings, db=manager.db,
                          bus=manager.bus, session=cast(Any, _Shape()), inbound_events=receive)
+    return manager.org_supervisor(example)
+
+
+def grace_problems(settings: Settings, root: Supervisor, manager: OrgManager) -> list[str]:
+    """Where the shutdown graces do not nest: at each level, the children's graces together
+    (for the organizations, which stop at once, the largest) must fit in the parent's."""
     orgs = Supervisor("orgs", [ChildSpec("org", _Shape().run,
                                          shutdown=settings.graces.organization_s)],
                       strategy=Strategy.SIMPLE_ONE_FOR_ONE)
     levels = [("daemon.shutdown_grace_s", settings.daemon.shutdown_grace_s, root),
               ("graces.organizations_s", settings.graces.organizations_s, orgs),
               ("graces.organization_s", settings.graces.organization_s,
-               manager.org_supervisor(example))]
+               example_org_supervisor(settings, manager))]
     return [f"{name} = {grace:g} s is less than its children's {sup.stop_budget:g} s "
             f"({', '.join(f'{s.id} {s.shutdown:g}' for s in sup.specs())})"
             for name, grace, sup in levels if sup.stop_budget > grace]
+
+
+def restart_problems(settings: Settings, manager: OrgManager) -> list[str]:
+    """Restart intensities that can never give up: when the backoff before `intensity`
+    restarts adds up to the period or more, a crash loop is restarted for ever (each failure
+    falls out of the window before the count is reached)."""
+    task = plugins.task_policy("task", [], settings.plugins)
+    levels = [("daemon.org_max_restarts", "daemon.org_restart_period_s",
+               example_org_supervisor(settings, manager)),
+              ("plugins.task_max_restarts", "plugins.task_restart_period_s", task)]
+    return [f"{intensity} = {sup.intensity}: those restarts wait {sup.quickest_give_up:g} s in "
+            f"backoff, not less than {period} = {sup.period:g} s, so a crash loop is never "
+            "given up" for intensity, period, sup in levels if sup.quickest_give_up >= sup.period]
 
 
 def run(settings: Settings) -> int:

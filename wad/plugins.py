@@ -587,6 +587,13 @@ TASK_BACKOFF = Backoff(initial=1.0, max=60.0)
 """Waits before a plugin task that raised is started again: 1 s, 2 s, 4 s ... 60 s."""
 
 
+def task_policy(name: str, children: list[ChildSpec], settings: PluginSettings) -> Supervisor:
+    """The supervisor of one plugin task: restarts after `TASK_BACKOFF`, and gives up after
+    more than `task_max_restarts` restarts within `task_restart_period_s`."""
+    return Supervisor(name, children, intensity=settings.task_max_restarts,
+                      period=settings.task_restart_period_s, backoff=TASK_BACKOFF)
+
+
 def task_supervisor(pm: PluginManager, *, grace: float = 2.0) -> Supervisor:
     """Every plugin's background tasks under one supervisor, `plugins`, each task its own child
     `PLUGIN:TASK` (shown by that name, with its restarts, in `wad status --tree`).
@@ -601,10 +608,9 @@ def task_supervisor(pm: PluginManager, *, grace: float = 2.0) -> Supervisor:
     children = []
     for plugin, task in background_tasks(pm):
         name = f"{plugin}:{task.name}"
-        one = Supervisor(name, [ChildSpec("run", partial(_run_task, plugin, task),
-                                          restart=Restart.TRANSIENT, shutdown=grace)],
-                         intensity=settings.task_max_restarts,
-                         period=settings.task_restart_period_s, backoff=TASK_BACKOFF)
+        one = task_policy(name, [ChildSpec("run", partial(_run_task, plugin, task),
+                                           restart=Restart.TRANSIENT, shutdown=grace)],
+                          settings)
         children.append(ChildSpec(name, one.run, restart=Restart.TEMPORARY, shutdown=grace))
     return Supervisor("plugins", children, strategy=Strategy.SIMPLE_ONE_FOR_ONE)
 

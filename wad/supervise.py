@@ -390,6 +390,15 @@ class Supervisor:
             return max(graces, default=0.0)
         return sum(graces)
 
+    @property
+    def quickest_give_up(self) -> float:
+        """Seconds from a child's first failure until this supervisor gives up, when the child
+        fails again as soon as each restart starts it: the backoff before each of `intensity`
+        restarts. Only when this is less than `period` can a crash loop end in a give-up (each
+        later failure must fall within `period` of the first); the difference is the time the
+        child's `intensity + 1` runs may take together."""
+        return sum(self.backoff.delay(n) for n in range(1, self.intensity + 1))
+
     # -- run-time control ------------------------------------------------------------------
 
     async def start_child(self, spec: ChildSpec) -> object:

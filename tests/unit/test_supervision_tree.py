@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import ast
 import re
+import uuid
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.support.plugin_helpers import empty_pm
 from wad import config
 from wad.api.context import AppContext
 from wad.bus import EventBus
-from wad.daemon import Daemon, grace_problems
+from wad.daemon import Daemon, grace_problems, restart_problems
 from wad.importer.service import ImportService
 from wad.observe.eventlog import EventLog
 from wad.observe.metrics import Metrics
+from wad.org.context import OrgContext
 from wad.org.manager import OrgManager
-from wad.supervise import ChildSpec, Strategy, Supervisor
+from wad.supervise import ChildSpec, Strategy, Supervisor, SupervisorGaveUp
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 _GROUPS = {"ExceptionGroup", "BaseExceptionGroup"}
@@ -62,6 +65,47 @@ async def test_graces_that_do_not_nest_are_reported_by_name() -> None:
         settings=settings, db=None, driver=None, bus=EventBus()))  # type: ignore[arg-type]
     assert problems and problems[0].startswith("graces.organization_s = 40 s"), problems
     assert "session 39" in problems[0]
+
+
+class _SlowCrash:
+    """A session whose browser takes 30 s to start, then crashes: a slow machine's loop."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        task_status.started()
+        await trio.sleep(30)
+        raise RuntimeError("browser crashed")
+
+
+async def test_the_shipped_restart_intensities_give_a_crash_loop_up(autojump_clock: object
+                                                                    ) -> None:
+    """The organization's supervisor, with the shipped settings, gives up a session that
+    crashes 30 s after each start, within one period; the plugin tasks' policy can give up
+    too (its backoff fits in its period)."""
+    settings = config.load(ROOT / "config" / "wad.toml", env={})
+    manager = OrgManager(settings=settings, db=None, driver=None, bus=EventBus(),  # type: ignore[arg-type]
+                         actors=[])
+    assert restart_problems(settings, manager) == []
+    _, receive = trio.open_memory_channel[object](0)
+    ctx = OrgContext(org_id=uuid.UUID(int=1), settings=settings, db=manager.db, bus=manager.bus,
+                     session=_SlowCrash(), inbound_events=receive)  # type: ignore[arg-type]
+    supervisor = manager.org_supervisor(ctx)
+    began = trio.current_time()
+    with trio.fail_after(3600), pytest.raises(SupervisorGaveUp, match="more than 5 restarts"):
+        await supervisor.run()  # with a 60 s period it restarted the session for ever
+    assert trio.current_time() - began < settings.daemon.org_restart_period_s
+    assert supervisor.restart_count("session") == settings.daemon.org_max_restarts
+
+
+async def test_an_intensity_the_backoff_cannot_reach_is_reported_by_name() -> None:
+    settings = config.parse("[daemon]\norg_restart_period_s = 15.0\n\n"
+                            "[plugins]\ntask_max_restarts = 20\n", source="test")
+    manager = OrgManager(settings=settings, db=None, driver=None, bus=EventBus())  # type: ignore[arg-type]
+    problems = restart_problems(settings, manager)
+    assert [p.split(" = ")[0] for p in problems] == ["daemon.org_max_restarts",
+                                                     "plugins.task_max_restarts"]
+    assert "wait 15.5 s in backoff, not less than daemon.org_restart_period_s = 15 s" in (
+        problems[0])
 
 
 def _opens_a_nursery(statements: list[ast.stmt]) -> bool:
