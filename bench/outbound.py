@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,9 @@ from wad.org.outbound.settings import MAX_PER_DAY, MAX_PER_HOUR
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import scratch_dir  # noqa: E402
 
 ACCOUNT = "996555100900"
 
@@ -190,12 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="1-20")
     args = parser.parse_args(argv)
     log.configure(fmt="console", level="warning", stream=sys.stderr)
-    root = Path(tempfile.mkdtemp(prefix="wad-bench-out-"))
-    os.chmod(root, 0o711)  # the embedded cluster's `postgres` user must reach it
-    try:
+    with scratch_dir("wad-bench-out-") as root:
         trio.run(main_async, args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -632,12 +632,17 @@ async def run_background_tasks(
     pm: PluginManager, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every plugin's background tasks (`task_supervisor`) until cancelled;
-    `task_status.started` gets their names (`PLUGIN:TASK`) once the supervisor is ready. The
-    daemon runs the same supervisor as a child of its tree."""
+    `task_status.started` gets their names (`PLUGIN:TASK`) once the supervisor is ready, and
+    with no tasks at all it returns at once. The daemon runs the same supervisor as a child of
+    its tree."""
     supervisor = task_supervisor(pm)
+    names = [spec.id for spec in supervisor.specs()]
+    if not names:  # nothing to run: done
+        task_status.started(names)
+        return
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
-        task_status.started([spec.id for spec in supervisor.specs()])
+        task_status.started(names)
 
 
 def registered_names(pm: PluginManager) -> list[str]:
