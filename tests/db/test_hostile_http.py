@@ -23,10 +23,9 @@ import httpx
 import pytest
 import trio
 
-from tests.support.api import serve_context
+from tests.support.api import issue_token, serve_context
 from tests.support.bus_helpers import event as bus_event
 from tests.support.events import open_stream
-from wad.api import auth
 from wad.api.app import create_app
 from wad.api.context import AppContext, Services, run_services
 from wad.api.server import MAX_HEAD_BYTES, serve_api
@@ -34,7 +33,6 @@ from wad.bus import EventBus
 from wad.config import ApiSettings, DaemonSettings, Settings
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
-from wad.db.repo import tokens as tokens_repo
 
 HEADER_TIMEOUT = 1.5
 BODY_TIMEOUT = 1.5
@@ -62,9 +60,7 @@ async def server(db: Database, state_dir: Path, nursery: trio.Nursery
                                              body_timeout_s=BODY_TIMEOUT, send_timeout_s=SEND_TIMEOUT)
     url = next(a for a in addresses if a.startswith("http://127."))
     host, port = url.removeprefix("http://").split(":")
-    token, digest, prefix = auth.new_token()
-    await tokens_repo.create(db, role="SUPER_ADMIN", organization_id=None, token_hash=digest,
-                             prefix=prefix, name="hostile")
+    token = await issue_token(db, "SUPER_ADMIN", name="hostile")
     org = (await orgs_repo.create(db, name="Slow Tours")).id
     try:
         yield Server(host=host, port=int(port), url=url, ctx=ctx, token=token, org=org)
@@ -333,9 +329,7 @@ async def test_a_reader_that_stops_reading_is_dropped_and_the_server_can_stop(
     settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                         api=ApiSettings(listen="127.0.0.1:0"))
     ctx = AppContext(settings=settings, db=db, services=Services(bus=EventBus()))
-    token, digest, prefix = auth.new_token()
-    await tokens_repo.create(db, role="SUPER_ADMIN", organization_id=None, token_hash=digest,
-                             prefix=prefix, name="stalled")
+    token = await issue_token(db, "SUPER_ADMIN", name="stalled")
     org = (await orgs_repo.create(db, name="Stalled Tours")).id
     shutdown = trio.Event()
     reader = trio.socket.socket()

@@ -13,14 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.daemonproc import (
-    DaemonProcess,
-    link_org,
-    processes_using,
-    start_daemon_in_thread,
-    start_sim,
-    whatsapp_config,
-)
+from tests.support import daemonproc
 from tests.support.metrics import parse, value
 from wad.sim.client import SimClient
 
@@ -31,7 +24,7 @@ READY_TIMEOUT_S = 20.0
 NEW_BUILD = "2.3000.1999999999"
 
 
-def ended_lines(daemon: DaemonProcess) -> list[dict[str, object]]:
+def ended_lines(daemon: daemonproc.DaemonProcess) -> list[dict[str, object]]:
     return [line for line in daemon.lines() if line.get("event") == "session ended"]
 
 
@@ -46,15 +39,16 @@ async def wad_status(config: Path, org: str) -> str:
 
 async def test_a_missing_member_stops_only_that_session_naming_it(
         state_dir: Path, nursery: trio.Nursery) -> None:
-    sim = await start_sim(nursery, seed=5)
-    daemon = await start_daemon_in_thread(state_dir, extra_config=whatsapp_config(
-        sim.url, ready_timeout_s=READY_TIMEOUT_S, health_check_interval_s=2.0))
+    sim = await daemonproc.start_sim(nursery, seed=5)
+    extra = daemonproc.whatsapp_config(sim.url, ready_timeout_s=READY_TIMEOUT_S,
+                                       health_check_interval_s=2.0)
+    daemon = await daemonproc.start_daemon_in_thread(state_dir, extra_config=extra)
     try:
         async with SimClient(sim.url) as phone:
             await phone.create_account(BROKEN, "Naryn Tours")
             await phone.create_account(HEALTHY, "Talas Travel")
-            broken = await link_org(daemon, phone, "Naryn", BROKEN)
-            healthy = await link_org(daemon, phone, "Talas", HEALTHY)
+            broken = await daemonproc.link_org(daemon, phone, "Naryn", BROKEN)
+            healthy = await daemonproc.link_org(daemon, phone, "Talas", HEALTHY)
 
             assert await phone.page_build(BROKEN, "WAWebSendMsgChatAction", "addAndSendMsgToChat",
                                           version=NEW_BUILD) == 1
@@ -72,11 +66,11 @@ async def test_a_missing_member_stops_only_that_session_naming_it(
             # Its browser is closed and stays closed; the other organization is untouched.
             profile = state_dir / "sessions" / f"org-{broken}"
             with trio.fail_after(15):
-                while processes_using(profile):
+                while daemonproc.processes_using(profile):
                     await trio.sleep(0.2)
             other = await daemon.whatsapp_status(healthy)
             assert other["state"] == "CONNECTED" and other["last_error"] is None
-            assert processes_using(state_dir / "sessions" / f"org-{healthy}")
+            assert daemonproc.processes_using(state_dir / "sessions" / f"org-{healthy}")
 
             async with daemon.socket_client() as api:
                 samples = parse((await api.get("/metrics")).text)

@@ -15,11 +15,14 @@ import httpx
 import pytest
 import trio
 
+from wad.api import auth
 from wad.api.app import create_app
 from wad.api.context import AppContext, Services, run_services
 from wad.api.server import serve_api
 from wad.config import ApiSettings, DaemonSettings, Settings
+from wad.db.models import Role
 from wad.db.pool import Database
+from wad.db.repo import tokens as tokens_repo
 
 
 @dataclass
@@ -81,6 +84,16 @@ async def serve_context(nursery: trio.Nursery, ctx: AppContext, *, listen: str =
         max_body=limits.pop("max_body", ctx.settings.api.max_body_bytes), shutdown=shutdown,
         **limits))
     return addresses, shutdown
+
+
+async def issue_token(db: Database, role: Role, org: uuid.UUID | None = None, *,
+                      name: str | None = None) -> str:
+    """A new API token of `role` (for `org`), stored as the daemon stores them; answers the
+    secret."""
+    token, digest, prefix = auth.new_token()
+    await tokens_repo.create(db, role=role, organization_id=org, token_hash=digest,
+                             prefix=prefix, name=name or f"test {role}")
+    return token
 
 
 def make_settings(state_dir: Path, **api: Any) -> Settings:

@@ -13,14 +13,12 @@ from typing import Any
 import httpx
 import trio
 
-from tests.support.api import serve_context
-from wad.api import auth
+from tests.support.api import issue_token, serve_context
 from wad.api.context import AppContext, Services
 from wad.config import ApiSettings, DaemonSettings, Settings
 from wad.db.models import Role
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
-from wad.db.repo import tokens as tokens_repo
 
 
 @dataclass
@@ -96,10 +94,7 @@ class Served:
         return client
 
     async def token(self, role: Role, org: uuid.UUID | None = None) -> str:
-        token, digest, prefix = auth.new_token()
-        await tokens_repo.create(self.db, role=role, organization_id=org, token_hash=digest,
-                                 prefix=prefix, name=f"test {role}")
-        return token
+        return await issue_token(self.db, role, org)
 
     async def org(self, name: str) -> uuid.UUID:
         return (await orgs_repo.create(self.db, name=name)).id
