@@ -5,12 +5,15 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from tests.support.events import Served, serve_app
 from tests.support.stack import Stack
 from wad import hookimpl
+from wad.api.context import Services
 from wad.config import InboundSettings, PluginSettings
 from wad.db.models import Message
 from wad.db.repo import messages as messages_repo
@@ -48,6 +51,14 @@ class Agent:
 
 def inbound(settings: InboundSettings = NO_DELAYS) -> list[ActorFactory]:
     return [functools.partial(inbound_actor, settings=settings)]
+
+
+async def serve_inbound_daemon(stack: Stack, nursery: trio.Nursery, state_dir: Path
+                               ) -> tuple[Served, trio.Event]:
+    """The stack's organization manager with the inbound actor (no delays), behind the real
+    control API with its bus and manager; set the answered event to stop serving."""
+    manager = await stack.start_daemon(actors=inbound())
+    return await serve_app(nursery, stack.db, state_dir, Services(bus=stack.bus, orgs=manager))
 
 
 def wa_id(delivered: dict[str, Any]) -> str:
