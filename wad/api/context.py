@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
+from quart import current_app
 
 from wad.bus import EventBus
 from wad.config import Settings
@@ -79,3 +80,8 @@ async def run_services(ctx: AppContext, *, grace: float = 2.0,
     await Supervisor("api", service_specs(ctx, grace=grace)).run(task_status=task_status)
 
 
+def current() -> AppContext:
+    """The context of the app answering the current request: how a route reaches the
+    daemon."""
+    ctx: AppContext = current_app.config["wad"]
+    return ctx

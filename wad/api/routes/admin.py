@@ -6,12 +6,13 @@ import time
 import uuid
 from pathlib import Path
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 from quart_schema import tag
 
 import wad
 from wad import log
 from wad.api import auth, session_data
+from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import manager, require_org
 from wad.api.schemas import (
@@ -44,7 +45,7 @@ _log = log.get("api")
 
 
 def _db() -> Database:
-    db: Database = current_app.config["wad"].db
+    db = current().db
     return db
 
 
@@ -209,7 +210,7 @@ async def rotate_secret(data: RotateRequest) -> Response:
     """Re-seal a batch of login archives (ids after `after_id`) under the daemon's current key
     (`WAD_SECRET_KEY`); the previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until
     every batch is done."""
-    settings = current_app.config["wad"].settings
+    settings = current().settings
     keys = archive.keyring(_state_dir(), settings.secret_key, [settings.secret_key_old])
     result = await rotation.rotate(_db(), keys, archive.sessions_dir(_state_dir()),
                                    after_id=data.after_id, limit=data.limit)
@@ -217,7 +218,7 @@ async def rotate_secret(data: RotateRequest) -> Response:
 
 
 def _state_dir() -> Path:
-    return current_app.config["wad"].settings.state_path.absolute()
+    return current().settings.state_path.absolute()
 
 
 # The daemon -------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def _state_dir() -> Path:
 async def tree() -> Response:
     """The live supervision tree: the daemon's children and every organization's actors with
     their state, restart counts and last restart reason."""
-    ctx = current_app.config["wad"]
+    ctx = current()
     orgs = manager().tree()
     root = ctx.services.supervisor
     return reply(Tree(node=ctx.settings.node, version=wad.__version__,

@@ -25,6 +25,7 @@ from quart_schema import tag
 from wad import log
 from wad.api import auth
 from wad.api.auth import Principal, org_route
+from wad.api.context import AppContext
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
 from wad.api.validation import streams
@@ -53,7 +54,7 @@ def event_log(app: Any = None) -> EventLog | None:
 def _make_log(state: BlueprintSetupState) -> None:
     # Subscribe at app creation, before the daemon starts any organization: the events of
     # those first moments wait in the subscription until the log's task runs.
-    ctx = state.app.config["wad"]
+    ctx: AppContext = state.app.config["wad"]
     bus = ctx.services.bus
     if bus is not None and ctx.event_log is None:  # else the daemon's
         ctx.event_log = EventLog(bus)

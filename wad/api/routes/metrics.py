@@ -13,6 +13,7 @@ from quart_schema import hide
 from quart_trio import QuartTrio
 
 from wad.api import auth
+from wad.api.context import AppContext, current
 from wad.observe.metrics import Metrics
 
 bp = Blueprint("metrics", __name__)
@@ -27,7 +28,7 @@ def metrics_of(app: QuartTrio | None = None) -> Metrics:
 @bp.record_once
 def _make_metrics(state: BlueprintSetupState) -> None:
     # Made (and subscribed to the bus) with the app, before the daemon starts organizations.
-    ctx = state.app.config["wad"]
+    ctx: AppContext = state.app.config["wad"]
     if ctx.metrics is not None:  # the daemon's, run in its supervision tree
         return
     ctx.metrics = Metrics(
@@ -41,7 +42,7 @@ def _make_metrics(state: BlueprintSetupState) -> None:
 @hide
 async def scrape() -> Response:
     """The metrics in Prometheus' text format (super admin)."""
-    g.principal = await auth.authenticate(current_app.config["wad"].db)
+    g.principal = await auth.authenticate(current().db)
     auth.authorize(None, "SUPER_ADMIN")
     body = await metrics_of().render()
     response = Response(body, status=200, content_type=CONTENT_TYPE_LATEST)

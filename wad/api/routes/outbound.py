@@ -15,12 +15,12 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
 from quart_schema import tag
 
 from wad.api import auth
 from wad.api.auth import org_route
-from wad.api.context import Services
+from wad.api.context import Services, current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
 from wad.api.schemas import PhoneText, Request
@@ -217,12 +217,12 @@ class RateLimitedError(ApiError):
 
 
 def _db() -> Database:
-    db: Database = current_app.config["wad"].db
+    db = current().db
     return db
 
 
 def _services() -> Services:
-    services: Services = current_app.config["wad"].services
+    services = current().services
     return services
 
 

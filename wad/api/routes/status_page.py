@@ -15,10 +15,11 @@ import uuid
 from datetime import datetime
 
 import msgspec
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 from quart_schema import hide, tag
 
 from wad.api import auth
+from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.validation import reply, responds
 from wad.db.models import Role
@@ -117,7 +118,7 @@ async def get_overview() -> Response:
         auth.authorize(org_id, "VIEWER")
     elif not principal.is_super_admin:
         org_id = principal.organization_id
-    db: Database = current_app.config["wad"].db
+    db = current().db
     found = await overview(db, org_id)
     if wanted and not found:
         raise ApiError(404, "not_found", f"no such organization: {org_id}")
