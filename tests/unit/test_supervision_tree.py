@@ -246,3 +246,14 @@ async def test_a_dynamic_supervisor_stops_its_children_at_once(autojump_clock: o
             began = trio.current_time()
             nursery.cancel_scope.cancel()
         assert trio.current_time() - began == took, strategy
+
+
+def test_no_task_runs_in_the_apps_nursery() -> None:
+    """Long-lived tasks are children of the tree (or of `run_services`), never started in
+    Quart's app nursery, where nothing restarts them and `wad status --tree` cannot see them."""
+    pattern = re.compile(r"current_app\)?\.nursery|getattr\(\s*current_app\s*,\s*['\"]nursery")
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "wad").rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+    assert pattern.search("cast(QuartTrio, current_app).nursery.start_soon(run)")
+    assert pattern.search('nursery = getattr(current_app, "nursery", None)')
