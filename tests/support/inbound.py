@@ -53,6 +53,16 @@ def inbound(settings: InboundSettings = NO_DELAYS) -> list[ActorFactory]:
     return [functools.partial(inbound_actor, settings=settings)]
 
 
+async def link_inbound_org(stack: Stack, account: str, name: str) -> uuid.UUID:
+    """A new organization of a daemon with the inbound actor (no delays), linked by QR to a
+    new simulated account `account` called `name`."""
+    await stack.phone.create_account(account, name)
+    await stack.start_daemon(actors=inbound())
+    org = await stack.new_org()
+    await stack.link_by_qr(org, account)
+    return org
+
+
 async def serve_inbound_daemon(stack: Stack, nursery: trio.Nursery, state_dir: Path
                                ) -> tuple[Served, trio.Event]:
     """The stack's organization manager with the inbound actor (no delays), behind the real
