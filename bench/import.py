@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -49,6 +47,9 @@ from wad.sim import history
 from wad.sim.client import SimClient, SimClientError
 from wad.sim.model import SimConfig
 from wad.sim.server import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import scratch_dir  # noqa: E402
 
 ACCOUNT = "996555900900"
 
@@ -153,12 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     log.configure(fmt="console", level="warning", stream=sys.stderr)
-    root = Path(tempfile.mkdtemp(prefix="wad-bench-import-"))
-    root.chmod(0o711)  # the cluster's `postgres` user must reach it when run as root
-    try:
+    with scratch_dir("wad-bench-import-") as root:
         result = trio.run(bench, args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     print(f"{result['chats']} chats x {args.messages} messages = {result['messages']} messages")
     print(f"paced at {result['pace_s']:g} s per request: {result['paced_wall_s']:.1f} s wall, "
           f"{result['paced_requests']} WhatsApp requests (one per message, as the earlier "

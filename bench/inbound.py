@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +43,9 @@ from wad.org.manager import OrgManager
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import scratch_dir  # noqa: E402
 
 FLOOD_SENDERS = 8
 """Concurrent delivery requests per organization in the flood."""
@@ -232,12 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fsync", action="store_true",
                         help="run PostgreSQL without fsync (as the tests do)")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="wad-bench-"))
-    os.chmod(root, 0o711)  # the embedded cluster's `postgres` user must reach it
-    try:
+    with scratch_dir("wad-bench-") as root:
         trio.run(main_async, args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

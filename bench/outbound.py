@@ -26,11 +26,8 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,13 +36,16 @@ import httpx
 import trio
 
 from wad import log
-from wad.api.app import AppContext
+from wad.api.context import AppContext
 from wad.config import ApiSettings, DaemonSettings, OutboundSettings, Settings, WhatsAppSettings
 from wad.daemon import Daemon
 from wad.org.outbound.settings import MAX_PER_DAY, MAX_PER_HOUR
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
 from wad.sim.server import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import scratch_dir  # noqa: E402
 
 ACCOUNT = "996555100900"
 
@@ -68,7 +68,7 @@ def most_in_a_window(times: list[float], length: float) -> int:
 class Bench:
     def __init__(self, ctx: AppContext, phone: SimClient) -> None:
         self.ctx = ctx
-        addresses: list[str] = ctx.services["addresses"]
+        addresses: list[str] = ctx.services.addresses
         self.tcp = next(a for a in addresses if a.startswith("http://"))
         self.socket = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(ctx.settings.control_socket.absolute())),
@@ -196,12 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="1-20")
     args = parser.parse_args(argv)
     log.configure(fmt="console", level="warning", stream=sys.stderr)
-    root = Path(tempfile.mkdtemp(prefix="wad-bench-out-"))
-    os.chmod(root, 0o711)  # the embedded cluster's `postgres` user must reach it
-    try:
+    with scratch_dir("wad-bench-out-") as root:
         trio.run(main_async, args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -25,6 +25,7 @@ import pytest
 import trio
 import trio_asyncio
 
+from wad.api.context import Services
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
@@ -123,7 +124,7 @@ async def served(db: Database, state_dir: Path, nursery: trio.Nursery
     from tests.support.events import serve_app
     from wad.bus import EventBus
 
-    found, shutdown = await serve_app(nursery, db, state_dir, {"bus": EventBus()})
+    found, shutdown = await serve_app(nursery, db, state_dir, Services(bus=EventBus()))
     try:
         yield found
     finally:

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import trio
@@ -42,13 +42,21 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     seq: int = 0
     at: float = msgspec.field(default_factory=time.time)
 
+    carries: ClassVar[str | None] = None
+    """For an event that carries one object (a message, a change): that field, whose value
+    alone is the payload."""
+
     @property
     def kind(self) -> str:
         """The event's name on the event stream, e.g. `session.status`."""
         return str(type(self).__struct_config__.tag)
 
     def payload(self) -> dict[str, Any]:
-        """The event's own fields as JSON-able data: what the event stream shows as `payload`."""
+        """The event's own fields as JSON-able data (or the object it `carries`): what the
+        event stream shows as `payload`."""
+        if self.carries is not None:
+            carried: dict[str, Any] = msgspec.to_builtins(getattr(self, self.carries))
+            return carried
         data: dict[str, Any] = msgspec.to_builtins(self)
         for name in ("kind", "org_id", "seq", "at"):
             data.pop(name, None)
@@ -81,40 +89,28 @@ class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     """A client's message was stored and processed."""
 
     message: payloads.Message
-
-    def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = msgspec.to_builtins(self.message)
-        return data
+    carries = "message"
 
 
 class MessageSent(Event, frozen=True, kw_only=True, tag="message.sent"):
     """A message typed on the linked phone, or sent from wad's queue."""
 
     message: payloads.Message
-
-    def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = msgspec.to_builtins(self.message)
-        return data
+    carries = "message"
 
 
 class MessageStatusChanged(Event, frozen=True, kw_only=True, tag="message.status_changed"):
     """A stored message's status moved (acks, a failure, a revoke)."""
 
     change: payloads.MessageStatusChange
-
-    def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = msgspec.to_builtins(self.change)
-        return data
+    carries = "change"
 
 
 class ClientStatusChanged(Event, frozen=True, kw_only=True, tag="client.status_changed"):
     """A client moved in the sales funnel (after its status history row was written)."""
 
     change: payloads.ClientStatusChange
-
-    def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = msgspec.to_builtins(self.change)
-        return data
+    carries = "change"
 
 
 class MessageEdited(Event, frozen=True, kw_only=True, tag="message.edited"):

@@ -66,7 +66,10 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     org_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 5
     """An organization's supervisor gives up (the organization ends `ERROR`) after more than
     this many restarts of its actors within `org_restart_period_s`."""
-    org_restart_period_s: PositiveSeconds = 60.0
+    org_restart_period_s: PositiveSeconds = 300.0
+    """Long enough for the restarts' backoff (0.5 s doubling: 15.5 s for five) and six runs of
+    a browser that takes its time to start and crash; the daemon says so at start when the
+    backoff alone would fill it (then a crash loop could never be given up)."""
 
 
 class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -236,6 +239,10 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Longest a single plugin may take in a single hook call before it is skipped."""
     status_min_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
     """A status decision below this confidence is ignored and the next detector is asked."""
+    task_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 10
+    """A plugin's background task that is restarted more than this many times within
+    `task_restart_period_s` is given up (it stays `failed`; nothing else stops)."""
+    task_restart_period_s: PositiveSeconds = 600.0
     config: dict[str, dict[str, Any]] = {}
     """`[plugins.config.<name>]`: each plugin's own table, validated by the plugin's Struct."""
 

@@ -18,7 +18,8 @@ import trio
 import wad
 from wad import config as config_mod
 from wad import log, plugins
-from wad.api.app import AppContext, create_app
+from wad.api.app import create_app
+from wad.api.context import AppContext, Services, service_specs
 from wad.api.server import serve_api
 from wad.browser.driver import BrowserDriver
 from wad.bus import EventBus, PluginFailed
@@ -82,16 +83,17 @@ class Daemon:
             manager = OrgManager(settings=self.settings, db=db, driver=driver, bus=bus,
                                  plugins=pm)
             ctx = AppContext(settings=self.settings, db=db,
-                             services={"orgs": manager, "bus": bus, "plugins": pm},
+                             services=Services(orgs=manager, bus=bus),
                              event_log=EventLog(bus),
-                             imports=ImportService(settings=self.settings, db=db),
-                             app_runs_tasks=False)
+                             imports=ImportService(settings=self.settings, db=db))
             app = create_app(ctx)  # also makes the metrics, subscribed before anything runs
             root = self.tree(ctx, manager, pm, bus, db)
-            ctx.services["supervisor"] = root
+            ctx.services.supervisor = root
             for problem in grace_problems(self.settings, root, manager):
                 _log.error("shutdown graces do not nest; a stop may be cut short",
                            problem=problem)
+            for problem in restart_problems(self.settings, manager):
+                _log.error("a restart intensity can never be reached", problem=problem)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 await nursery.start(root.run)
@@ -99,7 +101,7 @@ class Daemon:
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,
                           state_dir=str(self.settings.state_path.absolute()))
                 self.notifier.ready(status=f"serving on {', '.join(addresses)}")
-                ctx.services["addresses"] = addresses
+                ctx.services.addresses = addresses
                 task_status.started(ctx)
                 await self.shutdown.wait()
                 self.notifier.stopping()
@@ -116,18 +118,15 @@ class Daemon:
         """The daemon's supervision tree: every long-lived task but the API server and the
         signal handler (the root's own). Started in this order, stopped in reverse: the
         organizations stop first, while the services that observe them still run."""
-        assert ctx.event_log is not None
-        assert ctx.metrics is not None
-        assert ctx.imports is not None
         grace = self.settings.graces.service_s
+        api = {spec.id: spec for spec in service_specs(ctx, grace=grace)}
         children = [
-            ChildSpec("event-log", ctx.event_log.run, restart=Restart.TRANSIENT, shutdown=grace),
-            ChildSpec("metrics", ctx.metrics.run, restart=Restart.TRANSIENT, shutdown=grace),
-            # Plugins' background tasks (e.g. webhook deliveries); none at all is a normal exit.
-            ChildSpec("plugins", partial(plugins.run_background_tasks, pm),
+            api["event-log"], api["metrics"],
+            # Plugins' background tasks (e.g. webhook deliveries), each its own child.
+            ChildSpec("plugins", plugins.task_supervisor(pm, grace=grace).run,
                       restart=Restart.TRANSIENT, shutdown=grace),
             ChildSpec("notifications", partial(forward_session_status, bus, pm), shutdown=grace),
-            ChildSpec("imports", ctx.imports.run, shutdown=grace),
+            api["imports"],
         ]
         if self.notifier.watchdog_interval:
             children.append(ChildSpec("watchdog", partial(self._watchdog, db), shutdown=grace))
@@ -201,23 +200,41 @@ class _Shape:
         raise NotImplementedError
 
 
-def grace_problems(settings: Settings, root: Supervisor, manager: OrgManager) -> list[str]:
-    """Where the shutdown graces do not nest: at each level, the children's graces together
-    (for the organizations, which stop at once, the largest) must fit in the parent's."""
+def example_org_supervisor(settings: Settings, manager: OrgManager) -> Supervisor:
+    """An organization's supervisor as the manager builds it, for reading its shape."""
     send, receive = trio.open_memory_channel[object](0)
     send.close()
     example = OrgContext(org_id=uuid.UUID(int=0), settings=settings, db=manager.db,
                          bus=manager.bus, session=cast(Any, _Shape()), inbound_events=receive)
+    return manager.org_supervisor(example)
+
+
+def grace_problems(settings: Settings, root: Supervisor, manager: OrgManager) -> list[str]:
+    """Where the shutdown graces do not nest: at each level, the children's graces together
+    (for the organizations, which stop at once, the largest) must fit in the parent's."""
     orgs = Supervisor("orgs", [ChildSpec("org", _Shape().run,
                                          shutdown=settings.graces.organization_s)],
                       strategy=Strategy.SIMPLE_ONE_FOR_ONE)
     levels = [("daemon.shutdown_grace_s", settings.daemon.shutdown_grace_s, root),
               ("graces.organizations_s", settings.graces.organizations_s, orgs),
               ("graces.organization_s", settings.graces.organization_s,
-               manager.org_supervisor(example))]
+               example_org_supervisor(settings, manager))]
     return [f"{name} = {grace:g} s is less than its children's {sup.stop_budget:g} s "
             f"({', '.join(f'{s.id} {s.shutdown:g}' for s in sup.specs())})"
             for name, grace, sup in levels if sup.stop_budget > grace]
+
+
+def restart_problems(settings: Settings, manager: OrgManager) -> list[str]:
+    """Restart intensities that can never give up: when the backoff before `intensity`
+    restarts adds up to the period or more, a crash loop is restarted for ever (each failure
+    falls out of the window before the count is reached)."""
+    task = plugins.task_policy("task", [], settings.plugins)
+    levels = [("daemon.org_max_restarts", "daemon.org_restart_period_s",
+               example_org_supervisor(settings, manager)),
+              ("plugins.task_max_restarts", "plugins.task_restart_period_s", task)]
+    return [f"{intensity} = {sup.intensity}: those restarts wait {sup.quickest_give_up:g} s in "
+            f"backoff, not less than {period} = {sup.period:g} s, so a crash loop is never "
+            "given up" for intensity, period, sup in levels if sup.quickest_give_up >= sup.period]
 
 
 def run(settings: Settings) -> int:

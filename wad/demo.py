@@ -108,9 +108,10 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
         daemon = Daemon(settings)
         ctx = await nursery.start(daemon.run)
         db: Database = ctx.db
-        manager = ctx.services["orgs"]
+        manager = ctx.services.orgs
+        assert manager is not None
         _say(out, f"daemon ready: state in {state_dir}, API on "
-                  f"{', '.join(ctx.services.get('addresses', []))}")
+                  f"{', '.join(ctx.services.addresses)}")
 
         async with SimClient(sim.url) as phone:
             await phone.create_account(ACCOUNT, "Demo Tours", business=True)
@@ -157,7 +158,7 @@ async def run_demo(state_dir: Path, *, out: TextIO, as_json: bool) -> dict[str, 
             # The operator answers through the durable, rate-limited send queue.
             reply = "Hello Aida! Yes: the 3-day Song-Kol trek leaves every Saturday in July."
             item, _ = await queue_message(db, organization_id=org.id, to=f"+{CLIENT}",
-                                          content=reply, bus=ctx.services.get("bus"))
+                                          content=reply, bus=ctx.services.bus)
             _say(out, f"queued a reply to +{CLIENT} through the send queue: {reply}")
 
             async def reply_read() -> Any:

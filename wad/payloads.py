@@ -239,7 +239,8 @@ class ImportSource(msgspec.Struct, frozen=True, kw_only=True):
 class BackgroundTask(msgspec.Struct, frozen=True, kw_only=True):
     """A long-running task a plugin asks the daemon to run, such as a delivery worker.
     `run(task_status=...)` must call `task_status.started()` once ready, then run until
-    cancelled; if it raises, wad logs it with the plugin's name and starts it again later."""
+    cancelled; if it raises, wad logs it with the plugin's name and its supervisor starts it
+    again later (`wad.plugins.task_supervisor`), up to `plugins.task_max_restarts` times."""
 
     name: str
     run: Callable[..., Awaitable[None]]

@@ -19,6 +19,7 @@ import importlib.metadata
 import inspect
 import re
 from collections.abc import Callable, Coroutine, Generator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import msgspec
@@ -41,7 +42,7 @@ from wad.payloads import (
     Message,
     StatusDecision,
 )
-from wad.supervise import Backoff, describe
+from wad.supervise import Backoff, ChildSpec, Restart, Strategy, Supervisor, describe
 
 if TYPE_CHECKING:
     from wad.db.pool import Database
@@ -582,47 +583,66 @@ def background_tasks(pm: PluginManager) -> list[tuple[str, BackgroundTask]]:
     return tasks
 
 
+TASK_BACKOFF = Backoff(initial=1.0, max=60.0)
+"""Waits before a plugin task that raised is started again: 1 s, 2 s, 4 s ... 60 s."""
+
+
+def task_policy(name: str, children: list[ChildSpec], settings: PluginSettings) -> Supervisor:
+    """The supervisor of one plugin task: restarts after `TASK_BACKOFF`, and gives up after
+    more than `task_max_restarts` restarts within `task_restart_period_s`."""
+    return Supervisor(name, children, intensity=settings.task_max_restarts,
+                      period=settings.task_restart_period_s, backoff=TASK_BACKOFF)
+
+
+def task_supervisor(pm: PluginManager, *, grace: float = 2.0) -> Supervisor:
+    """Every plugin's background tasks under one supervisor, `plugins`, each task its own child
+    `PLUGIN:TASK` (shown by that name, with its restarts, in `wad status --tree`).
+
+    Each child is a one-task supervisor, so that a task's crashes count against it alone: the
+    task is restarted after it raises (not after it returns, which means it is done), waiting
+    per `TASK_BACKOFF`; more than `plugins.task_max_restarts` restarts within
+    `plugins.task_restart_period_s` and that supervisor gives up: the task stays `failed` (the
+    child is temporary) and every other task and the rest of the daemon run on. The tasks stop
+    all at once, so `grace` bounds each task's stop and the whole."""
+    settings = pm.settings
+    children = []
+    for plugin, task in background_tasks(pm):
+        name = f"{plugin}:{task.name}"
+        one = task_policy(name, [ChildSpec("run", partial(_run_task, plugin, task),
+                                           restart=Restart.TRANSIENT, shutdown=grace)],
+                          settings)
+        children.append(ChildSpec(name, one.run, restart=Restart.TEMPORARY, shutdown=grace))
+    return Supervisor("plugins", children, strategy=Strategy.SIMPLE_ONE_FOR_ONE)
+
+
+async def _run_task(plugin: str, task: BackgroundTask, *,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """One run of a plugin's task; a failure is logged with the plugin's name and raised to
+    the task's supervisor."""
+    try:
+        await task.run(task_status=task_status)
+    except Exception as exc:
+        _log.error("plugin task failed", plugin=plugin, task=task.name, error=describe(exc),
+                   exc_info=exc)
+        raise
+    _log.info("plugin task finished", plugin=plugin, task=task.name)
+
+
 async def run_background_tasks(
-    pm: PluginManager, *, initial_backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    pm: PluginManager, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run every plugin's background tasks until cancelled; `task_status.started` gets their
-    names once each has started (or failed its first start). A task that raises is logged with its
-    plugin's name and started again after an exponential backoff; one that returns is done."""
-    tasks = background_tasks(pm)
+    """Run every plugin's background tasks (`task_supervisor`) until cancelled;
+    `task_status.started` gets their names (`PLUGIN:TASK`) once the supervisor is ready, and
+    with no tasks at all it returns at once. The daemon runs the same supervisor as a child of
+    its tree."""
+    supervisor = task_supervisor(pm)
+    names = [spec.id for spec in supervisor.specs()]
+    if not names:  # nothing to run: done
+        task_status.started(names)
+        return
     async with trio.open_nursery() as nursery:
-        for plugin, task in tasks:
-            await nursery.start(_keep_running, plugin, task, initial_backoff_s, max_backoff_s)
-        task_status.started([f"{plugin}:{task.name}" for plugin, task in tasks])
-
-
-async def _keep_running(plugin: str, task: BackgroundTask, initial_backoff_s: float,
-                        max_backoff_s: float,
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    backoff = Backoff(initial=initial_backoff_s, max=max_backoff_s)
-    failures = 0
-    reported = False
-    while True:
-        began = trio.current_time()
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(task.run)
-                if not reported:
-                    task_status.started()
-                    reported = True
-            _log.info("plugin task finished", plugin=plugin, task=task.name)
-            return
-        except* Exception as group:
-            if trio.current_time() - began > max_backoff_s:
-                failures = 0  # it ran well for a while: start the backoff over
-            failures += 1
-            _log.error("plugin task failed; restarting", plugin=plugin, task=task.name,
-                       error=describe(group), backoff_s=backoff.delay(failures),
-                       exc_info=group)
-        if not reported:
-            task_status.started()
-            reported = True
-        await trio.sleep(backoff.delay(failures))
+        await nursery.start(supervisor.run)
+        task_status.started(names)
 
 
 def registered_names(pm: PluginManager) -> list[str]:

@@ -85,10 +85,23 @@ class Backoff:
         return float(min(self.initial * self.factor ** (max(n, 1) - 1), self.max))
 
 
+# The only code in wad that looks inside exception groups (tests/unit/test_supervision_tree.py
+# keeps it so): everywhere else groups are taken apart with `except*`.
+
+
 def first_leaf(error: BaseException) -> BaseException:
     """The first exception that is not a group: what an `except*` clause caught, unwrapped
     from the (possibly nested) groups of nurseries."""
     while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def sole(error: BaseException) -> BaseException:
+    """The one exception that (possibly nested) groups hold, unwrapped; the error itself when
+    it is not a group or a group holds several. For a boundary that must hand on what its body
+    raised as it was raised, such as a context manager whose nursery only runs helpers."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return error
 
@@ -376,6 +389,15 @@ class Supervisor:
         if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
             return max(graces, default=0.0)
         return sum(graces)
+
+    @property
+    def quickest_give_up(self) -> float:
+        """Seconds from a child's first failure until this supervisor gives up, when the child
+        fails again as soon as each restart starts it: the backoff before each of `intensity`
+        restarts. Only when this is less than `period` can a crash loop end in a give-up (each
+        later failure must fall within `period` of the first); the difference is the time the
+        child's `intensity + 1` runs may take together."""
+        return sum(self.backoff.delay(n) for n in range(1, self.intensity + 1))
 
     # -- run-time control ------------------------------------------------------------------
 

@@ -138,6 +138,32 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
     assert view["organizations"]["organizations"] == {}
 
 
+def test_status_tree_lists_each_plugin_task_by_name(state_dir: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A daemon with the webhook plugin configured: its delivery worker is a child of its own
+    in the tree, under `plugins`, with its restart count."""
+    proc = start_daemon(state_dir, extra_config=(
+        '[plugins.config.webhook]\nurl = "http://127.0.0.1:9/hooks"\n'
+        'secret = "a secret for this test only"\n'))
+    try:
+        wad = Cli(state_dir / "wad.toml", capsys)
+        tree = wad.ok("status", "--tree").splitlines()
+        assert any(line.endswith("─ plugins  running  restarts 0") for line in tree), tree
+        assert any(line.endswith("plugins [simple_one_for_one] restarts 0") for line in tree)
+        assert any(line.endswith("─ webhook:deliveries  running  restarts 0") for line in tree)
+        assert any(line.endswith("webhook:deliveries [one_for_one] restarts 0") for line in tree)
+        assert any(line.endswith("─ run  running  restarts 0") for line in tree), tree
+        view = json.loads(wad.ok("status", "--tree", "--json"))
+        plugins = next(c for c in view["daemon"]["children"] if c["id"] == "plugins")
+        tasks = plugins["supervisor"]["children"]
+        assert [(t["id"], t["restart"], t["restarts"]) for t in tasks] == [
+            ("webhook:deliveries", "temporary", 0)]
+        assert [(c["id"], c["state"], c["restart"]) for c in tasks[0]["supervisor"]["children"]
+                ] == [("run", "running", "transient")]
+    finally:
+        assert proc.stop() == 0
+
+
 def test_cli_says_in_one_line_when_no_daemon_answers(state_dir: Path) -> None:
     """As a real process, with the socket taken from the configuration file."""
     config = state_dir / "wad.toml"

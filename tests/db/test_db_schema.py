@@ -85,10 +85,11 @@ async def test_a_message_is_stored_once_per_organization(db: Database) -> None:
                                      sent_at, status)
                VALUES ($1, 'ABC', 'x@c.us', 'IN', 'CLIENT', now(), 'RECEIVED')""", ids["org"])
     other = await organizations.create(db, name="Other")
-    await db.execute(
+    assert await db.execute(
         """INSERT INTO messages (organization_id, wa_message_id, wa_chat_id, direction, sender,
                                  sent_at, status)
-           VALUES ($1, 'ABC', 'x@c.us', 'IN', 'CLIENT', now(), 'RECEIVED')""", other.id)
+           VALUES ($1, 'ABC', 'x@c.us', 'IN', 'CLIENT', now(), 'RECEIVED')""",
+        other.id) == "INSERT 0 1"  # the same id in another organization is another message
 
 
 async def test_a_phone_is_one_client_per_organization(db: Database) -> None:
@@ -109,7 +110,7 @@ async def test_one_active_whatsapp_conversation_per_client(db: Database) -> None
     # A closed one does not count: after closing, a new active one is allowed.
     await db.execute("UPDATE conversations SET status = 'CLOSED' WHERE id = $1",
                      ids["conversation"])
-    await db.execute(insert, ids["org"], ids["client"])
+    assert await db.execute(insert, ids["org"], ids["client"]) == "INSERT 0 1"
 
 
 async def test_a_conversation_cannot_borrow_another_organizations_client(db: Database) -> None:

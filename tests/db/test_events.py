@@ -13,6 +13,7 @@ import trio
 
 from tests.support.bus_helpers import event
 from tests.support.events import Served, Sse, open_stream, serve_app
+from wad.api.context import Services
 from wad.bus import EventBus
 from wad.db.pool import Database
 from wad.observe.eventlog import EventLog, Item
@@ -31,7 +32,8 @@ from wad.observe.eventlog import EventLog, Item
 
 
 def bus_of(served: Served) -> EventBus:
-    bus: EventBus = served.ctx.services["bus"]
+    bus = served.ctx.services.bus
+    assert bus is not None
     return bus
 
 
@@ -311,7 +313,7 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
 
 async def test_a_stream_without_a_bus_is_unavailable(db: Database, state_dir: Path,
                                                       nursery: trio.Nursery) -> None:
-    found, shutdown = await serve_app(nursery, db, state_dir, {})
+    found, shutdown = await serve_app(nursery, db, state_dir, Services())
     try:
         org = await found.org("Tours")
         client = found.client(await found.token("ADMIN", org))

@@ -23,16 +23,16 @@ import httpx
 import pytest
 import trio
 
+from tests.support.api import issue_token, serve_context
 from tests.support.bus_helpers import event as bus_event
 from tests.support.events import open_stream
-from wad.api import auth
-from wad.api.app import AppContext, create_app
+from wad.api.app import create_app
+from wad.api.context import AppContext, Services, run_services
 from wad.api.server import MAX_HEAD_BYTES, serve_api
 from wad.bus import EventBus
 from wad.config import ApiSettings, DaemonSettings, Settings
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
-from wad.db.repo import tokens as tokens_repo
 
 HEADER_TIMEOUT = 1.5
 BODY_TIMEOUT = 1.5
@@ -55,18 +55,12 @@ async def server(db: Database, state_dir: Path, nursery: trio.Nursery
                  ) -> AsyncIterator[Server]:
     settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                         api=ApiSettings(listen="127.0.0.1:0", max_body_bytes=4096))
-    ctx = AppContext(settings=settings, db=db, services={"bus": EventBus()})
-    shutdown = trio.Event()
-    addresses = await nursery.start(functools.partial(
-        serve_api, create_app(ctx), listen=settings.api.listen, socket_path=None,
-        max_body=settings.api.max_body_bytes, shutdown=shutdown,
-        header_timeout_s=HEADER_TIMEOUT, body_timeout_s=BODY_TIMEOUT,
-        send_timeout_s=SEND_TIMEOUT))
+    ctx = AppContext(settings=settings, db=db, services=Services(bus=EventBus()))
+    addresses, shutdown = await serve_context(nursery, ctx, header_timeout_s=HEADER_TIMEOUT,
+                                             body_timeout_s=BODY_TIMEOUT, send_timeout_s=SEND_TIMEOUT)
     url = next(a for a in addresses if a.startswith("http://127."))
     host, port = url.removeprefix("http://").split(":")
-    token, digest, prefix = auth.new_token()
-    await tokens_repo.create(db, role="SUPER_ADMIN", organization_id=None, token_hash=digest,
-                             prefix=prefix, name="hostile")
+    token = await issue_token(db, "SUPER_ADMIN", name="hostile")
     org = (await orgs_repo.create(db, name="Slow Tours")).id
     try:
         yield Server(host=host, port=int(port), url=url, ctx=ctx, token=token, org=org)
@@ -317,7 +311,8 @@ async def test_an_event_stream_outlives_the_timeouts(server: Server) -> None:
             assert response.status_code == 200
             assert (await reader.next()).event == "stream.start"
             await trio.sleep(HEADER_TIMEOUT + BODY_TIMEOUT + 1.0)
-            bus: EventBus = server.ctx.services["bus"]
+            bus = server.ctx.services.bus
+            assert bus is not None
             bus.publish(bus_event("message.received", server.org, {"body": "still here"}))
             event = await reader.next(timeout=5)
             assert event.data["payload"]["body"] == "still here"
@@ -333,10 +328,8 @@ async def test_a_reader_that_stops_reading_is_dropped_and_the_server_can_stop(
     waited for ever and the daemon could not stop)."""
     settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                         api=ApiSettings(listen="127.0.0.1:0"))
-    ctx = AppContext(settings=settings, db=db, services={"bus": EventBus()})
-    token, digest, prefix = auth.new_token()
-    await tokens_repo.create(db, role="SUPER_ADMIN", organization_id=None, token_hash=digest,
-                             prefix=prefix, name="stalled")
+    ctx = AppContext(settings=settings, db=db, services=Services(bus=EventBus()))
+    token = await issue_token(db, "SUPER_ADMIN", name="stalled")
     org = (await orgs_repo.create(db, name="Stalled Tours")).id
     shutdown = trio.Event()
     reader = trio.socket.socket()
@@ -353,9 +346,11 @@ async def test_a_reader_that_stops_reading_is_dropped_and_the_server_can_stop(
 
     async with trio.open_nursery() as outer:
         outer.start_soon(rescue)
+        app = create_app(ctx)
+        await outer.start(run_services, ctx)
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(functools.partial(
-                serve_api, create_app(ctx), listen="127.0.0.1:0", socket_path=None,
+                serve_api, app, listen="127.0.0.1:0", socket_path=None,
                 max_body=4096, shutdown=shutdown, send_timeout_s=SEND_TIMEOUT))
             url = addresses[0]
             host, port = url.removeprefix("http://").split(":")
@@ -363,7 +358,8 @@ async def test_a_reader_that_stops_reading_is_dropped_and_the_server_can_stop(
             await reader.send(request("GET", f"/api/whatsapp/events/{org}",
                                       headers={"Authorization": f"Bearer {token}"}))
             await trio.sleep(0.3)
-            bus: EventBus = ctx.services["bus"]
+            bus = ctx.services.bus
+            assert bus is not None
             for i in range(3000):  # megabytes: more than the socket buffers hold
                 bus.publish(bus_event("message.received", org, {"body": f"{i:05d}" + "x" * 2000}))
                 if i % 100 == 0:

@@ -19,6 +19,7 @@ import trio
 
 from tests.support.api import LiveApi, serving
 from tests.support.texts import LONG, TEXTS
+from wad.api.context import Services
 from wad.bus import EventBus
 from wad.db.pool import Database
 
@@ -37,7 +38,7 @@ UNICODE_DIGITS = {
 async def api(db: Database, state_dir: Path, nursery: trio.Nursery) -> AsyncIterator[LiveApi]:
     """The real app over a fresh database, with room for 4096 four-byte characters."""
     async with serving(db, state_dir, nursery, max_body_bytes=64 * 1024,
-                       services={"bus": EventBus()}) as live:
+                       services=Services(bus=EventBus())) as live:
         yield live
 
 

@@ -45,7 +45,7 @@ async def test_only_this_organizations_admins_may_import(live_api: LiveApi) -> N
 
 async def test_bodies_are_validated_and_the_session_must_run_here(live_api: LiveApi) -> None:
     ctx = live_api.ctx
-    ctx.services["orgs"] = OrgManager(settings=ctx.settings, db=ctx.db, driver=None,
+    ctx.services.orgs = OrgManager(settings=ctx.settings, db=ctx.db, driver=None,
                                       bus=EventBus())
     sock = live_api.socket_client()
     with trio.fail_after(30):

@@ -31,7 +31,8 @@ live_api = api_support.live_api
 
 
 def bus_of(served: Served) -> EventBus:
-    found: EventBus = served.ctx.services["bus"]
+    found = served.ctx.services.bus
+    assert found is not None
     return found
 
 

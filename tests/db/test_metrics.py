@@ -241,7 +241,8 @@ async def test_metrics_endpoint_needs_the_super_admin_and_parses(served: Served)
         samples = parse(r.text)
         assert value(samples, "wad_session_state", organization=str(org),
                      state="DISCONNECTED") == 1
-        bus: EventBus = served.ctx.services["bus"]
+        bus = served.ctx.services.bus
+        assert bus is not None
         bus.publish(event("message.received", org, {}))
         with trio.fail_after(5):
             while True:  # the app's metrics task counts it

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import api as api_support
 from tests.support.api import LiveApi
+from wad.api.context import Services
 from wad.bus import EventBus, SendingResumed, SettingsChanged
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
@@ -161,7 +162,7 @@ async def test_who_may_send(live_api: LiveApi) -> None:
 
 async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveApi) -> None:
     db: Database = live_api.ctx.db
-    live_api.ctx.services["outbound_clock"] = FixedClock(NOW)
+    live_api.ctx.services.outbound_clock = FixedClock(NOW)
     with trio.fail_after(30):
         org = await org_with_tokens(live_api)
         await set_limits(live_api, org, rateLimiting={"messagesPerMinute": 3,
@@ -170,7 +171,7 @@ async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveA
         agent = as_role(live_api, org, "AGENT")
         # Two sent 30 and 20 minutes ago, one still queued.
         for minutes in (30, 20):
-            live_api.ctx.services["outbound_clock"] = FixedClock(NOW - timedelta(minutes=minutes))
+            live_api.ctx.services.outbound_clock = FixedClock(NOW - timedelta(minutes=minutes))
             r = await agent.post("/api/whatsapp/send", json={"to": CLIENT, "content": "sent"})
             assert r.status_code == 202
             at = NOW - timedelta(minutes=minutes)
@@ -178,7 +179,7 @@ async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveA
                                                 wa_message_id=f"K{minutes}", now=at)
             assert item is not None
             await outbox_repo.mark_sent(db, outbox_id=item.id, at=at)
-        live_api.ctx.services["outbound_clock"] = FixedClock(NOW)
+        live_api.ctx.services.outbound_clock = FixedClock(NOW)
         assert (await agent.post("/api/whatsapp/send",
                                  json={"to": CLIENT, "content": "queued"})).status_code == 202
         refused = await agent.post("/api/whatsapp/send", json={"to": CLIENT, "content": "4th"})
@@ -207,8 +208,8 @@ async def test_a_refused_send_counts_in_the_metrics(db: Database, state_dir: Pat
                                                    nursery: trio.Nursery) -> None:
     # The daemon's shape: the app's metrics follow the same bus the send path publishes on.
     async with api_support.serving(db, state_dir, nursery, max_body_bytes=4096,
-                                        services={"bus": EventBus()}) as api:
-        api.ctx.services["outbound_clock"] = FixedClock(NOW)
+                                        services=Services(bus=EventBus())) as api:
+        api.ctx.services.outbound_clock = FixedClock(NOW)
         root = api.socket_client()
         with trio.fail_after(30):
             org = await org_with_tokens(api)
@@ -280,7 +281,7 @@ async def test_bulk_rules_over_http(live_api: LiveApi) -> None:
 
 async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi) -> None:
     bus = EventBus()
-    live_api.ctx.services["bus"] = bus
+    live_api.ctx.services.bus = bus
     with trio.fail_after(30), bus.listen(kinds={SettingsChanged}) as changes:
         org = await org_with_tokens(live_api)
         viewer = as_role(live_api, org, "VIEWER")
@@ -317,7 +318,7 @@ async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi
 
 async def test_resume_closes_the_breaker_and_tells_the_actor(live_api: LiveApi) -> None:
     bus = EventBus()
-    live_api.ctx.services["bus"] = bus
+    live_api.ctx.services.bus = bus
     with trio.fail_after(30), bus.listen(kinds={SendingResumed}) as resumed:
         org = await org_with_tokens(live_api)
         await sessions_repo.set_sending_paused(
@@ -338,7 +339,7 @@ async def test_resume_closes_the_breaker_and_tells_the_actor(live_api: LiveApi) 
 
 
 async def test_the_queue_state(live_api: LiveApi) -> None:
-    live_api.ctx.services["outbound_clock"] = FixedClock(NOW)
+    live_api.ctx.services.outbound_clock = FixedClock(NOW)
     with trio.fail_after(30):
         org = await org_with_tokens(live_api)
         agent = as_role(live_api, org, "AGENT")

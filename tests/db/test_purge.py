@@ -17,6 +17,7 @@ import trio
 
 from tests.support.api import serving
 from wad.api import session_data
+from wad.api.context import Services
 from wad.browser import profile as archive
 from wad.bus import EventBus
 from wad.config import DaemonSettings, Settings
@@ -96,7 +97,7 @@ async def test_purge_deletes_every_profile_and_a_connect_meanwhile_waits_for_it(
     monkeypatch.setattr(session_data, "on_purging", [pause])
     answers: dict[str, Any] = {}
     async with serving(db, state_dir, nursery, max_body_bytes=4096,
-                       services={"orgs": manager}) as api:
+                       services=Services(orgs=manager)) as api:
         sock = api.socket_client()
 
         async def purge() -> None:

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.support.daemonproc import DaemonProcess, processes_using, start_daemon
+from tests.support import daemonproc
 from tests.support.metrics import parse, value
 from wad.sim.client import SimClient
-from wad.sim.model import SimConfig
-from wad.sim.server import SimServer, serve
 
 pytestmark = pytest.mark.browser
 BROKEN = "996555100911"
@@ -27,21 +24,7 @@ READY_TIMEOUT_S = 20.0
 NEW_BUILD = "2.3000.1999999999"
 
 
-async def link(daemon: DaemonProcess, phone: SimClient, name: str, account: str) -> str:
-    async with daemon.socket_client() as api:
-        created = await api.post("/api/organizations", json={"name": name})
-        assert created.status_code == 201, created.text
-        org: str = created.json()["id"]
-        connect = await api.post("/api/whatsapp/connect", json={"organization_id": org})
-        assert connect.status_code in (200, 202), connect.text
-        await daemon.wait_state(org, "QR_CODE_PENDING")
-        qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
-        await phone.scan_qr(account, qr["payload"])
-        await daemon.wait_state(org, "CONNECTED")
-    return org
-
-
-def ended_lines(daemon: DaemonProcess) -> list[dict[str, object]]:
+def ended_lines(daemon: daemonproc.DaemonProcess) -> list[dict[str, object]]:
     return [line for line in daemon.lines() if line.get("event") == "session ended"]
 
 
@@ -56,17 +39,16 @@ async def wad_status(config: Path, org: str) -> str:
 
 async def test_a_missing_member_stops_only_that_session_naming_it(
         state_dir: Path, nursery: trio.Nursery) -> None:
-    sim: SimServer = await nursery.start(partial(serve, seed=5, config=SimConfig(
-        qr_rotate_s=5.0, sync_delay_s=0.3)))
-    extra = (f'[whatsapp]\nurl = "{sim.url}"\nready_timeout_s = {READY_TIMEOUT_S}\n'
-             "health_check_interval_s = 2.0\nreconnect_initial_s = 0.2\nreconnect_max_s = 1.0\n")
-    daemon = await trio.to_thread.run_sync(partial(start_daemon, state_dir, extra_config=extra))
+    sim = await daemonproc.start_sim(nursery, seed=5)
+    extra = daemonproc.whatsapp_config(sim.url, ready_timeout_s=READY_TIMEOUT_S,
+                                       health_check_interval_s=2.0)
+    daemon = await daemonproc.start_daemon_in_thread(state_dir, extra_config=extra)
     try:
         async with SimClient(sim.url) as phone:
             await phone.create_account(BROKEN, "Naryn Tours")
             await phone.create_account(HEALTHY, "Talas Travel")
-            broken = await link(daemon, phone, "Naryn", BROKEN)
-            healthy = await link(daemon, phone, "Talas", HEALTHY)
+            broken = await daemonproc.link_org(daemon, phone, "Naryn", BROKEN)
+            healthy = await daemonproc.link_org(daemon, phone, "Talas", HEALTHY)
 
             assert await phone.page_build(BROKEN, "WAWebSendMsgChatAction", "addAndSendMsgToChat",
                                           version=NEW_BUILD) == 1
@@ -84,11 +66,11 @@ async def test_a_missing_member_stops_only_that_session_naming_it(
             # Its browser is closed and stays closed; the other organization is untouched.
             profile = state_dir / "sessions" / f"org-{broken}"
             with trio.fail_after(15):
-                while processes_using(profile):
+                while daemonproc.processes_using(profile):
                     await trio.sleep(0.2)
             other = await daemon.whatsapp_status(healthy)
             assert other["state"] == "CONNECTED" and other["last_error"] is None
-            assert processes_using(state_dir / "sessions" / f"org-{healthy}")
+            assert daemonproc.processes_using(state_dir / "sessions" / f"org-{healthy}")
 
             async with daemon.socket_client() as api:
                 samples = parse((await api.get("/metrics")).text)

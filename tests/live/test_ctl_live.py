@@ -14,7 +14,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,15 @@ import pytest
 import segno
 import trio
 
-from tests.support.daemonproc import DaemonProcess, start_daemon
+from tests.support.daemonproc import (
+    DaemonProcess,
+    start_daemon_in_thread,
+    start_sim,
+    whatsapp_config,
+)
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
-from wad.sim.server import SimServer, serve
+from wad.sim.server import SimServer
 
 pytestmark = pytest.mark.browser
 
@@ -63,10 +67,9 @@ class Live:
 async def live(state_dir: Path, nursery: trio.Nursery) -> AsyncIterator[Live]:
     config = SimConfig(qr_rotate_s=2.5, qr_max_rotations=20, sync_delay_s=0.3,
                        ack_delays_s=(0.2, 0.4, 0.6))
-    sim: SimServer = await nursery.start(partial(serve, seed=11, config=config))
-    extra = (f'[whatsapp]\nurl = "{sim.url}"\nhealth_check_interval_s = 2.0\n'
-             "reconnect_initial_s = 0.2\nreconnect_max_s = 1.0\nready_timeout_s = 20.0\n")
-    daemon = await trio.to_thread.run_sync(partial(start_daemon, state_dir, extra_config=extra))
+    sim = await start_sim(nursery, seed=11, config=config)
+    daemon = await start_daemon_in_thread(state_dir, extra_config=whatsapp_config(
+        sim.url, health_check_interval_s=2.0))
     try:
         async with SimClient(sim.url) as phone:
             await phone.create_account(QR_ACCOUNT, "Issyk-Kul Tours")

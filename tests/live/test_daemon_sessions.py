@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.daemonproc import processes_using, start_daemon
+from tests.support.daemonproc import (
+    link_org,
+    processes_using,
+    start_daemon_in_thread,
+    start_sim,
+)
 from wad.sim.client import SimClient
-from wad.sim.model import SimConfig
-from wad.sim.server import SimServer, serve
 
 pytestmark = pytest.mark.browser
 ACCOUNT = "996555100901"
@@ -21,23 +24,13 @@ ACCOUNT = "996555100901"
 
 async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
         state_dir: Path, nursery: trio.Nursery) -> None:
-    sim: SimServer = await nursery.start(partial(serve, seed=3, config=SimConfig(
-        qr_rotate_s=5.0, sync_delay_s=0.3)))
+    sim = await start_sim(nursery, seed=3)
     extra = f'[whatsapp]\nurl = "{sim.url}"\nready_timeout_s = 20.0\n'
-    daemon = await trio.to_thread.run_sync(partial(start_daemon, state_dir, extra_config=extra))
+    daemon = await start_daemon_in_thread(state_dir, extra_config=extra)
     try:
         async with SimClient(sim.url) as phone:
             await phone.create_account(ACCOUNT, "Chui Valley Tours")
-            async with daemon.socket_client() as api:
-                created = await api.post("/api/organizations", json={"name": "Chui"})
-                assert created.status_code == 201, created.text
-                org = created.json()["id"]
-                connect = await api.post("/api/whatsapp/connect", json={"organization_id": org})
-                assert connect.status_code in (200, 202), connect.text
-                await daemon.wait_state(org, "QR_CODE_PENDING")
-                qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
-                await phone.scan_qr(ACCOUNT, qr["payload"])
-                await daemon.wait_state(org, "CONNECTED")
+            org = await link_org(daemon, phone, "Chui", ACCOUNT)
             profile = state_dir / "sessions" / f"org-{org}"
             assert processes_using(profile), "a Chromium runs on the organization's profile"
             assert profile.stat().st_mode & 0o077 == 0  # the login is its owner's only
@@ -49,8 +42,7 @@ async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
                       if line.get("event") == "login archive stored"]
             assert stored and stored[-1].get("reason") == "disconnect"
 
-            again = await trio.to_thread.run_sync(
-                partial(start_daemon, state_dir, extra_config=extra))
+            again = await start_daemon_in_thread(state_dir, extra_config=extra)
             try:
                 await again.wait_state(org, "CONNECTED")
                 events = [line.get("event") for line in again.lines()]

@@ -19,6 +19,7 @@ from trio_asyncio import aio_as_trio
 
 from tests.support.events import serve_app
 from tests.support.simfixtures import CHROMIUM_ARGS
+from wad.api.context import Services
 from wad.db.pool import Database
 
 pytestmark = pytest.mark.browser
@@ -49,7 +50,7 @@ async def chromium(aio_loop: None) -> AsyncIterator[Any]:
 
 async def test_docs_draw_the_api_with_nothing_but_the_daemon(
         db: Database, state_dir: Path, nursery: trio.Nursery, chromium: Any) -> None:
-    served, shutdown = await serve_app(nursery, db, state_dir, {})
+    served, shutdown = await serve_app(nursery, db, state_dir, Services())
     requested: list[str] = []
     cut_off: list[str] = []
     console: list[str] = []

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.events import Sse, open_stream, serve_app
-from tests.support.inbound import inbound
+from tests.support.events import Sse, open_stream
+from tests.support.inbound import serve_inbound_daemon
 from tests.support.stack import open_stack
 from wad.bus import Event
 from wad.observe.eventlog import STREAM_KINDS
@@ -30,9 +30,7 @@ async def test_a_crm_follows_linking_and_messages_and_resumes_without_gaps(
         state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack, trio.open_nursery() as nursery:
         await stack.phone.create_account(ACCOUNT, "Issyk-Kul Tours")
-        manager = await stack.start_daemon(actors=inbound())
-        served, shutdown = await serve_app(nursery, stack.db, state_dir,
-                                           {"bus": stack.bus, "orgs": manager})
+        served, shutdown = await serve_inbound_daemon(stack, nursery, state_dir)
         org = await served.org("Issyk-Kul Tours")
         other = await served.org("Osh Travel")
         crm = served.client(await served.token("ADMIN", org), timeout=30)

@@ -15,34 +15,26 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.daemonproc import DaemonProcess, processes_using, start_daemon
+from tests.support.daemonproc import (
+    DaemonProcess,
+    link_org,
+    processes_using,
+    start_daemon_in_thread,
+    start_sim,
+    whatsapp_config,
+)
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.sim.client import SimClient
-from wad.sim.model import SimConfig
-from wad.sim.server import SimServer, serve
 
 pytestmark = pytest.mark.browser
 
 FAST = "claim_interval_s = 1.0\nlock_check_interval_s = 0.5\n"
 
 
-def _config(sim_url: str) -> str:
-    return (f'[whatsapp]\nurl = "{sim_url}"\nready_timeout_s = 20.0\n'
-            "reconnect_initial_s = 0.2\nreconnect_max_s = 1.0\n")
-
-
 async def _link(daemon: DaemonProcess, phone: SimClient, account: str, name: str) -> str:
     await phone.create_account(account, name)
-    async with daemon.socket_client() as api:
-        org = (await api.post("/api/organizations", json={"name": name})).json()["id"]
-        answer = await api.post("/api/whatsapp/connect", json={"organization_id": org})
-        assert answer.status_code in (200, 202), answer.text
-        await daemon.wait_state(org, "QR_CODE_PENDING")
-        qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
-    await phone.scan_qr(account, qr["payload"])
-    await daemon.wait_state(org, "CONNECTED")
-    return org
+    return await link_org(daemon, phone, name, account)
 
 
 def _node(daemon: DaemonProcess) -> str:
@@ -54,8 +46,7 @@ def _node(daemon: DaemonProcess) -> str:
 
 async def test_killed_daemon_hands_its_organizations_over_without_qr(
         dsn: str, nursery: trio.Nursery, aio_loop: None) -> None:
-    sim: SimServer = await nursery.start(partial(serve, seed=5, config=SimConfig(
-        qr_rotate_s=5.0, sync_delay_s=0.3)))
+    sim = await start_sim(nursery, seed=5)
     dirs = []
     for _ in range(2):
         path = Path(tempfile.mkdtemp(prefix="wad-fo-"))
@@ -63,11 +54,11 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
         dirs.append(path)
     # Daemons that share a database share the archive key, so each can restore the others'.
     env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "failover-test-key-shared-by-both-daemons"}
-    extra = _config(sim.url)
-    first = await trio.to_thread.run_sync(partial(start_daemon, dirs[0], env=env,
-                                                  extra_config=extra, daemon_config=FAST))
-    second = await trio.to_thread.run_sync(partial(start_daemon, dirs[1], env=env,
-                                                   extra_config=extra, daemon_config=FAST))
+    extra = whatsapp_config(sim.url)
+    first = await start_daemon_in_thread(dirs[0], env=env, extra_config=extra,
+                                         daemon_config=FAST)
+    second = await start_daemon_in_thread(dirs[1], env=env, extra_config=extra,
+                                          daemon_config=FAST)
     try:
         async with SimClient(sim.url) as phone:
             accounts = [f"99655520000{i}" for i in range(4)]
@@ -150,14 +141,13 @@ async def test_daemon_cut_from_the_database_stops_its_organizations(
         state_dir: Path, nursery: trio.Nursery, aio_loop: None) -> None:
     cluster = EmbeddedPostgres(state_dir / "shared-pg", fsync=False)
     dsn = await trio.to_thread.run_sync(cluster.start)
-    sim: SimServer = await nursery.start(partial(serve, seed=6, config=SimConfig(
-        qr_rotate_s=5.0, sync_delay_s=0.3)))
+    sim = await start_sim(nursery, seed=6)
     daemon_dir = state_dir / "daemon"
     daemon_dir.mkdir()
     os.chmod(daemon_dir, 0o711)
-    daemon = await trio.to_thread.run_sync(partial(
-        start_daemon, daemon_dir, env={"WAD_DATABASE_URL": dsn},
-        extra_config=_config(sim.url), daemon_config=FAST))
+    daemon = await start_daemon_in_thread(daemon_dir, env={"WAD_DATABASE_URL": dsn},
+                                          extra_config=whatsapp_config(sim.url),
+                                          daemon_config=FAST)
     try:
         async with SimClient(sim.url) as phone:
             org = await _link(daemon, phone, "996555300001", "Cut Off")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.inbound import inbound, stored, wa_id
+from tests.support.inbound import link_inbound_org, stored, wa_id
 from tests.support.stack import open_stack
 from tests.support.texts import LONG, TEXTS
 from wad.db.repo import clients as clients_repo
@@ -23,10 +23,7 @@ ACCOUNT = "996700200500"
 async def test_hostile_messages_from_the_phone_are_stored_exactly(state_dir: Path,
                                                                   dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account(ACCOUNT, "Karakol Tours")
-        await stack.start_daemon(actors=inbound())
-        org = await stack.new_org()
-        await stack.link_by_qr(org, ACCOUNT)
+        org = await link_inbound_org(stack, ACCOUNT, "Karakol Tours")
 
         texts = {**TEXTS, "4096 four-byte": LONG["four-byte"], "4096 mixed": LONG["mixed"]}
         sent = {}
@@ -45,10 +42,7 @@ async def test_hostile_messages_from_the_phone_are_stored_exactly(state_dir: Pat
 async def test_a_message_with_nul_is_not_lost_and_does_not_stop_the_next(state_dir: Path,
                                                                        dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account(ACCOUNT, "Karakol Tours")
-        await stack.start_daemon(actors=inbound())
-        org = await stack.new_org()
-        await stack.link_by_qr(org, ACCOUNT)
+        org = await link_inbound_org(stack, ACCOUNT, "Karakol Tours")
         nul = await stack.phone.deliver(ACCOUNT, "996555129999", "before\x00after",
                                         push_name="Nul\x00Name")
         after = await stack.phone.deliver(ACCOUNT, "996555129999", "the next message")

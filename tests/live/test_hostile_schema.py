@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from wad.api.app import AppContext
+from wad.api.context import AppContext
 from wad.config import ApiSettings, DaemonSettings, DatabaseSettings, Settings, WhatsAppSettings
 from wad.daemon import Daemon
 from wad.sim.model import SimConfig
@@ -72,7 +72,7 @@ async def target(dsn: str, state_dir: Path, nursery: trio.Nursery) -> AsyncItera
                                   reconnect_initial_s=0.2, reconnect_max_s=1.0))
     daemon = Daemon(settings)
     ctx: AppContext = await nursery.start(daemon.run)
-    addresses: list[str] = ctx.services["addresses"]
+    addresses: list[str] = ctx.services.addresses
     url = next(a for a in addresses if a.startswith("http://127."))
     socket = settings.control_socket.absolute()
     transport = httpx.AsyncHTTPTransport(uds=str(socket))

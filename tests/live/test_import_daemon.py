@@ -26,14 +26,12 @@ import httpx
 import pytest
 import trio
 
+from tests.support.api import issue_token, serve_context
 from tests.support.daemonproc import start_daemon
 from tests.support.stack import Stack, open_stack
-from wad.api.app import AppContext, create_app
-from wad.api.auth import new_token
-from wad.api.server import serve_api
+from wad.api.context import AppContext, Services
 from wad.db.pool import Database
 from wad.db.repo import organizations
-from wad.db.repo import tokens as tokens_repo
 from wad.importer import local
 from wad.importer.options import ImportOptions
 from wad.sim.client import SimClient, SimClientError
@@ -71,12 +69,11 @@ async def daemon_api(state_dir: Path, dsn: str) -> AsyncIterator[tuple[Stack, st
     async with open_stack(state_dir, dsn) as stack:
         await stack.start_daemon()
         assert stack.manager is not None
-        app = create_app(AppContext(settings=stack.settings, db=stack.db,
-                                    services={"orgs": stack.manager}))
-        shutdown = trio.Event()
-        addresses = await stack.nursery.start(functools.partial(
-            serve_api, app, listen="127.0.0.1:0", socket_path=state_dir / "wad.sock",
-            max_body=65536, shutdown=shutdown))
+        ctx = AppContext(settings=stack.settings, db=stack.db,
+                         services=Services(orgs=stack.manager))
+        addresses, shutdown = await serve_context(stack.nursery, ctx,
+                                                  socket_path=state_dir / "wad.sock",
+                                                  max_body=65536)
         tcp = next(a for a in addresses if a.startswith("http://127."))
         async with httpx.AsyncClient(base_url=tcp, timeout=30) as http:
             try:
@@ -90,10 +87,7 @@ async def test_import_runs_on_the_daemons_session_and_resumes_after_a_stop(
     stack, _tcp, http = daemon_api
     await stack.phone.create_account(ACCOUNT, "Silk Road Tours", chats=chats(8))
     org = await stack.new_org("Silk Road Tours")
-    token, digest, prefix = new_token()
-    await tokens_repo.create(stack.db, role="ADMIN", organization_id=org, token_hash=digest,
-                             prefix=prefix, name="crm")
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = {"Authorization": f"Bearer {await issue_token(stack.db, 'ADMIN', org, name='crm')}"}
     path = f"/api/whatsapp/import/{org}"
     with trio.fail_after(120):
         r = await http.post(path, headers=auth)
@@ -275,10 +269,7 @@ async def test_clients_who_wrote_today_get_their_whole_history_once(
     stack, _tcp, http = daemon_api
     await stack.phone.create_account(ACCOUNT, "Silk Road Tours", chats=chats(4))
     org = await stack.new_org("Silk Road Tours")
-    token, digest, prefix = new_token()
-    await tokens_repo.create(stack.db, role="ADMIN", organization_id=org, token_hash=digest,
-                             prefix=prefix, name="crm")
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = {"Authorization": f"Bearer {await issue_token(stack.db, 'ADMIN', org, name='crm')}"}
     path = f"/api/whatsapp/import/{org}"
     writers = [f"99670010{i:04d}" for i in range(3)]
     with trio.fail_after(120):

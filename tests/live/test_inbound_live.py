@@ -14,7 +14,15 @@ from typing import Any
 import msgspec
 import trio
 
-from tests.support.inbound import NO_DELAYS, Agent, inbound, plugins_with, stored, wa_id
+from tests.support.inbound import (
+    NO_DELAYS,
+    Agent,
+    inbound,
+    link_inbound_org,
+    plugins_with,
+    stored,
+    wa_id,
+)
 from tests.support.stack import Stack, open_stack
 from wad.config import InboundSettings
 from wad.db import migrate
@@ -114,10 +122,7 @@ async def test_unknown_number_becomes_a_client_and_groups_and_statuses_are_not_s
 
 async def test_acks_edits_revokes_and_media_through_the_page(state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
-        await stack.start_daemon(actors=inbound())
-        org = await stack.new_org()
-        await stack.link_by_qr(org, ACCOUNT)
+        org = await link_inbound_org(stack, ACCOUNT, "Silk Road Tours")
         photo = await stack.phone.deliver(ACCOUNT, "996555000031", type="image",
                                           caption="Is this the yurt camp?")
         question = await stack.phone.deliver(ACCOUNT, "996555000031", "How much for 2 nights?")
@@ -150,10 +155,7 @@ async def test_acks_edits_revokes_and_media_through_the_page(state_dir: Path, ds
 async def test_messages_delivered_while_the_daemon_was_stopped_are_stored_once(
         state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
-        await stack.start_daemon(actors=inbound())
-        org = await stack.new_org()
-        await stack.link_by_qr(org, ACCOUNT)
+        org = await link_inbound_org(stack, ACCOUNT, "Silk Road Tours")
         first = await stack.phone.deliver(ACCOUNT, "996555000001", "Hello, first message")
         await stored(stack, org, [wa_id(first)])
         await stack.stop_daemon()
@@ -178,10 +180,7 @@ async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Pa
     """The page saw these messages but wad never stored them (as when the daemon is killed with
     events in its channel): on the next connect the catch-up finds them in the chats."""
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
-        await stack.start_daemon(actors=inbound())
-        org = await stack.new_org()
-        await stack.link_by_qr(org, ACCOUNT)
+        org = await link_inbound_org(stack, ACCOUNT, "Silk Road Tours")
         first = await stack.phone.deliver(ACCOUNT, "996555000011", "Hello")
         await stored(stack, org, [wa_id(first)])
         await stack.stop_daemon()

@@ -14,8 +14,7 @@ import pytest
 import trio
 
 from tests.support.daemonproc import start_daemon
-from tests.support.events import serve_app
-from tests.support.inbound import inbound
+from tests.support.inbound import serve_inbound_daemon
 from tests.support.metrics import Samples, parse, value
 from tests.support.stack import open_stack
 
@@ -30,9 +29,7 @@ async def test_metrics_move_with_traffic_restarts_and_health_checks(
                           health_check_timeout_s=1.0) as stack, \
             trio.open_nursery() as nursery:
         await stack.phone.create_account(ACCOUNT, "Issyk-Kul Tours")
-        manager = await stack.start_daemon(actors=inbound())
-        served, shutdown = await serve_app(nursery, stack.db, state_dir,
-                                           {"bus": stack.bus, "orgs": manager})
+        served, shutdown = await serve_inbound_daemon(stack, nursery, state_dir)
         root = served.client(await served.token("SUPER_ADMIN"), timeout=30)
 
         async def scrape() -> Samples:
@@ -72,7 +69,8 @@ async def test_metrics_move_with_traffic_restarts_and_health_checks(
         assert value(samples, "wad_inbound_processing_seconds_count", organization=label) == 3
 
         # A killed browser: the session actor is restarted by its supervisor, and counted.
-        handle = manager.running(org)
+        assert stack.manager is not None
+        handle = stack.manager.running(org)
         assert handle is not None and handle.session.session is not None
         pid = handle.session.session.browser_pid()  # type: ignore[attr-defined]
         os.kill(pid, signal.SIGKILL)

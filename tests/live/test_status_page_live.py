@@ -24,8 +24,7 @@ import zxingcpp
 from PIL import Image
 from trio_asyncio import aio_as_trio
 
-from tests.support.events import serve_app
-from tests.support.inbound import inbound
+from tests.support.inbound import serve_inbound_daemon
 from tests.support.simfixtures import CHROMIUM_ARGS, USER_AGENT
 from tests.support.stack import open_stack
 from wad.sim.client import SimClientError
@@ -133,9 +132,7 @@ async def test_status_page_links_by_qr_and_pairing_code_and_hides_buttons_from_v
     async with open_stack(state_dir, dsn) as stack, trio.open_nursery() as nursery:
         await stack.phone.create_account(QR_ACCOUNT, "Issyk-Kul Tours")
         await stack.phone.create_account(PAIR_ACCOUNT, "Osh Travel")
-        manager = await stack.start_daemon(actors=inbound())
-        served, shutdown = await serve_app(nursery, stack.db, state_dir,
-                                           {"bus": stack.bus, "orgs": manager})
+        served, shutdown = await serve_inbound_daemon(stack, nursery, state_dir)
         tours = await served.org("Issyk-Kul Tours")
         osh = await served.org("Osh Travel")
         root_token = await served.token("SUPER_ADMIN")

@@ -15,10 +15,14 @@ import httpx
 import pytest
 import trio
 
-from wad.api.app import AppContext, create_app
+from wad.api import auth
+from wad.api.app import create_app
+from wad.api.context import AppContext, Services, run_services
 from wad.api.server import serve_api
 from wad.config import ApiSettings, DaemonSettings, Settings
+from wad.db.models import Role
 from wad.db.pool import Database
+from wad.db.repo import tokens as tokens_repo
 
 
 @dataclass
@@ -67,6 +71,31 @@ class LiveApi:
             await c.aclose()
 
 
+async def serve_context(nursery: trio.Nursery, ctx: AppContext, *, listen: str = "127.0.0.1:0",
+                        socket_path: Path | None = None, **limits: Any
+                        ) -> tuple[list[str], trio.Event]:
+    """Serve `ctx`'s app in `nursery`, with its services running beside it (as the daemon's
+    tree runs them); answers the bound addresses and the event that stops serving."""
+    app = create_app(ctx)
+    await nursery.start(run_services, ctx)
+    shutdown = trio.Event()
+    addresses = await nursery.start(functools.partial(
+        serve_api, app, listen=listen, socket_path=socket_path,
+        max_body=limits.pop("max_body", ctx.settings.api.max_body_bytes), shutdown=shutdown,
+        **limits))
+    return addresses, shutdown
+
+
+async def issue_token(db: Database, role: Role, org: uuid.UUID | None = None, *,
+                      name: str | None = None) -> str:
+    """A new API token of `role` (for `org`), stored as the daemon stores them; answers the
+    secret."""
+    token, digest, prefix = auth.new_token()
+    await tokens_repo.create(db, role=role, organization_id=org, token_hash=digest,
+                             prefix=prefix, name=name or f"test {role}")
+    return token
+
+
 def make_settings(state_dir: Path, **api: Any) -> Settings:
     return Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                     api=ApiSettings(listen="127.0.0.1:0", **api))
@@ -74,15 +103,13 @@ def make_settings(state_dir: Path, **api: Any) -> Settings:
 
 @asynccontextmanager
 async def serving(db: Database, state_dir: Path, nursery: trio.Nursery, *, max_body_bytes: int,
-                  services: dict[str, Any] | None = None) -> AsyncIterator[LiveApi]:
+                  services: Services | None = None) -> AsyncIterator[LiveApi]:
     """The real app served in `nursery` until the block ends, its clients closed then."""
     settings = make_settings(state_dir, max_body_bytes=max_body_bytes)
-    ctx = AppContext(settings=settings, db=db, services=services or {})
-    shutdown = trio.Event()
+    ctx = AppContext(settings=settings, db=db, services=services or Services())
     socket_path = state_dir / "run" / "wad.sock"
-    addresses = await nursery.start(functools.partial(
-        serve_api, create_app(ctx), listen=settings.api.listen, socket_path=socket_path,
-        max_body=settings.api.max_body_bytes, shutdown=shutdown))
+    addresses, shutdown = await serve_context(nursery, ctx, listen=settings.api.listen,
+                                              socket_path=socket_path)
     tcp = next(a for a in addresses if a.startswith("http://127."))
     api = LiveApi(tcp_url=tcp, socket_path=socket_path, ctx=ctx)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,12 @@ import httpx
 import trio
 
 from wad.db.embedded import process_alive
+from wad.sim.client import SimClient
+from wad.sim.model import SimConfig
+from wad.sim.server import SimServer, serve
+
+QUICK_SIM = SimConfig(qr_rotate_s=5.0, sync_delay_s=0.3)
+"""A simulator whose QR codes rotate and whose sync ends quickly, for daemons under test."""
 
 
 @dataclass
@@ -177,3 +184,43 @@ def processes_using(path: Path | str) -> list[int]:
         if str(path) in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+async def start_sim(nursery: trio.Nursery, *, seed: int, config: SimConfig = QUICK_SIM
+                    ) -> SimServer:
+    """The WhatsApp Web simulator served in `nursery`."""
+    sim: SimServer = await nursery.start(functools.partial(serve, seed=seed, config=config))
+    return sim
+
+
+def whatsapp_config(sim_url: str, **settings: float) -> str:
+    """The `[whatsapp]` table of a daemon against the simulator at `sim_url`: the page's
+    internals waited for 20 s, reconnects after 0.2 s up to 1 s, and `settings` on top."""
+    values: dict[str, str | float] = {"url": sim_url, "ready_timeout_s": 20.0,
+                                      "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0,
+                                      **settings}
+    return "[whatsapp]\n" + "".join(f"{key} = {json.dumps(value)}\n"
+                                    for key, value in values.items())
+
+
+async def start_daemon_in_thread(state_dir: Path, **options: Any) -> DaemonProcess:
+    """`start_daemon` without blocking the Trio loop while the daemon comes up."""
+    daemon: DaemonProcess = await trio.to_thread.run_sync(
+        functools.partial(start_daemon, state_dir, **options))
+    return daemon
+
+
+async def link_org(daemon: DaemonProcess, phone: SimClient, name: str, account: str) -> str:
+    """Create an organization, connect it and scan its QR with the simulated phone of
+    `account`; answers its id once it is CONNECTED."""
+    async with daemon.socket_client() as api:
+        created = await api.post("/api/organizations", json={"name": name})
+        assert created.status_code == 201, created.text
+        org: str = created.json()["id"]
+        connect = await api.post("/api/whatsapp/connect", json={"organization_id": org})
+        assert connect.status_code in (200, 202), connect.text
+        await daemon.wait_state(org, "QR_CODE_PENDING")
+        qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
+        await phone.scan_qr(account, qr["payload"])
+        await daemon.wait_state(org, "CONNECTED")
+    return org

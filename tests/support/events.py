@@ -3,7 +3,6 @@ Server-Sent Events reader (`open_stream`)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -14,14 +13,12 @@ from typing import Any
 import httpx
 import trio
 
-from wad.api import auth
-from wad.api.app import AppContext, create_app
-from wad.api.server import serve_api
+from tests.support.api import issue_token, serve_context
+from wad.api.context import AppContext, Services
 from wad.config import ApiSettings, DaemonSettings, Settings
 from wad.db.models import Role
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
-from wad.db.repo import tokens as tokens_repo
 
 
 @dataclass
@@ -97,27 +94,20 @@ class Served:
         return client
 
     async def token(self, role: Role, org: uuid.UUID | None = None) -> str:
-        token, digest, prefix = auth.new_token()
-        await tokens_repo.create(self.db, role=role, organization_id=org, token_hash=digest,
-                                 prefix=prefix, name=f"test {role}")
-        return token
+        return await issue_token(self.db, role, org)
 
     async def org(self, name: str) -> uuid.UUID:
         return (await orgs_repo.create(self.db, name=name)).id
 
 
 async def serve_app(nursery: trio.Nursery, db: Database, state_dir: Path,
-                    services: dict[str, Any], settings: Settings | None = None
+                    services: Services, settings: Settings | None = None
                     ) -> tuple[Served, trio.Event]:
     """Serve a fresh app; set the answered event to stop it."""
     settings = settings or Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                                     api=ApiSettings(listen="127.0.0.1:0"))
     ctx = AppContext(settings=settings, db=db, services=services)
-    app = create_app(ctx)
-    shutdown = trio.Event()
-    addresses = await nursery.start(functools.partial(
-        serve_api, app, listen="127.0.0.1:0", socket_path=None,
-        max_body=settings.api.max_body_bytes, shutdown=shutdown))
+    addresses, shutdown = await serve_context(nursery, ctx)
     url = next(a for a in addresses if a.startswith("http://127."))
     return Served(url=url, ctx=ctx, db=db), shutdown
 

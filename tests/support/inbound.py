@@ -5,12 +5,15 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from tests.support.events import Served, serve_app
 from tests.support.stack import Stack
 from wad import hookimpl
+from wad.api.context import Services
 from wad.config import InboundSettings, PluginSettings
 from wad.db.models import Message
 from wad.db.repo import messages as messages_repo
@@ -48,6 +51,24 @@ class Agent:
 
 def inbound(settings: InboundSettings = NO_DELAYS) -> list[ActorFactory]:
     return [functools.partial(inbound_actor, settings=settings)]
+
+
+async def link_inbound_org(stack: Stack, account: str, name: str) -> uuid.UUID:
+    """A new organization of a daemon with the inbound actor (no delays), linked by QR to a
+    new simulated account `account` called `name`."""
+    await stack.phone.create_account(account, name)
+    await stack.start_daemon(actors=inbound())
+    org = await stack.new_org()
+    await stack.link_by_qr(org, account)
+    return org
+
+
+async def serve_inbound_daemon(stack: Stack, nursery: trio.Nursery, state_dir: Path
+                               ) -> tuple[Served, trio.Event]:
+    """The stack's organization manager with the inbound actor (no delays), behind the real
+    control API with its bus and manager; set the answered event to stop serving."""
+    manager = await stack.start_daemon(actors=inbound())
+    return await serve_app(nursery, stack.db, state_dir, Services(bus=stack.bus, orgs=manager))
 
 
 def wa_id(delivered: dict[str, Any]) -> str:

@@ -14,7 +14,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from wad.config import PluginSettings
 from wad.payloads import Client, Message
+from wad.plugins import PluginManager, get_plugin_manager
 
 
 @asynccontextmanager
@@ -61,3 +63,9 @@ def message(text: str, *, direction: str = "IN", **fields: Any) -> Message:
     }
     values.update(fields)
     return Message(**values)
+
+
+def empty_pm(**settings: Any) -> PluginManager:
+    """A manager with no plugins at all, for registering plugins inline."""
+    return get_plugin_manager(PluginSettings(entry_points=False, **settings),
+                              builtins=False, bundled=False)

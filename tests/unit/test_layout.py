@@ -14,6 +14,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,14 @@ def test_no_test_module_imports_another() -> None:
     offenders = {str(path.relative_to(ROOT)): found for path in python_files("tests")
                  if (found := imports_of_test_modules(path))}
     assert offenders == {}, "shared helpers belong in tests/support"
+
+
+def test_mypy_ignores_missing_imports_only_for_named_third_party_packages() -> None:
+    """A global `ignore_missing_imports` would let a missing module of wad itself pass."""
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert "ignore_missing_imports" not in mypy
+    for override in mypy.get("overrides", []):
+        if override.get("ignore_missing_imports"):
+            modules = override["module"]
+            assert all(m.split(".")[0] not in ("wad", "tests", "plugins")
+                       and not m.startswith("wad_") for m in modules), modules

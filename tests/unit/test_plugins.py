@@ -17,7 +17,7 @@ import trio.testing
 from structlog.testing import capture_logs
 
 import wad
-from tests.support.plugin_helpers import ORG, client, message
+from tests.support.plugin_helpers import ORG, client, empty_pm, message
 from wad import hookimpl, hookspecs
 from wad.errors import ConfigError
 from wad.payloads import (
@@ -35,7 +35,6 @@ from wad.payloads import (
 )
 from wad.plugins import (
     BUILTIN_PLUGINS,
-    PluginManager,
     PluginSettings,
     agent_reply,
     call_all,
@@ -47,12 +46,6 @@ from wad.plugins import (
     notify,
     run_background_tasks,
 )
-
-
-def empty_pm(**settings: Any) -> PluginManager:
-    """A manager with no plugins at all, for registering plugins inline."""
-    return get_plugin_manager(PluginSettings(entry_points=False, **settings),
-                              builtins=False, bundled=False)
 
 
 def failures(logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

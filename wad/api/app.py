@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from quart import Response, g, jsonify, request
@@ -15,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 import wad
 from wad import log
 from wad.api import auth
+from wad.api.context import AppContext
 from wad.api.errors import ApiError
 from wad.api.openapi import WadOpenAPIProvider
 from wad.api.routes import (
@@ -29,34 +29,8 @@ from wad.api.routes import (
 )
 from wad.api.schemas import Health
 from wad.api.validation import responds, validation_error
-from wad.config import Settings
-from wad.db.pool import Database
-
-if TYPE_CHECKING:
-    from wad.importer.service import ImportService
-    from wad.observe.eventlog import EventLog
-    from wad.observe.metrics import Metrics
 
 _log = log.get("api")
-
-
-@dataclass
-class AppContext:
-    """What request handlers reach: settings, the database, the daemon's live parts.
-
-    The event log, the metrics and the import service are long-lived tasks: the daemon makes
-    them, runs them as children of its supervision tree and hands them in here
-    (`app_runs_tasks=False`). An app served on its own (tests) makes the missing ones when it
-    is created and runs them while it serves."""
-
-    settings: Settings
-    db: Database
-    started_at: float = field(default_factory=time.monotonic)
-    services: dict[str, Any] = field(default_factory=dict)
-    event_log: EventLog | None = None
-    metrics: Metrics | None = None
-    imports: ImportService | None = None
-    app_runs_tasks: bool = True
 
 
 def create_app(ctx: AppContext) -> QuartTrio:

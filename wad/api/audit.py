@@ -13,10 +13,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from quart import current_app
-
 from wad import log
 from wad.api import auth
+from wad.api.context import current
 from wad.db.models import AuditEntry
 from wad.db.pool import Database
 from wad.db.repo import audit as audit_repo
@@ -28,7 +27,7 @@ async def record(action: str, organization_id: uuid.UUID | None, **detail: Any) 
     """Store and log that the current caller did `action` (e.g. `token.created`) on
     `organization_id` (None: on no organization), with `detail` (JSON-able)."""
     principal = auth.current()
-    db: Database = current_app.config["wad"].db
+    db: Database = current().db
     entry = await audit_repo.record(
         db, action=action, organization_id=organization_id,
         actor="socket" if principal.token_id is None else "token",

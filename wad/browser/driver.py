@@ -46,6 +46,7 @@ from wad.browser.events import (
 )
 from wad.config import WhatsAppSettings
 from wad.errors import WadError
+from wad.supervise import sole
 from wad.whatsapp.ids import chat_id, phone_digits
 
 CHROMIUM_FLAGS = (
@@ -236,28 +237,16 @@ class BrowserDriver:
                     yield session
                 finally:
                     nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
+        except* Exception as group:
             # The nursery only runs the injector, which never raises: callers get the
             # exception of the `async with` body (or of the start-up) itself, unwrapped.
-            sole = _sole_exception(group)
-            if sole is None:
-                raise
-            raise sole from None
+            raise sole(group) from None
         finally:
             if session is not None:
                 session._closing = True
             await _close_context(context, profile)
             if session is not None:
                 session._send.close()
-
-
-def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    if len(group.exceptions) != 1:
-        return None
-    inner = group.exceptions[0]
-    if isinstance(inner, BaseExceptionGroup):
-        return _sole_exception(inner)
-    return inner
 
 
 async def _close_context(context: Any, profile: Path) -> None:

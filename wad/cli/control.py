@@ -22,6 +22,7 @@ import httpx
 
 from wad import config as config_mod
 from wad.db.models import ROLES
+from wad.errors import WadError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -29,7 +30,7 @@ EXIT_FAILED = 1
 _ENDED = ("ERROR", "LOGGED_OUT", "BANNED")
 
 
-class CtlError(Exception):
+class CtlError(WadError):
     """A failure to report in one line (exit 1)."""
 
 
@@ -37,12 +38,33 @@ class CtlError(Exception):
 
 
 class Daemon:
-    """An HTTP client on the control socket."""
+    """The one HTTP client on the control socket, for every command that talks to the daemon.
+    Requests on the socket act as super admin. A failure is a `CtlError` (a `WadError`) with
+    the daemon's own message."""
 
     def __init__(self, socket_path: Path, *, timeout: float = 30.0) -> None:
         self.socket_path = socket_path
         self._client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
                                     base_url="http://wad", timeout=timeout)
+
+    @classmethod
+    def probe(cls, socket_path: Path) -> Daemon | None:
+        """A client when a daemon answers on the socket, else None."""
+        if not socket_path.exists():
+            return None
+        daemon = cls(socket_path)
+        try:
+            daemon.request("GET", "/healthz", ok=tuple(range(200, 600)))
+        except CtlError:
+            daemon.close()
+            return None
+        return daemon
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._client.close()

@@ -152,10 +152,10 @@ def command(args: argparse.Namespace) -> int:
     key = local.openrouter_key(settings, args.openrouter_key) if options.use_llm else None
     socket = Path(args.socket) if args.socket else settings.control_socket
     if options.source == WHATSAPP_SOURCE:
-        daemon = DaemonClient.probe(socket)
+        daemon = Daemon.probe(socket)
         if daemon is not None:
             with daemon:
-                state = daemon.session_state(args.organization_id)
+                state = daemon.get(f"/api/whatsapp/status/{args.organization_id}")["state"]
                 if state == "CONNECTED":
                     return through_daemon(daemon, args.organization_id, options, key=key,
                                           as_json=args.json)
@@ -226,51 +226,11 @@ def draw_qr(payload: str, stream: TextIO | None = None) -> None:
 # In the daemon ------------------------------------------------------------------------------
 
 
-class DaemonClient(Daemon):
-    """The import endpoints on the daemon's control socket (`wad.cli.control.Daemon`'s connection);
-    failures are `WadError`s, as the rest of `wad import` reports them."""
-
-    @classmethod
-    def probe(cls, socket: Path) -> DaemonClient | None:
-        """A client when a daemon answers on the socket, else None."""
-        if not socket.exists():
-            return None
-        client = cls(socket)
-        try:
-            client.request("GET", "/healthz", ok=tuple(range(200, 600)))
-        except CtlError:
-            client.close()
-            return None
-        return client
-
-    def __enter__(self) -> DaemonClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        try:
-            response = self.request(method, path, json_body=body, ok=tuple(range(200, 600)))
-        except (CtlError, httpx.TransportError) as exc:
-            raise WadError(f"the daemon on {self.socket_path} stopped answering: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = f"the daemon answered {response.status_code}"
-            raise WadError(message)
-        return response
-
-    def session_state(self, organization_id: uuid.UUID) -> str:
-        state: str = self.call("GET", f"/api/whatsapp/status/{organization_id}").json()["state"]
-        return state
-
-    def report(self, response: httpx.Response) -> ImportReport:
-        return msgspec.json.decode(response.content, type=ImportReport)
+def _report(response: httpx.Response) -> ImportReport:
+    return msgspec.json.decode(response.content, type=ImportReport)
 
 
-def through_daemon(daemon: DaemonClient, organization_id: uuid.UUID, options: ImportOptions,
+def through_daemon(daemon: Daemon, organization_id: uuid.UUID, options: ImportOptions,
                    *, key: str | None, as_json: bool, bar: ProgressBar | None = None,
                    poll_s: float = POLL_S) -> int:
     """Start the import in the daemon and follow it to the end; Ctrl-C stops it there."""
@@ -281,22 +241,22 @@ def through_daemon(daemon: DaemonClient, organization_id: uuid.UUID, options: Im
     if key:
         body["openrouter_key"] = key
     path = f"/api/whatsapp/import/{organization_id}"
-    report = daemon.report(daemon.call("POST", path, body))
+    report = _report(daemon.request("POST", path, json_body=body))
     bar = bar or ProgressBar()
     interrupted = False
     try:
         while not report.finished:
             try:
                 time.sleep(poll_s)
-                report = daemon.report(daemon.call("GET", path))
+                report = _report(daemon.request("GET", path))
                 bar.update(report)
             except KeyboardInterrupt:
                 interrupted = True
                 print("\nstopping the import (run the command again to resume)…",
                       file=sys.stderr, flush=True)
                 try:
-                    report = daemon.report(daemon.call("DELETE", path))
-                except WadError:
+                    report = _report(daemon.request("DELETE", path))
+                except CtlError:
                     pass  # it ended meanwhile
     finally:
         bar.close()

@@ -57,6 +57,7 @@ from wad.importer.duplicates import split_new
 from wad.importer.options import ImportOptions
 from wad.importer.report import UNKNOWN_LANGUAGE, ChatError, ImportReport, Progress
 from wad.importer.sources import ChatFailed, ChatRef, ChatSource, LoadedChat, SourceGone
+from wad.supervise import describe, first_leaf
 from wad.whatsapp import ids, names
 from wad.whatsapp import messages as parse
 
@@ -159,23 +160,18 @@ class Importer:
             return await self._guarded()
 
     async def _guarded(self) -> ImportReport:
+        ending: tuple[Any, str | None] = ("COMPLETED", None)
         try:
             await self._run()
-        except BaseException as exc:
-            cancelled = isinstance(exc, trio.Cancelled) or (
-                isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None)
-            if cancelled:
-                await self._end("INTERRUPTED", "stopped before the end (run again to resume)")
-                raise
-            if isinstance(exc, SourceGone):
-                await self._end("INTERRUPTED", str(exc))
-            elif isinstance(exc, Exception):
-                _log.exception("import failed", source=self.source.name)
-                await self._end("FAILED", f"{type(exc).__name__}: {exc}")
-            else:
-                raise
-        else:
-            await self._end("COMPLETED", None)
+        except* trio.Cancelled:
+            await self._end("INTERRUPTED", "stopped before the end (run again to resume)")
+            raise
+        except* SourceGone as gone:
+            ending = ("INTERRUPTED", str(first_leaf(gone)))
+        except* Exception as failed:  # after SourceGone: a failure beside it wins
+            _log.exception("import failed", source=self.source.name)
+            ending = ("FAILED", describe(failed))
+        await self._end(*ending)
         return self.progress.report()
 
     async def _end(self, state: Any, reason: str | None) -> None:
@@ -250,20 +246,17 @@ class Importer:
         # Chats are fetched one after the other (the pacer spaces the requests) while the ones
         # fetched already are detected and written: with pacing off, the two overlap.
         send, receive = trio.open_memory_channel[_Fetched](PREFETCH_CHATS)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._fetch_all, todo, send)
-                async with receive:
-                    async for first in receive:
-                        batch = [first]
-                        while sum(len(f.chat.rows) for f in batch if f.chat) < BATCH_MESSAGES:
-                            try:
-                                batch.append(receive.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break
-                        await self._process(batch)
-        except BaseExceptionGroup as group:
-            raise _alone(group) from None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fetch_all, todo, send)
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    while sum(len(f.chat.rows) for f in batch if f.chat) < BATCH_MESSAGES:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._process(batch)
 
     async def _fetch_all(self, refs: Sequence[ChatRef],
                          send: trio.MemorySendChannel[_Fetched]) -> None:
@@ -517,15 +510,6 @@ class Importer:
                                           detector=decision.detector or "import",
                                           reason=decision.reason or None)
         return new
-
-
-def _alone(group: BaseExceptionGroup) -> BaseException:
-    """The one exception a group holds (the nursery wraps what ends the import), else the
-    group itself."""
-    found: BaseException = group
-    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
-        found = found.exceptions[0]
-    return found
 
 
 def _unique(rows: Sequence[NewMessage]) -> list[NewMessage]:

@@ -61,14 +61,15 @@ def live_session(manager: Any, organization_id: uuid.UUID) -> SessionGetter:
 
 
 class ImportService:
-    """This daemon's imports, one per organization at most. Jobs run in `nursery`; the last job
-    of an organization stays readable after it ends."""
+    """This daemon's imports, one per organization at most, run while `run` runs (a child of
+    the daemon's supervision tree); the last job of an organization stays readable after it
+    ends."""
 
-    def __init__(self, *, settings: Settings, db: Database,
-                 nursery: trio.Nursery | None = None) -> None:
+    def __init__(self, *, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
-        self.nursery = nursery
+        self.nursery: trio.Nursery | None = None
+        """Where jobs run: set while `run` runs."""
         self._jobs: dict[uuid.UUID, ImportJob] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[ImportService] = trio.TASK_STATUS_IGNORED

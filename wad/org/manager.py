@@ -74,6 +74,10 @@ class OrgManagerAPI:
         """The live supervision tree of every organization (for `wad status --tree`)."""
         raise NotImplementedError
 
+    def is_running(self, org_id: uuid.UUID) -> bool:
+        """Whether the organization's supervisor runs on this daemon."""
+        raise NotImplementedError
+
 
 LOCK_BACKOFF = Backoff(initial=1.0, max=30.0)
 """Waits between attempts to open the lock connection: 1 s, 2 s, 4 s ... 30 s."""
@@ -215,6 +219,9 @@ class OrgManager(OrgManagerAPI):
 
     def running(self, org_id: uuid.UUID) -> OrgHandle | None:
         return self._orgs.get(org_id)
+
+    def is_running(self, org_id: uuid.UUID) -> bool:
+        return org_id in self._orgs
 
     async def _start(self, org_id: uuid.UUID) -> OrgHandle:
         """Start the organization's supervisor as a child of the manager's dynamic supervisor."""

@@ -73,13 +73,6 @@ class Outcome:
     trash_profile: bool = False
 
 
-def _is_cancellation(exc: BaseException) -> bool:
-    """True for `Cancelled`, also when a nursery grouped it."""
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.split(trio.Cancelled)[1] is None
-    return isinstance(exc, trio.Cancelled)
-
-
 def _leaf(group: BaseExceptionGroup[Exception]) -> Exception:
     leaf = first_leaf(group)
     assert isinstance(leaf, Exception)
@@ -185,11 +178,10 @@ class SessionActor:
             outcome = await run_with_reconnect(
                 self._browser_run, initial=wa.reconnect_initial_s, maximum=wa.reconnect_max_s,
                 max_attempts=wa.reconnect_max_attempts, on_retry=self._on_retry)
-        except BaseException as exc:
-            if _is_cancellation(exc):
-                # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
-                with trio.move_on_after(5, shield=True):
-                    await self._set_state("DISCONNECTED")
+        except* trio.Cancelled:
+            # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
+            with trio.move_on_after(5, shield=True):
+                await self._set_state("DISCONNECTED")
             raise
         if outcome.trash_profile:
             where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)

@@ -7,12 +7,13 @@ import uuid
 from pathlib import Path
 
 import msgspec
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 from quart_schema import tag
 
 import wad
 from wad import log
 from wad.api import audit, auth, session_data
+from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import manager, require_org
 from wad.api.schemas import (
@@ -49,7 +50,7 @@ _log = log.get("api")
 
 
 def _db() -> Database:
-    db: Database = current_app.config["wad"].db
+    db = current().db
     return db
 
 
@@ -197,11 +198,11 @@ async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
         raise ApiError(400, "invalid", "`confirm`: must be true to delete session data",
                        field="confirm")
     await require_org(org_id)
-    orgs = current_app.config["wad"].services.get("orgs")
+    orgs = current().services.orgs
     try:
         deleted, folders = await session_data.purge(
             _db(), _state_dir(), org_id,
-            running_here=lambda: orgs is not None and orgs.running(org_id) is not None)
+            running_here=lambda: orgs is not None and orgs.is_running(org_id))
     except session_data.PurgeRefused as exc:
         raise ApiError(409, "session_active", str(exc)) from None
     _log.warning("session data purged", org=str(org_id), archives_deleted=deleted,
@@ -221,7 +222,7 @@ async def rotate_secret(data: RotateRequest) -> Response:
     """Re-seal a batch of login archives (ids after `after_id`) under the daemon's current key
     (`WAD_SECRET_KEY`); the previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until
     every batch is done."""
-    settings = current_app.config["wad"].settings
+    settings = current().settings
     keys = archive.keyring(_state_dir(), settings.secret_key, [settings.secret_key_old])
     result = await rotation.rotate(_db(), keys, archive.sessions_dir(_state_dir()),
                                    after_id=data.after_id, limit=data.limit)
@@ -258,7 +259,7 @@ async def audit_trail(query: AuditQuery) -> Response:
 
 
 def _state_dir() -> Path:
-    return current_app.config["wad"].settings.state_path.absolute()
+    return current().settings.state_path.absolute()
 
 
 # The daemon -------------------------------------------------------------------------------
@@ -271,9 +272,9 @@ def _state_dir() -> Path:
 async def tree() -> Response:
     """The live supervision tree: the daemon's children and every organization's actors with
     their state, restart counts and last restart reason."""
-    ctx = current_app.config["wad"]
+    ctx = current()
     orgs = manager().tree()
-    root = ctx.services.get("supervisor")
+    root = ctx.services.supervisor
     return reply(Tree(node=ctx.settings.node, version=wad.__version__,
                       uptime_s=round(time.monotonic() - ctx.started_at, 3),
                       daemon=root.tree() if root is not None else None,

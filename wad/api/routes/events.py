@@ -21,18 +21,18 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import trio
 from flask.sansio.blueprints import BlueprintSetupState
 from quart import Blueprint, Response, current_app, request
 from quart_schema import tag
-from quart_trio import QuartTrio
 
 from wad import log
 from wad.api import auth
 from wad.api.auth import Principal, org_route
+from wad.api.context import AppContext, current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
 from wad.api.validation import streams
@@ -65,24 +65,10 @@ def event_log(app: Any = None) -> EventLog | None:
 def _make_log(state: BlueprintSetupState) -> None:
     # Subscribe at app creation, before the daemon starts any organization: the events of
     # those first moments wait in the subscription until the log's task runs.
-    ctx = state.app.config["wad"]
-    bus = ctx.services.get("bus")
-    if bus is not None and ctx.event_log is None:  # else the daemon's, run in its tree
+    ctx: AppContext = state.app.config["wad"]
+    bus = ctx.services.bus
+    if bus is not None and ctx.event_log is None:  # else the daemon's
         ctx.event_log = EventLog(bus)
-
-
-@bp.before_app_serving
-async def _start_log() -> None:
-    found = event_log()
-    if found is not None and current_app.config["wad"].app_runs_tasks:
-        cast(QuartTrio, current_app).nursery.start_soon(found.run)
-
-
-@bp.after_app_serving
-async def _stop_log() -> None:
-    found = event_log()
-    if found is not None and current_app.config["wad"].app_runs_tasks:
-        found.close()
 
 
 def visible_payload(principal: Principal, event: Event) -> dict[str, Any] | None:
@@ -203,7 +189,7 @@ def _respond(principal: Principal, orgs: frozenset[uuid.UUID] | None) -> Respons
     if log_ is None:
         raise ApiError(503, "unavailable", "this daemon has no event bus")
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    ctx = current_app.config["wad"]
+    ctx = current()
     response = Response(_stream(log_, principal, orgs, last_id, ctx.db,
                                 ctx.settings.api.stream_token_check_s),
                         status=200, content_type="text/event-stream")

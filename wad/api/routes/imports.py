@@ -12,11 +12,13 @@ import uuid
 from typing import Annotated, Any
 
 import msgspec
+from flask.sansio.blueprints import BlueprintSetupState
 from msgspec import Meta
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
 from quart_schema import tag
 
 from wad.api.auth import org_route
+from wad.api.context import AppContext, current
 from wad.api.errors import ApiError
 from wad.api.routes import whatsapp
 from wad.api.validation import body, reply, responds
@@ -46,17 +48,20 @@ class ImportStart(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     page_size: Annotated[int, Meta(ge=1, le=1000)] = DEFAULT_PAGE_SIZE
 
 
+@bp.record_once
+def _make_service(state: BlueprintSetupState) -> None:
+    # The daemon hands in its own (run in its supervision tree); else made here, and run by
+    # whoever serves the app (`wad.api.app.run_services`).
+    ctx: AppContext = state.app.config["wad"]
+    if ctx.imports is None:
+        ctx.imports = ImportService(settings=ctx.settings, db=ctx.db)
+
+
 def service() -> ImportService:
-    """This daemon's import service (a child of its supervision tree); an app served on its
-    own makes one on first use, whose jobs run in the app's nursery."""
-    ctx = current_app.config["wad"]
-    found: ImportService | None = ctx.imports
-    if found is None:
-        nursery = getattr(current_app, "nursery", None)
-        if nursery is None:
-            raise ApiError(503, "unavailable", "this server cannot run background imports")
-        found = ImportService(settings=ctx.settings, db=ctx.db, nursery=nursery)
-        ctx.imports = found
+    """This daemon's import service; 503 when it is not running."""
+    found = current().imports
+    if found is None or found.nursery is None:
+        raise ApiError(503, "unavailable", "this server cannot run background imports")
     return found
 
 
@@ -111,7 +116,7 @@ async def progress(org_id: uuid.UUID) -> Response:
     """The running import's progress, else the last one's report; from the database when this
     daemon ran none. 404 when the organization was never imported."""
     await whatsapp.require_org(org_id)
-    imports: ImportService | None = current_app.config["wad"].imports
+    imports = current().imports
     job = imports.job(org_id) if imports is not None else None
     if job is not None:
         return reply(job.report())
@@ -128,7 +133,7 @@ async def progress(org_id: uuid.UUID) -> Response:
 async def stop(org_id: uuid.UUID) -> Response:
     """Stop the running import; it ends `INTERRUPTED` and the next start resumes it."""
     await whatsapp.require_org(org_id)
-    imports: ImportService | None = current_app.config["wad"].imports
+    imports = current().imports
     job = await imports.stop(org_id) if imports is not None else None
     if job is None:
         raise ApiError(404, "not_found", "no import of this organization is running here")

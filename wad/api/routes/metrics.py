@@ -7,8 +7,6 @@ organization's token may not read them.
 
 from __future__ import annotations
 
-from typing import cast
-
 from flask.sansio.blueprints import BlueprintSetupState
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response, current_app, g
@@ -16,6 +14,7 @@ from quart_schema import hide
 from quart_trio import QuartTrio
 
 from wad.api import auth
+from wad.api.context import AppContext, current
 from wad.observe.metrics import Metrics
 
 bp = Blueprint("metrics", __name__)
@@ -30,33 +29,21 @@ def metrics_of(app: QuartTrio | None = None) -> Metrics:
 @bp.record_once
 def _make_metrics(state: BlueprintSetupState) -> None:
     # Made (and subscribed to the bus) with the app, before the daemon starts organizations.
-    ctx = state.app.config["wad"]
+    ctx: AppContext = state.app.config["wad"]
     if ctx.metrics is not None:  # the daemon's, run in its supervision tree
         return
     ctx.metrics = Metrics(
-        db=ctx.db, bus=ctx.services.get("bus"), manager=ctx.services.get("orgs"),
+        db=ctx.db, bus=ctx.services.bus, manager=ctx.services.orgs,
         node=ctx.settings.node,
         pool_max=ctx.settings.database.pool_max,
         state_dir=None if ctx.settings.database.dsn else ctx.settings.state_path.absolute())
-
-
-@bp.before_app_serving
-async def _start() -> None:
-    if current_app.config["wad"].app_runs_tasks:
-        cast(QuartTrio, current_app).nursery.start_soon(metrics_of().run)
-
-
-@bp.after_app_serving
-async def _stop() -> None:
-    if current_app.config["wad"].app_runs_tasks:  # else the daemon's tree stops them
-        metrics_of().close()
 
 
 @bp.get("/metrics")
 @hide
 async def scrape() -> Response:
     """The metrics in Prometheus' text format (a METRICS token or the super admin)."""
-    g.principal = await auth.authenticate(current_app.config["wad"].db)
+    g.principal = await auth.authenticate(current().db)
     auth.authorize_metrics()
     body = await metrics_of().render()
     response = Response(body, status=200, content_type=CONTENT_TYPE_LATEST)

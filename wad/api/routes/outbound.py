@@ -15,11 +15,12 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
 from quart_schema import tag
 
 from wad.api import audit, auth
 from wad.api.auth import org_route
+from wad.api.context import Services, current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
 from wad.api.schemas import PhoneText, Request
@@ -217,24 +218,22 @@ class RateLimitedError(ApiError):
 
 
 def _db() -> Database:
-    db: Database = current_app.config["wad"].db
+    db = current().db
     return db
 
 
-def _services() -> dict[str, Any]:
-    services: dict[str, Any] = current_app.config["wad"].services
+def _services() -> Services:
+    services = current().services
     return services
 
 
 def _bus() -> EventBus | None:
-    bus: EventBus | None = _services().get("bus")
-    return bus
+    return _services().bus
 
 
 def _clock() -> Clock:
-    """The wall clock; tests may put another one in `services["outbound_clock"]`."""
-    clock: Clock | None = _services().get("outbound_clock")
-    return clock or WallClock()
+    """The wall clock; tests may put another one in `services.outbound_clock`."""
+    return _services().outbound_clock or WallClock()
 
 
 def _queued(item: OutboxItem, created: bool) -> QueuedMessage:

@@ -15,15 +15,17 @@ import uuid
 from datetime import datetime
 
 import msgspec
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 from quart_schema import hide, tag
 
 from wad.api import auth
+from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.validation import reply, responds
-from wad.db.models import Role, SessionState
+from wad.db.models import Role
 from wad.db.pool import Database
 from wad.db.repo import overview as overview_repo
+from wad.db.repo.overview import SessionSummary, summary_fields
 
 bp = Blueprint("status_page", __name__, static_folder="static", static_url_path="/assets")
 
@@ -47,16 +49,9 @@ class MessagesToday(msgspec.Struct):
     sent: int
 
 
-class OrganizationOverview(msgspec.Struct):
+class OrganizationOverview(SessionSummary, frozen=True, kw_only=True):
     """One organization as the status page shows it."""
 
-    organization_id: uuid.UUID
-    name: str
-    state: SessionState
-    should_run: bool
-    phone_number: str | None
-    push_name: str | None
-    last_error: str | None
     queue_depth: int
     oldest_queued_s: float | None
     in_flight: int
@@ -82,9 +77,7 @@ async def overview(db: Database, organization_id: uuid.UUID | None
                    ) -> list[OrganizationOverview]:
     """Every organization (or one) with what the status page shows."""
     return [OrganizationOverview(
-        organization_id=r.id, name=r.name, state=r.state, should_run=r.should_run,
-        phone_number=r.phone_number, push_name=r.push_name, last_error=r.last_error,
-        queue_depth=r.queued,
+        **summary_fields(r), queue_depth=r.queued,
         oldest_queued_s=round(max(0.0, r.oldest_s), 1) if r.oldest_s is not None else None,
         in_flight=r.sending,
         messages_today=MessagesToday(received=r.received, sent=r.sent),
@@ -127,7 +120,7 @@ async def get_overview() -> Response:
         auth.authorize(org_id, "VIEWER")
     elif not principal.is_super_admin:
         org_id = principal.organization_id
-    db: Database = current_app.config["wad"].db
+    db = current().db
     found = await overview(db, org_id)
     if wanted and not found:
         raise ApiError(404, "not_found", f"no such organization: {org_id}")

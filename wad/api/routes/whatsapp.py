@@ -12,11 +12,12 @@ import uuid
 from typing import Any, Protocol
 
 import segno
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 from quart_schema import tag
 
 from wad.api import audit, auth
 from wad.api.auth import org_route
+from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.schemas import (
     ConnectRequest,
@@ -41,7 +42,7 @@ bp = Blueprint("whatsapp", __name__, url_prefix="/api/whatsapp")
 
 
 class OrgManager(Protocol):
-    """What these routes call on `services["orgs"]` (see `wad.org.manager.OrgManagerAPI`)."""
+    """What these routes call on `services.orgs` (see `wad.org.manager.OrgManagerAPI`)."""
 
     async def connect(self, org_id: uuid.UUID) -> None: ...
     async def disconnect(self, org_id: uuid.UUID) -> None: ...
@@ -51,13 +52,13 @@ class OrgManager(Protocol):
 
 
 def _db() -> Database:
-    db: Database = current_app.config["wad"].db
+    db = current().db
     return db
 
 
 def manager() -> OrgManager:
     """This daemon's organization manager, or 503 when it runs none."""
-    found: OrgManager | None = current_app.config["wad"].services.get("orgs")
+    found = current().services.orgs
     if found is None:
         raise ApiError(503, "unavailable", "this daemon runs no organization manager")
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -13,8 +14,9 @@ from wad.db.pool import Executor
 from wad.db.repo import many
 
 
-class OrgOverview(msgspec.Struct, frozen=True, kw_only=True):
-    """One line of `wad status`: an organization and its session (DISCONNECTED if none yet)."""
+class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """An organization and its session (DISCONNECTED if none yet): how every overview of
+    organizations begins."""
 
     organization_id: uuid.UUID
     name: str
@@ -23,6 +25,16 @@ class OrgOverview(msgspec.Struct, frozen=True, kw_only=True):
     phone_number: str | None
     push_name: str | None
     last_error: str | None
+
+
+def summary_fields(line: SessionSummary) -> dict[str, Any]:
+    """The `SessionSummary` fields of a line, to build another overview from it."""
+    return {name: getattr(line, name) for name in SessionSummary.__struct_fields__}
+
+
+class OrgOverview(SessionSummary, frozen=True, kw_only=True):
+    """One line of `wad status`."""
+
     last_connected_at: datetime | None
     last_disconnected_at: datetime | None
     node_id: str | None
@@ -44,16 +56,9 @@ async def organizations(db: Executor, *, organization_id: uuid.UUID | None = Non
     return many(OrgOverview, rows)
 
 
-class StatusLine(msgspec.Struct, frozen=True, kw_only=True):
+class StatusLine(SessionSummary, frozen=True, kw_only=True):
     """One organization on the status page: session, queue and today's messages."""
 
-    id: uuid.UUID
-    name: str
-    state: SessionState
-    should_run: bool
-    phone_number: str | None
-    push_name: str | None
-    last_error: str | None
     updated_at: datetime | None
     queued: int
     oldest_s: float | None
@@ -65,7 +70,7 @@ class StatusLine(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _STATUS_PAGE = """
-SELECT o.id, o.name, coalesce(s.state, 'DISCONNECTED') AS state,
+SELECT o.id AS organization_id, o.name, coalesce(s.state, 'DISCONNECTED') AS state,
        coalesce(s.should_run, false) AS should_run, s.phone_number, s.push_name, s.last_error,
        s.updated_at,
        coalesce(q.queued, 0)::int AS queued, q.oldest_s::float8 AS oldest_s,

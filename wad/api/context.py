@@ -1,0 +1,87 @@
+"""What the control API reaches of the daemon: its settings, database and live parts, typed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+from quart import current_app
+
+from wad.bus import EventBus
+from wad.config import Settings
+from wad.db.pool import Database
+from wad.importer.service import ImportService
+from wad.observe.eventlog import EventLog
+from wad.observe.metrics import Metrics
+from wad.org.outbound.limits import Clock
+from wad.supervise import ChildSpec, Restart, Supervisor
+
+if TYPE_CHECKING:
+    from wad.org.manager import OrgManagerAPI
+
+
+@dataclass
+class Services:
+    """The daemon's live parts that the API calls. A server made without one (tests, tools)
+    answers 503 where a route needs it."""
+
+    orgs: OrgManagerAPI | None = None
+    """The organization manager: connect, disconnect, QR and pairing, the live tree."""
+    bus: EventBus | None = None
+    """The event bus: the event stream, the metrics and queued sends publish through it."""
+    supervisor: Supervisor | None = None
+    """The root of the daemon's supervision tree (`GET /api/admin/tree`)."""
+    addresses: list[str] = field(default_factory=list)
+    """Where the API listens, once it does."""
+    outbound_clock: Clock | None = None
+    """The wall clock the send queue's limits read (tests put a fixed one here)."""
+
+
+@dataclass
+class AppContext:
+    """What request handlers reach: settings, the database, the daemon's live parts.
+
+    The event log, the metrics and the import service are long-lived tasks. The app makes the
+    missing ones when it is created, and never runs them: the daemon runs them as children of
+    its supervision tree (`service_specs`), a server without the daemon with `run_services`."""
+
+    settings: Settings
+    db: Database
+    started_at: float = field(default_factory=time.monotonic)
+    services: Services = field(default_factory=Services)
+    event_log: EventLog | None = None
+    metrics: Metrics | None = None
+    imports: ImportService | None = None
+
+
+def service_specs(ctx: AppContext, *, grace: float) -> list[ChildSpec]:
+    """The API's long-lived services as children of a supervision tree, each stopped within
+    `grace`: the event log (when there is a bus), the metrics and the import service. A
+    normal exit of the first two (their bus subscription closed) is final."""
+    if ctx.metrics is None or ctx.imports is None:
+        raise RuntimeError("create_app(ctx) makes the API's services; call it first")
+    specs = []
+    if ctx.event_log is not None:
+        specs.append(ChildSpec("event-log", ctx.event_log.run, restart=Restart.TRANSIENT,
+                               shutdown=grace))
+    specs.append(ChildSpec("metrics", ctx.metrics.run, restart=Restart.TRANSIENT,
+                           shutdown=grace))
+    specs.append(ChildSpec("imports", ctx.imports.run, shutdown=grace))
+    return specs
+
+
+async def run_services(ctx: AppContext, *, grace: float = 2.0,
+                       task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+                       ) -> None:
+    """Run the API's services (`service_specs`) under their own supervisor until cancelled:
+    for an app served without the daemon, whose tree runs them otherwise."""
+    await Supervisor("api", service_specs(ctx, grace=grace)).run(task_status=task_status)
+
+
+def current() -> AppContext:
+    """The context of the app answering the current request: how a route reaches the
+    daemon."""
+    ctx: AppContext = current_app.config["wad"]
+    return ctx
