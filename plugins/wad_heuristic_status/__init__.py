@@ -21,12 +21,14 @@ CLOSED, so a window that no longer holds the early evidence does not undo it. It
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
+import trio
 from msgspec import Meta
 
 from wad import hookimpl
@@ -226,13 +228,16 @@ def wad_plugin_config_type() -> type[Any]:
 
 
 @hookimpl(trylast=True)
-def wad_detect_status(ctx: PluginContext, client: Client, messages: Sequence[Message],
-                      current_status: ClientStatus | None) -> StatusDecision | None:
-    """Keyword and pattern detection; synchronous because it is a few regular expressions."""
+async def wad_detect_status(ctx: PluginContext, client: Client, messages: Sequence[Message],
+                            current_status: ClientStatus | None) -> StatusDecision | None:
+    """Keyword and pattern detection, in a worker thread: a few hundred regular expressions
+    over up to `window` messages take milliseconds, which the event loop should not wait."""
     config = ctx.plugin_config(NAME)
     if not isinstance(config, Config):
         config = Config()
-    return decide(messages, current_status, window=config.window, languages=config.languages)
+    return await trio.to_thread.run_sync(functools.partial(
+        decide, list(messages), current_status, window=config.window,
+        languages=config.languages))
 
 
 __all__ = ["FUNNEL", "NAME", "Config", "Match", "decide", "find_matches", "fold"]
