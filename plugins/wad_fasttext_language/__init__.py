@@ -122,7 +122,9 @@ class FastTextDetector:
     def scores(self, text: str, among: Sequence[str] | None = None) -> dict[str, float]:
         """The model's probability for each of `among` (default: the configured languages)."""
         wanted = set(among or self.languages)
-        found = self._model.detect(text, model="lite", k=-1)
+        # Languages under 1e-5 weigh as the floor in `_decide` anyway; leaving them out saves
+        # building 176 answers per text.
+        found = self._model.detect(text, model="lite", k=-1, threshold=1e-5)
         return {hit["lang"]: float(hit["score"]) for hit in found if hit["lang"] in wanted}
 
     def detect(self, text: str) -> LanguageGuess:

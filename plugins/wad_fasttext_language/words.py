@@ -59,13 +59,14 @@ class WordLists:
                       ) -> dict[str, float]:
         """log10 of how often each language writes `word` (lower case): its exact form, else its
         form without accents less `unaccented_penalty`, else `floor`."""
-        bare = fold(word)
+        bare: str | None = None
         scores = {}
         for language in self.languages:
             centibels = self._exact[language].get(word)
             if centibels is not None:
                 scores[language] = -centibels / 100
                 continue
+            bare = fold(word) if bare is None else bare
             centibels = self._folded[language].get(bare, self._exact[language].get(bare))
             scores[language] = (floor if centibels is None
                                 else -centibels / 100 - unaccented_penalty)
