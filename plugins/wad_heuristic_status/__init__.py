@@ -172,10 +172,20 @@ class _Step(msgspec.Struct):
     words: list[str]
 
 
+def _read_in(message: Message, languages: Sequence[str]) -> Sequence[str]:
+    """The languages whose patterns read `message`: its own when it is known (and allowed),
+    else `languages` (empty: all)."""
+    if message.language and (not languages or message.language in languages):
+        return (message.language,)
+    return languages
+
+
 def _evidence(message: Message, *, asked_payment: bool, answered: bool, requoted: bool,
               languages: Sequence[str], age: int) -> _Step | None:
-    """The stage one message points at, with its strength and the words that said so."""
+    """The stage one message points at, with its strength and the words that said so. A
+    message whose language is known is read with that language's patterns only."""
     ours = message.direction == "OUT"
+    languages = _read_in(message, languages)
     matches = find_matches(message.text, ours=ours, languages=languages, age=age)
     if not ours and asked_payment:
         matches += find_matches(message.text, ours=False, languages=languages, age=age,
@@ -215,9 +225,10 @@ def decide(messages: Sequence[Message], current_status: ClientStatus | None, *,
                          requoted=requoted and not asked_payment, languages=languages, age=age)
         if message.direction == "OUT":
             answered = True
-            asked_payment = bool(find_matches(message.text, ours=True, languages=languages,
+            own = _read_in(message, languages)
+            asked_payment = bool(find_matches(message.text, ours=True, languages=own,
                                               rules=PAYMENT_RULES))
-            quoted = quoted or bool(find_matches(message.text, ours=True, languages=languages,
+            quoted = quoted or bool(find_matches(message.text, ours=True, languages=own,
                                                  rules=PRICE_RULES))
         else:
             requoted = quoted

@@ -43,13 +43,13 @@ async def finals(path: Path) -> tuple[int, list[tuple[str, str, str]]]:
 
 
 async def test_the_final_status_of_held_out_conversations() -> None:
-    # Issue 19 asks for 75 %. It is 43 of 49 (87.8 %; 36 before issue 19's second pass, 26
+    # Issue 19 asks for 75 %. It is 44 of 49 (89.8 %; 36 before issue 19's second pass, 26
     # before the first). The second pass's rules (a revised price after the client answered
     # the first is negotiation; more ways of asking for and confirming a payment) were written
     # after this set's misses had been seen, so fresh.txt measures them blind.
     total, misses = await finals(HELD_OUT)
     assert total == 49
-    assert total - len(misses) >= 43, misses
+    assert total - len(misses) >= 44, misses
 
 
 async def test_the_final_status_of_fresh_conversations() -> None:
