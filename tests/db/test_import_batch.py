@@ -123,7 +123,7 @@ async def test_a_batch_writes_what_chat_by_chat_writes(db: Database) -> None:
     assert "country" in meta and "country_name" in meta
     run_row = await db.fetchrow("SELECT chats_done, messages_stored, cardinality(done_chats) AS n"
                                 " FROM import_runs WHERE organization_id = $1", org)
-    assert tuple(run_row) == (12, 36, 12)
+    assert run_row is not None and tuple(run_row) == (12, 36, 12)
     # The same chats again: nothing new, nothing written twice.
     again = await run(db, org, [chat(org, n) for n in numbers])
     assert (again.messages_stored, again.chats_duplicate) == (0, 12)

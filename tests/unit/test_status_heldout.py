@@ -34,7 +34,7 @@ async def finals(path: Path) -> tuple[int, list[tuple[str, str, str]]]:
     """How many conversations of a set end at their labelled stage, and the misses."""
     pm = get_plugin_manager(PluginSettings(entry_points=False))
     conversations = load_conversations(path)
-    misses = []
+    misses: list[tuple[str, str, str]] = []
     for conversation in conversations:
         replay = await replay_status(pm, conversation)
         if replay.final != conversation.stage:
