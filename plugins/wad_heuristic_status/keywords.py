@@ -182,6 +182,10 @@ _PRICE = {
 }
 """An amount with its currency, in our message: a price quoted."""
 
+PRICE: dict[str, list[str]] = {lang: [pattern] for lang, pattern in _PRICE.items()}
+"""A price in our message; a second one after the client answered the first is a revised price
+(negotiation)."""
+
 AGENT: dict[ClientStatus, dict[str, list[str]]] = {
     "PROPOSAL_SENT": {
         "en": [_PRICE["en"], r"i'd suggest", r"day-by-day", r"itinerary", r"(?:we|i) (?:can )?offer", r"here is (?:the|our|your) (?:offer|proposal|quote"
@@ -200,13 +204,13 @@ AGENT: dict[ClientStatus, dict[str, list[str]]] = {
                r"koszt calkowity"],
     },
     "SOLD": {
-        "en": [r"received", r"(?:is|are) confirmed", r"voucher", r"payment (?:is )?received", r"booking (?:is )?confirmed"],
+        "en": [r"received", r"(?:is|are) confirmed", r"voucher", r"payment (?:is )?received", r"booking (?:is )?confirmed", r"(?:is|are) (?:now )?booked", r"got it, thank"],
         "ru": [r"вс[её] пришло", r"оплата получена", r"подтвержд[её]н\w*", r"ваучер", r"оплату получили", r"бронь подтвержден\w*", r"бронирование подтвержден\w*"],
         "ar": ["وصلنا المبلغ", "استلمنا", "مؤكد", "تم استلام الدفع", "تم تاكيد الحجز"],
-        "fr": [r"bien recu", r"(?:est|sont) confirme\w*", r"paiement (?:bien )?recu", r"reservation (?:est )?confirmee"],
-        "de": [r"(?:ist )?angekommen", r"(?:ist|sind) (?:bestatigt|fest)", r"eingegangen", r"zahlung (?:ist )?eingegangen", r"buchung (?:ist )?bestatigt"],
-        "es": [r"recibido", r"confirmad[oa]s?", r"pago recibido", r"reserva (?:esta )?confirmada"],
-        "pl": [r"wplata dotarla", r"dotarla", r"potwierdzon\w*", r"platnosc otrzymana", r"rezerwacja (?:jest )?potwierdzona"],
+        "fr": [r"bien recu", r"(?:est|sont) confirme\w*", r"paiement (?:bien )?recu", r"reservation (?:est )?confirmee", r"(?:est|sont) reserve\w*"],
+        "de": [r"(?:ist )?angekommen", r"(?:ist|sind) (?:bestatigt|fest)", r"eingegangen", r"zahlung (?:ist )?eingegangen", r"buchung (?:ist )?bestatigt", r"zahlung ist da", r"(?:ist|sind) gebucht"],
+        "es": [r"recibido", r"confirmad[oa]s?", r"pago recibido", r"reserva (?:esta )?confirmada", r"(?:esta|estan) reservad[oa]s?"],
+        "pl": [r"wplata dotarla", r"dotarl[ao]", r"potwierdzon\w*", r"platnosc otrzymana", r"rezerwacja (?:jest )?potwierdzona", r"(?:termin )?jest (?:panstwa|wasz)", r"zarezerwowan\w*"],
     },
 }
 
@@ -248,23 +252,28 @@ AGENT_MORE: dict[ClientStatus, dict[str, list[str]]] = {
 driver and the trip (service), a goodbye to a client who declined (closed)."""
 
 PAYMENT_REQUEST: dict[str, list[str]] = {
-    "en": [r"deposit", r"iban", r"account", r"send it to"],
-    "ru": [r"предоплат\w*", r"реквизит\w*", r"мбанк"],
-    "ar": ["دفعه مقدمه", "حساب"],
-    "fr": [r"acompte", r"iban"],
-    "de": [r"anzahlung", r"iban"],
-    "es": [r"anticipo", r"cuenta"],
-    "pl": [r"zaliczk\w*", r"numer konta", r"konto"],
+    "en": [r"deposit", r"iban", r"account", r"send it to", r"(?:please )?transfer", r"advance",
+           r"prepayment", r"bank", r"card number", r"payment details", r"pay (?:by|via|to)"],
+    "ru": [r"предоплат\w*", r"реквизит\w*", r"мбанк", r"переведите", r"аванс\w*", r"на карту",
+           r"номер карты", r"сч[её]т\w*", r"банк\w*"],
+    "ar": ["دفعه مقدمه", "حساب", "عربون", "تحويل", "بنك", "رقم البطاقه"],
+    "fr": [r"acompte", r"iban", r"virement", r"avance", r"rib", r"banque", r"coordonnees bancaires"],
+    "de": [r"anzahlung", r"iban", r"uberweis\w*", r"vorauszahlung", r"bank\w*", r"kontodaten",
+           r"verwendungszweck"],
+    "es": [r"anticipo", r"cuenta", r"transferencia", r"adelanto", r"sena", r"banco",
+           r"datos bancarios"],
+    "pl": [r"zaliczk\w*", r"numer konta", r"konto", r"przelew\w*", r"przedplat\w*", r"bank\w*"],
+    "*": [r"[a-z]{2}\d{2}(?: ?[0-9a-z]{4}){3,}"],
 }
 """Our messages that ask for a payment: the client's next "done" means it was paid."""
 
 DONE: dict[str, list[str]] = {
-    "en": [r"sent(?: it)?", r"done", r"transferred", r"just paid"],
-    "ru": [r"перевел\w*", r"отправил\w*", r"готово", r"сделал\w*"],
-    "ar": ["ارسلت", "حولت"],
-    "fr": [r"c'est fait", r"envoye", r"fait le virement"],
-    "de": [r"erledigt", r"ist raus"],
-    "es": [r"listo", r"ahi va", r"hecho", r"enviado"],
-    "pl": [r"wyslane", r"zrobione", r"poszlo"],
+    "en": [r"sent(?: it)?", r"done", r"transferred", r"just paid", r"paid", r"on (?:its|the) way"],
+    "ru": [r"перевел\w*", r"отправил\w*", r"готово", r"сделал\w*", r"оплатил\w*", r"скинул\w*"],
+    "ar": ["ارسلت", "حولت", "دفعت", "تم"],
+    "fr": [r"c'est fait", r"envoye", r"fait le virement", r"paye", r"vire"],
+    "de": [r"erledigt", r"ist raus", r"ist unterwegs", r"uberwiesen", r"bezahlt", r"gemacht"],
+    "es": [r"listo", r"ahi va", r"hecho", r"enviado", r"pagado", r"transferido"],
+    "pl": [r"wyslane", r"zrobione", r"poszlo", r"wyslal\w*", r"zaplacon\w*", r"przelal\w*"],
 }
 """A client's "sent it", "c'est fait", "listo": paid, when we had just asked for a payment."""

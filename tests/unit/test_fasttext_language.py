@@ -4,18 +4,23 @@ through the language hook with langdetect as the fallback."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import wad_fasttext_language
-from wad_fasttext_language import FastTextDetector
+from wad_fasttext_language import Config, FastTextDetector
 
 from wad.evaluation import DATA, LanguageScore, load_texts, score_languages
 from wad.language import DEFAULT_LANGUAGES
 from wad.plugins import PluginSettings, detect_languages, get_plugin_manager
 
 HELD_OUT = DATA / "language" / "heldout.tsv"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "language.py"
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +41,28 @@ def test_the_held_out_set_is_big_and_short() -> None:
 
 
 def test_per_message_on_the_held_out_set(detector: FastTextDetector) -> None:
-    # Issue 19 asks for 98 % right and at most 1 % wrong. On this held-out set (written after
-    # the detector was frozen) it is 92.7 % right and 2.9 % wrong: the target is not met yet,
-    # and this floor guards what it does reach (the development set: 99.2 % and 0 %).
+    # Issue 19 asks for 98 % right and at most 1 % wrong. Tuned on the development set only
+    # (word frequencies, model and lexicon weighed together), it is 305 of 314 right (97.1 %)
+    # and 6 wrong (1.9 %) here: short of the target, and these floors guard what it reaches.
     rows = load_texts(HELD_OUT)
     score = score_languages(rows, detector.detect_many([row.text for row in rows]))
     total = LanguageScore.overall(score.per_message)
-    assert total.right / total.total >= 0.92, score.misses
-    assert total.wrong / total.total <= 0.03, score.misses
+    assert total.total == 314
+    assert total.right >= 305, score.misses
+    assert total.wrong <= 6, score.misses
     # What no language claims ("ok", emoji, times) is unknown.
     assert score.neutral.right == score.neutral.total, score.misses
+
+
+def test_resident_memory_grows_by_at_most_60_mib() -> None:
+    # bench/language.py measures, in a process of its own that has imported the daemon's
+    # modules, the growth of the resident set from loading the detector and running it over the
+    # held-out set.
+    done = subprocess.run([sys.executable, str(BENCH), "--one", "wad", "--data", str(HELD_OUT)],
+                          capture_output=True, text=True, check=True, timeout=300)
+    measured = json.loads(done.stdout)
+    assert 0 < measured["rss_mib"] <= 60, measured
+    assert measured["right"] >= 305, measured
 
 
 def test_per_conversation_every_client_language_is_right(detector: FastTextDetector) -> None:
@@ -55,13 +72,13 @@ def test_per_conversation_every_client_language_is_right(detector: FastTextDetec
     assert total.right == total.total >= 80
 
 
-def test_on_the_development_set_it_is_right_98_percent_and_wrong_under_1_percent(
+def test_on_the_development_set_it_is_right_99_percent_and_never_wrong(
         detector: FastTextDetector) -> None:
     rows = load_texts(DATA / "language" / "dev.tsv")
     score = score_languages(rows, detector.detect_many([row.text for row in rows]))
     total = LanguageScore.overall(score.per_message)
-    assert total.right / total.total >= 0.98, score.misses
-    assert total.wrong / total.total <= 0.01, score.misses
+    assert total.right / total.total >= 0.995, score.misses  # 967 of 971
+    assert total.wrong == 0, score.misses
 
 
 @pytest.mark.parametrize(("text", "language"), [
@@ -88,6 +105,7 @@ def test_the_model_loads_from_the_package_without_the_network(
     monkeypatch.setattr(socket, "create_connection", refuse)
     wad_fasttext_language._model.cache_clear()
     wad_fasttext_language.get_detector.cache_clear()
+    wad_fasttext_language._word_lists.cache_clear()
     assert FastTextDetector(["fr", "de"]).detect("Bonjour, combien ça coûte ?").language == "fr"
 
 
@@ -106,3 +124,19 @@ async def test_it_is_the_default_through_the_hook_and_langdetect_the_fallback() 
                                                 disabled=["fasttext_language"]))
     fallback = await detect_languages(without, texts, languages=list(DEFAULT_LANGUAGES))
     assert [g.language for g in fallback] == ["pl", "fr", "es"]  # langdetect on short texts
+
+
+def test_word_frequencies_decide_what_the_model_and_lexicon_leave_unknown() -> None:
+    # On the development set, without the word lists 49 messages stay unknown; with them 4.
+    rows = load_texts(DATA / "language" / "dev.tsv")
+    texts = [row.text for row in rows]
+    unknown = {}
+    for lists in (False, True):
+        chosen = FastTextDetector(DEFAULT_LANGUAGES, config=Config(word_lists=lists))
+        score = score_languages(rows, chosen.detect_many(texts))
+        total = LanguageScore.overall(score.per_message)
+        assert total.wrong == 0, score.misses
+        unknown[lists] = total.unknown
+    assert unknown[True] * 5 < unknown[False]
+    # Chat words written without their accents are still found.
+    assert FastTextDetector(["en", "pl", "es"]).detect("wszystko jasne, dziekuje").language == "pl"

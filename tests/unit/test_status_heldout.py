@@ -6,6 +6,7 @@ languages."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from wad.evaluation import DATA, load_conversations, replay_status
 from wad.plugins import PluginSettings, get_plugin_manager
@@ -23,19 +24,39 @@ def test_the_sets_are_big_varied_and_separate() -> None:
     two_way = sum(any(d == "OUT" for d, _ in c.messages) for c in held_out)
     assert two_way >= 0.8 * len(held_out)
     assert not {c.messages for c in dev} & {c.messages for c in held_out}
+    fresh = load_conversations(DATA / "status" / "fresh.txt")
+    assert {c.language for c in fresh} == {"en", "ru", "ar", "fr", "de", "es", "pl"}
+    assert len(set(Counter(c.stage for c in fresh))) == 8
+    assert not {c.messages for c in fresh} & {c.messages for c in [*dev, *held_out]}
 
 
-async def test_the_final_status_of_held_out_conversations() -> None:
-    # Issue 19 asks for 75 %. On this held-out set (written after the heuristic was frozen) it
-    # is 36 of 49 (73.5 %; the heuristic before this work: 26 of 49). This floor guards it.
+async def finals(path: Path) -> tuple[int, list[tuple[str, str, str]]]:
+    """How many conversations of a set end at their labelled stage, and the misses."""
     pm = get_plugin_manager(PluginSettings(entry_points=False))
-    conversations = load_conversations(HELD_OUT)
-    misses = []
+    conversations = load_conversations(path)
+    misses: list[tuple[str, str, str]] = []
     for conversation in conversations:
         replay = await replay_status(pm, conversation)
         if replay.final != conversation.stage:
             misses.append((conversation.id, conversation.stage, replay.final))
-    assert len(conversations) - len(misses) >= 36, misses
+    return len(conversations), misses
+
+
+async def test_the_final_status_of_held_out_conversations() -> None:
+    # Issue 19 asks for 75 %. It is 44 of 49 (89.8 %; 36 before issue 19's second pass, 26
+    # before the first). The second pass's rules (a revised price after the client answered
+    # the first is negotiation; more ways of asking for and confirming a payment) were written
+    # after this set's misses had been seen, so fresh.txt measures them blind.
+    total, misses = await finals(HELD_OUT)
+    assert total == 49
+    assert total - len(misses) >= 44, misses
+
+
+async def test_the_final_status_of_fresh_conversations() -> None:
+    # Written after the rules were frozen and measured once: 12 of 14 (85.7 %).
+    total, misses = await finals(DATA / "status" / "fresh.txt")
+    assert total == 14
+    assert total - len(misses) >= 12, misses
 
 
 async def test_every_dev_conversation_ends_right() -> None:

@@ -73,7 +73,11 @@ _VERSION_PROBE = (
     "() => (window.Debug && typeof window.Debug.VERSION === 'string' && "
     "typeof window.require === 'function') ? window.Debug.VERSION : null"
 )
-_CALL = "([name, args]) => window.__wad.call(name, args)"
+# The answer comes back as one JSON string (undefined as null): Playwright then carries one string
+# instead of validating and rebuilding every object of a page of history, which cost more than
+# the rest of an import together.
+_CALL = ("([name, args]) => window.__wad.call(name, args)"
+         ".then(a => JSON.stringify(a, (k, v) => v === undefined ? null : v))")
 _MESSAGE_ID = re.compile(r"^[0-9A-F]{8,64}$")
 _T = TypeVar("_T")
 
@@ -502,7 +506,7 @@ class BrowserSession:
             self._check_alive()
             ready = self._ready
             try:
-                answer = await aio_as_trio(self._page.evaluate)(_CALL, [name, args or {}])
+                raw = await aio_as_trio(self._page.evaluate)(_CALL, [name, args or {}])
             except PlaywrightError as exc:
                 self._check_alive()
                 retried.append(exc.message)
@@ -512,6 +516,10 @@ class BrowserSession:
                     await trio.sleep(VERSION_POLL_S)
                     continue
                 raise BridgeError(f"{name}: {exc.message}") from None
+            try:
+                answer = msgspec.json.decode(raw) if isinstance(raw, str) else raw
+            except msgspec.DecodeError:
+                answer = raw
             if not isinstance(answer, dict) or "ok" not in answer:
                 raise BridgeError(f"{name}: malformed answer from the bridge: {answer!r}")
             if not answer["ok"]:

@@ -44,7 +44,7 @@ from wad import language, log, payloads
 from wad import plugins as plugin_calls
 from wad.config import DEFAULT_LANGUAGES
 from wad.db.models import Client, ImportRun, NewMessage
-from wad.db.pool import Database, Executor, database_unavailable
+from wad.db.pool import Connection, Database, Executor, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import imports as imports_repo
@@ -94,6 +94,25 @@ class _Prepared:
     known: bool
     rows: list[NewMessage]
     fresh: set[str]
+
+
+@dataclass
+class _Ready:
+    """A chat detected and decided, ready to be written."""
+
+    ref: ChatRef
+    prepared: _Prepared
+    rows: list[NewMessage]
+    """The whole conversation read, with languages."""
+    preferred: str | None
+    name: str | None
+    given: str | None
+    decision: payloads.StatusDecision | None
+    final: str
+
+    @property
+    def new_rows(self) -> list[NewMessage]:
+        return [r for r in self.rows if r.wa_message_id in self.prepared.fresh]
 
 
 @dataclass
@@ -297,33 +316,38 @@ class Importer:
         began = trio.current_time()
         detected = await self._languages([p.rows for _, p in ready])
         self.progress.timings["languages"] += trio.current_time() - began
-        work = [(ref, prepared, rows, preferred)
+        began = trio.current_time()
+        work = [await self._decide(ref, prepared, rows, preferred)
                 for (ref, prepared), (rows, preferred) in zip(ready, detected, strict=True)]
+        self.progress.timings["status"] += trio.current_time() - began
         if self.options.dry_run:
-            for ref, prepared, rows, preferred in work:
-                self.progress.current_chat = ref.key
-                self._done(await self._import_chat(None, prepared, rows, preferred))
+            for item in work:
+                self.progress.current_chat = item.ref.key
+                self._done(await self._import_chat(None, item))
             return
-        # The batch's chats in one transaction (one commit for a few hundred messages), each
-        # under a savepoint, so that one chat's failure loses only that chat. The counters move
-        # once it is committed.
+        # The batch's chats in one transaction (one commit for a few hundred messages): first
+        # all of them at once (a few statements, the messages by COPY); if that fails, again
+        # chat by chat, each under a savepoint, so that one chat's failure loses only that
+        # chat. The counters move once it is committed.
         done: list[_Outcome] = []
         failed: list[tuple[ChatRef, Exception]] = []
         began = trio.current_time()
         async with self.db.transaction() as tx:
-            for ref, prepared, rows, preferred in work:
-                self.progress.current_chat = ref.key
+            if work:
+                self.progress.current_chat = work[-1].ref.key
                 self._notify()
-                await tx.execute("SAVEPOINT import_chat")
+                await tx.execute("SAVEPOINT import_batch")
                 try:
-                    done.append(await self._import_chat(tx, prepared, rows, preferred))
+                    done = await self._write_batch(tx, work)
                 except Exception as exc:
                     if database_unavailable(exc):
                         raise
-                    await tx.execute("ROLLBACK TO SAVEPOINT import_chat")
-                    failed.append((ref, exc))
+                    await tx.execute("ROLLBACK TO SAVEPOINT import_batch")
+                    _log.info("batch write failed; writing chat by chat", error=str(exc))
+                    done = []
+                    await self._write_each(tx, work, done, failed)
                 else:
-                    await tx.execute("RELEASE SAVEPOINT import_chat")
+                    await tx.execute("RELEASE SAVEPOINT import_batch")
         self.progress.timings["writing"] += trio.current_time() - began
         for outcome in done:
             self._done(outcome)
@@ -331,6 +355,23 @@ class Importer:
             await self._fail(ref, error)
             self.progress.done_now += 1
             self._notify()
+
+    async def _write_each(self, tx: Executor, work: list[_Ready], done: list[_Outcome],
+                          failed: list[tuple[ChatRef, Exception]]) -> None:
+        """Write the chats one at a time, each under a savepoint."""
+        for item in work:
+            self.progress.current_chat = item.ref.key
+            self._notify()
+            await tx.execute("SAVEPOINT import_chat")
+            try:
+                done.append(await self._import_chat(tx, item))
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise
+                await tx.execute("ROLLBACK TO SAVEPOINT import_chat")
+                failed.append((item.ref, exc))
+            else:
+                await tx.execute("RELEASE SAVEPOINT import_chat")
 
     def _done(self, outcome: _Outcome) -> None:
         """Count a chat written (or, in a dry run, that would be)."""
@@ -393,23 +434,25 @@ class Importer:
         return _Prepared(chat=chat, existing=existing, known=known, rows=rows,
                          fresh={r.wa_message_id for r in new_rows})
 
-    async def _import_chat(self, tx: Executor | None, prepared: _Prepared,
-                           rows: list[NewMessage], preferred: str | None) -> _Outcome:
-        """Status and write (in `tx`; None in a dry run) of one chat whose rows carry their
-        languages (the whole conversation, stored part included: status and language read all
-        of it)."""
+    async def _decide(self, ref: ChatRef, prepared: _Prepared, rows: list[NewMessage],
+                      preferred: str | None) -> _Ready:
+        """The client's name and status for a chat whose rows carry their languages (the whole
+        conversation, stored part included: status and language read all of it)."""
         chat, existing = prepared.chat, prepared.existing
         given = None
         for row in rows:
             if row.direction == "IN" and row.body:
                 given = names.given_name(row.body) or given
         name = chat.saved_name or chat.push_name or given
-        began = trio.current_time()
         decision = await self._status(existing, chat, rows, name=name, preferred=preferred)
-        self.progress.timings["status"] += trio.current_time() - began
         current = existing.status if existing is not None else "NEW_LEAD"
         final = decision.status if decision is not None else current
-        new_rows = [r for r in rows if r.wa_message_id in prepared.fresh]
+        return _Ready(ref=ref, prepared=prepared, rows=rows, preferred=preferred, name=name,
+                      given=given, decision=decision, final=final)
+
+    async def _import_chat(self, tx: Executor | None, item: _Ready) -> _Outcome:
+        """The write of one chat (in `tx`; None in a dry run)."""
+        chat, new_rows = item.prepared.chat, item.new_rows
         if tx is None:
             new = len(new_rows)
             self._dry_clients.add(chat.phone)
@@ -417,12 +460,62 @@ class Importer:
                 (r.wa_message_id, messages_repo.content_key(r)) for r in new_rows)
         else:
             assert self.run_row is not None
-            new = await self._write(tx, chat, new_rows, name=name, given=given,
-                                    preferred=preferred, decision=decision)
+            new = await self._write(tx, chat, new_rows, name=item.name, given=item.given,
+                                    preferred=item.preferred, decision=item.decision)
             await imports_repo.record_chat(tx, run_id=self.run_row.id, wa_chat_id=chat.key,
                                            messages_stored=new, duplicates=0)
-        return _Outcome(known=prepared.known, new=new, raced=len(new_rows) - new,
-                        status=final, language=preferred)
+        return _Outcome(known=item.prepared.known, new=new, raced=len(new_rows) - new,
+                        status=item.final, language=item.preferred)
+
+    async def _write_batch(self, tx: Connection, work: list[_Ready]) -> list[_Outcome]:
+        """Everything of several chats in a few statements, inside the caller's transaction
+        (the same rows `_write` writes chat by chat); answers each chat's outcome. Raises
+        ValueError when two chats are of one number (then they are written one by one)."""
+        assert self.run_row is not None
+        org = self.organization_id
+        profiles = []
+        for item in work:
+            chat, existing = item.prepared.chat, item.prepared.existing
+            profiles.append(clients_repo.ImportedProfile(
+                phone=chat.phone, name=item.name, push_name=chat.push_name,
+                saved_name=chat.saved_name, preferred_language=item.preferred,
+                country=parse.number_context(chat.phone)
+                if existing is None or "country" not in existing.metadata else {},
+                given_name=item.given))
+        clients = await clients_repo.upsert_imported(tx, organization_id=org,
+                                                     profiles=profiles)
+        chats = [(clients[item.prepared.chat.phone][0].id, item.prepared.chat.wa_chat_id)
+                 for item in work]
+        conversations = await conversations_repo.active_for_many(tx, organization_id=org,
+                                                                 chats=chats)
+        own = [wa for item in work for r in item.new_rows if r.direction == "OUT"
+               for wa in (r.wa_message_id, ids.bare_id(r.wa_message_id))]
+        senders = await outbox_repo.senders(tx, organization_id=org, wa_ids=own)
+        ready: list[NewMessage] = []
+        latest: list[tuple[uuid.UUID, datetime]] = []
+        for item, (client_id, _) in zip(work, chats, strict=True):
+            conversation = conversations[client_id]
+            rows = [_ready_row(row, conversation, senders) for row in item.new_rows]
+            ready += rows
+            if rows:
+                latest.append((conversation, max(r.sent_at for r in rows)))
+        new = await messages_repo.copy_new(tx, messages=ready)
+        await conversations_repo.touch_many(tx, latest=latest)
+        await clients_repo.set_statuses(tx, changes=[
+            (clients[item.prepared.chat.phone][0].id, item.decision.status,
+             item.decision.detector or "import", item.decision.reason or None)
+            for item in work if item.decision is not None
+            and item.decision.status != clients[item.prepared.chat.phone][0].status])
+        outcomes = []
+        done = []
+        for item in work:
+            stored = sum(r.wa_message_id in new for r in item.new_rows)
+            done.append((item.prepared.chat.key, stored))
+            outcomes.append(_Outcome(known=item.prepared.known, new=stored,
+                                     raced=len(item.new_rows) - stored, status=item.final,
+                                     language=item.preferred))
+        await imports_repo.record_chats(tx, run_id=self.run_row.id, done=done)
+        return outcomes
 
     async def _languages(self, chats: Sequence[list[NewMessage]]
                          ) -> list[tuple[list[NewMessage], str | None]]:
@@ -492,12 +585,7 @@ class Importer:
         own = [wa for r in rows if r.direction == "OUT"
                for wa in (r.wa_message_id, ids.bare_id(r.wa_message_id))]
         senders = await outbox_repo.senders(tx, organization_id=org, wa_ids=own)
-        ready = []
-        for row in rows:
-            queued = senders.get(row.wa_message_id) or senders.get(ids.bare_id(row.wa_message_id))
-            ready.append(msgspec.structs.replace(
-                row, conversation_id=conversation.id, processing_state="DONE",
-                sender=queued[0] if queued and row.direction == "OUT" else row.sender))
+        ready = [_ready_row(row, conversation.id, senders) for row in rows]
         new = 0
         for start in range(0, len(ready), INSERT_BATCH):
             new += len(await messages_repo.insert_many(
@@ -521,6 +609,16 @@ def _unique(rows: Sequence[NewMessage]) -> list[NewMessage]:
             seen.add(row.wa_message_id)
             out.append(row)
     return out
+
+
+def _ready_row(row: NewMessage, conversation_id: uuid.UUID,
+               senders: dict[str, tuple[Any, str | None]]) -> NewMessage:
+    """A new message as stored by an import: in its conversation, processed already, and ours
+    with the sender that queued it (an agent, a human through the API) when wad sent it."""
+    queued = senders.get(row.wa_message_id) or senders.get(ids.bare_id(row.wa_message_id))
+    return msgspec.structs.replace(
+        row, conversation_id=conversation_id, processing_state="DONE",
+        sender=queued[0] if queued and row.direction == "OUT" else row.sender)
 
 
 def _payload(row: NewMessage, client_id: uuid.UUID) -> payloads.Message:

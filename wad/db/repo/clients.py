@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from wad.db.models import Client, ClientStatus, ClientStatusChange
 from wad.db.pool import Executor
@@ -123,3 +126,108 @@ async def first(db: Executor, *, organization_id: uuid.UUID) -> Client | None:
     return one(Client, await db.fetchrow(
         f"SELECT {_COLS} FROM clients WHERE organization_id = $1 ORDER BY created_at, id LIMIT 1",
         organization_id))
+
+
+class ImportedProfile(msgspec.Struct, frozen=True):
+    """What an import knows of one client (see `upsert_imported`)."""
+
+    phone: str
+    name: str | None = None
+    push_name: str | None = None
+    saved_name: str | None = None
+    preferred_language: str | None = None
+    country: dict[str, Any] = {}
+    """Added to the metadata when it has no "country" yet."""
+    given_name: str | None = None
+    """Set as the metadata's "given_name"."""
+
+
+_IMPORT_INSERT = f"""
+INSERT INTO clients (organization_id, phone, name, push_name, saved_name, preferred_language,
+                     metadata)
+SELECT $1, u.phone, u.name, u.push_name, u.saved_name, u.lang,
+       u.country || CASE WHEN u.given IS NULL THEN '{{}}'::jsonb
+                         ELSE jsonb_build_object('given_name', u.given) END
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
+            $8::text[]) AS u(phone, name, push_name, saved_name, lang, country, given)
+ON CONFLICT (organization_id, phone) DO NOTHING
+RETURNING {_COLS}
+"""
+_IMPORT_UPDATE = f"""
+WITH u AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::jsonb[], $8::text[])
+        AS u(phone, name, push_name, saved_name, lang, country, given)
+), next AS (
+    SELECT c.id,
+           coalesce(u.name, c.name) AS name, coalesce(u.push_name, c.push_name) AS push_name,
+           coalesce(u.saved_name, c.saved_name) AS saved_name,
+           coalesce(u.lang, c.preferred_language) AS lang,
+           CASE WHEN c.metadata ? 'country' THEN c.metadata ELSE c.metadata || u.country END
+           || CASE WHEN u.given IS NULL THEN '{{}}'::jsonb
+                   ELSE jsonb_build_object('given_name', u.given) END AS metadata
+    FROM clients c JOIN u ON c.organization_id = $1 AND c.phone = u.phone
+)
+UPDATE clients c SET name = n.name, push_name = n.push_name, saved_name = n.saved_name,
+                     preferred_language = n.lang, metadata = n.metadata
+FROM next n
+WHERE c.id = n.id AND (c.name, c.push_name, c.saved_name, c.preferred_language, c.metadata)
+      IS DISTINCT FROM (n.name, n.push_name, n.saved_name, n.lang, n.metadata)
+RETURNING {columns(Client, "c")}
+"""
+
+
+async def upsert_imported(db: Executor, *, organization_id: uuid.UUID,
+                          profiles: Sequence[ImportedProfile]) -> dict[str, tuple[Client, bool]]:
+    """Create or update many clients at once (phones distinct), as an import does one by one
+    with `upsert`, `update_profile` and `merge_metadata`: names and language replaced when
+    given, the country added once, the given name set. Answers phone -> (client, created)."""
+    if len({p.phone for p in profiles}) != len(profiles):
+        raise ValueError("upsert_imported: a phone appears twice")
+    args = (organization_id, [p.phone for p in profiles], [p.name for p in profiles],
+            [p.push_name for p in profiles], [p.saved_name for p in profiles],
+            [p.preferred_language for p in profiles], [p.country for p in profiles],
+            [p.given_name for p in profiles])
+    out = {c.phone: (c, True) for c in many(Client, await db.fetch(_IMPORT_INSERT, *args))}
+    rest = [i for i, p in enumerate(profiles) if p.phone not in out]
+    if rest:
+        picked = [[column[i] for i in rest] for column in args[1:]]
+        for c in many(Client, await db.fetch(_IMPORT_UPDATE, organization_id, *picked)):
+            out[c.phone] = (c, False)
+        missing = [profiles[i].phone for i in rest if profiles[i].phone not in out]
+        if missing:  # nothing to change: read them
+            rows = await db.fetch(f"SELECT {_COLS} FROM clients WHERE organization_id = $1 "
+                                  "AND phone = ANY($2::text[])", organization_id, missing)
+            for c in many(Client, rows):
+                out[c.phone] = (c, False)
+    return out
+
+
+_SET_STATUSES = f"""
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+        AS u(id, status, detector, reason)
+), old AS (
+    SELECT c.id, c.status FROM clients c JOIN u ON u.id = c.id ORDER BY c.id FOR UPDATE OF c
+), changed AS (
+    UPDATE clients c SET status = u.status FROM old, u
+    WHERE c.id = old.id AND u.id = old.id AND old.status <> u.status
+    RETURNING c.id, c.organization_id, old.status AS from_status, u.status AS to_status,
+              u.detector, u.reason
+)
+INSERT INTO client_status_history (client_id, organization_id, from_status, to_status, detector,
+                                   reason)
+SELECT id, organization_id, from_status, to_status, detector, reason FROM changed
+RETURNING {_HISTORY_COLS}
+"""
+
+
+async def set_statuses(db: Executor, *, changes: Sequence[tuple[uuid.UUID, ClientStatus, str,
+                                                                 str | None]]
+                       ) -> list[ClientStatusChange]:
+    """`set_status` for many clients (distinct) at once: (client id, status, detector,
+    reason) each. Answers the changes made."""
+    if not changes:
+        return []
+    columns_ = list(zip(*changes, strict=True))
+    return many(ClientStatusChange, await db.fetch(_SET_STATUSES, *map(list, columns_)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from wad.db.models import Conversation
@@ -48,3 +49,32 @@ async def close(db: Executor, *, conversation_id: uuid.UUID) -> bool:
         "UPDATE conversations SET status = 'CLOSED' WHERE id = $1 AND status = 'ACTIVE' "
         "RETURNING true", conversation_id)
     return bool(done)
+
+
+async def active_for_many(db: Executor, *, organization_id: uuid.UUID,
+                          chats: Sequence[tuple[uuid.UUID, str | None]]) -> dict[uuid.UUID, uuid.UUID]:
+    """`get_or_create_active` for many clients at once ((client id, WhatsApp chat id) each).
+    Answers client id -> active conversation id."""
+    if not chats:
+        return {}
+    ids = [c for c, _ in chats]
+    await db.execute(
+        """INSERT INTO conversations (organization_id, client_id, wa_chat_id)
+           SELECT $1, u.client_id, u.wa_chat_id
+           FROM unnest($2::uuid[], $3::text[]) AS u(client_id, wa_chat_id)
+           ON CONFLICT (client_id) WHERE status = 'ACTIVE' AND channel = 'WHATSAPP' DO NOTHING""",
+        organization_id, ids, [w for _, w in chats])
+    rows = await db.fetch(
+        """SELECT id, client_id FROM conversations
+           WHERE client_id = ANY($1::uuid[]) AND status = 'ACTIVE' AND channel = 'WHATSAPP'""",
+        ids)
+    return {r["client_id"]: r["id"] for r in rows}
+
+
+async def touch_many(db: Executor, *, latest: Sequence[tuple[uuid.UUID, datetime]]) -> None:
+    """`touch` for many conversations at once ((conversation id, time) each)."""
+    if latest:
+        await db.execute(
+            """UPDATE conversations c SET last_message_at = greatest(c.last_message_at, u.at)
+               FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE c.id = u.id""",
+            [c for c, _ in latest], [at for _, at in latest])

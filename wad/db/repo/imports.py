@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from wad.db.models import ImportRun
@@ -84,3 +85,20 @@ async def finish(db: Executor, *, run_id: uuid.UUID,
         f"""UPDATE import_runs SET status = $2, finished_at = now()
             WHERE id = $1 AND status = 'RUNNING' RETURNING {_COLS}""", run_id, status)
     return one(ImportRun, row)
+
+
+async def record_chats(db: Executor, *, run_id: uuid.UUID, done: Sequence[tuple[str, int]]
+                       ) -> None:
+    """`record_chat` without an error for many chats at once ((chat key, messages stored)
+    each, keys distinct)."""
+    if not done:
+        return
+    await db.execute(
+        """UPDATE import_runs SET
+               messages_stored = messages_stored + $2,
+               done_chats = done_chats || ARRAY(
+                   SELECT k FROM unnest($3::text[]) AS k WHERE NOT k = ANY(done_chats)),
+               chats_done = cardinality(done_chats) + (
+                   SELECT count(*) FROM unnest($3::text[]) AS k WHERE NOT k = ANY(done_chats))
+           WHERE id = $1""",
+        run_id, sum(n for _, n in done), [k for k, _ in done])

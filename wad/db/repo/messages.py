@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from wad.db.models import ChatLatest, Message, MessageStatus, NewMessage, ProcessingState
-from wad.db.pool import Executor
+from wad.db.pool import Connection, Executor
 from wad.db.repo import columns, many, one, returned
 
 _COLS = columns(Message)
@@ -286,3 +286,41 @@ async def list_for_organization(db: Executor, *, organization_id: uuid.UUID, lim
     return many(Message, await db.fetch(
         f"SELECT {_COLS} FROM messages WHERE organization_id = $1 ORDER BY sent_at, id LIMIT $2",
         organization_id, limit))
+
+
+_STAGE = "wad_import_stage"
+_STAGE_SQL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    {", ".join(f"{n} {'text' if t == 'jsonb' else t}" for n, t in _NEW_TYPES.items())},
+    content_key text
+) ON COMMIT DELETE ROWS;
+TRUNCATE {_STAGE};
+"""
+_FROM_STAGE = f"""
+INSERT INTO messages ({_NEW_NAMES})
+SELECT {", ".join(f"{n}::jsonb" if t == "jsonb" else n for n, t in _NEW_TYPES.items())},
+       content_key
+FROM {_STAGE}
+ON CONFLICT (organization_id, wa_message_id) DO NOTHING
+RETURNING wa_message_id
+"""
+
+
+async def copy_new(conn: Connection, *, messages: Sequence[NewMessage]) -> set[str]:
+    """Store a batch with COPY (into a temporary table of the connection, then one insert that
+    skips the messages already stored): the import's fast path, inside the caller's
+    transaction. Answers the WhatsApp ids that are new."""
+    if not messages:
+        return set()
+    await conn.execute(_STAGE_SQL)
+    names = list(_NEW_TYPES)
+    jsonb = {n for n, t in _NEW_TYPES.items() if t == "jsonb"}
+
+    def value(message: NewMessage, name: str) -> object:
+        found = getattr(message, name)
+        return json.dumps(found) if name in jsonb and found is not None else found
+
+    await conn.copy_records(
+        _STAGE, [(*(value(m, n) for n in names), content_key(m)) for m in messages],
+        columns=[*names, "content_key"])
+    return {r["wa_message_id"] for r in await conn.fetch(_FROM_STAGE)}
