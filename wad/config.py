@@ -62,6 +62,15 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How often the daemon claims unowned organizations and stops ones disconnected elsewhere."""
     lock_check_interval_s: PositiveSeconds = 1.0
     """How often the lock connection is checked; when it fails, every organization stops."""
+    lease_s: Annotated[float, Meta(ge=2, le=600)] = 15.0
+    """An owner's lease on its organizations: renewed in the database every
+    `lease_renew_interval_s`; once it has expired another daemon may take them over (ending the
+    stale owner's database session), and the owner itself sends nothing more for them."""
+    lease_renew_interval_s: PositiveSeconds = 3.0
+    tcp_keepalive_s: Annotated[int, Meta(ge=1, le=600)] = 5
+    """TCP keepalive on the lock connection (idle seconds, then probes this many seconds apart,
+    3 of them): PostgreSQL drops the locks of a daemon whose host went silent within about
+    4 times this."""
     org_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 5
     """An organization's supervisor gives up (the organization ends `ERROR`) after more than
     this many restarts of its actors within `org_restart_period_s`."""
@@ -109,7 +118,14 @@ class WhatsAppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     ready_timeout_s: PositiveSeconds = 60.0
     """How long to wait for the page's internals (`Debug.VERSION`) after a navigation."""
     health_check_interval_s: PositiveSeconds = 30.0
+    """A page that delivered nothing and answered nothing for this long is pinged."""
     health_check_timeout_s: PositiveSeconds = 10.0
+    """How long the ping may take on an idle host; it grows with the host's load (the 1-minute
+    load average per CPU) up to `health_check_max_timeout_s`."""
+    health_check_max_timeout_s: PositiveSeconds = 120.0
+    health_restart_spacing_s: NonNegativeSeconds = 10.0
+    """At most one health-check restart per this many seconds across the daemon's
+    organizations."""
     reconnect_initial_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 30.0
     reconnect_max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 8

@@ -25,6 +25,7 @@ from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org import health
 from wad.org.actors import ACTORS
 from wad.org.context import ActorFactory, OrgContext
 from wad.org.ownership import Ownership, lock_key
@@ -115,6 +116,8 @@ class OrgManager(OrgManagerAPI):
         self.supervisor: Supervisor | None = None  # the dynamic supervisor of the organizations
         self._owner: Ownership | None = None
         self._lock = trio.Lock()
+        self.health_spacing = health.RestartSpacing(settings.whatsapp.health_restart_spacing_s)
+        """One health-check restart at a time across every organization (`wad.org.health`)."""
 
     async def run(self, *, task_status: trio.TaskStatus[OrgManager] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -258,7 +261,8 @@ class OrgManager(OrgManagerAPI):
         with structlog.contextvars.bound_contextvars(org=str(org_id)):
             send, receive = trio.open_memory_channel[Any](INBOUND_BUFFER)
             actor = self.session_factory(org_id=org_id, settings=self.settings, db=self.db,
-                                         driver=self.driver, bus=self.bus, inbound=send)
+                                         driver=self.driver, bus=self.bus, inbound=send,
+                                         health_spacing=self.health_spacing)
             ctx = OrgContext(org_id=org_id, settings=self.settings, db=self.db, bus=self.bus,
                              session=actor, inbound_events=receive, plugins=self.plugins)
             supervisor = self.org_supervisor(ctx)

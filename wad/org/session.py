@@ -38,6 +38,7 @@ from wad.db.models import SessionState
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org import health
 from wad.supervise import Backoff, describe, first_leaf
 
 _log = log.get("session")
@@ -125,8 +126,9 @@ class BrowserSessionLike(Protocol):
     """What the actor needs of a driver's session (see `wad.browser.driver`)."""
 
     events: Any
+    last_activity: float
 
-    async def ping(self) -> Any: ...
+    async def ping(self, *, timeout: float | None = None) -> Any: ...
     async def refresh_qr(self) -> Any: ...
     async def takeover(self) -> Any: ...
     async def logout(self) -> Any: ...
@@ -137,13 +139,17 @@ class SessionActor:
     """One organization's browser session. Start with `nursery.start(actor.run)`."""
 
     def __init__(self, *, org_id: uuid.UUID, settings: Settings, db: Database, driver: Any,
-                 bus: EventBus, inbound: trio.MemorySendChannel[ev.Event] | None = None) -> None:
+                 bus: EventBus, inbound: trio.MemorySendChannel[ev.Event] | None = None,
+                 health_spacing: health.RestartSpacing | None = None) -> None:
         self.org_id = org_id
         self.settings = settings
         self.db = db
         self.driver = driver
         self.bus = bus
         self.inbound = inbound
+        self.health_spacing = health_spacing or health.RestartSpacing(
+            settings.whatsapp.health_restart_spacing_s)
+        """Shared by the daemon's organizations (the manager passes its own)."""
         self.state: SessionState = "DISCONNECTED"
         self.session: BrowserSessionLike | None = None
         self.connected = trio.Event()
@@ -349,19 +355,11 @@ class SessionActor:
             await self.inbound.send(event)
 
     async def _health_check(self, session: BrowserSessionLike) -> None:
-        """A bridge round trip every interval; a hung, detached or dead page fails the run."""
-        wa = self.settings.whatsapp
-        while True:
-            await trio.sleep(wa.health_check_interval_s)
-            try:
-                with trio.fail_after(wa.health_check_timeout_s):
-                    await session.ping()
-            except trio.TooSlowError:
-                raise BrowserFailure(
-                    f"health check: the page did not answer within {wa.health_check_timeout_s}s"
-                ) from None
-            except Exception as exc:
-                raise BrowserFailure(f"health check failed: {exc}") from exc
+        """Fail the run only when the page makes no progress at all (`wad.org.health`)."""
+        try:
+            await health.watch(session, self.settings.whatsapp, self.health_spacing)
+        except health.HealthFailure as exc:
+            raise BrowserFailure(str(exc)) from exc.__cause__
 
     async def _archive_periodically(self) -> None:
         # Soon after (re)connecting, so that another daemon can take over even if this one is
