@@ -39,6 +39,7 @@ from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
 from wad.org import health
+from wad.org.ownership import Lease
 from wad.supervise import Backoff, describe, first_leaf
 
 _log = log.get("session")
@@ -140,7 +141,8 @@ class SessionActor:
 
     def __init__(self, *, org_id: uuid.UUID, settings: Settings, db: Database, driver: Any,
                  bus: EventBus, inbound: trio.MemorySendChannel[ev.Event] | None = None,
-                 health_spacing: health.RestartSpacing | None = None) -> None:
+                 health_spacing: health.RestartSpacing | None = None,
+                 lease: Lease | None = None) -> None:
         self.org_id = org_id
         self.settings = settings
         self.db = db
@@ -150,6 +152,8 @@ class SessionActor:
         self.health_spacing = health_spacing or health.RestartSpacing(
             settings.whatsapp.health_restart_spacing_s)
         """Shared by the daemon's organizations (the manager passes its own)."""
+        self.lease = lease or Lease()
+        """Once lost, another daemon owns the organization: stop without writing anything."""
         self.state: SessionState = "DISCONNECTED"
         self.session: BrowserSessionLike | None = None
         self.connected = trio.Event()
@@ -192,7 +196,7 @@ class SessionActor:
                 self._browser_run, initial=wa.reconnect_initial_s, maximum=wa.reconnect_max_s,
                 max_attempts=wa.reconnect_max_attempts, on_retry=self._on_retry)
         except BaseException as exc:
-            if _is_cancellation(exc):
+            if _is_cancellation(exc) and not self.lease.lost:
                 # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
                 with trio.move_on_after(5, shield=True):
                     await self._set_state("DISCONNECTED")
@@ -240,7 +244,8 @@ class SessionActor:
             self.page_open = trio.Event()
             was_connected = self.connected.is_set()
             self.connected = trio.Event()
-            if (was_connected or reached_connected) and not self._skip_archive:
+            if ((was_connected or reached_connected) and not self._skip_archive
+                    and not self.lease.lost):
                 # The browser is closed now, so the profile on disk is consistent.
                 with trio.move_on_after(30, shield=True):
                     await self.save_archive(reason="disconnect")

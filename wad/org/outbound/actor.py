@@ -69,6 +69,7 @@ from wad.errors import NotFound
 from wad.org.context import OrgContext
 from wad.org.outbound import settings as settings_mod
 from wad.org.outbound.limits import DAY, Clock, WallClock, next_send_at, retry_delay
+from wad.org.ownership import Lease
 from wad.supervise import ChildSpec, Restart
 from wad.whatsapp import ids
 
@@ -113,7 +114,8 @@ async def run_outbound(ctx: OrgContext, *,
                        ) -> None:
     """Run a new `OutboundActor` for the organization until cancelled."""
     actor = OutboundActor(org_id=ctx.org_id, db=ctx.db, bus=ctx.bus, session=ctx.session,
-                          config=outbound_settings(ctx.settings), plugins=ctx.plugins)
+                          config=outbound_settings(ctx.settings), plugins=ctx.plugins,
+                          lease=ctx.lease)
     await actor.run(task_status=task_status)
 
 
@@ -158,8 +160,10 @@ class OutboundActor:
 
     def __init__(self, *, org_id: uuid.UUID, db: Database, bus: EventBus, session: SessionLike,
                  config: OutboundSettings | None = None, clock: Clock | None = None,
-                 plugins: Any = None) -> None:
+                 plugins: Any = None, lease: Lease | None = None) -> None:
         self.org_id = org_id
+        self.lease = lease or Lease()
+        """Nothing is claimed or sent while this daemon's lease is not valid (fencing)."""
         self.db = db
         self.bus = bus
         self.session = session
@@ -296,6 +300,7 @@ class OutboundActor:
             self.waiting_until = at
             await self._nap((at - now).total_seconds())
             return
+        await self.lease.wait_valid()
         fresh = new_message_id()
         item = await outbox_repo.claim_next(self.db, organization_id=self.org_id,
                                             wa_message_id=fresh, now=now)
@@ -356,6 +361,7 @@ class OutboundActor:
             # An earlier attempt with this id got through after all.
             return _Outcome(sent=True, found=True)
         timeout = self.config.confirm_timeout_s
+        await self.lease.wait_valid()  # fencing: a daemon that lost its lease sends nothing
         with trio.move_on_after(timeout) as scope:
             info = await page.send_text(ids.user_chat(item.to_phone), item.content,
                                         message_id=flight.key)
