@@ -172,6 +172,15 @@ class InboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How often an unreachable database is tried again."""
     max_concurrent_chats: Annotated[int, Meta(ge=1, le=256)] = 8
     """Chats processed at the same time (each chat's messages are processed in order)."""
+    processing_max_attempts: Annotated[int, Meta(ge=1, le=100)] = 5
+    """A message whose processing failed this many times is parked (`FAILED`, with its error,
+    counted in `wad status` and the metrics); before that it is tried again with backoff."""
+    processing_retry_initial_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    """The first retry's delay; it doubles for each later one, up to
+    `processing_retry_max_s`."""
+    processing_retry_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    processing_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0
+    """One processing attempt taking longer than this counts as a failure."""
 
     def __post_init__(self) -> None:
         for name in ("processing_delay", "reply_delay", "enrichment_pause"):
