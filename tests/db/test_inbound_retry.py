@@ -192,3 +192,23 @@ async def test_record_processing_failure_counts_and_parks_at_the_limit(
     again = await messages_repo.record_processing_failure(db, message_id=stored.id,
                                                           error="boom", max_attempts=3)
     assert (again is None) == (attempts == 2)  # a parked message is not counted again
+
+
+async def test_the_status_api_shows_parked_messages_with_the_latest_error(
+        served: Any) -> None:
+    db: Database = served.db
+    org = (await organizations.create(db, name="Visible Tours")).id
+    for n, error in enumerate(["TimeoutError: agent", "RuntimeError: detector"]):
+        stored, _ = await messages_repo.insert_if_absent(db, message=NewMessage(
+            organization_id=org, wa_message_id=f"false_{SENDER}@c.us_{n:020X}",
+            wa_chat_id=f"{SENDER}@c.us", direction="IN", sender="CLIENT",
+            sent_at=datetime.now(UTC), status="RECEIVED", type="text", body="hi"))
+        await messages_repo.set_processing_state(db, message_id=stored.id, state="FAILED",
+                                                 error=error)
+    async with served.client(await served.token("VIEWER", org)) as api:
+        status = (await api.get(f"/api/whatsapp/status/{org}")).json()
+    assert (status["parked_messages"], status["last_parked_error"]) == (
+        2, "RuntimeError: detector")
+    async with served.client(await served.token("SUPER_ADMIN")) as api:
+        listing = (await api.get("/api/whatsapp/status")).json()["organizations"]
+    assert [o["parked_messages"] for o in listing if o["organization_id"] == str(org)] == [2]
