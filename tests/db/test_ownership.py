@@ -26,7 +26,7 @@ async def test_an_expired_lease_lets_another_daemon_end_the_owner_and_claim(
         await second.setup()
         assert await first.try_claim(org, lease_s=1.0)
         assert not await second.try_claim(org, lease_s=1.0)  # held
-        assert await first.renew([org], lease_s=1.0) == {org}
+        assert await first.renew(lease_s=1.0) == {org}
         assert await second.end_expired_owners([org]) == []  # the lease is fresh
         with trio.fail_after(10):
             while not (freed := await second.end_expired_owners([org])):

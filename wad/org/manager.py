@@ -196,13 +196,11 @@ class OrgManager(OrgManagerAPI):
         while True:
             await trio.sleep(daemon.lease_renew_interval_s)
             owned = list(self._leases)
-            if not owned:
-                continue
             asked = trio.current_time()
             try:
                 with trio.fail_after(daemon.lease_s):
-                    kept = await owner.renew(owned, lease_s=daemon.lease_s)
-            except (Exception, trio.TooSlowError) as exc:
+                    kept = await owner.renew(lease_s=daemon.lease_s)
+            except Exception as exc:  # trio.TooSlowError included
                 # The lock connection's watch decides whether this daemon goes on; meanwhile
                 # the leases run out by themselves and sending waits.
                 _log.warning("could not renew the leases", error=f"{type(exc).__name__}: {exc}")
@@ -387,6 +385,10 @@ class OrgManager(OrgManagerAPI):
         owner = self._owner
         try:
             await sessions_repo.set_node(self.db, organization_id=org_id, node_id=None)
+        except Exception as exc:
+            _log.warning("could not record that no one runs the organization", org=str(org_id),
+                         error=str(exc))
+        try:
             if owner is not None:
                 await owner.release(org_id)
         except Exception as exc:

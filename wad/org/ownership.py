@@ -105,12 +105,11 @@ class Ownership:
                     raise
             return True
 
-    async def renew(self, org_ids: list[uuid.UUID], *, lease_s: float) -> set[uuid.UUID]:
-        """Renew this daemon's leases; answers the organizations whose lease it still had."""
-        if not org_ids:
-            return set()
+    async def renew(self, *, lease_s: float) -> set[uuid.UUID]:
+        """Renew every lease of this lock connection; answers the organizations whose lease it
+        still has."""
         async with self._lock:
-            return await locks.renew_leases(self.conn, organization_ids=org_ids, lease_s=lease_s)
+            return await locks.renew_leases(self.conn, lease_s=lease_s)
 
     async def end_expired_owners(self, org_ids: list[uuid.UUID]) -> list[uuid.UUID]:
         """For those organizations, end the lock connection of every other daemon whose lease

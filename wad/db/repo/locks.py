@@ -102,16 +102,15 @@ async def write_lease(db: Executor, *, organization_id: uuid.UUID, node: str,
         organization_id, node, lease_s)
 
 
-async def renew_leases(db: Executor, *, organization_ids: list[uuid.UUID],
-                       lease_s: float) -> set[uuid.UUID]:
-    """Extend this connection's leases on those organizations by `lease_s` seconds from now;
-    answers the organizations whose lease was still this connection's."""
+async def renew_leases(db: Executor, *, lease_s: float) -> set[uuid.UUID]:
+    """Extend every lease of this connection by `lease_s` seconds from now (so that a live
+    owner is never taken for a frozen one, whatever it holds); answers the organizations whose
+    lease is still this connection's."""
     rows = await db.fetch(
         """UPDATE org_leases SET renewed_at = now(),
-                                 expires_at = now() + make_interval(secs => $2)
-           WHERE organization_id = ANY($1::uuid[]) AND backend_pid = pg_backend_pid()
-           RETURNING organization_id""",
-        organization_ids, lease_s)
+                                 expires_at = now() + make_interval(secs => $1)
+           WHERE backend_pid = pg_backend_pid() RETURNING organization_id""",
+        lease_s)
     return {r["organization_id"] for r in rows}
 
 
