@@ -61,7 +61,8 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     claim_interval_s: PositiveSeconds = 5.0
     """How often the daemon claims unowned organizations and stops ones disconnected elsewhere."""
     lock_check_interval_s: PositiveSeconds = 1.0
-    """How often the lock connection is checked; when it fails, every organization stops."""
+    """How often the lock connection is checked. When a query on it fails, or it answered nothing
+    for `lease_s - lease_renew_interval_s`, every organization stops at once."""
     lease_s: Annotated[float, Meta(ge=2, le=600)] = 15.0
     """An owner's lease on its organizations: renewed in the database every
     `lease_renew_interval_s`; once it has expired another daemon may take them over (ending the

@@ -182,12 +182,15 @@ class OrgManager(OrgManagerAPI):
             await trio.sleep(LOCK_BACKOFF.delay(failures))
 
     async def _watch_lock_connection(self, owner: Ownership) -> None:
-        """Return as soon as the lock connection stops answering."""
-        interval = self.settings.daemon.lock_check_interval_s
+        """Return as soon as a query on the lock connection fails, or once a ping has had no
+        answer for as long as this daemon's leases stay valid without a renewal
+        (`lease_s - lease_renew_interval_s`): slowness under load is not a loss."""
+        daemon = self.settings.daemon
+        silence = max(daemon.lease_s - daemon.lease_renew_interval_s, 1.0)
         while True:
-            if not await owner.alive(timeout=max(interval, 1.0)):
+            if not await owner.alive(timeout=silence):
                 return
-            await trio.sleep(interval)
+            await trio.sleep(daemon.lock_check_interval_s)
 
     async def _lease_loop(self, owner: Ownership) -> None:
         """Renew this daemon's leases every `lease_renew_interval_s`; an organization whose
