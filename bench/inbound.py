@@ -9,6 +9,8 @@ For each number of organizations it prints:
 - a flood (every organization's phones deliver as fast as the simulator takes them): messages
   stored per second from the first delivery to the last row committed, and processed per second
   (client, conversation, language; no plugins) until none is left pending;
+- restarts: how many browsers were restarted by a health check during the run, and browser
+  restarts of any cause (a busy page must not be taken for a hung one: both should be 0);
 - latency: paced delivery (`--rate` messages per second, all organizations together), the time
   from the simulator being asked to deliver a message to its row being committed, p50/p99/max.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
 import time
@@ -31,7 +34,7 @@ import trio
 import trio_asyncio
 
 from wad.browser.driver import BrowserDriver
-from wad.bus import EventBus, MessageStored
+from wad.bus import EventBus, MessageStored, SessionStatus
 from wad.config import DaemonSettings, InboundSettings, Settings, WhatsAppSettings
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
@@ -60,20 +63,25 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Recorder:
-    """When each message's row was committed (the actor publishes `message.stored` right after)."""
+    """When each message's row was committed (the actor publishes `message.stored` right after),
+    and the sessions that went back to `CONNECTING` because a health check failed."""
 
     def __init__(self) -> None:
         self.committed: dict[str, float] = {}
         self.changed = trio.Event()
+        self.health_restarts: list[str] = []
 
     async def run(self, bus: EventBus, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        with bus.subscribe(kinds={MessageStored}, buffer=100_000) as events:
+        with bus.subscribe(kinds={MessageStored, SessionStatus}, buffer=100_000) as events:
             task_status.started()
             async for event in events:
                 if isinstance(event, MessageStored):
                     self.committed[event.wa_message_id] = time.perf_counter()
                     self.changed.set()
+                elif (isinstance(event, SessionStatus) and event.state == "CONNECTING"
+                      and (event.last_error or "").startswith("health check")):
+                    self.health_restarts.append(f"{event.org_id}: {event.last_error}")
 
     async def wait_for(self, ids: list[str], timeout: float) -> None:
         with trio.fail_after(timeout):
@@ -178,6 +186,10 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                     senders.start_soon(deliver_paced, account, n / rate)
             await recorder.wait_for(list(asked), timeout=300)
             latencies = [recorder.committed[i] - t for i, t in asked.items()]
+            browser_restarts = sum(
+                max(0, handle.session.browser_starts - 1)
+                for handle in (manager.running(org) for org, _ in accounts) if handle is not None)
+            load = os.getloadavg()
             scope.cancel()
             with trio.fail_after(120):
                 await stopped.wait()  # sessions closed before the pool goes
@@ -189,6 +201,9 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * percentile(latencies, 0.99),
         "max_ms": 1000 * max(latencies),
+        "health_restarts": len(recorder.health_restarts),
+        "browser_restarts": browser_restarts,
+        "load_1m": load[0], "load_15m": load[2],
     }
 
 
@@ -216,7 +231,10 @@ async def main_async(args: argparse.Namespace, root: Path) -> list[dict[str, flo
                   f"{result['stored_per_s']:6.1f} stored/s, {result['processed_per_s']:6.1f} "
                   f"processed/s | {result['paced_messages']:.0f} paced at {args.rate:g}/s: "
                   f"delivery to commit p50 {result['p50_ms']:6.1f} ms, p99 "
-                  f"{result['p99_ms']:6.1f} ms, max {result['max_ms']:6.1f} ms", flush=True)
+                  f"{result['p99_ms']:6.1f} ms, max {result['max_ms']:6.1f} ms | restarts by a "
+                  f"health check: {result['health_restarts']:.0f}, browser restarts: "
+                  f"{result['browser_restarts']:.0f} | load {result['load_1m']:.1f} (1 min), "
+                  f"{result['load_15m']:.1f} (15 min) on {os.cpu_count()} CPUs", flush=True)
     return results
 
 

@@ -67,9 +67,10 @@ class VirtualTimeDatabase(Database):
                 await aio_as_trio(self._pool.release)(raw)
 
     @asynccontextmanager
-    async def dedicated(self) -> AsyncIterator[Connection]:
+    async def dedicated(self, *, server_settings: dict[str, str] | None = None
+                        ) -> AsyncIterator[Connection]:
         with self.counted():
-            raw = await aio_as_trio(asyncpg.connect)(self.dsn)
+            raw = await aio_as_trio(asyncpg.connect)(self.dsn, server_settings=server_settings)
             await aio_as_trio(_init_connection)(raw)
         try:
             yield _CountedConnection(raw, self)

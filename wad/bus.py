@@ -168,9 +168,23 @@ class SessionIncompatible(Event, frozen=True, kw_only=True, tag="session.incompa
     reason: str
 
 
+class ProcessingFailed(Event, frozen=True, kw_only=True, tag="message.processing_failed"):
+    """Processing a stored message (client, conversation, language, status, agent) failed for
+    the `attempts`-th time with `error`: it is tried again after `retry_in_s`, or, when
+    `parked`, not any more (`processing_state` `FAILED`)."""
+
+    id: str
+    wa_message_id: str
+    attempts: int
+    error: str
+    parked: bool
+    retry_in_s: float | None = None
+
+
 AnyEvent = (SessionStatus | MessageStored | MessageReceived | MessageSent | MessageStatusChanged
             | ClientStatusChanged | MessageEdited | AgentReplyQueued | OutboxStatus
-            | SendingPaused | SendsRefused | PluginFailed | SessionIncompatible)
+            | SendingPaused | SendsRefused | PluginFailed | SessionIncompatible
+            | ProcessingFailed)
 """Every event kind, as one tagged union (`msgspec.convert(data, AnyEvent)` decodes one)."""
 
 

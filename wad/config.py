@@ -62,7 +62,17 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     claim_interval_s: PositiveSeconds = 5.0
     """How often the daemon claims unowned organizations and stops ones disconnected elsewhere."""
     lock_check_interval_s: PositiveSeconds = 1.0
-    """How often the lock connection is checked; when it fails, every organization stops."""
+    """How often the lock connection is checked. When a query on it fails, or it answered nothing
+    for `lease_s - lease_renew_interval_s`, every organization stops at once."""
+    lease_s: Annotated[float, Meta(ge=2, le=600)] = 15.0
+    """An owner's lease on its organizations: renewed in the database every
+    `lease_renew_interval_s`; once it has expired another daemon may take them over (ending the
+    stale owner's database session), and the owner itself sends nothing more for them."""
+    lease_renew_interval_s: PositiveSeconds = 3.0
+    tcp_keepalive_s: Annotated[int, Meta(ge=1, le=600)] = 5
+    """TCP keepalive on the lock connection (idle seconds, then probes this many seconds apart,
+    3 of them): PostgreSQL drops the locks of a daemon whose host went silent within about
+    4 times this."""
     org_max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 5
     """An organization's supervisor gives up (the organization ends `ERROR`) after more than
     this many restarts of its actors within `org_restart_period_s`."""
@@ -125,7 +135,14 @@ class WhatsAppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     ready_timeout_s: PositiveSeconds = 60.0
     """How long to wait for the page's internals (`Debug.VERSION`) after a navigation."""
     health_check_interval_s: PositiveSeconds = 30.0
+    """A page that delivered nothing and answered nothing for this long is pinged."""
     health_check_timeout_s: PositiveSeconds = 10.0
+    """How long the ping may take on an idle host; it grows with the host's load (the 1-minute
+    load average per CPU) up to `health_check_max_timeout_s`."""
+    health_check_max_timeout_s: PositiveSeconds = 120.0
+    health_restart_spacing_s: NonNegativeSeconds = 10.0
+    """At most one health-check restart per this many seconds across the daemon's
+    organizations."""
     reconnect_initial_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 30.0
     reconnect_max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 8
@@ -172,6 +189,15 @@ class InboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How often an unreachable database is tried again."""
     max_concurrent_chats: Annotated[int, Meta(ge=1, le=256)] = 8
     """Chats processed at the same time (each chat's messages are processed in order)."""
+    processing_max_attempts: Annotated[int, Meta(ge=1, le=100)] = 5
+    """A message whose processing failed this many times is parked (`FAILED`, with its error,
+    counted in `wad status` and the metrics); before that it is tried again with backoff."""
+    processing_retry_initial_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    """The first retry's delay; it doubles for each later one, up to
+    `processing_retry_max_s`."""
+    processing_retry_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    processing_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0
+    """One processing attempt taking longer than this counts as a failure."""
 
     def __post_init__(self) -> None:
         for name in ("processing_delay", "reply_delay", "enrichment_pause"):

@@ -66,11 +66,13 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
     assert "Issyk-Kul Tours" in wad.ok("org", "list")
 
     table = wad.ok("status").splitlines()
-    assert table[0].split() == ["ORGANIZATION", "ID", "STATE", "NUMBER", "LAST", "ERROR"]
+    assert table[0].split() == ["ORGANIZATION", "ID", "STATE", "NUMBER", "PARKED", "LAST",
+                                "ERROR"]
     assert any(org_id in line and "DISCONNECTED" in line for line in table[1:])
     one = json.loads(wad.ok("status", "issyk-kul tours", "--json"))  # by name, any case
     assert one["organization_id"] == org_id
     assert one["state"] == "DISCONNECTED"
+    assert (one["parked_messages"], one["last_parked_error"]) == (0, None)
     assert "state            DISCONNECTED" in wad.ok("status", org_id)
 
     # A token made by the CLI works over HTTP, for its own organization only.

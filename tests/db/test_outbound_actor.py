@@ -37,6 +37,7 @@ from wad.org.outbound.actor import OutboundActor
 from wad.org.outbound.limits import TrioClock
 from wad.org.outbound.queue import queue_message
 from wad.org.outbound.settings import RateLimitingPatch, SettingsPatch
+from wad.org.ownership import Lease
 
 EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
 CLIENT = "+996555123456"
@@ -646,3 +647,28 @@ async def test_without_typing_nothing_is_shown(
     async with h.running() as actor:
         await until(lambda: _statuses_are(h, {"SENT": 1}))
     assert h.page.typing_log == [] and actor.stats.typing_shown == 0
+
+
+# -- fencing ----------------------------------------------------------------------------------
+
+
+async def test_nothing_is_claimed_or_sent_while_the_lease_is_not_valid(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    lease = Lease(valid_until=trio.current_time() - 1)  # expired: the daemon was frozen
+    actor = OutboundActor(org_id=h.org_id, db=h.db, bus=h.bus, session=h.session,
+                          config=h.config, clock=h.clock, lease=lease)
+    item = await h.queue("Ваш тур подтверждён")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await trio.sleep(120)
+        assert h.page.server == []  # nothing sent
+        assert (await h.item(item.id)).status == "QUEUED"  # nor claimed
+        lease.extend(trio.current_time() + 60)  # renewed: sending goes on
+        await until(lambda: _true(len(h.page.ok()) == 1))
+        lease.lose()  # another daemon took over: nothing more is sent
+        second = await h.queue("И ещё одно")
+        await trio.sleep(120)
+        assert len(h.page.server) == 1
+        assert (await h.item(second.id)).status == "QUEUED"
+        nursery.cancel_scope.cancel()

@@ -9,6 +9,7 @@ import shutil
 import signal
 import tempfile
 import time
+import uuid
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from tests.support.daemonproc import (
 )
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
+from wad.db.repo import outbox as outbox_repo
 from wad.sim.client import SimClient
+from wad.sim.model import SimConfig
 
 pytestmark = pytest.mark.browser
 
@@ -187,3 +190,109 @@ async def test_daemon_cut_from_the_database_stops_its_organizations(
     finally:
         await trio.to_thread.run_sync(daemon.stop)
         await trio.to_thread.run_sync(cluster.stop)
+
+
+LEASE = "lease_s = 6.0\nlease_renew_interval_s = 1.0\n"
+TAKEOVER_S = 6.0 + 1.0
+"""docs/operations.md: another daemon owns the organization within lease_s + claim_interval_s."""
+TAKEOVER_SLACK_S = 8.0
+"""The takeover's queries and the new owner's start on a loaded test machine."""
+
+
+async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
+        dsn: str, nursery: trio.Nursery, aio_loop: None) -> None:
+    sim = await start_sim(nursery, seed=7, config=SimConfig(qr_rotate_s=5.0, sync_delay_s=0.3))
+    dirs = []
+    for _ in range(2):
+        path = Path(tempfile.mkdtemp(prefix="wad-fz-"))
+        os.chmod(path, 0o711)
+        dirs.append(path)
+    env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "freeze-test-key-shared-by-both-daemons"}
+    extra = whatsapp_config(sim.url)
+    owner = await start_daemon_in_thread(dirs[0], env=env, extra_config=extra,
+                                         daemon_config=FAST + LEASE)
+    other = await start_daemon_in_thread(dirs[1], env=env, extra_config=extra,
+                                         daemon_config=FAST + LEASE)
+    account = "996555800001"
+    try:
+        async with SimClient(sim.url) as phone, Database.open(dsn, min_size=1,
+                                                               max_size=2) as db:
+            org = await _link(owner, phone, account, "Frozen Owner")
+            owner_node, other_node = _node(owner), _node(other)
+            assert (await other.whatsapp_status(org))["node_id"] == owner_node
+            with trio.fail_after(30):  # the login archive, so that the other can restore it
+                while not await db.fetchval(
+                        "SELECT count(*) FROM session_archives WHERE organization_id = $1",
+                        uuid.UUID(org)):
+                    await trio.sleep(0.2)
+            # One send through the owner names its page in the simulator's sent log.
+            async with owner.socket_client() as api:
+                queued = await api.post("/api/whatsapp/send", json={
+                    "organization_id": org, "to": "+996555810000", "content": "before the freeze"})
+                assert queued.status_code == 202, queued.text
+            with trio.fail_after(30):
+                while not [m for m in (await phone.sent(account))["messages"]
+                           if m["body"] == "before the freeze"]:
+                    await trio.sleep(0.2)
+            stale_page = next(m["page"] for m in (await phone.sent(account))["messages"]
+                              if m["body"] == "before the freeze")
+
+            owner.proc.send_signal(signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            for n in range(3):  # clients write during the switch
+                await phone.deliver(account, f"99655582000{n}", f"during the switch {n}")
+            with trio.fail_after(TAKEOVER_S + TAKEOVER_SLACK_S):
+                while (await other.whatsapp_status(org)).get("node_id") != other_node:
+                    await trio.sleep(0.2)
+            took_over_s = time.monotonic() - frozen_at
+            taken_at = time.time()
+            await other.wait_state(org, "CONNECTED", timeout=60, node=other_node)
+            assert any(line.get("event") == "taking over organizations whose owner's lease "
+                       "expired" for line in other.lines())
+            assert len(await phone.devices(account)) == 1  # the same linked device, no QR
+
+            # Sends that fall due as the frozen daemon wakes: only the new owner may send them.
+            for n in range(3):
+                await outbox_repo.enqueue(db, organization_id=uuid.UUID(org),
+                                          to_phone=f"+99655583000{n}",
+                                          content=f"due at the wake {n}")
+            owner.proc.send_signal(signal.SIGCONT)
+            with trio.fail_after(30):  # the stale owner stops its browser for the organization
+                while processes_using(f"--user-data-dir={dirs[0]}"):
+                    await trio.sleep(0.2)
+            assert any(line.get("event") in (
+                "lost the lock connection: stopping every organization now",
+                "lease lost: another daemon took the organization over; stopping it here")
+                for line in owner.lines()), owner.log_path.read_text()[-3000:]
+
+            with trio.fail_after(60):
+                while True:
+                    stored = await db.fetch("SELECT wa_message_id, body FROM messages "
+                                            "WHERE body LIKE 'during the switch %'")
+                    sent = await db.fetch("SELECT content FROM outbox WHERE content LIKE "
+                                          "'due at the wake %' AND status IN "
+                                          "('SENT', 'DELIVERED', 'READ')")
+                    if len(stored) >= 3 and len(sent) >= 3:
+                        break
+                    await trio.sleep(0.3)
+            assert sorted(r["body"] for r in stored) == [f"during the switch {n}"
+                                                         for n in range(3)]
+            assert len({r["wa_message_id"] for r in stored}) == 3
+            record = (await phone.sent(account))["messages"]
+            stale = [m for m in record if m["page"] == stale_page and m["at"] > taken_at]
+            assert stale == [], stale
+            bodies = [m["body"] for m in record if m.get("result") == "OK"]
+            for n in range(3):
+                assert bodies.count(f"due at the wake {n}") == 1, record
+            # The stale owner left the new owner's record alone.
+            status = await other.whatsapp_status(org)
+            assert (status["state"], status["node_id"]) == ("CONNECTED", other_node)
+            assert owner.proc.poll() is None  # it goes on (with what it still owns)
+            print(f"ownership moved {took_over_s:.1f} s after the freeze")
+    finally:
+        for daemon in (owner, other):
+            if daemon.proc.poll() is None:
+                daemon.proc.send_signal(signal.SIGCONT)
+                await trio.to_thread.run_sync(daemon.stop)
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)

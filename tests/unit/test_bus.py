@@ -61,7 +61,9 @@ def test_events_round_trip_through_json_by_their_kind(kind: str) -> None:
         "outbox.refused": {"limit": "hour", "count": 2},
         "plugin.error": {"plugin": "p", "hook": "h"},
         "session.incompatible": {"version": "2.3000.1", "missing": ["X.y is missing"],
-                                 "reason": "WhatsApp Web 2.3000.1: X.y is missing"}}
+                                 "reason": "WhatsApp Web 2.3000.1: X.y is missing"},
+        "message.processing_failed": {"id": "m", "wa_message_id": "w", "attempts": 5,
+                                      "error": "TimeoutError: agent", "parked": True}}
     made = event(kind, uuid.uuid4(), examples[kind])
     assert made.kind == kind
     decoded = msgspec.json.decode(msgspec.json.encode(made), type=bus.AnyEvent)

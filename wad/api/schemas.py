@@ -62,6 +62,10 @@ class SessionStatus(msgspec.Struct, kw_only=True):
     sending_paused_reason: str | None
     node_id: str | None
     updated_at: datetime | None
+    parked_messages: int = 0
+    """Incoming messages whose processing failed repeatedly (`processing_state` `FAILED`)."""
+    last_parked_error: str | None = None
+    """The error of the latest parked message."""
 
 
 class StatusList(msgspec.Struct, kw_only=True):

@@ -296,6 +296,9 @@ class BrowserSession:
         self._closing = False
         self._pid: int | None = None
         self.version: str | None = None
+        self.last_activity = trio.current_time()
+        """When the page last delivered an event or answered a call (`trio.current_time()`):
+        the health check's measure of progress."""
         self.held_back = 0
         """How many events had to wait for room in `events` (the page held them meanwhile)."""
         self._origin = ""
@@ -410,6 +413,7 @@ class BrowserSession:
         main frame at the WhatsApp origin are refused (counted, logged, dropped)."""
         if not self._from_the_page(source):
             return
+        self.last_activity = trio.current_time()
         try:
             event: Event = events.decode(raw)
         except msgspec.ValidationError as exc:
@@ -520,6 +524,7 @@ class BrowserSession:
                 answer = msgspec.json.decode(raw) if isinstance(raw, str) else raw
             except msgspec.DecodeError:
                 answer = raw
+            self.last_activity = trio.current_time()
             if not isinstance(answer, dict) or "ok" not in answer:
                 raise BridgeError(f"{name}: malformed answer from the bridge: {answer!r}")
             if not answer["ok"]:
@@ -617,9 +622,10 @@ class BrowserSession:
         """The page's current connection state, sync flag, QR payload and version."""
         return await self._call_as(SessionState, "state")
 
-    async def ping(self) -> str:
-        """A cheap bridge round trip within the health-check timeout; answers the version."""
-        value = await self._call("ping", timeout=self._settings.health_check_timeout_s)
+    async def ping(self, *, timeout: float | None = None) -> str:
+        """A cheap bridge round trip within TIMEOUT (default: the health-check timeout);
+        answers the version."""
+        value = await self._call("ping", timeout=timeout or self._settings.health_check_timeout_s)
         return str(value.get("version") if isinstance(value, dict) else value)
 
     def browser_pid(self) -> int | None:

@@ -187,6 +187,9 @@ def cmd_status(daemon: Daemon, args: argparse.Namespace) -> int:
             print(f"  {label:<16} {_when(status[key])}")
         if status["sending_paused"]:
             print(f"  {'sending paused':<16} {status['sending_paused_reason'] or 'yes'}")
+        if status.get("parked_messages"):
+            print(f"  {'parked messages':<16} {status['parked_messages']} (processing failed "
+                  f"repeatedly; latest error: {_short(status.get('last_parked_error'))})")
         return EXIT_OK
     listing = daemon.get("/api/whatsapp/status")["organizations"]
     if args.json:
@@ -195,9 +198,9 @@ def cmd_status(daemon: Daemon, args: argparse.Namespace) -> int:
     if not listing:
         print("no organizations yet (create one with `wad org create NAME`)")
         return EXIT_OK
-    _table(["ORGANIZATION", "ID", "STATE", "NUMBER", "LAST ERROR"],
+    _table(["ORGANIZATION", "ID", "STATE", "NUMBER", "PARKED", "LAST ERROR"],
            [[_short(o["name"], 30), o["organization_id"], o["state"], o["phone_number"] or "-",
-             _short(o["last_error"])] for o in listing])
+             str(o.get("parked_messages", 0)), _short(o["last_error"])] for o in listing])
     return EXIT_OK
 
 

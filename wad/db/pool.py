@@ -145,9 +145,11 @@ class Database:
                 await aio_as_trio(tx.commit)()
 
     @asynccontextmanager
-    async def dedicated(self) -> AsyncIterator[Connection]:
-        """A connection outside the pool (for advisory locks that must outlive pool churn)."""
-        raw = await aio_as_trio(asyncpg.connect)(self.dsn)
+    async def dedicated(self, *, server_settings: dict[str, str] | None = None
+                        ) -> AsyncIterator[Connection]:
+        """A connection outside the pool (for advisory locks that must outlive pool churn),
+        with these session settings (e.g. `tcp_keepalives_idle`) from its start."""
+        raw = await aio_as_trio(asyncpg.connect)(self.dsn, server_settings=server_settings)
         await aio_as_trio(_init_connection)(raw)
         try:
             yield Connection(raw)

@@ -7,7 +7,8 @@ Three sources feed it:
   client's message being stored to its `message.received`), browser health-check
   failures (a session going back to `CONNECTING` because the health check failed), sends
   refused at the door by a limit (`SendsRefused`, published by `wad.org.outbound.queue`), plugin
-  errors (`PluginFailed`, published by the daemon);
+  errors (`PluginFailed`, published by the daemon), inbound processing retried or parked
+  (`ProcessingFailed`, published by the inbound actor);
 - **the supervisors** (`wad.supervise.on_restart`): actor restarts by organization and actor;
 - **the database and /proc at scrape time** (`refresh`): sessions by state, send queue depth and
   the age of its oldest message, send latencies (queued to sent, sent to delivered, read from the
@@ -52,6 +53,7 @@ from wad.bus import (
     MessageSent,
     MessageStored,
     PluginFailed,
+    ProcessingFailed,
     SendsRefused,
     SessionIncompatible,
     SessionStatus,
@@ -68,7 +70,7 @@ SESSION_STATES = ("DISCONNECTED", "CONNECTING", "QR_CODE_PENDING", "PAIRING_CODE
 
 BUS_KINDS: frozenset[type[Event]] = frozenset({
     MessageStored, MessageReceived, MessageSent, SessionStatus, SessionIncompatible, SendsRefused,
-    PluginFailed})
+    PluginFailed, ProcessingFailed})
 """The bus events the counters follow."""
 
 SEND_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600)
@@ -327,6 +329,12 @@ class Metrics:
         self.incompatible = Counter(
             "wad_page_incompatible", "Sessions stopped because the WhatsApp Web page lacked a "
             "module or member the bridge relies on", ["organization", "version"], registry=r)
+        self.processing_retries = Counter(
+            "wad_inbound_processing_retries", "Processing attempts of incoming messages that "
+            "failed and will be tried again", ["organization"], registry=r)
+        self.parked = Counter(
+            "wad_inbound_messages_parked", "Incoming messages parked after their processing "
+            "failed repeatedly (processing_state FAILED)", ["organization"], registry=r)
         self.plugin_errors = Counter("wad_plugin_errors", "Plugin hook calls that raised or "
                                      "took too long", ["plugin", "hook"], registry=r)
         self.archives_pruned = Counter(
@@ -403,6 +411,8 @@ class Metrics:
                 self.refused.labels(org, event.limit).inc(event.count)
             case PluginFailed():
                 self.plugin_error(event.plugin, event.hook)
+            case ProcessingFailed():
+                (self.parked if event.parked else self.processing_retries).labels(org).inc()
 
     def _remember_stored(self, message_id: str, at: float) -> None:
         self._stored[message_id] = at

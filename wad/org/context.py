@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -16,6 +16,7 @@ import trio
 from wad.bus import EventBus
 from wad.config import Settings
 from wad.db.pool import Database
+from wad.org.ownership import Lease
 from wad.org.session import SessionActor
 from wad.supervise import ChildSpec
 
@@ -32,6 +33,8 @@ class OrgContext:
     session: SessionActor
     inbound_events: trio.MemoryReceiveChannel[Any]
     plugins: Any = None
+    lease: Lease = field(default_factory=Lease)
+    """This daemon's lease on the organization: nothing is sent while it is not valid."""
 
 
 ActorFactory = Callable[[OrgContext], ChildSpec]

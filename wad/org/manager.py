@@ -25,9 +25,10 @@ from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org import health
 from wad.org.actors import ACTORS
 from wad.org.context import ActorFactory, OrgContext
-from wad.org.ownership import Ownership, lock_key
+from wad.org.ownership import Lease, Ownership, lock_key
 from wad.org.session import SessionActor, SessionNotReady
 from wad.supervise import (
     Backoff,
@@ -96,6 +97,14 @@ class OrgHandle:
     done: trio.Event = field(default_factory=trio.Event)
 
 
+def keepalive_settings(settings: Settings) -> dict[str, str]:
+    """TCP keepalive for the lock connection, so that PostgreSQL notices a silent host (and
+    drops its locks) within about 4 x `tcp_keepalive_s` (ignored on unix sockets)."""
+    seconds = str(settings.daemon.tcp_keepalive_s)
+    return {"tcp_keepalives_idle": seconds, "tcp_keepalives_interval": seconds,
+            "tcp_keepalives_count": "3"}
+
+
 def default_actors() -> list[ActorFactory]:
     """The actors that join each organization's session: see `wad/org/actors.py`."""
     return list(ACTORS)
@@ -118,7 +127,11 @@ class OrgManager(OrgManagerAPI):
         self._nursery: trio.Nursery | None = None
         self.supervisor: Supervisor | None = None  # the dynamic supervisor of the organizations
         self._owner: Ownership | None = None
+        self._leases: dict[uuid.UUID, Lease] = {}
+        """This daemon's lease on each organization it claimed (see `wad.org.ownership`)."""
         self._lock = trio.Lock()
+        self.health_spacing = health.RestartSpacing(settings.whatsapp.health_restart_spacing_s)
+        """One health-check restart at a time across every organization (`wad.org.health`)."""
 
     async def run(self, *, task_status: trio.TaskStatus[OrgManager] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -135,7 +148,8 @@ class OrgManager(OrgManagerAPI):
         failures = 0
         while True:
             try:
-                async with self.db.dedicated() as conn:
+                async with self.db.dedicated(
+                        server_settings=keepalive_settings(self.settings)) as conn:
                     owner = Ownership(conn, self.settings.node)
                     await owner.setup()
                     self._owner = owner
@@ -149,9 +163,14 @@ class OrgManager(OrgManagerAPI):
                             task_status.started(self)
                             reported = True
                         nursery.start_soon(self._reconcile_loop)
+                        nursery.start_soon(self._lease_loop, owner)
                         await self._watch_lock_connection(owner)
                         _log.error("lost the lock connection: stopping every organization now",
                                    organizations=len(self._orgs))
+                        # Another daemon may own them already: they stop without a trace
+                        # (no state written, no archive, nothing sent).
+                        for lease in self._leases.values():
+                            lease.lose()
                         nursery.cancel_scope.cancel()
             except* Exception as group:
                 _log.error("organization manager cannot reach the database; retrying",
@@ -159,6 +178,7 @@ class OrgManager(OrgManagerAPI):
             finally:
                 self._nursery = None
                 self._owner = None
+                self._leases.clear()
             if not reported:
                 task_status.started(self)
                 reported = True
@@ -166,12 +186,77 @@ class OrgManager(OrgManagerAPI):
             await trio.sleep(LOCK_BACKOFF.delay(failures))
 
     async def _watch_lock_connection(self, owner: Ownership) -> None:
-        """Return as soon as the lock connection stops answering."""
-        interval = self.settings.daemon.lock_check_interval_s
+        """Return as soon as a query on the lock connection fails, or once a ping has had no
+        answer for as long as this daemon's leases stay valid without a renewal
+        (`lease_s - lease_renew_interval_s`): slowness under load is not a loss."""
+        daemon = self.settings.daemon
+        silence = max(daemon.lease_s - daemon.lease_renew_interval_s, 1.0)
         while True:
-            if not await owner.alive(timeout=max(interval, 1.0)):
+            if not await owner.alive(timeout=silence):
                 return
-            await trio.sleep(interval)
+            await trio.sleep(daemon.lock_check_interval_s)
+
+    async def _lease_loop(self, owner: Ownership) -> None:
+        """Renew this daemon's leases every `lease_renew_interval_s`; an organization whose
+        lease is gone (another daemon took it over) is stopped at once, sending nothing more."""
+        daemon = self.settings.daemon
+        while True:
+            await trio.sleep(daemon.lease_renew_interval_s)
+            owned = list(self._leases)
+            asked = trio.current_time()
+            try:
+                with trio.fail_after(daemon.lease_s):
+                    kept = await owner.renew(lease_s=daemon.lease_s)
+            except Exception as exc:  # trio.TooSlowError included
+                # The lock connection's watch decides whether this daemon goes on; meanwhile
+                # the leases run out by themselves and sending waits.
+                _log.warning("could not renew the leases", error=f"{type(exc).__name__}: {exc}")
+                continue
+            until = asked + daemon.lease_s - daemon.lease_renew_interval_s
+            for org_id in owned:
+                lease = self._leases.get(org_id)
+                if lease is None:
+                    continue
+                if org_id in kept:
+                    lease.extend(until)
+                else:
+                    self._fence(org_id, lease)
+
+    def _fence(self, org_id: uuid.UUID, lease: Lease) -> None:
+        """Another daemon owns the organization now: stop it here without sending anything."""
+        if lease.lost:
+            return
+        lease.lose()
+        _log.error("lease lost: another daemon took the organization over; stopping it here",
+                   org=str(org_id))
+        if self._nursery is not None:
+            self._nursery.start_soon(self._stop, org_id)
+
+    async def _claim(self, owner: Ownership, org_id: uuid.UUID) -> bool:
+        """Take the organization's lock and lease; True when this daemon owns it now."""
+        daemon = self.settings.daemon
+        asked = trio.current_time()
+        if not await owner.try_claim(org_id, lease_s=daemon.lease_s):
+            return False
+        self._leases[org_id] = Lease(asked + daemon.lease_s - daemon.lease_renew_interval_s)
+        return True
+
+    async def _end_expired_owners(self, owner: Ownership, held_orgs: list[uuid.UUID]
+                                  ) -> set[int]:
+        """End the lock connections of frozen owners (lease expired) of those organizations;
+        answers the lock keys still held afterwards (waiting a moment for the ended sessions to
+        exit)."""
+        freed = await owner.end_expired_owners(held_orgs)
+        if freed:
+            _log.warning("taking over organizations whose owner's lease expired",
+                         organizations=[str(o) for o in freed])
+        keys = {lock_key(o) for o in freed}
+        held = await owner.held_keys()
+        with trio.move_on_after(5):
+            while keys & held:
+                await trio.sleep(0.1)
+                held = await owner.held_keys()
+        return held
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -200,6 +285,9 @@ class OrgManager(OrgManagerAPI):
             if not candidates or capacity <= 0:
                 return
             held = await owner.held_keys()
+            taken = [o for o in candidates if lock_key(o) in held]
+            if taken:
+                held = await self._end_expired_owners(owner, taken)
             unowned = [o for o in candidates if lock_key(o) not in held]
             if not unowned:
                 return
@@ -210,7 +298,7 @@ class OrgManager(OrgManagerAPI):
             for org_id in unowned:
                 if claimed >= share:
                     break
-                if await owner.try_claim(org_id):
+                if await self._claim(owner, org_id):
                     claimed += 1
                     await self._start(org_id)
             if claimed:
@@ -264,10 +352,13 @@ class OrgManager(OrgManagerAPI):
         supervisor that gives up marks this organization `ERROR`, and nothing else."""
         with structlog.contextvars.bound_contextvars(org=str(org_id)):
             send, receive = trio.open_memory_channel[Any](INBOUND_BUFFER)
+            lease = self._leases.get(org_id) or Lease()
             actor = self.session_factory(org_id=org_id, settings=self.settings, db=self.db,
-                                         driver=self.driver, bus=self.bus, inbound=send)
+                                         driver=self.driver, bus=self.bus, inbound=send,
+                                         health_spacing=self.health_spacing, lease=lease)
             ctx = OrgContext(org_id=org_id, settings=self.settings, db=self.db, bus=self.bus,
-                             session=actor, inbound_events=receive, plugins=self.plugins)
+                             session=actor, inbound_events=receive, plugins=self.plugins,
+                             lease=lease)
             supervisor = self.org_supervisor(ctx)
             handle = OrgHandle(org_id=org_id, session=actor, supervisor=supervisor)
             self._orgs[org_id] = handle
@@ -292,8 +383,11 @@ class OrgManager(OrgManagerAPI):
             finally:
                 if self._orgs.get(org_id) is handle:
                     del self._orgs[org_id]
-                with trio.move_on_after(5, shield=True):
-                    await self._release(org_id)
+                if self._leases.get(org_id) is lease:
+                    del self._leases[org_id]
+                if not lease.lost:  # else it is another daemon's now: leave its rows alone
+                    with trio.move_on_after(5, shield=True):
+                        await self._release(org_id)
                 handle.done.set()
 
     async def _release(self, org_id: uuid.UUID) -> None:
@@ -301,6 +395,10 @@ class OrgManager(OrgManagerAPI):
         owner = self._owner
         try:
             await sessions_repo.set_node(self.db, organization_id=org_id, node_id=None)
+        except Exception as exc:
+            _log.warning("could not record that no one runs the organization", org=str(org_id),
+                         error=str(exc))
+        try:
             if owner is not None:
                 await owner.release(org_id)
         except Exception as exc:
@@ -322,7 +420,7 @@ class OrgManager(OrgManagerAPI):
                 _log.warning("at the organization limit; leaving it to another daemon",
                              org=str(org_id))
                 return
-            if await owner.try_claim(org_id):
+            if await self._claim(owner, org_id):
                 await self._start(org_id)
 
     async def disconnect(self, org_id: uuid.UUID) -> None:

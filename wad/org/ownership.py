@@ -1,15 +1,28 @@
-"""Which daemon runs which organization: PostgreSQL advisory locks on one connection.
+"""Which daemon runs which organization: PostgreSQL advisory locks on one connection, and a
+lease renewed beside them.
 
 A daemon runs an organization only while it holds that organization's session-level advisory
 lock on its lock connection. When the daemon dies or its connection breaks, PostgreSQL drops the
 locks and another daemon may claim them; the daemon that lost its connection must stop its
 organizations at once (the manager does, when `alive()` fails), so no two daemons ever drive
 the same account.
+
+A daemon that is frozen (SIGSTOP, a stuck event loop) keeps its connection, and so its locks,
+as long as the host answers TCP. Hence the lease: the owner renews it in `org_leases` every
+`lease_renew_interval_s`; once it is `lease_s` old, another daemon ends the owner's lock
+connection (`pg_terminate_backend` of the pid recorded with the lease), which releases the
+locks, and claims the organizations. The owner itself treats its lease as valid only until one
+renewal interval before that expiry (by its own clock, from when it asked for the renewal), and
+sends nothing for an organization while its lease is not valid (fencing); when it wakes up it
+finds its connection ended or its lease gone and stops those organizations.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -29,6 +42,40 @@ def _key_from_lock(classid: int, objid: int) -> int:
     return int.from_bytes(((classid << 32) | objid).to_bytes(8, "big"), "big", signed=True)
 
 
+class Lease:
+    """This daemon's lease on one organization, as this daemon knows it: valid until a local
+    deadline (`trio.current_time()`) that each renewal moves forward; lost for good once a
+    renewal finds it gone. The default is valid forever (an organization run without a
+    manager, as in some tests)."""
+
+    def __init__(self, valid_until: float = math.inf) -> None:
+        self.valid_until = valid_until
+        self.lost = False
+        self._changed = trio.Event()
+
+    def valid(self) -> bool:
+        return not self.lost and trio.current_time() < self.valid_until
+
+    def extend(self, until: float) -> None:
+        """A renewal succeeded: valid until `until` (never moved back)."""
+        self.valid_until = max(self.valid_until, until)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def lose(self) -> None:
+        """Another daemon may own the organization now: never valid again."""
+        self.lost = True
+        self._changed.set()
+
+    async def wait_valid(self) -> None:
+        """Return while the lease is valid; wait for a renewal otherwise. A lost lease never
+        returns (the manager stops the organization, which cancels the waiter)."""
+        while not self.valid():
+            if self.lost:
+                await trio.sleep_forever()
+            await self._changed.wait()  # expired: until the next renewal (or the loss)
+
+
 class Ownership:
     """This daemon's lock connection. Calls are serialised (one connection, one query at a
     time)."""
@@ -37,39 +84,90 @@ class Ownership:
         self.conn = conn
         self.node = node
         self._lock = trio.Lock()
+        self.backend_pid = 0
+        self.last_answer = trio.current_time()
+        """When a query on the lock connection last succeeded (`trio.current_time()`)."""
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """The lock connection, for one caller at a time; a block that ends without an error
+        counts as an answer."""
+        async with self._lock:
+            yield self.conn
+            self.last_answer = trio.current_time()
 
     async def setup(self) -> None:
-        async with self._lock:
-            await locks.set_application_name(self.conn, name=APPLICATION_PREFIX + self.node)
+        async with self._connection() as conn:
+            await locks.set_application_name(conn, name=APPLICATION_PREFIX + self.node)
+            self.backend_pid = await locks.backend_pid(conn)
 
-    async def try_claim(self, org_id: uuid.UUID) -> bool:
-        """Take the organization's lock if no daemon holds it; True when this daemon has it."""
-        async with self._lock:
-            return await locks.try_lock(self.conn, key=lock_key(org_id))
+    async def try_claim(self, org_id: uuid.UUID, *, lease_s: float | None = None) -> bool:
+        """Take the organization's lock if no daemon holds it; True when this daemon has it.
+        With `lease_s`, the lease is recorded with the lock (or the lock is given back)."""
+        async with self._connection() as conn:
+            if not await locks.try_lock(conn, key=lock_key(org_id)):
+                return False
+            if lease_s is not None:
+                try:
+                    await locks.write_lease(conn, organization_id=org_id, node=self.node,
+                                            lease_s=lease_s)
+                except BaseException:
+                    with trio.move_on_after(5, shield=True):
+                        await locks.unlock(conn, key=lock_key(org_id))
+                    raise
+            return True
+
+    async def renew(self, *, lease_s: float) -> set[uuid.UUID]:
+        """Renew every lease of this lock connection; answers the organizations whose lease it
+        still has."""
+        async with self._connection() as conn:
+            return await locks.renew_leases(conn, lease_s=lease_s)
+
+    async def end_expired_owners(self, org_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """For those organizations, end the lock connection of every other daemon whose lease
+        has expired while it still holds the organization's lock; answers the organizations
+        freed that way (claimable once the ended session has exited)."""
+        if not org_ids:
+            return []
+        async with self._connection() as conn:
+            expired = [lease for lease in await locks.expired_leases(
+                conn, organization_ids=org_ids) if lease.backend_pid != self.backend_pid]
+            if not expired:
+                return []
+            held = await locks.advisory_locks_of(
+                conn, pids=sorted({lease.backend_pid for lease in expired}))
+            holding = {(lock.pid, _key_from_lock(lock.classid, lock.objid)) for lock in held}
+            freed = [lease for lease in expired
+                     if (lease.backend_pid, lock_key(lease.organization_id)) in holding]
+            for pid in sorted({lease.backend_pid for lease in freed}):
+                await locks.terminate_backend(conn, pid=pid)
+        return [lease.organization_id for lease in freed]
 
     async def release(self, org_id: uuid.UUID) -> None:
-        async with self._lock:
-            await locks.unlock(self.conn, key=lock_key(org_id))
+        async with self._connection() as conn:
+            await locks.unlock(conn, key=lock_key(org_id))
 
     async def alive(self, timeout: float) -> bool:
-        """True when the lock connection answers within `timeout` seconds."""
+        """False when a query on the lock connection fails, or when a ping gets no answer for
+        `timeout` seconds while nothing else on it answers either; slow answers on a loaded
+        host are not a loss."""
+        asked = trio.current_time()
         with trio.move_on_after(timeout):
             try:
-                async with self._lock:
-                    return await locks.ping(self.conn)
+                async with self._connection() as conn:
+                    return await locks.ping(conn)
             except Exception:
                 return False
-        return False
+        return self.last_answer > asked  # another query answered meanwhile
 
     async def held_keys(self) -> set[int]:
         """Keys of every organization lock held by any daemon."""
-        async with self._lock:
-            held = await locks.held_single_key_locks(self.conn)
+        async with self._connection() as conn:
+            held = await locks.held_single_key_locks(conn)
         return {_key_from_lock(lock.classid, lock.objid) for lock in held}
 
     async def live_daemons(self) -> int:
         """How many daemons hold a lock connection to this database (this one included)."""
-        async with self._lock:
-            count = await locks.count_connections(self.conn,
-                                                  application_prefix=APPLICATION_PREFIX)
+        async with self._connection() as conn:
+            count = await locks.count_connections(conn, application_prefix=APPLICATION_PREFIX)
         return max(1, count)

@@ -38,6 +38,8 @@ from wad.db.models import SessionState
 from wad.db.pool import Database
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
+from wad.org import health
+from wad.org.ownership import Lease
 from wad.supervise import Backoff, describe, first_leaf
 
 _log = log.get("session")
@@ -118,8 +120,9 @@ class BrowserSessionLike(Protocol):
     """What the actor needs of a driver's session (see `wad.browser.driver`)."""
 
     events: Any
+    last_activity: float
 
-    async def ping(self) -> Any: ...
+    async def ping(self, *, timeout: float | None = None) -> Any: ...
     async def refresh_qr(self) -> Any: ...
     async def takeover(self) -> Any: ...
     async def logout(self) -> Any: ...
@@ -130,13 +133,20 @@ class SessionActor:
     """One organization's browser session. Start with `nursery.start(actor.run)`."""
 
     def __init__(self, *, org_id: uuid.UUID, settings: Settings, db: Database, driver: Any,
-                 bus: EventBus, inbound: trio.MemorySendChannel[ev.Event] | None = None) -> None:
+                 bus: EventBus, inbound: trio.MemorySendChannel[ev.Event] | None = None,
+                 health_spacing: health.RestartSpacing | None = None,
+                 lease: Lease | None = None) -> None:
         self.org_id = org_id
         self.settings = settings
         self.db = db
         self.driver = driver
         self.bus = bus
         self.inbound = inbound
+        self.health_spacing = health_spacing or health.RestartSpacing(
+            settings.whatsapp.health_restart_spacing_s)
+        """Shared by the daemon's organizations (the manager passes its own)."""
+        self.lease = lease or Lease()
+        """Once lost, another daemon owns the organization: stop without writing anything."""
         self.state: SessionState = "DISCONNECTED"
         self.session: BrowserSessionLike | None = None
         self.connected = trio.Event()
@@ -179,9 +189,10 @@ class SessionActor:
                 self._browser_run, initial=wa.reconnect_initial_s, maximum=wa.reconnect_max_s,
                 max_attempts=wa.reconnect_max_attempts, on_retry=self._on_retry)
         except* trio.Cancelled:
-            # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
-            with trio.move_on_after(5, shield=True):
-                await self._set_state("DISCONNECTED")
+            if not self.lease.lost:
+                # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
+                with trio.move_on_after(5, shield=True):
+                    await self._set_state("DISCONNECTED")
             raise
         if outcome.trash_profile:
             where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
@@ -226,7 +237,8 @@ class SessionActor:
             self.page_open = trio.Event()
             was_connected = self.connected.is_set()
             self.connected = trio.Event()
-            if (was_connected or reached_connected) and not self._skip_archive:
+            if ((was_connected or reached_connected) and not self._skip_archive
+                    and not self.lease.lost):
                 # The browser is closed now, so the profile on disk is consistent.
                 with trio.move_on_after(30, shield=True):
                     await self.save_archive(reason="disconnect")
@@ -341,19 +353,11 @@ class SessionActor:
             await self.inbound.send(event)
 
     async def _health_check(self, session: BrowserSessionLike) -> None:
-        """A bridge round trip every interval; a hung, detached or dead page fails the run."""
-        wa = self.settings.whatsapp
-        while True:
-            await trio.sleep(wa.health_check_interval_s)
-            try:
-                with trio.fail_after(wa.health_check_timeout_s):
-                    await session.ping()
-            except trio.TooSlowError:
-                raise BrowserFailure(
-                    f"health check: the page did not answer within {wa.health_check_timeout_s}s"
-                ) from None
-            except Exception as exc:
-                raise BrowserFailure(f"health check failed: {exc}") from exc
+        """Fail the run only when the page makes no progress at all (`wad.org.health`)."""
+        try:
+            await health.watch(session, self.settings.whatsapp, self.health_spacing)
+        except health.HealthFailure as exc:
+            raise BrowserFailure(str(exc)) from exc.__cause__
 
     async def _archive_periodically(self) -> None:
         # Soon after (re)connecting, so that another daemon can take over even if this one is

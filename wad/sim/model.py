@@ -9,6 +9,7 @@ protocol is documented in `docs/simulator.md`.
 from __future__ import annotations
 
 import base64
+import itertools
 import random
 import time
 from collections import deque
@@ -140,6 +141,9 @@ class Device:
     conflict: bool = False
 
 
+_PAGE_SERIALS = itertools.count(1)
+
+
 @dataclass
 class Page:
     """A connected page (one WebSocket) and its pairing state."""
@@ -155,6 +159,8 @@ class Page:
     rotations: int = 0
     idle: bool = False
     refresh: trio.Event = field(default_factory=trio.Event)
+    serial: int = field(default_factory=lambda: next(_PAGE_SERIALS))
+    """Which connection this is (two browsers on one device are two pages): in the sent log."""
 
     def payload(self, ref: str | None = None) -> str:
         k = self.keys
@@ -943,7 +949,7 @@ class Simulator:
             acc.fail_next -= 1
         acc.sent.append({"id": sid, "remote": remote, "type": m.get("type", "chat"),
                          "body": m.get("body", ""), "caption": m.get("caption"),
-                         "device": page.device_id, "at": time.time(),
+                         "device": page.device_id, "page": page.serial, "at": time.time(),
                          "result": "ERROR" if failed else "OK"})
         if failed or sid in acc.msgs:
             return acc, acc.msgs.get(sid), failed

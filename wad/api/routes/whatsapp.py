@@ -11,6 +11,7 @@ import io
 import uuid
 from typing import Any, Protocol
 
+import msgspec
 import segno
 from quart import Blueprint, Response, request
 from quart_schema import tag
@@ -31,6 +32,7 @@ from wad.api.schemas import (
 from wad.api.validation import body, reply, responds
 from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
+from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import overview as overview_repo
 from wad.db.repo import sessions as sessions_repo
@@ -140,7 +142,9 @@ async def status(org_id: uuid.UUID) -> Response:
     """The session's state, linked number, last error and times, from the database."""
     await require_org(org_id)
     row = await sessions_repo.get(_db(), organization_id=org_id)
-    return reply(_status(org_id, row))
+    parked = await messages_repo.parked_summary(_db(), organization_id=org_id)
+    return reply(msgspec.structs.replace(_status(org_id, row), parked_messages=parked.count,
+                                         last_parked_error=parked.last_error))
 
 
 @bp.get("/qr/<org>")

@@ -7,6 +7,9 @@ caller's transaction ends.
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+
 import msgspec
 
 from wad.db.pool import Executor
@@ -23,6 +26,11 @@ class AdvisoryLock(msgspec.Struct, frozen=True, kw_only=True):
 async def set_application_name(db: Executor, *, name: str) -> None:
     """Name this connection in `pg_stat_activity` (at most 63 characters are kept)."""
     await db.execute("SELECT set_config('application_name', $1, false)", name[:63])
+
+
+async def backend_pid(db: Executor) -> int:
+    """The process id of this connection's database session."""
+    return int(await db.fetchval("SELECT pg_backend_pid()"))
 
 
 async def ping(db: Executor) -> bool:
@@ -63,3 +71,65 @@ async def count_connections(db: Executor, *, application_prefix: str) -> int:
     return int(await db.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
         application_prefix + "%") or 0)
+
+
+class HeldLock(msgspec.Struct, frozen=True, kw_only=True):
+    """A granted single-key advisory lock and the backend (connection) that holds it."""
+
+    pid: int
+    classid: int
+    objid: int
+
+
+class Lease(msgspec.Struct, frozen=True, kw_only=True):
+    """An organization's owner lease as the database records it."""
+
+    organization_id: uuid.UUID
+    node_id: str
+    backend_pid: int
+    expires_at: datetime
+
+
+async def write_lease(db: Executor, *, organization_id: uuid.UUID, node: str,
+                      lease_s: float) -> None:
+    """Record that this connection owns the organization for `lease_s` seconds from now."""
+    await db.execute(
+        """INSERT INTO org_leases (organization_id, node_id, backend_pid, renewed_at, expires_at)
+           VALUES ($1, $2, pg_backend_pid(), now(), now() + make_interval(secs => $3))
+           ON CONFLICT (organization_id) DO UPDATE SET
+               node_id = excluded.node_id, backend_pid = excluded.backend_pid,
+               renewed_at = excluded.renewed_at, expires_at = excluded.expires_at""",
+        organization_id, node, lease_s)
+
+
+async def renew_leases(db: Executor, *, lease_s: float) -> set[uuid.UUID]:
+    """Extend every lease of this connection by `lease_s` seconds from now (so that a live
+    owner is never taken for a frozen one, whatever it holds); answers the organizations whose
+    lease is still this connection's."""
+    rows = await db.fetch(
+        """UPDATE org_leases SET renewed_at = now(),
+                                 expires_at = now() + make_interval(secs => $1)
+           WHERE backend_pid = pg_backend_pid() RETURNING organization_id""",
+        lease_s)
+    return {r["organization_id"] for r in rows}
+
+
+async def expired_leases(db: Executor, *, organization_ids: list[uuid.UUID]) -> list[Lease]:
+    """The leases on those organizations that have expired (by the database's clock)."""
+    return many(Lease, await db.fetch(
+        """SELECT organization_id, node_id, backend_pid, expires_at FROM org_leases
+           WHERE organization_id = ANY($1::uuid[]) AND expires_at < now()""",
+        organization_ids))
+
+
+async def advisory_locks_of(db: Executor, *, pids: list[int]) -> list[HeldLock]:
+    """The single-key advisory locks the backends `pids` hold."""
+    return many(HeldLock, await db.fetch(
+        """SELECT pid, classid::bigint AS classid, objid::bigint AS objid FROM pg_locks
+           WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND pid = ANY($1::int[])""",
+        pids))
+
+
+async def terminate_backend(db: Executor, *, pid: int) -> bool:
+    """End the database session `pid` (its session locks are released as it exits)."""
+    return bool(await db.fetchval("SELECT pg_terminate_backend($1)", pid))

@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import msgspec
+
 from wad.db.models import ChatLatest, Message, MessageStatus, NewMessage, ProcessingState
 from wad.db.pool import Connection, Executor
 from wad.db.repo import columns, many, one, returned
@@ -139,6 +141,46 @@ async def set_processing_state(
             WHERE id = $1 RETURNING {_COLS}""",
         message_id, state, error, conversation_id, language)
     return one(Message, row)
+
+
+async def record_processing_failure(db: Executor, *, message_id: uuid.UUID, error: str,
+                                    max_attempts: int) -> Message | None:
+    """Count a failed processing attempt of a `PENDING` message with its error; the attempt
+    that reaches `max_attempts` parks it (`FAILED`). Answers the row (None when it was not
+    pending any more)."""
+    row = await db.fetchrow(
+        f"""UPDATE messages SET
+                processing_attempts = processing_attempts + 1,
+                processing_error = $2,
+                processing_state = CASE WHEN processing_attempts + 1 >= $3 THEN 'FAILED'
+                                        ELSE 'PENDING' END
+            WHERE id = $1 AND processing_state = 'PENDING' RETURNING {_COLS}""",
+        message_id, error, max_attempts)
+    return one(Message, row)
+
+
+class ParkedSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """An organization's parked messages: how many, and the latest one's error."""
+
+    count: int
+    last_error: str | None
+    last_at: datetime | None
+
+
+async def parked_summary(db: Executor, *, organization_id: uuid.UUID) -> ParkedSummary:
+    """How many of the organization's messages are parked (processing failed repeatedly)."""
+    row = await db.fetchrow(
+        """SELECT (SELECT count(*) FROM messages
+                   WHERE organization_id = $1 AND processing_state = 'FAILED')::int AS count,
+                  latest.processing_error AS last_error, latest.created_at AS last_at
+           FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+               SELECT processing_error, created_at FROM messages
+               WHERE organization_id = $1 AND processing_state = 'FAILED'
+               ORDER BY created_at DESC LIMIT 1) AS latest ON true""",
+        organization_id)
+    assert row is not None
+    return ParkedSummary(count=row["count"], last_error=row["last_error"],
+                         last_at=row["last_at"])
 
 
 # Acks may arrive late or twice: a status only moves forward along this order. FAILED may only

@@ -39,6 +39,8 @@ class OrgOverview(SessionSummary, frozen=True, kw_only=True):
     last_disconnected_at: datetime | None
     node_id: str | None
     updated_at: datetime | None
+    parked_messages: int = 0
+    """Incoming messages whose processing failed repeatedly (parked)."""
 
 
 async def organizations(db: Executor, *, organization_id: uuid.UUID | None = None
@@ -49,7 +51,9 @@ async def organizations(db: Executor, *, organization_id: uuid.UUID | None = Non
                   coalesce(s.state, 'DISCONNECTED') AS state,
                   coalesce(s.should_run, false) AS should_run,
                   s.phone_number, s.push_name, s.last_error, s.last_connected_at,
-                  s.last_disconnected_at, s.node_id, s.updated_at
+                  s.last_disconnected_at, s.node_id, s.updated_at,
+                  (SELECT count(*) FROM messages m WHERE m.organization_id = o.id
+                   AND m.processing_state = 'FAILED')::int AS parked_messages
            FROM organizations o LEFT JOIN whatsapp_sessions s ON s.organization_id = o.id
            WHERE $1::uuid IS NULL OR o.id = $1
            ORDER BY o.created_at, o.id""", organization_id)

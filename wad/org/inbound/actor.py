@@ -13,7 +13,12 @@ Order of work for a message event:
    conversation), status detection through the plugins (history written for each change), the
    agent hook (a reply goes into the outbound queue with priority 5, sender AI and a random
    delay), notifications. `processing_state` records the outcome; a restart resumes every message
-   still `PENDING`.
+   still `PENDING`. A processing attempt that fails (or takes longer than `processing_timeout_s`)
+   is tried again with backoff (`wad.supervise.Backoff`: `processing_retry_initial_s`, doubling
+   up to `processing_retry_max_s`); the attempt that reaches `processing_max_attempts` parks
+   the message: `FAILED` with its error, published as `message.processing_failed` (metrics,
+   `wad status`). While the database is unreachable nothing is counted: the message stays
+   `PENDING` and is resumed when it answers. No message stays `PENDING` for good.
 3. **Enrichment** (contact card, profile picture) runs beside it, paced per organization.
 
 Nothing is lost: on every (re)connect the actor catches up on each chat with activity since the
@@ -48,6 +53,7 @@ from wad.bus import (
     MessageSent,
     MessageStatusChanged,
     MessageStored,
+    ProcessingFailed,
     Queued,
     SessionChanged,
 )
@@ -62,7 +68,7 @@ from wad.org.context import OrgContext
 from wad.org.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.org.inbound.pacing import RequestPacer
 from wad.org.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
-from wad.supervise import ChildSpec, Restart
+from wad.supervise import Backoff, ChildSpec, Restart
 from wad.whatsapp import chats, ids, names
 from wad.whatsapp import messages as parse
 
@@ -110,6 +116,8 @@ class InboundStats:
     replayed: int = 0
     processed: int = 0
     failed: int = 0
+    """Failed processing attempts (each one retried, or parked)."""
+    parked: int = 0
     caught_up: int = 0
     catch_ups: int = 0
     replies: int = 0
@@ -138,6 +146,10 @@ class InboundActor:
         self._nursery: trio.Nursery | None = None
         self._lanes: dict[str, trio.MemorySendChannel[_Work]] = {}
         self._queued: set[uuid.UUID] = set()
+        self._retrying: set[uuid.UUID] = set()
+        """Messages waiting out their backoff before the next processing attempt."""
+        self._retry_backoff = Backoff(initial=self.cfg.processing_retry_initial_s,
+                                      max=self.cfg.processing_retry_max_s)
         self._chats = trio.CapacityLimiter(self.cfg.max_concurrent_chats)
         self._spool_wakeup = trio.Event()
         self._resume_wanted = trio.Event()
@@ -379,25 +391,64 @@ class InboundActor:
 
     async def _process_safely(self, work: _Work) -> None:
         try:
-            await self._process(work)
+            with trio.fail_after(self.cfg.processing_timeout_s):
+                await self._process(work)
         except Exception as exc:
             if database_unavailable(exc):
                 # Still PENDING in the database: resumed once the database answers again.
                 self._note_db_down(exc)
                 self._resume_wanted.set()
                 return
-            self.stats.failed += 1
-            _log.exception("message processing failed", message=str(work.message_id))
+            if isinstance(exc, trio.TooSlowError):
+                error = f"processing took longer than {self.cfg.processing_timeout_s:g} s"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
             try:
-                await messages_repo.set_processing_state(
-                    self.db, message_id=work.message_id, state="FAILED",
-                    error=f"{type(exc).__name__}: {exc}"[:1000])
+                await self._failed_attempt(work, error[:1000], exc)
             except Exception as again:
                 if database_unavailable(again):
                     self._resume_wanted.set()
                 else:
                     _log.exception("processing failure could not be recorded",
                                    message=str(work.message_id))
+
+    async def _failed_attempt(self, work: _Work, error: str, exc: Exception) -> None:
+        """Count the failed attempt; retry after the backoff, or park the message."""
+        self.stats.failed += 1
+        row = await messages_repo.record_processing_failure(
+            self.db, message_id=work.message_id, error=error,
+            max_attempts=self.cfg.processing_max_attempts)
+        if row is None:
+            return  # no longer pending (processed meanwhile by an earlier run)
+        parked = row.processing_state == "FAILED"
+        delay = None if parked else self._retry_backoff.delay(row.processing_attempts)
+        if parked:
+            self.stats.parked += 1
+            _log.error("message processing failed repeatedly; parked", message=str(row.id),
+                       attempts=row.processing_attempts, error=error,
+                       exc_info=(type(exc), exc, exc.__traceback__))
+        else:
+            _log.warning("message processing failed; will retry", message=str(row.id),
+                         attempts=row.processing_attempts, retry_in_s=delay, error=error)
+            self._retry_later(row, delay or 0.0, work.push_name)
+        self.bus.publish(ProcessingFailed(
+            org_id=self.org_id, id=str(row.id), wa_message_id=row.wa_message_id,
+            attempts=row.processing_attempts, error=error, parked=parked, retry_in_s=delay))
+
+    def _retry_later(self, row: Message, delay: float, push_name: str | None) -> None:
+        """Process the message again after `delay` (the chat's other messages go on)."""
+        if self._nursery is None or row.id in self._retrying:
+            return
+        self._retrying.add(row.id)
+
+        async def retry() -> None:
+            try:
+                await trio.sleep(delay)
+            finally:
+                self._retrying.discard(row.id)
+            self._schedule(row, delay=0.0, push_name=push_name)
+
+        self._nursery.start_soon(retry)
 
     async def _resume_loop(self) -> None:
         """Process what earlier runs stored but did not finish; again whenever the database was
@@ -426,12 +477,17 @@ class InboundActor:
     async def _resume_once(self) -> int:
         rows = await messages_repo.list_unprocessed(self.db, organization_id=self.org_id,
                                                     limit=RESUME_BATCH)
-        fresh = [row for row in rows if row.id not in self._queued]
+        fresh = [row for row in rows if row.id not in self._queued
+                 and row.id not in self._retrying]
         for row in fresh:
-            self._schedule(row, delay=0.0)
+            if row.processing_attempts:
+                # Failed before (in an earlier run too): the backoff holds across restarts.
+                self._retry_later(row, self._retry_backoff.delay(row.processing_attempts), None)
+            else:
+                self._schedule(row, delay=0.0)
         if fresh:
             _log.info("resuming unprocessed messages", count=len(fresh))
-        return len(rows)
+        return len(rows) if fresh else 0  # only retries waiting: nothing more to read now
 
     async def _process(self, work: _Work) -> None:
         message = await messages_repo.get(self.db, message_id=work.message_id)

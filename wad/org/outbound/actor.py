@@ -81,6 +81,7 @@ from wad.org.outbound.limits import (
     retry_delay,
 )
 from wad.org.outbound.queue import PRIORITY_URGENT
+from wad.org.ownership import Lease
 from wad.supervise import ChildSpec, Restart
 from wad.whatsapp import ids
 
@@ -141,7 +142,8 @@ async def run_outbound(ctx: OrgContext, *,
                        ) -> None:
     """Run a new `OutboundActor` for the organization until cancelled."""
     actor = OutboundActor(org_id=ctx.org_id, db=ctx.db, bus=ctx.bus, session=ctx.session,
-                          config=outbound_settings(ctx.settings), plugins=ctx.plugins)
+                          config=outbound_settings(ctx.settings), plugins=ctx.plugins,
+                          lease=ctx.lease)
     await actor.run(task_status=task_status)
 
 
@@ -188,8 +190,11 @@ class OutboundActor:
 
     def __init__(self, *, org_id: uuid.UUID, db: Database, bus: EventBus, session: SessionLike,
                  config: OutboundSettings | None = None, clock: Clock | None = None,
-                 plugins: Any = None, rng: random.Random | None = None) -> None:
+                 plugins: Any = None, rng: random.Random | None = None,
+                 lease: Lease | None = None) -> None:
         self.org_id = org_id
+        self.lease = lease or Lease()
+        """Nothing is claimed or sent while this daemon's lease is not valid (fencing)."""
         self.db = db
         self.bus = bus
         self.session = session
@@ -337,6 +342,7 @@ class OutboundActor:
             self.waiting_until = at
             await self._nap((at - now).total_seconds())
             return
+        await self.lease.wait_valid()
         fresh = new_message_id()
         item = await outbox_repo.claim_next(self.db, organization_id=self.org_id,
                                             wa_message_id=fresh, now=now)
@@ -418,6 +424,7 @@ class OutboundActor:
         if fresh:
             await self._show_typing(page, item)
         timeout = self.config.confirm_timeout_s
+        await self.lease.wait_valid()  # fencing: a daemon that lost its lease sends nothing
         with trio.move_on_after(timeout) as scope:
             info = await page.send_text(ids.user_chat(item.to_phone), item.content,
                                         message_id=flight.key)
