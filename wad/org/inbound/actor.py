@@ -635,7 +635,9 @@ class InboundActor:
             await trio.sleep(0.1)
 
     async def _save_profile(self, job: EnrichJob, profile: Profile) -> None:
-        metadata: dict[str, Any] = {"enriched_at": datetime.now(UTC).isoformat()}
+        # Without the contact card the client is looked up again (`Enricher`): not enriched yet.
+        final = profile.contact_ok or job.last
+        metadata: dict[str, Any] = {"enriched_at": datetime.now(UTC).isoformat()} if final else {}
         if profile.is_business is not None:
             metadata["is_business"] = profile.is_business
         if profile.verified_name:

@@ -59,7 +59,7 @@ from wad.bus import (
 )
 from wad.config import OutboundSettings, outbound_settings
 from wad.db.models import NewMessage, OutboxItem
-from wad.db.pool import Database, database_unavailable
+from wad.db.pool import WAIT_BACKOFF, Database, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
@@ -248,14 +248,19 @@ class OutboundActor:
             flight.done.set()
 
     async def _drain(self) -> None:
+        failures = 0  # consecutive turns that found the database unavailable
         while True:
             try:
                 await self._step()
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise
-                _log.warning("database unreachable; sending waits", error=str(exc))
-                await self._nap(self.config.poll_interval_s)
+                failures += 1
+                if failures == 1:
+                    _log.warning("database unreachable; sending waits", error=str(exc))
+                await self._nap(WAIT_BACKOFF.delay(failures))
+            else:
+                failures = 0
 
     async def _step(self) -> None:
         """One turn of the loop: at most one message claimed."""
