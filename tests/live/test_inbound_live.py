@@ -159,7 +159,14 @@ async def test_messages_delivered_while_the_daemon_was_stopped_are_stored_once(
         rows = await stored(stack, org, [wa_id(m) for m in away])
         assert [r.body for r in rows] == [f"Written while wad was away, {n}" for n in range(5)]
         assert all(r.processing_state == "DONE" for r in rows)
-        await trio.sleep(1.0)  # a catch-up after the live replay must not add anything
+        # The catch-up that follows the live replay must not add anything.
+        assert stack.manager is not None
+        handle = stack.manager.running(org)
+        assert handle is not None
+        with trio.fail_after(30):
+            while not (actor := handle.supervisor.handle("inbound")) \
+                    or not actor.stats.catch_ups:  # type: ignore[attr-defined]
+                await trio.sleep(0.05)
         assert await count_rows(stack.db, org) == 6
         clients = await stack.db.fetchval(
             "SELECT count(*) FROM clients WHERE organization_id = $1", org)
@@ -192,7 +199,9 @@ async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Pa
             for m in lost:
                 while not await page.message_exists(wa_id(m)):
                     await trio.sleep(0.1)
-        await trio.sleep(1.0)  # the page tells the simulator it has processed them
+            # The page tells the simulator it has processed them.
+            while any(d["unconfirmed"] for d in await stack.phone.devices(ACCOUNT)):
+                await trio.sleep(0.1)
         await stack.stop_daemon()
         assert await count_rows(stack.db, org) == 1
 

@@ -129,6 +129,8 @@ class OutboundStats:
     requeued: int = 0
     """Sends left in flight by an interruption and not found in the chat: queued again."""
     max_in_flight: int = 0
+    empty_looks: int = 0
+    """Turns that found nothing due in the queue (the actor then naps until poked)."""
 
 
 @dataclass(eq=False)
@@ -305,6 +307,7 @@ class OutboundActor:
         item = await outbox_repo.claim_next(self.db, organization_id=self.org_id,
                                             wa_message_id=fresh, now=now)
         if item is None:
+            self.stats.empty_looks += 1
             due = await outbox_repo.next_due_at(self.db, organization_id=self.org_id)
             wait = poll if due is None else min(poll, (due - now).total_seconds())
             # Due but not claimable: another process holds it for the moment.
