@@ -209,32 +209,42 @@ class SessionActor:
             self.db, organization_id=self.org_id, node_id=self.settings.node),
             what="session node")
         task_status.started(self)
-        wa = self.settings.whatsapp
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_states_in_background)
-            try:
-                outcome = await run_with_reconnect(
-                    self._browser_run, initial=wa.reconnect_initial_s,
-                    maximum=wa.reconnect_max_s, max_attempts=wa.reconnect_max_attempts,
-                    on_retry=self._on_retry)
-            except BaseException as exc:
-                if _is_cancellation(exc):
-                    # Stopped (daemon shutdown or disconnect): the login stays, the session
-                    # idles.
-                    with trio.move_on_after(5, shield=True):
-                        await self._set_state("DISCONNECTED")
-                        await self.write_states()
-                raise
-            if outcome.trash_profile:
-                where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
-                _log.info("profile moved to the trash folder", trash=str(where))
-            await self._set_state(outcome.state, last_error=outcome.reason)
-            await self.write_states()
-            await when_available(lambda: sessions_repo.set_should_run(
-                self.db, organization_id=self.org_id, should_run=False), what="session end")
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_states_in_background)
+                outcome = await self._run_until_final()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The writer never fails: raise what the run raised, as if no nursery were here
+            # (the supervisor sees `BrowserCrashed`, a cancellation stays a cancellation).
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         _log.warning("session ended", state=outcome.state, reason=outcome.reason)
         self.finished.set()
+
+    async def _run_until_final(self) -> Outcome:
+        """Reconnect until the session ends finally; record how it ended."""
+        wa = self.settings.whatsapp
+        try:
+            outcome = await run_with_reconnect(
+                self._browser_run, initial=wa.reconnect_initial_s, maximum=wa.reconnect_max_s,
+                max_attempts=wa.reconnect_max_attempts, on_retry=self._on_retry)
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
+                with trio.move_on_after(5, shield=True):
+                    await self._set_state("DISCONNECTED")
+                    await self.write_states()
+            raise
+        if outcome.trash_profile:
+            where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
+            _log.info("profile moved to the trash folder", trash=str(where))
+        await self._set_state(outcome.state, last_error=outcome.reason)
+        await self.write_states()
+        await when_available(lambda: sessions_repo.set_should_run(
+            self.db, organization_id=self.org_id, should_run=False), what="session end")
+        return outcome
 
     async def _on_retry(self, attempt: int, delay: float, reason: str) -> None:
         _log.warning("browser restarting", attempt=attempt, delay_s=delay, reason=reason)
