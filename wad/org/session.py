@@ -240,10 +240,9 @@ class SessionActor:
         if outcome.trash_profile:
             where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
             _log.info("profile moved to the trash folder", trash=str(where))
-        await self._set_state(outcome.state, last_error=outcome.reason)
+        # Not to run again, in the same write: whoever sees the final state sees that too.
+        await self._set_state(outcome.state, last_error=outcome.reason, should_run=False)
         await self.write_states()
-        await when_available(lambda: sessions_repo.set_should_run(
-            self.db, organization_id=self.org_id, should_run=False), what="session end")
         return outcome
 
     async def _on_retry(self, attempt: int, delay: float, reason: str) -> None:

@@ -56,7 +56,8 @@ UPDATE whatsapp_sessions SET
                                 ELSE last_disconnected_at END,
     wa_version = coalesce($6, wa_version),
     phone_number = coalesce($7, phone_number),
-    push_name = coalesce($8, push_name)
+    push_name = coalesce($8, push_name),
+    should_run = coalesce($10, should_run)
 WHERE organization_id = $1
 RETURNING {_COLS}
 """
@@ -67,10 +68,11 @@ async def set_state(
     qr_payload: str | None = None, pairing_code: str | None = None,
     last_error: str | None = None, wa_version: str | None = None,
     phone_number: str | None = None, push_name: str | None = None,
-    at: datetime | None = None,
+    at: datetime | None = None, should_run: bool | None = None,
 ) -> WhatsAppSession:
     """Record a state change (creating the row if needed) and answer the new row. `at` is
-    when it happened (default: now), for a change written late (after a database outage).
+    when it happened (default: now), for a change written late (after a database outage);
+    `should_run`, when given, changes with the state (a session that ended says so at once).
 
     The QR payload is kept only in QR_CODE_PENDING and the pairing code only in
     PAIRING_CODE_PENDING (cleared in every other state); their `*_issued_at` move when the value
@@ -79,7 +81,7 @@ async def set_state(
     `phone_number` and `push_name` are updated when given, kept otherwise.
     """
     args = (organization_id, state, qr_payload, pairing_code, last_error, wa_version,
-            phone_number, push_name, at)
+            phone_number, push_name, at, should_run)
     row = await db.fetchrow(_SET_STATE, *args)
     if row is None:  # the first state of a new organization: create the row, then set it
         await ensure(db, organization_id=organization_id)
