@@ -21,9 +21,10 @@ import httpx
 from tests.support.daemonproc import datagram_listener, start_daemon
 from wad.db.embedded import EmbeddedPostgres
 
-WATCHDOG_USEC = 2_000_000  # systemd would kill after 2 s without a ping; wad pings every 1 s
+WATCHDOG_USEC = 4_000_000  # systemd would kill after 4 s without a ping; wad pings every 2 s
+PING_S = WATCHDOG_USEC / 2e6
 OUTAGE_S = 60.0
-BLOCK_S = 8.0
+BLOCK_S = 12.0
 
 
 class NotifyRecorder:
@@ -112,7 +113,7 @@ def test_pings_go_on_through_a_database_outage_and_stop_when_the_loop_is_stuck(
         assert daemon.proc.poll() is None, "the daemon died during the outage"
         during = recorder.pings(down_at, time.monotonic())
         assert largest_gap(during, down_at, time.monotonic()) < WATCHDOG_USEC / 1e6
-        assert len(during) >= OUTAGE_S * 0.8  # one a second
+        assert len(during) >= OUTAGE_S / PING_S * 0.8  # one every PING_S
 
         cluster.start()
         wait_until(functools.partial(db_up, daemon.tcp_url), 60)
@@ -125,7 +126,7 @@ def test_pings_go_on_through_a_database_outage_and_stop_when_the_loop_is_stuck(
         wait_until((lambda: bool(recorder.pings(sent_at + BLOCK_S,
                                                                  time.monotonic()))), 30)
         gap = largest_gap(recorder.pings(sent_at, time.monotonic()), sent_at, time.monotonic())
-        assert gap >= BLOCK_S - 1.0, "pings went on while the loop was blocked"
+        assert gap >= BLOCK_S - PING_S, "pings went on while the loop was blocked"
         assert gap > WATCHDOG_USEC / 1e6  # long enough for systemd to kill it
         assert daemon.wait_for_event("blocking the event loop (WAD_DEBUG_BLOCK_LOOP_S)")
         assert db_up(daemon.tcp_url)  # and it goes on once the loop runs again
