@@ -1,12 +1,18 @@
 """`wad run`: the daemon's root. Opens the trio-asyncio loop and the database (embedded or DSN),
 applies migrations, serves the control API on TCP and the unix socket, speaks the systemd notify
 protocol, and handles SIGINT/SIGTERM (graceful stop, exit 0) and SIGHUP (reload configuration).
+
+The systemd watchdog is fed as long as the event loop runs, whatever the database does: during
+an outage the daemon is doing what it should (waiting for it), so systemd must not kill it; a
+stuck loop stops the pings. For tests only, `WAD_DEBUG_BLOCK_LOOP_S=N` makes SIGUSR2 block the
+event loop for N seconds (unset, SIGUSR2 keeps its default action).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from functools import partial
 from pathlib import Path
@@ -55,6 +61,7 @@ class Daemon:
         self.shutdown = trio.Event()
         self.stopped = trio.Event()
         self.exit_code = 0
+        self.block_loop_s = _debug_block_loop_s()
 
     async def run(self, *, task_status: trio.TaskStatus[AppContext] = trio.TASK_STATUS_IGNORED
                   ) -> int:
@@ -128,7 +135,7 @@ class Daemon:
             ChildSpec("notifications", partial(forward_session_status, bus, pm), shutdown=grace),
             api["imports"],
         ]
-        if self.notifier.watchdog_interval:
+        if self.notifier.enabled:
             children.append(ChildSpec("watchdog", partial(self._watchdog, db), shutdown=grace))
         children.append(ChildSpec("orgs", manager.run,
                                   shutdown=self.settings.graces.organizations_s))
@@ -144,10 +151,18 @@ class Daemon:
                         tls=api.tls, task_status=task_status)
 
     async def _signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        kinds = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+        if self.block_loop_s:
+            kinds.append(signal.SIGUSR2)
+        with trio.open_signal_receiver(*kinds) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self._reload()
+                    continue
+                if signum == signal.SIGUSR2:
+                    _log.warning("blocking the event loop (WAD_DEBUG_BLOCK_LOOP_S)",
+                                 seconds=self.block_loop_s)
+                    time.sleep(self.block_loop_s)  # noqa: ASYNC251 - the point: a stuck loop
                     continue
                 if self.shutdown.is_set():
                     _log.warning("second stop signal: stopping now")
@@ -182,15 +197,45 @@ class Daemon:
 
     async def _watchdog(self, db: Database,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Feed systemd's watchdog only while our own loop and the database are healthy."""
-        interval = self.notifier.watchdog_interval or 10.0
-        task_status.started()
-        while True:
-            if await db.ping():
-                self.notifier.watchdog()
-            else:
-                _log.warning("database not answering; withholding the watchdog ping")
-            await trio.sleep(interval)
+        """Feed systemd's watchdog (at half its `WATCHDOG_USEC`) for as long as this task runs,
+        which is as long as the event loop is not stuck: a database outage does not stop the
+        pings (the daemon is waiting for the database, as it should). Also tells systemd's
+        `STATUS=` when the database becomes unavailable and when it is back."""
+        interval = self.notifier.watchdog_interval
+        told: str | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_check_database, db)  # never in the way of the pings
+            task_status.started()
+            while True:
+                if interval:
+                    self.notifier.watchdog()
+                outage = db.availability.describe()
+                if outage != told:
+                    self.notifier.status(outage or "database available again")
+                    told = outage
+                await trio.sleep(interval or 1.0)
+
+
+DATABASE_CHECK_S = 5.0
+"""How often the watchdog's companion asks the database whether it answers."""
+
+
+async def _check_database(db: Database) -> None:
+    """Keep `db.availability` current even while nothing else uses the database."""
+    while True:
+        await db.ping(timeout=DATABASE_CHECK_S)
+        await trio.sleep(DATABASE_CHECK_S)
+
+
+def _debug_block_loop_s() -> float:
+    """`WAD_DEBUG_BLOCK_LOOP_S` as seconds (0: unset or not a positive number)."""
+    raw = os.environ.get("WAD_DEBUG_BLOCK_LOOP_S", "")
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        _log.warning("WAD_DEBUG_BLOCK_LOOP_S is not a number; ignored", value=raw)
+        return 0.0
+    return value if 0 < value < 3600 else 0.0
 
 
 class _Shape:

@@ -167,6 +167,26 @@ async def test_session_state_changes_keep_the_right_fields(db: Database) -> None
         await sessions.set_state(db, organization_id=org.id, state="ASLEEP")  # type: ignore[arg-type]
 
 
+async def test_a_state_change_written_late_keeps_its_own_time(db: Database) -> None:
+    """After a database outage the session writes its changes with the time they happened;
+    a final state carries `should_run` in the same write."""
+    org = await _org(db)
+    await sessions.set_state(db, organization_id=org.id, state="CONNECTED")
+    left = datetime.now(UTC) - timedelta(seconds=40)
+    back = left + timedelta(seconds=10)
+    down = await sessions.set_state(db, organization_id=org.id, state="CONNECTING",
+                                    last_error="conflict", at=left)
+    assert down.last_disconnected_at == left
+    up = await sessions.set_state(db, organization_id=org.id, state="CONNECTED", at=back)
+    assert (up.last_connected_at, up.last_disconnected_at) == (back, left)
+    await sessions.set_should_run(db, organization_id=org.id, should_run=True)
+    ended = await sessions.set_state(db, organization_id=org.id, state="BANNED",
+                                     last_error="account banned", should_run=False)
+    assert (ended.state, ended.should_run) == ("BANNED", False)
+    kept = await sessions.set_state(db, organization_id=org.id, state="BANNED")
+    assert kept.should_run is False  # not given: unchanged
+
+
 async def test_session_desired_state_node_and_circuit_breaker(db: Database) -> None:
     a, b, c = await _org(db, "A"), await _org(db, "B"), await _org(db, "C")
     await sessions.set_should_run(db, organization_id=a.id, should_run=True)  # creates the row

@@ -28,7 +28,7 @@ from tests.support.daemonproc import (
     start_sim,
     whatsapp_config,
 )
-from wad.sim.client import SimClient
+from wad.sim.client import SimClient, SimClientError
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer
 
@@ -93,21 +93,36 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
     assert f"wad qr {org}" in out
 
     result: dict[str, Any] = {}
+    drawing = live.config.parent / "qr-output.txt"
 
     async def run_qr() -> None:
-        result["qr"] = await live.wad("qr", org, "--timeout", "90", timeout=120)
+        # Its output goes to a file, read while it runs: the test scans a code once it is drawn.
+        with trio.fail_after(120):
+            async with await trio.open_file(drawing, "wb") as sink:
+                done = await trio.run_process(
+                    [sys.executable, "-m", "wad.cli.main", "--config", str(live.config), "qr",
+                     org, "--timeout", "90"], stdout=sink.fileno(), capture_stderr=True,
+                    check=False)
+        result["qr"] = done.returncode, drawing.read_text(), done.stderr.decode()
 
     seen: list[str] = []
     async with trio.open_nursery() as nursery, live.daemon.socket_client() as sock:
         nursery.start_soon(run_qr)
         with trio.fail_after(60):
-            while len(seen) < 2:  # wait for one rotation, to see the CLI redraw
+            while True:
                 r = await sock.get(f"/api/whatsapp/qr/{org}")
                 if r.status_code == 200 and r.json()["payload"] not in seen:
                     seen.append(r.json()["payload"])
+                # After one rotation (to see the CLI redraw), once the CLI has drawn the code.
+                if len(seen) >= 2 and drawing.exists() \
+                        and _drawn(seen[-1]) in drawing.read_text():
+                    try:
+                        await live.phone.scan_qr(QR_ACCOUNT, seen[-1])
+                        break
+                    except SimClientError as exc:
+                        if "stale" not in exc.message:  # rotated meanwhile: the next one
+                            raise
                 await trio.sleep(0.2)
-            await trio.sleep(1.5)  # the CLI polls every second: let it draw the second code
-            await live.phone.scan_qr(QR_ACCOUNT, seen[-1])
     code, out, err = result["qr"]
     assert code == 0, (out, err)
     for payload in seen:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +13,22 @@ import msgspec
 import trio
 
 from tests.support.inbound import (
-    NO_DELAYS,
     Agent,
     inbound,
     link_inbound_org,
+    org_actors,
     plugins_with,
     stored,
     wa_id,
 )
-from tests.support.stack import Stack, open_stack
-from wad.config import InboundSettings
+from tests.support.stack import open_stack
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
-from wad.org.context import OrgContext
-from wad.org.inbound.actor import InboundActor, run_inbound
 from wad.org.inbound.spool import spool_path
-from wad.org.manager import INBOUND_BUFFER
-from wad.org.session import SessionActor
 
 ACCOUNT = "996700200300"
 
@@ -168,7 +161,14 @@ async def test_messages_delivered_while_the_daemon_was_stopped_are_stored_once(
         rows = await stored(stack, org, [wa_id(m) for m in away])
         assert [r.body for r in rows] == [f"Written while wad was away, {n}" for n in range(5)]
         assert all(r.processing_state == "DONE" for r in rows)
-        await trio.sleep(1.0)  # a catch-up after the live replay must not add anything
+        # The catch-up that follows the live replay must not add anything.
+        assert stack.manager is not None
+        handle = stack.manager.running(org)
+        assert handle is not None
+        with trio.fail_after(30):
+            while not (actor := handle.supervisor.handle("inbound")) \
+                    or not actor.stats.catch_ups:  # type: ignore[attr-defined]
+                await trio.sleep(0.05)
         assert await count_rows(stack.db, org) == 6
         clients = await stack.db.fetchval(
             "SELECT count(*) FROM clients WHERE organization_id = $1", org)
@@ -198,7 +198,9 @@ async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Pa
             for m in lost:
                 while not await page.message_exists(wa_id(m)):
                     await trio.sleep(0.1)
-        await trio.sleep(1.0)  # the page tells the simulator it has processed them
+            # The page tells the simulator it has processed them.
+            while any(d["unconfirmed"] for d in await stack.phone.devices(ACCOUNT)):
+                await trio.sleep(0.1)
         await stack.stop_daemon()
         assert await count_rows(stack.db, org) == 1
 
@@ -207,24 +209,6 @@ async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Pa
         assert [(r.direction, r.sender) for r in rows] == [
             ("IN", "CLIENT"), ("OUT", "HUMAN"), ("IN", "CLIENT")]
         assert await count_rows(stack.db, org) == 4
-
-
-@asynccontextmanager
-async def org_actors(stack: Stack, org: uuid.UUID, settings: InboundSettings = NO_DELAYS
-                     ) -> AsyncIterator[InboundActor]:
-    """One organization's session and inbound actors, wired as the organization manager wires
-    them, but without the manager's database ownership checks (which stop an organization when
-    the database goes away, see the report in the commit)."""
-    send, receive = trio.open_memory_channel[Any](INBOUND_BUFFER)
-    session = SessionActor(org_id=org, settings=stack.settings, db=stack.db, driver=stack.driver,
-                           bus=stack.bus, inbound=send)
-    ctx = OrgContext(org_id=org, settings=stack.settings, db=stack.db, bus=stack.bus,
-                     session=session, inbound_events=receive)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(session.run)
-        actor = await nursery.start(functools.partial(run_inbound, ctx, settings=settings))
-        yield actor
-        nursery.cancel_scope.cancel()
 
 
 async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_once(

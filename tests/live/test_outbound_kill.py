@@ -156,7 +156,9 @@ async def test_kill_9_during_a_slow_send_sends_it_exactly_once(
         while (item := await outbox_repo.get(db, outbox_id=first)) is None \
                 or item.status != "SENDING":
             await trio.sleep(0.05)
-        await trio.sleep(1.0)  # the page has handed it to the server, which is still at it
+        # The page has handed it to the server, which is still at it.
+        while not (await phone.sent(ACCOUNT))["in_progress"]:
+            await trio.sleep(0.05)
         if reached_server:
             await phone.freeze(ACCOUNT)  # the page will not hear the server's answer
             while not (await phone.sent(ACCOUNT))["counts"]:

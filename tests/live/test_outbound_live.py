@@ -163,7 +163,14 @@ async def test_an_agents_reply_goes_out_as_soon_as_it_is_due(state_dir: Path, ds
     async with open_stack(state_dir, dsn) as stack:
         org = await linked(stack, plugins=plugins_with((agent, "sales_bot")),
                            poll_interval_s=30.0)
-        await trio.sleep(1.0)  # the sender has looked at the empty queue and sleeps
+        # The sender has looked at the empty queue and sleeps.
+        assert stack.manager is not None
+        handle = stack.manager.running(org)
+        assert handle is not None
+        with trio.fail_after(30):
+            while not (sender := handle.supervisor.handle("outbound")) \
+                    or not sender.stats.empty_looks:  # type: ignore[attr-defined]
+                await trio.sleep(0.05)
         asked = trio.current_time()
         await stack.phone.deliver(ACCOUNT, "996555123456", "Сколько стоит тур на Иссык-Куль?",
                                   push_name="Айгерим")

@@ -256,8 +256,8 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                 secrets["import key"] = IMPORT_KEY
                 with trio.fail_after(60):
                     while (report := (await admin.get(
-                            f"/api/whatsapp/import/{qr_org}")).json())["state"] in ("STARTING",
-                                                                       "RUNNING"):
+                            f"/api/whatsapp/import/{qr_org}")).json())["state"] in (
+                            "STARTING", "LISTING", "RUNNING"):
                         await trio.sleep(0.3)
                 assert report["state"] == "COMPLETED", report
                 assert report["messages_stored"] > 0, report

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ from wad.api.context import Services
 from wad.config import InboundSettings, PluginSettings
 from wad.db.models import Message
 from wad.db.repo import messages as messages_repo
-from wad.org.context import ActorFactory
-from wad.org.inbound.actor import inbound_actor
+from wad.org.context import ActorFactory, OrgContext
+from wad.org.inbound.actor import InboundActor, inbound_actor, run_inbound
+from wad.org.manager import INBOUND_BUFFER
+from wad.org.outbound.actor import run_outbound
+from wad.org.session import SessionActor
 from wad.payloads import Message as MessagePayload
 from wad.plugins import PluginManager, get_plugin_manager
 
@@ -87,3 +91,24 @@ async def stored(stack: Stack, org: uuid.UUID, ids: list[str], *, timeout: float
                    for r in rows):
                 return [r for r in rows if r is not None]
             await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def org_actors(stack: Stack, org: uuid.UUID, settings: InboundSettings = NO_DELAYS, *,
+                     outbound: bool = False) -> AsyncIterator[InboundActor]:
+    """One organization's session and inbound actors (and its outbound actor, given
+    `outbound`), wired as the organization manager wires them, but without the manager's
+    database ownership checks (losing the lock connection stops every organization, which a
+    database outage does)."""
+    send, receive = trio.open_memory_channel[Any](INBOUND_BUFFER)
+    session = SessionActor(org_id=org, settings=stack.settings, db=stack.db, driver=stack.driver,
+                           bus=stack.bus, inbound=send)
+    ctx = OrgContext(org_id=org, settings=stack.settings, db=stack.db, bus=stack.bus,
+                     session=session, inbound_events=receive)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        actor = await nursery.start(functools.partial(run_inbound, ctx, settings=settings))
+        if outbound:
+            await nursery.start(functools.partial(run_outbound, ctx))
+        yield actor
+        nursery.cancel_scope.cancel()

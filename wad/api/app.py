@@ -29,8 +29,12 @@ from wad.api.routes import (
 )
 from wad.api.schemas import Health
 from wad.api.validation import responds, validation_error
+from wad.db.pool import database_unavailable
 
 _log = log.get("api")
+
+RETRY_AFTER_S = 5
+"""What a 503 `database_unavailable` answer's `Retry-After` asks the caller to wait, seconds."""
 
 
 def create_app(ctx: AppContext) -> QuartTrio:
@@ -95,6 +99,15 @@ def create_app(ctx: AppContext) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(err: Exception) -> Response:
+        if database_unavailable(err):
+            # An outage, not a bug: the caller may try again shortly.
+            ctx.db.availability.failed(err)
+            since = ctx.db.availability.describe() or "database unavailable"
+            _log.warning("request answered 503: database unavailable", path=request.path,
+                         error=f"{type(err).__name__}: {err}")
+            return await _api_error(ApiError(
+                503, "database_unavailable", f"{since}; try again in a few seconds",
+                headers={"Retry-After": str(RETRY_AFTER_S)}))
         _log.error("request failed", error=repr(err), exc_info=err)
         response = jsonify({"error": {"code": "internal", "message": "internal error; see the "
                                       "daemon's log", "field": None}})
@@ -105,11 +118,16 @@ def create_app(ctx: AppContext) -> QuartTrio:
     @responds(Health, 200)
     @responds(Health, 503)
     async def healthz() -> tuple[dict[str, Any], int]:
-        """Liveness and readiness: the database answers; version, node and uptime."""
+        """Liveness and readiness: the database answers (else since when it has not);
+        version, node and uptime."""
         db_ok = await ctx.db.ping()
+        since = ctx.db.availability.unavailable_since
         body = {
             "status": "ok" if db_ok else "degraded",
             "database": db_ok,
+            "database_unavailable_since": None if db_ok or since is None else since.isoformat(),
+            "message": None if db_ok else (ctx.db.availability.describe()
+                                           or "database unavailable"),
             "version": wad.__version__,
             "node": ctx.settings.node,
             "uptime_s": round(time.monotonic() - ctx.started_at, 3),

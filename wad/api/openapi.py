@@ -5,8 +5,10 @@ body that nests another Struct (a list of tokens, the error shape) would point a
 document never defines. This provider adds them, and marks the endpoints that need no token.
 
 It also documents what holds for routes as a group rather than one by one: every `/api/` path
-can answer 401 (callers are authenticated before any route runs), and a route marked with
-`wad.api.validation.streams` answers 200 with its stream's media type instead of JSON.
+can answer 401 (callers are authenticated before any route runs) and 503
+`database_unavailable` with `Retry-After` (every one needs the database, if only to check the
+token), and a route marked with `wad.api.validation.streams` answers 200 with its stream's
+media type instead of JSON.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ class WadOpenAPIProvider(OpenAPIProvider):
                 if path.startswith("/api/") and 401 not in answers:
                     unauthenticated, extra = self.build_response_object(ErrorResponse, None)
                     answers[401] = unauthenticated
+                    components.update(extra)
+                if path.startswith("/api/") and 503 not in answers:
+                    unavailable, extra = self.build_response_object(ErrorResponse, None)
+                    unavailable["description"] = (
+                        "`database_unavailable`: the database does not answer; try again "
+                        "after `Retry-After` seconds")
+                    unavailable["headers"] = {"Retry-After": {
+                        "description": "seconds to wait before trying again",
+                        "schema": {"type": "integer"}}}
+                    answers[503] = unavailable
                     components.update(extra)
         return paths, components
 

@@ -266,6 +266,10 @@ class Tree(msgspec.Struct, kw_only=True):
 class Health(msgspec.Struct, kw_only=True):
     status: Literal["ok", "degraded"]
     database: bool
+    database_unavailable_since: str | None = None
+    """While the database does not answer: since when (ISO 8601, UTC)."""
+    message: str | None = None
+    """While degraded: "database unavailable since ..."."""
     version: str
     node: str
     uptime_s: float

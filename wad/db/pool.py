@@ -8,14 +8,21 @@ Repositories take an `Executor` (the pool itself or a connection inside a transa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import trio
 from asyncpg import Record
 from trio_asyncio import aio_as_trio
+
+from wad import log
+from wad.supervise import Backoff
+
+_log = log.get("db")
+T = TypeVar("T")
 
 
 class Executor(Protocol):
@@ -46,6 +53,75 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _UNAVAILABLE)
 
 
+WAIT_BACKOFF = Backoff(initial=0.5, max=5.0)
+"""Waits between attempts of work that waits out a database outage: 0.5 s, 1 s ... 5 s."""
+
+
+async def when_available(operation: Callable[[], Awaitable[T]], *, what: str,
+                         backoff: Backoff = WAIT_BACKOFF) -> T:
+    """Run `operation` until it succeeds, waiting per `backoff` while it fails because the
+    database is unavailable (`database_unavailable`); any other error propagates at once.
+
+    For work that can wait (a state change, a login archive, an enrichment result): it waits
+    as long as the outage lasts, so an outage delays it and kills nothing. The caller's cancel
+    scope bounds the wait."""
+    failures = 0
+    started = trio.current_time()
+    while True:
+        try:
+            result = await operation()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            failures += 1
+            if failures == 1:
+                _log.warning("database unavailable; waiting to retry", what=what,
+                             error=f"{type(exc).__name__}: {exc}")
+            await trio.sleep(backoff.delay(failures))
+            continue
+        if failures:
+            _log.info("database back; done after waiting", what=what, attempts=failures + 1,
+                      waited_s=round(trio.current_time() - started, 1))
+        return result
+
+
+class Availability:
+    """Whether the database answered its last call: `unavailable_since` is the wall-clock time
+    (UTC) of the first call that found it unavailable, None while it answers. Every call through
+    `Database` (and its connections) updates it."""
+
+    def __init__(self) -> None:
+        self.unavailable_since: datetime | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if database_unavailable(exc) and self.unavailable_since is None:
+            self.unavailable_since = datetime.now(UTC)
+            _log.warning("database unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    def answered(self) -> None:
+        if self.unavailable_since is not None:
+            down = (datetime.now(UTC) - self.unavailable_since).total_seconds()
+            self.unavailable_since = None
+            _log.info("database available again", down_s=round(down, 1))
+
+    def describe(self) -> str | None:
+        """"database unavailable since <time>" during an outage, else None."""
+        since = self.unavailable_since
+        return None if since is None else f"database unavailable since {since.isoformat()}"
+
+
+async def _tracked(availability: Availability | None, call: Awaitable[T]) -> T:
+    if availability is None:
+        return await call
+    try:
+        result = await call
+    except Exception as exc:
+        availability.failed(exc)
+        raise
+    availability.answered()
+    return result
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -54,23 +130,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class Connection:
     """One connection (in a transaction or held for locks), Trio-side."""
 
-    def __init__(self, raw: asyncpg.Connection) -> None:
+    def __init__(self, raw: asyncpg.Connection, availability: Availability | None = None
+                 ) -> None:
         self.raw = raw
+        self._availability = availability
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await aio_as_trio(self.raw.execute)(sql, *args)
+        return await _tracked(self._availability, aio_as_trio(self.raw.execute)(sql, *args))
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
-        await aio_as_trio(self.raw.executemany)(sql, args)
+        await _tracked(self._availability, aio_as_trio(self.raw.executemany)(sql, args))
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        return await aio_as_trio(self.raw.fetch)(sql, *args)
+        return await _tracked(self._availability, aio_as_trio(self.raw.fetch)(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        return await aio_as_trio(self.raw.fetchrow)(sql, *args)
+        return await _tracked(self._availability, aio_as_trio(self.raw.fetchrow)(sql, *args))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await aio_as_trio(self.raw.fetchval)(sql, *args)
+        return await _tracked(self._availability, aio_as_trio(self.raw.fetchval)(sql, *args))
 
     async def copy_records(self, table: str, records: Sequence[Sequence[Any]],
                            columns: Sequence[str]) -> None:
@@ -86,6 +164,7 @@ class Database:
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
         self.dsn = dsn
+        self.availability = Availability()
 
     @classmethod
     @asynccontextmanager
@@ -104,26 +183,26 @@ class Database:
                 pool.terminate()
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await aio_as_trio(self._pool.execute)(sql, *args)
+        return await _tracked(self.availability, aio_as_trio(self._pool.execute)(sql, *args))
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
-        await aio_as_trio(self._pool.executemany)(sql, args)
+        await _tracked(self.availability, aio_as_trio(self._pool.executemany)(sql, args))
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        return await aio_as_trio(self._pool.fetch)(sql, *args)
+        return await _tracked(self.availability, aio_as_trio(self._pool.fetch)(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        return await aio_as_trio(self._pool.fetchrow)(sql, *args)
+        return await _tracked(self.availability, aio_as_trio(self._pool.fetchrow)(sql, *args))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await aio_as_trio(self._pool.fetchval)(sql, *args)
+        return await _tracked(self.availability, aio_as_trio(self._pool.fetchval)(sql, *args))
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """A connection of the pool for the block's duration."""
-        raw = await aio_as_trio(self._pool.acquire)()
+        raw = await _tracked(self.availability, aio_as_trio(self._pool.acquire)())
         try:
-            yield Connection(raw)
+            yield Connection(raw, self.availability)
         finally:
             with trio.move_on_after(5, shield=True):
                 await aio_as_trio(self._pool.release)(raw)
@@ -149,10 +228,11 @@ class Database:
                         ) -> AsyncIterator[Connection]:
         """A connection outside the pool (for advisory locks that must outlive pool churn),
         with these session settings (e.g. `tcp_keepalives_idle`) from its start."""
-        raw = await aio_as_trio(asyncpg.connect)(self.dsn, server_settings=server_settings)
+        raw = await _tracked(self.availability, aio_as_trio(asyncpg.connect)(
+            self.dsn, server_settings=server_settings))
         await aio_as_trio(_init_connection)(raw)
         try:
-            yield Connection(raw)
+            yield Connection(raw, self.availability)
         finally:
             with trio.move_on_after(5, shield=True):
                 await aio_as_trio(raw.close)()
@@ -161,11 +241,13 @@ class Database:
         """(connections in the pool, idle connections)."""
         return self._pool.get_size(), self._pool.get_idle_size()
 
-    async def ping(self) -> bool:
-        """True when the database answers within 5 s."""
-        with trio.move_on_after(5):
+    async def ping(self, timeout: float = 5.0) -> bool:
+        """True when the database answers within `timeout` seconds (also recorded in
+        `availability`: no answer in time counts as unavailable)."""
+        with trio.move_on_after(timeout):
             try:
                 return await self.fetchval("SELECT 1") == 1
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 return False
+        self.availability.failed(TimeoutError(f"no answer within {timeout:g}s"))
         return False

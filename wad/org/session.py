@@ -16,14 +16,21 @@ Outcomes, by what the page says:
 - a crashed browser or page: the actor exits with `BrowserCrashed` and its supervisor restarts
   it (with the supervisor's backoff and intensity limit).
 The attempt count starts again once the session has been `CONNECTED`.
+
+The database is never a reason to close the page: while it is unavailable, the actor's writes
+wait and retry (`wad.db.pool.when_available`). State changes are published at once and written
+later, in the order they happened and with the time they happened; login archives wait for it;
+the page's message events go to the inbound actor's spool meanwhile.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +42,7 @@ from wad.browser import profile as archive
 from wad.bus import EventBus, SessionChanged, SessionIncompatible, SessionStatus
 from wad.config import Settings
 from wad.db.models import SessionState
-from wad.db.pool import Database
+from wad.db.pool import Database, database_unavailable, when_available
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
 from wad.org import health
@@ -62,6 +69,15 @@ class BrowserCrashed(WadError):
 
 class SessionNotReady(WadError):
     """The session cannot do that now (not running, or in the wrong state)."""
+
+
+@dataclass(frozen=True)
+class _StateWrite:
+    """A state change not yet in the database: what `sessions.set_state` is given, and when."""
+
+    state: SessionState
+    fields: dict[str, Any]
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,14 @@ class SessionActor:
                                      [settings.secret_key_old])
         self.restored_archive_id: int | None = None
         """The archive the last restore used (None: no restore in this actor's life)."""
+        # The row as last written or as it will be once the waiting changes are written.
+        self._view: dict[str, Any] = {"qr_payload": None, "pairing_code": None,
+                                      "last_error": None, "phone_number": None}
+        self._unwritten: deque[_StateWrite] = deque()
+        self._unwritten_added = trio.Event()
+        self._write_lock = trio.Lock()
+        self.archive_waits = 0
+        """Login archive saves that found the database unavailable and waited for it."""
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -177,12 +201,33 @@ class SessionActor:
     async def run(self, *, task_status: trio.TaskStatus[SessionActor] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Keep the session alive until it ends finally (logout, ban, error) or is cancelled."""
-        row = await sessions_repo.ensure(self.db, organization_id=self.org_id)
+        row = await when_available(
+            lambda: sessions_repo.ensure(self.db, organization_id=self.org_id),
+            what="session row")
+        self._view.update(qr_payload=row.qr_payload, pairing_code=row.pairing_code,
+                          last_error=row.last_error, phone_number=row.phone_number)
         # After a logout the old login is void: do not bring it back from the archive.
         self._restore_allowed = row.state != "LOGGED_OUT"
-        await sessions_repo.set_node(self.db, organization_id=self.org_id,
-                                     node_id=self.settings.node)
+        await when_available(lambda: sessions_repo.set_node(
+            self.db, organization_id=self.org_id, node_id=self.settings.node),
+            what="session node")
         task_status.started(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_states_in_background)
+                outcome = await self._run_until_final()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The writer never fails: raise what the run raised, as if no nursery were here
+            # (the supervisor sees `BrowserCrashed`, a cancellation stays a cancellation).
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        _log.warning("session ended", state=outcome.state, reason=outcome.reason)
+        self.finished.set()
+
+    async def _run_until_final(self) -> Outcome:
+        """Reconnect until the session ends finally; record how it ended."""
         wa = self.settings.whatsapp
         try:
             outcome = await run_with_reconnect(
@@ -193,14 +238,15 @@ class SessionActor:
                 # Stopped (daemon shutdown or disconnect): the login stays, the session idles.
                 with trio.move_on_after(5, shield=True):
                     await self._set_state("DISCONNECTED")
+                    await self.write_states()
             raise
         if outcome.trash_profile:
             where = archive.move_to_trash(self.profile_dir, self.sessions_dir, self.org_id)
             _log.info("profile moved to the trash folder", trash=str(where))
-        await self._set_state(outcome.state, last_error=outcome.reason)
-        await sessions_repo.set_should_run(self.db, organization_id=self.org_id, should_run=False)
-        _log.warning("session ended", state=outcome.state, reason=outcome.reason)
-        self.finished.set()
+        # Not to run again, in the same write: whoever sees the final state sees that too.
+        await self._set_state(outcome.state, last_error=outcome.reason, should_run=False)
+        await self.write_states()
+        return outcome
 
     async def _on_retry(self, attempt: int, delay: float, reason: str) -> None:
         _log.warning("browser restarting", attempt=attempt, delay_s=delay, reason=reason)
@@ -377,9 +423,13 @@ class SessionActor:
         one fails (never leaving a partial profile: see `archive.restore`)."""
         if self.profile_dir.exists() or not self._restore_allowed:
             return
-        versions = await sessions_repo.list_archives(self.db, organization_id=self.org_id)
+        versions = await when_available(
+            lambda: sessions_repo.list_archives(self.db, organization_id=self.org_id),
+            what="login archives")
         for info in versions:
-            row = await sessions_repo.get_archive(self.db, archive_id=info.id)
+            row = await when_available(
+                partial(sessions_repo.get_archive, self.db, archive_id=info.id),
+                what="login archive")
             if row is None:  # pruned meanwhile
                 continue
             try:
@@ -390,7 +440,9 @@ class SessionActor:
                 _log.warning("login archive cannot be restored; trying the next older one",
                              archive_id=info.id, error=str(exc))
                 continue
-            await sessions_repo.mark_restored(self.db, archive_id=info.id)
+            await when_available(
+                partial(sessions_repo.mark_restored, self.db, archive_id=info.id),
+                what="login archive restored")
             self.restored_archive_id = info.id
             _log.info("profile restored from the database archive", archive_id=info.id,
                       key_id=key_id, newest=info.id == versions[0].id)
@@ -413,18 +465,30 @@ class SessionActor:
                 # The live profile kept changing (or vanished): the next save tries again.
                 _log.warning("login archive skipped", reason=reason, error=str(exc))
                 return False
-            latest = await sessions_repo.latest_archive_info(self.db, organization_id=self.org_id)
+            latest = await self._archive_db(lambda: sessions_repo.latest_archive_info(
+                self.db, organization_id=self.org_id))
             if latest is not None and latest.sha256 == packed.sha256:
                 return False
             key = self._keys.current
             sealed = await trio.to_thread.run_sync(archive.seal_file, packed.path, key,
                                                    self.org_id)
-        stored = await sessions_repo.add_archive(
+        stored = await self._archive_db(lambda: sessions_repo.add_archive(
             self.db, organization_id=self.org_id, archive=sealed, sha256=packed.sha256,
-            size=packed.size, key_id=key.key_id)
+            size=packed.size, key_id=key.key_id))
         _log.info("login archive stored", reason=reason, size=packed.size, archive_id=stored.id)
-        await self._prune()
+        await self._archive_db(self._prune)
         return True
+
+    async def _archive_db(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """A database call of an archive save, retried while the database is unavailable."""
+        async def counted() -> Any:
+            try:
+                return await operation()
+            except Exception as exc:
+                if database_unavailable(exc):
+                    self.archive_waits += 1
+                raise
+        return await when_available(counted, what="login archive")
 
     async def _prune(self) -> None:
         """Delete the archives the retention policy does not keep (logged and counted)."""
@@ -442,20 +506,88 @@ class SessionActor:
             hook(self.org_id, deleted)
 
     async def _set_state(self, state: SessionState, **fields: Any) -> None:
+        """Enter `state`: recorded in `whatsapp_sessions` and published on the bus. While the
+        database is unavailable (or earlier changes still wait for it) the change is published
+        at once and written later, after those before it (`write_states`)."""
         previous = self.state
         changed = state != previous
         self.state = state
-        row = await sessions_repo.set_state(self.db, organization_id=self.org_id, state=state,
-                                            **fields)
+        change = _StateWrite(state=state, fields=fields, at=datetime.now(UTC))
+        self._apply_to_view(change)
+        # Known to be down: do not wait for a connection attempt to fail (the page's events
+        # must keep flowing); the background writer finds out when it is back.
+        if not self._unwritten and self.db.availability.unavailable_since is None:
+            try:
+                row = await sessions_repo.set_state(self.db, organization_id=self.org_id,
+                                                    state=state, **fields)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                self._queue_write(change)
+            else:
+                self._view.update(qr_payload=row.qr_payload, pairing_code=row.pairing_code,
+                                  last_error=row.last_error, phone_number=row.phone_number)
+        else:
+            self._queue_write(change)
         if changed or "qr_payload" in fields or "pairing_code" in fields:
+            view = self._view
             if changed:
-                _log.info("session state", state=state, last_error=row.last_error)
+                _log.info("session state", state=state, last_error=view["last_error"],
+                          written=not self._unwritten)
             self.bus.publish(SessionStatus(
-                org_id=self.org_id, state=state, previous=previous, qr=row.qr_payload,
-                pairing_code=row.pairing_code, last_error=row.last_error,
-                phone_number=row.phone_number))
+                org_id=self.org_id, state=state, previous=previous, qr=view["qr_payload"],
+                pairing_code=view["pairing_code"], last_error=view["last_error"],
+                phone_number=view["phone_number"]))
             if changed:
                 self.bus.signal(SessionChanged(org_id=self.org_id, state=state))
+
+    def _apply_to_view(self, change: _StateWrite) -> None:
+        """What `sessions.set_state` does to the row's published fields, in memory."""
+        view, fields, state = self._view, change.fields, change.state
+        view["qr_payload"] = ((fields.get("qr_payload") or view["qr_payload"])
+                              if state == "QR_CODE_PENDING" else None)
+        view["pairing_code"] = ((fields.get("pairing_code") or view["pairing_code"])
+                                if state == "PAIRING_CODE_PENDING" else None)
+        view["last_error"] = (None if state == "CONNECTED"
+                              else fields.get("last_error") or view["last_error"])
+        view["phone_number"] = fields.get("phone_number") or view["phone_number"]
+
+    def _queue_write(self, change: _StateWrite) -> None:
+        if not self._unwritten:
+            _log.warning("database unavailable; state changes wait to be written, in order")
+        self._unwritten.append(change)
+        self._unwritten_added.set()
+
+    @property
+    def unwritten_states(self) -> int:
+        """State changes published but not yet in the database."""
+        return len(self._unwritten)
+
+    async def write_states(self) -> None:
+        """Write the waiting state changes, oldest first, each with the time it happened;
+        waits (retrying) while the database is unavailable."""
+        async with self._write_lock:
+            if not self._unwritten:
+                return
+            while self._unwritten:
+                change = self._unwritten[0]
+                try:
+                    await when_available(partial(
+                        sessions_repo.set_state, self.db, organization_id=self.org_id,
+                        state=change.state, at=change.at, **change.fields),
+                        what="session state")
+                except Exception:
+                    _log.exception("state change could not be written; skipped",
+                                   state=change.state)
+                self._unwritten.popleft()
+            _log.info("waiting state changes written", state=self.state)
+
+    async def _write_states_in_background(self) -> None:
+        while True:
+            await self._unwritten_added.wait()
+            self._unwritten_added = trio.Event()
+            if self._unwritten:
+                await self.write_states()
 
     # -- commands from the API -----------------------------------------------------------------
 

@@ -191,6 +191,8 @@ class Account:
     sent_counts: dict[str, int] = field(default_factory=dict)
     activity: list[dict[str, Any]] = field(default_factory=list)
     send_delay_s: float = 0.0
+    sends_in_progress: int = 0
+    """Sends the server has received and not answered yet (held by `send_delay_s`)."""
     fail_next: int = 0
     fail_all: bool = False
     auto_ack: bool | None = None
@@ -1005,7 +1007,8 @@ class Simulator:
         acc = self.account(number)
         return [{"id": d.id, "linked_at": d.linked_at, "conflict": d.conflict,
                  "online": any(p.device_id == d.id for p in self.pages),
-                 "network_down": d.id in self.network_down} for d in acc.devices.values()]
+                 "network_down": d.id in self.network_down,
+                 "unconfirmed": max(0, acc.seq - d.acked_seq)} for d in acc.devices.values()]
 
 
 _FAKE_JPEG = base64.b64encode(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00simulated-thumbnail").decode()

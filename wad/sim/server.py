@@ -286,7 +286,8 @@ def create_app(sim: Simulator) -> QuartTrio:
     @app.get("/_sim/accounts/<number>/sent")
     async def sent(number: str) -> Response:
         acc = sim.account(number)
-        return _json({"messages": acc.sent, "counts": acc.sent_counts})
+        return _json({"messages": acc.sent, "counts": acc.sent_counts,
+                      "in_progress": acc.sends_in_progress})
 
     @app.get("/_sim/accounts/<number>/activity")
     async def activity(number: str) -> Response:
@@ -418,7 +419,11 @@ async def _op(sim: Simulator, page: Page, op: str, a: dict[str, Any]) -> Any:
     if op == "send":
         acc = sim.page_account(page)
         if acc.send_delay_s > 0:
-            await trio.sleep(acc.send_delay_s)
+            acc.sends_in_progress += 1
+            try:
+                await trio.sleep(acc.send_delay_s)
+            finally:
+                acc.sends_in_progress -= 1
         _, msg, failed = sim.record_send(page, a["m"])
         if failed:
             return {"messageSendResult": "ERROR_UNKNOWN"}

@@ -7,6 +7,7 @@ by the session actor after each new version) and `purge_archives` (an explicit a
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from wad.db.models import SessionArchive, SessionArchiveInfo, SessionState, WhatsAppSession
 from wad.db.pool import Executor
@@ -49,21 +50,24 @@ UPDATE whatsapp_sessions SET
     qr_payload = CASE WHEN $2 = 'QR_CODE_PENDING' THEN coalesce($3, qr_payload) END,
     qr_issued_at = CASE
         WHEN $2 <> 'QR_CODE_PENDING' THEN NULL
-        WHEN $3 IS NOT NULL AND $3 IS DISTINCT FROM qr_payload THEN now()
+        WHEN $3 IS NOT NULL AND $3 IS DISTINCT FROM qr_payload THEN coalesce($9, now())
         ELSE qr_issued_at END,
     pairing_code = CASE WHEN $2 = 'PAIRING_CODE_PENDING' THEN coalesce($4, pairing_code) END,
     pairing_code_issued_at = CASE
         WHEN $2 <> 'PAIRING_CODE_PENDING' THEN NULL
-        WHEN $4 IS NOT NULL AND $4 IS DISTINCT FROM pairing_code THEN now()
+        WHEN $4 IS NOT NULL AND $4 IS DISTINCT FROM pairing_code THEN coalesce($9, now())
         ELSE pairing_code_issued_at END,
     last_error = CASE WHEN $2 = 'CONNECTED' THEN NULL ELSE coalesce($5, last_error) END,
-    last_connected_at = CASE WHEN $2 = 'CONNECTED' AND state <> 'CONNECTED' THEN now()
+    last_connected_at = CASE WHEN $2 = 'CONNECTED' AND state <> 'CONNECTED'
+                             THEN coalesce($9, now())
                              ELSE last_connected_at END,
-    last_disconnected_at = CASE WHEN state = 'CONNECTED' AND $2 <> 'CONNECTED' THEN now()
+    last_disconnected_at = CASE WHEN state = 'CONNECTED' AND $2 <> 'CONNECTED'
+                                THEN coalesce($9, now())
                                 ELSE last_disconnected_at END,
     wa_version = coalesce($6, wa_version),
     phone_number = coalesce($7, phone_number),
-    push_name = coalesce($8, push_name)
+    push_name = coalesce($8, push_name),
+    should_run = coalesce($10, should_run)
 WHERE organization_id = $1
 RETURNING {_COLS}
 """
@@ -74,8 +78,11 @@ async def set_state(
     qr_payload: str | None = None, pairing_code: str | None = None,
     last_error: str | None = None, wa_version: str | None = None,
     phone_number: str | None = None, push_name: str | None = None,
+    at: datetime | None = None, should_run: bool | None = None,
 ) -> WhatsAppSession:
-    """Record a state change (creating the row if needed) and answer the new row.
+    """Record a state change (creating the row if needed) and answer the new row. `at` is
+    when it happened (default: now), for a change written late (after a database outage);
+    `should_run`, when given, changes with the state (a session that ended says so at once).
 
     The QR payload is kept only in QR_CODE_PENDING and the pairing code only in
     PAIRING_CODE_PENDING (cleared in every other state); their `*_issued_at` move when the value
@@ -84,7 +91,7 @@ async def set_state(
     `phone_number` and `push_name` are updated when given, kept otherwise.
     """
     args = (organization_id, state, qr_payload, pairing_code, last_error, wa_version,
-            phone_number, push_name)
+            phone_number, push_name, at, should_run)
     row = await db.fetchrow(_SET_STATE, *args)
     if row is None:  # the first state of a new organization: create the row, then set it
         await ensure(db, organization_id=organization_id)

@@ -691,22 +691,26 @@ class InboundActor:
             await trio.sleep(0.1)
 
     async def _save_profile(self, job: EnrichJob, profile: Profile) -> None:
-        metadata: dict[str, Any] = {"enriched_at": datetime.now(UTC).isoformat()}
+        # Without the contact card the client is looked up again (`Enricher`): not enriched yet.
+        final = profile.contact_ok or job.last
+        metadata: dict[str, Any] = {"enriched_at": datetime.now(UTC).isoformat()} if final else {}
         if profile.is_business is not None:
             metadata["is_business"] = profile.is_business
         if profile.verified_name:
             metadata["verified_name"] = profile.verified_name
-        client = await clients_repo.merge_metadata(self.db, client_id=job.client_id,
-                                                   metadata=metadata)
-        if client is None:
-            return
-        saved = profile.saved_name or client.saved_name
-        push = profile.push_name or client.push_name
-        best = saved or push or client.metadata.get("given_name") or client.name
-        await clients_repo.update_profile(
-            self.db, client_id=client.id, saved_name=profile.saved_name,
-            push_name=profile.push_name, profile_picture_url=profile.picture_url,
-            name=best if best != client.name else None)
+        # One transaction: nobody sees `enriched_at` without the names it came with.
+        async with self.db.transaction() as tx:
+            client = await clients_repo.merge_metadata(tx, client_id=job.client_id,
+                                                       metadata=metadata)
+            if client is None:
+                return
+            saved = profile.saved_name or client.saved_name
+            push = profile.push_name or client.push_name
+            best = saved or push or client.metadata.get("given_name") or client.name
+            await clients_repo.update_profile(
+                tx, client_id=client.id, saved_name=profile.saved_name,
+                push_name=profile.push_name, profile_picture_url=profile.picture_url,
+                name=best if best != client.name else None)
 
     # -- 4. catch-up ---------------------------------------------------------------------------
 

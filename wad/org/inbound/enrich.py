@@ -6,21 +6,34 @@ Enrichment runs beside message processing, never in its way: a burst of fifty ne
 processed at once and enriched over the following minutes. Jobs live in memory; a client whose
 enrichment was lost to a restart is queued again with their next message (the pipeline queues
 every client whose metadata lacks `enriched_at`).
+
+A contact card the page could not give is asked for again later (`ATTEMPTS` in all, `RETRY`
+between them); only then is the client marked enriched with what was found. Saving a result
+waits out a database outage (`wad.db.pool.when_available`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import trio
 
 from wad import log
+from wad.db.pool import when_available
 from wad.org.inbound.pacing import RequestPacer
+from wad.supervise import Backoff
 
 _log = log.get("enrich")
+
+ATTEMPTS = 3
+"""Lookups of one client before it is marked enriched without its contact card."""
+RETRY = Backoff(initial=30.0, max=120.0)
+"""Wait before asking again for a contact card the page could not give: 30 s, then 60 s."""
 
 
 class ContactSource(Protocol):
@@ -36,6 +49,12 @@ class EnrichJob:
 
     client_id: uuid.UUID
     wid: str
+    attempt: int = 1
+
+    @property
+    def last(self) -> bool:
+        """This lookup's result is final, whatever it found."""
+        return self.attempt >= ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -55,8 +74,8 @@ class Enricher:
     """A bounded queue of enrichment jobs and the task that works through it.
 
     `session()` answers the live browser session, waiting while there is none; `save(job,
-    profile)` records the result. Both come from the caller, so the pacing is testable on the
-    mock clock."""
+    profile)` records the result (and marks the client enriched when the contact card was read
+    or `job.last`). Both come from the caller, so the pacing is testable on the mock clock."""
 
     def __init__(self, *, pacer: RequestPacer,
                  session: Callable[[], Awaitable[ContactSource]],
@@ -90,17 +109,33 @@ class Enricher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Work through the jobs, one request at a time as the pacer allows, until cancelled."""
-        task_status.started()
-        async for job in self._receive:
-            try:
-                profile = await self.lookup(job)
-                await self._save(job, profile)
-                self.done += 1
-            except Exception:
-                self.failed += 1
-                _log.exception("client enrichment failed", client=str(job.client_id))
-            finally:
-                self._queued.discard(job.client_id)
+        async with trio.open_nursery() as retries:
+            task_status.started()
+            async for job in self._receive:
+                again = False
+                try:
+                    profile = await self.lookup(job)
+                    await when_available(partial(self._save, job, profile),
+                                         what="client enrichment")
+                    again = not profile.contact_ok and not job.last
+                    if not again:
+                        self.done += 1
+                except Exception:
+                    self.failed += 1
+                    _log.exception("client enrichment failed", client=str(job.client_id))
+                finally:
+                    if again:
+                        retries.start_soon(self._again, job)
+                    else:
+                        self._queued.discard(job.client_id)
+
+    async def _again(self, job: EnrichJob) -> None:
+        """Queue the job's next attempt after the retry wait (the client stays queued)."""
+        await trio.sleep(RETRY.delay(job.attempt))
+        try:
+            self._send.send_nowait(dataclasses.replace(job, attempt=job.attempt + 1))
+        except trio.WouldBlock:
+            self._queued.discard(job.client_id)  # the next message queues it again
 
     async def lookup(self, job: EnrichJob) -> Profile:
         """The two paced requests for one client. A request that fails leaves its part unknown."""

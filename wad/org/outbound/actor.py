@@ -62,7 +62,7 @@ from wad.bus import (
 )
 from wad.config import OutboundSettings, outbound_settings
 from wad.db.models import NewMessage, OutboxItem
-from wad.db.pool import Database, database_unavailable
+from wad.db.pool import WAIT_BACKOFF, Database, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
@@ -161,6 +161,8 @@ class OutboundStats:
     max_in_flight: int = 0
     typing_shown: int = 0
     """Sends preceded by "typing..." in the client's chat."""
+    empty_looks: int = 0
+    """Turns that found nothing due in the queue (the actor then naps until poked)."""
 
 
 @dataclass(eq=False)
@@ -287,14 +289,19 @@ class OutboundActor:
             flight.done.set()
 
     async def _drain(self) -> None:
+        failures = 0  # consecutive turns that found the database unavailable
         while True:
             try:
                 await self._step()
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise
-                _log.warning("database unreachable; sending waits", error=str(exc))
-                await self._nap(self.config.poll_interval_s)
+                failures += 1
+                if failures == 1:
+                    _log.warning("database unreachable; sending waits", error=str(exc))
+                await self._nap(WAIT_BACKOFF.delay(failures))
+            else:
+                failures = 0
 
     async def _step(self) -> None:
         """One turn of the loop: at most one message claimed."""
@@ -347,6 +354,7 @@ class OutboundActor:
         item = await outbox_repo.claim_next(self.db, organization_id=self.org_id,
                                             wa_message_id=fresh, now=now)
         if item is None:
+            self.stats.empty_looks += 1
             due = await outbox_repo.next_due_at(self.db, organization_id=self.org_id)
             wait = poll if due is None else min(poll, (due - now).total_seconds())
             # Due but not claimable: another process holds it for the moment.
