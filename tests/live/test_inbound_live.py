@@ -211,6 +211,36 @@ async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Pa
         assert await count_rows(stack.db, org) == 4
 
 
+async def test_the_catch_up_recovers_an_organization_that_stored_nothing_yet(
+        state_dir: Path, dsn: str) -> None:
+    """Linked, and its first messages seen by the page but never stored (the daemon died right
+    after the link): the catch-up reads the chats from the moment the link began, and nothing
+    of the account's earlier history (that is `wad import`'s work)."""
+    async with open_stack(state_dir, dsn) as stack:
+        await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
+        manager = await stack.start_daemon(actors=[])  # the page takes them, nobody stores
+        org = await stack.new_org()
+        await stack.link_by_qr(org, ACCOUNT)
+        assert (await stack.session(org)).link_started_at is not None
+        lost = [await stack.phone.deliver(ACCOUNT, "996555000031", "Hello, is the tour on?"),
+                await stack.phone.deliver(ACCOUNT, "996555000032", "Здравствуйте!")]
+        handle = manager.running(org)
+        assert handle is not None and handle.session.session is not None
+        page: Any = handle.session.session
+        with trio.fail_after(15):
+            for m in lost:
+                while not await page.message_exists(wa_id(m)):
+                    await trio.sleep(0.1)
+            while any(d["unconfirmed"] for d in await stack.phone.devices(ACCOUNT)):
+                await trio.sleep(0.1)
+        await stack.stop_daemon()
+        assert await count_rows(stack.db, org) == 0
+
+        await stack.start_daemon(actors=inbound())
+        await stored(stack, org, [wa_id(m) for m in lost])
+        assert await count_rows(stack.db, org) == len(lost)
+
+
 async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_once(
         state_dir: Path, aio_loop: None) -> None:
     cluster = EmbeddedPostgres(state_dir / "pg-own", fsync=False)

@@ -91,6 +91,8 @@ class WhatsAppSession(Row, frozen=True, kw_only=True):
     sending_paused: bool
     sending_paused_reason: str | None
     updated_at: datetime
+    link_started_at: datetime | None = None
+    """When the current login began to be linked (its first QR or pairing code)."""
 
 
 class SessionArchiveInfo(Row, frozen=True, kw_only=True):

@@ -67,7 +67,12 @@ UPDATE whatsapp_sessions SET
     wa_version = coalesce($6, wa_version),
     phone_number = coalesce($7, phone_number),
     push_name = coalesce($8, push_name),
-    should_run = coalesce($10, should_run)
+    should_run = coalesce($10, should_run),
+    link_started_at = CASE
+        WHEN $2 IN ('QR_CODE_PENDING', 'PAIRING_CODE_PENDING')
+             AND state NOT IN ('QR_CODE_PENDING', 'PAIRING_CODE_PENDING')
+        THEN coalesce($9, now())
+        ELSE link_started_at END
 WHERE organization_id = $1
 RETURNING {_COLS}
 """
@@ -86,7 +91,8 @@ async def set_state(
 
     The QR payload is kept only in QR_CODE_PENDING and the pairing code only in
     PAIRING_CODE_PENDING (cleared in every other state); their `*_issued_at` move when the value
-    changes. `last_error` is kept until given anew or until CONNECTED clears it. Entering CONNECTED
+    changes, and entering either (from another state) stamps `link_started_at`. `last_error` is
+    kept until given anew or until CONNECTED clears it. Entering CONNECTED
     stamps `last_connected_at`; leaving it stamps `last_disconnected_at`. `wa_version`,
     `phone_number` and `push_name` are updated when given, kept otherwise.
     """

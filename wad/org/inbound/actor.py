@@ -64,6 +64,7 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
+from wad.db.repo import sessions as sessions_repo
 from wad.org.context import OrgContext
 from wad.org.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.org.inbound.pacing import RequestPacer
@@ -746,10 +747,16 @@ class InboundActor:
         if session is None:
             return 0
         latest = await messages_repo.latest_per_chat(self.db, organization_id=self.org_id)
-        if not latest:
-            # Nothing stored yet (a fresh link): the earlier history is `wad import`'s work.
-            return 0
-        watermark = max(chat.sent_at for chat in latest.values())
+        if latest:
+            watermark = max(chat.sent_at for chat in latest.values())
+        else:
+            # Nothing stored yet: what arrived since the login was linked is this
+            # organization's traffic (the daemon may have died before storing it); the earlier
+            # history is `wad import`'s work.
+            row = await sessions_repo.get(self.db, organization_id=self.org_id)
+            if row is None or row.link_started_at is None:
+                return 0
+            watermark = row.link_started_at
         chats: list[ChatInfo] = await session.list_chats()
         started = trio.current_time()
         new = scanned = 0
