@@ -40,6 +40,16 @@ async def _link(daemon: DaemonProcess, phone: SimClient, account: str, name: str
     return await link_org(daemon, phone, name, account)
 
 
+async def _archived(dsn: str, *orgs: str) -> None:
+    """Wait until each organization has a login archive in the database."""
+    async with Database.open(dsn, min_size=1, max_size=1) as db:
+        with trio.fail_after(60):
+            while await db.fetchval(
+                    "SELECT count(DISTINCT organization_id) FROM session_archives "
+                    "WHERE organization_id::text = ANY($1::text[])", list(orgs)) < len(orgs):
+                await trio.sleep(0.2)
+
+
 def _node(daemon: DaemonProcess) -> str:
     for line in daemon.lines():
         if line.get("event") == "wad is ready":
@@ -77,9 +87,9 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             assert elsewhere.json()["error"]["code"] == "not_running"
             assert first_node in elsewhere.json()["error"]["message"]
 
-            # Give the first daemon time to archive its logins; queue sends on one of its
-            # organizations while the simulated WhatsApp is slow, then kill it outright.
-            await trio.sleep(5)
+            # Let the first daemon archive its logins; queue sends on one of its organizations
+            # while the simulated WhatsApp is slow, then kill it outright.
+            await _archived(dsn, *orgs[:2])
             await phone.set_sends(accounts[0], delay_s=3.0)
             async with first.socket_client() as api:
                 for n in range(3):
@@ -87,7 +97,9 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
                         "organization_id": orgs[0], "to": f"+99655560000{n}",
                         "content": f"queued before the kill {n}"})
                     assert queued.status_code == 202, queued.text
-            await trio.sleep(1)
+            with trio.fail_after(30):  # the first send is with the server, which is slow
+                while not (await phone.sent(accounts[0]))["in_progress"]:
+                    await trio.sleep(0.05)
             first.proc.send_signal(signal.SIGKILL)
             first.proc.wait(10)
             killed_at = time.monotonic()
@@ -155,7 +167,7 @@ async def test_daemon_cut_from_the_database_stops_its_organizations(
         async with SimClient(sim.url) as phone:
             org = await _link(daemon, phone, "996555300001", "Cut Off")
             assert processes_using(f"--user-data-dir={daemon_dir}")
-            await trio.sleep(4)  # let it archive the login
+            await _archived(dsn, org)
             await trio.to_thread.run_sync(partial(cluster.stop, mode="immediate"))
             with trio.fail_after(15):
                 while processes_using(f"--user-data-dir={daemon_dir}"):
