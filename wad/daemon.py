@@ -21,6 +21,7 @@ from wad import log, plugins
 from wad.api.app import AppContext, create_app
 from wad.api.server import serve_api
 from wad.browser.driver import BrowserDriver
+from wad.browser.shared import open_sessions
 from wad.bus import EventBus, PluginFailed
 from wad.config import Settings
 from wad.db.connect import asyncio_loop, open_database
@@ -68,7 +69,11 @@ class Daemon:
         async with (
             asyncio_loop(),
             open_database(self.settings) as db,
-            BrowserDriver.open(self.settings.whatsapp) as driver,
+            BrowserDriver.open(self.settings.whatsapp) as browser_driver,
+            open_sessions(browser_driver, mode=self.settings.whatsapp.browser_mode,
+                          orgs_per_browser=self.settings.whatsapp.orgs_per_browser,
+                          save_interval_s=self.settings.whatsapp.storage_save_interval_s
+                          ) as driver,
         ):
             bus = EventBus()
             pm = plugins.get_plugin_manager(self.settings.plugins)

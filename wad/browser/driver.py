@@ -246,7 +246,7 @@ class BrowserSession:
     """
 
     def __init__(self, context: Any, profile: Path, settings: WhatsAppSettings,
-                 nursery: trio.Nursery, event_buffer: int) -> None:
+                 nursery: trio.Nursery, event_buffer: int, *, pid: int | None = None) -> None:
         self._context = context
         self.profile_dir = profile
         self._settings = settings
@@ -262,7 +262,8 @@ class BrowserSession:
         self._gone_signals: set[str] = set()
         self._gone_decided = trio.Event()
         self._closing = False
-        self._pid: int | None = None
+        self._pid: int | None = pid
+        """The browser process; None: found by the profile (`--user-data-dir`)."""
         self.version: str | None = None
         self.held_back = 0
         """How many events had to wait for room in `events` (the page held them meanwhile)."""
@@ -280,7 +281,8 @@ class BrowserSession:
         page.on("close", lambda _page: self._on_gone(
             "browser_closed" if _process_gone(self._pid) else "page_closed"))
         page.on("framenavigated", self._on_navigated)
-        self._pid = _find_browser_pid(self.profile_dir)
+        if self._pid is None:
+            self._pid = _find_browser_pid(self.profile_dir)
         self._nursery.start_soon(self._injector)
         timeout = self._settings.ready_timeout_s
         try:

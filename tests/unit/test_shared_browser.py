@@ -1,0 +1,43 @@
+"""Shared browsers' pieces that need no Chromium: the atomic storage write and the settings."""
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from wad.browser import shared
+from wad.config import ConfigError, parse
+
+
+def test_storage_is_written_atomically_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / shared.STORAGE_FILE
+    path.write_bytes(b"old login")
+    shared._write_atomically(path, b'{"cookies":[]}')
+    assert path.read_bytes() == b'{"cookies":[]}'
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shared.STORAGE_FILE]
+
+
+def test_a_failed_write_leaves_the_old_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    path = tmp_path / shared.STORAGE_FILE
+    path.write_bytes(b"old login")
+
+    def broken(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shared.os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        shared._write_atomically(path, b"new login")
+    assert path.read_bytes() == b"old login"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shared.STORAGE_FILE]
+
+
+def test_browser_mode_settings_are_validated() -> None:
+    settings = parse('[whatsapp]\nbrowser_mode = "shared"\norgs_per_browser = 5\n')
+    assert (settings.whatsapp.browser_mode, settings.whatsapp.orgs_per_browser) == ("shared", 5)
+    assert parse("").whatsapp.browser_mode == "per-org"
+    with pytest.raises(ConfigError, match="whatsapp.browser_mode"):
+        parse('[whatsapp]\nbrowser_mode = "pooled"\n')
+    with pytest.raises(ConfigError, match="whatsapp.orgs_per_browser"):
+        parse("[whatsapp]\norgs_per_browser = 0\n")
