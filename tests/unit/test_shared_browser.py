@@ -41,3 +41,29 @@ def test_browser_mode_settings_are_validated() -> None:
         parse('[whatsapp]\nbrowser_mode = "pooled"\n')
     with pytest.raises(ConfigError, match="whatsapp.orgs_per_browser"):
         parse("[whatsapp]\norgs_per_browser = 0\n")
+
+
+def test_memory_flags_repeat_the_installed_playwrights_feature_lists() -> None:
+    # Chromium keeps only the last --disable-features/--enable-features: ours must carry
+    # Playwright's own lists, or its choices would be undone (checked against the installed
+    # Playwright, so an upgrade that changes them fails here).
+    import re
+    from importlib.util import find_spec
+
+    from wad.browser import flags
+
+    spec = find_spec("playwright")
+    assert spec is not None and spec.origin is not None
+    bundle = Path(spec.origin).parent / "driver" / "package" / "lib" / "coreBundle.js"
+    source = bundle.read_text(encoding="utf-8")
+    block = re.search(r"disabledFeatures = \[(.*?)\]\.filter", source, re.S)
+    assert block is not None
+    theirs = re.findall(r'^\s*"([A-Za-z0-9]+)"', block.group(1), re.M)
+    assert theirs and set(theirs) == set(flags._PLAYWRIGHT_DISABLED)
+    enabled = re.search(r"enabledFeatures = \(\) => \[(.*?)\]\.filter", source, re.S)
+    assert enabled is not None
+    theirs_on = re.findall(r'"([A-Za-z][A-Za-z0-9]+)"', enabled.group(1))
+    assert set(theirs_on) == set(flags._PLAYWRIGHT_ENABLED)
+    assert flags.memory_flags(False) == ()
+    switches = dict(f.partition("=")[::2] for f in flags.memory_flags(True))
+    assert set(switches["--disable-features"].split(",")) >= set(theirs)

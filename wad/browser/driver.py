@@ -32,6 +32,7 @@ from trio_asyncio import aio_as_trio, trio_as_aio
 
 from wad import log
 from wad.browser import events
+from wad.browser.flags import memory_flags
 from wad.browser.events import (
     BridgeErrorEvent,
     BrowserClosed,
@@ -179,7 +180,7 @@ class BrowserDriver:
                 str(profile),
                 executable_path=settings.chromium_path,
                 headless=settings.headless,
-                args=list(CHROMIUM_FLAGS),
+                args=[*CHROMIUM_FLAGS, *memory_flags(settings.memory_saving_flags)],
                 user_agent=settings.user_agent,
                 env=env,
             )

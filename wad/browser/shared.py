@@ -41,6 +41,7 @@ from playwright.async_api import Error as PlaywrightError
 from trio_asyncio import aio_as_trio
 
 from wad import log
+from wad.browser.flags import memory_flags
 from wad.browser.driver import (
     CHROMIUM_FLAGS,
     CLOSE_TIMEOUT_S,
@@ -217,7 +218,8 @@ class SharedBrowsers:
         try:
             browser = await aio_as_trio(self.driver._playwright.chromium.launch)(
                 executable_path=settings.chromium_path, headless=settings.headless,
-                args=[*CHROMIUM_FLAGS, marker], env=env)
+                args=[*CHROMIUM_FLAGS, *memory_flags(settings.memory_saving_flags), marker],
+                env=env)
         except PlaywrightError as exc:
             first = exc.message.strip().splitlines()[0] if exc.message.strip() else ""
             raise BrowserStartError(
