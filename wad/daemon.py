@@ -33,6 +33,7 @@ from wad.notify import Notifier
 from wad.observe.eventlog import EventLog
 from wad.org.manager import OrgContext, OrgManager
 from wad.supervise import ChildSpec, Restart, Strategy, Supervisor
+from wad.whatsapp import places
 
 _log = log.get("daemon")
 
@@ -99,6 +100,10 @@ class Daemon:
                            problem=problem)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
+                # The index of phone place names, built once per phonenumbers version, so the
+                # first inbound client does not wait for it (`wad.whatsapp.places`).
+                nursery.start_soon(partial(
+                    trio.to_thread.run_sync, places.prepare, abandon_on_cancel=True))
                 await nursery.start(root.run)
                 addresses = await nursery.start(self._serve, app)
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,

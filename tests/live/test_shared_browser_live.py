@@ -81,7 +81,7 @@ async def test_killed_shared_browser_restarts_only_its_orgs_without_a_qr(
         assert _shared_session(stack, orgs[2]) is third and third.alive
         assert third.browser is bystander and bystander.alive
         assert bystander.pid == third.browser_pid()
-        assert Path(f"/proc/{bystander.pid}").exists()
+        assert await trio.Path(f"/proc/{bystander.pid}").exists()
         assert orgs[2] not in stack.states  # never changed state
         assert (await stack.session(orgs[2])).state == "CONNECTED"
         assert manager.running(orgs[2]) is handles[2]

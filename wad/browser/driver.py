@@ -32,7 +32,6 @@ from trio_asyncio import aio_as_trio, trio_as_aio
 
 from wad import log
 from wad.browser import events
-from wad.browser.flags import memory_flags
 from wad.browser.events import (
     BridgeErrorEvent,
     BrowserClosed,
@@ -44,6 +43,7 @@ from wad.browser.events import (
     SentInfo,
     SessionState,
 )
+from wad.browser.flags import memory_flags
 from wad.config import WhatsAppSettings
 from wad.errors import WadError
 from wad.whatsapp.ids import chat_id, phone_digits

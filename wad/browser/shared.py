@@ -41,7 +41,6 @@ from playwright.async_api import Error as PlaywrightError
 from trio_asyncio import aio_as_trio
 
 from wad import log
-from wad.browser.flags import memory_flags
 from wad.browser.driver import (
     CHROMIUM_FLAGS,
     CLOSE_TIMEOUT_S,
@@ -50,6 +49,7 @@ from wad.browser.driver import (
     BrowserSession,
     BrowserStartError,
 )
+from wad.browser.flags import memory_flags
 
 STORAGE_FILE = "storage.json"
 """A shared-mode profile: the context's storage state (the login), in the profile folder."""
