@@ -26,7 +26,7 @@ print(json.dumps([geocoder.description_for_number(phonenumbers.parse(n), "en")
 
 def test_index_answers_as_the_full_geodata(tmp_path: Path) -> None:
     path = places.prepare(tmp_path)
-    assert path is not None and path.name.endswith(f"{phonenumbers.__version__}.sqlite")
+    assert path is not None and path.name.endswith(f"{phonenumbers.__version__}.txt")
     index = places.EnglishPlaces(path)
     # phonenumbers' lookup, given the index where it expects its dict (only `in` and `[]`).
     ours = [_prefix_description_for_number(index, index.longest_prefix,  # type: ignore[arg-type]
@@ -40,6 +40,12 @@ def test_index_answers_as_the_full_geodata(tmp_path: Path) -> None:
         assert not mine or mine == full, number
     assert sum(1 for m in ours if m) >= 8
     assert "2025550" not in index and "1202" in index and index["1202"]["en"]
+    # Every prefix of the file is found by the search (first, last, all between).
+    keys = list(index)
+    assert len(keys) == len(index) > 100_000 and keys == sorted(keys)
+    for key in keys[:50] + keys[-50:] + keys[::997]:
+        assert key in index
+    assert "0" not in index and "99999999999" not in index
 
 
 def test_number_context_does_not_load_the_geodata(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@
 in every language phonenumbers knows, about 100 MiB of the daemon's memory and two seconds of
 its start (measured: the daemon's PSS 162 MiB with it), for the English names that
 `wad.whatsapp.messages.number_context` uses. `geocoder()` answers phonenumbers' own geocoder
-module with that data replaced by a read-only SQLite index of the English names: phonenumbers'
-code runs unchanged (an English lookup skips prefixes without an English name either way), a
-lookup reads a few pages from disk.
+module with that data replaced by an index of the English names in a sorted text file, searched
+in place through `mmap`: phonenumbers' code runs unchanged (an English lookup skips prefixes
+without an English name either way), a lookup reads a few pages from disk.
 
 The index is built once per phonenumbers version, by a child process (which loads the geodata
 once and exits), into `$CACHE_DIRECTORY` (systemd's CacheDirectory=), else
@@ -16,8 +16,8 @@ memory as before (logged).
 
 from __future__ import annotations
 
+import mmap
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -45,66 +45,79 @@ def cache_dir() -> Path:
 
 
 def index_path(directory: Path | None = None) -> Path:
-    return (directory or cache_dir()) / f"phone-places-en-{phonenumbers.__version__}.sqlite"
+    return (directory or cache_dir()) / f"phone-places-en-{phonenumbers.__version__}.txt"
 
 
 def build(path: Path) -> None:
-    """Write the index of English place names to PATH (atomically). Loads the whole geodata:
+    """Write the index of English place names to PATH (atomically): a header line with the
+    longest prefix, then `prefix<TAB>name` lines sorted by prefix. Loads the whole geodata:
     run it in a child process (`python -m wad.whatsapp.places PATH`)."""
     from phonenumbers.geodata import GEOCODE_DATA, GEOCODE_LONGEST_PREFIX
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
     try:
-        with sqlite3.connect(tmp) as db:
-            db.execute("CREATE TABLE places (prefix TEXT PRIMARY KEY, name TEXT NOT NULL) "
-                       "WITHOUT ROWID")
-            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.executemany("INSERT INTO places VALUES (?, ?)",
-                           ((prefix, names["en"]) for prefix, names in GEOCODE_DATA.items()
-                            if "en" in names))
-            db.execute("INSERT INTO meta VALUES ('longest_prefix', ?)",
-                       (str(GEOCODE_LONGEST_PREFIX),))
-        db.close()
+        with tmp.open("w", encoding="utf-8", newline="\n") as out:
+            out.write(f"{_HEADER}{GEOCODE_LONGEST_PREFIX}\n")
+            for prefix in sorted(p for p, names in GEOCODE_DATA.items() if "en" in names):
+                name = GEOCODE_DATA[prefix]["en"]
+                if "\t" in name or "\n" in name or not prefix.isdigit():
+                    continue  # cannot be a line of the index (none such in phonenumbers' data)
+                out.write(f"{prefix}\t{name}\n")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+_HEADER = "#longest_prefix\t"
+
+
 class EnglishPlaces(Mapping[str, dict[str, str]]):
-    """Prefix -> {"en": name}, read from the index (what `phonenumbers.geodata.GEOCODE_DATA`
-    holds, for English only)."""
+    """Prefix -> {"en": name}, found by binary search in the memory-mapped index (what
+    `phonenumbers.geodata.GEOCODE_DATA` holds, for English only)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        self._lock = threading.Lock()
-        row = self._one("SELECT value FROM meta WHERE key = 'longest_prefix'", ())
-        if row is None:
-            raise sqlite3.DatabaseError(f"{path}: not a place index")
-        self.longest_prefix = int(row[0])
+        with path.open("rb") as handle:
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        first = self._map.find(b"\n")
+        header = self._map[:first].decode()
+        if not header.startswith(_HEADER):
+            raise ValueError(f"{path}: not a place index")
+        self.longest_prefix = int(header[len(_HEADER):])
+        self._start = first + 1
 
-    def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
+    def _find(self, prefix: str) -> str | None:
+        wanted = prefix.encode()
+        mm, lo, hi = self._map, self._start, len(self._map)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            line = max(mm.rfind(b"\n", lo, mid) + 1, lo)
+            end = mm.find(b"\n", line)
+            end = len(mm) if end < 0 else end
+            key, _, name = mm[line:end].partition(b"\t")
+            if key < wanted:
+                lo = end + 1
+            elif key > wanted:
+                hi = line
+            else:
+                return name.decode()
+        return None
 
     def __getitem__(self, prefix: str) -> dict[str, str]:
-        row = self._one("SELECT name FROM places WHERE prefix = ?", (prefix,))
-        if row is None:
+        name = self._find(prefix) if isinstance(prefix, str) else None
+        if name is None:
             raise KeyError(prefix)
-        return {"en": row[0]}
+        return {"en": name}
 
     def __contains__(self, prefix: object) -> bool:
-        return isinstance(prefix, str) and self._one(
-            "SELECT 1 FROM places WHERE prefix = ?", (prefix,)) is not None
+        return isinstance(prefix, str) and self._find(prefix) is not None
 
     def __iter__(self) -> Iterator[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT prefix FROM places").fetchall()
-        return iter(r[0] for r in rows)
+        body = self._map[self._start:].decode()
+        return iter(line.partition("\t")[0] for line in body.splitlines())
 
     def __len__(self) -> int:
-        return int(self._one("SELECT count(*) FROM places", ())[0])
+        return self._map[self._start:].count(b"\n")
 
 
 def prepare(directory: Path | None = None) -> Path | None:
@@ -152,7 +165,7 @@ def geocoder() -> Any:
                 if path is not None:
                     try:
                         _install(EnglishPlaces(path))
-                    except sqlite3.Error as exc:
+                    except (OSError, ValueError) as exc:
                         log.get("places").warning("phone place index unreadable",
                                                   path=str(path), error=str(exc))
             from phonenumbers import geocoder as found
