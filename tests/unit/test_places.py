@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import phonenumbers
+import pytest
 from phonenumbers.prefix import _prefix_description_for_number
 
 from wad.whatsapp import places
@@ -24,8 +25,16 @@ print(json.dumps([geocoder.description_for_number(phonenumbers.parse(n), "en")
 """
 
 
-def test_index_answers_as_the_full_geodata(tmp_path: Path) -> None:
-    path = places.prepare(tmp_path)
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder (as XDG_CACHE_HOME) with the index built once for this module."""
+    home = tmp_path_factory.mktemp("cache")
+    assert places.prepare(home / "wad") is not None
+    return home
+
+
+def test_index_answers_as_the_full_geodata(cache_home: Path) -> None:
+    path = places.prepare(cache_home / "wad")  # already there: not built again
     assert path is not None and path.name.endswith(f"{phonenumbers.__version__}.txt")
     index = places.EnglishPlaces(path)
     # phonenumbers' lookup, given the index where it expects its dict (only `in` and `[]`).
@@ -48,7 +57,7 @@ def test_index_answers_as_the_full_geodata(tmp_path: Path) -> None:
     assert "0" not in index and "99999999999" not in index
 
 
-def test_number_context_does_not_load_the_geodata(tmp_path: Path) -> None:
+def test_number_context_does_not_load_the_geodata(cache_home: Path) -> None:
     script = """
 import sys
 from wad.whatsapp import messages
@@ -56,14 +65,15 @@ print(messages.number_context("+12025550123")["region"])
 loaded = [m for m in sys.modules if m.startswith("phonenumbers.geodata.data")]
 print(len(loaded))
 """
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), CACHE_DIRECTORY="")
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), CACHE_DIRECTORY="")
     env.pop("CACHE_DIRECTORY")
+    built = places.index_path(cache_home / "wad").stat().st_mtime_ns
     done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
                           text=True, env=env)
     region, loaded = done.stdout.splitlines()[:2]
     assert region == "Washington D.C."
     assert loaded == "0"
-    assert places.index_path(tmp_path / "wad").exists()
+    assert places.index_path(cache_home / "wad").stat().st_mtime_ns == built  # found, not rebuilt
 
 
 def test_without_an_index_the_geodata_is_loaded(tmp_path: Path) -> None:
