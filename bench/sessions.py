@@ -12,7 +12,9 @@ a QR on the way (a lost login).
     .venv/bin/python bench/sessions.py --mode per-org --counts 1 5 10
 
 Prints per count: PSS total, per organization, per additional organization (against the
-smallest count of the run), the parts (daemon, driver, Chromium and its process count,
+smallest count of the run), the same for USS (private memory, which other processes on the
+machine do not change: PSS divides shared code pages among every process that maps them,
+other helpers' Chromiums included), the parts (PSS) (daemon, driver, Chromium and its process count,
 PostgreSQL apart), the restart's time to the daemon ready (`wad is ready`: database, API) and to
 every organization connected (the restore time), and the load average with each line (the
 machine is shared: memory figures hold, times are pessimistic under load).
@@ -49,6 +51,21 @@ def pss_kib(pid: int) -> int:
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def uss_kib(pid: int) -> int:
+    """USS (private memory: Private_Clean + Private_Dirty) of a process and its descendants, in
+    KiB. Unlike PSS it does not depend on other processes on the machine that map the same
+    files (other Chromiums share the browser's code pages, and PSS divides those among them)."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
                     total += int(line.split()[1])
         except OSError:
             continue
@@ -151,6 +168,7 @@ def run(count: int, sim_url: str, sim: httpx.Client, mode: str, per_browser: int
         wait_all(daemon, orgs, "CONNECTED")
         time.sleep(SETTLE_S)
         memory = memory_by_kind(daemon.proc.pid)
+        memory["uss"] = (uss_kib(daemon.proc.pid) * 1024, 0)
         postgres = pss_kib(daemon.postgres_pid() or 0)
         assert daemon.stop(signal.SIGTERM) == 0
 
@@ -167,7 +185,9 @@ def run(count: int, sim_url: str, sim: httpx.Client, mode: str, per_browser: int
 
 
 def mib(memory: dict[str, tuple[int, int]], *kinds: str) -> float:
-    return sum(b for k, (b, _) in memory.items() if not kinds or k in kinds) / 2**20
+    """PSS in MiB of the processes of KINDS (all when none given); "uss" is the tree's USS."""
+    return sum(b for k, (b, _) in memory.items()
+               if (k in kinds if kinds else k != "uss")) / 2**20
 
 
 def main() -> None:
@@ -193,20 +213,24 @@ def main() -> None:
                     break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            print(f"{'orgs':>4} {'PSS MiB':>8} {'per org':>8} {'per add.':>8} {'daemon':>7} "
+            print(f"{'orgs':>4} {'PSS MiB':>8} {'per org':>8} {'per add.':>8} {'USS MiB':>8} "
+                  f"{'per add.':>8} {'daemon':>7} "
                   f"{'driver':>7} {'chromium':>9} {'procs':>6} {'pg MiB':>7} {'ready s':>7} {'restore s':>9}"
                   f"  load", flush=True)
-            first: tuple[int, float] | None = None
+            first: tuple[int, float, float] | None = None
             for count in sorted(args.counts):
                 memory, postgres, (ready_s, restore_s), load = run(count, sim_url, sim, args.mode,
                                                         args.orgs_per_browser)
-                total = mib(memory)
+                total, uss = mib(memory), mib(memory, "uss")
                 if first is None:
-                    first = (count, total)
-                extra = ((total - first[1]) / (count - first[0])) if count > first[0] else None
+                    first = (count, total, uss)
+                more = count - first[0]
+                extra = (total - first[1]) / more if more else None
+                extra_uss = (uss - first[2]) / more if more else None
                 browsers = memory.get("browser", (0, 0))[1]
                 print(f"{count:>4} {total:>8.1f} {total / count:>8.1f} "
-                      f"{(f'{extra:.1f}' if extra is not None else '-'):>8} "
+                      f"{(f'{extra:.1f}' if extra is not None else '-'):>8} {uss:>8.1f} "
+                      f"{(f'{extra_uss:.1f}' if extra_uss is not None else '-'):>8} "
                       f"{mib(memory, 'daemon'):>7.1f} {mib(memory, 'driver'):>7.1f} "
                       f"{mib(memory, 'browser'):>9.1f} {browsers:>6} {postgres / 1024:>7.1f} "
                       f"{ready_s:>7.2f} {restore_s:>9.2f}  {load}", flush=True)

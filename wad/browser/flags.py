@@ -7,7 +7,7 @@ With them:
 
 - `--disable-gpu --in-process-gpu`: no GPU process (headless pages have nothing to composite on
   a GPU; software rendering stays in the browser process);
-- `NetworkServiceInProcess`: the network service runs in the browser process instead of its own
+- `NetworkServiceInProcess2`: the network service runs in the browser process instead of its own
   utility process (a crash of it takes the browser with it: the session restarts, as after
   any browser crash);
 - `SpareRendererForSitePerProcess`, `WebUIOmniboxPopup`, `WebUIOmniboxFullPopup`,
@@ -34,7 +34,7 @@ DISABLED_FEATURES = (
     "SpareRendererForSitePerProcess", "WebUIOmniboxPopup", "WebUIOmniboxFullPopup",
     "WebUIOmniboxAimPopup",
 )
-ENABLED_FEATURES = ("NetworkServiceInProcess",)
+ENABLED_FEATURES = ("NetworkServiceInProcess2",)
 
 MEMORY_FLAGS = (
     "--disable-gpu",
