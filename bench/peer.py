@@ -10,8 +10,9 @@ and `shared`, every organization in its own context of one Chromium). One after 
 other, so they do not compete for the CPU. For each it prints:
 
 - memory: PSS of the client process plus its whole process tree (node + its Chromiums; `wad run`
-  + Playwright's driver + its Chromiums), once every session is ready, per session; wad's
-  PostgreSQL (not in the daemon's tree, and with no counterpart in whatsapp-web.js) apart;
+  + Playwright's driver + its Chromiums), once every session is ready, per session, and its USS
+  (private memory, which other processes on the machine mapping the same files do not change);
+  wad's PostgreSQL (not in the daemon's tree, and with no counterpart in whatsapp-web.js) apart;
 - ready, fresh link: from starting a client (`initialize()` / `POST /api/whatsapp/connect`)
   to ready (`ready` event / state `CONNECTED`), the phone scanning the first QR at once;
   median and slowest session;
@@ -50,7 +51,7 @@ import trio_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.sessions import free_port, pss_kib  # noqa: E402
+from bench.sessions import free_port, pss_kib, uss_kib  # noqa: E402
 from tests.conformance.wwebjs import WWebJS  # noqa: E402
 from tests.support.daemonproc import DaemonProcess, start_daemon  # noqa: E402
 from wad.db.embedded import EmbeddedPostgres  # noqa: E402
@@ -170,6 +171,7 @@ async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
         fresh = await start_all(start, count, fresh=True)
         await trio.sleep(SETTLE_S)
         memory = memory_by_kind(node.proc.pid)
+        memory["uss"] = (uss_kib(node.proc.pid) * 1024, 0)
 
         # Timestamps taken in node, in the Client's own `message` listener.
         for name in names:
@@ -249,6 +251,7 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
             fresh = await start_all(start, count, fresh=True)
             await trio.sleep(SETTLE_S)
             memory = memory_by_kind(daemon.proc.pid)
+            memory["uss"] = (uss_kib(daemon.proc.pid) * 1024, 0)
             postgres = pss_kib(daemon.postgres_pid() or 0)
 
             seen: dict[str, float] = {}
@@ -286,8 +289,9 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
 
 
 def mib(memory: dict[str, tuple[int, int]], *kinds: str) -> float:
-    """PSS in MiB of the processes of `kinds` (all when none given)."""
-    return sum(b for k, (b, _) in memory.items() if not kinds or k in kinds) / 2**20
+    """PSS in MiB of the processes of `kinds` (all when none given); "uss": the tree's USS."""
+    return sum(b for k, (b, _) in memory.items()
+               if (k in kinds if kinds else k != "uss")) / 2**20
 
 
 def report(count: int, peer: dict[str, Any], ours: dict[str, dict[str, Any]]) -> None:
@@ -296,6 +300,7 @@ def report(count: int, peer: dict[str, Any], ours: dict[str, dict[str, Any]]) ->
         mem = side["memory"]
         return [
             ("memory per session, MiB", mib(mem) / count),
+            ("  USS per session, MiB", mib(mem, "uss") / count),
             ("memory total, MiB", mib(mem)),
             ("  client process", mib(mem, "daemon")),
             ("  Playwright driver (node)", mib(mem, "driver")),
