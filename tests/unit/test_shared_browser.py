@@ -67,3 +67,15 @@ def test_memory_flags_repeat_the_installed_playwrights_feature_lists() -> None:
     assert flags.memory_flags(False) == ()
     switches = dict(f.partition("=")[::2] for f in flags.memory_flags(True))
     assert set(switches["--disable-features"].split(",")) >= set(theirs)
+
+
+def test_a_browser_whose_process_exited_takes_no_new_contexts() -> None:
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert shared.SharedBrowser(number=1, browser=None, pid=os.getpid()).running()
+    assert not shared.SharedBrowser(number=2, browser=None, pid=gone.pid).running()
+    assert not shared.SharedBrowser(number=3, browser=None, pid=os.getpid(), alive=False).running()

@@ -70,6 +70,17 @@ class SharedBrowser:
     contexts: int = 0
     alive: bool = True
 
+    def running(self) -> bool:
+        """Alive as far as is known: Playwright has not reported it gone and its process has
+        not exited (a killed browser is seen here before Playwright's word arrives)."""
+        if not self.alive or self.pid is None:
+            return self.alive
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(") ", 1)[-1][:1] not in ("Z", "X")
+
 
 def _find_marked_pid(marker: str) -> int | None:
     """The browser process started with the switch MARKER (not its renderers or helpers, whose
@@ -190,7 +201,7 @@ class SharedBrowsers:
         """A place for one more context: the first live browser with room, else a new one."""
         async with self._lock:
             for found in self._browsers:
-                if found.alive and found.contexts < self.orgs_per_browser:
+                if found.contexts < self.orgs_per_browser and found.running():
                     found.contexts += 1
                     return found
             fresh = await self._launch()
