@@ -11,7 +11,7 @@ other, so they do not compete for the CPU. For each it prints:
 
 - memory: PSS of the client process plus its whole process tree (node + its Chromiums; `wad run`
   + Playwright's driver + its Chromiums), once every session is ready, per session, and its USS
-  (private memory, which other processes on the machine mapping the same files do not change);
+  (private memory, which depends less than PSS on other processes mapping the same files);
   wad's PostgreSQL (not in the daemon's tree, and with no counterpart in whatsapp-web.js) apart;
 - ready, fresh link: from starting a client (`initialize()` / `POST /api/whatsapp/connect`)
   to ready (`ready` event / state `CONNECTED`), the phone scanning the first QR at once;

@@ -12,8 +12,8 @@ a QR on the way (a lost login).
     .venv/bin/python bench/sessions.py --mode per-org --counts 1 5 10
 
 Prints per count: PSS total, per organization, per additional organization (against the
-smallest count of the run), the same for USS (private memory, which other processes on the
-machine do not change: PSS divides shared code pages among every process that maps them,
+smallest count of the run), the same for USS (private memory, which depends less on the other
+processes of the machine: PSS divides shared code pages among every process that maps them,
 other helpers' Chromiums included), the parts (PSS) (daemon, driver, Chromium and its process count,
 PostgreSQL apart), the restart's time to the daemon ready (`wad is ready`: database, API) and to
 every organization connected (the restore time), and the load average with each line (the
@@ -59,8 +59,9 @@ def pss_kib(pid: int) -> int:
 
 def uss_kib(pid: int) -> int:
     """USS (private memory: Private_Clean + Private_Dirty) of a process and its descendants, in
-    KiB. Unlike PSS it does not depend on other processes on the machine that map the same
-    files (other Chromiums share the browser's code pages, and PSS divides those among them)."""
+    KiB. It depends less than PSS on other processes that map the same files (other Chromiums
+    share the browser's code pages, and PSS divides those among them), though a page only one
+    process touches still counts as private."""
     total = 0
     for p in [pid, *descendants(pid)]:
         try:
