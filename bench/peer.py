@@ -4,12 +4,15 @@ One simulator (`wad sim`, plain HTTP for wad, TLS for whatsapp-web.js, whose pag
 `https://web.whatsapp.com/` and is mapped to it by Chromium's host resolver). For each number of
 accounts, first whatsapp-web.js (the version pinned in tests/conformance, unmodified, one
 `Client` per account in one node process with LocalAuth, as its users run it), then wad (a
-`wad run` process with its embedded PostgreSQL, one organization per account). One after the
+`wad run` process with its embedded PostgreSQL, one organization per account), once in each
+browser mode asked for (`--wad-modes`, default both: `per-org`, one Chromium per organization,
+and `shared`, every organization in its own context of one Chromium). One after the
 other, so they do not compete for the CPU. For each it prints:
 
 - memory: PSS of the client process plus its whole process tree (node + its Chromiums; `wad run`
-  + Playwright's driver + its Chromiums), once every session is ready, per session; wad's
-  PostgreSQL (not in the daemon's tree, and with no counterpart in whatsapp-web.js) apart;
+  + Playwright's driver + its Chromiums), once every session is ready, per session, and its USS
+  (private memory, which depends less than PSS on other processes mapping the same files);
+  wad's PostgreSQL (not in the daemon's tree, and with no counterpart in whatsapp-web.js) apart;
 - ready, fresh link: from starting a client (`initialize()` / `POST /api/whatsapp/connect`)
   to ready (`ready` event / state `CONNECTED`), the phone scanning the first QR at once;
   median and slowest session;
@@ -21,7 +24,7 @@ other, so they do not compete for the CPU. For each it prints:
 
 then the ratios wad / whatsapp-web.js.
 
-    .venv/bin/python bench/peer.py [--counts 1 10] [--messages 40]
+    .venv/bin/python bench/peer.py [--counts 1 10] [--messages 40] [--wad-modes per-org shared]
 
 Needs `make setup` (whatsapp-web.js under tests/conformance/node_modules) and /usr/bin/chromium.
 """
@@ -48,7 +51,7 @@ import trio_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.sessions import free_port, pss_kib  # noqa: E402
+from bench.sessions import free_port, pss_kib, uss_kib  # noqa: E402
 from tests.conformance.wwebjs import WWebJS  # noqa: E402
 from tests.support.daemonproc import DaemonProcess, start_daemon  # noqa: E402
 from wad.db.embedded import EmbeddedPostgres  # noqa: E402
@@ -72,7 +75,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def account_numbers(side: str, count: int) -> list[str]:
-    prefix = {"wwebjs": "9967701", "wad": "9967702"}[side]
+    prefix = {"wwebjs": "9967701", "wad-per-org": "9967702", "wad-shared": "9967703"}[side]
     return [f"{prefix}{count:02d}{i:03d}" for i in range(count)]
 
 async def start_all(start: Callable[[int, bool, list[float]], Awaitable[None]], count: int, *,
@@ -168,6 +171,7 @@ async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
         fresh = await start_all(start, count, fresh=True)
         await trio.sleep(SETTLE_S)
         memory = memory_by_kind(node.proc.pid)
+        memory["uss"] = (uss_kib(node.proc.pid) * 1024, 0)
 
         # Timestamps taken in node, in the Client's own `message` listener.
         for name in names:
@@ -208,10 +212,11 @@ async def wait_state(db: Database, org: str, state: str) -> None:
 
 
 async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
-                  root: Path) -> dict[str, Any]:
-    numbers = account_numbers("wad", count)
+                  root: Path, mode: str) -> dict[str, Any]:
+    numbers = account_numbers(f"wad-{mode}", count)
     await create_accounts(phone, numbers)
-    extra = f'[whatsapp]\nurl = "{sim_url}"\nready_timeout_s = 60.0\n'
+    extra = (f'[whatsapp]\nurl = "{sim_url}"\nready_timeout_s = 60.0\n'
+             f'browser_mode = "{mode}"\norgs_per_browser = {max(count, 1)}\n')
     # Logging at `info`, as a production daemon runs (the tests' default is `debug`).
     daemon = await trio.to_thread.run_sync(functools.partial(
         start_daemon, root, extra_config=extra, log_level="info"))
@@ -246,6 +251,7 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
             fresh = await start_all(start, count, fresh=True)
             await trio.sleep(SETTLE_S)
             memory = memory_by_kind(daemon.proc.pid)
+            memory["uss"] = (uss_kib(daemon.proc.pid) * 1024, 0)
             postgres = pss_kib(daemon.postgres_pid() or 0)
 
             seen: dict[str, float] = {}
@@ -283,38 +289,51 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
 
 
 def mib(memory: dict[str, tuple[int, int]], *kinds: str) -> float:
-    """PSS in MiB of the processes of `kinds` (all when none given)."""
-    return sum(b for k, (b, _) in memory.items() if not kinds or k in kinds) / 2**20
+    """PSS in MiB of the processes of `kinds` (all when none given); "uss": the tree's USS."""
+    return sum(b for k, (b, _) in memory.items()
+               if (k in kinds if kinds else k != "uss")) / 2**20
 
 
-def report(count: int, peer: dict[str, Any], ours: dict[str, Any]) -> None:
-    theirs_mem, our_mem = peer["memory"], ours["memory"]
-    rows = [
-        ("memory per session, MiB", mib(theirs_mem) / count, mib(our_mem) / count),
-        ("memory total, MiB", mib(theirs_mem), mib(our_mem)),
-        ("  client process", mib(theirs_mem, "daemon"), mib(our_mem, "daemon")),
-        ("  Playwright driver (node)", 0.0, mib(our_mem, "driver")),
-        ("  Chromium processes", mib(theirs_mem, "browser"), mib(our_mem, "browser")),
-        ("  other processes", mib(theirs_mem, "other"), mib(our_mem, "other")),
-        ("ready fresh link, median s", statistics.median(peer["fresh"]),
-         statistics.median(ours["fresh"])),
-        ("ready fresh link, slowest s", max(peer["fresh"]), max(ours["fresh"])),
-        ("ready restored, median s", statistics.median(peer["restored"]),
-         statistics.median(ours["restored"])),
-        ("ready restored, slowest s", max(peer["restored"]), max(ours["restored"])),
-        ("inbound latency p50, ms", percentile(peer["latency"], 0.5) * 1000,
-         percentile(ours["latency"], 0.5) * 1000),
-        ("inbound latency p95, ms", percentile(peer["latency"], 0.95) * 1000,
-         percentile(ours["latency"], 0.95) * 1000),
-    ]
-    print(f"\n{count} account(s), {len(ours['latency'])} messages each side, one every "
-          f"{DELIVERY_GAP_S:g} s")
-    print(f"{'':<30} {'whatsapp-web.js':>16} {'wad':>10} {'wad/wwebjs':>11}")
-    for label, theirs, mine in rows:
-        ratio = f"{mine / theirs:>11.2f}" if theirs else f"{'-':>11}"
-        print(f"{label:<30} {theirs:>16.2f} {mine:>10.2f} {ratio}")
-    print(f"{'(wad PostgreSQL, MiB, apart)':<30} {'':>16} {ours['postgres_kib'] / 1024:>10.2f}",
-          flush=True)
+def report(count: int, peer: dict[str, Any], ours: dict[str, dict[str, Any]]) -> None:
+    """One table: whatsapp-web.js, then wad in each browser mode with its ratio to it."""
+    def rows(side: dict[str, Any]) -> list[tuple[str, float]]:
+        mem = side["memory"]
+        return [
+            ("memory per session, MiB", mib(mem) / count),
+            ("  USS per session, MiB", mib(mem, "uss") / count),
+            ("memory total, MiB", mib(mem)),
+            ("  client process", mib(mem, "daemon")),
+            ("  Playwright driver (node)", mib(mem, "driver")),
+            ("  Chromium processes", mib(mem, "browser")),
+            ("  other processes", mib(mem, "other")),
+            ("ready fresh link, median s", statistics.median(side["fresh"])),
+            ("ready fresh link, slowest s", max(side["fresh"])),
+            ("ready restored, median s", statistics.median(side["restored"])),
+            ("ready restored, slowest s", max(side["restored"])),
+            ("inbound latency p50, ms", percentile(side["latency"], 0.5) * 1000),
+            ("inbound latency p95, ms", percentile(side["latency"], 0.95) * 1000),
+        ]
+
+    theirs = rows(peer)
+    mine = {mode: rows(side) for mode, side in ours.items()}
+    any_side = next(iter(ours.values()))
+    print(f"\n{count} account(s), {len(any_side['latency'])} messages each side, one every "
+          f"{DELIVERY_GAP_S:g} s, load average {load_average()}")
+    header = f"{'':<30} {'whatsapp-web.js':>16}"
+    for mode in mine:
+        header += f" {'wad ' + mode:>12} {'/wwebjs':>8}"
+    print(header)
+    for i, (label, peer_value) in enumerate(theirs):
+        line = f"{label:<30} {peer_value:>16.2f}"
+        for values in mine.values():
+            value = values[i][1]
+            ratio = f"{value / peer_value:>8.2f}" if peer_value else f"{'-':>8}"
+            line += f" {value:>12.2f} {ratio}"
+        print(line)
+    line = f"{'(wad PostgreSQL, MiB, apart)':<30} {'':>16}"
+    for side in ours.values():
+        line += f" {side['postgres_kib'] / 1024:>12.2f} {'':>8}"
+    print(line, flush=True)
 
 
 def load_average() -> str:
@@ -322,7 +341,7 @@ def load_average() -> str:
 
 
 async def amain(counts: list[int], messages: int, sim_url: str, tls_port: int,
-                root: Path) -> None:
+                root: Path, modes: list[str]) -> None:
     async with SimClient(sim_url, timeout=60) as phone:
         with trio.fail_after(30):
             while True:
@@ -339,7 +358,9 @@ async def amain(counts: list[int], messages: int, sim_url: str, tls_port: int,
         print(f"simulator: sync_delay_s={config.get('sync_delay_s')}", flush=True)
         for count in counts:
             peer = await run_wwebjs(count, tls_port, phone, messages, root / f"wwebjs-{count}")
-            ours = await run_wad(count, sim_url, phone, messages, root / f"wad-{count}")
+            ours = {mode: await run_wad(count, sim_url, phone, messages,
+                                        root / f"wad-{mode}-{count}", mode)
+                    for mode in modes}
             report(count, peer, ours)
 
 
@@ -348,6 +369,9 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--messages", type=int, default=40,
                         help="messages delivered in the latency run (to the accounts in turn)")
+    parser.add_argument("--wad-modes", nargs="+", choices=["per-org", "shared"],
+                        default=["per-org", "shared"],
+                        help="wad's browser modes to run (shared: every account in one Chromium)")
     args = parser.parse_args()
     port, tls_port = free_port(), free_port()
     sim_proc = subprocess.Popen(
@@ -355,13 +379,14 @@ def main() -> None:
          str(tls_port), "--seed", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = Path(tempfile.mkdtemp(prefix="wad-bench-peer-"))
     for count in args.counts:
-        (root / f"wad-{count}").mkdir(mode=0o711)
+        for mode in args.wad_modes:
+            (root / f"wad-{mode}-{count}").mkdir(mode=0o711)
     root.chmod(0o711)
     print(f"machine: {os.cpu_count()} cores, load average {load_average()} at the start",
           flush=True)
     try:
         trio_asyncio.run(amain, args.counts, args.messages, f"http://127.0.0.1:{port}/",
-                         tls_port, root)
+                         tls_port, root, args.wad_modes)
     finally:
         print(f"load average {load_average()} at the end")
         sim_proc.send_signal(signal.SIGINT)

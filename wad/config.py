@@ -149,6 +149,18 @@ class WhatsAppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     takeover_on_conflict: bool = False
     takeover_delay_s: NonNegativeSeconds = 30.0
     archive_interval_s: PositiveSeconds = 3600.0
+    memory_saving_flags: bool = True
+    """Start Chromium with the switches of `wad.browser.flags` (no GPU process, the network
+    service in the browser process, no spare or omnibox-popup renderers)."""
+    browser_mode: Literal["per-org", "shared"] = "per-org"
+    """`per-org`: one Chromium per organization (its own process tree and profile folder);
+    `shared`: up to `orgs_per_browser` organizations per Chromium, each in its own browser
+    context, its login kept in `storage.json` (`wad.browser.shared`)."""
+    orgs_per_browser: Annotated[int, Meta(ge=1, le=100)] = 10
+    """In `shared` mode: most organizations (browser contexts) in one Chromium."""
+    storage_save_interval_s: PositiveSeconds = 60.0
+    """In `shared` mode: how often a connected session's login is written to `storage.json`
+    (also after connecting, before each login archive and when the session closes)."""
 
 
 Seconds = Annotated[float, Meta(ge=0, le=3600)]

@@ -28,6 +28,7 @@ from wad.api.app import create_app
 from wad.api.context import AppContext, Services, service_specs
 from wad.api.server import serve_api
 from wad.browser.driver import BrowserDriver
+from wad.browser.shared import open_sessions
 from wad.bus import EventBus, PluginFailed
 from wad.config import Settings
 from wad.db.connect import asyncio_loop, open_database
@@ -39,6 +40,7 @@ from wad.notify import Notifier
 from wad.observe.eventlog import EventLog
 from wad.org.manager import OrgContext, OrgManager
 from wad.supervise import ChildSpec, Restart, Strategy, Supervisor
+from wad.whatsapp import places
 
 _log = log.get("daemon")
 
@@ -76,7 +78,11 @@ class Daemon:
         async with (
             asyncio_loop(),
             open_database(self.settings) as db,
-            BrowserDriver.open(self.settings.whatsapp) as driver,
+            BrowserDriver.open(self.settings.whatsapp) as browser_driver,
+            open_sessions(browser_driver, mode=self.settings.whatsapp.browser_mode,
+                          orgs_per_browser=self.settings.whatsapp.orgs_per_browser,
+                          save_interval_s=self.settings.whatsapp.storage_save_interval_s
+                          ) as driver,
         ):
             bus = EventBus()
             pm = plugins.get_plugin_manager(self.settings.plugins)
@@ -103,6 +109,10 @@ class Daemon:
                 _log.error("a restart intensity can never be reached", problem=problem)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
+                # The index of phone place names, built once per phonenumbers version, so the
+                # first inbound client does not wait for it (`wad.whatsapp.places`).
+                nursery.start_soon(partial(
+                    trio.to_thread.run_sync, places.prepare, abandon_on_cancel=True))
                 await nursery.start(root.run)
                 addresses = await nursery.start(self._serve, app)
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from wad.browser.driver import BrowserDriver
+from wad.browser.shared import open_sessions
 from wad.bus import EventBus, SessionStatus
 from wad.config import DaemonSettings, Settings, WhatsAppSettings
 from wad.db.models import WhatsAppSession
@@ -32,7 +33,8 @@ class Stack:
     phone: SimClient
     db: Database
     settings: Settings
-    driver: BrowserDriver
+    driver: Any
+    """The driver, or in `browser_mode="shared"` the pool of shared browsers."""
     bus: EventBus
     nursery: trio.Nursery
     manager: OrgManager | None = None
@@ -154,7 +156,10 @@ async def open_stack(state_dir: Path, dsn: str, *, sim_config: SimConfig | None 
         settings = fast_settings(state_dir, sim.url, **whatsapp)
         async with (
             Database.open(dsn, min_size=1, max_size=10) as db,
-            BrowserDriver.open(settings.whatsapp) as driver,
+            BrowserDriver.open(settings.whatsapp) as browser_driver,
+            open_sessions(browser_driver, mode=settings.whatsapp.browser_mode,
+                          orgs_per_browser=settings.whatsapp.orgs_per_browser,
+                          save_interval_s=settings.whatsapp.storage_save_interval_s) as driver,
             SimClient(sim.url) as phone,
         ):
             stack = Stack(sim=sim, phone=phone, db=db, settings=settings, driver=driver,

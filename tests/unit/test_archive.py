@@ -1,6 +1,7 @@
 """Session archives: sealed, restorable, never readable without the key; the trash keeps data."""
 
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,24 @@ def test_move_to_trash_keeps_everything(tmp_path: Path) -> None:
     assert target.name.startswith("org-1-")
     assert (target / "Default/Cache/big").read_bytes() == b"x" * 1000
     assert archive.move_to_trash(profile, tmp_path / "sessions", "1") is None
+
+
+def test_shared_mode_profile_round_trip_keeps_storage_state(tmp_path: Path) -> None:
+    # A shared-browser session's whole login is `storage.json` in its profile folder.
+    profile = tmp_path / "org-2"
+    profile.mkdir()
+    state = b'{"cookies":[],"origins":[{"origin":"http://127.0.0.1:1","indexedDB":[]}]}'
+    (profile / "storage.json").write_bytes(state)
+    (profile / ".storage.json.tmp").write_bytes(b"half written")
+    keys = archive.keyring(tmp_path)
+    org = uuid.uuid4()
+    work = tmp_path / "work"
+    work.mkdir()
+    packed = archive.pack_login(profile, work)
+    sealed = archive.seal_file(packed.path, keys.current, org)
+    assert b"origins" not in sealed
+
+    restored = tmp_path / "elsewhere" / "org-2"
+    archive.restore(sealed, keys, org, packed.sha256, restored)
+    assert (restored / "storage.json").read_bytes() == state
+    assert sorted(p.name for p in restored.iterdir()) == ["storage.json"]

@@ -44,6 +44,7 @@ from wad.browser.events import (
     SentInfo,
     SessionState,
 )
+from wad.browser.flags import memory_flags
 from wad.config import WhatsAppSettings
 from wad.errors import WadError
 from wad.supervise import sole
@@ -218,7 +219,7 @@ class BrowserDriver:
                 str(profile),
                 executable_path=settings.chromium_path,
                 headless=settings.headless,
-                args=list(CHROMIUM_FLAGS),
+                args=[*CHROMIUM_FLAGS, *memory_flags(settings.memory_saving_flags)],
                 # Playwright adds --no-sandbox unless told otherwise.
                 chromium_sandbox=sandboxed(),
                 user_agent=settings.user_agent,
@@ -278,7 +279,7 @@ class BrowserSession:
     """
 
     def __init__(self, context: Any, profile: Path, settings: WhatsAppSettings,
-                 nursery: trio.Nursery, event_buffer: int) -> None:
+                 nursery: trio.Nursery, event_buffer: int, *, pid: int | None = None) -> None:
         self._context = context
         self.profile_dir = profile
         self._settings = settings
@@ -294,7 +295,8 @@ class BrowserSession:
         self._gone_signals: set[str] = set()
         self._gone_decided = trio.Event()
         self._closing = False
-        self._pid: int | None = None
+        self._pid: int | None = pid
+        """The browser process; None: found by the profile (`--user-data-dir`)."""
         self.version: str | None = None
         self.last_activity = trio.current_time()
         """When the page last delivered an event or answered a call (`trio.current_time()`):
@@ -320,7 +322,8 @@ class BrowserSession:
         page.on("close", lambda _page: self._on_gone(
             "browser_closed" if _process_gone(self._pid) else "page_closed"))
         page.on("framenavigated", self._on_navigated)
-        self._pid = find_browser_pid(self.profile_dir)
+        if self._pid is None:
+            self._pid = find_browser_pid(self.profile_dir)
         self._nursery.start_soon(self._injector)
         timeout = self._settings.ready_timeout_s
         try:

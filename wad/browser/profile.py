@@ -49,10 +49,11 @@ from wad.errors import WadError
 
 # Paths inside a profile that hold the login (WhatsApp Web keeps its keys and state in IndexedDB
 # and Local Storage; the cookie database holds the site's cookies, and its journal, when present,
-# lets SQLite roll back a transaction the copy caught halfway). Everything else - Cache, Code
+# lets SQLite roll back a transaction the copy caught halfway; `storage.json` is the whole login of
+# a shared-browser session, see `wad.browser.shared`). Everything else - Cache, Code
 # Cache, GPUCache, Service Worker's CacheStorage, Session Storage - is rebuilt by Chromium.
 LOGIN_PARTS = ("Default/IndexedDB", "Default/Local Storage", "Default/Cookies",
-               "Default/Cookies-journal")
+               "Default/Cookies-journal", "storage.json")
 # Files inside those parts that are no part of the data: leveldb's lock and its text logs.
 _SKIPPED_NAMES = frozenset({"LOCK", "LOG", "LOG.old"})
 

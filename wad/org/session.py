@@ -316,6 +316,9 @@ class SessionActor:
                         return outcome
                 case ev.Ready(phone=phone, push_name=push_name):
                     was_connected = True
+                    connected = getattr(session, "login_connected", None)
+                    if connected is not None:  # a shared browser's session saves its login
+                        connected()
                     await self._set_state("CONNECTED", phone_number=f"+{phone}" if phone else None,
                                           push_name=push_name or None)
                     self.connected.set()
@@ -410,11 +413,21 @@ class SessionActor:
         # killed before its first disconnect; then every `archive_interval_s`.
         await self.connected.wait()
         await trio.sleep(ARCHIVE_AFTER_CONNECT_S)
+        await self._save_storage()
         await self.save_archive(reason="connected")
         while True:
             await trio.sleep(self.settings.whatsapp.archive_interval_s)
             if self.connected.is_set():
+                await self._save_storage()
                 await self.save_archive(reason="hourly")
+
+    async def _save_storage(self) -> None:
+        """A session in a shared browser keeps its login in the profile's `storage.json`
+        (`wad.browser.shared`): bring it up to date before an archive packs it. Sessions with
+        a profile of their own (per-org mode) have nothing to write."""
+        save = getattr(self.session, "save_storage", None)
+        if save is not None:
+            await save()
 
     # -- persistence ---------------------------------------------------------------------------
 

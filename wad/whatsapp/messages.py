@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
-from phonenumbers import geocoder, timezone
+from phonenumbers import timezone
 
 from wad.browser.events import Message as WaMessage
 from wad.db.models import MessageSender, MessageStatus, MessageType, NewMessage
-from wad.whatsapp import chats
+from wad.whatsapp import chats, places
 
 # WhatsApp's message types and the schema's. Voice notes (`ptt`) are audio; contact cards
 # (`vcard`, `multi_vcard`) are vcards; polls, events, orders and the like are `other`.
@@ -139,6 +139,7 @@ def number_context(phone: str) -> dict[str, Any]:
     if not country or country == "001":
         return {}
     context: dict[str, Any] = {"country": country}
+    geocoder = places.geocoder()
     country_name = geocoder.country_name_for_number(parsed, "en")
     if country_name:
         context["country_name"] = country_name
