@@ -36,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.daemonproc import DaemonProcess, start_daemon  # noqa: E402
+from tests.support.daemonproc import DaemonProcess, descendants, start_daemon  # noqa: E402
 from wad.observe.metrics import memory_by_kind  # noqa: E402
 
 SETTLE_S = 3.0
@@ -71,23 +71,6 @@ def uss_kib(pid: int) -> int:
         except OSError:
             continue
     return total
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def free_port() -> int:

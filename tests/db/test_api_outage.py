@@ -4,25 +4,22 @@ needs no database still answers, and everything answers again once it is back.""
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from pathlib import Path
 
 import trio
 
 from tests.support.api import serving
+from tests.support.outage import own_database
 from wad.api.app import RETRY_AFTER_S
 from wad.db import migrate
-from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 
 
 async def test_requests_answer_503_with_retry_after_while_the_database_is_down(
         state_dir: Path, aio_loop: None, nursery: trio.Nursery) -> None:
-    cluster = EmbeddedPostgres(state_dir / "pg-own", fsync=False)
-    dsn = await trio.to_thread.run_sync(cluster.start)
-    try:
-        async with Database.open(dsn, min_size=1, max_size=3) as db, \
+    async with own_database(state_dir, migrated=False) as own:
+        async with Database.open(own.dsn, min_size=1, max_size=3) as db, \
                 serving(db, state_dir, nursery, max_body_bytes=4096) as api:
             await migrate.apply(db)
             org = await api.create_org()
@@ -31,7 +28,7 @@ async def test_requests_answer_503_with_retry_after_while_the_database_is_down(
             assert (await tcp.get(f"/api/whatsapp/status/{org}")).status_code == 200
             assert (await tcp.get("/healthz")).json()["database"] is True
 
-            await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
+            await own.stop()
             # With a token (checking it needs the database) and on the socket (no token).
             for client, method, path, body in (
                     (tcp, "GET", f"/api/whatsapp/status/{org}", None),
@@ -58,12 +55,10 @@ async def test_requests_answer_503_with_retry_after_while_the_database_is_down(
             assert "Retry-After" in answer["503"]["headers"]
             assert "database_unavailable" in answer["503"]["description"]
 
-            await trio.to_thread.run_sync(cluster.start)
+            await own.start()
             with trio.fail_after(30):
                 while (await tcp.get(f"/api/whatsapp/status/{org}")).status_code != 200:
                     await trio.sleep(0.2)
             health = await tcp.get("/healthz")
             assert health.status_code == 200
             assert health.json()["database_unavailable_since"] is None
-    finally:
-        await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="immediate"))

@@ -18,12 +18,11 @@ from typing import Any
 import trio
 from structlog.testing import capture_logs
 
-from tests.support.inbound import NO_DELAYS, Agent, plugins_with
+from tests.support.inbound import NO_DELAYS, Agent, plugins_with, processed
 from wad import hookimpl
 from wad.browser import events as ev
 from wad.bus import Event, EventBus
 from wad.config import DaemonSettings, InboundSettings, Settings
-from wad.db.models import Message
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
@@ -93,16 +92,6 @@ def wa(n: int, body: str = "Hello", *, sender: str = "996555123456", push_name: 
                       body=body, timestamp=t if t is not None else BASE_T + n,
                       push_name=None if from_me else push_name, ack=1 if from_me else 0,
                       **fields)
-
-
-async def processed(db: Database, org: uuid.UUID, wa_id: str, timeout: float = 15) -> Message:
-    """The stored message once processing has finished with it."""
-    with trio.fail_after(timeout):
-        while True:
-            row = await messages_repo.get_by_wa_id(db, organization_id=org, wa_message_id=wa_id)
-            if row is not None and row.processing_state != "PENDING":
-                return row
-            await trio.sleep(0.02)
 
 
 async def count_messages(db: Database, org: uuid.UUID) -> int:

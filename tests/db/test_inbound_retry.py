@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import trio
 
-from tests.support.inbound import NO_DELAYS
+from tests.support.inbound import NO_DELAYS, processed
 from wad.browser import events as ev
 from wad.bus import Event, EventBus, ProcessingFailed
 from wad.config import DaemonSettings, Settings
@@ -72,15 +72,6 @@ def message(n: int) -> ev.Message:
                       body=f"Hello {n}", timestamp=1751360400 + n, push_name="Aigerim", ack=0)
 
 
-async def settled(db: Database, org: uuid.UUID, wa_id: str, timeout: float = 30) -> Any:
-    with trio.fail_after(timeout):
-        while True:
-            row = await messages_repo.get_by_wa_id(db, organization_id=org, wa_message_id=wa_id)
-            if row is not None and row.processing_state != "PENDING":
-                return row
-            await trio.sleep(0.02)
-
-
 def failures(published: list[Event]) -> list[ProcessingFailed]:
     return [e for e in published if isinstance(e, ProcessingFailed)]
 
@@ -103,7 +94,7 @@ async def test_a_transient_failure_is_retried_with_backoff_and_then_processed(
     actor, events = await run_actor(db, state_dir, org, bus, nursery)
     started = trio.current_time()
     await events.send(ev.MessageReceived(message=message(1)))
-    row = await settled(db, org, message(1).id)
+    row = await processed(db, org, message(1).id)
     assert row.processing_state == "DONE" and row.processing_error is None
     assert row.conversation_id is not None
     seen = failures(published)
@@ -126,7 +117,7 @@ async def test_a_message_that_keeps_failing_is_parked_with_its_error_and_counted
     await nursery.start(metrics.run)
     actor, events = await run_actor(db, state_dir, org, bus, nursery)
     await events.send(ev.MessageReceived(message=message(2)))
-    row = await settled(db, org, message(2).id)
+    row = await processed(db, org, message(2).id)
     assert row.processing_state == "FAILED"
     assert row.processing_attempts == RETRY.processing_max_attempts
     assert "clients table under maintenance" in (row.processing_error or "")
@@ -169,7 +160,7 @@ async def test_a_restart_keeps_the_backoff_and_the_count(
     # A new actor (a daemon restart) resumes it: the attempts add up to the limit, then it is
     # parked; never PENDING for good.
     await run_actor(db, state_dir, org, bus, nursery)
-    row = await settled(db, org, message(3).id)
+    row = await processed(db, org, message(3).id)
     assert (row.processing_state, row.processing_attempts) == ("FAILED", 3)
 
 

@@ -4,19 +4,33 @@ runs in a worker thread, as a separate process would block on the socket)."""
 from __future__ import annotations
 
 import json
+import sys
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 import trio
 
 from tests.support import api as api_support
 from tests.support.api import LiveApi
+from wad import log
 from wad.cli import main as cli
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 
 live_api = api_support.live_api
+
+
+@pytest.fixture(autouse=True)
+def daemon_logs_to_stderr() -> Iterator[None]:
+    """The daemon answering the CLI runs in this process: its log lines (the audit trail's
+    among them) go to stderr here, so that stdout is the CLI's alone, as in production."""
+    saved = structlog.get_config()
+    log.configure(fmt="console", level="info", stream=sys.stderr)
+    yield
+    structlog.configure(**saved)
 
 
 class Wad:

@@ -8,17 +8,14 @@ messages are stored once; the state changes are written in order, each with its 
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import trio
 
 from tests.support.inbound import org_actors, stored, wa_id
+from tests.support.outage import own_database
 from tests.support.stack import open_stack
-from wad.db import migrate
-from wad.db.embedded import EmbeddedPostgres
-from wad.db.pool import Database
 from wad.org.inbound.spool import spool_path
 
 ACCOUNT = "996700200400"
@@ -51,13 +48,8 @@ def alive(pid: int) -> bool:
 
 async def test_a_30s_database_outage_keeps_the_page_up_and_writes_everything_after(
         state_dir: Path, aio_loop: None) -> None:
-    cluster = EmbeddedPostgres(state_dir / "pg-own", fsync=False)
-    dsn = await trio.to_thread.run_sync(cluster.start)
-    try:
-        async with Database.open(dsn, min_size=1, max_size=1) as setup:
-            await migrate.apply(setup)
-            await setup.execute(STATE_LOG)
-        async with open_stack(state_dir, dsn, archive_interval_s=5.0,
+    async with own_database(state_dir, setup_sql=STATE_LOG) as own:
+        async with open_stack(state_dir, own.dsn, archive_interval_s=5.0,
                               takeover_on_conflict=True, takeover_delay_s=0.5) as stack:
             await stack.phone.create_account(ACCOUNT, "Karakol Tours")
             org = await stack.new_org()
@@ -79,7 +71,7 @@ async def test_a_30s_database_outage_keeps_the_page_up_and_writes_everything_aft
                 await stack.forget_states(org)
 
                 # The outage ------------------------------------------------------------------
-                await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
+                await own.stop()
                 down_at = trio.current_time()
                 # Opened on another computer and taken back: CONNECTING, then CONNECTED.
                 await stack.phone.conflict(ACCOUNT)
@@ -104,7 +96,7 @@ async def test_a_30s_database_outage_keeps_the_page_up_and_writes_everything_aft
                 assert stack.db.availability.unavailable_since is not None
 
                 # Back ------------------------------------------------------------------------
-                await trio.to_thread.run_sync(cluster.start)
+                await own.start()
                 rows = await stored(stack, org, [wa_id(m) for m in during], timeout=60)
                 assert [r.body for r in rows] == [f"Written during the outage {n}"
                                                   for n in range(10)]
@@ -134,5 +126,3 @@ async def test_a_30s_database_outage_keeps_the_page_up_and_writes_everything_aft
                 after = await stack.phone.deliver(ACCOUNT, senders[0], "After the outage")
                 await stored(stack, org, [wa_id(after)])
                 assert stack.db.availability.unavailable_since is None
-    finally:
-        await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="immediate"))

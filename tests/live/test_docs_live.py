@@ -6,9 +6,6 @@ violation. A screenshot is kept in tests/artifacts/docs.png.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import trio
 from trio_asyncio import aio_as_trio
 
 from tests.support.events import serve_app
-from tests.support.simfixtures import CHROMIUM_ARGS
+from tests.support.simfixtures import headless_chromium
 from wad.api.context import Services
 from wad.db.pool import Database
 
@@ -29,23 +26,8 @@ ARTIFACTS = Path(__file__).parent.parent / "artifacts"
 
 @pytest.fixture
 async def chromium(aio_loop: None) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    tmp = Path(tempfile.mkdtemp(prefix="wad-test-docs-"))
-    pw = await aio_as_trio(async_playwright().start)()
-    try:
-        browser = await aio_as_trio(pw.chromium.launch)(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS,
-            env={**os.environ, "TMPDIR": str(tmp)})
-        try:
-            yield browser
-        finally:
-            with trio.move_on_after(10, shield=True):
-                await aio_as_trio(browser.close)()
-    finally:
-        with trio.move_on_after(10, shield=True):
-            await aio_as_trio(pw.stop)()
-        shutil.rmtree(tmp, ignore_errors=True)
+    async with headless_chromium("wad-test-docs-") as browser:
+        yield browser
 
 
 async def test_docs_draw_the_api_with_nothing_but_the_daemon(

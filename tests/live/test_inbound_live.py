@@ -4,7 +4,6 @@ lost in memory, or while the database is down."""
 
 from __future__ import annotations
 
-import functools
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,14 @@ from tests.support.inbound import (
     stored,
     wa_id,
 )
-from tests.support.stack import open_stack
-from wad.db import migrate
-from wad.db.embedded import EmbeddedPostgres
+from tests.support.outage import own_database
+from tests.support.stack import Stack, open_stack
 from wad.db.pool import Database
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
 from wad.org.inbound.spool import spool_path
+from wad.org.manager import OrgManager
 
 ACCOUNT = "996700200300"
 
@@ -175,6 +174,21 @@ async def test_messages_delivered_while_the_daemon_was_stopped_are_stored_once(
         assert clients == 3
 
 
+async def taken_by_the_page(stack: Stack, manager: OrgManager, org: uuid.UUID,
+                            messages: list[dict[str, Any]]) -> None:
+    """Wait until the organization's page holds `messages` and has told the simulator it
+    processed them (so they will not come again as new)."""
+    handle = manager.running(org)
+    assert handle is not None and handle.session.session is not None
+    page: Any = handle.session.session
+    with trio.fail_after(15):
+        for m in messages:
+            while not await page.message_exists(wa_id(m)):
+                await trio.sleep(0.1)
+        while any(d["unconfirmed"] for d in await stack.phone.devices(ACCOUNT)):
+            await trio.sleep(0.1)
+
+
 async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Path,
                                                                    dsn: str) -> None:
     """The page saw these messages but wad never stored them (as when the daemon is killed with
@@ -191,16 +205,7 @@ async def test_events_lost_in_memory_are_recovered_by_the_catch_up(state_dir: Pa
         lost = [await stack.phone.deliver(ACCOUNT, "996555000011", "Are you there?"),
                 await stack.phone.phone_send(ACCOUNT, "996555000011", "Yes, one moment"),
                 await stack.phone.deliver(ACCOUNT, "996555000012", "Hi, a new client here")]
-        handle = manager.running(org)
-        assert handle is not None and handle.session.session is not None
-        page: Any = handle.session.session
-        with trio.fail_after(15):
-            for m in lost:
-                while not await page.message_exists(wa_id(m)):
-                    await trio.sleep(0.1)
-            # The page tells the simulator it has processed them.
-            while any(d["unconfirmed"] for d in await stack.phone.devices(ACCOUNT)):
-                await trio.sleep(0.1)
+        await taken_by_the_page(stack, manager, org, lost)
         await stack.stop_daemon()
         assert await count_rows(stack.db, org) == 1
 
@@ -224,15 +229,7 @@ async def test_the_catch_up_recovers_an_organization_that_stored_nothing_yet(
         assert (await stack.session(org)).link_started_at is not None
         lost = [await stack.phone.deliver(ACCOUNT, "996555000031", "Hello, is the tour on?"),
                 await stack.phone.deliver(ACCOUNT, "996555000032", "Здравствуйте!")]
-        handle = manager.running(org)
-        assert handle is not None and handle.session.session is not None
-        page: Any = handle.session.session
-        with trio.fail_after(15):
-            for m in lost:
-                while not await page.message_exists(wa_id(m)):
-                    await trio.sleep(0.1)
-            while any(d["unconfirmed"] for d in await stack.phone.devices(ACCOUNT)):
-                await trio.sleep(0.1)
+        await taken_by_the_page(stack, manager, org, lost)
         await stack.stop_daemon()
         assert await count_rows(stack.db, org) == 0
 
@@ -243,12 +240,8 @@ async def test_the_catch_up_recovers_an_organization_that_stored_nothing_yet(
 
 async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_once(
         state_dir: Path, aio_loop: None) -> None:
-    cluster = EmbeddedPostgres(state_dir / "pg-own", fsync=False)
-    dsn = await trio.to_thread.run_sync(cluster.start)
-    try:
-        async with Database.open(dsn, min_size=1, max_size=1) as setup:
-            await migrate.apply(setup)
-        async with open_stack(state_dir, dsn) as stack:
+    async with own_database(state_dir) as own:
+        async with open_stack(state_dir, own.dsn) as stack:
             await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
             org = await stack.new_org()
             async with org_actors(stack, org) as actor:
@@ -258,7 +251,7 @@ async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_o
                 first = await stack.phone.deliver(ACCOUNT, "996555000021", "Before the outage")
                 await stored(stack, org, [wa_id(first)])
 
-                await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
+                await own.stop()
                 senders = ["996555000021", "996555000022", "996555000023"]
                 during = [await stack.phone.deliver(ACCOUNT, senders[n % 3],
                                                     f"During the outage {n}")
@@ -272,7 +265,7 @@ async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_o
                 assert [wa_id(m) for m in during] == [
                     msgspec.json.decode(line)["event"]["message"]["id"] for line in lines]
 
-                await trio.to_thread.run_sync(cluster.start)
+                await own.start()
                 rows = await stored(stack, org, [wa_id(m) for m in during], timeout=60)
                 assert [r.body for r in rows] == [f"During the outage {n}" for n in range(20)]
                 arrival = sorted(rows, key=lambda r: r.created_at)
@@ -281,5 +274,3 @@ async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_o
                 assert await count_rows(stack.db, org) == 21
                 assert spool.read_bytes() == b"", "the spool is emptied once written"
                 assert actor.stats.spooled >= 20 and actor.stats.stored == 21
-    finally:
-        await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="immediate"))

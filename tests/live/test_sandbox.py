@@ -28,7 +28,7 @@ import pytest
 import trio
 from trio import Process
 
-from tests.support.daemonproc import start_daemon
+from tests.support.daemonproc import descendants, start_daemon
 from wad.sim.model import SimConfig
 from wad.sim.server import SimServer, serve
 
@@ -47,30 +47,6 @@ SECRETS = {
     "CRM_API_TOKEN": "crm-token-" + uuid.uuid4().hex,  # any other secret-looking variable
 }
 DSN = "postgresql://wad:pw-" + uuid.uuid4().hex + "@127.0.0.1:1/wad"
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(") ", 1)[1].split()[1])
-
-
-def descendants(pid: int) -> list[int]:
-    """Every living process below PID."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            parent = _ppid(int(entry.name))
-            if parent is not None:
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def cmdline(pid: int) -> list[str]:
@@ -126,15 +102,33 @@ def unprivileged_home() -> Iterator[tuple[Path, list[str]]]:
     home = Path(tempfile.mkdtemp(prefix="wad-sbx-", dir="/tmp"))
     os.chmod(home, 0o755)
     prefix: list[str] = []
+    opened: dict[Path, int] = {}
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
         os.chown(home, nobody.pw_uid, nobody.pw_gid)
         prefix = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
                   "--clear-groups", "--"]
+        opened = let_others_through(ROOT, Path(sys.prefix))
     try:
         yield home, prefix
     finally:
+        for folder, mode in opened.items():
+            os.chmod(folder, mode)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def let_others_through(*paths: Path) -> dict[Path, int]:
+    """Let other users pass through (not list) the folders above `paths`, so that the
+    unprivileged user reaches the checkout and its virtual environment wherever they were
+    cloned (a fresh clone under a private temp folder, say); answers the modes to restore."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        for folder in [path, *path.parents]:
+            mode = folder.stat().st_mode & 0o7777
+            if folder not in changed and not mode & 0o001:
+                changed[folder] = mode
+                os.chmod(folder, mode | 0o001)
+    return changed
 
 
 @asynccontextmanager

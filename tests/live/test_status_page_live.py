@@ -11,9 +11,6 @@ phone-sized screen. A viewer's page has no buttons. Screenshots are kept in test
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ from PIL import Image
 from trio_asyncio import aio_as_trio
 
 from tests.support.inbound import serve_inbound_daemon
-from tests.support.simfixtures import CHROMIUM_ARGS, USER_AGENT
+from tests.support.simfixtures import USER_AGENT, headless_chromium
 from tests.support.stack import open_stack
 from wad.sim.client import SimClientError
 
@@ -87,23 +84,8 @@ class Page:
 @pytest.fixture
 async def chromium(aio_loop: None) -> AsyncIterator[Any]:
     """A headless Chromium for the status page (the daemon's sessions have their own)."""
-    from playwright.async_api import async_playwright
-
-    tmp = Path(tempfile.mkdtemp(prefix="wad-test-status-"))
-    pw = await aio_as_trio(async_playwright().start)()
-    try:
-        browser = await aio_as_trio(pw.chromium.launch)(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS,
-            env={**os.environ, "TMPDIR": str(tmp)})
-        try:
-            yield browser
-        finally:
-            with trio.move_on_after(10, shield=True):
-                await aio_as_trio(browser.close)()
-    finally:
-        with trio.move_on_after(10, shield=True):
-            await aio_as_trio(pw.stop)()
-        shutil.rmtree(tmp, ignore_errors=True)
+    async with headless_chromium("wad-test-status-") as browser:
+        yield browser
 
 
 async def new_page(browser: Any, *, phone: bool = False) -> Page:

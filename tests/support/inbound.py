@@ -17,6 +17,7 @@ from wad import hookimpl
 from wad.api.context import Services
 from wad.config import InboundSettings, PluginSettings
 from wad.db.models import Message
+from wad.db.pool import Database
 from wad.db.repo import messages as messages_repo
 from wad.org.context import ActorFactory, OrgContext
 from wad.org.inbound.actor import InboundActor, inbound_actor, run_inbound
@@ -112,3 +113,14 @@ async def org_actors(stack: Stack, org: uuid.UUID, settings: InboundSettings = N
             await nursery.start(functools.partial(run_outbound, ctx))
         yield actor
         nursery.cancel_scope.cancel()
+
+
+async def processed(db: Database, org: uuid.UUID, wa_id: str, timeout: float = 30
+                    ) -> Message:
+    """The stored message once processing has finished with it (processed or parked)."""
+    with trio.fail_after(timeout):
+        while True:
+            row = await messages_repo.get_by_wa_id(db, organization_id=org, wa_message_id=wa_id)
+            if row is not None and row.processing_state != "PENDING":
+                return row
+            await trio.sleep(0.02)

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,29 @@ async def sim(nursery: trio.Nursery) -> SimServer:
 async def simc(sim: SimServer) -> AsyncIterator[SimClient]:
     async with SimClient(sim.url) as client:
         yield client
+
+
+@asynccontextmanager
+async def headless_chromium(prefix: str) -> AsyncIterator[Any]:
+    """A headless Chromium (a Playwright `Browser`) of its own, for pages the tests look at
+    themselves (the daemon's sessions have theirs); its temp folder is removed afterwards."""
+    from playwright.async_api import async_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    pw = await aio_as_trio(async_playwright().start)()
+    try:
+        browser = await aio_as_trio(pw.chromium.launch)(
+            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS,
+            env={**os.environ, "TMPDIR": str(tmp)})
+        try:
+            yield browser
+        finally:
+            with trio.move_on_after(10, shield=True):
+                await aio_as_trio(browser.close)()
+    finally:
+        with trio.move_on_after(10, shield=True):
+            await aio_as_trio(pw.stop)()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -233,25 +233,40 @@ class BrowserDriver:
             raise BrowserStartError(
                 f"cannot start Chromium ({settings.chromium_path}) on {profile}: "
                 f"{first_line}{hint}") from exc
-        session: BrowserSession | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                session = BrowserSession(context, profile, settings, nursery, event_buffer)
-                await session._start(url or settings.url)
-                try:
-                    yield session
-                finally:
-                    nursery.cancel_scope.cancel()
-        except* Exception as group:
-            # The nursery only runs the injector, which never raises: callers get the
-            # exception of the `async with` body (or of the start-up) itself, unwrapped.
-            raise sole(group) from None
-        finally:
-            if session is not None:
-                session._closing = True
-            await _close_context(context, profile)
-            if session is not None:
-                session._send.close()
+        async with serving(
+                lambda nursery: BrowserSession(context, profile, settings, nursery, event_buffer),
+                url or settings.url, lambda: _close_context(context, profile)) as session:
+            yield session
+
+
+SessionT = TypeVar("SessionT", bound="BrowserSession")
+
+
+@asynccontextmanager
+async def serving(make: Callable[[trio.Nursery], SessionT], url: str,
+                  close: Callable[[], Awaitable[None]]) -> AsyncIterator[SessionT]:
+    """Start the session `make` builds (in a nursery of its own) on `url` and yield it; on
+    exit, even when cancelled, let it finish (`_before_close`), then `close` its context."""
+    session: SessionT | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            session = make(nursery)
+            await session._start(url)
+            try:
+                yield session
+            finally:
+                nursery.cancel_scope.cancel()
+    except* Exception as group:
+        # The nursery only runs the session's helpers, which never raise: callers get the
+        # exception of the `async with` body (or of the start-up) itself, unwrapped.
+        raise sole(group) from None
+    finally:
+        if session is not None:
+            session._closing = True
+            await session._before_close()
+        await close()
+        if session is not None:
+            session._send.close()
 
 
 async def _close_context(context: Any, profile: Path) -> None:
@@ -309,6 +324,9 @@ class BrowserSession:
         WhatsApp origin (an iframe, a popup, another site the page was sent to)."""
 
     # ------------------------------------------------------------------ start-up
+
+    async def _before_close(self) -> None:
+        """What the session does before its context closes: nothing here."""
 
     async def _start(self, url: str) -> None:
         self._origin = origin(url)

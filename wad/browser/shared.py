@@ -49,9 +49,9 @@ from wad.browser.driver import (
     BrowserSession,
     BrowserStartError,
     sandboxed,
+    serving,
 )
 from wad.browser.flags import memory_flags
-from wad.supervise import sole
 
 STORAGE_FILE = "storage.json"
 """A shared-mode profile: the context's storage state (the login), in the profile folder."""
@@ -164,6 +164,16 @@ class SharedSession(BrowserSession):
             self.storage_saves += 1
             self._log.debug("storage state saved", size=len(data))
             return True
+
+    async def _start(self, url: str) -> None:
+        await super()._start(url)
+        self._nursery.start_soon(self._save_periodically)
+
+    async def _before_close(self) -> None:
+        """A live login is saved once more before its context closes."""
+        if self.login_live and self.alive:
+            with trio.move_on_after(SAVE_TIMEOUT_S, shield=True):
+                await self.save_storage()
 
     async def _save_periodically(self) -> None:
         while True:
@@ -285,30 +295,12 @@ class SharedBrowsers:
                 raise BrowserStartError(
                     f"cannot open a context for {profile} in shared browser {slot.number}: "
                     f"{first}") from exc
-            session: SharedSession | None = None
-            try:
-                async with trio.open_nursery() as nursery:
-                    session = SharedSession(context, profile, settings, nursery, event_buffer,
-                                            browser=slot, save_interval_s=self.save_interval_s)
-                    await session._start(url or settings.url)
-                    nursery.start_soon(session._save_periodically)
-                    try:
-                        yield session
-                    finally:
-                        nursery.cancel_scope.cancel()
-            except* Exception as group:
-                # The nursery runs only the injector and the periodic save, which never raise:
-                # callers get the exception of the `async with` body (or the start-up) itself.
-                raise sole(group) from None
-            finally:
-                if session is not None:
-                    session._closing = True
-                    if session.login_live and session.alive:
-                        with trio.move_on_after(SAVE_TIMEOUT_S, shield=True):
-                            await session.save_storage()
-                await _close_context(context, slot)
-                if session is not None:
-                    session._send.close()
+            async with serving(
+                    lambda nursery: SharedSession(
+                        context, profile, settings, nursery, event_buffer, browser=slot,
+                        save_interval_s=self.save_interval_s),
+                    url or settings.url, lambda: _close_context(context, slot)) as session:
+                yield session
         finally:
             with trio.CancelScope(shield=True):
                 await self._release(slot)
