@@ -30,6 +30,10 @@ from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 
+# Helpers in tests/support assert too (and some are pytest plugins of test modules): rewrite
+# their asserts, whichever imports them first.
+pytest.register_assert_rewrite("tests.support")
+
 if TYPE_CHECKING:
     from tests.support.events import Served
 

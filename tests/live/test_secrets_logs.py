@@ -36,6 +36,7 @@ from quart_trio import QuartTrio
 from tests.support.daemonproc import DaemonProcess, start_daemon
 from wad.api.server import serve_api
 from wad.browser import profile as archive
+from wad.browser.shared import STORAGE_FILE
 from wad.db.pool import Database
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
@@ -391,9 +392,10 @@ async def test_without_a_secret_key_the_daemon_keeps_its_key_and_profiles_privat
         assert len(key.read_bytes()) == 32
         profile = state_dir / "sessions" / f"org-{org}"
         assert profile.is_dir()
-        # The login lives in these parts of the profile (see `wad.browser.profile`): nothing in
-        # them may be open to the group or to others.
-        for part in archive.LOGIN_PARTS:
+        # The login lives in these parts of the profile (see `wad.browser.profile`; this daemon
+        # runs a browser per organization, so no shared-mode `storage.json`): nothing in them
+        # may be open to the group or to others.
+        for part in (p for p in archive.LOGIN_PARTS if p != STORAGE_FILE):
             top = profile / part
             found = [top, *top.rglob("*")] if top.exists() else []
             assert found, f"{part} is missing from the profile"
