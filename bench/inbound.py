@@ -1,28 +1,35 @@
-"""Throughput and latency of the inbound channel, end to end: the simulator's phones deliver
-messages, wad's sessions (real Chromium) report them, the inbound actors store them in a private
-PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing delays are 0.
+"""Throughput, CPU cost and latency of the inbound channel, end to end: the simulator's phones
+deliver messages, wad's sessions (real Chromium) report them, the inbound actors store them in a
+private PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing delays are 0.
 
     .venv/bin/python bench/inbound.py [--orgs 1 10] [--messages 200] [--rate 10] [--no-fsync]
-                                      [--store-only]
+                                      [--store-only] [--profile 25]
 
-For each number of organizations it prints:
-- a flood (every organization's phones deliver as fast as the simulator takes them): messages
-  stored per second from the first delivery to the last row committed, and processed per second
-  (client, conversation, language; no plugins) until none is left pending;
+The simulator runs in a process of its own (`wad sim`), so its work is not counted as wad's;
+this process plays the daemon (organization manager, sessions, inbound actors), with Playwright's
+driver and the Chromiums as its children. For each number of organizations it prints:
+- a burst: every organization's phone delivers `--messages` messages in one control call, pushed
+  to the page as fast as it takes them; messages stored per second from the call to the last row
+  committed, and processed per second (client, conversation, language; no plugins) until none is
+  left pending;
+- CPU per stored message during the burst, in ms, by process kind: wad's Python process, the
+  Playwright driver, Chromium, PostgreSQL, and (apart, not wad's) the simulator;
 - restarts: how many browsers were restarted by a health check during the run, and browser
   restarts of any cause (a busy page must not be taken for a hung one: both should be 0);
 - latency: paced delivery (`--rate` messages per second, all organizations together), the time
   from the simulator being asked to deliver a message to its row being committed, p50/p99/max.
-
-The simulator, the browsers' driver and wad share one Python process here (as in the tests), so
-on a small machine the figures are a floor, not wad's ceiling.
+With `--profile N`, the N functions of wad's Python process that took the most time during the
+burst (cProfile, own time).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import functools
+import io
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -41,17 +48,14 @@ from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.db.repo import sessions as sessions_repo
+from wad.observe.metrics import cpu_by_kind
 from wad.org.inbound.actor import inbound_actor
 from wad.org.manager import OrgManager
 from wad.sim.client import SimClient
-from wad.sim.model import SimConfig
-from wad.sim.server import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import scratch_dir  # noqa: E402
+from bench.common import SimProcess, scratch_dir, sim_process  # noqa: E402
 
-FLOOD_SENDERS = 8
-"""Concurrent delivery requests per organization in the flood."""
 NO_DELAYS = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
                             reply_delay_min_s=0, reply_delay_max_s=0)
 
@@ -99,13 +103,26 @@ async def wait_state(db: Database, org: uuid.UUID, state: str, timeout: float = 
             await trio.sleep(0.05)
 
 
+BURST_CHUNK = 100
+"""Messages per control call in the burst (one call per chunk, all chunks at once)."""
+SENDERS = 50
+"""Distinct clients writing to each organization."""
+
+
+def cpu_now(postmaster: int | None, sim_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by this process (wad), its driver and Chromiums, PostgreSQL and
+    the simulator."""
+    used = {kind: seconds for kind, (seconds, _) in cpu_by_kind(os.getpid(), postmaster).items()}
+    used["simulator"] = sum(seconds for seconds, _ in cpu_by_kind(sim_pid).values())
+    return used
+
+
 async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_dir: Path,
-                   inbound: InboundSettings = NO_DELAYS) -> dict[str, float]:
+                   sim_url: str, sim_pid: int, postmaster: int | None,
+                   inbound: InboundSettings = NO_DELAYS, profile: int = 0) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
-        sim = await nursery.start(functools.partial(
-            serve, seed=1, config=SimConfig(qr_rotate_s=5.0, sync_delay_s=0.3)))
         settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
-                            whatsapp=WhatsAppSettings(url=sim.url, health_check_interval_s=10.0,
+                            whatsapp=WhatsAppSettings(url=sim_url, health_check_interval_s=10.0,
                                                       ready_timeout_s=60.0))
         bus = EventBus()
         recorder = Recorder()
@@ -113,8 +130,9 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
         async with (
             Database.open(dsn, min_size=2, max_size=20) as db,
             BrowserDriver.open(settings.whatsapp) as driver,
-            SimClient(sim.url, timeout=30) as phone,
+            SimClient(sim_url, timeout=120) as phone,
         ):
+            await phone.config(qr_rotate_s=5.0, sync_delay_s=0.3)
             manager = OrgManager(settings=settings, db=db, driver=driver, bus=bus,
                                  actors=[functools.partial(inbound_actor, settings=inbound)])
             scope = trio.CancelScope()
@@ -142,29 +160,38 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                 await wait_state(db, org, "CONNECTED")
             await trio.sleep(1.0)
 
-            # Flood: every organization's phones deliver as fast as they can.
-            flood: list[str] = []
+            # Burst: every organization's phone delivers all its messages at once.
+            burst: list[str] = []
 
-            async def deliver_all(account: str, lane: int, count: int) -> None:
-                for i in range(lane, count, FLOOD_SENDERS):
-                    sender = f"99655{int(account[-4:]):03d}{i % 50:04d}"
-                    got = await phone.deliver(account, sender, f"flood message {i} about a tour")
-                    flood.append(got["id"]["_serialized"])
+            async def deliver_chunk(account: str, first: int) -> None:
+                batch = [{"sender": f"99655{int(account[-4:]):03d}{i % SENDERS:04d}",
+                          "body": f"burst message {i} about a tour"}
+                         for i in range(first, min(messages, first + BURST_CHUNK))]
+                burst.extend(got["id"]["_serialized"]
+                             for got in await phone.deliver_burst(account, batch))
 
+            profiler = cProfile.Profile() if profile else None
+            cpu_before = cpu_now(postmaster, sim_pid)
             started = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             async with trio.open_nursery() as senders:
                 for _, account in accounts:
-                    for lane in range(FLOOD_SENDERS):
-                        senders.start_soon(deliver_all, account, lane, messages)
-            await recorder.wait_for(flood, timeout=600)
-            elapsed = max(recorder.committed[i] for i in flood) - started
-            throughput = len(flood) / elapsed
+                    for first in range(0, messages, BURST_CHUNK):
+                        senders.start_soon(deliver_chunk, account, first)
+            await recorder.wait_for(burst, timeout=600)
+            if profiler is not None:
+                profiler.disable()
+            elapsed = max(recorder.committed[i] for i in burst) - started
+            cpu_ms = {kind: 1000 * (used - cpu_before.get(kind, 0.0)) / len(burst)
+                      for kind, used in cpu_now(postmaster, sim_pid).items()}
+            throughput = len(burst) / elapsed
             # Processing (client, conversation, language, status) follows storing.
             with trio.fail_after(1200):
                 while await db.fetchval(
                         "SELECT count(*) FROM messages WHERE processing_state = 'PENDING'"):
                     await trio.sleep(0.2)
-            processed_per_s = len(flood) / (time.perf_counter() - started)
+            processed_per_s = len(burst) / (time.perf_counter() - started)
 
             # Paced: latency from asking the simulator to the committed row, at a total rate
             # the daemon keeps up with.
@@ -175,7 +202,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                 await trio.sleep(offset)
                 interval = len(accounts) / rate
                 for i in range(paced_count):
-                    sender = f"99670{int(account[-4:]):03d}{i % 50:04d}"
+                    sender = f"99670{int(account[-4:]):03d}{i % SENDERS:04d}"
                     before = time.perf_counter()
                     got = await phone.deliver(account, sender, f"paced message {i}")
                     asked[got["id"]["_serialized"]] = before
@@ -194,9 +221,16 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             with trio.fail_after(120):
                 await stopped.wait()  # sessions closed before the pool goes
         nursery.cancel_scope.cancel()
+    if profiler is not None:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(profile)
+        # Where wad's own code spends it, callees included:
+        stats.sort_stats("cumulative").print_stats(r"/wad/|playwright/_impl|asyncpg", profile)
+        print(out.getvalue(), flush=True)
     return {
-        "orgs": n_orgs, "flood_messages": len(flood), "stored_per_s": throughput,
-        "processed_per_s": processed_per_s,
+        "orgs": n_orgs, "burst_messages": len(burst), "stored_per_s": throughput,
+        "processed_per_s": processed_per_s, "cpu_ms": cpu_ms,
         "paced_messages": len(latencies),
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * percentile(latencies, 0.99),
@@ -207,7 +241,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
     }
 
 
-async def main_async(args: argparse.Namespace, root: Path) -> list[dict[str, float]]:
+async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
+                     ) -> list[dict[str, Any]]:
     results = []
     async with trio_asyncio.open_loop():
         for n_orgs in args.orgs:
@@ -223,14 +258,22 @@ async def main_async(args: argparse.Namespace, root: Path) -> list[dict[str, flo
                     inbound = InboundSettings(processing_delay_min_s=3600,
                                               processing_delay_max_s=3600)
                 result = await run_case(n_orgs=n_orgs, messages=args.messages, rate=args.rate,
-                                        dsn=dsn, state_dir=state, inbound=inbound)
+                                        dsn=dsn, state_dir=state, sim_url=sim.url,
+                                        sim_pid=sim.pid, postmaster=cluster.pid(),
+                                        inbound=inbound, profile=args.profile)
             finally:
                 await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
             results.append(result)
-            print(f"{n_orgs:>4} org(s): flood of {result['flood_messages']:.0f}: "
+            cpu = result["cpu_ms"]
+            wad_ms = sum(cpu.get(k, 0.0) for k in ("daemon", "driver", "browser", "database"))
+            print(f"{n_orgs:>4} org(s): burst of {result['burst_messages']:.0f}: "
                   f"{result['stored_per_s']:6.1f} stored/s, {result['processed_per_s']:6.1f} "
-                  f"processed/s | {result['paced_messages']:.0f} paced at {args.rate:g}/s: "
-                  f"delivery to commit p50 {result['p50_ms']:6.1f} ms, p99 "
+                  f"processed/s | CPU per stored message: {wad_ms:.2f} ms (wad's Python "
+                  f"{cpu.get('daemon', 0.0):.2f}, driver {cpu.get('driver', 0.0):.2f}, "
+                  f"Chromium {cpu.get('browser', 0.0):.2f}, PostgreSQL "
+                  f"{cpu.get('database', 0.0):.2f}; simulator apart "
+                  f"{cpu.get('simulator', 0.0):.2f}) | {result['paced_messages']:.0f} paced at "
+                  f"{args.rate:g}/s: delivery to commit p50 {result['p50_ms']:6.1f} ms, p99 "
                   f"{result['p99_ms']:6.1f} ms, max {result['max_ms']:6.1f} ms | restarts by a "
                   f"health check: {result['health_restarts']:.0f}, browser restarts: "
                   f"{result['browser_restarts']:.0f} | load {result['load_1m']:.1f} (1 min), "
@@ -242,16 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--orgs", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--messages", type=int, default=200,
-                        help="messages per organization in the flood")
+                        help="messages per organization in the burst")
     parser.add_argument("--rate", type=float, default=10.0,
                         help="paced messages per second, all organizations together")
     parser.add_argument("--store-only", action="store_true",
                         help="measure storing alone (processing waits an hour)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="run PostgreSQL without fsync (as the tests do)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N functions of wad's process that took most time")
     args = parser.parse_args(argv)
-    with scratch_dir("wad-bench-") as root:
-        trio.run(main_async, args, root)
+    with scratch_dir("wad-bench-") as root, sim_process() as sim:
+        trio.run(main_async, args, root, sim)
     return 0
 
 

@@ -35,9 +35,7 @@ import argparse
 import functools
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +49,8 @@ import trio_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.sessions import free_port, pss_kib, uss_kib  # noqa: E402
+from bench.common import load_average, sim_process  # noqa: E402
+from bench.sessions import pss_kib, uss_kib  # noqa: E402
 from tests.conformance.wwebjs import WWebJS  # noqa: E402
 from tests.support.daemonproc import DaemonProcess, start_daemon  # noqa: E402
 from wad.db.embedded import EmbeddedPostgres  # noqa: E402
@@ -336,20 +335,9 @@ def report(count: int, peer: dict[str, Any], ours: dict[str, dict[str, Any]]) ->
     print(line, flush=True)
 
 
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 async def amain(counts: list[int], messages: int, sim_url: str, tls_port: int,
                 root: Path, modes: list[str]) -> None:
     async with SimClient(sim_url, timeout=60) as phone:
-        with trio.fail_after(30):
-            while True:
-                try:
-                    await phone.config()
-                    break
-                except (httpx.HTTPError, OSError):
-                    await trio.sleep(0.1)
         # The real page announces `hasSynced` seconds after CONNECTED (WAWEB.md); clients attach
         # their listeners in between. With ten Chromiums starting on a loaded machine the
         # simulator's default 1.5 s was too short for whatsapp-web.js, which then never saw
@@ -373,10 +361,6 @@ def main() -> None:
                         default=["per-org", "shared"],
                         help="wad's browser modes to run (shared: every account in one Chromium)")
     args = parser.parse_args()
-    port, tls_port = free_port(), free_port()
-    sim_proc = subprocess.Popen(
-        [sys.executable, "-m", "wad.cli.main", "sim", "--port", str(port), "--tls-port",
-         str(tls_port), "--seed", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = Path(tempfile.mkdtemp(prefix="wad-bench-peer-"))
     for count in args.counts:
         for mode in args.wad_modes:
@@ -385,15 +369,12 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {load_average()} at the start",
           flush=True)
     try:
-        trio_asyncio.run(amain, args.counts, args.messages, f"http://127.0.0.1:{port}/",
-                         tls_port, root, args.wad_modes)
+        with sim_process(tls=True) as sim:
+            assert sim.tls_port is not None
+            trio_asyncio.run(amain, args.counts, args.messages, sim.url, sim.tls_port, root,
+                             args.wad_modes)
     finally:
         print(f"load average {load_average()} at the end")
-        sim_proc.send_signal(signal.SIGINT)
-        try:
-            sim_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            sim_proc.kill()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import load_average, sim_process  # noqa: E402
 from tests.support.daemonproc import DaemonProcess, descendants, start_daemon  # noqa: E402
 from wad.observe.metrics import memory_by_kind  # noqa: E402
 
@@ -71,16 +71,6 @@ def uss_kib(pid: int) -> int:
         except OSError:
             continue
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def api(daemon: DaemonProcess) -> httpx.Client:
@@ -181,22 +171,12 @@ def main() -> None:
     parser.add_argument("--orgs-per-browser", type=int, default=10,
                         help="in shared mode: organizations per Chromium")
     args = parser.parse_args()
-    port = free_port()
-    sim_proc = subprocess.Popen([sys.executable, "-m", "wad.cli.main", "sim", "--port", str(port),
-                                 "--seed", "1"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    sim_url = f"http://127.0.0.1:{port}/"
     print(f"mode {args.mode}" + (f", {args.orgs_per_browser} organizations per browser"
                                  if args.mode == "shared" else "")
           + f"; {os.cpu_count()} cores, load average {load_average()} at the start", flush=True)
     try:
-        with httpx.Client(base_url=sim_url, timeout=30) as sim:
-            for _ in range(100):
-                try:
-                    sim.get("/_sim/config").raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        with sim_process() as simproc, httpx.Client(base_url=simproc.url, timeout=30) as sim:
+            sim_url = simproc.url
             print(f"{'orgs':>4} {'PSS MiB':>8} {'per org':>8} {'per add.':>8} {'USS MiB':>8} "
                   f"{'per add.':>8} {'daemon':>7} "
                   f"{'driver':>7} {'chromium':>9} {'procs':>6} {'pg MiB':>7} {'ready s':>7} {'restore s':>9}"
@@ -219,11 +199,6 @@ def main() -> None:
                       f"{mib(memory, 'browser'):>9.1f} {browsers:>6} {postgres / 1024:>7.1f} "
                       f"{ready_s:>7.2f} {restore_s:>9.2f}  {load}", flush=True)
     finally:
-        sim_proc.send_signal(signal.SIGINT)
-        try:
-            sim_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            sim_proc.kill()
         print(f"load average {load_average()} at the end")
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import trio
+import trio_asyncio
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 from trio_asyncio import aio_as_trio, trio_as_aio
@@ -168,6 +169,34 @@ def _process_gone(pid: int | None) -> bool:
     return stat.rsplit(") ", 1)[-1][:1] in ("Z", "X")
 
 
+class _PendingCallbacks:
+    """How many callbacks a trio-asyncio loop has queued: what asyncio's `loop._ready` tells."""
+
+    def __init__(self, queue: trio.MemoryReceiveChannel[Any]) -> None:
+        self._queue = queue
+
+    def __len__(self) -> int:
+        return self._queue.statistics().current_buffer_used
+
+    def clear(self) -> None:
+        """trio-asyncio clears its placeholder on close; the queue is its own business."""
+
+
+def show_pending_callbacks(loop: Any) -> None:
+    """Let Playwright see when a trio-asyncio loop is idle.
+
+    After each message from its driver, Playwright waits "for the next task": it turns the
+    loop until `loop._ready` (asyncio's queue of ready callbacks) is empty, at most 100 times.
+    trio-asyncio keeps its queue elsewhere and leaves in `_ready` a placeholder that is never
+    empty, so every driver message cost 100 turns of the loop: about 100 ms of CPU per incoming
+    WhatsApp message (bench/inbound.py, issue 20). This puts a view of trio-asyncio's own queue
+    in its place, so the wait ends as soon as the reactions to the message have run."""
+    queue = getattr(loop, "_q_recv", None)
+    if isinstance(queue, trio.MemoryReceiveChannel) and not isinstance(
+            getattr(loop, "_ready", None), _PendingCallbacks):
+        loop._ready = _PendingCallbacks(queue)
+
+
 class BrowserDriver:
     """One Playwright instance for the daemon. Use `async with BrowserDriver.open(settings)`."""
 
@@ -194,6 +223,7 @@ class BrowserDriver:
         if not sandboxed():
             log.get("browser").warning(ROOT_WARNING)
         try:
+            show_pending_callbacks(trio_asyncio.current_loop.get())
             playwright = await aio_as_trio(async_playwright().start)()
             try:
                 yield cls(playwright, settings, tmpdir)

@@ -25,12 +25,12 @@ import collections
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from prometheus_client import (
@@ -91,6 +91,10 @@ def _org_label(org_id: uuid.UUID | None) -> str:
 # -- /proc ------------------------------------------------------------------------------------
 
 
+_N = TypeVar("_N", int, float)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def _parents() -> dict[int, int]:
     """Every process's parent, from /proc."""
     found: dict[int, int] = {}
@@ -149,21 +153,43 @@ def memory_by_kind(daemon_pid: int, postmaster_pid: int | None = None
     """PSS in bytes and process count by kind (`daemon`, `browser`, `driver`, `database`,
     `other`) of the daemon, its descendants and, when given, the embedded PostgreSQL server
     (which runs detached from the daemon)."""
+    return _by_kind(daemon_pid, postmaster_pid, _pss_bytes)
+
+
+def cpu_by_kind(daemon_pid: int, postmaster_pid: int | None = None
+                ) -> dict[str, tuple[float, int]]:
+    """CPU time used so far (user + system, seconds) and process count by kind, over the same
+    processes as `memory_by_kind` (processes that already ended are not counted)."""
+    return _by_kind(daemon_pid, postmaster_pid, _cpu_seconds)
+
+
+def _by_kind(daemon_pid: int, postmaster_pid: int | None,
+             measure: Callable[[int], _N | None]) -> dict[str, tuple[_N, int]]:
     parents = _parents()
     pids = _tree(daemon_pid, parents)
     if postmaster_pid is not None and postmaster_pid in parents and postmaster_pid not in pids:
         pids += _tree(postmaster_pid, parents)
-    totals: dict[str, list[int]] = {}
+    totals: dict[str, tuple[_N, int]] = {}
     for pid in pids:
-        pss = _pss_bytes(pid)
-        if pss is None:
+        value = measure(pid)
+        if value is None:
             continue
         kind = "database" if postmaster_pid is not None and pid != daemon_pid and (
             pid == postmaster_pid or parents.get(pid) == postmaster_pid) else _kind(pid, daemon_pid)
-        entry = totals.setdefault(kind, [0, 0])
-        entry[0] += pss
-        entry[1] += 1
-    return {kind: (v[0], v[1]) for kind, v in totals.items()}
+        if kind in totals:
+            total, count = totals[kind]
+            totals[kind] = (total + value, count + 1)
+        else:
+            totals[kind] = (value, 1)
+    return totals
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _postmaster_pid(state_dir: Path | None) -> int | None:

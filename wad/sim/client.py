@@ -165,6 +165,14 @@ class SimClient:
             "push_name": push_name, "caption": caption, "ciphertext_s": ciphertext_s,
             "id": id, "quoted": quoted, **extra}))
 
+    async def deliver_burst(self, account: str, messages: list[dict[str, Any]]
+                            ) -> list[dict[str, Any]]:
+        """Many incoming messages in one call (each a `deliver` keyword set: `sender`, `body`
+        ...), pushed to the page as fast as it takes them. Returns them as the page sees them."""
+        found: list[dict[str, Any]] = await self._call(
+            "POST", f"accounts/{self._n(account)}/incoming/burst", {"messages": messages})
+        return found
+
     async def phone_send(self, account: str, to: str, body: str = "", *, type: str = "chat",
                          caption: str | None = None, **extra: Any) -> dict[str, Any]:
         """The phone's owner writes a message; it reaches the page with `fromMe`."""

@@ -251,6 +251,14 @@ def create_app(sim: Simulator) -> QuartTrio:
     async def incoming(number: str) -> Response:
         return _json(sim.incoming(number, **await body()), 201)
 
+    @app.post("/_sim/accounts/<number>/incoming/burst")
+    async def incoming_burst(number: str) -> Response:
+        data = await body()
+        batch = data.get("messages")
+        if not isinstance(batch, list) or not all(isinstance(m, dict) for m in batch):
+            raise SimError(400, "`messages`: expected a list of incoming messages")
+        return _json([sim.incoming(number, **m) for m in batch], 201)
+
     @app.post("/_sim/accounts/<number>/phone_send")
     async def phone_send(number: str) -> Response:
         return _json(sim.phone_send(number, **await body()), 201)
