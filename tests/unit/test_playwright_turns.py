@@ -1,7 +1,7 @@
-"""Playwright's wait "for the next task" after each driver message ends as soon as the
-trio-asyncio loop is idle (`wad.browser.driver.show_pending_callbacks`), instead of turning the
-loop its maximum of 100 times per message, which cost about 100 ms of CPU per incoming WhatsApp
-message (issue 20)."""
+"""`wad.browser.driver.adapt_loop`: Playwright's wait "for the next task" after each driver
+message ends as soon as the trio-asyncio loop is idle, instead of turning the loop its maximum
+of 100 times per message, which cost about 100 ms of CPU per incoming WhatsApp message (issue
+20); and callbacks are scheduled without asyncio's debug-mode `inspect` check."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import types
 from collections.abc import AsyncIterator
 
 import pytest
+import trio
 import trio_asyncio
 from playwright._impl import transport
 from playwright._impl.utils import tasks
 
-from wad.browser.driver import show_pending_callbacks
+from wad.browser.driver import adapt_loop
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ async def _turns_of_waiting(monkeypatch: pytest.MonkeyPatch) -> int:
 
 async def test_the_wait_ends_once_the_loop_is_idle(
         trio_asyncio_loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
-    show_pending_callbacks(trio_asyncio_loop)
+    adapt_loop(trio_asyncio_loop)
 
     async def queued_behind_this_task() -> list[int]:
         ready = trio_asyncio_loop._ready  # type: ignore[attr-defined]
@@ -63,3 +64,25 @@ def test_playwright_still_waits_on_the_loops_ready_queue() -> None:
     # Should Playwright change how it waits, the fix above may no longer apply: look again.
     assert transport.wait_for_next_task is tasks.wait_for_next_task
     assert "_ready" in inspect.getsource(tasks.wait_for_next_task)
+
+
+async def test_callbacks_are_scheduled_without_the_debug_mode_check(
+        trio_asyncio_loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    inspected: list[object] = []
+    real = asyncio.coroutines.iscoroutinefunction
+
+    def spy(func: object) -> bool:
+        inspected.append(func)
+        return real(func)
+
+    def nothing() -> None:
+        pass
+
+    monkeypatch.setattr(asyncio.coroutines, "iscoroutinefunction", spy)
+    trio_asyncio_loop.call_soon(nothing)
+    assert inspected == [nothing]  # trio-asyncio's own behaviour
+    adapt_loop(trio_asyncio_loop)
+    done = trio.Event()
+    trio_asyncio_loop.call_soon(done.set)
+    await done.wait()
+    assert inspected == [nothing]

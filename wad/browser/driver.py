@@ -182,19 +182,28 @@ class _PendingCallbacks:
         """trio-asyncio clears its placeholder on close; the queue is its own business."""
 
 
-def show_pending_callbacks(loop: Any) -> None:
-    """Let Playwright see when a trio-asyncio loop is idle.
+def adapt_loop(loop: Any) -> None:
+    """Make a trio-asyncio loop as cheap for Playwright as asyncio's own (idempotent).
 
-    After each message from its driver, Playwright waits "for the next task": it turns the
-    loop until `loop._ready` (asyncio's queue of ready callbacks) is empty, at most 100 times.
-    trio-asyncio keeps its queue elsewhere and leaves in `_ready` a placeholder that is never
-    empty, so every driver message cost 100 turns of the loop: about 100 ms of CPU per incoming
-    WhatsApp message (bench/inbound.py, issue 20). This puts a view of trio-asyncio's own queue
-    in its place, so the wait ends as soon as the reactions to the message have run."""
+    1. After each message from its driver, Playwright waits "for the next task": it turns the
+       loop until `loop._ready` (asyncio's queue of ready callbacks) is empty, at most 100
+       times. trio-asyncio keeps its queue elsewhere and leaves in `_ready` a placeholder that
+       is never empty, so every driver message cost 100 turns of the loop: about 100 ms of CPU
+       per incoming WhatsApp message (bench/inbound.py, issue 20). A view of trio-asyncio's own
+       queue takes its place, so the wait ends once the reactions to the message have run.
+    2. trio-asyncio checks every callback it schedules with `inspect` (is it a coroutine
+       function?), which asyncio does only in debug mode: about 8% of the daemon's CPU under
+       inbound load. Outside debug mode the check is skipped here too."""
     queue = getattr(loop, "_q_recv", None)
     if isinstance(queue, trio.MemoryReceiveChannel) and not isinstance(
             getattr(loop, "_ready", None), _PendingCallbacks):
         loop._ready = _PendingCallbacks(queue)
+    if not loop.get_debug():
+        loop._check_callback = _no_callback_check
+
+
+def _no_callback_check(callback: Any, method: str) -> None:
+    """asyncio's `_check_callback` outside debug mode: nothing."""
 
 
 class BrowserDriver:
@@ -223,7 +232,7 @@ class BrowserDriver:
         if not sandboxed():
             log.get("browser").warning(ROOT_WARNING)
         try:
-            show_pending_callbacks(trio_asyncio.current_loop.get())
+            adapt_loop(trio_asyncio.current_loop.get())
             playwright = await aio_as_trio(async_playwright().start)()
             try:
                 yield cls(playwright, settings, tmpdir)
