@@ -82,6 +82,10 @@ class FakePage:
     in_flight: int = 0
     max_in_flight: int = 0
     typing_log: list[tuple[float, str, bool]] = field(default_factory=list)
+    not_on_whatsapp: set[str] = field(default_factory=set)
+    """Numbers (E.164) that do not use WhatsApp, as `number_exists` answers."""
+    asked: list[tuple[float, str]] = field(default_factory=list)
+    """When each number was asked whether it uses WhatsApp."""
     _generation: int = 0
     _pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
@@ -127,6 +131,10 @@ class FakePage:
 
     async def message_exists(self, serialized_id: str) -> bool:
         return serialized_id in self.local
+
+    async def number_exists(self, phone: str) -> str | None:
+        self.asked.append((trio.current_time(), phone))
+        return None if phone in self.not_on_whatsapp else f"{phone.lstrip('+')}@c.us"
 
     async def typing(self, chat: str, on: bool) -> None:
         self.typing_log.append((trio.current_time(), chat, on))

@@ -131,6 +131,11 @@ BREAKER_REASONS = frozenset({FailReason.REFUSED, FailReason.NOT_CONFIRMED})
 breaker."""
 
 
+def _not_on_whatsapp(item: OutboxItem) -> _Outcome:
+    return _Outcome(sent=False, error=f"{item.to_phone} is not on WhatsApp",
+                    reason=FailReason.NOT_ON_WHATSAPP, final=True)
+
+
 class PageLike(Protocol):
     """What the actor calls on the browser session (`wad.browser.driver.BrowserSession`)."""
 
@@ -510,37 +515,46 @@ class OutboundActor:
         if await numbers_repo.known_chat(self.db, organization_id=self.org_id,
                                          wa_chat_id=ids.user_chat(item.to_phone)):
             return None
-        ttl = timedelta(seconds=self.config.number_check_ttl_s)
-        known = await numbers_repo.get(self.db, organization_id=self.org_id, phone=item.to_phone)
-        if known is None or known.checked_at < self.clock.now() - ttl:
+        known = await self._known_number(item.to_phone)
+        if known is None:
             async with self._check_lock:
-                await trio.sleep_until(self._next_check_at)
-                page: PageLike | None = self.session.session
-                if page is None or not self.session.connected.is_set():
-                    return _Outcome(sent=False, error="the WhatsApp session is not connected",
-                                    interrupted=True)
-                self._next_check_at = trio.current_time() + self.config.number_check_interval_s
-                try:
-                    wa_id = await page.number_exists(item.to_phone)
-                except (SessionClosed, BridgeTimeout):
-                    raise
-                except Exception as exc:
-                    if database_unavailable(exc):
+                # Another send to the same number may have asked while this one waited.
+                known = await self._known_number(item.to_phone)
+                if known is None:
+                    await trio.sleep_until(self._next_check_at)
+                    page: PageLike | None = self.session.session
+                    if page is None or not self.session.connected.is_set():
+                        return _Outcome(sent=False, error="the WhatsApp session is not connected",
+                                        interrupted=True)
+                    self._next_check_at = (trio.current_time()
+                                           + self.config.number_check_interval_s)
+                    try:
+                        wa_id = await page.number_exists(item.to_phone)
+                    except (SessionClosed, BridgeTimeout):
                         raise
-                    # Not answered: the send itself will tell.
-                    _log.warning("could not ask whether the number uses WhatsApp",
-                                 outbox=str(item.id), error=str(exc))
-                    return None
-                self.stats.numbers_checked += 1
-                await numbers_repo.store(self.db, organization_id=self.org_id,
-                                         phone=item.to_phone, wa_id=wa_id, at=self.clock.now())
-                on_whatsapp = wa_id is not None
-        else:
-            on_whatsapp = known.on_whatsapp
-        if on_whatsapp:
+                    except Exception as exc:
+                        if database_unavailable(exc):
+                            raise
+                        # Not answered: the send itself will tell.
+                        _log.warning("could not ask whether the number uses WhatsApp",
+                                     outbox=str(item.id), error=str(exc))
+                        return None
+                    self.stats.numbers_checked += 1
+                    await numbers_repo.store(self.db, organization_id=self.org_id,
+                                             phone=item.to_phone, wa_id=wa_id,
+                                             at=self.clock.now())
+                    if wa_id is None:
+                        _log.info("number not on WhatsApp", outbox=str(item.id))
+                    return None if wa_id is not None else _not_on_whatsapp(item)
+        return None if known.on_whatsapp else _not_on_whatsapp(item)
+
+    async def _known_number(self, phone: str) -> numbers_repo.NumberCheck | None:
+        """The kept answer about `phone`, unless it is older than `number_check_ttl_s`."""
+        known = await numbers_repo.get(self.db, organization_id=self.org_id, phone=phone)
+        ttl = timedelta(seconds=self.config.number_check_ttl_s)
+        if known is None or known.checked_at < self.clock.now() - ttl:
             return None
-        return _Outcome(sent=False, error=f"{item.to_phone} is not on WhatsApp",
-                        reason=FailReason.NOT_ON_WHATSAPP, final=True)
+        return known
 
     async def _show_typing(self, page: PageLike, item: OutboxItem) -> None:
         """"typing..." in the client's chat for a while before the text goes (cosmetic: a page
