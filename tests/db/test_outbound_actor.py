@@ -704,6 +704,7 @@ async def test_a_message_not_sent_before_it_expires_is_never_sent(
     with h.bus.subscribe(org_id=h.org_id, kinds={OutboxStatus}) as statuses:
         async with h.running() as actor:
             event = await statuses.receive()
+            assert isinstance(event, OutboxStatus)
             expired_after = trio.current_time() - t0
             await until(lambda: _true(len(h.page.ok()) == 1))
             await trio.sleep(60)
@@ -716,6 +717,7 @@ async def test_a_message_not_sent_before_it_expires_is_never_sent(
     assert (await h.item(kept.id)).status == "SENT"
     assert actor.stats.expired == 1
     feed = await _feed(h)
+    assert final.expires_at is not None
     assert feed[0] == ("send.expired", {"sendId": str(late.id), "to": CLIENT,
                                         "expiresAt": final.expires_at.isoformat()})
     assert [kind for kind, _ in feed] == ["send.expired", "message.sent"]

@@ -431,6 +431,7 @@ async def test_a_queued_message_is_cancelled_once_and_only_while_queued(
 
         feed = await feed_of(db, org.id)
         published = statuses.receive_nowait()
+        assert isinstance(published, OutboxStatus)
         trail = await audit_repo.page(db, organization_id=org.id, before=None, limit=50)
 
     assert [kind for kind, _ in feed] == ["send.cancelled"]
@@ -501,6 +502,7 @@ async def test_a_send_while_sending_is_stopped_is_409_saying_why_and_how_to_resu
         after = await admin.post("/api/whatsapp/send", json={"to": CLIENT, "content": "hi"})
         assert after.status_code == 202, after.text
         event = resumed.receive_nowait()
+        assert isinstance(event, OutboundResumed)
 
         await db.execute("UPDATE whatsapp_sessions SET state = 'BANNED', "
                          "last_error = 'account banned (TOS_BLOCK)' WHERE organization_id = $1",
