@@ -820,3 +820,20 @@ async def test_only_failures_that_say_something_about_the_account_trip_the_break
     assert [d["reason"] for _, d in feed[:7]] == ["SEND_ERROR"] * 4 + ["REFUSED"] * 3
     assert feed[-1][1] == {"reason": "3 of the latest 3 sends failed (more than 2% of the "
                                      "last 100)"}
+
+
+async def test_messages_expire_on_time_while_the_session_is_down(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=30.0, pacing=False)
+    h.session.connected = trio.Event()
+    t0 = trio.current_time()
+    item = await h.queue("к 9:00:10", expires_at=h.clock.now() + timedelta(seconds=10))
+    async with h.running():
+        await until(lambda: _status_is(h, item.id, "EXPIRED"), step_s=0.01)
+        expired_after = trio.current_time() - t0
+        h.session.connected.set()
+        await trio.sleep(60)
+    assert 10 <= expired_after < 11
+    assert h.page.server == []
+    assert [kind for kind, _ in await _feed(h)] == ["send.expired"]

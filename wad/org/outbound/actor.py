@@ -357,9 +357,9 @@ class OutboundActor:
 
     async def _step(self) -> None:
         """One turn of the loop: at most one message claimed."""
-        poll = self.config.poll_interval_s
         self.waiting_until = None
-        await self._expire()
+        # Every wait of this turn ends by the next expiry, so that it is kept on time.
+        poll = await self._expire(self.config.poll_interval_s)
         row = await sessions_repo.get(self.db, organization_id=self.org_id)
         if row is not None and row.sending_paused:
             await self._nap(poll)
@@ -409,9 +409,7 @@ class OutboundActor:
         if item is None:
             self.stats.empty_looks += 1
             due = await outbox_repo.next_due_at(self.db, organization_id=self.org_id)
-            expiry = await outbox_repo.next_expiry(self.db, organization_id=self.org_id)
-            wait = min([poll] + [(t - now).total_seconds() for t in (due, expiry)
-                                 if t is not None])
+            wait = poll if due is None else min(poll, (due - now).total_seconds())
             # Due but not claimable: another process holds it for the moment.
             await self._nap(wait if wait > 0 else min(poll, 0.1))
             return
@@ -723,18 +721,24 @@ class OutboundActor:
                    reason=reason)
         self.bus.publish(SendingPaused(org_id=self.org_id, reason=reason))
 
-    async def _expire(self) -> None:
-        """Queued messages whose expiry passed become `EXPIRED` (never sent after)."""
+    async def _expire(self, poll: float) -> float:
+        """Queued messages whose expiry passed become `EXPIRED` (never sent after). Answers how
+        long the actor may wait before looking again: `poll`, or less when a message expires
+        sooner."""
+        now = self.clock.now()
         async with self.db.transaction() as tx:
-            gone = await outbox_repo.expire_due(tx, organization_id=self.org_id,
-                                                now=self.clock.now())
+            gone = await outbox_repo.expire_due(tx, organization_id=self.org_id, now=now)
             for item in gone:
                 await feed.expired(tx, item)
+            soonest = await outbox_repo.next_expiry(tx, organization_id=self.org_id)
         for item in gone:
             self.stats.expired += 1
             _log.info("message expired before it was sent", outbox=str(item.id),
                       expires_at=item.expires_at.isoformat() if item.expires_at else None)
             self._publish(item, item.status)
+        if soonest is None:
+            return poll
+        return max(0.05, min(poll, (soonest - now).total_seconds()))
 
     # -- telling others --------------------------------------------------------------------------
 
