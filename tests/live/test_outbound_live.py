@@ -200,6 +200,7 @@ async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
                 event = await paused.receive()
         session = await sessions_repo.get(stack.db, organization_id=org)
         statuses = [(await outbox_repo.get(stack.db, outbox_id=i.id)) for i in rest]
+        feed = await changes.page(stack.db, organization_id=org, after=0, limit=100)
 
     assert row.state == "BANNED"
     assert session is not None
@@ -207,6 +208,8 @@ async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
     assert session.sending_paused_reason == event.payload()["reason"]
     assert event.payload()["reason"].startswith("WhatsApp banned or restricted the account: ")
     assert "TOS_BLOCK" in event.payload()["reason"]
+    assert [c.data for c in feed if c.kind == "sending.paused"] == [
+        {"reason": session.sending_paused_reason}]
     # Kept: three left in flight by the ban (each looked for in the chat before any resend),
     # the others still queued; none failed, none lost.
     assert sorted(s.status for s in statuses if s is not None) == ["QUEUED"] * 2 + ["SENDING"] * 3
