@@ -130,19 +130,29 @@ class AgentReplyQueued(Event, frozen=True, kw_only=True, tag="agent.reply_queued
 
 
 class OutboxStatus(Event, frozen=True, kw_only=True, tag="outbox.status"):
-    """A queued message's sending status moved (SENDING, SENT, a retry, FAILED)."""
+    """A queued message's sending status moved (SENDING, SENT, a retry, FAILED, CANCELLED,
+    EXPIRED). `id` is the send's id (the `202` answer's)."""
 
     id: str
     status: str
     attempts: int
     wa_message_id: str | None
     error: str | None
+    reason: str | None = None
+    """Why it failed for good, as a code (e.g. `NOT_ON_WHATSAPP`)."""
 
 
 class SendingPaused(Event, frozen=True, kw_only=True, tag="outbound.paused"):
     """Sending stopped for the organization until an administrator resumes it."""
 
     reason: str
+
+
+class OutboundResumed(Event, frozen=True, kw_only=True, tag="outbound.resumed"):
+    """An administrator resumed the organization's sending (it had been paused for
+    `previous_reason`)."""
+
+    previous_reason: str | None
 
 
 class SendsRefused(Event, frozen=True, kw_only=True, tag="outbox.refused"):
@@ -183,7 +193,7 @@ class ProcessingFailed(Event, frozen=True, kw_only=True, tag="message.processing
 
 AnyEvent = (SessionStatus | MessageStored | MessageReceived | MessageSent | MessageStatusChanged
             | ClientStatusChanged | MessageEdited | AgentReplyQueued | OutboxStatus
-            | SendingPaused | SendsRefused | PluginFailed | SessionIncompatible
+            | SendingPaused | OutboundResumed | SendsRefused | PluginFailed | SessionIncompatible
             | ProcessingFailed)
 """Every event kind, as one tagged union (`msgspec.convert(data, AnyEvent)` decodes one)."""
 

@@ -255,6 +255,13 @@ class OutboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     text (`typing_chars_per_s`), at most `typing_max_s`."""
     typing_chars_per_s: Annotated[float, Meta(gt=0)] = 20.0
     typing_max_s: Annotated[float, Meta(ge=0.0, le=30.0)] = 4.0
+    number_check: bool = True
+    """Before the first send to a number the organization has no message with, ask WhatsApp
+    whether the number exists; one without WhatsApp fails at once (`NOT_ON_WHATSAPP`)."""
+    number_check_interval_s: Annotated[float, Meta(ge=0.0, le=60.0)] = 2.0
+    """At least this long between two such questions of one organization."""
+    number_check_ttl_s: Annotated[float, Meta(ge=0.0)] = 86400.0
+    """How long an answer is trusted before the number is asked again."""
 
 
 def outbound_settings(settings: Any) -> OutboundSettings:

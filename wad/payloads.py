@@ -98,6 +98,8 @@ class Message(Payload, frozen=True, kw_only=True):
     conversation_id: uuid.UUID | None = None
     client_id: uuid.UUID | None = None
     language: str | None = None
+    send_id: uuid.UUID | None = None
+    """For a message wad sent from its queue: the send's id (the `202` answer's)."""
 
     @property
     def text(self) -> str:

@@ -25,10 +25,11 @@ import trio.testing
 from tests.virtual_time import VirtualTimeDatabase, virtual_time_database
 from wad.browser.driver import BridgeError, SessionClosed
 from wad.browser.events import Message, MessagePage, SentInfo
-from wad.bus import Ack, EventBus, SendingPaused, SendingResumed
+from wad.bus import Ack, EventBus, MessageSent, OutboxStatus, SendingPaused, SendingResumed
 from wad.config import OutboundSettings
 from wad.db.models import OutboxItem
 from wad.db.pool import Database
+from wad.db.repo import changes
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
@@ -82,6 +83,10 @@ class FakePage:
     in_flight: int = 0
     max_in_flight: int = 0
     typing_log: list[tuple[float, str, bool]] = field(default_factory=list)
+    not_on_whatsapp: set[str] = field(default_factory=set)
+    """Numbers (E.164) that do not use WhatsApp, as `number_exists` answers."""
+    asked: list[tuple[float, str]] = field(default_factory=list)
+    """When each number was asked whether it uses WhatsApp."""
     _generation: int = 0
     _pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
@@ -127,6 +132,10 @@ class FakePage:
 
     async def message_exists(self, serialized_id: str) -> bool:
         return serialized_id in self.local
+
+    async def number_exists(self, phone: str) -> str | None:
+        self.asked.append((trio.current_time(), phone))
+        return None if phone in self.not_on_whatsapp else f"{phone.lstrip('+')}@c.us"
 
     async def typing(self, chat: str, on: bool) -> None:
         self.typing_log.append((trio.current_time(), chat, on))
@@ -672,3 +681,159 @@ async def test_nothing_is_claimed_or_sent_while_the_lease_is_not_valid(
         assert len(h.page.server) == 1
         assert (await h.item(second.id)).status == "QUEUED"
         nursery.cancel_scope.cancel()
+
+
+# -- sends to the end: expiry, numbers checked, the feed ----------------------------------------
+
+
+async def _feed(h: Harness) -> list[tuple[str, dict[str, Any]]]:
+    return [(c.kind, c.data) for c in await changes.page(h.db, organization_id=h.org_id,
+                                                         after=0, limit=1000)]
+
+
+async def test_a_message_not_sent_before_it_expires_is_never_sent(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Held back by its delay past its expiry: `EXPIRED` when the expiry passes (not at the
+    next look at the queue), in the feed and on the bus, and never sent after."""
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=30.0, pacing=False)
+    t0 = trio.current_time()
+    late = await h.queue("Скидка до 9:01", delay_s=120,
+                         expires_at=h.clock.now() + timedelta(seconds=45))
+    kept = await h.queue("без срока", delay_s=120)
+    with h.bus.subscribe(org_id=h.org_id, kinds={OutboxStatus}) as statuses:
+        async with h.running() as actor:
+            event = await statuses.receive()
+            assert isinstance(event, OutboxStatus)
+            expired_after = trio.current_time() - t0
+            await until(lambda: _true(len(h.page.ok()) == 1))
+            await trio.sleep(60)
+    final = await h.item(late.id)
+    assert (event.id, event.status) == (str(late.id), "EXPIRED")
+    assert 45 <= expired_after < 46
+    assert final.status == "EXPIRED"
+    assert final.sending_started_at is None and final.attempts == 0
+    assert [r.text for r in h.page.server] == ["без срока"]
+    assert (await h.item(kept.id)).status == "SENT"
+    assert actor.stats.expired == 1
+    feed = await _feed(h)
+    assert final.expires_at is not None
+    assert feed[0] == ("send.expired", {"sendId": str(late.id), "to": CLIENT,
+                                        "expiresAt": final.expires_at.isoformat()})
+    assert [kind for kind, _ in feed] == ["send.expired", "message.sent"]
+
+
+async def test_every_final_state_reaches_the_feed_and_the_bus_with_the_send_id(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=1.0, pacing=False, max_retries=0)
+    nowhere = "+996700999888"
+    h.page.not_on_whatsapp = {nowhere}
+    h.page.fail = lambda chat: chat.startswith("996700654321")
+    with h.bus.subscribe(org_id=h.org_id, kinds={OutboxStatus, MessageSent}) as events:
+        sent = await h.queue("дойдёт")
+        refused = await h.queue("откажут", to=OTHER)
+        missing = await h.queue("некому", to=nowhere)
+        expiring = await h.queue("опоздает", delay_s=60,
+                                 expires_at=h.clock.now() + timedelta(seconds=10))
+        async with h.running():
+            for item, status in ((sent, "SENT"), (refused, "FAILED"), (missing, "FAILED"),
+                                 (expiring, "EXPIRED")):
+                await until(lambda i=item, s=status: _status_is(h, i.id, s))  # type: ignore[misc]
+            await trio.sleep(1)
+        published = []
+        while True:
+            try:
+                published.append(events.receive_nowait())
+            except trio.WouldBlock:
+                break
+    by_send = {(c[1]["sendId"], c[0]): c[1] for c in await _feed(h)}
+    stored = await h.item(sent.id)
+    assert by_send[(str(sent.id), "message.sent")] == {
+        "sendId": str(sent.id), "to": CLIENT, "messageId": str(stored.message_id),
+        "waMessageId": f"true_996555123456@c.us_{stored.wa_message_id}",
+        "conversationId": str(stored.conversation_id), "clientId": str(stored.client_id),
+        "attempts": 1}
+    assert by_send[(str(refused.id), "send.failed")]["reason"] == "REFUSED"
+    assert by_send[(str(missing.id), "send.failed")] == {
+        "sendId": str(missing.id), "to": nowhere, "reason": "NOT_ON_WHATSAPP",
+        "error": f"{nowhere} is not on WhatsApp", "attempts": 1}
+    assert (str(expiring.id), "send.expired") in by_send
+    assert len(by_send) == 4
+    finals = {(e.id, e.status, e.reason) for e in published if isinstance(e, OutboxStatus)
+              and e.status in ("SENT", "FAILED", "EXPIRED")}
+    assert finals == {(str(sent.id), "SENT", None), (str(refused.id), "FAILED", "REFUSED"),
+                      (str(missing.id), "FAILED", "NOT_ON_WHATSAPP"),
+                      (str(expiring.id), "EXPIRED", None)}
+    announced = [e.message for e in published if isinstance(e, MessageSent)]
+    assert [m.send_id for m in announced] == [sent.id]
+
+
+async def test_numbers_without_whatsapp_fail_at_once_without_a_send_or_the_breaker(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Five unknown numbers in a row: each asked once (paced, the answers kept), each failed
+    at its first attempt without a send, and sending goes on."""
+    h = harness
+    nowhere = [f"+99670099900{i}" for i in range(5)]
+    h.page.not_on_whatsapp = set(nowhere)
+    t0 = trio.current_time()
+    doomed = [await h.queue(f"в никуда {i}", to=n) for i, n in enumerate(nowhere)]
+    doomed.append(await h.queue("ещё раз", to=nowhere[0]))  # the kept answer: not asked again
+    fine = await h.queue("клиенту", to=CLIENT)
+    async with h.running() as actor:
+        for item in doomed:
+            await until(lambda i=item: _status_is(h, i.id, "FAILED"))  # type: ignore[misc]
+        await until(lambda: _status_is(h, fine.id, "SENT"))
+        follow_up = await h.queue("второе сообщение", to=CLIENT)  # a known chat: not asked
+        await until(lambda: _status_is(h, follow_up.id, "SENT"))
+    failed = [await h.item(i.id) for i in doomed]
+    assert {(f.status, f.fail_reason, f.attempts) for f in failed} == {
+        ("FAILED", "NOT_ON_WHATSAPP", 1)}
+    assert [r.text for r in h.page.server] == ["клиенту", "второе сообщение"]
+    assert [phone for _, phone in h.page.asked] == [*nowhere, CLIENT]
+    times = [at - t0 for at, _ in h.page.asked]
+    assert all(b - a >= 2.0 for a, b in zip(times, times[1:], strict=False))  # paced
+    assert actor.stats.numbers_checked == 6
+    assert not await _paused(h)
+    assert [kind for kind, _ in await _feed(h)].count("send.failed") == 6
+
+
+async def test_only_failures_that_say_something_about_the_account_trip_the_breaker(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """Errors of the page do not count; refusals do, and the pause reaches the feed."""
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=1.0, max_retries=0, pacing=False)
+    await h.limits(concurrency=1)
+    h.page.broken = lambda chat: chat.startswith("996700654321")
+    broken = [await h.queue(f"b{i}", to=OTHER) for i in range(4)]
+    async with h.running():
+        for item in broken:
+            await until(lambda i=item: _status_is(h, i.id, "FAILED"))  # type: ignore[misc]
+        assert not await _paused(h)
+        h.page.fail = lambda chat: True
+        for i in range(3):
+            await h.queue(f"r{i}")
+        await until(lambda: _paused(h))
+    assert {(await h.item(i.id)).fail_reason for i in broken} == {"SEND_ERROR"}
+    feed = await _feed(h)
+    assert [kind for kind, _ in feed] == ["send.failed"] * 7 + ["sending.paused"]
+    assert [d["reason"] for _, d in feed[:7]] == ["SEND_ERROR"] * 4 + ["REFUSED"] * 3
+    assert feed[-1][1] == {"reason": "3 of the latest 3 sends failed (more than 2% of the "
+                                     "last 100)"}
+
+
+async def test_messages_expire_on_time_while_the_session_is_down(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=30.0, pacing=False)
+    h.session.connected = trio.Event()
+    t0 = trio.current_time()
+    item = await h.queue("к 9:00:10", expires_at=h.clock.now() + timedelta(seconds=10))
+    async with h.running():
+        await until(lambda: _status_is(h, item.id, "EXPIRED"), step_s=0.01)
+        expired_after = trio.current_time() - t0
+        h.session.connected.set()
+        await trio.sleep(60)
+    assert 10 <= expired_after < 11
+    assert h.page.server == []
+    assert [kind for kind, _ in await _feed(h)] == ["send.expired"]

@@ -20,8 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import api as api_support
 from tests.support.api import LiveApi
 from wad.api.context import Services
-from wad.bus import EventBus, SendingResumed, SettingsChanged
+from wad.bus import EventBus, OutboundResumed, OutboxStatus, SendingResumed, SettingsChanged
 from wad.db.pool import Database
+from wad.db.repo import audit as audit_repo
+from wad.db.repo import changes
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 
@@ -376,3 +378,147 @@ async def test_openapi_documents_the_outbound_endpoints(live_api: LiveApi) -> No
     assert schemas["SendRequest"]["required"] == ["to", "content"]
     refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc)))
     assert refs <= set(schemas), refs - set(schemas)
+
+
+# -- sends to the end: cancel, expiry, stopped sending --------------------------------------------
+
+
+async def feed_of(db: Database, org: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:
+    return [(c.kind, c.data) for c in await changes.page(db, organization_id=org, after=0,
+                                                         limit=1000)]
+
+
+async def test_a_queued_message_is_cancelled_once_and_only_while_queued(
+        live_api: LiveApi) -> None:
+    bus = EventBus()
+    live_api.ctx.services.bus = bus
+    db = live_api.ctx.db
+    with trio.fail_after(30), bus.subscribe(kinds={OutboxStatus}) as statuses:
+        org = await org_with_tokens(live_api)
+        agent = as_role(live_api, org, "AGENT")
+        queued = (await agent.post("/api/whatsapp/send", json={
+            "to": CLIENT, "content": "Тур отменён?"})).json()
+        path = f"/api/whatsapp/messages/{queued['id']}"
+
+        viewer = await as_role(live_api, org, "VIEWER").delete(path)
+        assert viewer.status_code == 403
+        other = await org_with_tokens(live_api, "Other")
+        hidden = await as_role(live_api, other, "ADMIN").delete(path)
+        assert hidden.status_code == 404
+        assert (await agent.delete(f"/api/whatsapp/messages/{uuid.uuid4()}")).status_code == 404
+        assert (await agent.delete("/api/whatsapp/messages/nope")).status_code == 404
+
+        r = await agent.delete(path)
+        assert r.status_code == 200, r.text
+        cancelled = r.json()
+        assert (cancelled["id"], cancelled["status"]) == (queued["id"], "CANCELLED")
+        assert [e["status"] for e in cancelled["events"]] == ["QUEUED", "CANCELLED"]
+        again = await agent.delete(path)
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "not_cancellable"
+        assert "CANCELLED" in again.json()["error"]["message"]
+
+        # Once it is being sent, it is too late.
+        sending = (await agent.post("/api/whatsapp/send", json={
+            "to": CLIENT, "content": "уже в пути"})).json()
+        claimed = await outbox_repo.claim_next(db, organization_id=org.id, wa_message_id="AB12CD34")
+        assert claimed is not None
+        assert str(claimed.id) == sending["id"]
+        late = await agent.delete(f"/api/whatsapp/messages/{sending['id']}")
+        assert late.status_code == 409
+        assert "SENDING" in late.json()["error"]["message"]
+        assert (await outbox_repo.get(db, outbox_id=claimed.id)).status == "SENDING"  # type: ignore[union-attr]
+
+        feed = await feed_of(db, org.id)
+        published = statuses.receive_nowait()
+        assert isinstance(published, OutboxStatus)
+        trail = await audit_repo.page(db, organization_id=org.id, before=None, limit=50)
+
+    assert [kind for kind, _ in feed] == ["send.cancelled"]
+    assert feed[0][1] == {"sendId": queued["id"], "to": CLIENT}
+    assert (published.id, published.status) == (queued["id"], "CANCELLED")
+    cancels = [e for e in trail if e.action == "send.cancelled"]
+    assert len(cancels) == 1
+    assert cancels[0].detail["send_id"] == queued["id"]
+
+
+async def test_expires_at_is_checked_kept_and_answered(live_api: LiveApi) -> None:
+    with trio.fail_after(30):
+        org = await org_with_tokens(live_api)
+        admin = as_role(live_api, org, "ADMIN")
+        now = datetime.now(UTC)
+        for when, words in [((now - timedelta(minutes=1)).isoformat(), "in the future"),
+                            ((now + timedelta(days=31)).isoformat(), "at most 30 days"),
+                            ("2030-01-01T09:00:00", "timezone"),
+                            ("tomorrow", "datetime")]:
+            r = await admin.post("/api/whatsapp/send", json={
+                "to": CLIENT, "content": "hi", "expiresAt": when})
+            assert r.status_code == 400, (when, r.text)
+            assert r.json()["error"]["field"] == "expiresAt", r.text
+            assert words in r.json()["error"]["message"], r.text
+
+        expires = now + timedelta(hours=2)
+        r = await admin.post("/api/whatsapp/send", json={
+            "to": CLIENT, "content": "Скидка до вечера", "expiresAt": expires.isoformat()})
+        assert r.status_code == 202, r.text
+        assert datetime.fromisoformat(r.json()["expiresAt"]) == expires
+        state = (await admin.get(f"/api/whatsapp/messages/{r.json()['id']}")).json()
+        assert datetime.fromisoformat(state["expiresAt"]) == expires
+
+        await set_limits(live_api, org, safety={"enableMassSending": True})
+        own = now + timedelta(hours=1)
+        r = await admin.post("/api/whatsapp/send/bulk", json={
+            "expiresAt": expires.isoformat(),
+            "messages": [{"to": "+996555000001", "content": "a"},
+                         {"to": "+996555000002", "content": "b", "expiresAt": own.isoformat()},
+                         {"to": "+996555000003", "content": "c",
+                          "expiresAt": (now - timedelta(seconds=1)).isoformat()}]})
+        assert r.status_code == 202, r.text
+        answer = r.json()
+    assert [datetime.fromisoformat(m["expiresAt"]) for m in answer["messages"]] == [expires, own]
+    assert [e["index"] for e in answer["errors"]] == [2]
+    assert "messages[2].expiresAt" in answer["errors"][0]["error"]
+
+
+async def test_a_send_while_sending_is_stopped_is_409_saying_why_and_how_to_resume(
+        live_api: LiveApi) -> None:
+    bus = EventBus()
+    live_api.ctx.services.bus = bus
+    db = live_api.ctx.db
+    with trio.fail_after(30), bus.subscribe(kinds={OutboundResumed}) as resumed:
+        org = await org_with_tokens(live_api)
+        admin = as_role(live_api, org, "ADMIN")
+        await set_limits(live_api, org, safety={"enableMassSending": True})
+        reason = "3 of the latest 3 sends failed (more than 2% of the last 100)"
+        await sessions_repo.set_sending_paused(db, organization_id=org.id, paused=True,
+                                               reason=reason)
+        one = await admin.post("/api/whatsapp/send", json={"to": CLIENT, "content": "hi"})
+        bulk = await admin.post("/api/whatsapp/send/bulk", json={
+            "messages": [{"to": CLIENT, "content": "hi"}]})
+        assert await outbox_repo.count_pending(db, organization_id=org.id) == 0
+
+        r = await admin.post(f"/api/whatsapp/send/resume/{org.id}")
+        assert r.status_code == 200
+        after = await admin.post("/api/whatsapp/send", json={"to": CLIENT, "content": "hi"})
+        assert after.status_code == 202, after.text
+        event = resumed.receive_nowait()
+        assert isinstance(event, OutboundResumed)
+
+        await db.execute("UPDATE whatsapp_sessions SET state = 'BANNED', "
+                         "last_error = 'account banned (TOS_BLOCK)' WHERE organization_id = $1",
+                         org.id)
+        banned = await admin.post("/api/whatsapp/send", json={"to": CLIENT, "content": "hi"})
+        feed = await feed_of(db, org.id)
+
+    for answer in (one, bulk):
+        assert answer.status_code == 409, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "sending_paused"
+        assert error["reason"] == reason
+        assert error["resume"] == f"POST /api/whatsapp/send/resume/{org.id}"
+        assert reason in error["message"]
+    assert banned.status_code == 409
+    assert banned.json()["error"]["code"] == "account_banned"
+    assert banned.json()["error"]["reason"] == "account banned (TOS_BLOCK)"
+    assert event.previous_reason == reason
+    assert feed == [("sending.resumed", {"previousReason": reason})]

@@ -160,3 +160,22 @@ async def test_wad_send_wait_follows_the_message_until_it_is_sent(
     assert lines[0] == f"queued {item.id} for +996555123456 (Tours, priority 1)"
     assert lines[-1] == "SENT (attempt 1)"
     assert "SENDING (attempt 1)" in lines
+
+
+async def test_wad_send_cancel_cancels_a_queued_message_once(
+        live_api: LiveApi, capsys: pytest.CaptureFixture[str]) -> None:
+    wad = Wad(live_api, capsys)
+    org = await live_api.create_org("Issyk-Kul Tours")
+    out = await wad.ok("send", str(org), "--to", "+996555123456", "--text", "передумали")
+    queued_id = out.split()[1]
+    out = await wad.ok("send", "cancel", queued_id)
+    assert out == f"cancelled {queued_id} (to +996555123456); it will not be sent\n"
+    item = await outbox_repo.get(live_api.ctx.db, outbox_id=uuid.UUID(queued_id))
+    assert item is not None
+    assert item.status == "CANCELLED"
+    code, out, err = await wad("send", "cancel", queued_id)
+    assert code == 1
+    assert err == ("wad: the message is CANCELLED: only a QUEUED message can be cancelled\n")
+    code, out, err = await wad("send", "cancel", str(uuid.uuid4()))
+    assert code == 1
+    assert err.startswith("wad: no such message")

@@ -1,7 +1,8 @@
 """The outbound actor end to end: the simulator's phone, wad's session in a real Chromium, the
 inbound actor (which applies the acks) beside it, a real PostgreSQL. Acks carry a sent message
-to READ; a send WhatsApp refuses is retried under a new id; a number that is not on WhatsApp
-fails for good; a ban stops sending and keeps the queue."""
+to READ; a send WhatsApp refuses is retried under a new id; numbers that are not on WhatsApp
+fail at once, without a send and without stopping the others' sends; a ban stops sending and
+keeps the queue; every final state reaches the change feed and the bus with the send's id."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import trio
 
 from tests.support.inbound import NO_DELAYS, Agent, plugins_with
 from tests.support.stack import Stack, open_stack
-from wad.bus import SendingPaused
+from wad.bus import Event, MessageSent, OutboxStatus, SendingPaused
 from wad.config import OutboundSettings
 from wad.db.models import OutboxItem
+from wad.db.repo import changes
 from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
@@ -96,18 +98,13 @@ async def test_acks_carry_the_message_to_read_and_it_is_stored_in_its_conversati
         assert stored.wa_message_id in sent["counts"]
 
 
-async def test_a_refused_send_is_retried_under_a_new_id_and_a_missing_number_fails(
-        state_dir: Path, dsn: str) -> None:
+async def test_a_refused_send_is_retried_under_a_new_id(state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
         org = await linked(stack, retry_initial_s=0.3)
         await stack.phone.set_sends(ACCOUNT, fail_next=1)
         refused_once, _ = await queue_message(stack.db, organization_id=org, to=CLIENT,
                                               content="refused once", bus=stack.bus)
         item = await until_status(stack, refused_once.id, "SENT", "DELIVERED", "READ")
-        await stack.phone.set_not_on_whatsapp(["996700999888"])
-        nowhere, _ = await queue_message(stack.db, organization_id=org, to="+996700999888",
-                                         content="to nobody", bus=stack.bus)
-        failed = await until_status(stack, nowhere.id, "FAILED")
         sent = await stack.phone.sent(ACCOUNT)
 
     attempts = [m for m in sent["messages"] if m["body"] == "refused once"]
@@ -115,11 +112,70 @@ async def test_a_refused_send_is_retried_under_a_new_id_and_a_missing_number_fai
     assert attempts[0]["id"] != attempts[1]["id"]  # the refused id was not used again
     assert attempts[1]["id"].endswith(f"_{item.wa_message_id}")
     assert item.attempts == 2
-    assert failed.attempts == 4  # tried, then retried three times
-    assert failed.last_error is not None
-    assert "not on WhatsApp" in failed.last_error
-    assert failed.last_error.endswith("(gave up after 4 attempts)")
-    assert not [m for m in sent["messages"] if m["body"] == "to nobody"]
+
+
+async def test_numbers_without_whatsapp_fail_at_once_and_do_not_stop_sending(
+        state_dir: Path, dsn: str) -> None:
+    """Four numbers the simulator marks as not on WhatsApp, in a row (three failures of 100
+    would trip the breaker if they counted): each fails at its first attempt with
+    `NOT_ON_WHATSAPP` and nothing reaches the page's send; a client's message after them is
+    sent. Every final state is in the change feed and on the bus with the send's id."""
+    nowhere = [f"+99670099988{i}" for i in range(4)]
+    async with open_stack(state_dir, dsn) as stack:
+        org = await linked(stack, number_check_interval_s=0.5)
+        await stack.phone.set_not_on_whatsapp([n.lstrip("+") for n in nowhere])
+        with stack.bus.subscribe(org_id=org, kinds={OutboxStatus, MessageSent}) as channel:
+            published = Collected(channel)
+            doomed = [(await queue_message(stack.db, organization_id=org, to=number,
+                                           content=f"to nobody {i}", bus=stack.bus))[0]
+                      for i, number in enumerate(nowhere)]
+            failed = [await until_status(stack, item.id, "FAILED") for item in doomed]
+            fine, _ = await queue_message(stack.db, organization_id=org, to=CLIENT,
+                                          content="to a client", bus=stack.bus)
+            sent_item = await until_status(stack, fine.id, "SENT", "DELIVERED", "READ")
+            with trio.fail_after(10):
+                while not any(isinstance(e, MessageSent) for e in published()):
+                    await trio.sleep(0.05)
+            seen = published()
+        sent = await stack.phone.sent(ACCOUNT)
+        session = await sessions_repo.get(stack.db, organization_id=org)
+        feed = await changes.page(stack.db, organization_id=org, after=0, limit=100)
+        assert stack.manager is not None
+        handle = stack.manager.running(org)
+        assert handle is not None
+        sender = handle.supervisor.handle("outbound")
+
+    assert {(f.status, f.fail_reason, f.attempts) for f in failed} == {
+        ("FAILED", "NOT_ON_WHATSAPP", 1)}
+    assert all(f.last_error == f"{f.to_phone} is not on WhatsApp" for f in failed)
+    assert [m["body"] for m in sent["messages"]] == ["to a client"]  # no send attempt to them
+    assert session is None or not session.sending_paused
+    assert sender.stats.numbers_checked == 5  # type: ignore[attr-defined]
+    entries = [(c.kind, c.data["sendId"], c.data.get("reason")) for c in feed]
+    assert entries == [*[("send.failed", str(i.id), "NOT_ON_WHATSAPP") for i in doomed],
+                       ("message.sent", str(fine.id), None)]
+    assert feed[-1].data["waMessageId"] == \
+        f"true_996555123456@c.us_{sent_item.wa_message_id}"
+    finals = [(e.id, e.status, e.reason) for e in seen
+              if isinstance(e, OutboxStatus) and e.status in ("FAILED", "SENT")]
+    assert finals == [*[(str(i.id), "FAILED", "NOT_ON_WHATSAPP") for i in doomed],
+                      (str(fine.id), "SENT", None)]
+    assert [e.message.send_id for e in seen if isinstance(e, MessageSent)] == [fine.id]
+
+
+class Collected:
+    """What a bus subscription delivered so far."""
+
+    def __init__(self, channel: trio.MemoryReceiveChannel[Event]) -> None:
+        self.channel = channel
+        self.items: list[Event] = []
+
+    def __call__(self) -> list[Event]:
+        while True:
+            try:
+                self.items.append(self.channel.receive_nowait())
+            except trio.WouldBlock:
+                return self.items
 
 
 async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
@@ -144,6 +200,7 @@ async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
                 event = await paused.receive()
         session = await sessions_repo.get(stack.db, organization_id=org)
         statuses = [(await outbox_repo.get(stack.db, outbox_id=i.id)) for i in rest]
+        feed = await changes.page(stack.db, organization_id=org, after=0, limit=100)
 
     assert row.state == "BANNED"
     assert session is not None
@@ -151,6 +208,8 @@ async def test_a_ban_stops_sending_keeps_the_queue_and_says_why(state_dir: Path,
     assert session.sending_paused_reason == event.payload()["reason"]
     assert event.payload()["reason"].startswith("WhatsApp banned or restricted the account: ")
     assert "TOS_BLOCK" in event.payload()["reason"]
+    assert [c.data for c in feed if c.kind == "sending.paused"] == [
+        {"reason": session.sending_paused_reason}]
     # Kept: three left in flight by the ban (each looked for in the chat before any resend),
     # the others still queued; none failed, none lost.
     assert sorted(s.status for s in statuses if s is not None) == ["QUEUED"] * 2 + ["SENDING"] * 3

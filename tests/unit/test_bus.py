@@ -58,6 +58,7 @@ def test_events_round_trip_through_json_by_their_kind(kind: str) -> None:
         "outbox.status": {"id": "o", "status": "SENT", "attempts": 1, "wa_message_id": None,
                           "error": None},
         "outbound.paused": {"reason": "why"},
+        "outbound.resumed": {"previous_reason": "why"},
         "outbox.refused": {"limit": "hour", "count": 2},
         "plugin.error": {"plugin": "p", "hook": "h"},
         "session.incompatible": {"version": "2.3000.1", "missing": ["X.y is missing"],

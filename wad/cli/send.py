@@ -2,11 +2,13 @@
 
     wad send ORG --to NUMBER --text TEXT [--priority N] [--key KEY] [--wait]
     wad send resume ORG
+    wad send cancel ID
     wad settings ORG [--set KEY=VALUE ...]
 
 `wad send` queues one message (the daemon sends it within the organization's limits; `--wait`
 follows it until WhatsApp confirmed or it failed). `wad send resume` closes the circuit breaker
-after a ban or too many failures. `wad settings` shows an organization's limits and bulk rules,
+after a ban or too many failures. `wad send cancel` cancels a message still queued (its id is
+the one `wad send` printed). `wad settings` shows an organization's limits and bulk rules,
 and changes some with `--set rateLimiting.messagesPerMinute=15` (or just
 `messagesPerMinute=15`; values are JSON: `true`, `20`).
 """
@@ -36,12 +38,15 @@ Add = Callable[[Any, str, Callable[[Daemon, argparse.Namespace], int], str],
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], add: Add) -> None:
     """Add `send` and `settings` to `wad`'s subcommands (`add` is `wad.cli.control`'s helper)."""
     p = add(sub, "send", cmd_send,
-            "queue a message (`send ORG --to N --text T`), or `send resume ORG`")
+            "queue a message (`send ORG --to N --text T`), `send resume ORG` or "
+            "`send cancel ID`")
     p.usage = ("wad send ORG --to NUMBER --text TEXT [--priority N] [--key KEY] [--wait]\n"
-               "       wad send resume ORG")
+               "       wad send resume ORG\n"
+               "       wad send cancel ID")
     p.add_argument("target", nargs="+", metavar="ORG",
                    help="the organization (id or name); or `resume ORG` to resume sending "
-                   "after a ban or too many failures")
+                   "after a ban or too many failures; or `cancel ID` to cancel a queued "
+                   "message")
     p.add_argument("--to", metavar="NUMBER", help="the client's number, e.g. +996555123456")
     p.add_argument("--text", metavar="TEXT", help="what to send (1-4096 characters)")
     p.add_argument("--priority", type=int, default=1, metavar="N",
@@ -63,9 +68,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], add: Add)
 def cmd_send(daemon: Daemon, args: argparse.Namespace) -> int:
     if args.target[0] == "resume" and len(args.target) == 2:
         return _resume(daemon, args.target[1], as_json=args.json)
+    if args.target[0] == "cancel" and len(args.target) == 2:
+        return _cancel(daemon, args.target[1], as_json=args.json)
     if len(args.target) != 1:
-        raise CtlError("give one organization: `wad send ORG --to NUMBER --text TEXT` or "
-                       "`wad send resume ORG`")
+        raise CtlError("give one organization: `wad send ORG --to NUMBER --text TEXT`, "
+                       "`wad send resume ORG` or `wad send cancel ID`")
     if not args.to or args.text is None:
         raise CtlError("`wad send ORG` needs --to NUMBER and --text TEXT")
     org = resolve_org(daemon, args.target[0])
@@ -97,7 +104,7 @@ def _follow(daemon: Daemon, message_id: str, *, as_json: bool, timeout: float,
             detail = f": {state['last_error']}" if state["last_error"] else ""
             print(f"{status} (attempt {state['attempts']}){detail}", flush=True)
             said = status
-        if status in _DONE or status in ("FAILED", "CANCELLED"):
+        if status in _DONE or status in ("FAILED", "CANCELLED", "EXPIRED"):
             if as_json:
                 ctl._print_json(state)
             return EXIT_OK if status in _DONE else EXIT_FAILED
@@ -117,6 +124,15 @@ def _resume(daemon: Daemon, ref: str, *, as_json: bool) -> int:
         print(f"{org['name']}: sending resumed (it was paused: {answer['previous_reason']})")
     else:
         print(f"{org['name']}: sending was not paused")
+    return EXIT_OK
+
+
+def _cancel(daemon: Daemon, message_id: str, *, as_json: bool) -> int:
+    answer = daemon.request("DELETE", f"/api/whatsapp/messages/{message_id}").json()
+    if as_json:
+        ctl._print_json(answer)
+    else:
+        print(f"cancelled {answer['id']} (to {answer['to']}); it will not be sent")
     return EXIT_OK
 
 

@@ -29,7 +29,8 @@ MessageStatus = Literal[
 ]
 ProcessingState = Literal["PENDING", "DONE", "FAILED", "SKIPPED"]
 OutboxSender = Literal["HUMAN", "AI"]
-OutboxStatus = Literal["QUEUED", "SENDING", "SENT", "DELIVERED", "READ", "FAILED", "CANCELLED"]
+OutboxStatus = Literal["QUEUED", "SENDING", "SENT", "DELIVERED", "READ", "FAILED", "CANCELLED",
+                       "EXPIRED"]
 ImportStatus = Literal["RUNNING", "COMPLETED", "FAILED", "INTERRUPTED"]
 DeliveryStatus = Literal["PENDING", "DELIVERED", "FAILED"]
 AuditActor = Literal["socket", "token"]
@@ -224,6 +225,10 @@ class OutboxItem(Row, frozen=True, kw_only=True):
     delivered_at: datetime | None
     read_at: datetime | None
     updated_at: datetime
+    expires_at: datetime | None = None
+    """Not sent by then: `EXPIRED`, never sent after."""
+    fail_reason: str | None = None
+    """Why it failed for good, as a code (`wad.org.outbound.actor.FailReason`)."""
 
 
 class OutboxEvent(Row, frozen=True, kw_only=True):

@@ -3,7 +3,10 @@ queue over HTTP (SPEC section 4).
 
 Sending only puts messages into the durable queue (202 with the message's id); the organization's
 outbound actor sends them within its limits. A send that the hour or day limit has no room for is
-refused with 429, `Retry-After` and the limit in the error body. Settings use the CRM's key names
+refused with 429, `Retry-After` and the limit in the error body; a send to an organization whose
+sending is paused or whose account is banned is refused with 409 (`sending_paused`,
+`account_banned`). A queued message can be cancelled (`DELETE /messages/{id}`) until it is
+being sent, and may carry an expiry (`expiresAt`). Settings use the CRM's key names
 (`rateLimiting.messagesPerMinute`, ...); everything else is snake_case like the rest of the API.
 """
 
@@ -25,13 +28,15 @@ from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
 from wad.api.schemas import PhoneText, Request
 from wad.api.validation import body, reply, responds
-from wad.bus import EventBus, SendingResumed, SettingsChanged
+from wad.bus import EventBus, OutboundResumed, SendingResumed, SettingsChanged
 from wad.db.models import OutboxItem, OutboxSender, OutboxStatus
 from wad.db.pool import Database
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import NotFound
+from wad.org.outbound import feed
 from wad.org.outbound import settings as settings_mod
+from wad.org.outbound.feed import outbox_status
 from wad.org.outbound.limits import DAY, HOUR, MINUTE, Clock, WallClock, in_window
 from wad.org.outbound.queue import (
     BatchTooLarge,
@@ -40,6 +45,7 @@ from wad.org.outbound.queue import (
     MassSendingDisabled,
     Outgoing,
     RateLimited,
+    SendingStopped,
     queue_bulk,
     queue_message,
 )
@@ -53,6 +59,9 @@ Priority = Annotated[int, Meta(ge=1, le=10,
                                description="1 normal, 5 agent, 10 urgent; higher goes first")]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200,
                                      description="Repeating it answers the first message")]
+ExpiresAt = Annotated[datetime, Meta(
+    tz=True, description="Not sent by then (ISO 8601 with a time zone, in the future, at most "
+    "30 days ahead): the message becomes EXPIRED and is never sent")]
 
 
 # Bodies -------------------------------------------------------------------------------------
@@ -67,6 +76,7 @@ class SendRequest(Request, forbid_unknown_fields=True, kw_only=True):
     conversation_id: uuid.UUID | None = None
     priority: Priority = 1
     idempotency_key: IdempotencyKey | None = None
+    expires_at: ExpiresAt | None = msgspec.field(default=None, name="expiresAt")
 
 
 class BulkMessage(Request, forbid_unknown_fields=True, kw_only=True):
@@ -74,6 +84,8 @@ class BulkMessage(Request, forbid_unknown_fields=True, kw_only=True):
     content: Content
     conversation_id: uuid.UUID | None = None
     idempotency_key: IdempotencyKey | None = None
+    expires_at: ExpiresAt | None = msgspec.field(default=None, name="expiresAt")
+    """This message's expiry (else the batch's)."""
 
 
 class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
@@ -84,6 +96,8 @@ class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
     confirm: bool = False
     """Needed for a batch larger than `safety.maxBatchSize` while `requireConfirmation`."""
     priority: Priority = 1
+    expires_at: ExpiresAt | None = msgspec.field(default=None, name="expiresAt")
+    """The expiry of every message that gives none of its own."""
 
 
 class QueuedMessage(msgspec.Struct, kw_only=True):
@@ -102,6 +116,7 @@ class QueuedMessage(msgspec.Struct, kw_only=True):
     created_at: datetime
     created: bool
     """False when the idempotency key was used before: this is the first message."""
+    expires_at: datetime | None = msgspec.field(default=None, name="expiresAt")
 
 
 class StatusEvent(msgspec.Struct, kw_only=True):
@@ -137,6 +152,9 @@ class MessageState(msgspec.Struct, kw_only=True):
     message_id: uuid.UUID | None
     """The stored message (`messages`) once sent."""
     events: list[StatusEvent]
+    expires_at: datetime | None = msgspec.field(default=None, name="expiresAt")
+    fail_reason: str | None = msgspec.field(default=None, name="failReason")
+    """Why it failed for good: `NOT_ON_WHATSAPP`, `REFUSED`, `NOT_CONFIRMED`, `SEND_ERROR`."""
 
 
 class BulkQueued(msgspec.Struct, kw_only=True):
@@ -145,6 +163,7 @@ class BulkQueued(msgspec.Struct, kw_only=True):
     status: OutboxStatus
     not_before: datetime
     created: bool
+    expires_at: datetime | None = msgspec.field(default=None, name="expiresAt")
 
 
 class BulkFailed(msgspec.Struct, kw_only=True):
@@ -197,6 +216,23 @@ class Resumed(msgspec.Struct, kw_only=True):
     previous_reason: str | None
 
 
+class SendingStoppedError(ApiError):
+    """409 when the organization's sending is paused or its account banned: `error.code` is
+    `sending_paused` or `account_banned`, `error.reason` why, `error.resume` how sending
+    resumes."""
+
+    def __init__(self, exc: SendingStopped, org_id: uuid.UUID) -> None:
+        super().__init__(409, exc.code, str(exc))
+        self.reason = exc.reason
+        self.org_id = org_id
+
+    def body(self) -> dict[str, Any]:
+        answer = super().body()
+        answer["error"]["reason"] = self.reason
+        answer["error"]["resume"] = f"POST /api/whatsapp/send/resume/{self.org_id}"
+        return answer
+
+
 class RateLimitedError(ApiError):
     """429 with the limit that refused: `error.limit` is `{window, limit, remaining,
     reset_at}`; `Retry-After` says the same in seconds."""
@@ -241,11 +277,14 @@ def _queued(item: OutboxItem, created: bool) -> QueuedMessage:
         id=item.id, organization_id=item.organization_id, to=item.to_phone, status=item.status,
         priority=item.priority, sender=item.sender, agent_name=item.agent_name,
         conversation_id=item.conversation_id, client_id=item.client_id,
-        not_before=item.not_before, created_at=item.created_at, created=created)
+        not_before=item.not_before, created_at=item.created_at, created=created,
+        expires_at=item.expires_at)
 
 
-def _refused(exc: Exception) -> ApiError:
+def _refused(exc: Exception, org_id: uuid.UUID) -> ApiError:
     """The queue's refusals as answers."""
+    if isinstance(exc, SendingStopped):
+        return SendingStoppedError(exc, org_id)
     if isinstance(exc, RateLimited):
         return RateLimitedError(exc)
     if isinstance(exc, InvalidMessage):
@@ -261,7 +300,7 @@ def _refused(exc: Exception) -> ApiError:
     raise exc
 
 
-_QUEUE_ERRORS = (RateLimited, InvalidMessage, MassSendingDisabled, ConfirmationRequired,
+_QUEUE_ERRORS = (SendingStopped, RateLimited, InvalidMessage, MassSendingDisabled, ConfirmationRequired,
                  BatchTooLarge, NotFound)
 
 
@@ -270,28 +309,32 @@ _QUEUE_ERRORS = (RateLimited, InvalidMessage, MassSendingDisabled, ConfirmationR
 
 @bp.post("/send")
 @tag(["outbound"])
-@responds(QueuedMessage, 202, errors=(400, 401, 403, 404, 429))
+@responds(QueuedMessage, 202, errors=(400, 401, 403, 404, 409, 429))
 @responds(QueuedMessage, 200)
 @body(SendRequest)
 async def send(data: SendRequest) -> Response:
     """Queue a message; 202 with its id (200 with the first message when `idempotency_key` was
-    used before). Needs AGENT. 429 when the hour or day limit has no room (`Retry-After`, and
-    `error.limit` says which limit, how many remain and when there is room again)."""
+    used before). Needs AGENT. The id is the `sendId` of every later feed entry and event about
+    the send. 409 `sending_paused` / `account_banned` while the organization's sending is
+    stopped (`error.reason`, `error.resume`). 429 when the hour or day limit has no room
+    (`Retry-After`, and `error.limit` says which limit, how many remain and when there is room
+    again)."""
     org_id = auth.body_org(data.organization_id, "AGENT")
     await require_org(org_id)
     try:
         item, created = await queue_message(
             _db(), organization_id=org_id, to=data.to, content=data.content,
             priority=data.priority, sender="HUMAN", conversation_id=data.conversation_id,
-            idempotency_key=data.idempotency_key, clock=_clock(), bus=_bus())
+            idempotency_key=data.idempotency_key, expires_at=data.expires_at, clock=_clock(),
+            bus=_bus())
     except _QUEUE_ERRORS as exc:
-        raise _refused(exc) from None
+        raise _refused(exc, org_id) from None
     return reply(_queued(item, created), 202 if created else 200)
 
 
 @bp.post("/send/bulk")
 @tag(["outbound"])
-@responds(BulkAnswer, 202, errors=(400, 401, 403, 404, 429))
+@responds(BulkAnswer, 202, errors=(400, 401, 403, 404, 409, 429))
 @body(BulkRequest)
 async def send_bulk(data: BulkRequest) -> Response:
     """Queue 1-100 messages, spread over time. Needs ADMIN, and `safety.enableMassSending`
@@ -302,17 +345,19 @@ async def send_bulk(data: BulkRequest) -> Response:
     org_id = auth.body_org(data.organization_id, "ADMIN")
     await require_org(org_id)
     messages = [Outgoing(to=m.to, content=m.content, conversation_id=m.conversation_id,
-                         idempotency_key=m.idempotency_key) for m in data.messages]
+                         idempotency_key=m.idempotency_key,
+                         expires_at=m.expires_at or data.expires_at) for m in data.messages]
     try:
         result = await queue_bulk(_db(), organization_id=org_id, messages=messages,
                                   priority=data.priority, sender="HUMAN", confirm=data.confirm,
                                   clock=_clock(), bus=_bus())
     except _QUEUE_ERRORS as exc:
-        raise _refused(exc) from None
+        raise _refused(exc, org_id) from None
     return reply(BulkAnswer(
         organization_id=org_id, queued=len(result.queued), failed=len(result.failed),
         messages=[BulkQueued(index=i, id=item.id, status=item.status,
-                             not_before=item.not_before, created=created)
+                             not_before=item.not_before, created=created,
+                             expires_at=item.expires_at)
                   for i, item, created in result.queued],
         errors=[BulkFailed(index=i, to=to, error=why) for i, to, why in result.failed]), 202)
 
@@ -324,6 +369,11 @@ async def message(message_id: str) -> Response:
     """A queued message's status and its history (oldest first). Any token of its
     organization (a VIEWER's answer has `content` null); another organization's message is not
     found."""
+    return reply(await _state(message_id))
+
+
+async def _state(message_id: str) -> MessageState:
+    """The caller's organization's queued message (404 for another organization's)."""
     got = await outbox_repo.get_with_events(
         _db(), outbox_id=auth.parse_uuid(message_id, what="message"))
     caller = auth.current()
@@ -331,7 +381,7 @@ async def message(message_id: str) -> Response:
                            or caller.organization_id == got[0].organization_id):
         raise ApiError(404, "not_found", f"no such message: {message_id}")
     item, events = got
-    return reply(MessageState(
+    return MessageState(
         id=item.id, organization_id=item.organization_id, to=item.to_phone,
         content=item.content if auth.has_rank(caller, "AGENT") else None, status=item.status, priority=item.priority, sender=item.sender,
         agent_name=item.agent_name, idempotency_key=item.idempotency_key,
@@ -341,7 +391,35 @@ async def message(message_id: str) -> Response:
         delivered_at=item.delivered_at, read_at=item.read_at,
         conversation_id=item.conversation_id, client_id=item.client_id,
         message_id=item.message_id,
-        events=[StatusEvent(status=e.status, detail=e.detail, at=e.at) for e in events]))
+        events=[StatusEvent(status=e.status, detail=e.detail, at=e.at) for e in events],
+        expires_at=item.expires_at, fail_reason=item.fail_reason)
+
+
+@bp.delete("/messages/<message_id>")
+@tag(["outbound"])
+@responds(MessageState, errors=(401, 403, 404, 409))
+async def cancel(message_id: str) -> Response:
+    """Cancel a queued message: 200 with its record (status `CANCELLED`; a `send.cancelled`
+    feed entry). Needs AGENT. 409 `not_cancellable` once it is being sent or is final (its
+    status in the message); another organization's message is not found."""
+    state = await _state(message_id)
+    auth.authorize(state.organization_id, "AGENT")
+    db = _db()
+    async with db.transaction() as tx:
+        cancelled = await outbox_repo.cancel(tx, outbox_id=state.id)
+        if cancelled is not None:
+            await feed.cancelled(tx, cancelled)
+    if cancelled is None:
+        now = await outbox_repo.get(db, outbox_id=state.id)
+        status = now.status if now is not None else state.status
+        raise ApiError(409, "not_cancellable", f"the message is {status}: only a QUEUED message "
+                       "can be cancelled")
+    await audit.record("send.cancelled", cancelled.organization_id, send_id=str(cancelled.id),
+                       to=cancelled.to_phone)
+    bus = _bus()
+    if bus is not None:
+        bus.publish(outbox_status(cancelled))
+    return reply(await _state(message_id))
 
 
 @bp.get("/settings/<org>")
@@ -422,13 +500,20 @@ async def resume(org_id: uuid.UUID) -> Response:
     """Close the circuit breaker: sending starts again (the queue was kept). Needs ADMIN."""
     await require_org(org_id)
     db = _db()
-    row = await sessions_repo.get(db, organization_id=org_id)
-    was_paused = bool(row and row.sending_paused)
-    await sessions_repo.set_sending_paused(db, organization_id=org_id, paused=False)
+    async with db.transaction() as tx:
+        row = await sessions_repo.get(tx, organization_id=org_id, for_update=True)
+        was_paused = bool(row and row.sending_paused)
+        await sessions_repo.set_sending_paused(tx, organization_id=org_id, paused=False)
+        if was_paused:
+            await feed.resumed(tx, org_id,
+                               previous_reason=row.sending_paused_reason if row else None)
     await audit.record("sending.resumed", org_id, was_paused=was_paused,
                        previous_reason=row.sending_paused_reason if row else None)
     bus = _bus()
     if bus is not None:
         bus.signal(SendingResumed(org_id=org_id, was_paused=was_paused))
+        if was_paused:
+            bus.publish(OutboundResumed(
+                org_id=org_id, previous_reason=row.sending_paused_reason if row else None))
     return reply(Resumed(organization_id=org_id, sending_paused=False, was_paused=was_paused,
                          previous_reason=row.sending_paused_reason if row else None))

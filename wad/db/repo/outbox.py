@@ -24,8 +24,8 @@ _EVENT_COLS = columns(OutboxEvent)
 _ENQUEUE = f"""
 WITH queued AS (
     INSERT INTO outbox (organization_id, to_phone, content, priority, sender, agent_name,
-                        idempotency_key, client_id, conversation_id, not_before)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()))
+                        idempotency_key, client_id, conversation_id, not_before, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()), $11)
     ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), event AS (
@@ -40,12 +40,14 @@ async def enqueue(
     sender: OutboxSender = "HUMAN", agent_name: str | None = None,
     idempotency_key: str | None = None, client_id: uuid.UUID | None = None,
     conversation_id: uuid.UUID | None = None, not_before: datetime | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[OutboxItem, bool]:
-    """Queue a message (sent no earlier than `not_before`, default now). With an idempotency key
-    already used in the organization, nothing is queued and the earlier item is answered.
-    Answers (item, created)."""
+    """Queue a message (sent no earlier than `not_before`, default now; never once `expires_at`
+    passed). With an idempotency key already used in the organization, nothing is queued and the
+    earlier item is answered. Answers (item, created)."""
     row = await db.fetchrow(_ENQUEUE, organization_id, to_phone, content, priority, sender,
-                            agent_name, idempotency_key, client_id, conversation_id, not_before)
+                            agent_name, idempotency_key, client_id, conversation_id, not_before,
+                            expires_at)
     if row is not None:
         return returned(OutboxItem, row), True
     row = await db.fetchrow(
@@ -59,6 +61,7 @@ def _next_queued(now: str) -> str:
     return f"""
 SELECT id FROM outbox
 WHERE organization_id = $1 AND status = 'QUEUED' AND not_before <= {now}
+  AND (expires_at IS NULL OR expires_at > {now})
 ORDER BY priority DESC, created_at, id
 LIMIT 1
 """
@@ -159,7 +162,8 @@ _RETRY = _transition(
        wa_message_id = CASE WHEN $4 THEN NULL ELSE o.wa_message_id END,
        attempts = CASE WHEN $5 THEN o.attempts ELSE greatest(o.attempts - 1, 0) END""")
 _MARK_FAILED = _transition(
-    "'QUEUED', 'SENDING', 'FAILED'", "status = 'FAILED', last_error = $2")
+    "'QUEUED', 'SENDING', 'FAILED'",
+    "status = 'FAILED', last_error = $2, fail_reason = coalesce($3, o.fail_reason)")
 _CANCEL = _transition("'QUEUED'", "status = 'CANCELLED'")
 
 
@@ -182,15 +186,50 @@ async def retry(db: Executor, *, outbox_id: uuid.UUID, error: str, not_before: d
                                              new_wa_message_id, count_attempt))
 
 
-async def mark_failed(db: Executor, *, outbox_id: uuid.UUID, error: str) -> OutboxItem | None:
+async def mark_failed(db: Executor, *, outbox_id: uuid.UUID, error: str,
+                      reason: str | None = None) -> OutboxItem | None:
     """Give up on a queued or sending message, keeping the error (which also replaces the
-    error of a message an ack -1 already marked FAILED)."""
-    return one(OutboxItem, await db.fetchrow(_MARK_FAILED, outbox_id, error))
+    error of a message an ack -1 already marked FAILED) and why as a code (`reason`, e.g.
+    `NOT_ON_WHATSAPP`)."""
+    return one(OutboxItem, await db.fetchrow(_MARK_FAILED, outbox_id, error, reason))
 
 
 async def cancel(db: Executor, *, outbox_id: uuid.UUID) -> OutboxItem | None:
     """Cancel a message that is still queued. None when it is not queued (any more)."""
     return one(OutboxItem, await db.fetchrow(_CANCEL, outbox_id, None))
+
+
+_EXPIRE = f"""
+WITH old AS (
+    SELECT id FROM outbox
+    WHERE organization_id = $1 AND status = 'QUEUED' AND expires_at <= $2
+    ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED
+), changed AS (
+    UPDATE outbox o SET status = 'EXPIRED',
+                        last_error = 'not sent before it expired at ' || o.expires_at
+    FROM old WHERE o.id = old.id
+    RETURNING {_O_COLS}
+), event AS (
+    INSERT INTO outbox_events (outbox_id, status, detail)
+    SELECT id, status, 'expired' FROM changed
+)
+SELECT {_COLS} FROM changed
+"""
+
+
+async def expire_due(db: Executor, *, organization_id: uuid.UUID, now: datetime,
+                     limit: int = 100) -> list[OutboxItem]:
+    """Mark at most `limit` of the organization's queued messages whose expiry is at or before
+    `now` `EXPIRED` (a message being sent is left alone); answers them."""
+    return many(OutboxItem, await db.fetch(_EXPIRE, organization_id, now, limit))
+
+
+async def next_expiry(db: Executor, *, organization_id: uuid.UUID) -> datetime | None:
+    """The earliest expiry of the organization's queued messages (None: none expires)."""
+    return await db.fetchval(
+        """SELECT min(expires_at) FROM outbox
+           WHERE organization_id = $1 AND status = 'QUEUED' AND expires_at IS NOT NULL""",
+        organization_id)
 
 
 _ACK = f"""
@@ -252,17 +291,21 @@ async def sent_times_since(db: Executor, *, organization_id: uuid.UUID, since: d
 
 
 async def recent_results(db: Executor, *, organization_id: uuid.UUID, limit: int = 100,
-                         since: datetime | None = None) -> tuple[int, int]:
+                         since: datetime | None = None, ignored: Sequence[str] = ()
+                         ) -> tuple[int, int]:
     """Of the organization's last `limit` finished sends (sent or failed for good, finished at or
-    after `since` when given): (how many failed, how many there are). For the circuit breaker."""
+    after `since` when given): (how many failed, how many there are). For the circuit breaker.
+    Failures whose reason is in `ignored` are left out of both counts (they say nothing about
+    the account: a number without WhatsApp, a page error)."""
     row = await db.fetchrow(
         """SELECT count(*) FILTER (WHERE status = 'FAILED') AS failed, count(*) AS total
            FROM (SELECT status FROM outbox
                  WHERE organization_id = $1
                    AND status IN ('SENT', 'DELIVERED', 'READ', 'FAILED')
+                   AND NOT (status = 'FAILED' AND coalesce(fail_reason, '') = ANY($4::text[]))
                    AND coalesce(sent_at, updated_at) >= coalesce($3::timestamptz, '-infinity')
                  ORDER BY coalesce(sent_at, updated_at) DESC LIMIT $2) latest""",
-        organization_id, limit, since)
+        organization_id, limit, since, list(ignored))
     return (int(row["failed"]), int(row["total"])) if row is not None else (0, 0)
 
 

@@ -38,9 +38,13 @@ async def lock(db: Executor, *, organization_id: uuid.UUID) -> WhatsAppSession:
     return returned(WhatsAppSession, row)
 
 
-async def get(db: Executor, *, organization_id: uuid.UUID) -> WhatsAppSession | None:
+async def get(db: Executor, *, organization_id: uuid.UUID, for_update: bool = False
+              ) -> WhatsAppSession | None:
+    """The organization's session row; `for_update` locks it until the transaction ends."""
+    lock = " FOR UPDATE" if for_update else ""
     row = await db.fetchrow(
-        f"SELECT {_COLS} FROM whatsapp_sessions WHERE organization_id = $1", organization_id)
+        f"SELECT {_COLS} FROM whatsapp_sessions WHERE organization_id = $1{lock}",
+        organization_id)
     return one(WhatsAppSession, row)
 
 

@@ -306,17 +306,19 @@ class InboundActor:
         row = await messages_repo.update_status(self.db, organization_id=self.org_id,
                                                 wa_message_id=ack.id, status=status)
         queued = _OUTBOX_STATUS.get(status)
+        send_id: uuid.UUID | None = None
         if queued is not None:
             # wad's own sends: the queue's row follows the same acks. The outbound actor records
             # the bare key id; the serialized form is tried too.
             for wa_id in dict.fromkeys((ids.bare_id(ack.id), ack.id)):
-                if await outbox_repo.apply_ack(self.db, organization_id=self.org_id,
-                                               wa_message_id=wa_id, status=queued):
+                if item := await outbox_repo.apply_ack(self.db, organization_id=self.org_id,
+                                                       wa_message_id=wa_id, status=queued):
+                    send_id = item.id
                     break
         self.bus.signal(Ack(org_id=self.org_id, wa_message_id=ack.id, wa_chat_id=ack.chat_id,
                             ack=ack.ack, status=status, changed=row is not None))
         if row is not None:
-            await self._status_changed(row, before)
+            await self._status_changed(row, before, send_id=send_id)
 
     async def _apply_edit(self, edit: ev.MessageEdited, at: datetime) -> None:
         if edit.body:
@@ -338,9 +340,11 @@ class InboundActor:
         if row is not None:
             await self._status_changed(row, before)
 
-    async def _status_changed(self, row: Message, before: MessageStatus | None) -> None:
+    async def _status_changed(self, row: Message, before: MessageStatus | None, *,
+                              send_id: uuid.UUID | None = None) -> None:
         change = payloads.MessageStatusChange(
-            organization_id=self.org_id, message=message_payload(row), from_status=before,
+            organization_id=self.org_id, message=message_payload(row, send_id=send_id),
+            from_status=before,
             to_status=row.status, at=datetime.now(UTC))
         self.bus.publish(MessageStatusChanged(org_id=self.org_id, change=change))
         # Told from a task of its own: a slow plugin must not hold up storing.
@@ -810,14 +814,15 @@ _OUTBOX_STATUS: dict[MessageStatus, Any] = {
 }
 
 
-def message_payload(row: Message, *, client_id: uuid.UUID | None = None) -> payloads.Message:
-    """A stored message as plugins see it."""
+def message_payload(row: Message, *, client_id: uuid.UUID | None = None,
+                    send_id: uuid.UUID | None = None) -> payloads.Message:
+    """A stored message as plugins see it (`send_id`: the queue item it was sent from)."""
     return payloads.Message(
         id=row.id, organization_id=row.organization_id, wa_message_id=row.wa_message_id,
         wa_chat_id=row.wa_chat_id, direction=row.direction, sender=row.sender,
         sent_at=row.sent_at, status=row.status, type=row.type, body=row.body,
         caption=row.caption, conversation_id=row.conversation_id, client_id=client_id,
-        language=row.language)
+        language=row.language, send_id=send_id)
 
 
 def client_payload(row: Client) -> payloads.Client:

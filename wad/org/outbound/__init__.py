@@ -25,6 +25,7 @@ _EXPORTS = {
     "Outgoing": "wad.org.outbound.queue",
     "QueueError": "wad.org.outbound.queue",
     "RateLimited": "wad.org.outbound.queue",
+    "SendingStopped": "wad.org.outbound.queue",
     "queue_bulk": "wad.org.outbound.queue",
     "queue_message": "wad.org.outbound.queue",
 }

@@ -25,16 +25,32 @@ latest pages); found means `SENT`, never a second send. Rows left `SENDING` by a
 checked that way on every (re)connect before anything else is sent. Only a send WhatsApp refused
 (ack -1) is tried again under a new id.
 
+**Numbers checked first.** Before the first send to a number the organization has no message
+with, the actor asks WhatsApp whether the number exists (`number_exists`, the bridge's
+`queryWidExists`), at most one question per `number_check_interval_s`, and keeps the answer
+(`number_checks`, trusted for `number_check_ttl_s`). A number without WhatsApp fails at once
+(`NOT_ON_WHATSAPP`): nothing is sent, nothing retried.
+
 **Failures** are retried `max_retries` (3) times, after 2 s, 4 s and 8 s, then the message is
-`FAILED` with its error. An attempt cut short because the browser went away (or hung) is not a
-failure of the message: it is queued again at once and not counted. **Circuit breaker**: when the account is banned or restricted (the
-session ends `BANNED`), or when more than 2% of the latest 100 finished sends failed, sending
+`FAILED` with its error and a reason code (`FailReason`). An attempt cut short because the
+browser went away (or hung) is not a failure of the message: it is queued again at once and not
+counted. **Expiry**: a queued message whose `expires_at` passed is `EXPIRED` and never sent.
+
+**Circuit breaker**: when the account is banned or restricted (the session ends `BANNED`), or
+when more than 2% of the latest 100 finished sends failed for a reason that says something about
+the account (`BREAKER_REASONS`: WhatsApp refused the message, or never confirmed it), sending
 stops for the organization (`whatsapp_sessions.sending_paused` with the reason, a
-`outbound.paused` bus event); the queue is kept until an administrator resumes it.
+`outbound.paused` bus event, a `sending.paused` feed entry); the queue is kept until an
+administrator resumes it. Numbers without WhatsApp and errors of the page do not count.
+
+Every final state of a send is written to the change feed (`wad.org.outbound.feed`) in the
+transaction that makes it, and published as `outbox.status` (and `message.sent`) with the send's
+id.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import random
 import uuid
@@ -52,7 +68,6 @@ from wad.bus import (
     Ack,
     EventBus,
     MessageSent,
-    OutboxStatus,
     Queued,
     SendingPaused,
     SendingResumed,
@@ -66,11 +81,14 @@ from wad.db.pool import WAIT_BACKOFF, Database, database_unavailable
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
+from wad.db.repo import numbers as numbers_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import NotFound
 from wad.org.context import OrgContext
+from wad.org.outbound import feed
 from wad.org.outbound import settings as settings_mod
+from wad.org.outbound.feed import outbox_status
 from wad.org.outbound.limits import (
     DAY,
     Clock,
@@ -94,6 +112,30 @@ HISTORY_MARGIN = timedelta(minutes=10)
 """The check stops reading once messages are this much older than the attempt that may have
 sent the message."""
 
+
+class FailReason(enum.StrEnum):
+    """Why a send failed for good (`outbox.fail_reason`, `reason` of `send.failed`)."""
+
+    NOT_ON_WHATSAPP = "NOT_ON_WHATSAPP"
+    """The number does not use WhatsApp (asked before the first send): nothing was sent."""
+    REFUSED = "REFUSED"
+    """WhatsApp refused the message (ack -1) on every attempt."""
+    NOT_CONFIRMED = "NOT_CONFIRMED"
+    """WhatsApp never confirmed it, and the chat does not hold it."""
+    SEND_ERROR = "SEND_ERROR"
+    """The page failed to send it (an error of WhatsApp Web or the bridge)."""
+
+
+BREAKER_REASONS = frozenset({FailReason.REFUSED, FailReason.NOT_CONFIRMED})
+"""The failures that say something about the account: only these count towards the circuit
+breaker."""
+
+
+def _not_on_whatsapp(item: OutboxItem) -> _Outcome:
+    return _Outcome(sent=False, error=f"{item.to_phone} is not on WhatsApp",
+                    reason=FailReason.NOT_ON_WHATSAPP, final=True)
+
+
 class PageLike(Protocol):
     """What the actor calls on the browser session (`wad.browser.driver.BrowserSession`)."""
 
@@ -103,6 +145,7 @@ class PageLike(Protocol):
     async def fetch_messages(self, chat: str, *, before: str | None = None, limit: int = 50
                              ) -> Any: ...
     async def typing(self, chat: str, on: bool) -> None: ...
+    async def number_exists(self, phone: str) -> str | None: ...
 
 
 def pacing_rule(config: OutboundSettings) -> Pacing | None:
@@ -163,6 +206,9 @@ class OutboundStats:
     """Sends preceded by "typing..." in the client's chat."""
     empty_looks: int = 0
     """Turns that found nothing due in the queue (the actor then naps until poked)."""
+    numbers_checked: int = 0
+    """Numbers asked of WhatsApp before a first send."""
+    expired: int = 0
 
 
 @dataclass(eq=False)
@@ -185,6 +231,9 @@ class _Outcome:
     """The message was already in the chat: this attempt sent nothing."""
     interrupted: bool = False
     """The session went away under the attempt: queued again at once, not counted."""
+    reason: FailReason = FailReason.SEND_ERROR
+    final: bool = False
+    """Not worth another attempt (the number does not use WhatsApp)."""
 
 
 class OutboundActor:
@@ -216,6 +265,9 @@ class OutboundActor:
         self._rng = rng or random.Random()
         self._next_gap_at: datetime | None = None
         """When the pacing gap after the latest send started here has passed."""
+        self._check_lock = trio.Lock()
+        self._next_check_at = float("-inf")
+        """When (Trio's clock) the next number may be asked of WhatsApp."""
 
     @property
     def in_flight(self) -> int:
@@ -305,8 +357,9 @@ class OutboundActor:
 
     async def _step(self) -> None:
         """One turn of the loop: at most one message claimed."""
-        poll = self.config.poll_interval_s
         self.waiting_until = None
+        # Every wait of this turn ends by the next expiry, so that it is kept on time.
+        poll = await self._expire(self.config.poll_interval_s)
         row = await sessions_repo.get(self.db, organization_id=self.org_id)
         if row is not None and row.sending_paused:
             await self._nap(poll)
@@ -393,7 +446,7 @@ class OutboundActor:
         item = flight.item
         try:
             try:
-                outcome = await self._attempt(flight, fresh)
+                outcome = await self._check_number(item) or await self._attempt(flight, fresh)
             except (SessionClosed, BridgeTimeout) as exc:
                 # The browser died or hung: the session restarts it; the message is not at fault.
                 outcome = _Outcome(sent=False, error=str(exc), interrupted=True)
@@ -445,11 +498,61 @@ class OutboundActor:
             if await self._in_chat(page, item, flight.key):
                 return _Outcome(sent=True)
             return _Outcome(sent=False, error=f"WhatsApp did not confirm the send within "
-                                              f"{timeout:g} s")
+                                              f"{timeout:g} s", reason=FailReason.NOT_CONFIRMED)
         if flight.ack is not None and flight.ack < 0:
             return _Outcome(sent=False, error="WhatsApp refused the message (ack -1)",
-                            new_id=True)
+                            new_id=True, reason=FailReason.REFUSED)
         return _Outcome(sent=True)
+
+    async def _check_number(self, item: OutboxItem) -> _Outcome | None:
+        """Before the first send to a number the organization has no message with: ask WhatsApp
+        whether it exists (paced, the answer kept). An outcome when it does not (or the session
+        went away meanwhile); None to go on sending."""
+        if not self.config.number_check:
+            return None
+        if await numbers_repo.known_chat(self.db, organization_id=self.org_id,
+                                         wa_chat_id=ids.user_chat(item.to_phone)):
+            return None
+        known = await self._known_number(item.to_phone)
+        if known is None:
+            async with self._check_lock:
+                # Another send to the same number may have asked while this one waited.
+                known = await self._known_number(item.to_phone)
+                if known is None:
+                    await trio.sleep_until(self._next_check_at)
+                    page: PageLike | None = self.session.session
+                    if page is None or not self.session.connected.is_set():
+                        return _Outcome(sent=False, error="the WhatsApp session is not connected",
+                                        interrupted=True)
+                    self._next_check_at = (trio.current_time()
+                                           + self.config.number_check_interval_s)
+                    try:
+                        wa_id = await page.number_exists(item.to_phone)
+                    except (SessionClosed, BridgeTimeout):
+                        raise
+                    except Exception as exc:
+                        if database_unavailable(exc):
+                            raise
+                        # Not answered: the send itself will tell.
+                        _log.warning("could not ask whether the number uses WhatsApp",
+                                     outbox=str(item.id), error=str(exc))
+                        return None
+                    self.stats.numbers_checked += 1
+                    await numbers_repo.store(self.db, organization_id=self.org_id,
+                                             phone=item.to_phone, wa_id=wa_id,
+                                             at=self.clock.now())
+                    if wa_id is None:
+                        _log.info("number not on WhatsApp", outbox=str(item.id))
+                    return None if wa_id is not None else _not_on_whatsapp(item)
+        return None if known.on_whatsapp else _not_on_whatsapp(item)
+
+    async def _known_number(self, phone: str) -> numbers_repo.NumberCheck | None:
+        """The kept answer about `phone`, unless it is older than `number_check_ttl_s`."""
+        known = await numbers_repo.get(self.db, organization_id=self.org_id, phone=phone)
+        ttl = timedelta(seconds=self.config.number_check_ttl_s)
+        if known is None or known.checked_at < self.clock.now() - ttl:
+            return None
+        return known
 
     async def _show_typing(self, page: PageLike, item: OutboxItem) -> None:
         """"typing..." in the client's chat for a while before the text goes (cosmetic: a page
@@ -528,15 +631,20 @@ class OutboundActor:
     async def _sent(self, item: OutboxItem, key: str, *, found: bool = False) -> None:
         now = self.clock.now()
         chat = ids.user_chat(item.to_phone)
-        # Stored in its conversation unless the inbound actor stored the page's own copy first.
-        stored, _ = await messages_repo.insert_if_absent(self.db, message=NewMessage(
-            organization_id=self.org_id, wa_message_id=ids.serialized_id(ids.user_chat(item.to_phone), key),
-            wa_chat_id=chat, direction="OUT", sender=item.sender, sent_at=now, status="SENT",
-            body=item.content, conversation_id=item.conversation_id, processing_state="DONE"))
-        updated = await outbox_repo.mark_sent(self.db, outbox_id=item.id, message_id=stored.id,
-                                              at=now)
-        if item.conversation_id is not None:
-            await conversations_repo.touch(self.db, conversation_id=item.conversation_id, at=now)
+        async with self.db.transaction() as tx:
+            # Stored in its conversation unless the inbound actor stored the page's own copy
+            # first.
+            stored, _ = await messages_repo.insert_if_absent(tx, message=NewMessage(
+                organization_id=self.org_id, wa_message_id=ids.serialized_id(chat, key),
+                wa_chat_id=chat, direction="OUT", sender=item.sender, sent_at=now,
+                status="SENT", body=item.content, conversation_id=item.conversation_id,
+                processing_state="DONE"))
+            updated = await outbox_repo.mark_sent(tx, outbox_id=item.id, message_id=stored.id,
+                                                  at=now)
+            if item.conversation_id is not None:
+                await conversations_repo.touch(tx, conversation_id=item.conversation_id, at=now)
+            if updated is not None:
+                await feed.sent(tx, updated, wa_message_id=stored.wa_message_id)
         if found:
             self.stats.found_in_chat += 1
         self.stats.sent += 1
@@ -559,7 +667,7 @@ class OutboundActor:
             if requeued is not None:
                 self._publish(requeued, requeued.status)
             return
-        if attempt <= self.config.max_retries:
+        if attempt <= self.config.max_retries and not outcome.final:
             delay = retry_delay(attempt, initial_s=self.config.retry_initial_s)
             retried = await outbox_repo.retry(
                 self.db, outbox_id=item.id, error=outcome.error,
@@ -571,21 +679,28 @@ class OutboundActor:
             if retried is not None:
                 self._publish(retried, retried.status)
             return
-        error = f"{outcome.error} (gave up after {attempt} attempts)"
-        failed = await outbox_repo.mark_failed(self.db, outbox_id=item.id, error=error)
+        error = outcome.error if outcome.final else \
+            f"{outcome.error} (gave up after {attempt} attempts)"
+        async with self.db.transaction() as tx:
+            failed = await outbox_repo.mark_failed(tx, outbox_id=item.id, error=error,
+                                                   reason=outcome.reason)
+            if failed is not None:
+                await feed.failed(tx, failed, reason=outcome.reason)
         self.stats.failed += 1
         _log.error("send failed for good", outbox=str(item.id), attempts=attempt,
-                   error=outcome.error)
+                   reason=outcome.reason, error=outcome.error)
         if failed is not None:
             self._publish(failed, failed.status)
-        await self._check_breaker()
+        if outcome.reason in BREAKER_REASONS:
+            await self._check_breaker()
 
     # -- the circuit breaker -------------------------------------------------------------------
 
     async def _check_breaker(self) -> None:
+        ignored = [reason for reason in FailReason if reason not in BREAKER_REASONS]
         failed, total = await outbox_repo.recent_results(
             self.db, organization_id=self.org_id, limit=self.config.breaker_window,
-            since=self._breaker_since)
+            since=self._breaker_since, ignored=ignored)
         # "More than 2% of the last 100": a share of the window, not of however many sends
         # there are yet, so that one failure among an organization's first sends is no alarm.
         allowed = self.config.breaker_max_failed_ratio * self.config.breaker_window
@@ -595,21 +710,40 @@ class OutboundActor:
                              f"{self.config.breaker_window})")
 
     async def _trip(self, reason: str) -> None:
-        row = await sessions_repo.get(self.db, organization_id=self.org_id)
-        if row is not None and row.sending_paused:
-            return
-        await sessions_repo.set_sending_paused(self.db, organization_id=self.org_id, paused=True,
-                                               reason=reason)
+        async with self.db.transaction() as tx:
+            row = await sessions_repo.get(tx, organization_id=self.org_id, for_update=True)
+            if row is not None and row.sending_paused:
+                return
+            await sessions_repo.set_sending_paused(tx, organization_id=self.org_id, paused=True,
+                                                   reason=reason)
+            await feed.paused(tx, self.org_id, reason=reason)
         _log.error("sending paused; the queue is kept until an administrator resumes it",
                    reason=reason)
         self.bus.publish(SendingPaused(org_id=self.org_id, reason=reason))
 
+    async def _expire(self, poll: float) -> float:
+        """Queued messages whose expiry passed become `EXPIRED` (never sent after). Answers how
+        long the actor may wait before looking again: `poll`, or less when a message expires
+        sooner."""
+        now = self.clock.now()
+        async with self.db.transaction() as tx:
+            gone = await outbox_repo.expire_due(tx, organization_id=self.org_id, now=now)
+            for item in gone:
+                await feed.expired(tx, item)
+            soonest = await outbox_repo.next_expiry(tx, organization_id=self.org_id)
+        for item in gone:
+            self.stats.expired += 1
+            _log.info("message expired before it was sent", outbox=str(item.id),
+                      expires_at=item.expires_at.isoformat() if item.expires_at else None)
+            self._publish(item, item.status)
+        if soonest is None:
+            return poll
+        return max(0.05, min(poll, (soonest - now).total_seconds()))
+
     # -- telling others --------------------------------------------------------------------------
 
     def _publish(self, item: OutboxItem, status: str) -> None:
-        self.bus.publish(OutboxStatus(
-            org_id=self.org_id, id=str(item.id), status=status, attempts=item.attempts,
-            wa_message_id=item.wa_message_id, error=item.last_error))
+        self.bus.publish(outbox_status(item, status))
 
     def _background(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         if self._nursery is not None:
@@ -627,7 +761,7 @@ class OutboundActor:
                 sent_at=stored.sent_at, status=stored.status, type=stored.type,
                 body=stored.body, caption=stored.caption,
                 conversation_id=stored.conversation_id, client_id=item.client_id,
-                language=stored.language)
+                language=stored.language, send_id=item.id)
             self.bus.publish(MessageSent(org_id=self.org_id, message=message))
             if self.pm is None:
                 return
@@ -640,3 +774,4 @@ class OutboundActor:
                                       client=client_out)
         except Exception:
             _log.exception("announcing a sent message failed", outbox=str(item.id))
+

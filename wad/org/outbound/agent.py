@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from wad import log
 from wad.bus import EventBus
@@ -46,17 +47,20 @@ def _agent_name(agent: str) -> str:
 async def send_message_for_agent(
     db: Database, *, organization_id: uuid.UUID, to: str, content: str, agent: str,
     conversation_id: uuid.UUID | None = None, idempotency_key: str | None = None,
-    delay_s: float = 0.0, clock: Clock | None = None, bus: EventBus | None = None,
+    delay_s: float = 0.0, expires_at: datetime | None = None, clock: Clock | None = None,
+    bus: EventBus | None = None,
 ) -> OutboxItem:
-    """Queue an agent's message (priority 5, sender AI), sent no earlier than `delay_s` from now.
-    A repeated `idempotency_key` answers the message queued first. Raises `InvalidMessage`,
-    `RateLimited` or `NotFound` (organization). Pass the daemon's `bus` to wake the sender at
+    """Queue an agent's message (priority 5, sender AI), sent no earlier than `delay_s` from now
+    (and never after `expires_at`). A repeated `idempotency_key` answers the message queued
+    first. Raises `InvalidMessage`, `SendingStopped` (the organization's sending is paused or
+    its account banned), `RateLimited` or `NotFound` (organization). Pass the daemon's `bus` to wake the sender at
     once; without it the message is picked up within `outbound.poll_interval_s`."""
     name = _agent_name(agent)
     item, created = await queue_message(
         db, organization_id=organization_id, to=to, content=content, priority=PRIORITY_AGENT,
         sender="AI", agent_name=name, conversation_id=conversation_id,
-        idempotency_key=idempotency_key, delay_s=delay_s, clock=clock, bus=bus)
+        idempotency_key=idempotency_key, delay_s=delay_s, expires_at=expires_at, clock=clock,
+        bus=bus)
     _log.info("agent message queued" if created else "agent message already queued",
               agent=name, org=str(organization_id), outbox=str(item.id), delay_s=delay_s)
     return item

@@ -7,6 +7,11 @@ message must fit in the organization's hour and day limits, counting what was se
 database) and what is still queued; otherwise it is refused with `RateLimited` (HTTP 429). The
 minute limit is not checked here: the outbound actor paces the queue, so a message waits instead.
 
+An organization whose sending is paused (the circuit breaker, a ban) or whose account is banned
+takes nothing new: `SendingStopped` (HTTP 409) says why and how sending resumes. A message may
+carry an expiry (`expires_at`, in the future and at most `MAX_EXPIRY` ahead): not sent by then,
+it becomes `EXPIRED` and is never sent.
+
 The check and the insert run in one transaction under a per-organization advisory lock, so two
 requests at once cannot both take the last place. A repeated idempotency key answers the message
 queued first, whatever the limits say now.
@@ -27,6 +32,7 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import columns, locks
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import outbox as outbox_repo
+from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
 from wad.org.outbound import settings as settings_mod
 from wad.org.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_check
@@ -36,6 +42,8 @@ from wad.whatsapp import ids, phone
 _log = log.get("outbound")
 
 MAX_CONTENT = 4096
+MAX_EXPIRY = timedelta(days=30)
+"""The furthest ahead an expiry may be."""
 PRIORITY_NORMAL, PRIORITY_AGENT, PRIORITY_URGENT = 1, 5, 10
 
 _ITEM_COLS = columns(OutboxItem)
@@ -63,6 +71,16 @@ class RateLimited(QueueError):
         self.now = now
 
 
+class SendingStopped(QueueError):
+    """The organization's sending is paused (`code` `sending_paused`: the circuit breaker or a
+    ban recorded by it) or its account is banned (`account_banned`); `reason` says why."""
+
+    def __init__(self, code: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
 class MassSendingDisabled(QueueError):
     """Bulk sending is off for the organization (`safety.enableMassSending`)."""
 
@@ -83,6 +101,7 @@ class Outgoing:
     content: str
     conversation_id: uuid.UUID | None = None
     idempotency_key: str | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass
@@ -110,6 +129,38 @@ def check_number(to: str, *, field: str = "to") -> str:
         return phone.normalize(to)
     except phone.InvalidPhoneNumber as exc:
         raise InvalidMessage(field, f"`{field}`: {exc}") from None
+
+
+def check_expiry(expires_at: datetime | None, now: datetime, *, field: str = "expiresAt"
+                 ) -> datetime | None:
+    """`expires_at` if it is in the future and at most `MAX_EXPIRY` ahead."""
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        raise InvalidMessage(field, f"`{field}`: give a time zone (e.g. 2025-07-01T09:00:00Z)")
+    if expires_at <= now:
+        raise InvalidMessage(field, f"`{field}`: must be in the future (it is {now.isoformat()} "
+                             "now)")
+    if expires_at > now + MAX_EXPIRY:
+        raise InvalidMessage(field, f"`{field}`: at most {MAX_EXPIRY.days} days ahead")
+    return expires_at
+
+
+async def _check_sending(tx: Executor, organization_id: uuid.UUID) -> None:
+    """Raise `SendingStopped` when the organization's sending is paused or its account banned."""
+    row = await sessions_repo.get(tx, organization_id=organization_id)
+    if row is None:
+        return
+    resume = (f"an administrator resumes it with POST /api/whatsapp/send/resume/"
+              f"{organization_id} (or `wad send resume ORG`); the queue is kept")
+    if row.state == "BANNED":
+        why = row.last_error or "WhatsApp banned or restricted the account"
+        raise SendingStopped("account_banned", why, f"sending is stopped: the account is banned "
+                             f"({why}); link an account that may send, then {resume}")
+    if row.sending_paused:
+        why = row.sending_paused_reason or "paused"
+        raise SendingStopped("sending_paused", why, f"sending is paused for this organization "
+                             f"({why}): {resume}")
 
 
 async def _lock(tx: Executor, organization_id: uuid.UUID) -> None:
@@ -170,21 +221,25 @@ async def queue_message(
     db: Database, *, organization_id: uuid.UUID, to: str, content: str,
     priority: int = PRIORITY_NORMAL, sender: OutboxSender = "HUMAN", agent_name: str | None = None,
     conversation_id: uuid.UUID | None = None, idempotency_key: str | None = None,
-    delay_s: float = 0.0, clock: Clock | None = None, bus: EventBus | None = None,
+    delay_s: float = 0.0, expires_at: datetime | None = None, clock: Clock | None = None,
+    bus: EventBus | None = None,
 ) -> tuple[OutboxItem, bool]:
-    """Queue one message, sent no earlier than `delay_s` from now. Answers (item, created):
-    `created` is False when the idempotency key was used before (the earlier item is answered).
-    Raises `InvalidMessage`, `RateLimited` (hour or day limit) or `NotFound` (organization)."""
+    """Queue one message, sent no earlier than `delay_s` from now and never after `expires_at`.
+    Answers (item, created): `created` is False when the idempotency key was used before (the
+    earlier item is answered). Raises `InvalidMessage`, `SendingStopped` (paused or banned),
+    `RateLimited` (hour or day limit) or `NotFound` (organization)."""
     number = check_number(to)
     check_content(content)
     if not 1 <= priority <= 10:
         raise InvalidMessage("priority", "`priority`: must be 1 to 10")
     now = (clock or WallClock()).now()
+    check_expiry(expires_at, now)
     async with db.transaction() as tx:
         await _lock(tx, organization_id)
         earlier = await _by_key(tx, organization_id, idempotency_key)
         if earlier is not None:
             return earlier, False
+        await _check_sending(tx, organization_id)
         settings = await settings_mod.load(tx, organization_id)
         await _check_door(tx, organization_id, now, wanted=1, limits=settings.door_windows(),
                           bus=bus)
@@ -193,7 +248,7 @@ async def queue_message(
             tx, organization_id=organization_id, to_phone=number, content=content,
             priority=priority, sender=sender, agent_name=agent_name,
             idempotency_key=idempotency_key, client_id=client_id, conversation_id=conv_id,
-            not_before=now + timedelta(seconds=max(0.0, delay_s)))
+            not_before=now + timedelta(seconds=max(0.0, delay_s)), expires_at=expires_at)
     _wake(bus, organization_id, int(created))
     return item, created
 
@@ -211,7 +266,8 @@ async def queue_bulk(
     it has more than `max_messages` (`BatchTooLarge`), when it is larger than `maxBatchSize`
     without `confirm` while `requireConfirmation` is on (`ConfirmationRequired`), and when its
     valid messages do not all fit in the day limit (`RateLimited`). A message with a bad number
-    or text is left out and reported in `failed`; the others are queued."""
+    or text (or expiry) is left out and reported in `failed`; the others are queued. Nothing
+    is queued while the organization's sending is stopped (`SendingStopped`)."""
     if len(messages) > max_messages:
         raise BatchTooLarge(f"a batch carries at most {max_messages} messages "
                             f"(got {len(messages)})")
@@ -224,12 +280,14 @@ async def queue_bulk(
         try:
             number = check_number(message.to, field=f"messages[{index}].to")
             check_content(message.content, field=f"messages[{index}].content")
+            check_expiry(message.expires_at, now, field=f"messages[{index}].expiresAt")
         except InvalidMessage as exc:
             result.failed.append((index, message.to, str(exc)))
             continue
         valid.append((index, number, message))
     async with db.transaction() as tx:
         await _lock(tx, organization_id)
+        await _check_sending(tx, organization_id)
         settings = await settings_mod.load(tx, organization_id)
         safety = settings.safety
         if not safety.enable_mass_sending:
@@ -258,7 +316,8 @@ async def queue_bulk(
                 tx, organization_id=organization_id, to_phone=number, content=message.content,
                 priority=priority, sender=sender, agent_name=agent_name,
                 idempotency_key=message.idempotency_key, client_id=client_id,
-                conversation_id=conv_id, not_before=now + timedelta(seconds=slot * spacing))
+                conversation_id=conv_id, not_before=now + timedelta(seconds=slot * spacing),
+                expires_at=message.expires_at)
             slot += int(created)
             result.queued.append((index, item, created))
     result.failed.sort()
