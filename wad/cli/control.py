@@ -239,9 +239,9 @@ def render_tree(node: dict[str, Any], prefix: str = "") -> list[str]:
         branch, indent = ("└─ ", "   ") if last else ("├─ ", "│  ")
         text = (f"{child.get('id', '?')}  {child.get('state', '?')}  "
                 f"restarts {child.get('restarts', 0)}")
-        if child.get("last_restart_reason"):
-            text += (f"  last: {_short(child['last_restart_reason'], 70)}"
-                     f" at {_when(child.get('last_restart_at'))}")
+        if child.get("lastRestartReason"):
+            text += (f"  last: {_short(child['lastRestartReason'], 70)}"
+                     f" at {_when(child.get('lastRestartAt'))}")
         lines.append(prefix + branch + text)
         nested = child.get("supervisor")
         if isinstance(nested, dict):

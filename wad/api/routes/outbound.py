@@ -4,7 +4,7 @@ queue over HTTP (SPEC section 4).
 Sending only puts messages into the durable queue (202 with the message's id); the organization's
 outbound actor sends them within its limits. A send that the hour or day limit has no room for is
 refused with 429, `Retry-After` and the limit in the error body. Settings use the CRM's key names
-(`rateLimiting.messagesPerMinute`, ...); everything else is snake_case like the rest of the API.
+(`rateLimiting.messagesPerMinute`, ...); every body is camelCase like the rest of the API.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from wad.api.auth import org_route
 from wad.api.context import Services, current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
-from wad.api.schemas import PhoneText, Request
+from wad.api.schemas import Answer, PhoneText, Request
 from wad.api.validation import body, reply, responds
 from wad.bus import EventBus, SendingResumed, SettingsChanged
 from wad.db.models import OutboxItem, OutboxSender, OutboxStatus
@@ -59,7 +59,7 @@ IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200,
 
 
 class SendRequest(Request, forbid_unknown_fields=True, kw_only=True):
-    """Body of `POST /api/whatsapp/send`. An organization's token may omit `organization_id`."""
+    """Body of `POST /api/whatsapp/send`. An organization's token may omit `organizationId`."""
 
     organization_id: uuid.UUID | None = None
     to: PhoneText
@@ -86,9 +86,14 @@ class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
     priority: Priority = 1
 
 
-class QueuedMessage(msgspec.Struct, kw_only=True):
-    """A message in the send queue."""
+class QueuedMessage(Answer, kw_only=True):
+    """A message in the send queue. `success` and `message` are the CRM's plan's answer;
+    `id` names the message in every later answer and event about it."""
 
+    success: bool = True
+    message: str
+    """"Message queued for sending", or "Message already queued" (the idempotency key was used
+    before)."""
     id: uuid.UUID
     organization_id: uuid.UUID
     to: str
@@ -104,13 +109,13 @@ class QueuedMessage(msgspec.Struct, kw_only=True):
     """False when the idempotency key was used before: this is the first message."""
 
 
-class StatusEvent(msgspec.Struct, kw_only=True):
+class StatusEvent(Answer, kw_only=True):
     status: OutboxStatus
     detail: str | None
     at: datetime
 
 
-class MessageState(msgspec.Struct, kw_only=True):
+class MessageState(Answer, kw_only=True):
     """A queued message's status and history."""
 
     id: uuid.UUID
@@ -139,7 +144,7 @@ class MessageState(msgspec.Struct, kw_only=True):
     events: list[StatusEvent]
 
 
-class BulkQueued(msgspec.Struct, kw_only=True):
+class BulkQueued(Answer, kw_only=True):
     index: int
     id: uuid.UUID
     status: OutboxStatus
@@ -147,15 +152,17 @@ class BulkQueued(msgspec.Struct, kw_only=True):
     created: bool
 
 
-class BulkFailed(msgspec.Struct, kw_only=True):
+class BulkFailed(Answer, kw_only=True):
     index: int
     to: str
     error: str
 
 
-class BulkAnswer(msgspec.Struct, kw_only=True):
-    """What a batch did: how many were queued, each queued message, and which failed and why."""
+class BulkAnswer(Answer, kw_only=True):
+    """What a batch did: how many were queued, each queued message, and which failed and why
+    (`success`: the batch was accepted, even if some of its messages failed)."""
 
+    success: bool = True
     organization_id: uuid.UUID
     queued: int
     failed: int
@@ -163,21 +170,21 @@ class BulkAnswer(msgspec.Struct, kw_only=True):
     errors: list[BulkFailed]
 
 
-class SettingsOut(msgspec.Struct, kw_only=True):
+class SettingsOut(Answer, kw_only=True):
     """An organization's sending settings (the CRM's key names)."""
 
     organization_id: uuid.UUID
-    rate_limiting: RateLimiting = msgspec.field(name="rateLimiting")
+    rate_limiting: RateLimiting
     safety: Safety
 
 
-class WindowUse(msgspec.Struct, kw_only=True):
+class WindowUse(Answer, kw_only=True):
     window: str
     limit: int
     sent: int
 
 
-class QueueState(msgspec.Struct, kw_only=True):
+class QueueState(Answer, kw_only=True):
     """An organization's send queue right now."""
 
     organization_id: uuid.UUID
@@ -190,7 +197,7 @@ class QueueState(msgspec.Struct, kw_only=True):
     concurrency: int
 
 
-class Resumed(msgspec.Struct, kw_only=True):
+class Resumed(Answer, kw_only=True):
     organization_id: uuid.UUID
     sending_paused: bool
     was_paused: bool
@@ -199,14 +206,14 @@ class Resumed(msgspec.Struct, kw_only=True):
 
 class RateLimitedError(ApiError):
     """429 with the limit that refused: `error.limit` is `{window, limit, remaining,
-    reset_at}`; `Retry-After` says the same in seconds."""
+    resetAt}`; `Retry-After` says the same in seconds."""
 
     def __init__(self, exc: RateLimited) -> None:
         refusal = exc.refusal
         super().__init__(429, "rate_limited", str(exc),
                          headers={"Retry-After": str(refusal.retry_after_s(exc.now))})
         self.limit = {"window": refusal.window, "limit": refusal.limit,
-                      "remaining": refusal.remaining, "reset_at": refusal.reset_at.isoformat()}
+                      "remaining": refusal.remaining, "resetAt": refusal.reset_at.isoformat()}
 
     def body(self) -> dict[str, Any]:
         answer = super().body()
@@ -238,6 +245,7 @@ def _clock() -> Clock:
 
 def _queued(item: OutboxItem, created: bool) -> QueuedMessage:
     return QueuedMessage(
+        message="Message queued for sending" if created else "Message already queued",
         id=item.id, organization_id=item.organization_id, to=item.to_phone, status=item.status,
         priority=item.priority, sender=item.sender, agent_name=item.agent_name,
         conversation_id=item.conversation_id, client_id=item.client_id,
@@ -274,7 +282,7 @@ _QUEUE_ERRORS = (RateLimited, InvalidMessage, MassSendingDisabled, ConfirmationR
 @responds(QueuedMessage, 200)
 @body(SendRequest)
 async def send(data: SendRequest) -> Response:
-    """Queue a message; 202 with its id (200 with the first message when `idempotency_key` was
+    """Queue a message; 202 with its id (200 with the first message when `idempotencyKey` was
     used before). Needs AGENT. 429 when the hour or day limit has no room (`Retry-After`, and
     `error.limit` says which limit, how many remain and when there is room again)."""
     org_id = auth.body_org(data.organization_id, "AGENT")
