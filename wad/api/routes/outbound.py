@@ -83,6 +83,9 @@ class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
     messages: Annotated[list[BulkMessage], Meta(min_length=1, max_length=MAX_BULK)]
     confirm: bool = False
     """Needed for a batch larger than `safety.maxBatchSize` while `requireConfirmation`."""
+    require_confirmation: bool | None = None
+    """The CRM's plan's spelling of the same: `false` confirms the batch (as `confirm: true`);
+    `true` or absent confirms nothing."""
     priority: Priority = 1
 
 
@@ -313,7 +316,8 @@ async def send_bulk(data: BulkRequest) -> Response:
                          idempotency_key=m.idempotency_key) for m in data.messages]
     try:
         result = await queue_bulk(_db(), organization_id=org_id, messages=messages,
-                                  priority=data.priority, sender="HUMAN", confirm=data.confirm,
+                                  priority=data.priority, sender="HUMAN",
+                                  confirm=data.confirm or data.require_confirmation is False,
                                   clock=_clock(), bus=_bus())
     except _QUEUE_ERRORS as exc:
         raise _refused(exc) from None
