@@ -112,14 +112,14 @@ async def test_changes_are_stored_with_who_and_when_and_read_back_by_admins(
 
     with trio.fail_after(30):
         # One organization's trail, for the super admin (token or socket).
-        mine = await _trail(root, organization_id=str(org))
+        mine = await _trail(root, organizationId=str(org))
         assert [e["id"] for e in mine["entries"]] == [e["id"] for e in entries
                                                       if e["organizationId"] == str(org)]
-        assert (await _trail(sock, organization_id=str(other)))["entries"] == [
+        assert (await _trail(sock, organizationId=str(other)))["entries"] == [
             e for e in entries if e["organizationId"] == str(other)]
         # An organization's ADMIN: its own trail, asked for or not; another's is refused.
         assert (await _trail(admin))["entries"] == mine["entries"]
-        assert (await _trail(admin, organization_id=str(org)))["entries"] == mine["entries"]
+        assert (await _trail(admin, organizationId=str(org)))["entries"] == mine["entries"]
         r = await admin.get("/api/audit", params={"organizationId": str(other)})
         assert r.status_code == 403
         r = await admin.get("/api/audit", params={"organizationId": str(uuid.uuid4())})
@@ -204,6 +204,6 @@ async def test_the_table_keeps_entries_well_formed(live_api: LiveApi) -> None:
             with pytest.raises(asyncpg.CheckViolationError, match=constraint):
                 await db.execute(insert, *args)
         await db.execute(insert, org, "token", token, "token.created", {"role": "VIEWER"})
-        page = await _trail(live_api.socket_client(), organization_id=str(org))
+        page = await _trail(live_api.socket_client(), organizationId=str(org))
     assert [(e["actor"], e["tokenId"], e["detail"]) for e in page["entries"]] == [
         ("token", str(token), {"role": "VIEWER"})]

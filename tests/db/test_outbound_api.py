@@ -188,7 +188,7 @@ async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveA
     error = refused.json()["error"]
     assert error["code"] == "rate_limited"
     assert error["limit"] == {"window": "hour", "limit": 3, "remaining": 0,
-                              "reset_at": "2025-07-01T09:30:00+00:00"}
+                              "resetAt": "2025-07-01T09:30:00+00:00"}
     assert error["message"] == (
         "hour limit reached: at most 3 messages an hour; 0 remaining; room again at "
         "2025-07-01T09:30:00+00:00 (in 1800 s)")

@@ -72,11 +72,11 @@ async def test_overview_shows_each_organizations_state_queue_and_todays_messages
         assert r.status_code == 200
         assert r.json()["caller"] == {"role": "ADMIN", "organizationId": str(org)}
         assert [o["name"] for o in r.json()["organizations"]] == ["Issyk-Kul Tours"]
-        r = await viewer.get(f"/api/overview?organization_id={org}")
+        r = await viewer.get(f"/api/overview?organizationId={org}")
         assert r.status_code == 403
-        r = await viewer.get(f"/api/overview?organization_id={other}")
+        r = await viewer.get(f"/api/overview?organizationId={other}")
         assert [o["name"] for o in r.json()["organizations"]] == ["Osh Travel"]
-        r = await root.get("/api/overview?organization_id=00000000-0000-0000-0000-000000000000")
+        r = await root.get("/api/overview?organizationId=00000000-0000-0000-0000-000000000000")
         assert r.status_code == 404
         r = await served.client().get("/api/overview")
         assert r.status_code == 401
