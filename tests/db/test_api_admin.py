@@ -115,6 +115,17 @@ async def test_openapi_documents_the_bodies_and_docs_page(live_api: LiveApi) -> 
         assert token_body["additionalProperties"] is False
         assert token_body["required"] == ["role"]
         assert schemas["PairingCodeRequest"]["properties"]["phoneNumber"]["maxLength"] == 40
+        # Every body and parameter is named in camelCase (the event stream, which keeps its
+        # own names, is not a body).
+        snake = sorted(f"{name}.{field}" for name, schema in schemas.items()
+                       for field in schema.get("properties", {}) if "_" in field)
+        snake += sorted(f"{path} ?{p['name']}" for path, item in paths.items()
+                        if "/events" not in path for operation in item.values()
+                        for p in operation.get("parameters", [])
+                        if p["in"] == "query" and "_" in p["name"])
+        assert not snake, snake
+        assert {"organizationId", "status", "lastConnectedAt", "lastDisconnectedAt",
+                "errorMessage"} <= set(schemas["SessionStatus"]["properties"])
         # Every reference in the document resolves (nested bodies such as lists of tokens).
         refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc)))
         assert refs
