@@ -465,7 +465,7 @@ async def test_tree_is_a_json_able_live_view(autojump_clock: MockClock) -> None:
         assert datetime.fromisoformat(inbound["lastRestartAt"]).tzinfo is not None
         assert nested["children"][0] == {
             "id": "browser", "state": "running", "restart": "permanent", "restarts": 0,
-            "last_restart_reason": None, "last_restart_at": None}
+            "lastRestartReason": None, "lastRestartAt": None}
         nursery.cancel_scope.cancel()
 
 
