@@ -108,14 +108,14 @@ class Drill:
                 org_id = org["id"]
                 await db.execute("UPDATE organizations SET settings = $2 WHERE id = $1::uuid",
                                  org_id, LIMITS)
-                await api.post("/api/whatsapp/connect", json={"organization_id": org_id})
+                await api.post("/api/whatsapp/connect", json={"organizationId": org_id})
                 with trio.fail_after(90):
                     while True:
                         qr = await api.get(f"/api/whatsapp/qr/{org_id}")
-                        if qr.status_code == 200:
+                        if qr.status_code == 200 and qr.json()["qrCode"]:
                             break
                         await trio.sleep(0.3)
-            await self.phone.scan_qr(number, qr.json()["payload"])
+            await self.phone.scan_qr(number, qr.json()["qrCode"])
             self.accounts[org_id] = number
         await self.wait_connected(db, timeout=120)
 

@@ -91,7 +91,7 @@ class Bench:
         org = await self.organization("Enqueue", messagesPerMinute=20,
                                       messagesPerHour=MAX_PER_HOUR, messagesPerDay=MAX_PER_DAY)
         token = (await self.call("POST", "/api/tokens", json={
-            "role": "AGENT", "organization_id": org, "name": "bench"}))["token"]
+            "role": "AGENT", "organizationId": org, "name": "bench"}))["token"]
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         numbers = iter(range(requests))
@@ -123,20 +123,20 @@ class Bench:
                                       messagesPerHour=MAX_PER_HOUR,
                                       messagesPerDay=MAX_PER_DAY, concurrency=10)
         await self.phone.create_account(ACCOUNT, "Silk Road Tours")
-        await self.call("POST", "/api/whatsapp/connect", json={"organization_id": org})
-        while (await self.call("GET", f"/api/whatsapp/status/{org}"))["state"] != \
+        await self.call("POST", "/api/whatsapp/connect", json={"organizationId": org})
+        while (await self.call("GET", f"/api/whatsapp/status/{org}"))["status"] != \
                 "QR_CODE_PENDING":
             await trio.sleep(0.2)
         qr = await self.call("GET", f"/api/whatsapp/qr/{org}")
-        await self.phone.scan_qr(ACCOUNT, qr["payload"])
-        while (await self.call("GET", f"/api/whatsapp/status/{org}"))["state"] != "CONNECTED":
+        await self.phone.scan_qr(ACCOUNT, qr["qrCode"])
+        while (await self.call("GET", f"/api/whatsapp/status/{org}"))["status"] != "CONNECTED":
             await trio.sleep(0.2)
 
         wanted = per_minute * (minutes + 1)
         began = time.time()
         for i in range(wanted):
             await self.call("POST", "/api/whatsapp/send", json={
-                "organization_id": org, "to": f"+9967001{i % 100000:05d}",
+                "organizationId": org, "to": f"+9967001{i % 100000:05d}",
                 "content": f"Здравствуйте! Сообщение {i}"})
         queued_s = time.time() - began
         run_s = minutes * 60.0

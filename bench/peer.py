@@ -229,7 +229,7 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
 
             async def start(i: int, fresh: bool, took: list[float]) -> None:
                 started = time.monotonic()
-                r = await client.post("/api/whatsapp/connect", json={"organization_id": orgs[i]})
+                r = await client.post("/api/whatsapp/connect", json={"organizationId": orgs[i]})
                 r.raise_for_status()
                 if fresh:
                     shown: set[str] = set()

@@ -87,8 +87,8 @@ def wait_all(daemon: DaemonProcess, orgs: list[str], state: str, timeout: float 
     with api(daemon) as client:
         while time.monotonic() < deadline:
             listed = client.get("/api/whatsapp/status").json()["organizations"]
-            states = {o["organization_id"]: o["state"] for o in listed
-                      if o["organization_id"] in wanted}
+            states = {o["organizationId"]: o["status"] for o in listed
+                      if o["organizationId"] in wanted}
             if forbidden is not None and forbidden in states.values():
                 raise SystemExit(f"an organization showed {forbidden}: {states}")
             if len(states) == len(wanted) and all(s == state for s in states.values()):
@@ -112,13 +112,13 @@ def link(daemon: DaemonProcess, sim: httpx.Client, count: int, tag: str) -> list
                                              "contacts": [], "chats": []}).raise_for_status()
             org = client.post("/api/organizations", json={"name": f"Org {i}"}).json()["id"]
             orgs.append(org)
-            client.post("/api/whatsapp/connect", json={"organization_id": org})
+            client.post("/api/whatsapp/connect", json={"organizationId": org})
             deadline = time.monotonic() + 120
             while True:
                 qr = client.get(f"/api/whatsapp/qr/{org}")
-                if qr.status_code == 200:
+                if qr.status_code == 200 and qr.json()["qrCode"]:
                     scanned = sim.post(f"/_sim/accounts/{number}/scan",
-                                       json={"payload": qr.json()["payload"]})
+                                       json={"payload": qr.json()["qrCode"]})
                     if scanned.status_code < 400:
                         break
                     if "stale" not in scanned.text:  # a QR rotated meanwhile: scan the next

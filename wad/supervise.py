@@ -458,13 +458,14 @@ class Supervisor:
         return None if child.last_at is None else (child.last_reason or "", child.last_at)
 
     def tree(self) -> dict[str, Any]:
-        """A JSON-able live view of this supervisor and, recursively, nested supervisors."""
+        """A JSON-able live view of this supervisor and, recursively, nested supervisors (keys
+        in camelCase, as `GET /api/tree` answers it)."""
         children = []
         for c in self._children:
             entry: dict[str, Any] = {
                 "id": c.spec.id, "state": c.state, "restart": c.spec.restart.value,
-                "restarts": c.restarts, "last_restart_reason": c.last_reason,
-                "last_restart_at": c.last_at.isoformat() if c.last_at else None,
+                "restarts": c.restarts, "lastRestartReason": c.last_reason,
+                "lastRestartAt": c.last_at.isoformat() if c.last_at else None,
             }
             nested = getattr(c.handle, "supervisor", c.handle)  # an organization's handle has one
             if isinstance(nested, Supervisor):

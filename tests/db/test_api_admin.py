@@ -80,8 +80,8 @@ async def test_backups_list_and_purge_deletes_only_that_organization(
         await sessions_repo.set_should_run(db, organization_id=org, should_run=False)
         r = await sock.post(f"/api/sessions/{org}/purge", json={"confirm": True})
         assert r.status_code == 200, r.text
-        assert r.json()["archives_deleted"] == 2
-        assert len(r.json()["folders_deleted"]) == 3
+        assert r.json()["archivesDeleted"] == 2
+        assert len(r.json()["foldersDeleted"]) == 3
         assert not (sessions / f"org-{org}").exists()
         assert list((sessions / "trash").glob(f"org-{org}-*")) == []
         after = (await sock.get(f"/api/sessions/{org}/backups")).json()
@@ -114,7 +114,18 @@ async def test_openapi_documents_the_bodies_and_docs_page(live_api: LiveApi) -> 
         token_body = schemas["CreateTokenRequest"]
         assert token_body["additionalProperties"] is False
         assert token_body["required"] == ["role"]
-        assert schemas["PairingCodeRequest"]["properties"]["phone_number"]["maxLength"] == 40
+        assert schemas["PairingCodeRequest"]["properties"]["phoneNumber"]["maxLength"] == 40
+        # Every body and parameter is named in camelCase (the event stream, which keeps its
+        # own names, is not a body).
+        snake = sorted(f"{name}.{field}" for name, schema in schemas.items()
+                       for field in schema.get("properties", {}) if "_" in field)
+        snake += sorted(f"{path} ?{p['name']}" for path, item in paths.items()
+                        if "/events" not in path for operation in item.values()
+                        for p in operation.get("parameters", [])
+                        if p["in"] == "query" and "_" in p["name"])
+        assert not snake, snake
+        assert {"organizationId", "status", "lastConnectedAt", "lastDisconnectedAt",
+                "errorMessage"} <= set(schemas["SessionStatus"]["properties"])
         # Every reference in the document resolves (nested bodies such as lists of tokens).
         refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc)))
         assert refs

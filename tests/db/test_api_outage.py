@@ -45,7 +45,7 @@ async def test_requests_answer_503_with_retry_after_while_the_database_is_down(
             health = await tcp.get("/healthz")
             assert health.status_code == 503
             assert health.json()["database"] is False
-            since = health.json()["database_unavailable_since"]
+            since = health.json()["databaseUnavailableSince"]
             assert datetime.fromisoformat(since).tzinfo is not None
             assert health.json()["message"] == f"database unavailable since {since}"
             # What needs no database is still served.
@@ -61,4 +61,4 @@ async def test_requests_answer_503_with_retry_after_while_the_database_is_down(
                     await trio.sleep(0.2)
             health = await tcp.get("/healthz")
             assert health.status_code == 200
-            assert health.json()["database_unavailable_since"] is None
+            assert health.json()["databaseUnavailableSince"] is None

@@ -38,11 +38,11 @@ class Endpoint:
 
 def endpoints() -> list[Endpoint]:
     return [
-        Endpoint("POST", "/api/whatsapp/connect", "ADMIN", 503, {"organization_id": "{org}"}),
-        Endpoint("GET", "/api/whatsapp/qr/{org}", "ADMIN", 409),  # allowed; no QR yet
-        Endpoint("GET", "/api/whatsapp/qr/{org}?format=png", "ADMIN", 409),
+        Endpoint("POST", "/api/whatsapp/connect", "ADMIN", 503, {"organizationId": "{org}"}),
+        Endpoint("GET", "/api/whatsapp/qr/{org}", "VIEWER", 200),  # `qrCode` null: none yet
+        Endpoint("GET", "/api/whatsapp/qr/{org}?format=png", "VIEWER", 409),
         Endpoint("POST", "/api/whatsapp/pairing-code/{org}", "ADMIN", 503,
-                 {"phone_number": "+996555123456"}),
+                 {"phoneNumber": "+996555123456"}),
         Endpoint("GET", "/api/whatsapp/status/{org}", "VIEWER", 200),
         Endpoint("POST", "/api/whatsapp/disconnect/{org}", "ADMIN", 503),
         Endpoint("POST", "/api/whatsapp/logout/{org}", "ADMIN", 503),
@@ -50,7 +50,7 @@ def endpoints() -> list[Endpoint]:
         Endpoint("POST", "/api/organizations", "SUPER_ADMIN", 201, {"name": "Another"}),
         Endpoint("GET", "/api/organizations", "SUPER_ADMIN", 200),
         Endpoint("POST", "/api/tokens", "SUPER_ADMIN", 201,
-                 {"role": "VIEWER", "organization_id": "{org}"}),
+                 {"role": "VIEWER", "organizationId": "{org}"}),
         Endpoint("GET", "/api/tokens", "SUPER_ADMIN", 200),
         Endpoint("DELETE", "/api/tokens/{token}", "SUPER_ADMIN", 200),
         Endpoint("GET", "/api/sessions/{org}/backups", "SUPER_ADMIN", 200),
@@ -59,9 +59,9 @@ def endpoints() -> list[Endpoint]:
         Endpoint("POST", "/api/secret/rotate", "SUPER_ADMIN", 200, {}),
         # Sending (the outbound queue).
         Endpoint("POST", "/api/whatsapp/send", "AGENT", 202,
-                 {"organization_id": "{org}", "to": "+996555123456", "content": "Salam!"}),
+                 {"organizationId": "{org}", "to": "+996555123456", "content": "Salam!"}),
         Endpoint("POST", "/api/whatsapp/send/bulk", "ADMIN", 403,  # mass sending is off
-                 {"organization_id": "{org}",
+                 {"organizationId": "{org}",
                   "messages": [{"to": "+996555123456", "content": "Salam!"}]},
                  allowed_code="mass_sending_disabled"),
         Endpoint("GET", "/api/whatsapp/settings/{org}", "VIEWER", 200),
@@ -172,9 +172,9 @@ async def test_a_403_says_nothing_about_the_other_organization(live_api: LiveApi
             assert existing.status_code == missing.status_code == 403
             assert existing.json() == missing.json()
         # Naming another organization in the connect body is refused the same way.
-        existing = await admin.post("/api/whatsapp/connect", json={"organization_id": str(theirs)})
+        existing = await admin.post("/api/whatsapp/connect", json={"organizationId": str(theirs)})
         missing = await admin.post("/api/whatsapp/connect",
-                                   json={"organization_id": str(uuid.uuid4())})
+                                   json={"organizationId": str(uuid.uuid4())})
         assert existing.status_code == missing.status_code == 403
         assert existing.json() == missing.json()
 
@@ -229,14 +229,14 @@ async def test_tokens_are_stored_only_as_hashes_and_work_until_revoked(
         assert used is not None
 
         listed = (await live_api.socket_client().get(
-            "/api/tokens", params={"organization_id": str(org)})).json()["tokens"]
+            "/api/tokens", params={"organizationId": str(org)})).json()["tokens"]
         assert [t["id"] for t in listed] == [created["id"]]
         assert "token" not in listed[0]
         assert token not in str(listed)
 
         revoked = await live_api.socket_client().delete(f"/api/tokens/{created['id']}")
         assert revoked.status_code == 200
-        assert revoked.json()["revoked_at"] is not None
+        assert revoked.json()["revokedAt"] is not None
         after = await client.get(f"/api/whatsapp/status/{org}")
         assert after.status_code == 401
         assert after.json()["error"]["code"] == "unauthenticated"

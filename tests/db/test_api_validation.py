@@ -47,34 +47,34 @@ def cases(org: uuid.UUID) -> list[tuple[str, dict[str, Any], str, Any, str]]:
     add("/api/organizations", {"name": "Acme"}, "name", "x" * 201, "length <= 200")
     add("/api/organizations", {"name": "Acme"}, "name", "   ", "blank")
 
-    token = {"role": "ADMIN", "organization_id": str(org), "name": "crm"}
+    token = {"role": "ADMIN", "organizationId": str(org), "name": "crm"}
     add("/api/tokens", token, "role", 3, "expected `str`")
     add("/api/tokens", token, "role", MISSING, "missing")
     add("/api/tokens", token, "role", "ROOT", "invalid enum value")
-    add("/api/tokens", token, "organization_id", 7, "expected `uuid")
-    add("/api/tokens", token, "organization_id", "acme", "invalid uuid")
-    add("/api/tokens", token, "organization_id", MISSING, "required for a admin")
-    add("/api/tokens", token, "organization_id", str(uuid.uuid4()), "no such organization")
+    add("/api/tokens", token, "organizationId", 7, "expected `uuid")
+    add("/api/tokens", token, "organizationId", "acme", "invalid uuid")
+    add("/api/tokens", token, "organizationId", MISSING, "required for a admin")
+    add("/api/tokens", token, "organizationId", str(uuid.uuid4()), "no such organization")
     add("/api/tokens", token, "name", ["crm"], "expected `str`")
     add("/api/tokens", token, "name", "n" * 201, "length <= 200")
-    add("/api/tokens", {"role": "SUPER_ADMIN"}, "organization_id", str(org), "no organization")
+    add("/api/tokens", {"role": "SUPER_ADMIN"}, "organizationId", str(org), "no organization")
 
-    add("/api/whatsapp/connect", {"organization_id": str(org)}, "organization_id", 1,
+    add("/api/whatsapp/connect", {"organizationId": str(org)}, "organizationId", 1,
         "expected `uuid")
-    add("/api/whatsapp/connect", {"organization_id": str(org)}, "organization_id", "x",
+    add("/api/whatsapp/connect", {"organizationId": str(org)}, "organizationId", "x",
         "invalid uuid")
-    add("/api/whatsapp/connect", {"organization_id": str(org)}, "organization_id", MISSING,
+    add("/api/whatsapp/connect", {"organizationId": str(org)}, "organizationId", MISSING,
         "super admin must name")
 
-    add(pairing, {"phone_number": "+996555123456"}, "phone_number", 996555123456,
+    add(pairing, {"phoneNumber": "+996555123456"}, "phoneNumber", 996555123456,
         "expected `str`")
-    add(pairing, {"phone_number": "+996555123456"}, "phone_number", MISSING, "missing")
-    add(pairing, {"phone_number": "+996555123456"}, "phone_number", "", "length >= 1")
-    add(pairing, {"phone_number": "+996555123456"}, "phone_number", "+9" * 30, "length <= 40")
-    add(pairing, {"phone_number": "+996555123456"}, "phone_number", "+abc", "not a phone")
-    add(pairing, {"phone_number": "+996555123456"}, "phone_number", "0555 123 456",
+    add(pairing, {"phoneNumber": "+996555123456"}, "phoneNumber", MISSING, "missing")
+    add(pairing, {"phoneNumber": "+996555123456"}, "phoneNumber", "", "length >= 1")
+    add(pairing, {"phoneNumber": "+996555123456"}, "phoneNumber", "+9" * 30, "length <= 40")
+    add(pairing, {"phoneNumber": "+996555123456"}, "phoneNumber", "+abc", "not a phone")
+    add(pairing, {"phoneNumber": "+996555123456"}, "phoneNumber", "0555 123 456",
         "no country code")
-    add(pairing, {"phone_number": "+996555123456"}, "phone_number", "+996555", "digits")
+    add(pairing, {"phoneNumber": "+996555123456"}, "phoneNumber", "+996555", "digits")
 
     add(purge, {"confirm": True}, "confirm", "yes", "expected `bool`")
     add(purge, {"confirm": True}, "confirm", MISSING, "missing")

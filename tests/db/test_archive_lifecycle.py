@@ -326,9 +326,9 @@ async def test_backups_show_key_id_and_the_restored_archive(
     with trio.fail_after(30):
         kept = (await live_api.socket_client().get(f"/api/sessions/{org}/backups")).json()
     key_id = archive.keyring(state_dir, KEY).current.key_id
-    assert [a["key_id"] for a in kept["archives"]] == [key_id, key_id]
-    assert kept["archives"][0]["restored_at"] is not None
-    assert kept["archives"][1]["restored_at"] is None
+    assert [a["keyId"] for a in kept["archives"]] == [key_id, key_id]
+    assert kept["archives"][0]["restoredAt"] is not None
+    assert kept["archives"][1]["restoredAt"] is None
     ctl._print_backups({"name": "Kept", "id": str(org)}, kept)
     out = capsys.readouterr().out
     assert "LAST RESTORED" in out and key_id in out

@@ -44,7 +44,7 @@ async def test_changes_are_stored_with_who_and_when_and_read_back_by_admins(
 
         # By tokens over TCP: a token made by the super admin's token, a settings change and a
         # resume by the organization's admin, a revocation.
-        r = await root.post("/api/tokens", json={"role": "VIEWER", "organization_id": str(org),
+        r = await root.post("/api/tokens", json={"role": "VIEWER", "organizationId": str(org),
                                                  "name": "wall screen"})
         assert r.status_code == 201, r.text
         viewer_made = r.json()
@@ -64,8 +64,8 @@ async def test_changes_are_stored_with_who_and_when_and_read_back_by_admins(
 
         everything = await _trail(root)
     entries = everything["entries"]
-    assert everything["next_before"] is None
-    assert [(e["action"], e["organization_id"]) for e in entries] == [
+    assert everything["nextBefore"] is None
+    assert [(e["action"], e["organizationId"]) for e in entries] == [
         ("session.purged", str(other)),
         ("token.revoked", str(org)),
         ("sending.resumed", str(org)),
@@ -78,7 +78,7 @@ async def test_changes_are_stored_with_who_and_when_and_read_back_by_admins(
     ]
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids, reverse=True)
-    by = {e["id"]: (e["actor"], e["token_id"]) for e in entries}
+    by = {e["id"]: (e["actor"], e["tokenId"]) for e in entries}
     socket, as_root, as_admin = ("socket", None), ("token", root_made["id"]), \
         ("token", admin_made["id"])
     assert [by[i] for i in ids] == [socket, as_root, as_admin, as_admin, as_root, socket,
@@ -88,14 +88,14 @@ async def test_changes_are_stored_with_who_and_when_and_read_back_by_admins(
         assert started - timedelta(seconds=5) <= at <= datetime.now(UTC) + timedelta(seconds=5)
 
     purged, revoked, resumed, changed, created = entries[:5]
-    assert purged["detail"] == {"archives_deleted": 0, "folders_deleted": []}
-    assert revoked["detail"] == {"token_id": viewer_made["id"], "role": "VIEWER",
+    assert purged["detail"] == {"archivesDeleted": 0, "foldersDeleted": []}
+    assert revoked["detail"] == {"tokenId": viewer_made["id"], "role": "VIEWER",
                                  "name": "wall screen"}
-    assert resumed["detail"] == {"was_paused": False, "previous_reason": None}
+    assert resumed["detail"] == {"wasPaused": False, "previousReason": None}
     assert changed["detail"]["changes"] == {"rateLimiting": {"messagesPerMinute": 5}}
     assert changed["detail"]["before"]["rateLimiting"]["messagesPerMinute"] == 10
     assert changed["detail"]["after"]["rateLimiting"]["messagesPerMinute"] == 5
-    assert created["detail"] == {"token_id": viewer_made["id"], "role": "VIEWER",
+    assert created["detail"] == {"tokenId": viewer_made["id"], "role": "VIEWER",
                                  "name": "wall screen"}
     # No token is ever in the trail, nor its prefix (the trail names tokens by id).
     for made in (root_made, admin_made, viewer_made):
@@ -112,17 +112,17 @@ async def test_changes_are_stored_with_who_and_when_and_read_back_by_admins(
 
     with trio.fail_after(30):
         # One organization's trail, for the super admin (token or socket).
-        mine = await _trail(root, organization_id=str(org))
+        mine = await _trail(root, organizationId=str(org))
         assert [e["id"] for e in mine["entries"]] == [e["id"] for e in entries
-                                                      if e["organization_id"] == str(org)]
-        assert (await _trail(sock, organization_id=str(other)))["entries"] == [
-            e for e in entries if e["organization_id"] == str(other)]
+                                                      if e["organizationId"] == str(org)]
+        assert (await _trail(sock, organizationId=str(other)))["entries"] == [
+            e for e in entries if e["organizationId"] == str(other)]
         # An organization's ADMIN: its own trail, asked for or not; another's is refused.
         assert (await _trail(admin))["entries"] == mine["entries"]
-        assert (await _trail(admin, organization_id=str(org)))["entries"] == mine["entries"]
-        r = await admin.get("/api/audit", params={"organization_id": str(other)})
+        assert (await _trail(admin, organizationId=str(org)))["entries"] == mine["entries"]
+        r = await admin.get("/api/audit", params={"organizationId": str(other)})
         assert r.status_code == 403
-        r = await admin.get("/api/audit", params={"organization_id": str(uuid.uuid4())})
+        r = await admin.get("/api/audit", params={"organizationId": str(uuid.uuid4())})
         assert r.status_code == 403  # the same answer whether it exists or not
         for role in ("AGENT", "VIEWER"):
             low = live_api.client((await live_api.create_token(role, org))["token"])
@@ -140,12 +140,12 @@ async def test_the_trail_pages_with_a_cursor(live_api: LiveApi) -> None:
             assert r.status_code == 200, r.text
         pages, before = [], None
         while True:
-            params: dict[str, Any] = {"organization_id": str(org), "limit": 3}
+            params: dict[str, Any] = {"organizationId": str(org), "limit": 3}
             if before is not None:
                 params["before"] = before
             page = await _trail(sock, **params)
             pages.append(page["entries"])
-            before = page["next_before"]
+            before = page["nextBefore"]
             if before is None:
                 break
         assert [len(p) for p in pages] == [3, 3, 1]
@@ -155,13 +155,13 @@ async def test_the_trail_pages_with_a_cursor(live_api: LiveApi) -> None:
                 for e in flat[:6]] == [6, 5, 4, 3, 2, 1]
         assert len({e["id"] for e in flat}) == 7
         everything = await _trail(sock, limit=500)
-        assert everything["entries"] == flat and everything["next_before"] is None
+        assert everything["entries"] == flat and everything["nextBefore"] is None
 
 
 @pytest.mark.parametrize(("params", "field"), [
     ({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"), ({"limit": "ten"}, "limit"),
     ({"limit": ""}, "limit"), ({"before": "0"}, "before"), ({"before": "1.5"}, "before"),
-    ({"before": str(2**63)}, "before"), ({"organization_id": "nope"}, "organization_id"),
+    ({"before": str(2**63)}, "before"), ({"organizationId": "nope"}, "organizationId"),
     ({"limit": ["5", "6"]}, "limit"),
 ])
 async def test_bad_query_parameters_are_400_naming_them(
@@ -179,7 +179,7 @@ async def test_the_openapi_document_describes_the_trail(live_api: LiveApi) -> No
         document = (await live_api.client().get("/openapi.json")).json()
     operation = document["paths"]["/api/audit"]["get"]
     parameters = {p["name"]: p for p in operation["parameters"]}
-    assert set(parameters) == {"organization_id", "limit", "before"}
+    assert set(parameters) == {"organizationId", "limit", "before"}
     assert all(p["in"] == "query" and not p.get("required") for p in parameters.values())
     assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 500,
                                              "default": 100}
@@ -204,6 +204,6 @@ async def test_the_table_keeps_entries_well_formed(live_api: LiveApi) -> None:
             with pytest.raises(asyncpg.CheckViolationError, match=constraint):
                 await db.execute(insert, *args)
         await db.execute(insert, org, "token", token, "token.created", {"role": "VIEWER"})
-        page = await _trail(live_api.socket_client(), organization_id=str(org))
-    assert [(e["actor"], e["token_id"], e["detail"]) for e in page["entries"]] == [
+        page = await _trail(live_api.socket_client(), organizationId=str(org))
+    assert [(e["actor"], e["tokenId"], e["detail"]) for e in page["entries"]] == [
         ("token", str(token), {"role": "VIEWER"})]

@@ -70,9 +70,9 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
                                 "ERROR"]
     assert any(org_id in line and "DISCONNECTED" in line for line in table[1:])
     one = json.loads(wad.ok("status", "issyk-kul tours", "--json"))  # by name, any case
-    assert one["organization_id"] == org_id
-    assert one["state"] == "DISCONNECTED"
-    assert (one["parked_messages"], one["last_parked_error"]) == (0, None)
+    assert one["organizationId"] == org_id
+    assert one["status"] == "DISCONNECTED"
+    assert (one["parkedMessages"], one["lastParkedError"]) == (0, None)
     assert "state            DISCONNECTED" in wad.ok("status", org_id)
 
     # A token made by the CLI works over HTTP, for its own organization only.
@@ -85,7 +85,7 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
     bearer = {"Authorization": f"Bearer {token}"}
     r = httpx.get(f"{daemon.tcp_url}/api/whatsapp/status/{org_id}", headers=bearer, timeout=10)
     assert r.status_code == 200
-    assert r.json()["state"] == "DISCONNECTED"
+    assert r.json()["status"] == "DISCONNECTED"
     r = httpx.get(f"{daemon.tcp_url}/api/whatsapp/status/{other_id}", headers=bearer,
                   timeout=10)
     assert r.status_code == 403
@@ -94,7 +94,7 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
     assert len(tokens) == 1
     assert tokens[0]["prefix"] == token[:12]
     assert token not in json.dumps(tokens)
-    assert tokens[0]["last_used_at"] is not None
+    assert tokens[0]["lastUsedAt"] is not None
     assert "revoked" in wad.ok("token", "revoke", tokens[0]["prefix"])
     r = httpx.get(f"{daemon.tcp_url}/api/whatsapp/status/{org_id}", headers=bearer, timeout=10)
     assert r.status_code == 401
@@ -105,12 +105,12 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
     assert len(r.json()["organizations"]) == 2
     code, _, err = wad("token", "create", "--role", "ADMIN")
     assert code == 1
-    assert "organization_id" in err
+    assert "organizationId" in err
 
     # Kept session data: nothing yet; purging needs --yes.
     kept = json.loads(wad.ok("session", "backups", org_id, "--json"))
-    assert kept == {"organization_id": org_id, "archives": [], "profile": None, "trash": [],
-                    "import_profile": None}
+    assert kept == {"organizationId": org_id, "archives": [], "profile": None, "trash": [],
+                    "importProfile": None}
     code, out, err = wad("session", "purge", org_id)
     assert code == 1
     assert "--yes" in err
@@ -201,16 +201,16 @@ def test_every_command_reports_a_missing_daemon(tmp_path: Path,
 
 def test_tree_rendering_shows_states_restarts_and_reasons() -> None:
     view = {
-        "node": "host:1", "version": "0.1.0", "uptime_s": 42.0,
+        "node": "host:1", "version": "0.1.0", "uptimeS": 42.0,
         "daemon": {"name": "wad", "strategy": "one_for_one", "restarts": 0, "children": [
-            {"id": "orgs", "state": "running", "restarts": 0, "last_restart_reason": None,
-             "last_restart_at": None}]},
+            {"id": "orgs", "state": "running", "restarts": 0, "lastRestartReason": None,
+             "lastRestartAt": None}]},
         "organizations": {"name": "orgs", "organizations": {
-            "0b7e": {"state": "QR_CODE_PENDING", "browser_starts": 2, "supervisor": {
+            "0b7e": {"state": "QR_CODE_PENDING", "browserStarts": 2, "supervisor": {
                 "name": "org-0b7e", "strategy": "one_for_one", "restarts": 1, "children": [
                     {"id": "session", "state": "running", "restarts": 1,
-                     "last_restart_reason": "TargetClosedError('page crashed')",
-                     "last_restart_at": "2026-11-21T10:00:00+00:00"}]}}}},
+                     "lastRestartReason": "TargetClosedError('page crashed')",
+                     "lastRestartAt": "2026-11-21T10:00:00+00:00"}]}}}},
     }
     lines = ctl.render_daemon_tree(view, names={"0b7e": "Issyk-Kul Tours"})
     text = "\n".join(lines)

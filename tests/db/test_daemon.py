@@ -35,7 +35,7 @@ def test_daemon_serves_health_notifies_and_stops_cleanly(state_dir: Path) -> Non
         assert body["status"] == "ok"
         assert body["database"] is True
         assert body["version"]
-        assert body["uptime_s"] >= 0
+        assert body["uptimeS"] >= 0
 
         transport = httpx.HTTPTransport(uds=str(daemon.socket_path))
         with httpx.Client(transport=transport, base_url="http://wad") as client:

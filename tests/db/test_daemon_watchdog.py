@@ -76,7 +76,7 @@ def health(url: str) -> httpx.Response:
 
 def db_down(url: str) -> bool:
     r = health(url)
-    return r.status_code == 503 and bool(r.json()["database_unavailable_since"])
+    return r.status_code == 503 and bool(r.json()["databaseUnavailableSince"])
 
 
 def db_up(url: str) -> bool:

@@ -58,7 +58,7 @@ async def test_names_are_stored_and_returned_exactly(api: LiveApi) -> None:
             assert r.status_code == 201, (kind, r.text)
             assert r.json()["name"] == text, kind
             made[r.json()["id"]] = text
-            r = await post(sock, "/api/tokens", {"role": "VIEWER", "organization_id":
+            r = await post(sock, "/api/tokens", {"role": "VIEWER", "organizationId":
                                                  r.json()["id"], "name": TEXTS[kind]})
             assert r.status_code == 201, (kind, r.text)
             assert r.json()["name"] == TEXTS[kind], kind  # token names are kept as given
@@ -128,9 +128,9 @@ async def test_what_cannot_be_stored_is_refused_naming_the_field(api: LiveApi) -
     cases = [
         ("/api/organizations", b'{"name": "before\\u0000after"}', "name"),
         ("/api/tokens", b'{"role": "SUPER_ADMIN", "name": "t\\u0000"}', "name"),
-        ("/api/whatsapp/send", f'{{"organization_id": "{org}", "to": "+996555123456", '
+        ("/api/whatsapp/send", f'{{"organizationId": "{org}", "to": "+996555123456", '
          f'"content": "nul \\u0000 inside"}}'.encode(), "content"),
-        ("/api/whatsapp/send/bulk", f'{{"organization_id": "{org}", "messages": ['
+        ("/api/whatsapp/send/bulk", f'{{"organizationId": "{org}", "messages": ['
          f'{{"to": "+996555123456", "content": "fine"}}, '
          f'{{"to": "+996555123457", "content": "\\u0000"}}]}}'.encode(),
          "messages[1].content"),

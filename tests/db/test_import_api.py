@@ -51,13 +51,13 @@ async def test_bodies_are_validated_and_the_session_must_run_here(live_api: Live
     with trio.fail_after(30):
         org = await live_api.create_org("Silk Road Tours")
         path = f"/api/whatsapp/import/{org}"
-        for body, field in [({"limit": 0}, "limit"), ({"pace_s": -1}, "pace_s"),
-                            ({"dry_run": "yes"}, "dry_run"), ({"source": "export"}, "source"),
-                            ({"page_size": 5000}, "page_size")]:
+        for body, field in [({"limit": 0}, "limit"), ({"paceS": -1}, "paceS"),
+                            ({"dryRun": "yes"}, "dryRun"), ({"source": "export"}, "source"),
+                            ({"pageSize": 5000}, "pageSize")]:
             r = await sock.post(path, json=body)
             assert r.status_code == 400, (body, r.text)
             assert r.json()["error"]["field"] == field
-        r = await sock.post(path, json={"limit": 5, "dry_run": True})
+        r = await sock.post(path, json={"limit": 5, "dryRun": True})
         assert r.status_code == 409
         assert r.json()["error"]["code"] == "not_running"
         assert "connect it first" in r.json()["error"]["message"]
@@ -83,9 +83,9 @@ async def test_progress_of_a_run_only_the_database_remembers(live_api: LiveApi) 
         r = await live_api.socket_client().get(f"/api/whatsapp/import/{org}")
     assert r.status_code == 200
     body = r.json()
-    assert body["run_id"] == str(run.id)
-    assert (body["state"], body["chats_total"], body["chats_done"], body["chats_imported"],
-            body["chats_duplicate"], body["chats_failed"], body["messages_stored"]) == (
+    assert body["runId"] == str(run.id)
+    assert (body["state"], body["chatsTotal"], body["chatsDone"], body["chatsImported"],
+            body["chatsDuplicate"], body["chatsFailed"], body["messagesStored"]) == (
         "INTERRUPTED", 3, 2, 1, 1, 1, 12)
     assert body["errors"] == [{"chat": "48501@c.us",
                                "error": "+48501 is not a valid phone number"}]

@@ -392,7 +392,7 @@ async def test_wad_import_export_from_the_command_line(db: Database, dsn: str,
                                "Anna Schmidt=+49 151 23456789")
     assert code == 0, err
     report = json.loads(out)
-    assert (report["state"], report["chats_imported"], report["messages_stored"]) == (
+    assert (report["state"], report["chatsImported"], report["messagesStored"]) == (
         "COMPLETED", 2, 8)
     assert report["languages"] == {"de": 2}
 

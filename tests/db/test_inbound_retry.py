@@ -198,8 +198,8 @@ async def test_the_status_api_shows_parked_messages_with_the_latest_error(
                                                  error=error)
     async with served.client(await served.token("VIEWER", org)) as api:
         status = (await api.get(f"/api/whatsapp/status/{org}")).json()
-    assert (status["parked_messages"], status["last_parked_error"]) == (
+    assert (status["parkedMessages"], status["lastParkedError"]) == (
         2, "RuntimeError: detector")
     async with served.client(await served.token("SUPER_ADMIN")) as api:
         listing = (await api.get("/api/whatsapp/status")).json()["organizations"]
-    assert [o["parked_messages"] for o in listing if o["organization_id"] == str(org)] == [2]
+    assert [o["parkedMessages"] for o in listing if o["organizationId"] == str(org)] == [2]

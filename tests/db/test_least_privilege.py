@@ -39,7 +39,7 @@ def bus_of(served: Served) -> EventBus:
 async def _made(root: httpx.AsyncClient, role: str, org: uuid.UUID | None) -> dict[str, str]:
     body = {"role": role, "name": f"test {role}"}
     if org is not None:
-        body["organization_id"] = str(org)
+        body["organizationId"] = str(org)
     r = await root.post("/api/tokens", json=body)
     assert r.status_code == 201, r.text
     made: dict[str, str] = r.json()
@@ -182,11 +182,11 @@ async def test_a_metrics_token_reads_metrics_and_nothing_else(
         assert token.startswith("wad_")
         assert "METRICS token" in err and "/metrics only" in err
         listed = (await live_api.socket_client().get("/api/tokens")).json()["tokens"]
-        assert [(t["role"], t["organization_id"]) for t in listed] == [("METRICS", None)]
+        assert [(t["role"], t["organizationId"]) for t in listed] == [("METRICS", None)]
         # It belongs to no organization.
         r = await live_api.socket_client().post("/api/tokens", json={
-            "role": "METRICS", "organization_id": str(org)})
-        assert r.status_code == 400 and r.json()["error"]["field"] == "organization_id"
+            "role": "METRICS", "organizationId": str(org)})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "organizationId"
 
         metrics = live_api.client(token)
         r = await metrics.get("/metrics")

@@ -71,16 +71,16 @@ async def test_send_queues_and_answers_the_id_then_the_status(live_api: LiveApi)
         agent = as_role(live_api, org, "AGENT")
         r = await agent.post("/api/whatsapp/send", json={
             "to": "+996 555 12-34-56", "content": "Ваш тур на Иссык-Куль подтверждён!",
-            "priority": 10, "idempotency_key": "crm-booking-42"})
+            "priority": 10, "idempotencyKey": "crm-booking-42"})
         assert r.status_code == 202, r.text
         queued = r.json()
         assert queued["to"] == CLIENT
         assert (queued["status"], queued["priority"], queued["sender"], queued["created"]) == (
             "QUEUED", 10, "HUMAN", True)
-        assert queued["conversation_id"] is not None
+        assert queued["conversationId"] is not None
 
         again = await agent.post("/api/whatsapp/send", json={
-            "to": CLIENT, "content": "another text", "idempotency_key": "crm-booking-42"})
+            "to": CLIENT, "content": "another text", "idempotencyKey": "crm-booking-42"})
         assert again.status_code == 200
         assert again.json()["id"] == queued["id"]
         assert again.json()["created"] is False
@@ -117,8 +117,8 @@ async def test_send_queues_and_answers_the_id_then_the_status(live_api: LiveApi)
     ({"to": CLIENT, "content": "hi", "priority": "5"}, "priority", "Expected `int`, got `str`"),
     ({"to": CLIENT, "text": "hi"}, "text", "unknown field"),
     ({"to": CLIENT}, "content", "required field is missing"),
-    ({"to": CLIENT, "content": "hi", "conversation_id": str(uuid.uuid4())},
-     "conversation_id", "no such conversation"),
+    ({"to": CLIENT, "content": "hi", "conversationId": str(uuid.uuid4())},
+     "conversationId", "no such conversation"),
 ])
 async def test_invalid_sends_are_400_naming_the_field(live_api: LiveApi, body: dict[str, Any],
                                                       field: str, words: str) -> None:
@@ -135,7 +135,7 @@ async def test_who_may_send(live_api: LiveApi) -> None:
     with trio.fail_after(30):
         org = await org_with_tokens(live_api)
         other = await org_with_tokens(live_api, "Other")
-        body = {"organization_id": str(org.id), "to": CLIENT, "content": "hi"}
+        body = {"organizationId": str(org.id), "to": CLIENT, "content": "hi"}
         assert (await live_api.client().post("/api/whatsapp/send", json=body)).status_code == 401
         viewer = await as_role(live_api, org, "VIEWER").post("/api/whatsapp/send", json=body)
         assert viewer.status_code == 403
@@ -147,9 +147,9 @@ async def test_who_may_send(live_api: LiveApi) -> None:
         sock = live_api.socket_client()
         unnamed = await sock.post("/api/whatsapp/send", json={"to": CLIENT, "content": "hi"})
         assert unnamed.status_code == 400
-        assert unnamed.json()["error"]["field"] == "organization_id"
+        assert unnamed.json()["error"]["field"] == "organizationId"
         assert (await sock.post("/api/whatsapp/send", json=body)).status_code == 202
-        bulk = {"organization_id": str(org.id), "messages": [{"to": CLIENT, "content": "hi"}]}
+        bulk = {"organizationId": str(org.id), "messages": [{"to": CLIENT, "content": "hi"}]}
         agent_bulk = await as_role(live_api, org, "AGENT").post("/api/whatsapp/send/bulk",
                                                                 json=bulk)
         assert agent_bulk.status_code == 403  # bulk needs ADMIN
@@ -190,7 +190,7 @@ async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveA
     error = refused.json()["error"]
     assert error["code"] == "rate_limited"
     assert error["limit"] == {"window": "hour", "limit": 3, "remaining": 0,
-                              "reset_at": "2025-07-01T09:30:00+00:00"}
+                              "resetAt": "2025-07-01T09:30:00+00:00"}
     assert error["message"] == (
         "hour limit reached: at most 3 messages an hour; 0 remaining; room again at "
         "2025-07-01T09:30:00+00:00 (in 1800 s)")
@@ -289,7 +289,7 @@ async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi
         viewer = as_role(live_api, org, "VIEWER")
         defaults = (await viewer.get(f"/api/whatsapp/settings/{org.id}")).json()
         assert defaults == {
-            "organization_id": str(org.id),
+            "organizationId": str(org.id),
             "rateLimiting": {"messagesPerMinute": 10, "messagesPerHour": 100,
                              "messagesPerDay": 500, "concurrency": 3},
             "safety": {"enableMassSending": False, "requireConfirmation": True,
@@ -328,16 +328,16 @@ async def test_resume_closes_the_breaker_and_tells_the_actor(live_api: LiveApi) 
             reason="WhatsApp banned or restricted the account: account banned (TOS_BLOCK)")
         admin = as_role(live_api, org, "ADMIN")
         status = (await admin.get(f"/api/whatsapp/status/{org.id}")).json()
-        assert status["sending_paused"] is True
+        assert status["sendingPaused"] is True
         state = (await admin.get(f"/api/whatsapp/queue/{org.id}")).json()
-        assert state["sending_paused_reason"].startswith("WhatsApp banned")
+        assert state["sendingPausedReason"].startswith("WhatsApp banned")
         r = await admin.post(f"/api/whatsapp/send/resume/{org.id}")
         assert r.status_code == 200
-        assert r.json()["was_paused"] is True
-        assert r.json()["previous_reason"].endswith("(TOS_BLOCK)")
+        assert r.json()["wasPaused"] is True
+        assert r.json()["previousReason"].endswith("(TOS_BLOCK)")
         assert resumed.receive_nowait().org_id == org.id
         status = (await admin.get(f"/api/whatsapp/status/{org.id}")).json()
-        assert (status["sending_paused"], status["sending_paused_reason"]) == (False, None)
+        assert (status["sendingPaused"], status["sendingPausedReason"]) == (False, None)
 
 
 async def test_the_queue_state(live_api: LiveApi) -> None:
@@ -359,7 +359,7 @@ async def test_the_queue_state(live_api: LiveApi) -> None:
     assert state["windows"] == [{"window": "minute", "limit": 10, "sent": 0},
                                 {"window": "hour", "limit": 100, "sent": 1},
                                 {"window": "day", "limit": 500, "sent": 1}]
-    assert state["sending_paused"] is False
+    assert state["sendingPaused"] is False
 
 
 async def test_openapi_documents_the_outbound_endpoints(live_api: LiveApi) -> None:

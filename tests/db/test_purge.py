@@ -106,7 +106,7 @@ async def test_purge_deletes_every_profile_and_a_connect_meanwhile_waits_for_it(
 
         async def connect() -> None:
             answers["connect"] = await sock.post("/api/whatsapp/connect",
-                                                 json={"organization_id": str(org)})
+                                                 json={"organizationId": str(org)})
 
         with trio.fail_after(60):
             async with trio.open_nursery() as calls:
@@ -122,8 +122,8 @@ async def test_purge_deletes_every_profile_and_a_connect_meanwhile_waits_for_it(
         assert answers["purge"].status_code == 200, answers["purge"].text
         assert answers["connect"].status_code == 202, answers["connect"].text
         result = answers["purge"].json()
-        assert result["archives_deleted"] == 2
-        assert sorted(Path(p).name for p in result["folders_deleted"]) == sorted(
+        assert result["archivesDeleted"] == 2
+        assert sorted(Path(p).name for p in result["foldersDeleted"]) == sorted(
             [f"org-{org}", f"import-{org}", f"{archive.trash_prefix(org)}20260101T0000Z"])
         assert not archive.import_profile_dir(state_dir, org).exists()
 
@@ -162,7 +162,7 @@ async def test_purge_is_refused_while_a_browser_uses_the_importers_profile(
             assert archive.profile_dir(state_dir, org).is_dir()
             assert len(await sessions_repo.list_archives(db, organization_id=org)) == 2
             kept = (await api.socket_client().get(f"/api/sessions/{org}/backups")).json()
-            assert kept["import_profile"]["path"] == str(in_use)
+            assert kept["importProfile"]["path"] == str(in_use)
     finally:
         browser.kill()
         await browser.wait()

@@ -52,31 +52,31 @@ async def test_overview_shows_each_organizations_state_queue_and_todays_messages
         r = await root.get("/api/overview")
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["caller"] == {"role": "SUPER_ADMIN", "organization_id": None}
+        assert body["caller"] == {"role": "SUPER_ADMIN", "organizationId": None}
         by_name = {o["name"]: o for o in body["organizations"]}
         assert list(by_name) == ["Issyk-Kul Tours", "Osh Travel"]
         tours = by_name["Issyk-Kul Tours"]
-        assert tours["state"] == "CONNECTED"
-        assert tours["phone_number"] == "+996555100301"
-        assert tours["queue_depth"] == 3
-        assert 590 < tours["oldest_queued_s"] < 700
+        assert tours["status"] == "CONNECTED"
+        assert tours["phoneNumber"] == "+996555100301"
+        assert tours["queueDepth"] == 3
+        assert 590 < tours["oldestQueuedS"] < 700
         # Yesterday's message (in the database's time zone) is not today's.
-        assert tours["messages_today"] == {"received": 2, "sent": 1}
+        assert tours["messagesToday"] == {"received": 2, "sent": 1}
         osh = by_name["Osh Travel"]
-        assert (osh["state"], osh["last_error"], osh["queue_depth"]) == (
+        assert (osh["status"], osh["errorMessage"], osh["queueDepth"]) == (
             "ERROR", "session actor kept failing", 0)
-        assert osh["oldest_queued_s"] is None
+        assert osh["oldestQueuedS"] is None
 
         # An organization's token sees its own organization only, and may not ask for another.
         r = await admin.get("/api/overview")
         assert r.status_code == 200
-        assert r.json()["caller"] == {"role": "ADMIN", "organization_id": str(org)}
+        assert r.json()["caller"] == {"role": "ADMIN", "organizationId": str(org)}
         assert [o["name"] for o in r.json()["organizations"]] == ["Issyk-Kul Tours"]
-        r = await viewer.get(f"/api/overview?organization_id={org}")
+        r = await viewer.get(f"/api/overview?organizationId={org}")
         assert r.status_code == 403
-        r = await viewer.get(f"/api/overview?organization_id={other}")
+        r = await viewer.get(f"/api/overview?organizationId={other}")
         assert [o["name"] for o in r.json()["organizations"]] == ["Osh Travel"]
-        r = await root.get("/api/overview?organization_id=00000000-0000-0000-0000-000000000000")
+        r = await root.get("/api/overview?organizationId=00000000-0000-0000-0000-000000000000")
         assert r.status_code == 404
         r = await served.client().get("/api/overview")
         assert r.status_code == 401

@@ -57,8 +57,8 @@ async def test_a_missing_member_stops_only_that_session_naming_it(
             assert trio.current_time() - started <= READY_TIMEOUT_S
             reason = (f"WhatsApp Web {NEW_BUILD}: "
                       "WAWebSendMsgChatAction.addAndSendMsgToChat is missing")
-            assert status["last_error"] == reason
-            assert status["should_run"] is False  # ended, like a ban: not restarted
+            assert status["errorMessage"] == reason
+            assert status["shouldRun"] is False  # ended, like a ban: not restarted
 
             shown = await wad_status(state_dir / "wad.toml", broken)
             assert "ERROR" in shown and reason in shown, shown
@@ -69,7 +69,7 @@ async def test_a_missing_member_stops_only_that_session_naming_it(
                 while daemonproc.processes_using(profile):
                     await trio.sleep(0.2)
             other = await daemon.whatsapp_status(healthy)
-            assert other["state"] == "CONNECTED" and other["last_error"] is None
+            assert other["status"] == "CONNECTED" and other["errorMessage"] is None
             assert daemonproc.processes_using(state_dir / "sessions" / f"org-{healthy}")
 
             async with daemon.socket_client() as api:
@@ -82,13 +82,13 @@ async def test_a_missing_member_stops_only_that_session_naming_it(
             # Asked to connect again, the stored profile opens straight into the same build:
             # ERROR again at the first injection, not a wait for the ready timeout.
             async with daemon.socket_client() as api:
-                again = await api.post("/api/whatsapp/connect", json={"organization_id": broken})
+                again = await api.post("/api/whatsapp/connect", json={"organizationId": broken})
                 assert again.status_code in (200, 202), again.text
             with trio.fail_after(READY_TIMEOUT_S / 2):
                 while len(ended_lines(daemon)) < 2:
                     await trio.sleep(0.2)
             status = await daemon.whatsapp_status(broken)
-            assert (status["state"], status["last_error"]) == ("ERROR", reason)
+            assert (status["status"], status["errorMessage"]) == ("ERROR", reason)
 
             lines = daemon.lines()
             incompatible = [line for line in lines

@@ -111,8 +111,8 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
         with trio.fail_after(60):
             while True:
                 r = await sock.get(f"/api/whatsapp/qr/{org}")
-                if r.status_code == 200 and r.json()["payload"] not in seen:
-                    seen.append(r.json()["payload"])
+                if r.status_code == 200 and r.json()["qrCode"] not in (None, *seen):
+                    seen.append(r.json()["qrCode"])
                 # After one rotation (to see the CLI redraw), once the CLI has drawn the code.
                 if len(seen) >= 2 and drawing.exists() \
                         and _drawn(seen[-1]) in drawing.read_text():
@@ -131,8 +131,8 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
     assert out.rstrip().endswith("Issyk-Kul Tours is connected as +996555100301")
 
     status = await live.status(org)
-    assert status["state"] == "CONNECTED"
-    assert status["phone_number"] == "+996555100301"
+    assert status["status"] == "CONNECTED"
+    assert status["phoneNumber"] == "+996555100301"
     table = await live.ok("status")
     assert any(org in line and "CONNECTED" in line and "+996555100301" in line
                for line in table.splitlines())
@@ -146,17 +146,19 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
                    for line in tree.splitlines()), (task, tree)
     assert f"org-{org} [one_for_one] restarts 0" in tree
 
-    # The QR is gone once linked; the API says why.
+    # The QR is gone once linked: `qrCode` null, and the image is refused saying why.
     async with live.daemon.socket_client() as sock:
         r = await sock.get(f"/api/whatsapp/qr/{org}")
-    assert r.status_code == 409
-    assert "CONNECTED" in r.json()["error"]["message"]
+        png = await sock.get(f"/api/whatsapp/qr/{org}", params={"format": "png"})
+    assert (r.status_code, r.json()["qrCode"], r.json()["status"]) == (200, None, "CONNECTED")
+    assert png.status_code == 409
+    assert "CONNECTED" in png.json()["error"]["message"]
 
     # Disconnect keeps the login: connecting again needs no QR.
     assert "DISCONNECTED" in await live.ok("disconnect", org)
     status = await live.status(org)
-    assert status["state"] == "DISCONNECTED"
-    assert status["should_run"] is False
+    assert status["status"] == "DISCONNECTED"
+    assert status["shouldRun"] is False
     await live.ok("connect", org)
     await live.daemon.wait_state(org, "CONNECTED", timeout=30)
 
@@ -176,11 +178,11 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
 
     # The audit trail has each of these, newest first, done on the control socket.
     trail = json.loads(await live.ok("audit", org, "--json"))
-    assert [(e["action"], e["actor"], e["token_id"]) for e in trail["entries"]] == [
+    assert [(e["action"], e["actor"], e["tokenId"]) for e in trail["entries"]] == [
         (action, "socket", None) for action in (
             "session.purged", "session.logout", "session.connect", "session.disconnect",
             "session.connect", "organization.created")]
-    assert trail["entries"][0]["detail"]["archives_deleted"] == len(kept["archives"])
+    assert trail["entries"][0]["detail"]["archivesDeleted"] == len(kept["archives"])
     table = await live.ok("audit", org)
     assert any("session.logout" in line and "control socket" in line
                for line in table.splitlines()), table
@@ -199,25 +201,25 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
 
         # Not running yet: a pairing code needs a running session.
         r = await http.post(f"/api/whatsapp/pairing-code/{org}", headers=bearer(admin),
-                            json={"phone_number": "+996 555 100 302"})
+                            json={"phoneNumber": "+996 555 100 302"})
         assert r.status_code == 409, r.text
         assert r.json()["error"]["code"] == "not_running"
 
         r = await http.post("/api/whatsapp/connect", headers=bearer(viewer))
         assert r.status_code == 403
         r = await http.post("/api/whatsapp/connect", headers=bearer(other_admin),
-                            json={"organization_id": org})
+                            json={"organizationId": org})
         assert r.status_code == 403
-        assert (await live.status(org))["should_run"] is False  # nothing happened
+        assert (await live.status(org))["shouldRun"] is False  # nothing happened
 
         r = await http.post("/api/whatsapp/connect", headers=bearer(admin))  # no body: own org
         assert r.status_code == 202, r.text
-        assert r.json()["organization_id"] == org
-        assert r.json()["should_run"] is True
+        assert r.json()["organizationId"] == org
+        assert r.json()["shouldRun"] is True
         await live.daemon.wait_state(org, "QR_CODE_PENDING", timeout=30)
 
         r = await http.post(f"/api/whatsapp/pairing-code/{org}", headers=bearer(viewer),
-                            json={"phone_number": "+996555100302"})
+                            json={"phoneNumber": "+996555100302"})
         assert r.status_code == 403
 
     # `wad pair --wait` prints the code, then follows the session until the phone links it.
@@ -234,7 +236,7 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
                 assert chunk, "the CLI ended before printing the code"
                 buffer += chunk
             answer = json.loads(buffer.split(b"\n", 1)[0])
-            assert answer["phone_number"] == "+996555100302"
+            assert answer["phoneNumber"] == "+996555100302"
             assert len(answer["code"]) == 8
             await live.daemon.wait_state(org, "PAIRING_CODE_PENDING", timeout=30)
             await live.phone.enter_pairing_code(PAIR_ACCOUNT, answer["code"])
@@ -246,22 +248,22 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
             proc.kill()
             await proc.wait()
     final = json.loads(buffer.decode().strip().splitlines()[-1])
-    assert final == {"organization_id": org, "state": "CONNECTED",
-                     "phone_number": "+996555100302"}
+    assert final == {"organizationId": org, "status": "CONNECTED",
+                     "phoneNumber": "+996555100302"}
     status = await live.status(org)
-    assert status["state"] == "CONNECTED"
-    assert status["phone_number"] == "+996555100302"
+    assert status["status"] == "CONNECTED"
+    assert status["phoneNumber"] == "+996555100302"
 
     async with httpx.AsyncClient(base_url=live.daemon.tcp_url, timeout=60) as http:
         r = await http.post(f"/api/whatsapp/logout/{org}", headers=bearer(viewer))
         assert r.status_code == 403
         r = await http.post(f"/api/whatsapp/disconnect/{org}", headers=bearer(other_admin))
         assert r.status_code == 403
-        assert (await live.status(org))["state"] == "CONNECTED"
+        assert (await live.status(org))["status"] == "CONNECTED"
         r = await http.post(f"/api/whatsapp/disconnect/{org}", headers=bearer(admin))
         assert r.status_code == 200, r.text
-        assert r.json() == {"organization_id": org, "state": "DISCONNECTED",
-                            "should_run": False}
+        assert r.json() == {"success": True, "organizationId": org, "status": "DISCONNECTED",
+                            "shouldRun": False}
         r = await http.post(f"/api/whatsapp/logout/{org}", headers=bearer(admin))
         assert r.status_code == 409  # not running: nothing to log out of
         assert r.json()["error"]["code"] == "not_running"
@@ -273,7 +275,7 @@ async def test_pairing_code_and_tokens_on_session_actions(live: Live) -> None:
         r = await http.get("/api/audit", headers=bearer(admin))
         assert r.status_code == 200, r.text
         trail = r.json()["entries"]
-        assert [(e["action"], e["token_id"]) for e in trail] == [
+        assert [(e["action"], e["tokenId"]) for e in trail] == [
             ("session.disconnect", admin_id), ("session.pairing_code", None),
             ("session.connect", admin_id), ("token.created", None), ("token.created", None),
             ("organization.created", None)]

@@ -78,7 +78,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             orgs = [await _link(first if i < 2 else second, phone, accounts[i], f"Org {i}")
                     for i in range(4)]
             first_node, second_node = _node(first), _node(second)
-            owners = [(await second.whatsapp_status(org)).get("node_id") for org in orgs]
+            owners = [(await second.whatsapp_status(org)).get("nodeId") for org in orgs]
             assert owners == [first_node, first_node, second_node, second_node]
             # An action for an organization another daemon runs says where it lives.
             async with second.socket_client() as api:
@@ -94,7 +94,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             async with first.socket_client() as api:
                 for n in range(3):
                     queued = await api.post("/api/whatsapp/send", json={
-                        "organization_id": orgs[0], "to": f"+99655560000{n}",
+                        "organizationId": orgs[0], "to": f"+99655560000{n}",
                         "content": f"queued before the kill {n}"})
                     assert queued.status_code == 202, queued.text
             with trio.fail_after(30):  # the first send is with the server, which is slow
@@ -126,7 +126,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             for account in accounts:
                 assert len(await phone.devices(account)) == 1  # no second linked device
             for org in orgs[2:]:
-                assert (await second.whatsapp_status(org))["state"] == "CONNECTED"
+                assert (await second.whatsapp_status(org))["status"] == "CONNECTED"
 
             # Messages written during the gap are stored once; queued ones are sent once.
             async with Database.open(dsn, min_size=1, max_size=1) as db:
@@ -231,7 +231,7 @@ async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
                                                                max_size=2) as db:
             org = await _link(owner, phone, account, "Frozen Owner")
             owner_node, other_node = _node(owner), _node(other)
-            assert (await other.whatsapp_status(org))["node_id"] == owner_node
+            assert (await other.whatsapp_status(org))["nodeId"] == owner_node
             with trio.fail_after(30):  # the login archive, so that the other can restore it
                 while not await db.fetchval(
                         "SELECT count(*) FROM session_archives WHERE organization_id = $1",
@@ -240,7 +240,7 @@ async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
             # One send through the owner names its page in the simulator's sent log.
             async with owner.socket_client() as api:
                 queued = await api.post("/api/whatsapp/send", json={
-                    "organization_id": org, "to": "+996555810000", "content": "before the freeze"})
+                    "organizationId": org, "to": "+996555810000", "content": "before the freeze"})
                 assert queued.status_code == 202, queued.text
             with trio.fail_after(30):
                 while not [m for m in (await phone.sent(account))["messages"]
@@ -254,7 +254,7 @@ async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
             for n in range(3):  # clients write during the switch
                 await phone.deliver(account, f"99655582000{n}", f"during the switch {n}")
             with trio.fail_after(TAKEOVER_S + TAKEOVER_SLACK_S):
-                while (await other.whatsapp_status(org)).get("node_id") != other_node:
+                while (await other.whatsapp_status(org)).get("nodeId") != other_node:
                     await trio.sleep(0.2)
             took_over_s = time.monotonic() - frozen_at
             taken_at = time.time()
@@ -298,7 +298,7 @@ async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
                 assert bodies.count(f"due at the wake {n}") == 1, record
             # The stale owner left the new owner's record alone.
             status = await other.whatsapp_status(org)
-            assert (status["state"], status["node_id"]) == ("CONNECTED", other_node)
+            assert (status["status"], status["nodeId"]) == ("CONNECTED", other_node)
             assert owner.proc.poll() is None  # it goes on (with what it still owns)
             print(f"ownership moved {took_over_s:.1f} s after the freeze")
     finally:

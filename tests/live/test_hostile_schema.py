@@ -84,7 +84,7 @@ async def target(dsn: str, state_dir: Path, nursery: trio.Nursery) -> AsyncItera
         for role, org_id in (("SUPER_ADMIN", None), ("ADMIN", str(org))):
             body = {"role": role, "name": f"schemathesis {role}"}
             if org_id:
-                body["organization_id"] = org_id
+                body["organizationId"] = org_id
             r = await sock.post("/api/tokens", json=body)
             assert r.status_code == 201, r.text
             tokens[role] = r.json()["token"]

@@ -97,7 +97,7 @@ class Daemon:
 
     async def wait_state(self, org: str, state: str, timeout: float = 60) -> None:
         with trio.fail_after(timeout):
-            while (await self.call("GET", f"/api/whatsapp/status/{org}"))["state"] != state:
+            while (await self.call("GET", f"/api/whatsapp/status/{org}"))["status"] != state:
                 await trio.sleep(0.2)
 
     async def kill(self) -> None:
@@ -142,15 +142,15 @@ async def test_kill_9_during_a_slow_send_sends_it_exactly_once(
         org = (await daemon.call("POST", "/api/organizations", json={"name": "Tours"}))["id"]
         await daemon.call("PUT", f"/api/whatsapp/settings/{org}",
                           json={"rateLimiting": {"concurrency": 1}})
-        await daemon.call("POST", "/api/whatsapp/connect", json={"organization_id": org})
+        await daemon.call("POST", "/api/whatsapp/connect", json={"organizationId": org})
         await daemon.wait_state(org, "QR_CODE_PENDING")
         qr = await daemon.call("GET", f"/api/whatsapp/qr/{org}")
-        await phone.scan_qr(ACCOUNT, qr["payload"])
+        await phone.scan_qr(ACCOUNT, qr["qrCode"])
         await daemon.wait_state(org, "CONNECTED")
 
         await phone.set_sends(ACCOUNT, delay_s=4.0)
         ids = [uuid.UUID((await daemon.call("POST", "/api/whatsapp/send", json={
-            "organization_id": org, "to": CLIENT, "content": f"Сообщение {i}"}))["id"])
+            "organizationId": org, "to": CLIENT, "content": f"Сообщение {i}"}))["id"])
             for i in range(4)]
         first = ids[0]
         while (item := await outbox_repo.get(db, outbox_id=first)) is None \
@@ -191,5 +191,5 @@ async def test_kill_9_during_a_slow_send_sends_it_exactly_once(
     assert settled == ["interrupted send found in the chat; not sent again" if reached_server
                        else "interrupted send not in the chat; queued again"]
     assert state["status"] in ("SENT", "DELIVERED", "READ")
-    assert state["wa_message_id"] == interrupted.wa_message_id
+    assert state["waMessageId"] == interrupted.wa_message_id
     assert [e["status"] for e in state["events"]][:2] == ["QUEUED", "SENDING"]

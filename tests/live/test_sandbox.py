@@ -291,7 +291,7 @@ async def test_as_root_the_daemon_warns_and_no_browser_or_postgres_holds_a_secre
         assert "User=wad" in str(warnings[0]["event"])
         async with daemon.socket_client() as client:
             org = (await client.post("/api/organizations", json={"name": "Sandbox"})).json()
-            r = await client.post("/api/whatsapp/connect", json={"organization_id": org["id"]})
+            r = await client.post("/api/whatsapp/connect", json={"organizationId": org["id"]})
             assert r.status_code == 202, r.text
         await daemon.wait_state(org["id"], "QR_CODE_PENDING", timeout=90)
 

@@ -175,7 +175,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                                      ("pair admin", "ADMIN", pair_org)):
                 body = {"role": role, "name": label}
                 if org:
-                    body["organization_id"] = org
+                    body["organizationId"] = org
                 r = await sock.post("/api/tokens", json=body)
                 assert r.status_code == 201, r.text
                 tokens[label] = r.json()
@@ -188,7 +188,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                 await run.daemon.wait_state(qr_org, "QR_CODE_PENDING")
                 r = await admin.get(f"/api/whatsapp/qr/{qr_org}")
                 assert r.status_code == 200, r.text
-                payload = r.json()["payload"]
+                payload = r.json()["qrCode"]
                 secrets["QR payload"] = payload
                 png = await admin.get(f"/api/whatsapp/qr/{qr_org}", params={"format": "png"})
                 assert png.status_code == 200
@@ -207,7 +207,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                 assert r.status_code == 202, r.text
                 await run.daemon.wait_state(pair_org, "QR_CODE_PENDING")
                 r = await pair_admin.post(f"/api/whatsapp/pairing-code/{pair_org}",
-                                          json={"phone_number": "+" + PAIR_ACCOUNT})
+                                          json={"phoneNumber": "+" + PAIR_ACCOUNT})
                 assert r.status_code == 200, r.text
                 secrets["pairing code"] = r.json()["code"]
                 await run.daemon.wait_state(pair_org, "PAIRING_CODE_PENDING")
@@ -252,7 +252,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
             # An import of the existing chats, with a key of its own for the model ------------
             async with run.tcp(tokens["admin"]["token"]) as admin:
                 r = await admin.post(f"/api/whatsapp/import/{qr_org}", json={
-                    "use_llm": True, "openrouter_key": IMPORT_KEY, "pace_s": 0})
+                    "useLlm": True, "openrouterKey": IMPORT_KEY, "paceS": 0})
                 assert r.status_code == 202, r.text
                 secrets["import key"] = IMPORT_KEY
                 with trio.fail_after(60):
@@ -261,7 +261,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                             "STARTING", "LISTING", "RUNNING"):
                         await trio.sleep(0.3)
                 assert report["state"] == "COMPLETED", report
-                assert report["messages_stored"] > 0, report
+                assert report["messagesStored"] > 0, report
 
             # Reading: status, tree, overview, metrics ------------------------------------------
             async with run.tcp(tokens["super"]["token"]) as super_admin:
@@ -278,7 +278,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                 assert (await agent.get(f"/api/whatsapp/status/{qr_org}")).status_code == 200
                 r = await sock.delete(f"/api/tokens/{tokens['agent']['id']}")
                 assert r.status_code == 200, r.text
-                assert r.json()["revoked_at"] is not None
+                assert r.json()["revokedAt"] is not None
                 r = await agent.get(f"/api/whatsapp/status/{qr_org}")
                 assert r.status_code == 401, r.text
                 assert r.json()["error"]["code"] == "unauthenticated"
@@ -385,7 +385,7 @@ async def test_without_a_secret_key_the_daemon_keeps_its_key_and_profiles_privat
         async with daemon.socket_client() as sock:
             org = (await sock.post("/api/organizations", json={"name": "Keys"})).json()["id"]
             assert (await sock.post("/api/whatsapp/connect",
-                                    json={"organization_id": org})).status_code == 202
+                                    json={"organizationId": org})).status_code == 202
             await daemon.wait_state(org, "QR_CODE_PENDING")
         key = state_dir / "secret.key"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600

@@ -60,7 +60,7 @@ class LiveApi:
     async def create_token(self, role: str, org: uuid.UUID | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"role": role, "name": f"test {role}"}
         if org is not None:
-            body["organization_id"] = str(org)
+            body["organizationId"] = str(org)
         r = await self.socket_client().post("/api/tokens", json=body)
         assert r.status_code == 201, r.text
         created: dict[str, Any] = r.json()

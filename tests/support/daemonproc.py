@@ -85,7 +85,7 @@ class DaemonProcess:
         with trio.fail_after(timeout):
             while True:
                 body = await self.whatsapp_status(org)
-                if body["state"] in states and (node is None or body.get("node_id") == node):
+                if body["status"] in states and (node is None or body.get("nodeId") == node):
                     return body
                 await trio.sleep(0.2)
 
@@ -235,10 +235,10 @@ async def link_org(daemon: DaemonProcess, phone: SimClient, name: str, account: 
         created = await api.post("/api/organizations", json={"name": name})
         assert created.status_code == 201, created.text
         org: str = created.json()["id"]
-        connect = await api.post("/api/whatsapp/connect", json={"organization_id": org})
+        connect = await api.post("/api/whatsapp/connect", json={"organizationId": org})
         assert connect.status_code in (200, 202), connect.text
         await daemon.wait_state(org, "QR_CODE_PENDING")
         qr = (await api.get(f"/api/whatsapp/qr/{org}")).json()
-        await phone.scan_qr(account, qr["payload"])
+        await phone.scan_qr(account, qr["qrCode"])
         await daemon.wait_state(org, "CONNECTED")
     return org

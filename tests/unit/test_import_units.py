@@ -178,7 +178,7 @@ async def test_progress_line_and_report_say_what_a_person_needs(autojump_clock: 
     assert "statuses:  QUALIFIED 5, NEW_LEAD 3" in text
     assert "languages: ru 6, en 2" in text
     encoded = json.loads(msgspec.json.encode(report))
-    assert encoded["chats_imported"] == 8
+    assert encoded["chatsImported"] == 8
     assert encoded["statuses"] == {"QUALIFIED": 5, "NEW_LEAD": 3}
     assert msgspec.json.decode(msgspec.json.encode(report), type=ImportReport) == report
 
@@ -233,9 +233,9 @@ async def test_the_report_carries_what_the_import_plan_asks_for(autojump_clock: 
     assert "a.txt: no phone number for this chat" in text
     assert "statuses:  QUALIFIED 25, NEW_LEAD 15" in text
     encoded = json.loads(msgspec.json.encode(report))
-    assert encoded["organization_name"] == "Soul KG"
-    assert encoded["began_at"] and encoded["ended_at"]
-    assert (encoded["clients_imported"], encoded["messages_per_client"]) == (95, 25.0)
+    assert encoded["organizationName"] == "Soul KG"
+    assert encoded["beganAt"] and encoded["endedAt"]
+    assert (encoded["clientsImported"], encoded["messagesPerClient"]) == (95, 25.0)
     assert msgspec.json.decode(msgspec.json.encode(report), type=ImportReport) == report
 
 

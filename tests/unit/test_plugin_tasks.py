@@ -90,7 +90,7 @@ async def test_each_plugin_task_is_a_named_child_restarted_with_its_count(
         "crm:flaky", "crm:steady"]
     flaky = child(tree, "plugins", "crm:flaky", "run")
     assert (flaky["state"], flaky["restarts"]) == ("running", 2)
-    assert flaky["last_restart_reason"] == "RuntimeError: lost the connection"
+    assert flaky["lastRestartReason"] == "RuntimeError: lost the connection"
     assert [t - starts[0] for t in starts] == [0, 1, 3]  # after 1 s, then 2 s
     assert child(tree, "plugins", "crm:steady", "run")["restarts"] == 0
     assert len(ticks) >= 3

@@ -461,11 +461,11 @@ async def test_tree_is_a_json_able_live_view(autojump_clock: MockClock) -> None:
         assert nested["restarts"] == 1
         inbound = nested["children"][1]
         assert inbound["state"] == "running" and inbound["restarts"] == 1
-        assert inbound["last_restart_reason"] == "RuntimeError: inbound crashed"
-        assert datetime.fromisoformat(inbound["last_restart_at"]).tzinfo is not None
+        assert inbound["lastRestartReason"] == "RuntimeError: inbound crashed"
+        assert datetime.fromisoformat(inbound["lastRestartAt"]).tzinfo is not None
         assert nested["children"][0] == {
             "id": "browser", "state": "running", "restart": "permanent", "restarts": 0,
-            "last_restart_reason": None, "last_restart_at": None}
+            "lastRestartReason": None, "lastRestartAt": None}
         nursery.cancel_scope.cancel()
 
 

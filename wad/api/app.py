@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
 from quart import Response, g, jsonify, request
@@ -28,7 +27,7 @@ from wad.api.routes import (
     whatsapp,
 )
 from wad.api.schemas import Health
-from wad.api.validation import responds, validation_error
+from wad.api.validation import reply, responds, validation_error
 from wad.db.pool import database_unavailable
 
 _log = log.get("api")
@@ -117,21 +116,17 @@ def create_app(ctx: AppContext) -> QuartTrio:
     @app.get("/healthz")
     @responds(Health, 200)
     @responds(Health, 503)
-    async def healthz() -> tuple[dict[str, Any], int]:
+    async def healthz() -> Response:
         """Liveness and readiness: the database answers (else since when it has not);
         version, node and uptime."""
         db_ok = await ctx.db.ping()
         since = ctx.db.availability.unavailable_since
-        body = {
-            "status": "ok" if db_ok else "degraded",
-            "database": db_ok,
-            "database_unavailable_since": None if db_ok or since is None else since.isoformat(),
-            "message": None if db_ok else (ctx.db.availability.describe()
-                                           or "database unavailable"),
-            "version": wad.__version__,
-            "node": ctx.settings.node,
-            "uptime_s": round(time.monotonic() - ctx.started_at, 3),
-        }
-        return body, 200 if db_ok else 503
+        return reply(Health(
+            status="ok" if db_ok else "degraded", database=db_ok,
+            database_unavailable_since=None if db_ok or since is None else since.isoformat(),
+            message=None if db_ok else (ctx.db.availability.describe()
+                                        or "database unavailable"),
+            version=wad.__version__, node=ctx.settings.node,
+            uptime_s=round(time.monotonic() - ctx.started_at, 3)), 200 if db_ok else 503)
 
     return app

@@ -23,15 +23,22 @@ from wad.db.repo import audit as audit_repo
 _log = log.get("audit")
 
 
+def camel(name: str) -> str:
+    """A Python name as the API names it: `token_id` is `tokenId`."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 async def record(action: str, organization_id: uuid.UUID | None, **detail: Any) -> AuditEntry:
     """Store and log that the current caller did `action` (e.g. `token.created`) on
-    `organization_id` (None: on no organization), with `detail` (JSON-able)."""
+    `organization_id` (None: on no organization), with `detail` (JSON-able; its keys are stored
+    camelCase, as the API answers them)."""
     principal = auth.current()
     db: Database = current().db
     entry = await audit_repo.record(
         db, action=action, organization_id=organization_id,
         actor="socket" if principal.token_id is None else "token",
-        token_id=principal.token_id, detail=detail)
+        token_id=principal.token_id, detail={camel(key): value for key, value in detail.items()})
     _log.info("audit", action=action, org=str(organization_id) if organization_id else None,
               by=principal.describe(), entry=entry.id, detail=detail)
     return entry

@@ -158,12 +158,12 @@ def authorize(org_id: uuid.UUID | None, min_role: Role) -> Principal:
 
 
 def body_org(requested: uuid.UUID | None, min_role: Role) -> uuid.UUID:
-    """For bodies with an optional `organization_id`: the organization named, else the
+    """For bodies with an optional `organizationId`: the organization named, else the
     caller's own (a super admin must name one: 400), authorized for `min_role`."""
     org_id = requested or current().organization_id
     if org_id is None:
-        raise ApiError(400, "invalid", "`organization_id`: a super admin must name the "
-                       "organization", field="organization_id")
+        raise ApiError(400, "invalid", "`organizationId`: a super admin must name the "
+                       "organization", field="organizationId")
     authorize(org_id, min_role)
     return org_id
 

@@ -2,7 +2,11 @@
 
 Request bodies forbid unknown fields and carry their limits as `Meta` constraints, so decoding is
 validation (see `wad.api.validation`). The same Structs document the API in `/openapi.json`.
-JSON field names are snake_case throughout.
+
+JSON field names are camelCase throughout, as the CRM's plan speaks: the two bases below name
+every field with msgspec's `rename="camel"` (`organization_id` is `organizationId` on the wire),
+so no Struct maps a name by hand. A request naming a field the old (snake_case) way is refused as
+an unknown field.
 """
 
 from __future__ import annotations
@@ -24,8 +28,13 @@ PhoneText = Annotated[str, Meta(min_length=1, max_length=40, examples=["+9965551
                                 description="International phone number; stored as E.164")]
 
 
-class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of request bodies: an unknown field is an error, never silently ignored."""
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, rename="camel"):
+    """Base of request bodies (and query strings): camelCase names; an unknown field is an
+    error, never silently ignored."""
+
+
+class Answer(msgspec.Struct, kw_only=True, rename="camel"):
+    """Base of response bodies: camelCase names."""
 
 
 # WhatsApp sessions ------------------------------------------------------------------------
@@ -44,20 +53,24 @@ class PairingCodeRequest(Request, forbid_unknown_fields=True, kw_only=True):
     phone_number: PhoneText
 
 
-class SessionStatus(msgspec.Struct, kw_only=True):
-    """An organization's WhatsApp session as the database records it."""
+class SessionStatus(Answer, kw_only=True):
+    """An organization's WhatsApp session as the database records it. The CRM's plan names
+    the first five (`organizationId`, `status`, `lastConnectedAt`, `lastDisconnectedAt`,
+    `errorMessage`); the rest are wad's."""
 
     organization_id: uuid.UUID
-    state: SessionState
+    status: SessionState
+    """The session's state."""
+    last_connected_at: datetime | None
+    last_disconnected_at: datetime | None
+    error_message: str | None
+    """The last error (a failed start, a lost link); null once connected again."""
     should_run: bool
     phone_number: str | None
     push_name: str | None
     qr_available: bool
     qr_issued_at: datetime | None
     pairing_code_issued_at: datetime | None
-    last_error: str | None
-    last_connected_at: datetime | None
-    last_disconnected_at: datetime | None
     sending_paused: bool
     sending_paused_reason: str | None
     node_id: str | None
@@ -68,22 +81,23 @@ class SessionStatus(msgspec.Struct, kw_only=True):
     """The error of the latest parked message."""
 
 
-class StatusList(msgspec.Struct, kw_only=True):
+class StatusList(Answer, kw_only=True):
     """Every organization with its session state (super admin)."""
 
     organizations: list[OrgOverview]
 
 
-class QrCode(msgspec.Struct, kw_only=True):
-    """The QR payload to scan with the phone; it rotates about every 20 s."""
+class QrCode(Answer, kw_only=True):
+    """The QR payload to scan with the phone (it rotates about every 20 s), or `qrCode` null
+    when the session is not waiting for a scan (`status` says what it is doing instead)."""
 
+    qr_code: str | None
     organization_id: uuid.UUID
-    state: SessionState
-    payload: str
+    status: SessionState
     issued_at: datetime | None
 
 
-class PairingCode(msgspec.Struct, kw_only=True):
+class PairingCode(Answer, kw_only=True):
     """The 8-character code to type on the phone (Linked devices > Link with phone number)."""
 
     organization_id: uuid.UUID
@@ -91,11 +105,14 @@ class PairingCode(msgspec.Struct, kw_only=True):
     code: str
 
 
-class SessionAction(msgspec.Struct, kw_only=True):
-    """What a connect, disconnect or logout left behind."""
+class SessionAction(Answer, kw_only=True):
+    """What a connect, disconnect or logout left behind (`success` is always true: a failure
+    answers the error shape)."""
 
+    success: bool = True
     organization_id: uuid.UUID
-    state: SessionState
+    status: SessionState
+    """The session's state right after the action."""
     should_run: bool
 
 
@@ -108,19 +125,19 @@ class CreateOrganizationRequest(Request, forbid_unknown_fields=True, kw_only=Tru
     name: OrgName
 
 
-class OrganizationOut(msgspec.Struct, kw_only=True):
+class OrganizationOut(Answer, kw_only=True):
     id: uuid.UUID
     name: str
     settings: dict[str, Any]
     created_at: datetime
 
 
-class OrganizationList(msgspec.Struct, kw_only=True):
+class OrganizationList(Answer, kw_only=True):
     organizations: list[OrganizationOut]
 
 
 class CreateTokenRequest(Request, forbid_unknown_fields=True, kw_only=True):
-    """Body of `POST /api/tokens`. `organization_id` is required for every role but
+    """Body of `POST /api/tokens`. `organizationId` is required for every role but
     `SUPER_ADMIN` and `METRICS` (which reads `/metrics` only), and forbidden for those."""
 
     role: Role
@@ -128,7 +145,7 @@ class CreateTokenRequest(Request, forbid_unknown_fields=True, kw_only=True):
     name: TokenName = ""
 
 
-class TokenOut(msgspec.Struct, kw_only=True):
+class TokenOut(Answer, kw_only=True):
     """A token's record; the token itself is never shown again after creation."""
 
     id: uuid.UUID
@@ -147,14 +164,14 @@ class NewToken(TokenOut, kw_only=True):
     token: str
 
 
-class TokenList(msgspec.Struct, kw_only=True):
+class TokenList(Answer, kw_only=True):
     tokens: list[TokenOut]
 
 
 # Session data: backups and purge -------------------------------------------------------------
 
 
-class ArchiveOut(msgspec.Struct, kw_only=True):
+class ArchiveOut(Answer, kw_only=True):
     """One stored version of the encrypted login archive."""
 
     id: int
@@ -168,7 +185,7 @@ class ArchiveOut(msgspec.Struct, kw_only=True):
     """When it last restored a profile (the newest such archive is never pruned)."""
 
 
-class FolderOut(msgspec.Struct, kw_only=True):
+class FolderOut(Answer, kw_only=True):
     """A browser profile folder on this daemon's disk."""
 
     path: str
@@ -176,7 +193,7 @@ class FolderOut(msgspec.Struct, kw_only=True):
     modified_at: datetime
 
 
-class Backups(msgspec.Struct, kw_only=True):
+class Backups(Answer, kw_only=True):
     """What is kept of an organization's login: archive versions in the database, the live
     profile and the trash folders that logouts and unrecoverable sessions moved aside."""
 
@@ -203,7 +220,7 @@ class RotateRequest(Request, forbid_unknown_fields=True, kw_only=True):
     limit: Annotated[int, Meta(ge=1, le=1000, description="Most archives in this batch")] = 20
 
 
-class PurgeResult(msgspec.Struct, kw_only=True):
+class PurgeResult(Answer, kw_only=True):
     organization_id: uuid.UUID
     archives_deleted: int
     folders_deleted: list[str]
@@ -218,7 +235,7 @@ class PurgeResult(msgspec.Struct, kw_only=True):
 MAX_BIGINT = 2**63 - 1
 
 
-class AuditQuery(msgspec.Struct, kw_only=True):
+class AuditQuery(Request, kw_only=True):
     """The query of `GET /api/audit`."""
 
     organization_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
@@ -226,13 +243,13 @@ class AuditQuery(msgspec.Struct, kw_only=True):
     organization's ADMIN token, its own organization's)."""
     limit: Annotated[int, Meta(ge=1, le=500, description="Entries per page")] = 100
     before: Annotated[int, Meta(ge=1, le=MAX_BIGINT, description=(
-        "The cursor: entries older than this id (the previous page's `next_before`)"))
+        "The cursor: entries older than this id (the previous page's `nextBefore`)"))
     ] | msgspec.UnsetType = msgspec.UNSET
 
 
-class AuditEntryOut(msgspec.Struct, kw_only=True):
+class AuditEntryOut(Answer, kw_only=True):
     """Who did what, when: `actor` is `socket` (the control socket) or `token` (then
-    `token_id` names it)."""
+    `tokenId` names it)."""
 
     id: int
     at: datetime
@@ -243,15 +260,15 @@ class AuditEntryOut(msgspec.Struct, kw_only=True):
     detail: dict[str, Any]
 
 
-class AuditPage(msgspec.Struct, kw_only=True):
-    """`GET /api/audit`: entries newest first; `next_before` is the cursor of the next (older)
+class AuditPage(Answer, kw_only=True):
+    """`GET /api/audit`: entries newest first; `nextBefore` is the cursor of the next (older)
     page, null when this page reached the oldest entry."""
 
     entries: list[AuditEntryOut]
     next_before: int | None
 
 
-class Tree(msgspec.Struct, kw_only=True):
+class Tree(Answer, kw_only=True):
     """The live supervision tree: the daemon's own supervisor (see
     `wad.supervise.Supervisor.tree`) and the organization manager's view of every running
     organization (its session state and its supervisor's tree)."""
@@ -263,7 +280,7 @@ class Tree(msgspec.Struct, kw_only=True):
     organizations: dict[str, Any]
 
 
-class Health(msgspec.Struct, kw_only=True):
+class Health(Answer, kw_only=True):
     status: Literal["ok", "degraded"]
     database: bool
     database_unavailable_since: str | None = None

@@ -73,9 +73,10 @@ def _nul_at(value: Any, path: str) -> str | None:
     itself), or None."""
     if isinstance(value, str):
         return path if "\x00" in value else None
-    if isinstance(value, msgspec.Struct):
-        items: Any = ((f"{path}.{name}" if path else name, getattr(value, name))
-                      for name in value.__struct_fields__)
+    if isinstance(value, msgspec.Struct):  # named as in JSON
+        items: Any = ((f"{path}.{wire}" if path else wire, getattr(value, name))
+                      for wire, name in zip(value.__struct_encode_fields__,
+                                            value.__struct_fields__, strict=True))
     elif isinstance(value, dict):
         for key in value:
             if isinstance(key, str) and "\x00" in key:
@@ -108,15 +109,16 @@ def body(model: type[msgspec.Struct], *, optional: bool = False
 
 
 def query(model: type[msgspec.Struct]) -> Callable[[Handler], Handler]:
-    """Decode the query string into `model` (numbers and ids from their text, nothing else
-    coerced; unknown parameters ignored) and pass it as `query=`; document the parameters in
-    OpenAPI. 400 naming the parameter otherwise, or when it is given more than once."""
+    """Decode the query string into `model` (parameters named as its JSON fields, camelCase;
+    numbers and ids from their text, nothing else coerced; unknown parameters ignored) and pass
+    it as `query=`; document the parameters in OpenAPI. 400 naming the parameter otherwise, or
+    when it is given more than once."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             wanted = {}
-            for name in model.__struct_fields__:
+            for name in model.__struct_encode_fields__:
                 values = request.args.getlist(name)
                 if len(values) > 1:
                     raise ApiError(400, "invalid", f"`{name}`: given more than once",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import uuid
@@ -176,20 +177,20 @@ def cmd_status(daemon: Daemon, args: argparse.Namespace) -> int:
             _print_json({"name": org["name"], **status})
             return EXIT_OK
         print(f"{org['name']} ({org['id']})")
-        for label, key in [("state", "state"), ("linked number", "phone_number"),
-                           ("push name", "push_name"), ("last error", "last_error"),
-                           ("node", "node_id")]:
+        for label, key in [("state", "status"), ("linked number", "phoneNumber"),
+                           ("push name", "pushName"), ("last error", "errorMessage"),
+                           ("node", "nodeId")]:
             print(f"  {label:<16} {status[key] or '-'}")
-        print(f"  {'should run':<16} {'yes' if status['should_run'] else 'no'}")
-        for label, key in [("last connected", "last_connected_at"),
-                           ("last disconnected", "last_disconnected_at"),
-                           ("updated", "updated_at")]:
+        print(f"  {'should run':<16} {'yes' if status['shouldRun'] else 'no'}")
+        for label, key in [("last connected", "lastConnectedAt"),
+                           ("last disconnected", "lastDisconnectedAt"),
+                           ("updated", "updatedAt")]:
             print(f"  {label:<16} {_when(status[key])}")
-        if status["sending_paused"]:
-            print(f"  {'sending paused':<16} {status['sending_paused_reason'] or 'yes'}")
-        if status.get("parked_messages"):
-            print(f"  {'parked messages':<16} {status['parked_messages']} (processing failed "
-                  f"repeatedly; latest error: {_short(status.get('last_parked_error'))})")
+        if status["sendingPaused"]:
+            print(f"  {'sending paused':<16} {status['sendingPausedReason'] or 'yes'}")
+        if status.get("parkedMessages"):
+            print(f"  {'parked messages':<16} {status['parkedMessages']} (processing failed "
+                  f"repeatedly; latest error: {_short(status.get('lastParkedError'))})")
         return EXIT_OK
     listing = daemon.get("/api/whatsapp/status")["organizations"]
     if args.json:
@@ -199,8 +200,8 @@ def cmd_status(daemon: Daemon, args: argparse.Namespace) -> int:
         print("no organizations yet (create one with `wad org create NAME`)")
         return EXIT_OK
     _table(["ORGANIZATION", "ID", "STATE", "NUMBER", "PARKED", "LAST ERROR"],
-           [[_short(o["name"], 30), o["organization_id"], o["state"], o["phone_number"] or "-",
-             str(o.get("parked_messages", 0)), _short(o["last_error"])] for o in listing])
+           [[_short(o["name"], 30), o["organizationId"], o["status"], o["phoneNumber"] or "-",
+             str(o.get("parkedMessages", 0)), _short(o["errorMessage"])] for o in listing])
     return EXIT_OK
 
 
@@ -211,20 +212,25 @@ def _org_names(daemon: Daemon) -> dict[str, str]:
 def render_daemon_tree(view: dict[str, Any], names: dict[str, str]) -> list[str]:
     """`GET /api/tree` as lines: the daemon's supervisor, then each running organization with
     its session state and its supervisor's children."""
-    lines = [f"node {view['node']}  wad {view['version']}  up {view['uptime_s']:.0f}s"]
+    lines = [f"node {view['node']}  wad {view['version']}  up {view['uptimeS']:.0f}s"]
     if view.get("daemon"):
         lines.extend(render_tree(view["daemon"]))
     running = view.get("organizations", {}).get("organizations", {})
     if not running:
         lines.append("no organization is running on this daemon")
     for org_id, org in running.items():
-        extra = "".join(f"  {k.replace('_', ' ')} {v}" for k, v in org.items()
+        extra = "".join(f"  {_words(k)} {v}" for k, v in org.items()
                         if k not in ("state", "supervisor") and not isinstance(v, dict | list))
         lines.append(f"organization {names.get(org_id, '?')} ({org_id})  session "
                      f"{org.get('state', '?')}{extra}")
         if isinstance(org.get("supervisor"), dict):
             lines.extend(render_tree(org["supervisor"], "   "))
     return lines
+
+
+def _words(key: str) -> str:
+    """A camelCase key as words: `browserStarts` is "browser starts"."""
+    return re.sub(r"[A-Z]", lambda m: " " + m.group().lower(), key)
 
 
 def render_tree(node: dict[str, Any], prefix: str = "") -> list[str]:
@@ -239,9 +245,9 @@ def render_tree(node: dict[str, Any], prefix: str = "") -> list[str]:
         branch, indent = ("└─ ", "   ") if last else ("├─ ", "│  ")
         text = (f"{child.get('id', '?')}  {child.get('state', '?')}  "
                 f"restarts {child.get('restarts', 0)}")
-        if child.get("last_restart_reason"):
-            text += (f"  last: {_short(child['last_restart_reason'], 70)}"
-                     f" at {_when(child.get('last_restart_at'))}")
+        if child.get("lastRestartReason"):
+            text += (f"  last: {_short(child['lastRestartReason'], 70)}"
+                     f" at {_when(child.get('lastRestartAt'))}")
         lines.append(prefix + branch + text)
         nested = child.get("supervisor")
         if isinstance(nested, dict):
@@ -263,28 +269,26 @@ def follow_link(daemon: Daemon, org: dict[str, Any], *, show_qr: bool, as_json: 
     waiting_said = False
     while True:
         status = daemon.get(f"/api/whatsapp/status/{org['id']}")
-        state = status["state"]
+        state = status["status"]
         if state == "CONNECTED":
             if as_json:
-                _print_json({"organization_id": org["id"], "state": state,
-                             "phone_number": status["phone_number"]}, out)
+                _print_json({"organizationId": org["id"], "status": state,
+                             "phoneNumber": status["phoneNumber"]}, out)
             else:
                 print(f"{org['name']} is connected"
-                      + (f" as {status['phone_number']}" if status["phone_number"] else ""),
+                      + (f" as {status['phoneNumber']}" if status["phoneNumber"] else ""),
                       file=out, flush=True)
             return EXIT_OK
-        if state in _ENDED or (state == "DISCONNECTED" and not status["should_run"]):
-            why = f": {status['last_error']}" if status["last_error"] else ""
+        if state in _ENDED or (state == "DISCONNECTED" and not status["shouldRun"]):
+            why = f": {status['errorMessage']}" if status["errorMessage"] else ""
             hint = (f" (start it with `wad connect {org['id']}`)"
                     if state in ("DISCONNECTED", "LOGGED_OUT", "ERROR") else "")
             raise CtlError(f"{org['name']} is {state}{why}{hint}")
         if show_qr and state == "QR_CODE_PENDING":
-            response = daemon.request("GET", f"/api/whatsapp/qr/{org['id']}", ok=(200, 409))
-            if response.status_code == 200:
-                qr = response.json()
-                if qr["payload"] != shown:
-                    shown = qr["payload"]
-                    _draw(org, qr, as_json=as_json, out=out)
+            qr = daemon.get(f"/api/whatsapp/qr/{org['id']}")
+            if qr["qrCode"] and qr["qrCode"] != shown:
+                shown = qr["qrCode"]
+                _draw(org, qr, as_json=as_json, out=out)
         elif not waiting_said and not as_json:
             print(f"{org['name']}: {state}, waiting…", file=out, flush=True)
             waiting_said = True
@@ -297,30 +301,30 @@ def _draw(org: dict[str, Any], qr: dict[str, Any], *, as_json: bool, out: TextIO
     import segno
 
     if as_json:
-        _print_json({"organization_id": org["id"], "state": qr["state"],
-                     "payload": qr["payload"], "issued_at": qr["issued_at"]}, out)
+        _print_json({"organizationId": org["id"], "status": qr["status"],
+                     "qrCode": qr["qrCode"], "issuedAt": qr["issuedAt"]}, out)
         return
     if out.isatty():
         out.write("\x1b[2J\x1b[H")  # redraw in place: a rotated code replaces the old one
     else:
         print("", file=out)
     print(f"{org['name']}: scan with WhatsApp on the phone (Settings > Linked devices > "
-          f"Link a device). Issued {_when(qr['issued_at'])}; it changes about every 20 s.",
+          f"Link a device). Issued {_when(qr['issuedAt'])}; it changes about every 20 s.",
           file=out)
-    segno.make(qr["payload"], error="m").terminal(out=out, compact=True)
+    segno.make(qr["qrCode"], error="m").terminal(out=out, compact=True)
     out.flush()
 
 
 def cmd_pair(daemon: Daemon, args: argparse.Namespace) -> int:
     org = resolve_org(daemon, args.org)
     answer = daemon.post(f"/api/whatsapp/pairing-code/{org['id']}",
-                         {"phone_number": args.phone})
+                         {"phoneNumber": args.phone})
     code = answer["code"]
     if args.json:
         _print_json(answer)
     else:
         shown = f"{code[:4]}-{code[4:]}" if len(code) == 8 else code
-        print(f"pairing code for {org['name']} ({answer['phone_number']}): {shown}")
+        print(f"pairing code for {org['name']} ({answer['phoneNumber']}): {shown}")
         print("on the phone: Settings > Linked devices > Link a device > Link with phone "
               "number instead, then type the code")
     if args.wait:
@@ -331,15 +335,15 @@ def cmd_pair(daemon: Daemon, args: argparse.Namespace) -> int:
 def _session_action(action: str, daemon: Daemon, args: argparse.Namespace) -> int:
     org = resolve_org(daemon, args.org)
     if action == "connect":
-        result = daemon.post("/api/whatsapp/connect", {"organization_id": org["id"]})
+        result = daemon.post("/api/whatsapp/connect", {"organizationId": org["id"]})
     else:
         result = daemon.post(f"/api/whatsapp/{action}/{org['id']}")
     if args.json:
         _print_json(result)
     else:
         follow = (f" (follow with `wad qr {org['id']}`)"
-                  if action == "connect" and result["state"] != "CONNECTED" else "")
-        print(f"{org['name']}: {result['state']}{follow}")
+                  if action == "connect" and result["status"] != "CONNECTED" else "")
+        print(f"{org['name']}: {result['status']}{follow}")
     return EXIT_OK
 
 
@@ -360,21 +364,21 @@ def cmd_org_list(daemon: Daemon, args: argparse.Namespace) -> int:
         print("no organizations yet (create one with `wad org create NAME`)")
     else:
         _table(["ID", "NAME", "CREATED"],
-               [[o["id"], _short(o["name"], 50), _when(o["created_at"])] for o in orgs])
+               [[o["id"], _short(o["name"], 50), _when(o["createdAt"])] for o in orgs])
     return EXIT_OK
 
 
 def cmd_token_create(daemon: Daemon, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"role": args.role, "name": args.name}
     if args.org:
-        body["organization_id"] = resolve_org(daemon, args.org)["id"]
+        body["organizationId"] = resolve_org(daemon, args.org)["id"]
     token = daemon.post("/api/tokens", body)
     if args.json:
         _print_json(token)
     else:
         print(token["token"])
-        if token["organization_id"]:
-            where = f"organization {token['organization_id']}"
+        if token["organizationId"]:
+            where = f"organization {token['organizationId']}"
         else:
             where = "/metrics only" if token["role"] == "METRICS" else "every organization"
         print(f"{token['role']} token {token['id']} for {where}; it is shown only now, "
@@ -383,7 +387,7 @@ def cmd_token_create(daemon: Daemon, args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(daemon: Daemon, args: argparse.Namespace) -> int:
-    params = {"organization_id": resolve_org(daemon, args.org)["id"]} if args.org else None
+    params = {"organizationId": resolve_org(daemon, args.org)["id"]} if args.org else None
     tokens = daemon.get("/api/tokens", params=params)["tokens"]
     if args.json:
         _print_json(tokens)
@@ -391,8 +395,8 @@ def cmd_token_list(daemon: Daemon, args: argparse.Namespace) -> int:
         print("no tokens")
     else:
         _table(["ID", "PREFIX", "ROLE", "ORGANIZATION", "NAME", "LAST USED", "REVOKED"],
-               [[t["id"], t["prefix"] + "…", t["role"], t["organization_id"] or "(all)",
-                 _short(t["name"], 30), _when(t["last_used_at"]), _when(t["revoked_at"])]
+               [[t["id"], t["prefix"] + "…", t["role"], t["organizationId"] or "(all)",
+                 _short(t["name"], 30), _when(t["lastUsedAt"]), _when(t["revokedAt"])]
                 for t in tokens])
     return EXIT_OK
 
@@ -404,7 +408,7 @@ def cmd_token_revoke(daemon: Daemon, args: argparse.Namespace) -> int:
     except ValueError:
         # The prefix that `wad token list` shows (or the whole token) names it too.
         tokens = daemon.get("/api/tokens")["tokens"]
-        matches = [t for t in tokens if t["revoked_at"] is None
+        matches = [t for t in tokens if t["revokedAt"] is None
                    and (ref.startswith(t["prefix"]) or t["prefix"].startswith(ref.rstrip("…")))
                    and len(ref.rstrip("…")) >= 8]
         if len(matches) != 1:
@@ -436,17 +440,17 @@ def _print_backups(org: dict[str, Any], kept: dict[str, Any]) -> None:
     if archives:
         _table(["  ID", "SIZE", "SHA-256", "CREATED", "KEY", "LAST RESTORED"],
                [[f"  {a['id']}", _size(a["size"]), a["sha256"][:16] + "…",
-                 _when(a["created_at"]), a.get("key_id") or "format 1",
-                 _when(a["restored_at"]) if a.get("restored_at") else "-"] for a in archives])
+                 _when(a["createdAt"]), a.get("keyId") or "format 1",
+                 _when(a["restoredAt"]) if a.get("restoredAt") else "-"] for a in archives])
     profile = kept["profile"]
     print("live profile: " + (f"{profile['path']} ({_size(profile['size'])}, changed "
-                              f"{_when(profile['modified_at'])})" if profile else "none"))
-    importer = kept.get("import_profile")
+                              f"{_when(profile['modifiedAt'])})" if profile else "none"))
+    importer = kept.get("importProfile")
     print("import profile: " + (f"{importer['path']} ({_size(importer['size'])}, changed "
-                                f"{_when(importer['modified_at'])})" if importer else "none"))
+                                f"{_when(importer['modifiedAt'])})" if importer else "none"))
     print(f"trash folders: {len(kept['trash'])}")
     for folder in kept["trash"]:
-        print(f"  {folder['path']} ({_size(folder['size'])}, {_when(folder['modified_at'])})")
+        print(f"  {folder['path']} ({_size(folder['size'])}, {_when(folder['modifiedAt'])})")
 
 
 def _size(n: int) -> str:
@@ -462,19 +466,19 @@ def cmd_secret_rotate(daemon: Daemon, args: argparse.Namespace) -> int:
     """Ask the daemon to re-seal the archives batch by batch (each request stays short)."""
     resealed, failed, after_id, key_id = 0, [], 0, ""
     while True:
-        batch = daemon.post("/api/secret/rotate", {"after_id": after_id, "limit": 20})
+        batch = daemon.post("/api/secret/rotate", {"afterId": after_id, "limit": 20})
         resealed += batch["resealed"]
         failed += batch["failed"]
-        after_id, key_id = batch["last_id"], batch["key_id"]
+        after_id, key_id = batch["lastId"], batch["keyId"]
         if batch["done"]:
             break
     if args.json:
-        _print_json({"key_id": key_id, "resealed": resealed, "failed": failed})
+        _print_json({"keyId": key_id, "resealed": resealed, "failed": failed})
     else:
         print(f"re-sealed {resealed} archives under key {key_id}")
         for failure in failed:
-            print(f"  archive {failure['archive_id']} (organization "
-                  f"{failure['organization_id']}): {failure['error']}")
+            print(f"  archive {failure['archiveId']} (organization "
+                  f"{failure['organizationId']}): {failure['error']}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -482,7 +486,7 @@ def cmd_audit(daemon: Daemon, args: argparse.Namespace) -> int:
     """One page of the audit trail, newest first."""
     params: dict[str, Any] = {"limit": args.limit}
     if args.org:
-        params["organization_id"] = resolve_org(daemon, args.org)["id"]
+        params["organizationId"] = resolve_org(daemon, args.org)["id"]
     if args.before is not None:
         params["before"] = args.before
     page = daemon.get("/api/audit", params=params)
@@ -495,13 +499,13 @@ def cmd_audit(daemon: Daemon, args: argparse.Namespace) -> int:
     names = _org_names(daemon)
     _table(["ID", "AT", "ORGANIZATION", "ACTION", "BY", "DETAIL"],
            [[str(e["id"]), _when(e["at"]),
-             names.get(e["organization_id"] or "", e["organization_id"] or "-"), e["action"],
-             "control socket" if e["actor"] == "socket" else f"token {e['token_id']}",
+             names.get(e["organizationId"] or "", e["organizationId"] or "-"), e["action"],
+             "control socket" if e["actor"] == "socket" else f"token {e['tokenId']}",
              _short(" ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
                              for k, v in e["detail"].items()), 60)]
             for e in page["entries"]])
-    if page["next_before"] is not None:
-        print(f"older entries: add --before {page['next_before']}")
+    if page["nextBefore"] is not None:
+        print(f"older entries: add --before {page['nextBefore']}")
     return EXIT_OK
 
 
@@ -515,9 +519,9 @@ def cmd_session_purge(daemon: Daemon, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"{org['name']}: deleted {result['archives_deleted']} archive versions and "
-              f"{len(result['folders_deleted'])} folders")
-        for path in result["folders_deleted"]:
+        print(f"{org['name']}: deleted {result['archivesDeleted']} archive versions and "
+              f"{len(result['foldersDeleted'])} folders")
+        for path in result["foldersDeleted"]:
             print(f"  {path}")
     return EXIT_OK
 

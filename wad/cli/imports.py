@@ -155,7 +155,7 @@ def command(args: argparse.Namespace) -> int:
         daemon = Daemon.probe(socket)
         if daemon is not None:
             with daemon:
-                state = daemon.get(f"/api/whatsapp/status/{args.organization_id}")["state"]
+                state = daemon.get(f"/api/whatsapp/status/{args.organization_id}")["status"]
                 if state == "CONNECTED":
                     return through_daemon(daemon, args.organization_id, options, key=key,
                                           as_json=args.json)
@@ -235,11 +235,11 @@ def through_daemon(daemon: Daemon, organization_id: uuid.UUID, options: ImportOp
                    poll_s: float = POLL_S) -> int:
     """Start the import in the daemon and follow it to the end; Ctrl-C stops it there."""
     body: dict[str, Any] = {
-        "limit": options.limit, "dry_run": options.dry_run, "use_llm": options.use_llm,
-        "skip_duplicates": options.skip_duplicates, "pace_s": options.pace_s,
-        "page_size": options.page_size}
+        "limit": options.limit, "dryRun": options.dry_run, "useLlm": options.use_llm,
+        "skipDuplicates": options.skip_duplicates, "paceS": options.pace_s,
+        "pageSize": options.page_size}
     if key:
-        body["openrouter_key"] = key
+        body["openrouterKey"] = key
     path = f"/api/whatsapp/import/{organization_id}"
     report = _report(daemon.request("POST", path, json_body=body))
     bar = bar or ProgressBar()

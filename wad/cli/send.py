@@ -76,10 +76,10 @@ def cmd_send(daemon: Daemon, args: argparse.Namespace) -> int:
     if not args.to or args.text is None:
         raise CtlError("`wad send ORG` needs --to NUMBER and --text TEXT")
     org = resolve_org(daemon, args.target[0])
-    body: dict[str, Any] = {"organization_id": org["id"], "to": args.to,
+    body: dict[str, Any] = {"organizationId": org["id"], "to": args.to,
                             "content": args.text, "priority": args.priority}
     if args.key:
-        body["idempotency_key"] = args.key
+        body["idempotencyKey"] = args.key
     queued = daemon.post("/api/whatsapp/send", body)
     if args.json:
         ctl._print_json(queued)
@@ -101,7 +101,7 @@ def _follow(daemon: Daemon, message_id: str, *, as_json: bool, timeout: float,
         state = daemon.get(f"/api/whatsapp/messages/{message_id}")
         status = state["status"]
         if status != said and not as_json:
-            detail = f": {state['last_error']}" if state["last_error"] else ""
+            detail = f": {state['lastError']}" if state["lastError"] else ""
             print(f"{status} (attempt {state['attempts']}){detail}", flush=True)
             said = status
         if status in _DONE or status in ("FAILED", "CANCELLED", "EXPIRED"):
@@ -120,8 +120,8 @@ def _resume(daemon: Daemon, ref: str, *, as_json: bool) -> int:
     answer = daemon.post(f"/api/whatsapp/send/resume/{org['id']}")
     if as_json:
         ctl._print_json(answer)
-    elif answer["was_paused"]:
-        print(f"{org['name']}: sending resumed (it was paused: {answer['previous_reason']})")
+    elif answer["wasPaused"]:
+        print(f"{org['name']}: sending resumed (it was paused: {answer['previousReason']})")
     else:
         print(f"{org['name']}: sending was not paused")
     return EXIT_OK

@@ -16,16 +16,16 @@ FINISHED: frozenset[str] = frozenset({"COMPLETED", "INTERRUPTED", "FAILED"})
 UNKNOWN_LANGUAGE = "unknown"
 
 
-class ChatError(msgspec.Struct, frozen=True, kw_only=True):
+class ChatError(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """A chat that could not be imported, and why."""
 
     chat: str
     error: str
 
 
-class ImportReport(msgspec.Struct, kw_only=True):
+class ImportReport(msgspec.Struct, kw_only=True, rename="camel"):
     """An import's progress and, once `state` is finished, its final report (`--json` prints
-    this). Counts of chats and messages cover the whole run, a resumed one included; statuses
+    this, and the API answers it: JSON names are camelCase, `chatsDone`). Counts of chats and messages cover the whole run, a resumed one included; statuses
     and languages cover the chats imported by this invocation."""
 
     organization_id: uuid.UUID

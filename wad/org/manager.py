@@ -465,7 +465,7 @@ class OrgManager(OrgManagerAPI):
             "organizations": {
                 str(org_id): {
                     "state": handle.session.state,
-                    "browser_starts": handle.session.browser_starts,
+                    "browserStarts": handle.session.browser_starts,
                     "supervisor": handle.supervisor.tree(),
                 }
                 for org_id, handle in sorted(self._orgs.items(), key=lambda kv: str(kv[0]))

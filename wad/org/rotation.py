@@ -23,15 +23,16 @@ from wad.db.repo import sessions as sessions_repo
 _log = log.get("archive")
 
 
-class RotationFailure(msgspec.Struct, kw_only=True):
+class RotationFailure(msgspec.Struct, kw_only=True, rename="camel"):
     archive_id: int
     organization_id: uuid.UUID
     error: str
 
 
-class RotationResult(msgspec.Struct, kw_only=True):
+class RotationResult(msgspec.Struct, kw_only=True, rename="camel"):
     """What a rotation (batch) did: archives re-sealed under `key_id`, those it could not open,
-    the last archive id it looked at, and whether no archive after that one is left."""
+    the last archive id it looked at, and whether no archive after that one is left (the
+    answer of `POST /api/secret/rotate`, so JSON names are camelCase: `keyId`)."""
 
     key_id: str
     resealed: int

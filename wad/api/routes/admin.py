@@ -106,15 +106,15 @@ async def list_organizations() -> Response:
 async def create_token(data: CreateTokenRequest) -> Response:
     """Create a token. The answer's `token` is shown this once; only its hash is stored."""
     if data.role in ORGLESS_ROLES and data.organization_id is not None:
-        raise ApiError(400, "invalid", f"`organization_id`: a {data.role} token belongs to no "
-                       "organization", field="organization_id")
+        raise ApiError(400, "invalid", f"`organizationId`: a {data.role} token belongs to no "
+                       "organization", field="organizationId")
     if data.role not in ORGLESS_ROLES:
         if data.organization_id is None:
-            raise ApiError(400, "invalid", f"`organization_id`: required for a {data.role} "
-                           "token", field="organization_id")
+            raise ApiError(400, "invalid", f"`organizationId`: required for a {data.role} "
+                           "token", field="organizationId")
         if await orgs_repo.get(_db(), organization_id=data.organization_id) is None:
-            raise ApiError(400, "invalid", f"`organization_id`: no such organization: "
-                           f"{data.organization_id}", field="organization_id")
+            raise ApiError(400, "invalid", f"`organizationId`: no such organization: "
+                           f"{data.organization_id}", field="organizationId")
     token, digest, prefix = auth.new_token()
     record = await tokens_repo.create(_db(), token_hash=digest, prefix=prefix, role=data.role,
                                       organization_id=data.organization_id, name=data.name)
@@ -132,16 +132,16 @@ async def create_token(data: CreateTokenRequest) -> Response:
 @responds(TokenList, errors=(400, 401, 403))
 @auth.super_admin_route
 async def list_tokens() -> Response:
-    """Tokens (revoked ones too), oldest first; `?organization_id=` narrows to one organization.
+    """Tokens (revoked ones too), oldest first; `?organizationId=` narrows to one organization.
     Tokens themselves are never shown, only their prefixes."""
     org_id: uuid.UUID | None = None
-    raw = request.args.get("organization_id")
+    raw = request.args.get("organizationId")
     if raw:
         try:
             org_id = uuid.UUID(raw)
         except ValueError:
-            raise ApiError(400, "invalid", "`organization_id`: not a valid id",
-                           field="organization_id") from None
+            raise ApiError(400, "invalid", "`organizationId`: not a valid id",
+                           field="organizationId") from None
     found = await tokens_repo.list_all(_db(), organization_id=org_id)
     return reply(TokenList(tokens=[_token_out(t) for t in found]))
 
@@ -219,7 +219,7 @@ async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
 @auth.super_admin_route
 @body(RotateRequest)
 async def rotate_secret(data: RotateRequest) -> Response:
-    """Re-seal a batch of login archives (ids after `after_id`) under the daemon's current key
+    """Re-seal a batch of login archives (ids after `afterId`) under the daemon's current key
     (`WAD_SECRET_KEY`); the previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until
     every batch is done."""
     settings = current().settings
@@ -239,8 +239,8 @@ async def rotate_secret(data: RotateRequest) -> Response:
 async def audit_trail(query: AuditQuery) -> Response:
     """The audit trail, newest first: organization settings changed, tokens created and
     revoked, connects, disconnects, logouts, pairing codes, purges, with who did it and when.
-    The super admin reads every entry, or one organization's with `organization_id`; an ADMIN
-    token reads its own organization's. Page with `before` (the answer's `next_before`)."""
+    The super admin reads every entry, or one organization's with `organizationId`; an ADMIN
+    token reads its own organization's. Page with `before` (the answer's `nextBefore`)."""
     principal = auth.current()
     org_id = query.organization_id if query.organization_id is not msgspec.UNSET else None
     if org_id is None and not principal.is_super_admin:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import msgspec
 from flask.sansio.blueprints import BlueprintSetupState
 from msgspec import Meta
 from quart import Blueprint, Response
@@ -21,6 +20,7 @@ from wad.api.auth import org_route
 from wad.api.context import AppContext, current
 from wad.api.errors import ApiError
 from wad.api.routes import whatsapp
+from wad.api.schemas import Request
 from wad.api.validation import body, reply, responds
 from wad.db.models import ImportRun
 from wad.db.repo import imports as imports_repo
@@ -33,7 +33,7 @@ from wad.importer.service import ImportService, live_session
 bp = Blueprint("imports", __name__, url_prefix="/api/whatsapp")
 
 
-class ImportStart(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ImportStart(Request, forbid_unknown_fields=True, kw_only=True):
     """Body of `POST /api/whatsapp/import/{org}` (optional: every field has a default)."""
 
     limit: Annotated[int, Meta(ge=1, le=100_000)] | None = None
@@ -41,7 +41,7 @@ class ImportStart(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dry_run: bool = False
     use_llm: bool = False
     openrouter_key: Annotated[str, Meta(min_length=1, max_length=500)] | None = None
-    """For `use_llm`, when the daemon has no key of its own. Never stored or logged."""
+    """For `useLlm`, when the daemon has no key of its own. Never stored or logged."""
     skip_duplicates: bool = True
     pace_s: Annotated[float, Meta(ge=0, le=60)] = DEFAULT_PACE_S
     """Seconds between two WhatsApp requests (0: no pacing)."""

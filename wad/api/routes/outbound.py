@@ -7,7 +7,7 @@ refused with 429, `Retry-After` and the limit in the error body; a send to an or
 sending is paused or whose account is banned is refused with 409 (`sending_paused`,
 `account_banned`). A queued message can be cancelled (`DELETE /messages/{id}`) until it is
 being sent, and may carry an expiry (`expiresAt`). Settings use the CRM's key names
-(`rateLimiting.messagesPerMinute`, ...); everything else is snake_case like the rest of the API.
+(`rateLimiting.messagesPerMinute`, ...); every body is camelCase like the rest of the API.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from wad.api.auth import org_route
 from wad.api.context import Services, current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
-from wad.api.schemas import PhoneText, Request
+from wad.api.schemas import Answer, PhoneText, Request
 from wad.api.validation import body, reply, responds
 from wad.bus import EventBus, OutboundResumed, SendingResumed, SettingsChanged
 from wad.db.models import OutboxItem, OutboxSender, OutboxStatus
@@ -68,7 +68,7 @@ ExpiresAt = Annotated[datetime, Meta(
 
 
 class SendRequest(Request, forbid_unknown_fields=True, kw_only=True):
-    """Body of `POST /api/whatsapp/send`. An organization's token may omit `organization_id`."""
+    """Body of `POST /api/whatsapp/send`. An organization's token may omit `organizationId`."""
 
     organization_id: uuid.UUID | None = None
     to: PhoneText
@@ -76,7 +76,7 @@ class SendRequest(Request, forbid_unknown_fields=True, kw_only=True):
     conversation_id: uuid.UUID | None = None
     priority: Priority = 1
     idempotency_key: IdempotencyKey | None = None
-    expires_at: ExpiresAt | None = msgspec.field(default=None, name="expiresAt")
+    expires_at: ExpiresAt | None = None
 
 
 class BulkMessage(Request, forbid_unknown_fields=True, kw_only=True):
@@ -84,7 +84,7 @@ class BulkMessage(Request, forbid_unknown_fields=True, kw_only=True):
     content: Content
     conversation_id: uuid.UUID | None = None
     idempotency_key: IdempotencyKey | None = None
-    expires_at: ExpiresAt | None = msgspec.field(default=None, name="expiresAt")
+    expires_at: ExpiresAt | None = None
     """This message's expiry (else the batch's)."""
 
 
@@ -95,14 +95,22 @@ class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
     messages: Annotated[list[BulkMessage], Meta(min_length=1, max_length=MAX_BULK)]
     confirm: bool = False
     """Needed for a batch larger than `safety.maxBatchSize` while `requireConfirmation`."""
+    require_confirmation: bool | None = None
+    """The CRM's plan's spelling of the same: `false` confirms the batch (as `confirm: true`);
+    `true` or absent confirms nothing."""
     priority: Priority = 1
-    expires_at: ExpiresAt | None = msgspec.field(default=None, name="expiresAt")
+    expires_at: ExpiresAt | None = None
     """The expiry of every message that gives none of its own."""
 
 
-class QueuedMessage(msgspec.Struct, kw_only=True):
-    """A message in the send queue."""
+class QueuedMessage(Answer, kw_only=True):
+    """A message in the send queue. `success` and `message` are the CRM's plan's answer;
+    `id` names the message in every later answer and event about it."""
 
+    success: bool = True
+    message: str
+    """"Message queued for sending", or "Message already queued" (the idempotency key was used
+    before)."""
     id: uuid.UUID
     organization_id: uuid.UUID
     to: str
@@ -116,16 +124,16 @@ class QueuedMessage(msgspec.Struct, kw_only=True):
     created_at: datetime
     created: bool
     """False when the idempotency key was used before: this is the first message."""
-    expires_at: datetime | None = msgspec.field(default=None, name="expiresAt")
+    expires_at: datetime | None = None
 
 
-class StatusEvent(msgspec.Struct, kw_only=True):
+class StatusEvent(Answer, kw_only=True):
     status: OutboxStatus
     detail: str | None
     at: datetime
 
 
-class MessageState(msgspec.Struct, kw_only=True):
+class MessageState(Answer, kw_only=True):
     """A queued message's status and history."""
 
     id: uuid.UUID
@@ -152,29 +160,31 @@ class MessageState(msgspec.Struct, kw_only=True):
     message_id: uuid.UUID | None
     """The stored message (`messages`) once sent."""
     events: list[StatusEvent]
-    expires_at: datetime | None = msgspec.field(default=None, name="expiresAt")
-    fail_reason: str | None = msgspec.field(default=None, name="failReason")
+    expires_at: datetime | None = None
+    fail_reason: str | None = None
     """Why it failed for good: `NOT_ON_WHATSAPP`, `REFUSED`, `NOT_CONFIRMED`, `SEND_ERROR`."""
 
 
-class BulkQueued(msgspec.Struct, kw_only=True):
+class BulkQueued(Answer, kw_only=True):
     index: int
     id: uuid.UUID
     status: OutboxStatus
     not_before: datetime
     created: bool
-    expires_at: datetime | None = msgspec.field(default=None, name="expiresAt")
+    expires_at: datetime | None = None
 
 
-class BulkFailed(msgspec.Struct, kw_only=True):
+class BulkFailed(Answer, kw_only=True):
     index: int
     to: str
     error: str
 
 
-class BulkAnswer(msgspec.Struct, kw_only=True):
-    """What a batch did: how many were queued, each queued message, and which failed and why."""
+class BulkAnswer(Answer, kw_only=True):
+    """What a batch did: how many were queued, each queued message, and which failed and why
+    (`success`: the batch was accepted, even if some of its messages failed)."""
 
+    success: bool = True
     organization_id: uuid.UUID
     queued: int
     failed: int
@@ -182,21 +192,21 @@ class BulkAnswer(msgspec.Struct, kw_only=True):
     errors: list[BulkFailed]
 
 
-class SettingsOut(msgspec.Struct, kw_only=True):
+class SettingsOut(Answer, kw_only=True):
     """An organization's sending settings (the CRM's key names)."""
 
     organization_id: uuid.UUID
-    rate_limiting: RateLimiting = msgspec.field(name="rateLimiting")
+    rate_limiting: RateLimiting
     safety: Safety
 
 
-class WindowUse(msgspec.Struct, kw_only=True):
+class WindowUse(Answer, kw_only=True):
     window: str
     limit: int
     sent: int
 
 
-class QueueState(msgspec.Struct, kw_only=True):
+class QueueState(Answer, kw_only=True):
     """An organization's send queue right now."""
 
     organization_id: uuid.UUID
@@ -209,7 +219,7 @@ class QueueState(msgspec.Struct, kw_only=True):
     concurrency: int
 
 
-class Resumed(msgspec.Struct, kw_only=True):
+class Resumed(Answer, kw_only=True):
     organization_id: uuid.UUID
     sending_paused: bool
     was_paused: bool
@@ -235,14 +245,14 @@ class SendingStoppedError(ApiError):
 
 class RateLimitedError(ApiError):
     """429 with the limit that refused: `error.limit` is `{window, limit, remaining,
-    reset_at}`; `Retry-After` says the same in seconds."""
+    resetAt}`; `Retry-After` says the same in seconds."""
 
     def __init__(self, exc: RateLimited) -> None:
         refusal = exc.refusal
         super().__init__(429, "rate_limited", str(exc),
                          headers={"Retry-After": str(refusal.retry_after_s(exc.now))})
         self.limit = {"window": refusal.window, "limit": refusal.limit,
-                      "remaining": refusal.remaining, "reset_at": refusal.reset_at.isoformat()}
+                      "remaining": refusal.remaining, "resetAt": refusal.reset_at.isoformat()}
 
     def body(self) -> dict[str, Any]:
         answer = super().body()
@@ -274,6 +284,7 @@ def _clock() -> Clock:
 
 def _queued(item: OutboxItem, created: bool) -> QueuedMessage:
     return QueuedMessage(
+        message="Message queued for sending" if created else "Message already queued",
         id=item.id, organization_id=item.organization_id, to=item.to_phone, status=item.status,
         priority=item.priority, sender=item.sender, agent_name=item.agent_name,
         conversation_id=item.conversation_id, client_id=item.client_id,
@@ -313,7 +324,7 @@ _QUEUE_ERRORS = (SendingStopped, RateLimited, InvalidMessage, MassSendingDisable
 @responds(QueuedMessage, 200)
 @body(SendRequest)
 async def send(data: SendRequest) -> Response:
-    """Queue a message; 202 with its id (200 with the first message when `idempotency_key` was
+    """Queue a message; 202 with its id (200 with the first message when `idempotencyKey` was
     used before). Needs AGENT. The id is the `sendId` of every later feed entry and event about
     the send. 409 `sending_paused` / `account_banned` while the organization's sending is
     stopped (`error.reason`, `error.resume`). 429 when the hour or day limit has no room
@@ -349,7 +360,8 @@ async def send_bulk(data: BulkRequest) -> Response:
                          expires_at=m.expires_at or data.expires_at) for m in data.messages]
     try:
         result = await queue_bulk(_db(), organization_id=org_id, messages=messages,
-                                  priority=data.priority, sender="HUMAN", confirm=data.confirm,
+                                  priority=data.priority, sender="HUMAN",
+                                  confirm=data.confirm or data.require_confirmation is False,
                                   clock=_clock(), bus=_bus())
     except _QUEUE_ERRORS as exc:
         raise _refused(exc, org_id) from None

@@ -14,13 +14,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import msgspec
 from quart import Blueprint, Response, request
 from quart_schema import hide, tag
 
 from wad.api import auth
 from wad.api.context import current
 from wad.api.errors import ApiError
+from wad.api.schemas import Answer
 from wad.api.validation import reply, responds
 from wad.db.models import Role
 from wad.db.pool import Database
@@ -42,7 +42,7 @@ PAGE_HEADERS = {
 }
 
 
-class MessagesToday(msgspec.Struct):
+class MessagesToday(Answer, kw_only=True):
     """Messages since midnight (the database's time zone), by direction."""
 
     received: int
@@ -59,14 +59,14 @@ class OrganizationOverview(SessionSummary, frozen=True, kw_only=True):
     updated_at: datetime | None
 
 
-class Caller(msgspec.Struct):
+class Caller(Answer, kw_only=True):
     """Who asked: the token's role and organization (None for the super admin)."""
 
     role: Role
     organization_id: uuid.UUID | None
 
 
-class Overview(msgspec.Struct):
+class Overview(Answer, kw_only=True):
     """`GET /api/overview`."""
 
     caller: Caller
@@ -111,9 +111,9 @@ async def organization_page(org: str) -> Response:
 @responds(Overview, errors=(401, 403, 404))
 async def get_overview() -> Response:
     """What the status page shows, for the organizations the token may see (the super admin:
-    all; another token: its own). `?organization_id=` narrows it to one."""
+    all; another token: its own). `?organizationId=` narrows it to one."""
     principal = auth.current()
-    wanted = request.args.get("organization_id")
+    wanted = request.args.get("organizationId")
     org_id: uuid.UUID | None = None
     if wanted:
         org_id = auth.parse_uuid(wanted, what="organization")

@@ -1,5 +1,9 @@
 """`/api/whatsapp/...`: linking, status and the life of an organization's WhatsApp session.
 
+The bodies are the CRM's plan's (`wad.api.schemas`): status `{organizationId, status,
+lastConnectedAt, lastDisconnectedAt, errorMessage, ...}`, QR `{qrCode, ...}` (null when there is
+none), connect, disconnect and logout `{success, organizationId, status, shouldRun}`.
+
 Status and QR answers come from the database (`whatsapp_sessions`), so any daemon sharing it can
 answer them; the actions (connect, disconnect, logout, pairing code) go to this daemon's
 organization manager.
@@ -89,25 +93,25 @@ async def _manager_call(what: str, call: Any) -> Any:
 def _status(org_id: uuid.UUID, row: WhatsAppSession | None) -> SessionStatus:
     if row is None:
         return SessionStatus(
-            organization_id=org_id, state="DISCONNECTED", should_run=False, phone_number=None,
-            push_name=None, qr_available=False, qr_issued_at=None, pairing_code_issued_at=None,
-            last_error=None, last_connected_at=None, last_disconnected_at=None,
-            sending_paused=False, sending_paused_reason=None, node_id=None, updated_at=None)
+            organization_id=org_id, status="DISCONNECTED", last_connected_at=None,
+            last_disconnected_at=None, error_message=None, should_run=False,
+            phone_number=None, push_name=None, qr_available=False, qr_issued_at=None,
+            pairing_code_issued_at=None, sending_paused=False, sending_paused_reason=None,
+            node_id=None, updated_at=None)
     return SessionStatus(
-        organization_id=org_id, state=row.state, should_run=row.should_run,
-        phone_number=row.phone_number, push_name=row.push_name,
+        organization_id=org_id, status=row.state, last_connected_at=row.last_connected_at,
+        last_disconnected_at=row.last_disconnected_at, error_message=row.last_error,
+        should_run=row.should_run, phone_number=row.phone_number, push_name=row.push_name,
         qr_available=row.state == "QR_CODE_PENDING" and row.qr_payload is not None,
         qr_issued_at=row.qr_issued_at, pairing_code_issued_at=row.pairing_code_issued_at,
-        last_error=row.last_error, last_connected_at=row.last_connected_at,
-        last_disconnected_at=row.last_disconnected_at, sending_paused=row.sending_paused,
-        sending_paused_reason=row.sending_paused_reason, node_id=row.node_id,
-        updated_at=row.updated_at)
+        sending_paused=row.sending_paused, sending_paused_reason=row.sending_paused_reason,
+        node_id=row.node_id, updated_at=row.updated_at)
 
 
 async def _action_result(org_id: uuid.UUID, status: int) -> Response:
     row = await sessions_repo.get(_db(), organization_id=org_id)
     return reply(SessionAction(organization_id=org_id,
-                               state=row.state if row else "DISCONNECTED",
+                               status=row.state if row else "DISCONNECTED",
                                should_run=row.should_run if row else False), status)
 
 
@@ -150,26 +154,29 @@ async def status(org_id: uuid.UUID) -> Response:
 @bp.get("/qr/<org>")
 @tag(["whatsapp"])
 @responds(QrCode, errors=(400, 401, 403, 404, 409))
-@org_route("ADMIN")
+@org_route("VIEWER")
 async def qr(org_id: uuid.UUID) -> Response:
-    """The current QR payload (JSON), or with `?format=png` / `?format=svg` its image. Needs
-    ADMIN: whoever scans it links their account to the organization. 409 when the session is
-    not waiting for a scan."""
+    """The current QR payload: `{qrCode, ...}`, with `qrCode` null when the session is not
+    waiting for a scan. Any token of the organization. With `?format=png` or `?format=svg`, the
+    code as an image instead; 409 `no_qr_code` for an image when there is no code."""
     fmt = request.args.get("format", "json").lower()
     if fmt not in ("json", "png", "svg"):
         raise ApiError(400, "invalid", "`format`: expected json, png or svg", field="format")
     await require_org(org_id)
     row = await sessions_repo.get(_db(), organization_id=org_id)
-    if row is None or row.state != "QR_CODE_PENDING" or not row.qr_payload:
-        state = row.state if row else "DISCONNECTED"
+    state = row.state if row else "DISCONNECTED"
+    pending = row is not None and state == "QR_CODE_PENDING" and bool(row.qr_payload)
+    payload = row.qr_payload if row is not None and pending else None
+    headers = {"Cache-Control": "no-store"}
+    if fmt == "json":
+        return reply(QrCode(qr_code=payload, organization_id=org_id, status=state,
+                            issued_at=row.qr_issued_at if row is not None and pending else None),
+                     headers=headers)
+    if not payload:
         hint = " (connect it first)" if state in ("DISCONNECTED", "LOGGED_OUT", "ERROR") else ""
         raise ApiError(409, "no_qr_code",
                        f"no QR code to show: the session is {state}{hint}")
-    headers = {"Cache-Control": "no-store"}
-    if fmt == "json":
-        return reply(QrCode(organization_id=org_id, state=row.state, payload=row.qr_payload,
-                            issued_at=row.qr_issued_at), headers=headers)
-    return _qr_image(row.qr_payload, fmt, headers)
+    return _qr_image(payload, fmt, headers)
 
 
 def _qr_image(payload: str, fmt: str, headers: dict[str, str]) -> Response:
@@ -197,7 +204,7 @@ async def pairing_code(org_id: uuid.UUID, data: PairingCodeRequest) -> Response:
     try:
         number = phone.normalize(data.phone_number)
     except phone.InvalidPhoneNumber as exc:
-        raise ApiError(400, "invalid", f"`phone_number`: {exc}", field="phone_number") from None
+        raise ApiError(400, "invalid", f"`phoneNumber`: {exc}", field="phoneNumber") from None
     await require_org(org_id)
     code = await _manager_call("pairing code",
                                manager().request_pairing_code(org_id, number))

@@ -14,17 +14,19 @@ from wad.db.pool import Executor
 from wad.db.repo import many
 
 
-class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
+class SessionSummary(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """An organization and its session (DISCONNECTED if none yet): how every overview of
-    organizations begins."""
+    organizations begins. The API answers these as they are, so their JSON names are camelCase
+    and `status` and `error_message` are named as in `GET /api/whatsapp/status/{org}`."""
 
     organization_id: uuid.UUID
     name: str
-    state: SessionState
+    status: SessionState
+    """The session's state."""
     should_run: bool
     phone_number: str | None
     push_name: str | None
-    last_error: str | None
+    error_message: str | None
 
 
 def summary_fields(line: SessionSummary) -> dict[str, Any]:
@@ -48,9 +50,9 @@ async def organizations(db: Executor, *, organization_id: uuid.UUID | None = Non
     """Every organization (or one) with its session state, oldest organization first."""
     rows = await db.fetch(
         """SELECT o.id AS organization_id, o.name,
-                  coalesce(s.state, 'DISCONNECTED') AS state,
+                  coalesce(s.state, 'DISCONNECTED') AS status,
                   coalesce(s.should_run, false) AS should_run,
-                  s.phone_number, s.push_name, s.last_error, s.last_connected_at,
+                  s.phone_number, s.push_name, s.last_error AS error_message, s.last_connected_at,
                   s.last_disconnected_at, s.node_id, s.updated_at,
                   (SELECT count(*) FROM messages m WHERE m.organization_id = o.id
                    AND m.processing_state = 'FAILED')::int AS parked_messages
@@ -74,8 +76,9 @@ class StatusLine(SessionSummary, frozen=True, kw_only=True):
 
 
 _STATUS_PAGE = """
-SELECT o.id AS organization_id, o.name, coalesce(s.state, 'DISCONNECTED') AS state,
-       coalesce(s.should_run, false) AS should_run, s.phone_number, s.push_name, s.last_error,
+SELECT o.id AS organization_id, o.name, coalesce(s.state, 'DISCONNECTED') AS status,
+       coalesce(s.should_run, false) AS should_run, s.phone_number, s.push_name,
+       s.last_error AS error_message,
        s.updated_at,
        coalesce(q.queued, 0)::int AS queued, q.oldest_s::float8 AS oldest_s,
        coalesce(q.sending, 0)::int AS sending,

@@ -54,7 +54,7 @@ class QueueError(WadError):
 
 
 class InvalidMessage(QueueError):
-    """A field of the message is wrong; `field` names it (`to`, `content`, `conversation_id`)."""
+    """A field of the message is wrong; `field` names it as the API does (`to`, `content`, `conversationId`)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -201,10 +201,10 @@ async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
     if conversation_id is not None:
         found = await conversations_repo.get(tx, conversation_id=conversation_id)
         if found is None or found.organization_id != organization_id:
-            raise InvalidMessage("conversation_id", "`conversation_id`: no such conversation "
+            raise InvalidMessage("conversationId", "`conversationId`: no such conversation "
                                  "in this organization")
         if found.client_id != client.id:
-            raise InvalidMessage("conversation_id", f"`conversation_id`: that conversation is "
+            raise InvalidMessage("conversationId", f"`conversationId`: that conversation is "
                                  f"with another client, not {number}")
         return client.id, found.id
     conversation, _ = await conversations_repo.get_or_create_active(

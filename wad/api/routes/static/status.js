@@ -98,7 +98,7 @@
   // -- the overview ------------------------------------------------------------------------------
 
   async function loadOverview() {
-    const path = "/api/overview" + (page.only ? "?organization_id=" + page.only : "");
+    const path = "/api/overview" + (page.only ? "?organizationId=" + page.only : "");
     const response = await api("GET", path);
     if (!response.ok) {
       notice(await errorText(response));
@@ -111,7 +111,7 @@
       ? "· " + body.organizations[0].name : "";
     const seen = new Set();
     for (const org of body.organizations) {
-      seen.add(org.organization_id);
+      seen.add(org.organizationId);
       upsert(org);
     }
     for (const [id, entry] of page.orgs) {
@@ -140,12 +140,12 @@
   }
 
   function upsert(org) {
-    let entry = page.orgs.get(org.organization_id);
+    let entry = page.orgs.get(org.organizationId);
     if (!entry) {
       const card = $("org-card").content.firstElementChild.cloneNode(true);
-      card.dataset.org = org.organization_id;
+      card.dataset.org = org.organizationId;
       entry = { data: org, card, qrDrawn: null, qrUrl: null };
-      page.orgs.set(org.organization_id, entry);
+      page.orgs.set(org.organizationId, entry);
       if (canAdmin()) addActions(entry);
       $("orgs").append(card);
     }
@@ -158,18 +158,18 @@
     const card = entry.card;
     const link = card.querySelector(".name");
     link.textContent = org.name;
-    link.href = "/org/" + org.organization_id;
+    link.href = "/org/" + org.organizationId;
     const state = card.querySelector(".state");
-    state.textContent = STATE_TEXT[org.state] || org.state;
-    state.dataset.state = org.state;
-    card.dataset.state = org.state;
-    card.querySelector(".phone").textContent = org.phone_number || "—";
-    const oldest = org.oldest_queued_s ? " (oldest " + duration(org.oldest_queued_s) + ")" : "";
-    card.querySelector(".queue").textContent = org.queue_depth + " waiting" + oldest;
+    state.textContent = STATE_TEXT[org.status] || org.status;
+    state.dataset.state = org.status;
+    card.dataset.state = org.status;
+    card.querySelector(".phone").textContent = org.phoneNumber || "—";
+    const oldest = org.oldestQueuedS ? " (oldest " + duration(org.oldestQueuedS) + ")" : "";
+    card.querySelector(".queue").textContent = org.queueDepth + " waiting" + oldest;
     card.querySelector(".today").textContent =
-      org.messages_today.received + " in · " + org.messages_today.sent + " out";
-    card.querySelector(".last-error").textContent = org.last_error || "—";
-    const pending = org.state === "QR_CODE_PENDING";
+      org.messagesToday.received + " in · " + org.messagesToday.sent + " out";
+    card.querySelector(".last-error").textContent = org.errorMessage || "—";
+    const pending = org.status === "QR_CODE_PENDING";
     card.querySelector(".waiting").hidden = !(pending && !canAdmin());
     if (pending && canAdmin()) {
       drawQr(entry, org.qr || "current");
@@ -177,8 +177,8 @@
       clearQr(entry);
     }
     const pairing = card.querySelector(".pairing");
-    pairing.hidden = !(org.state === "PAIRING_CODE_PENDING" && org.pairing_code);
-    card.querySelector(".pairing-code").textContent = org.pairing_code || "";
+    pairing.hidden = !(org.status === "PAIRING_CODE_PENDING" && org.pairingCode);
+    card.querySelector(".pairing-code").textContent = org.pairingCode || "";
   }
 
   function duration(seconds) {
@@ -192,7 +192,7 @@
   async function drawQr(entry, payload) {
     if (entry.qrDrawn === payload) return;
     entry.qrDrawn = payload;
-    const id = entry.data.organization_id;
+    const id = entry.data.organizationId;
     let response;
     try {
       response = await api("GET", "/api/whatsapp/qr/" + id + "?format=svg");
@@ -207,7 +207,7 @@
       return;
     }
     const url = URL.createObjectURL(await response.blob());
-    if (entry.qrDrawn !== payload || entry.data.state !== "QR_CODE_PENDING") {
+    if (entry.qrDrawn !== payload || entry.data.status !== "QR_CODE_PENDING") {
       URL.revokeObjectURL(url);
       return;
     }
@@ -234,7 +234,7 @@
   // -- actions (admins only) ---------------------------------------------------------------------
 
   function addActions(entry) {
-    const id = entry.data.organization_id;
+    const id = entry.data.organizationId;
     const bar = document.createElement("div");
     bar.className = "actions";
     const message = entry.card.querySelector(".message");
@@ -260,7 +260,7 @@
     };
 
     button("Connect", "connect", async () => {
-      const r = await api("POST", "/api/whatsapp/connect", { organization_id: id });
+      const r = await api("POST", "/api/whatsapp/connect", { organizationId: id });
       message.textContent = r.ok ? "Connecting…" : await errorText(r);
     });
     button("Disconnect", "disconnect", async () => {
@@ -285,11 +285,11 @@
       ask.disabled = true;
       try {
         const r = await api("POST", "/api/whatsapp/pairing-code/" + id,
-                            { phone_number: phone.value });
+                            { phoneNumber: phone.value });
         if (r.ok) {
           const body = await r.json();
-          entry.data.pairing_code = body.code;
-          entry.data.state = "PAIRING_CODE_PENDING";
+          entry.data.pairingCode = body.code;
+          entry.data.status = "PAIRING_CODE_PENDING";
           render(entry);
           message.textContent = "Type the code on the phone: Linked devices › Link a device › " +
             "Link with phone number instead.";
@@ -319,7 +319,7 @@
   function streamPath() {
     if (page.only) return "/api/whatsapp/events/" + page.only;
     if (page.caller && page.caller.role === "SUPER_ADMIN") return "/api/whatsapp/events";
-    return "/api/whatsapp/events/" + page.caller.organization_id;
+    return "/api/whatsapp/events/" + page.caller.organizationId;
   }
 
   async function follow(generation) {
@@ -396,22 +396,24 @@
       if (kind === "session.status") scheduleRefresh(500); // a new organization
       return;
     }
+    // The event stream's own names (see docs/api.md, "Events"); the entry keeps the
+    // overview's (camelCase, as GET /api/overview answers).
     const payload = body.payload || {};
     if (kind === "session.status") {
-      entry.data.state = payload.state;
-      if ("phone_number" in payload) entry.data.phone_number = payload.phone_number;
-      if ("last_error" in payload) entry.data.last_error = payload.last_error;
+      entry.data.status = payload.state;
+      if ("phone_number" in payload) entry.data.phoneNumber = payload.phone_number;
+      if ("last_error" in payload) entry.data.errorMessage = payload.last_error;
       entry.data.qr = payload.qr || null;
-      entry.data.pairing_code = payload.pairing_code || entry.data.pairing_code || null;
-      if (payload.state !== "PAIRING_CODE_PENDING") entry.data.pairing_code = null;
+      entry.data.pairingCode = payload.pairing_code || entry.data.pairingCode || null;
+      if (payload.state !== "PAIRING_CODE_PENDING") entry.data.pairingCode = null;
       if (payload.state === "CONNECTED") entry.card.querySelector(".message").textContent = "";
       render(entry);
     } else if (kind === "message.received" && !body.snapshot) {
-      entry.data.messages_today.received += 1;
+      entry.data.messagesToday.received += 1;
       render(entry);
       scheduleRefresh(1500);
     } else if (kind === "message.sent" && !body.snapshot) {
-      entry.data.messages_today.sent += 1;
+      entry.data.messagesToday.sent += 1;
       render(entry);
       scheduleRefresh(1500);
     }
