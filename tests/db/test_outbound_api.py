@@ -439,7 +439,7 @@ async def test_a_queued_message_is_cancelled_once_and_only_while_queued(
     assert (published.id, published.status) == (queued["id"], "CANCELLED")
     cancels = [e for e in trail if e.action == "send.cancelled"]
     assert len(cancels) == 1
-    assert cancels[0].detail["send_id"] == queued["id"]
+    assert cancels[0].detail["sendId"] == queued["id"]
 
 
 async def test_expires_at_is_checked_kept_and_answered(live_api: LiveApi) -> None:
