@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.events import Served, Sse, open_stream, serve_app
+from tests.support.events import Served, Sse, feed_message, open_stream, serve_app
 from wad.api.context import Services
 from wad.config import FeedSettings
 from wad.db.pool import Database
@@ -25,13 +25,6 @@ from wad.db.repo import clients as clients_repo
 from wad.db.repo import imports as imports_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.feed import ChangeFeed, Wakeup
-
-
-async def _message(db: Database, org: uuid.UUID, body: str) -> int:
-    """A `message.stored` entry as the inbound actor writes it (payload shape only)."""
-    return await changes.record(db, organization_id=org, kind="message.stored", data={
-        "messageId": str(uuid.uuid4()), "waMessageId": f"false_{uuid.uuid4().hex}", "direction": "IN",
-        "type": "text", "body": body, "caption": None})
 
 
 async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Served) -> None:
@@ -51,8 +44,8 @@ async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Ser
     assert created
     await clients_repo.set_status(db, client_id=client.id, status="QUALIFIED",
                                   detector="test", reason="asked for prices")
-    await _message(db, org, "Салам! Тур на Иссык-Куль?")
-    await _message(db, other, "not yours")
+    await feed_message(db, org, "Салам! Тур на Иссык-Куль?")
+    await feed_message(db, other, "not yours")
     run = await imports_repo.create(db, organization_id=org, source="whatsapp")
     await imports_repo.finish(db, run_id=run.id, status="COMPLETED")
 
@@ -168,8 +161,8 @@ async def test_the_stream_is_the_feed_and_resumes_after_a_cursor(served: Served)
             assert snapshot.data["data"]["status"] == "QR_CODE_PENDING"
             assert "2@abc" not in str(snapshot.data)
 
-            await _message(db, other, "not yours")
-            await _message(db, org, "Салам!")
+            await feed_message(db, other, "not yours")
+            await feed_message(db, org, "Салам!")
             await sessions_repo.set_state(db, organization_id=org, state="CONNECTED")
             first = await reader.next()
             assert (first.event, first.id) == ("message.stored", "2")
@@ -184,7 +177,7 @@ async def test_the_stream_is_the_feed_and_resumes_after_a_cursor(served: Served)
 
         # While nobody listens: three messages and a client.
         for n in range(3):
-            await _message(db, org, str(n))
+            await feed_message(db, org, str(n))
         await clients_repo.upsert(db, organization_id=org, phone="+996555100303")
 
         response, reader = await open_stream(admin, f"/api/whatsapp/events/{org}",
@@ -236,8 +229,8 @@ async def test_the_stream_is_the_feed_and_resumes_after_a_cursor(served: Served)
             try:
                 start = await reader.next()
                 events: list[Sse] = []
-                await _message(db, org, "a")
-                await _message(db, other, "b")
+                await feed_message(db, org, "a")
+                await feed_message(db, other, "b")
                 await sessions_repo.set_state(db, organization_id=other, state="CONNECTING")
                 events = await reader.until(lambda s: s.event == "session.state"
                                             and not s.data.get("snapshot"))
@@ -279,7 +272,7 @@ async def test_a_cursor_older_than_the_retention_gets_410(db: Database, state_di
         org = await served.org("Talas Tours")
         admin = served.client(await served.token("ADMIN", org))
         for n in range(5):
-            await _message(db, org, str(n))
+            await feed_message(db, org, str(n))
         feed = ChangeFeed(db, FeedSettings(retention_days=7))
         # Nothing is old yet: nothing pruned, every cursor good.
         assert await feed.prune() == 0

@@ -17,8 +17,8 @@ from wad import config
 from wad.api.context import AppContext
 from wad.bus import EventBus
 from wad.daemon import Daemon, grace_problems, restart_problems
-from wad.importer.service import ImportService
 from wad.feed import ChangeFeed
+from wad.importer.service import ImportService
 from wad.observe.metrics import Metrics
 from wad.org.context import OrgContext
 from wad.org.manager import OrgManager
