@@ -21,6 +21,15 @@ from wad.db.pool import Executor
 CHANNEL = "wad_changes"
 """The `LISTEN/NOTIFY` channel; the payload is the organization's id."""
 
+KINDS = (
+    "message.stored", "message.sent", "message.status", "message.edited", "message.revoked",
+    "client.created", "client.updated", "client.status",
+    "session.state",
+    "send.failed", "send.cancelled", "send.expired", "sending.paused", "sending.resumed",
+    "import.started", "import.progress", "import.finished",
+)
+"""Every kind of change the feed carries (docs/api.md, Change feed, gives their payloads)."""
+
 
 class Change(msgspec.Struct, frozen=True, kw_only=True):
     """One entry of the feed: `kind` like `message.stored`, `data` its camelCase payload."""
