@@ -62,7 +62,7 @@ class Wakeup:
                     if conn.is_closed():
                         raise ConnectionError("the change feed's listening connection closed")
                     # A cheap round trip finds a connection that died silently.
-                    await conn.fetchval("SELECT 1")
+                    await changes.round_trip(conn)
         finally:
             self.wake()
 

@@ -69,6 +69,11 @@ async def page(db: Executor, *, organization_id: uuid.UUID, after: int,
                    at=r["at"], data=r["data"]) for r in rows]
 
 
+async def round_trip(db: Executor) -> None:
+    """A statement that does nothing: finds a connection that died silently."""
+    await db.fetchval("SELECT 1")
+
+
 async def first_kept(db: Executor, *, organization_id: uuid.UUID) -> int:
     """The lowest cursor still kept for `organization_id`: 1 when nothing was ever pruned (or
     nothing written), the last cursor + 1 when every entry was pruned."""
