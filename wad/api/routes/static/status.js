@@ -335,6 +335,12 @@
           signOut("That token was not accepted (unknown or revoked). Paste another one.");
           return;
         }
+        if (response.status === 410) {
+          // Our position is older than the change feed keeps: start again from the present.
+          page.lastEventId = null;
+          scheduleRefresh(0);
+          continue;
+        }
         if (!response.ok) throw new Error(await errorText(response));
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
@@ -387,31 +393,31 @@
       if (!body.resumed) scheduleRefresh(0); // catch up with what happened before the stream
       return;
     }
-    if (kind === "stream.reset") {
+    if (kind === "stream.end") {
+      if (body.reason === "cursor_expired") page.lastEventId = null;
       scheduleRefresh(0);
       return;
     }
-    const entry = page.orgs.get(body.organization_id);
+    const entry = page.orgs.get(body.organizationId);
     if (!entry) {
-      if (kind === "session.status") scheduleRefresh(500); // a new organization
+      if (kind === "session.state") scheduleRefresh(500); // a new organization
       return;
     }
-    const payload = body.payload || {};
-    if (kind === "session.status") {
-      entry.data.state = payload.state;
-      if ("phone_number" in payload) entry.data.phone_number = payload.phone_number;
-      if ("last_error" in payload) entry.data.last_error = payload.last_error;
-      entry.data.qr = payload.qr || null;
-      entry.data.pairing_code = payload.pairing_code || entry.data.pairing_code || null;
-      if (payload.state !== "PAIRING_CODE_PENDING") entry.data.pairing_code = null;
-      if (payload.state === "CONNECTED") entry.card.querySelector(".message").textContent = "";
+    const data = body.data || {};
+    if (kind === "session.state") {
+      // The feed never carries the QR payload or pairing code: a new one is fetched.
+      entry.data.state = data.status;
+      if ("phoneNumber" in data) entry.data.phone_number = data.phoneNumber;
+      if ("errorMessage" in data) entry.data.last_error = data.errorMessage;
+      entry.data.qr = data.status === "QR_CODE_PENDING" ? (data.qrIssuedAt || "current") : null;
+      if (data.status !== "PAIRING_CODE_PENDING") entry.data.pairing_code = null;
+      else if (data.pairingCodeIssuedAt !== entry.pairingIssuedAt) scheduleRefresh(0);
+      entry.pairingIssuedAt = data.pairingCodeIssuedAt;
+      if (data.status === "CONNECTED") entry.card.querySelector(".message").textContent = "";
       render(entry);
-    } else if (kind === "message.received" && !body.snapshot) {
-      entry.data.messages_today.received += 1;
-      render(entry);
-      scheduleRefresh(1500);
-    } else if (kind === "message.sent" && !body.snapshot) {
-      entry.data.messages_today.sent += 1;
+    } else if (kind === "message.stored" && !body.snapshot) {
+      if (data.direction === "IN") entry.data.messages_today.received += 1;
+      else entry.data.messages_today.sent += 1;
       render(entry);
       scheduleRefresh(1500);
     }
