@@ -193,7 +193,10 @@ async def test_a_500_is_retried_with_exponential_backoff_and_the_next_change_wai
                 mock_clock.jump(0.1)
                 if number < 4:
                     await real_wait(lambda number=number: attempted(number))
-            await real_wait(lambda: trio.to_thread.run_sync(lambda: len(fake.received) == 5))
+            async def all_five() -> bool:
+                return len(fake.received) == 5
+
+            await real_wait(all_five)
             nursery.cancel_scope.cancel()
 
     times = [got["at"] for got in fake.received[:4]]
@@ -228,6 +231,7 @@ async def test_a_restart_resumes_from_the_webhooks_cursor(org_db: Database,
     # While no worker runs, another change is made.
     await said(org_db, "second")
     assert await position(org_db, url) == (0, 1, "the webhook answered 500")
+    assert await deliveries.pending_by_plugin(org_db) == {"webhook": 2}  # what the gauge shows
 
     # Second run: a new plugin manager and worker on the same database sends both, in order.
     pm = manager(org_db, url, **config)
@@ -244,6 +248,7 @@ async def test_a_restart_resumes_from_the_webhooks_cursor(org_db: Database,
     assert all(wad_webhook.verify(SECRET, got["body"], got["headers"]["X-Wad-Signature"])
                for got in fake.received)
     assert await position(org_db, url) == (2, 0, None)
+    assert await deliveries.pending_by_plugin(org_db) == {}
 
 
 async def test_a_new_webhook_starts_with_the_changes_made_from_then_on(

@@ -80,11 +80,20 @@ async def mark_failed(db: Executor, *, delivery_id: int, error: str) -> PluginDe
 
 
 async def pending_by_plugin(db: Executor) -> dict[str, int]:
-    """How many deliveries wait, per plugin (plugins with none are absent)."""
+    """How many deliveries wait, per plugin (plugins with none are absent): pending rows, and
+    for the webhook the changes of the feed it has not delivered yet."""
     rows = await db.fetch(
         """SELECT plugin, count(*) AS pending FROM plugin_deliveries WHERE status = 'PENDING'
-           GROUP BY plugin""")
-    return {row["plugin"]: int(row["pending"]) for row in rows}
+           GROUP BY plugin
+           UNION ALL
+           SELECT 'webhook', coalesce(sum(c.last - w.after), 0) FROM webhook_cursors w
+           JOIN change_cursors c ON c.organization_id = w.organization_id
+           WHERE c.last > w.after""")
+    found: dict[str, int] = {}
+    for row in rows:
+        if row["pending"]:
+            found[row["plugin"]] = found.get(row["plugin"], 0) + int(row["pending"])
+    return found
 
 
 async def record_failed(db: Executor, *, plugin: str, event: str, payload: dict[str, Any],
