@@ -47,6 +47,7 @@ async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Ser
     await feed_message(db, org, "Салам! Тур на Иссык-Куль?")
     await feed_message(db, other, "not yours")
     run = await imports_repo.create(db, organization_id=org, source="whatsapp")
+    await imports_repo.record_chats(db, run_id=run.id, done=[("chat-1", 40), ("chat-2", 2)])
     await imports_repo.finish(db, run_id=run.id, status="COMPLETED")
 
     with trio.fail_after(20):
@@ -55,9 +56,9 @@ async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Ser
         page = r.json()
         kinds = [c["kind"] for c in page["changes"]]
         assert kinds == ["session.state", "client.created", "client.status", "message.stored",
-                         "import.started", "import.finished"]
-        assert [c["cursor"] for c in page["changes"]] == [1, 2, 3, 4, 5, 6]
-        assert page["nextAfter"] == 6 and page["lastCursor"] == 6
+                         "import.started", "import.progress", "import.finished"]
+        assert [c["cursor"] for c in page["changes"]] == [1, 2, 3, 4, 5, 6, 7]
+        assert page["nextAfter"] == 7 and page["lastCursor"] == 7
         state = page["changes"][0]
         assert state["organizationId"] == str(org)
         assert state["data"]["status"] == "QR_CODE_PENDING"
@@ -67,22 +68,25 @@ async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Ser
         assert page["changes"][2]["data"] == page["changes"][2]["data"] | {
             "clientId": str(client.id), "from": "NEW_LEAD", "to": "QUALIFIED"}
         assert page["changes"][3]["data"]["body"] == "Салам! Тур на Иссык-Куль?"
-        assert page["changes"][5]["data"]["importId"] == str(run.id)
-        assert page["changes"][5]["data"]["status"] == "COMPLETED"
+        progress = page["changes"][5]["data"]
+        assert (progress["importId"], progress["chatsDone"], progress["messagesStored"]) == (
+            str(run.id), 2, 42)
+        assert page["changes"][6]["data"]["importId"] == str(run.id)
+        assert page["changes"][6]["data"]["status"] == "COMPLETED"
 
         # Paging: after a cursor, a limit; nextAfter goes on where the page stopped.
         r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": 2, "limit": 2})
         assert [c["cursor"] for c in r.json()["changes"]] == [3, 4]
         assert r.json()["nextAfter"] == 4
-        r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": 6})
-        assert r.json() == {"changes": [], "nextAfter": 6, "lastCursor": 6}
+        r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": 7})
+        assert r.json() == {"changes": [], "nextAfter": 7, "lastCursor": 7}
 
         # A viewer: the session and the messages, without their text; no clients, no imports.
         r = await viewer.get(f"/api/whatsapp/changes/{org}")
         assert [c["kind"] for c in r.json()["changes"]] == ["session.state", "message.stored"]
         assert "body" not in r.json()["changes"][1]["data"]
         assert "Иссык-Куль" not in r.text
-        assert r.json()["nextAfter"] == 6  # the hidden changes are passed over, not repeated
+        assert r.json()["nextAfter"] == 7  # the hidden changes are passed over, not repeated
 
         # Another organization's token, no token, an unknown organization, bad parameters.
         r = await other_admin.get(f"/api/whatsapp/changes/{org}")
