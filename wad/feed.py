@@ -18,7 +18,7 @@ import trio
 
 from wad import log
 from wad.config import FeedSettings
-from wad.db.pool import Database
+from wad.db.pool import WAIT_BACKOFF, Database, database_unavailable
 from wad.db.repo import changes
 
 _log = log.get("feed")
@@ -81,14 +81,35 @@ class ChangeFeed:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Listen and prune until cancelled; a database error propagates (the supervisor
-        restarts the service, readers poll meanwhile)."""
+        """Listen and prune until cancelled. A database outage stops neither: they wait it
+        out (readers poll meanwhile); any other error propagates (the supervisor restarts the
+        service)."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.wakeup.listen, self.db)
+            nursery.start_soon(self._listen)
             task_status.started()
             while True:
-                await self.prune()
+                try:
+                    await self.prune()
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    _log.warning("change feed not pruned: database unavailable",
+                                 error=f"{type(exc).__name__}: {exc}")
                 await trio.sleep(self.settings.prune_interval_s)
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.wakeup.listen(self.db)
+            except Exception as exc:
+                if not database_unavailable(exc) and not isinstance(exc, ConnectionError):
+                    raise
+                failures += 1
+                if failures == 1:
+                    _log.warning("change feed not listening; readers poll meanwhile",
+                                 error=f"{type(exc).__name__}: {exc}")
+                await trio.sleep(WAIT_BACKOFF.delay(failures))
 
     async def prune(self, now: datetime | None = None) -> int:
         """Delete the entries older than the retention; answers how many."""

@@ -316,3 +316,43 @@ async def test_a_cursor_older_than_the_retention_gets_410(db: Database, state_di
         for client in served.clients:
             await client.aclose()
         shutdown.set()
+
+
+async def test_the_feed_service_waits_out_a_database_outage(state_dir: Path, aio_loop: None
+                                                            ) -> None:
+    """The daemon's change-feed service neither crashes nor stops listening for good when
+    the database goes away: it listens again once the database is back."""
+    from tests.support.outage import own_database
+    from wad.db.repo import organizations as orgs_repo
+
+    async with own_database(state_dir) as own, \
+            Database.open(own.dsn, min_size=1, max_size=3) as db:
+        org = (await orgs_repo.create(db, name="Batken Tours")).id
+        feed = ChangeFeed(db, FeedSettings(poll_s=0.5, prune_interval_s=0.2))
+
+        async def notified(count: int) -> None:
+            with trio.fail_after(30):
+                while feed.wakeup.notifications < count:
+                    await feed.wakeup.wait()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(feed.run)
+            await trio.testing.wait_all_tasks_blocked()
+            await changes.record(db, organization_id=org, kind="t.before", data={})
+            await notified(1)
+            await own.stop()
+            await trio.sleep(2)  # listening and pruning both fail meanwhile, and wait
+            await own.start()
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        await changes.record(db, organization_id=org, kind="t.after", data={})
+                        break
+                    except Exception:
+                        await trio.sleep(0.2)
+            # The listener comes back with backoff: a later change wakes the readers again.
+            with trio.fail_after(30):
+                while feed.wakeup.notifications < 2:
+                    await changes.record(db, organization_id=org, kind="t.again", data={})
+                    await feed.wakeup.wait(1.0)
+            nursery.cancel_scope.cancel()
