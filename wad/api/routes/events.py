@@ -45,7 +45,7 @@ from wad.api.errors import ApiError
 from wad.api.routes.changes import check_cursor, visible
 from wad.api.routes.whatsapp import require_org
 from wad.api.validation import streams
-from wad.db.pool import Database
+from wad.db.pool import Database, database_unavailable
 from wad.db.repo import changes as changes_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.feed import Wakeup
@@ -143,6 +143,12 @@ async def _stream(wakeup: Wakeup, db: Database, principal: Principal, position: 
             found = await position.next_changes(db)
         except _Expired:
             yield _frame("stream.end", {"reason": "cursor_expired"})
+            return
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # Reconnecting with the last id resumes once the database is back.
+            yield _frame("stream.end", {"reason": "database_unavailable"})
             return
         for change in found:
             frame = _change_frame(principal, change, with_id=with_id)
