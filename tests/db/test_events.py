@@ -331,14 +331,14 @@ async def test_the_feed_service_waits_out_a_database_outage(state_dir: Path, aio
         feed = ChangeFeed(db, FeedSettings(poll_s=0.5, prune_interval_s=0.2))
 
         async def notified(count: int) -> None:
+            """Until a change wakes the readers (the listener connects in the background)."""
             with trio.fail_after(30):
                 while feed.wakeup.notifications < count:
-                    await feed.wakeup.wait()
+                    await changes.record(db, organization_id=org, kind="t.change", data={})
+                    await feed.wakeup.wait(1.0)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(feed.run)
-            await trio.testing.wait_all_tasks_blocked()
-            await changes.record(db, organization_id=org, kind="t.before", data={})
             await notified(1)
             await own.stop()
             await trio.sleep(2)  # listening and pruning both fail meanwhile, and wait
@@ -351,8 +351,5 @@ async def test_the_feed_service_waits_out_a_database_outage(state_dir: Path, aio
                     except Exception:
                         await trio.sleep(0.2)
             # The listener comes back with backoff: a later change wakes the readers again.
-            with trio.fail_after(30):
-                while feed.wakeup.notifications < 2:
-                    await changes.record(db, organization_id=org, kind="t.again", data={})
-                    await feed.wakeup.wait(1.0)
+            await notified(feed.wakeup.notifications + 1)
             nursery.cancel_scope.cancel()
