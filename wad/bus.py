@@ -2,13 +2,14 @@
 
 Two channels, each a fan-out to bounded subscriber buffers:
 
-- **events** (`publish` / `subscribe`): facts, for whoever listens (the event stream and its
-  log, metrics, the plugins' session notifications, tests). Each `Event` subclass is one kind,
-  its `kind` the tag the event stream shows (`session.status`, `message.received`, ...); every
-  published event gets a sequence number, increasing for the life of the bus.
+- **events** (`publish` / `subscribe`): facts, for whoever listens in the process (metrics,
+  the plugins' session notifications, tests). Each `Event` subclass is one kind, its `kind` its
+  tag (`session.status`, `message.received`, ...); every published event gets a sequence
+  number, increasing for the life of the bus. (The CRM follows the durable change feed,
+  `wad.db.repo.changes`, written with the database's changes, not these.)
 - **signals** (`signal` / `listen`): what an actor must act on (a send's ack, a wake-up after
   queueing, an administrator's resume, the session's new state). They never reach the events'
-  subscribers, so that the event stream, the metrics and the actors each follow only their own.
+  subscribers, so that the metrics and the actors each follow only their own.
 
 Publishing never blocks: a subscriber that falls behind loses the overflow (counted in `dropped`
 and logged), so that a slow listener cannot stall an actor.

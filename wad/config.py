@@ -110,6 +110,19 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return (self.tls_cert_file, self.tls_key_file) if self.tls_cert_file else None
 
 
+class FeedSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The change feed (`GET /api/whatsapp/changes/{org}`, the event stream, webhooks)."""
+
+    retention_days: Annotated[float, Meta(gt=0, le=3650)] = 7.0
+    """Entries older than this are pruned; a reader whose cursor is older gets 410
+    `cursor_expired` and resynchronises through the read API."""
+    poll_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
+    """Readers are woken by `LISTEN/NOTIFY`; they also look this often, in case a notification
+    was lost (the listening connection broke)."""
+    prune_interval_s: Annotated[float, Meta(gt=0, le=86400)] = 3600.0
+    """How often entries past retention are pruned."""
+
+
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """PostgreSQL. With no DSN (here or in `WAD_DATABASE_URL`) a private cluster runs under
     `STATE_DIR/pg`."""
@@ -333,6 +346,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inbound: InboundSettings = msgspec.field(default_factory=InboundSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     imports: ImportSettings = msgspec.field(default_factory=ImportSettings)
+    feed: FeedSettings = msgspec.field(default_factory=FeedSettings)
     plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
     graces: GraceSettings = msgspec.field(default_factory=GraceSettings)
 

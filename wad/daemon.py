@@ -37,7 +37,6 @@ from wad.errors import ConfigError
 from wad.importer.service import ImportService
 from wad.notifications import forward_session_status
 from wad.notify import Notifier
-from wad.observe.eventlog import EventLog
 from wad.org.manager import OrgContext, OrgManager
 from wad.supervise import ChildSpec, Restart, Strategy, Supervisor
 from wad.whatsapp import places
@@ -97,7 +96,6 @@ class Daemon:
                                  plugins=pm)
             ctx = AppContext(settings=self.settings, db=db,
                              services=Services(orgs=manager, bus=bus),
-                             event_log=EventLog(bus),
                              imports=ImportService(settings=self.settings, db=db))
             app = create_app(ctx)  # also makes the metrics, subscribed before anything runs
             root = self.tree(ctx, manager, pm, bus, db)
@@ -138,7 +136,7 @@ class Daemon:
         grace = self.settings.graces.service_s
         api = {spec.id: spec for spec in service_specs(ctx, grace=grace)}
         children = [
-            api["event-log"], api["metrics"],
+            api["change-feed"], api["metrics"],
             # Plugins' background tasks (e.g. webhook deliveries), each its own child.
             ChildSpec("plugins", plugins.task_supervisor(pm, grace=grace).run,
                       restart=Restart.TRANSIENT, shutdown=grace),

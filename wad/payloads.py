@@ -152,7 +152,8 @@ NotificationEvent = Literal[
     "session.status_changed",
     "client.status_changed",
 ]
-"""The names under which notifications travel outside wad (for example in webhook bodies)."""
+"""The names of the notification hooks' events (`hookspecs.NOTIFICATION_HOOKS`); webhooks carry
+the change feed's kinds instead (`wad.db.repo.changes.KINDS`)."""
 
 
 # Answers plugins give -------------------------------------------------------------------------

@@ -1,32 +1,37 @@
-"""Webhook notifier: posts each notification event to the CRM as JSON, signed, retried, durable.
+"""Webhook notifier: posts the change feed to the CRM as JSON, signed, in order, retried, durable.
 
-Every event first becomes a row of `plugin_deliveries` (so it survives a restart); a delivery
-worker, which the daemon runs as this plugin's background task, sends pending rows. A request is
+The webhook delivers the durable change feed (`wad.db.repo.changes`, as
+`GET /api/whatsapp/changes/{org}` pages it): per organization, each change once it commits, in
+cursor order. Its position in each organization's feed (`webhook_cursors`, keyed by a hash of
+the URL) is in the database, so a restart, a crash or another daemon of the database carries on
+exactly where it stopped; a webhook first seen starts with the changes made from then on. A
+worker, which the daemon runs as this plugin's background task, is woken by the feed's
+`LISTEN/NOTIFY` channel (and looks every `poll_interval_s` in any case). A request is
 
     POST <url>
     Content-Type: application/json
-    X-Wad-Event: message.received
-    X-Wad-Delivery: 42
+    X-Wad-Event: message.stored
+    X-Wad-Delivery: <organization id>:<cursor>
     X-Wad-Timestamp: 1760000000
     X-Wad-Signature: sha256=<hex HMAC-SHA256 of the exact body, keyed with the shared secret>
 
-    {"id": 42, "event": "message.received", "organization_id": "...", "created_at": "...",
+    {"cursor": 42, "kind": "message.stored", "organizationId": "...", "at": "...",
      "timestamp": 1760000000, "attempt": 1, "data": {...}}
 
 The timestamp is inside the signed body too, so a receiver can refuse old replays. Any 2xx
 answer delivers; anything else (or no answer) is retried with exponential backoff
-(`backoff_initial_s`, doubling, capped at `backoff_max_s`) up to `max_attempts`, then the row is
-FAILED with the last error. Each attempt first claims the delivery in the database, so workers
-of several daemons never post the same one at once; delivery is still at least once (a worker
-can die after the answer and before recording it): a receiver should ignore a delivery id it
-has seen. Deliveries that fail are retried independently, so events may arrive out of order;
-`id` and `created_at` give the order.
+(`backoff_initial_s`, doubling, capped at `backoff_max_s`) up to `max_attempts`, then that change
+is given up on (a FAILED row of `plugin_deliveries` keeps it for the operator, and the error is
+logged) and the next one follows. An organization's changes wait behind its change being
+retried, so they arrive in order; other organizations' go on. Each attempt first holds the
+organization's feed in the database (a lease), so workers of several daemons never post the
+same change at once; delivery is still at least once (a worker can die after the answer and
+before recording it): a receiver should ignore a (organization, cursor) it has handled.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
 import uuid
 from collections.abc import Sequence
@@ -39,18 +44,10 @@ import trio
 from msgspec import Meta
 
 from wad import environment, hookimpl, log
-from wad.db.models import PluginDelivery
 from wad.db.pool import Database
-from wad.db.repo import deliveries
-from wad.payloads import (
-    BackgroundTask,
-    Client,
-    ClientStatusChange,
-    Message,
-    MessageStatusChange,
-    NotificationEvent,
-    SessionStatusChange,
-)
+from wad.db.repo import changes, deliveries
+from wad.feed import Wakeup
+from wad.payloads import BackgroundTask
 from wad.plugins import PluginContext
 from wad.supervise import Backoff
 
@@ -67,15 +64,16 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Where to POST events (http or https)."""
     secret: str = ""
     """The shared HMAC key. Empty: `WAD_WEBHOOK_SECRET` from the environment (better)."""
-    events: list[NotificationEvent] = []
-    """Only these events (empty: all)."""
+    events: list[str] = []
+    """Only changes of these kinds (e.g. `message.stored`; empty: all); the others are passed
+    over."""
     timeout_s: Annotated[float, Meta(gt=0, le=300)] = 10.0
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 12
     backoff_initial_s: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     backoff_max_s: Annotated[float, Meta(gt=0, le=86400)] = 600.0
     poll_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
-    """How often the worker looks for deliveries written by others (another daemon, a previous
-    run) and for retries that came due; new events wake it at once."""
+    """How often the worker looks at the feed in any case; new changes wake it at once (the
+    feed's notifications)."""
 
     def __post_init__(self) -> None:
         if not self.secret:
@@ -86,6 +84,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             if not self.secret:
                 raise ValueError("secret: required when url is set "
                                  "(or set WAD_WEBHOOK_SECRET)")
+        unknown = sorted(set(self.events) - set(changes.KINDS))
+        if unknown:
+            raise ValueError(f"events: unknown change kinds {unknown}; known: "
+                             f"{', '.join(changes.KINDS)}")
         if self.backoff_initial_s > self.backoff_max_s:
             raise ValueError("backoff_initial_s: must not exceed backoff_max_s")
 
@@ -105,43 +107,33 @@ def backoff(failures: int, config: Config) -> float:
     return Backoff(initial=config.backoff_initial_s, max=config.backoff_max_s).delay(failures)
 
 
-class Doorbell:
-    """Wakes the worker when an event was written, so it need not wait for its next poll."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def ring(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float) -> None:
-        """Until rung or `timeout` seconds passed."""
-        with trio.move_on_after(timeout):
-            await self._event.wait()
-        self._event = trio.Event()
+def webhook_key(url: str) -> str:
+    """What names a webhook in the database (its URL may carry a secret: only a hash is kept)."""
+    return "sha256:" + hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
-def _body(row: PluginDelivery, attempt: int, now: int) -> bytes:
+def _body(change: changes.Change, attempt: int, now: int) -> bytes:
     return msgspec.json.encode({
-        "id": row.id,
-        "event": row.event,
-        "organization_id": row.organization_id,
-        "created_at": row.created_at,
+        "cursor": change.seq,
+        "kind": change.kind,
+        "organizationId": change.organization_id,
+        "at": change.at,
         "timestamp": now,
         "attempt": attempt,
-        "data": row.payload,
+        "data": change.data,
     })
 
 
-async def post(http: httpx.AsyncClient, config: Config, row: PluginDelivery) -> str | None:
-    """One attempt to deliver `row`: None when delivered, else what went wrong."""
+async def post(http: httpx.AsyncClient, config: Config, change: changes.Change, attempt: int
+               ) -> str | None:
+    """One attempt to deliver `change`: None when delivered, else what went wrong."""
     now = int(datetime.now(UTC).timestamp())
-    body = _body(row, row.attempts + 1, now)
+    body = _body(change, attempt, now)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "wad-webhook",
-        "X-Wad-Event": row.event,
-        "X-Wad-Delivery": str(row.id),
+        "X-Wad-Event": change.kind,
+        "X-Wad-Delivery": f"{change.organization_id}:{change.seq}",
         "X-Wad-Timestamp": str(now),
         "X-Wad-Signature": sign(config.secret, body),
     }
@@ -157,106 +149,112 @@ async def post(http: httpx.AsyncClient, config: Config, row: PluginDelivery) -> 
 
 
 CLAIM_LEASE_S = 300.0
-"""How long an attempt holds a delivery against other daemons' workers (longer than any HTTP
-timeout); a worker that dies mid-attempt leaves the delivery to be retried after it."""
+"""How long a worker holds an organization's feed against other daemons' workers (longer than
+any HTTP timeout; renewed after each delivery); a worker that dies leaves it after the lease."""
+PAGE = 50
+"""Changes read from the feed at a time."""
 
 
 async def run_delivery_worker(
-    db: Database, config: Config, *, doorbell: Doorbell | None = None,
+    db: Database, config: Config, *, wakeup: Wakeup | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Send this plugin's pending deliveries until cancelled: those written before it started
-    (by a previous run or another daemon) included. Retries wait in memory on Trio's clock and
-    are recorded in the row (`attempts`, `next_attempt_at`, `last_error`), so a restart resumes
-    them. Database errors propagate (the daemon restarts the task)."""
-    doorbell = doorbell or Doorbell()
-    scheduled: set[int] = set()  # the deliveries in `timeline`
-    timeline: list[tuple[float, int]] = []  # (trio time when due, delivery id)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_s)) as http:
+    """Deliver the feed's changes until cancelled, from where this webhook stopped (in a
+    previous run or on another daemon). Retries wait in memory on Trio's clock and are recorded
+    in the database (`attempts`, `next_attempt_at`, `last_error`), so a restart resumes them.
+    Database errors propagate (the daemon restarts the task)."""
+    key = webhook_key(config.url)
+    since = await deliveries.register_webhook(db, webhook=key)
+    wakeup = wakeup or Wakeup(config.poll_interval_s)
+    timeline: dict[uuid.UUID, float] = {}  # organization -> trio time its next attempt is due
+    async with (httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_s)) as http,
+                trio.open_nursery() as nursery):
+        await nursery.start(wakeup.listen, db)
         task_status.started()
         while True:
-            for row in await deliveries.due(db, plugin=NAME, limit=100):
-                if row.id not in scheduled:
-                    scheduled.add(row.id)
-                    heapq.heappush(timeline, (trio.current_time(), row.id))
-            while timeline and timeline[0][0] <= trio.current_time():
-                _, delivery_id = heapq.heappop(timeline)
-                scheduled.remove(delivery_id)
-                # Several daemons may run this worker on one database: one attempt at a time.
-                claimed = await deliveries.claim(db, delivery_id=delivery_id,
-                                                 lease_s=CLAIM_LEASE_S)
-                if claimed is None:
-                    continue  # delivered meanwhile, or another daemon is attempting it
-                retry_at = await _attempt(db, http, config, claimed)
+            for org in await deliveries.webhook_due(db, webhook=key):
+                timeline.setdefault(org, trio.current_time())
+            for org, due in sorted(timeline.items(), key=lambda item: item[1]):
+                if due > trio.current_time():
+                    continue
+                del timeline[org]
+                retry_at = await _deliver(db, http, config, key, since, org)
                 if retry_at is not None:
-                    scheduled.add(delivery_id)
-                    heapq.heappush(timeline, (retry_at, delivery_id))
+                    timeline[org] = retry_at
             wait = config.poll_interval_s
             if timeline:
-                wait = min(wait, max(0.0, timeline[0][0] - trio.current_time()))
-            await doorbell.wait(wait)
+                wait = min(wait, max(0.0, min(timeline.values()) - trio.current_time()))
+            await wakeup.wait(wait)
 
 
-async def _attempt(db: Database, http: httpx.AsyncClient, config: Config, row: PluginDelivery
-                   ) -> float | None:
-    """Attempt one delivery and record the outcome; the trio time of the retry, if any."""
-    error = await post(http, config, row)
-    answered_at = trio.current_time()  # the backoff counts from the failure, not the bookkeeping
-    # Once the CRM has answered, record it even if we are being stopped: an unrecorded success
-    # would be sent again after the restart.
-    with trio.CancelScope(shield=True), trio.move_on_after(10):
-        return await _record(db, config, row, error, answered_at)
-    return None
+async def _deliver(db: Database, http: httpx.AsyncClient, config: Config, key: str,
+                   since: datetime, org: uuid.UUID) -> float | None:
+    """Deliver the organization's pending changes in order, holding its feed meanwhile; the
+    trio time of the retry when one fails (the rest wait behind it)."""
+    claimed = await deliveries.webhook_claim(db, webhook=key, organization_id=org, since=since,
+                                             lease_s=CLAIM_LEASE_S)
+    if claimed is None:
+        return None  # another daemon's worker holds it, or its retry is not due
+    after, attempts = claimed
+    try:
+        while True:
+            page = await changes.page(db, organization_id=org, after=after, limit=PAGE)
+            if not page:
+                return None
+            for change in page:
+                if config.events and change.kind not in config.events:
+                    after = change.seq
+                    continue
+                error = await post(http, config, change, attempts + 1)
+                answered_at = trio.current_time()  # the backoff counts from the failure
+                # Once the CRM has answered, record it even if we are being stopped: an
+                # unrecorded success would be sent again after the restart.
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    retry_in = await _record(db, config, key, change, attempts + 1, error)
+                if retry_in is not None:
+                    return answered_at + retry_in
+                after, attempts = change.seq, 0
+            await deliveries.webhook_advance(db, webhook=key, organization_id=org, after=after,
+                                             lease_s=CLAIM_LEASE_S)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await deliveries.webhook_release(db, webhook=key, organization_id=org)
 
 
-async def _record(db: Database, config: Config, row: PluginDelivery, error: str | None,
-                  answered_at: float) -> float | None:
+async def _record(db: Database, config: Config, key: str, change: changes.Change, failures: int,
+                  error: str | None) -> float | None:
+    """Record an attempt's outcome; the seconds until the retry, if there is one."""
+    org = change.organization_id
     if error is None:
-        await deliveries.mark_delivered(db, delivery_id=row.id)
-        _log.debug("webhook delivered", delivery=row.id, webhook_event=row.event,
-                   attempts=row.attempts + 1)
+        await deliveries.webhook_advance(db, webhook=key, organization_id=org, after=change.seq,
+                                         lease_s=CLAIM_LEASE_S)
+        _log.debug("webhook delivered", cursor=change.seq, kind=change.kind,
+                   attempts=failures)
         return None
-    failures = row.attempts + 1
     if failures >= config.max_attempts:
-        await deliveries.mark_failed(db, delivery_id=row.id, error=error)
-        _log.error("webhook delivery failed for good", delivery=row.id, webhook_event=row.event,
+        await deliveries.record_failed(
+            db, plugin=NAME, event=change.kind, organization_id=org, attempts=failures,
+            error=error, payload={"cursor": change.seq, "data": change.data})
+        await deliveries.webhook_advance(db, webhook=key, organization_id=org, after=change.seq,
+                                         lease_s=CLAIM_LEASE_S)
+        _log.error("webhook delivery failed for good", cursor=change.seq, kind=change.kind,
                    attempts=failures, error=error)
         return None
     delay = backoff(failures, config)
-    updated = await deliveries.mark_retry(
-        db, delivery_id=row.id, error=error,
-        next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
-    _log.warning("webhook delivery failed; will retry", delivery=row.id, webhook_event=row.event,
+    await deliveries.webhook_failed(db, webhook=key, organization_id=org, error=error,
+                                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
+    _log.warning("webhook delivery failed; will retry", cursor=change.seq, kind=change.kind,
                  attempts=failures, retry_in_s=delay, error=error)
-    if updated is None:  # delivered or given up by someone else meanwhile
-        return None
-    return answered_at + delay
+    return delay
 
 
 class WebhookPlugin:
-    """The plugin object (one per plugin manager, so each has its own doorbell)."""
-
-    def __init__(self) -> None:
-        self.doorbell = Doorbell()
+    """The plugin object."""
 
     @staticmethod
     def _config(ctx: PluginContext) -> Config:
         config = ctx.plugin_config(NAME)
         return config if isinstance(config, Config) else msgspec.convert(config or {}, Config)
-
-    async def _record(self, ctx: PluginContext, event: NotificationEvent,
-                      organization_id: uuid.UUID, data: dict[str, Any]) -> None:
-        config = self._config(ctx)
-        if not config.url or (config.events and event not in config.events):
-            return
-        if ctx.db is None:
-            _log.warning("no database to record the webhook delivery; event dropped",
-                         webhook_event=event)
-            return
-        await deliveries.enqueue(ctx.db, plugin=NAME, event=event,
-                                 payload=msgspec.to_builtins(data),
-                                 organization_id=organization_id)
-        self.doorbell.ring()
 
     @hookimpl
     def wad_plugin_config_type(self) -> type[Any]:
@@ -271,37 +269,6 @@ class WebhookPlugin:
 
         async def deliver(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                           ) -> None:
-            await run_delivery_worker(db, config, doorbell=self.doorbell,
-                                      task_status=task_status)
+            await run_delivery_worker(db, config, task_status=task_status)
 
         return [BackgroundTask(name="deliveries", run=deliver)]
-
-    @hookimpl
-    async def wad_message_received(self, ctx: PluginContext, message: Message,
-                                   client: Client | None) -> None:
-        await self._record(ctx, "message.received", message.organization_id,
-                           {"message": message, "client": client})
-
-    @hookimpl
-    async def wad_message_sent(self, ctx: PluginContext, message: Message,
-                               client: Client | None) -> None:
-        await self._record(ctx, "message.sent", message.organization_id,
-                           {"message": message, "client": client})
-
-    @hookimpl
-    async def wad_message_status_changed(self, ctx: PluginContext,
-                                         change: MessageStatusChange) -> None:
-        await self._record(ctx, "message.status_changed", change.organization_id,
-                           msgspec.structs.asdict(change))
-
-    @hookimpl
-    async def wad_session_status_changed(self, ctx: PluginContext,
-                                         change: SessionStatusChange) -> None:
-        await self._record(ctx, "session.status_changed", change.organization_id,
-                           msgspec.structs.asdict(change))
-
-    @hookimpl
-    async def wad_client_status_changed(self, ctx: PluginContext,
-                                        change: ClientStatusChange) -> None:
-        await self._record(ctx, "client.status_changed", change.organization_id,
-                           msgspec.structs.asdict(change))

@@ -132,7 +132,7 @@ def test_cli_drives_a_running_daemon(daemon: DaemonProcess, state_dir: Path,
     assert tree.startswith("node ")
     assert "no organization is running on this daemon" in tree
     # Every long-lived task of the daemon is in the tree, with its restart count.
-    for task in ("event-log", "metrics", "plugins", "notifications", "imports", "orgs"):
+    for task in ("change-feed", "metrics", "plugins", "notifications", "imports", "orgs"):
         assert any(f"─ {task}  " in line and line.endswith("  restarts 0")
                    for line in tree.splitlines()), (task, tree)
     assert "orgs [simple_one_for_one] restarts 0" in tree

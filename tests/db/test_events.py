@@ -1,196 +1,153 @@
-"""The event log and the event stream: order, per-organization windows, resuming with
-`Last-Event-ID`, resets, tenancy and roles, over real HTTP (Hypercorn on port 0).
+"""The change feed over HTTP: `GET /api/whatsapp/changes/{org}` pages, the event stream read
+from the feed (order, resuming with `Last-Event-ID`, roles, the super admin's stream), the
+wake-up by `LISTEN/NOTIFY`, retention and 410 `cursor_expired`, over real HTTP (Hypercorn on
+port 0) and a real PostgreSQL.
 
-The end-to-end run against the simulator and a real Chromium is in tests/live/test_events_live.py.
+Entries are written with the changes they describe (`wad.db.repo`); the daemon-level runs
+(kill -9 and resume, two daemons) are in tests/live/test_feed_live.py.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import trio
 
-from tests.support.bus_helpers import event
-from tests.support.events import Served, Sse, open_stream, serve_app
+from tests.support.events import Served, Sse, feed_message, open_stream, serve_app
 from wad.api.context import Services
-from wad.bus import EventBus
+from wad.config import FeedSettings
 from wad.db.pool import Database
-from wad.observe.eventlog import EventLog, Item
-
-# -- helpers shared with the other stream, metrics and status page tests ---------------------
-
-
-
-
+from wad.db.repo import changes
+from wad.db.repo import clients as clients_repo
+from wad.db.repo import imports as imports_repo
+from wad.db.repo import sessions as sessions_repo
+from wad.feed import ChangeFeed, Wakeup
 
 
-
-
-
-
-
-
-def bus_of(served: Served) -> EventBus:
-    bus = served.ctx.services.bus
-    assert bus is not None
-    return bus
-
-
-# -- the event log itself --------------------------------------------------------------------
-
-
-async def _collect(log: EventLog, orgs: frozenset[uuid.UUID] | None, last_id: str | None,
-                   count: int) -> list[Item]:
-    """The first `count` items a reader gets."""
-    items: list[Item] = []
-    with trio.fail_after(5):
-        async for item in log.follow(orgs, last_id):
-            items.append(item)
-            if len(items) == count:
-                break
-    return items
-
-
-async def test_a_reader_gets_its_organizations_events_in_order_and_resumes_after_an_id(
-        nursery: trio.Nursery) -> None:
-    bus = EventBus()
-    log = EventLog(bus)
-    await nursery.start(log.run)
-    a, b = uuid.uuid4(), uuid.uuid4()
-    bus.publish(event("session.status", a, {"state": "CONNECTING"}))
-    bus.publish(event("session.status", b, {"state": "CONNECTING"}))
-    bus.publish(event("message.received", a, {"body": "1"}))
-    bus.publish(event("outbound.paused", a, {"reason": "test"}))  # not a streamed kind
-    bus.publish(event("message.sent", a, {"body": "2"}))
-    await trio.testing.wait_all_tasks_blocked()
-
-    # A new reader: where it is, the latest status of its organization, then what comes.
-    items = []
-    async with trio.open_nursery() as readers:
-        async def read() -> None:
-            items.extend(await _collect(log, frozenset({a}), None, 3))
-        readers.start_soon(read)
-        await trio.testing.wait_all_tasks_blocked()
-        bus.publish(event("message.received", b, {"body": "other"}))
-        bus.publish(event("message.received", a, {"body": "3"}))
-    assert [i.type for i in items] == ["start", "snapshot", "event"]
-    assert items[1].event is not None and items[1].event.payload() == {
-        "state": "CONNECTING", "previous": None, "qr": None, "pairing_code": None,
-        "last_error": None, "phone_number": None}
-    assert items[2].event is not None and items[2].event.payload()["body"] == "3"
-    assert items[0].cursor == 5  # the position before "3": the bus's sequence so far
-
-    # Resuming after the first event of `a`: the rest of `a`, in order, nothing of `b`.
-    first = log.since(frozenset({a}), 0)[0][0]
-    items = await _collect(log, frozenset({a}), log.event_id(first), 4)
-    assert [i.type for i in items] == ["start", "event", "event", "event"]
-    assert items[0].resumed
-    assert [i.event.payload()["body"] for i in items[1:] if i.event] == ["1", "2", "3"]
-
-    # Every organization (the super admin): all kinds that are streamed, in publication order.
-    events, gap = log.since(None, 0)
-    assert not gap
-    assert [(e.org_id, e.kind) for e in events] == [
-        (a, "session.status"), (b, "session.status"), (a, "message.received"),
-        (a, "message.sent"), (b, "message.received"), (a, "message.received")]
-
-
-async def test_an_id_older_than_the_window_or_of_another_run_resets(
-        nursery: trio.Nursery) -> None:
-    bus = EventBus()
-    log = EventLog(bus, capacity=3)
-    await nursery.start(log.run)
-    a, b = uuid.uuid4(), uuid.uuid4()
-    bus.publish(event("session.status", a, {"state": "QR_CODE_PENDING", "qr": "q1"}))
-    first = bus.publish(event("message.received", a, {"body": "1"}))
-    for n in range(2, 5):
-        bus.publish(event("message.received", a, {"body": str(n)}))
-    for n in range(10):  # another organization's traffic does not push `a`'s events out
-        bus.publish(event("message.received", b, {"body": str(n)}))
-    await trio.testing.wait_all_tasks_blocked()
-
-    # `a` keeps its last 3 events: n=2..4. After n=1 nothing is missing; after the status it is.
-    items = await _collect(log, frozenset({a}), log.event_id(first), 4)
-    assert [i.type for i in items] == ["start", "event", "event", "event"]
-    assert [i.event.payload()["body"] for i in items[1:] if i.event] == ["2", "3", "4"]
-
-    status_id = f"{log.boot}-1"
-    items = await _collect(log, frozenset({a}), status_id, 3)
-    assert [i.type for i in items] == ["start", "reset", "snapshot"]
-    assert "no longer kept" in items[1].reason
-    # The status that left the ring is still known: the reader learns the QR at once.
-    assert items[2].event is not None and items[2].event.payload()["qr"] == "q1"
-    assert items[1].cursor == log.last_seq
-
-    for stale in ("0badc0de-3", "garbage", f"{log.boot}-99999"):
-        items = await _collect(log, frozenset({a}), stale, 2)
-        assert [i.type for i in items] == ["start", "reset"], stale
-
-
-async def test_a_reader_that_falls_a_whole_window_behind_is_reset(nursery: trio.Nursery) -> None:
-    bus = EventBus()
-    log = EventLog(bus, capacity=5)
-    await nursery.start(log.run)
-    org = uuid.uuid4()
-    reader = log.follow(frozenset({org}), None)
-    assert (await reader.__anext__()).type == "start"
-    bus.publish(event("message.received", org, {"body": "0"}))
-    await trio.testing.wait_all_tasks_blocked()
-    assert (await reader.__anext__()).event is not None
-    # The reader does not ask for a while; 20 events pass, more than the window.
-    for n in range(1, 21):
-        bus.publish(event("message.received", org, {"body": str(n)}))
-    await trio.testing.wait_all_tasks_blocked()
-    item = await reader.__anext__()
-    assert item.type == "reset"
-    assert "fell behind" in item.reason
-    bus.publish(event("message.received", org, {"body": "21"}))
-    await trio.testing.wait_all_tasks_blocked()
-    item = await reader.__anext__()
-    assert item.type == "event" and item.event is not None and item.event.payload()["body"] == "21"
-    await reader.aclose()  # type: ignore[attr-defined]  # follow() is an async generator
-
-
-async def test_idle_readers_get_keepalives_and_closing_ends_them(
-        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
-    bus = EventBus()
-    log = EventLog(bus)
-    await nursery.start(log.run)
-    items: list[str] = []
-
-    async def read() -> None:
-        async for item in log.follow(None, None, idle_s=15):
-            items.append(item.type)
-
-    async with trio.open_nursery() as readers:
-        readers.start_soon(read)
-        await trio.sleep(46)
-        log.close()
-    assert items == ["start", "idle", "idle", "idle"]
-    # A closed log lets go of its bus subscription.
-    bus.publish(event("message.received", uuid.uuid4(), {}))
-    assert not log.since(None, 0)[0]
-
-
-# -- the stream over HTTP ----------------------------------------------------------------------
-
-
-async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
-        served: Served) -> None:
-    bus = bus_of(served)
+async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Served) -> None:
+    db = served.db
     org = await served.org("Issyk-Kul Tours")
     other = await served.org("Osh Travel")
     admin = served.client(await served.token("ADMIN", org))
     viewer = served.client(await served.token("VIEWER", org))
-    agent = served.client(await served.token("AGENT", org))
     other_admin = served.client(await served.token("ADMIN", other))
     root = served.client(await served.token("SUPER_ADMIN"))
 
-    bus.publish(event("session.status", org, {"state": "QR_CODE_PENDING", "qr": "2@abc,def",
-                                        "pairing_code": None, "last_error": None,
-                                        "phone_number": None}))
+    # Real writes put their entries in the feed.
+    await sessions_repo.set_state(db, organization_id=org, state="QR_CODE_PENDING",
+                                  qr_payload="2@secret-qr,abc")
+    client, created = await clients_repo.upsert(db, organization_id=org, phone="+996555100301",
+                                                push_name="Aibek")
+    assert created
+    await clients_repo.set_status(db, client_id=client.id, status="QUALIFIED",
+                                  detector="test", reason="asked for prices")
+    await feed_message(db, org, "Салам! Тур на Иссык-Куль?")
+    await feed_message(db, other, "not yours")
+    run = await imports_repo.create(db, organization_id=org, source="whatsapp")
+    await imports_repo.record_chats(db, run_id=run.id, done=[("chat-1", 40), ("chat-2", 2)])
+    await imports_repo.finish(db, run_id=run.id, status="COMPLETED")
+
     with trio.fail_after(20):
+        r = await admin.get(f"/api/whatsapp/changes/{org}")
+        assert r.status_code == 200, r.text
+        page = r.json()
+        kinds = [c["kind"] for c in page["changes"]]
+        assert kinds == ["session.state", "client.created", "client.status", "message.stored",
+                         "import.started", "import.progress", "import.finished"]
+        assert [c["cursor"] for c in page["changes"]] == [1, 2, 3, 4, 5, 6, 7]
+        assert page["nextAfter"] == 7 and page["lastCursor"] == 7
+        state = page["changes"][0]
+        assert state["organizationId"] == str(org)
+        assert state["data"]["status"] == "QR_CODE_PENDING"
+        assert state["data"]["qrIssuedAt"] is not None
+        assert "secret-qr" not in r.text  # never the QR payload
+        assert page["changes"][1]["data"]["phone"] == "+996555100301"
+        assert page["changes"][2]["data"] == page["changes"][2]["data"] | {
+            "clientId": str(client.id), "from": "NEW_LEAD", "to": "QUALIFIED"}
+        assert page["changes"][3]["data"]["body"] == "Салам! Тур на Иссык-Куль?"
+        progress = page["changes"][5]["data"]
+        assert (progress["importId"], progress["chatsDone"], progress["messagesStored"]) == (
+            str(run.id), 2, 42)
+        assert page["changes"][6]["data"]["importId"] == str(run.id)
+        assert page["changes"][6]["data"]["status"] == "COMPLETED"
+
+        # Paging: after a cursor, a limit; nextAfter goes on where the page stopped.
+        r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": 2, "limit": 2})
+        assert [c["cursor"] for c in r.json()["changes"]] == [3, 4]
+        assert r.json()["nextAfter"] == 4
+        r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": 7})
+        assert r.json() == {"changes": [], "nextAfter": 7, "lastCursor": 7}
+
+        # A viewer: the session and the messages, without their text; no clients, no imports.
+        r = await viewer.get(f"/api/whatsapp/changes/{org}")
+        assert [c["kind"] for c in r.json()["changes"]] == ["session.state", "message.stored"]
+        assert "body" not in r.json()["changes"][1]["data"]
+        assert "Иссык-Куль" not in r.text
+        assert r.json()["nextAfter"] == 7  # the hidden changes are passed over, not repeated
+
+        # Another organization's token, no token, an unknown organization, bad parameters.
+        r = await other_admin.get(f"/api/whatsapp/changes/{org}")
+        assert r.status_code == 403
+        r = await served.client().get(f"/api/whatsapp/changes/{org}")
+        assert r.status_code == 401
+        r = await root.get(f"/api/whatsapp/changes/{uuid.uuid4()}")
+        assert r.status_code == 404
+        for params in ({"after": -1}, {"after": "x"}, {"limit": 0}, {"limit": 1001}):
+            r = await admin.get(f"/api/whatsapp/changes/{org}", params=params)
+            assert r.status_code == 400, params
+            assert r.json()["error"]["code"] == "invalid"
+        r = await other_admin.get(f"/api/whatsapp/changes/{other}")
+        assert [c["data"]["body"] for c in r.json()["changes"]] == ["not yours"]
+
+
+async def test_an_entry_commits_with_its_change_and_vanishes_with_it(db: Database) -> None:
+    from wad.db.repo import organizations as orgs_repo
+    org = (await orgs_repo.create(db, name="Karakol Tours")).id
+
+    class Abandon(Exception):
+        pass
+
+    async def abandoned() -> None:
+        async with db.transaction() as tx:
+            client, _ = await clients_repo.upsert(tx, organization_id=org, phone="+996555100302")
+            await clients_repo.set_status(tx, client_id=client.id, status="QUALIFIED",
+                                          detector="test")
+            await sessions_repo.set_state(tx, organization_id=org, state="CONNECTING")
+            assert [c.kind for c in await changes.page(tx, organization_id=org, after=0,
+                                                       limit=10)] == [
+                "client.created", "client.status", "session.state"]
+            raise Abandon
+
+    with pytest.raises(Abandon):
+        await abandoned()
+    assert await changes.page(db, organization_id=org, after=0, limit=10) == []
+    assert await clients_repo.get_by_phone(db, organization_id=org, phone="+996555100302") is None
+    # Committed: the change and its entry, with the first cursor (the rollback left no gap).
+    client, _ = await clients_repo.upsert(db, organization_id=org, phone="+996555100302")
+    found = await changes.page(db, organization_id=org, after=0, limit=10)
+    assert [(c.seq, c.kind, c.data["clientId"]) for c in found] == [
+        (1, "client.created", str(client.id))]
+    # Nothing changed, nothing written.
+    await clients_repo.upsert(db, organization_id=org, phone="+996555100302")
+    await clients_repo.merge_metadata(db, client_id=client.id, metadata={})
+    assert len(await changes.page(db, organization_id=org, after=0, limit=10)) == 1
+
+
+async def test_the_stream_is_the_feed_and_resumes_after_a_cursor(served: Served) -> None:
+    db = served.db
+    org = await served.org("Issyk-Kul Tours")
+    other = await served.org("Osh Travel")
+    admin = served.client(await served.token("ADMIN", org))
+    viewer = served.client(await served.token("VIEWER", org))
+    other_admin = served.client(await served.token("ADMIN", other))
+    root = served.client(await served.token("SUPER_ADMIN"))
+    await sessions_repo.set_state(db, organization_id=org, state="QR_CODE_PENDING",
+                                  qr_payload="2@abc,def")
+
+    with trio.fail_after(30):
         response, reader = await open_stream(admin, f"/api/whatsapp/events/{org}")
         try:
             assert response.status_code == 200
@@ -199,129 +156,200 @@ async def test_stream_over_http_resumes_with_last_event_id_and_respects_roles(
             start = await reader.next()
             assert reader.retry == 2000
             assert start.event == "stream.start"
-            assert start.data == {"resumed": False, "window": 1000,
-                                  "organization_ids": [str(org)]}
+            assert start.data == {"resumed": False, "cursor": 1,
+                                  "organizationIds": [str(org)]}
             snapshot = await reader.next()
-            assert snapshot.event == "session.status"
-            assert snapshot.id is None  # older than the position: it does not move it
+            assert snapshot.event == "session.state"
+            assert snapshot.id is None  # the present, not a position
             assert snapshot.data["snapshot"] is True
-            assert snapshot.data["payload"]["qr"] == "2@abc,def"
+            assert snapshot.data["data"]["status"] == "QR_CODE_PENDING"
+            assert "2@abc" not in str(snapshot.data)
 
-            bus.publish(event("message.received", other, {"body": "not yours"}))
-            bus.publish(event("message.received", org, {"body": "Салам! Тур на Иссык-Куль?"}))
-            bus.publish(event("session.status", org, {"state": "CONNECTED", "qr": None,
-                                                "phone_number": "+996555100301"}))
+            await feed_message(db, other, "not yours")
+            await feed_message(db, org, "Салам!")
+            await sessions_repo.set_state(db, organization_id=org, state="CONNECTED")
             first = await reader.next()
-            assert first.event == "message.received"
-            assert first.data["payload"]["body"] == "Салам! Тур на Иссык-Куль?"
-            assert first.data["organization_id"] == str(org)
-            assert first.id == first.data["id"]
+            assert (first.event, first.id) == ("message.stored", "2")
+            assert first.data["cursor"] == 2 and first.data["kind"] == "message.stored"
+            assert first.data["data"]["body"] == "Салам!"
+            assert first.data["organizationId"] == str(org)
             connected = await reader.next()
-            assert connected.data["payload"]["state"] == "CONNECTED"
+            assert (connected.event, connected.id) == ("session.state", "3")
+            assert connected.data["data"]["status"] == "CONNECTED"
         finally:
             await response.aclose()
 
-        # While nobody listens, three messages and a status change.
+        # While nobody listens: three messages and a client.
         for n in range(3):
-            bus.publish(event("message.received", org, {"body": str(n)}))
-        bus.publish(event("message.status_changed", org, {"to_status": "READ"}))
-        bus.publish(event("client.status_changed", org, {"to_status": "QUALIFIED"}))
+            await feed_message(db, org, str(n))
+        await clients_repo.upsert(db, organization_id=org, phone="+996555100303")
 
         response, reader = await open_stream(admin, f"/api/whatsapp/events/{org}",
                                              last_id=first.id)
         try:
             start = await reader.next()
-            assert start.event == "stream.start" and start.data["resumed"] is True
-            assert start.id is None
-            got = [await reader.next() for _ in range(6)]
+            assert start.data == {"resumed": True, "cursor": 2,
+                                  "organizationIds": [str(org)]}
+            got = [await reader.next() for _ in range(5)]
         finally:
             await response.aclose()
-        assert [g.event for g in got] == ["session.status", "message.received",
-                                          "message.received", "message.received",
-                                          "message.status_changed", "client.status_changed"]
-        assert [g.data["payload"].get("body") for g in got[1:4]] == ["0", "1", "2"]
-        seqs = [g.data["seq"] for g in got]
-        assert seqs == sorted(seqs) and len(set(seqs)) == 6
+        assert [(g.id, g.event) for g in got] == [
+            ("3", "session.state"), ("4", "message.stored"), ("5", "message.stored"),
+            ("6", "message.stored"), ("7", "client.created")]
+        assert [g.data["data"].get("body") for g in got[1:4]] == ["0", "1", "2"]
 
-        # `?last_event_id=` works as the header does.
+        # `?last_event_id=` works as the header does; an id that is no cursor is refused.
         response, reader = await open_stream(
-            admin, f"/api/whatsapp/events/{org}?last_event_id={got[-2].id}")
+            admin, f"/api/whatsapp/events/{org}?last_event_id=6")
         try:
             assert (await reader.next()).data["resumed"] is True
-            assert (await reader.next()).event == "client.status_changed"
+            assert (await reader.next()).id == "7"
         finally:
             await response.aclose()
+        r = await admin.get(f"/api/whatsapp/events/{org}", headers={"Last-Event-ID": "0badc0de-3"})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "Last-Event-ID"
 
-        # Another organization's token, and no token: refused before any stream opens.
-        r = await other_admin.get(f"/api/whatsapp/events/{org}")
-        assert r.status_code == 403
-        assert r.json()["error"]["code"] == "forbidden"
-        r = await served.client().get(f"/api/whatsapp/events/{org}")
-        assert r.status_code == 401
-        r = await root.get(f"/api/whatsapp/events/{uuid.uuid4()}")
-        assert r.status_code == 404
-        r = await admin.get("/api/whatsapp/events/not-a-uuid")
-        assert r.status_code == 404
+        # Refused before any stream opens.
+        assert (await other_admin.get(f"/api/whatsapp/events/{org}")).status_code == 403
+        assert (await served.client().get(f"/api/whatsapp/events/{org}")).status_code == 401
+        assert (await root.get(f"/api/whatsapp/events/{uuid.uuid4()}")).status_code == 404
 
-        # A viewer follows the session state without the QR, and messages without their text;
-        # an agent sees messages whole, still without the QR.
-        bus.publish(event("session.status", org, {"state": "QR_CODE_PENDING", "qr": "2@secret",
-                                            "pairing_code": None}))
-        seen: dict[str, list[Sse]] = {}
-        for name, client in (("viewer", viewer), ("agent", agent)):
-            response, reader = await open_stream(client, f"/api/whatsapp/events/{org}",
-                                                 last_id=got[-1].id)
-            try:
-                await reader.next()  # stream.start
-                bus.publish(event("message.received", org, {"body": f"for the {name}?"}))
-                bus.publish(event("session.status", org, {"state": "CONNECTED", "qr": None}))
-                seen[name] = await reader.until(
-                    lambda s: s.event == "session.status"
-                    and s.data["payload"]["state"] == "CONNECTED")
-            finally:
-                await response.aclose()
-        assert [s.event for s in seen["viewer"]] == [
-            "session.status", "message.received", "session.status"]
-        assert seen["viewer"][0].data["payload"]["qr"] is None
-        message_seen = seen["viewer"][1].data["payload"]
-        assert message_seen["body"] is None and message_seen["caption"] is None
-        assert message_seen["status"] == "RECEIVED" and message_seen["direction"] == "IN"
-        assert "for the viewer?" not in str(seen["viewer"])
-        # (the agent resumes from the same id, so it sees the viewer's round first)
-        assert [s.event for s in seen["agent"]] == [
-            "session.status", "message.received", "session.status"]
-        assert seen["agent"][1].data["payload"]["body"] == "for the viewer?"
-        assert seen["agent"][0].data["payload"]["qr"] is None
+        # A viewer: the session and messages without their text, no clients.
+        response, reader = await open_stream(viewer, f"/api/whatsapp/events/{org}", last_id="5")
+        try:
+            await reader.next()  # stream.start
+            await clients_repo.upsert(db, organization_id=org, phone="+996555100304")
+            await sessions_repo.set_state(db, organization_id=org, state="CONNECTING")
+            seen = await reader.until(lambda s: s.event == "session.state")
+        finally:
+            await response.aclose()
+        assert [(s.id, s.event) for s in seen] == [("6", "message.stored"), ("9", "session.state")]
+        assert "body" not in seen[0].data["data"]
 
-        # The super admin's stream of every organization; an organization's token on the same
-        # path gets only its own.
+        # The super admin's stream of every organization (from the present, without ids); an
+        # organization's token on the same path gets its own organization's stream.
         for client, expected in ((root, {str(org), str(other)}), (other_admin, {str(other)})):
             response, reader = await open_stream(client, "/api/whatsapp/events")
             try:
                 start = await reader.next()
-                bus.publish(event("message.received", org, {"body": "a"}))
-                bus.publish(event("message.received", other, {"body": "b"}))
-                bus.publish(event("session.status", other, {"state": "CONNECTING"}))
-                events = await reader.until(lambda s: s.event == "session.status"
-                                            and not s.data["snapshot"])
+                events: list[Sse] = []
+                await feed_message(db, org, "a")
+                await feed_message(db, other, "b")
+                await sessions_repo.set_state(db, organization_id=other, state="CONNECTING")
+                events = await reader.until(lambda s: s.event == "session.state"
+                                            and not s.data.get("snapshot"))
             finally:
                 await response.aclose()
-            assert {e.data["organization_id"] for e in events} == expected
-            assert start.data["organization_ids"] == (
-                None if client is root else [str(other)])
+            assert {e.data["organizationId"] for e in events
+                    if not e.data.get("snapshot")} == expected
+            if client is root:
+                assert start.data["organizationIds"] is None
+                assert all(e.id is None for e in events)
+            else:
+                assert start.data["organizationIds"] == [str(other)]
 
 
-async def test_a_stream_without_a_bus_is_unavailable(db: Database, state_dir: Path,
-                                                      nursery: trio.Nursery) -> None:
-    found, shutdown = await serve_app(nursery, db, state_dir, Services())
+async def test_readers_wake_on_notify_not_on_the_poll(db: Database, nursery: trio.Nursery
+                                                      ) -> None:
+    from wad.db.repo import organizations as orgs_repo
+    org = (await orgs_repo.create(db, name="Naryn Tours")).id
+    wakeup = Wakeup(poll_s=600.0)
+    await nursery.start(wakeup.listen, db)
+    woke = trio.Event()
+
+    async def waiter() -> None:
+        await wakeup.wait()
+        woke.set()
+
+    nursery.start_soon(waiter)
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(10):
+        await changes.record(db, organization_id=org, kind="t.one", data={})
+        await woke.wait()
+    assert wakeup.notifications >= 1
+
+
+async def test_a_cursor_older_than_the_retention_gets_410(db: Database, state_dir: Path,
+                                                          nursery: trio.Nursery) -> None:
+    served, shutdown = await serve_app(nursery, db, state_dir, Services())
     try:
-        org = await found.org("Tours")
-        client = found.client(await found.token("ADMIN", org))
-        with trio.fail_after(10):
-            r = await client.get(f"/api/whatsapp/events/{org}")
-        assert r.status_code == 503
-        assert r.json()["error"]["code"] == "unavailable"
+        org = await served.org("Talas Tours")
+        admin = served.client(await served.token("ADMIN", org))
+        for n in range(5):
+            await feed_message(db, org, str(n))
+        feed = ChangeFeed(db, FeedSettings(retention_days=7))
+        # Nothing is old yet: nothing pruned, every cursor good.
+        assert await feed.prune() == 0
+        # Eight days later, the first three are past retention (the next two were made then).
+        later = datetime.now(UTC) + timedelta(days=8)
+        await db.execute("UPDATE changes SET at = at + interval '8 days' "
+                         "WHERE organization_id = $1 AND seq > 3", org)
+        assert await feed.prune(now=later) == 3
+        with trio.fail_after(20):
+            for after in (3, 4, 5):  # 3: the next one, 4, is kept
+                r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": after})
+                assert r.status_code == 200, (after, r.text)
+            for after in (0, 2):
+                r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": after})
+                assert r.status_code == 410, (after, r.text)
+                error = r.json()["error"]
+                assert error["code"] == "cursor_expired"
+                assert "read API" in error["message"]
+            r = await admin.get(f"/api/whatsapp/events/{org}", headers={"Last-Event-ID": "2"})
+            assert r.status_code == 410
+            assert r.json()["error"]["code"] == "cursor_expired"
+            response, reader = await open_stream(admin, f"/api/whatsapp/events/{org}",
+                                                 last_id="3")
+            try:
+                await reader.next()
+                assert [(await reader.next()).id for _ in range(2)] == ["4", "5"]
+            finally:
+                await response.aclose()
+            # Everything pruned: only the newest cursor is still good to follow from.
+            assert await feed.prune(now=later + timedelta(days=8)) == 2
+            r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": 4})
+            assert r.status_code == 410
+            r = await admin.get(f"/api/whatsapp/changes/{org}", params={"after": 5})
+            assert r.json() == {"changes": [], "nextAfter": 5, "lastCursor": 5}
+            assert await changes.record(db, organization_id=org, kind="t.next", data={}) == 6
     finally:
-        for client in found.clients:
+        for client in served.clients:
             await client.aclose()
         shutdown.set()
+
+
+async def test_the_feed_service_waits_out_a_database_outage(state_dir: Path, aio_loop: None
+                                                            ) -> None:
+    """The daemon's change-feed service neither crashes nor stops listening for good when
+    the database goes away: it listens again once the database is back."""
+    from tests.support.outage import own_database
+    from wad.db.repo import organizations as orgs_repo
+
+    async with own_database(state_dir) as own, \
+            Database.open(own.dsn, min_size=1, max_size=3) as db:
+        org = (await orgs_repo.create(db, name="Batken Tours")).id
+        feed = ChangeFeed(db, FeedSettings(poll_s=0.5, prune_interval_s=0.2))
+
+        async def notified(count: int) -> None:
+            """Until a change wakes the readers (the listener connects in the background)."""
+            with trio.fail_after(30):
+                while feed.wakeup.notifications < count:
+                    await changes.record(db, organization_id=org, kind="t.change", data={})
+                    await feed.wakeup.wait(1.0)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(feed.run)
+            await notified(1)
+            await own.stop()
+            await trio.sleep(2)  # listening and pruning both fail meanwhile, and wait
+            await own.start()
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        await changes.record(db, organization_id=org, kind="t.after", data={})
+                        break
+                    except Exception:
+                        await trio.sleep(0.2)
+            # The listener comes back with backoff: a later change wakes the readers again.
+            await notified(feed.wakeup.notifications + 1)
+            nursery.cancel_scope.cancel()

@@ -24,10 +24,10 @@ from wad.browser import events as ev
 from wad.bus import Event, EventBus
 from wad.config import DaemonSettings, InboundSettings, Settings
 from wad.db.pool import Database
+from wad.db.repo import changes, organizations
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
-from wad.db.repo import organizations
 from wad.db.repo import outbox as outbox_repo
 from wad.org.context import OrgContext
 from wad.org.inbound.actor import InboundActor, run_inbound
@@ -347,6 +347,26 @@ async def test_own_messages_acks_edits_and_revokes(db: Database, state_dir: Path
     assert edited is not None and edited.body == "Hello, any tours in October?"
     assert edited.edited_at is not None
 
+    # The feed has each change once, written with it: the two messages processed (with their
+    # client and conversation), the acks that moved the status, the edit, the revoke.
+    feed = await changes.page(db, organization_id=h.org, after=0, limit=100)
+    about = [(c.kind, c.data.get("waMessageId"), c.data.get("status"), c.data.get("body"))
+             for c in feed if c.kind.startswith("message.")]
+    assert sorted(about[:2], key=str) == sorted([
+        ("message.stored", question.id, "RECEIVED", question.body),
+        ("message.stored", typed.id, "SENT", typed.body)], key=str)
+    assert about[2:] == [
+        ("message.status", typed.id, "DELIVERED", None),
+        ("message.status", typed.id, "READ", None),
+        ("message.edited", question.id, "RECEIVED", "Hello, any tours in October?"),
+        ("message.revoked", typed.id, "REVOKED", None)]
+    stored = {c.data["waMessageId"]: c.data for c in feed if c.kind == "message.stored"}
+    assert stored[typed.id]["conversationId"] == str(own.conversation_id)
+    assert stored[typed.id]["clientId"] == stored[question.id]["clientId"] is not None
+    assert [c.data["from"] for c in feed if c.kind == "message.status"] == ["SENT", "DELIVERED"]
+    assert "sendId" not in feed[-1].data  # typed on the phone, not a send of the queue
+    assert [c.kind for c in feed].count("client.created") == 1
+
 
 async def test_a_send_from_wads_queue_is_stored_with_its_sender_and_gets_its_acks(
         db: Database, state_dir: Path) -> None:
@@ -372,6 +392,10 @@ async def test_a_send_from_wads_queue_is_stored_with_its_sender_and_gets_its_ack
     assert listener.sent == [], "sends from the queue are announced by the outbound actor"
     after = await outbox_repo.get(db, outbox_id=item.id)
     assert after is not None and after.status == "READ"
+    # The ack's change names the send (the id of the `202` answer).
+    acks = [c.data for c in await changes.page(db, organization_id=org, after=0, limit=100)
+            if c.kind == "message.status"]
+    assert [(a["status"], a["sendId"]) for a in acks] == [("READ", str(item.id))]
 
 
 async def test_a_restart_resumes_unfinished_processing(db: Database, state_dir: Path) -> None:
@@ -395,6 +419,10 @@ async def test_a_restart_resumes_unfinished_processing(db: Database, state_dir: 
     assert [r.processing_state for r in rows] == ["DONE"] * 3
     assert len({r.conversation_id for r in rows}) == 1
     assert again.actor.stats.processed == 3 and again.actor.stats.stored == 0
+    # Processed once each, so in the feed once each, though stopped and started in between.
+    feed = await changes.page(db, organization_id=h.org, after=0, limit=100)
+    assert sorted(c.data["waMessageId"] for c in feed if c.kind == "message.stored") == sorted(
+        m.id for m in messages)
 
 
 async def test_agent_reply_is_not_queued_twice_when_processing_is_repeated(

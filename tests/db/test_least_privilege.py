@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import httpx
@@ -18,22 +17,13 @@ import trio
 
 from tests.support import api as api_support
 from tests.support.api import LiveApi
-from tests.support.bus_helpers import event
-from tests.support.events import Served, open_stream
-from tests.support.plugin_helpers import message
-from wad import bus as bus_mod
+from tests.support.events import Served, feed_message, open_stream
 from wad.api.routes.status_page import PAGE_HEADERS
-from wad.bus import EventBus
 from wad.cli import main as cli
-from wad.payloads import MessageStatusChange
+from wad.db.repo import changes
+from wad.db.repo import sessions as sessions_repo
 
 live_api = api_support.live_api
-
-
-def bus_of(served: Served) -> EventBus:
-    found = served.ctx.services.bus
-    assert found is not None
-    return found
 
 
 async def _made(root: httpx.AsyncClient, role: str, org: uuid.UUID | None) -> dict[str, str]:
@@ -50,7 +40,7 @@ async def _made(root: httpx.AsyncClient, role: str, org: uuid.UUID | None) -> di
 
 
 async def test_a_revoked_tokens_open_stream_ends_within_5_seconds(served: Served) -> None:
-    bus = bus_of(served)
+    db = served.db
     org = await served.org("Issyk-Kul Tours")
     other = await served.org("Osh Travel")
     root = served.client(await served.token("SUPER_ADMIN"))
@@ -63,7 +53,7 @@ async def test_a_revoked_tokens_open_stream_ends_within_5_seconds(served: Served
         # Another organization keeps the daemon busy: its events wake every reader, and must
         # not keep the quiet organization's reader from checking its token.
         while True:
-            bus.publish(event("message.received", other, {"body": "busy elsewhere"}))
+            await feed_message(db, other, "busy elsewhere")
             await trio.sleep(0.05)
 
     with trio.fail_after(30):
@@ -72,9 +62,9 @@ async def test_a_revoked_tokens_open_stream_ends_within_5_seconds(served: Served
         try:
             assert (await reader.next()).event == "stream.start"
             assert (await kept_reader.next()).event == "stream.start"
-            bus.publish(event("message.received", org, {"body": "still open"}))
-            assert (await reader.next()).data["payload"]["body"] == "still open"
-            assert (await kept_reader.next()).event == "message.received"
+            await feed_message(db, org, "still open")
+            assert (await reader.next()).data["data"]["body"] == "still open"
+            assert (await kept_reader.next()).event == "message.stored"
 
             async with trio.open_nursery() as noise:
                 noise.start_soon(chatter)
@@ -90,8 +80,8 @@ async def test_a_revoked_tokens_open_stream_ends_within_5_seconds(served: Served
                 noise.cancel_scope.cancel()
 
             # The other token's stream goes on.
-            bus.publish(event("session.status", org, {"state": "CONNECTING"}))
-            assert (await kept_reader.next()).data["payload"]["state"] == "CONNECTING"
+            await sessions_repo.set_state(db, organization_id=org, state="CONNECTING")
+            assert (await kept_reader.next()).data["data"]["status"] == "CONNECTING"
         finally:
             await response.aclose()
             await kept_response.aclose()
@@ -103,7 +93,7 @@ async def test_a_revoked_tokens_open_stream_ends_within_5_seconds(served: Served
 
 
 async def test_a_viewer_follows_messages_status_but_never_their_text(served: Served) -> None:
-    bus = bus_of(served)
+    db = served.db
     org = await served.org("Issyk-Kul Tours")
     readers = {role: served.client(await served.token(role, org))  # type: ignore[arg-type]
                for role in ("VIEWER", "AGENT", "ADMIN")}
@@ -115,33 +105,39 @@ async def test_a_viewer_follows_messages_status_but_never_their_text(served: Ser
             response, reader = await open_stream(client, f"/api/whatsapp/events/{org}")
             try:
                 await reader.next()  # stream.start
-                sent = message(secret_body, direction="OUT", organization_id=org)
-                bus.publish(bus_mod.MessageSent(org_id=org, message=sent))
-                bus.publish(event("message.received", org, {
-                    "body": None, "caption": secret_caption, "type": "image"}))
-                bus.publish(bus_mod.MessageStatusChanged(org_id=org, change=MessageStatusChange(
-                    organization_id=org, message=sent, from_status="SENT", to_status="READ",
-                    at=datetime.now(UTC))))
-                got = [await reader.next() for _ in range(3)]
+                await feed_message(db, org, secret_body, direction="OUT")
+                await feed_message(db, org, None, caption=secret_caption, type="image")
+                await changes.record(db, organization_id=org, kind="message.edited", data={
+                    "messageId": str(uuid.uuid4()), "body": secret_body + "!", "caption": None,
+                    "status": "READ"})
+                await changes.record(db, organization_id=org, kind="message.status", data={
+                    "messageId": str(uuid.uuid4()), "from": "SENT", "status": "READ"})
+                await changes.record(db, organization_id=org, kind="client.updated", data={
+                    "clientId": str(uuid.uuid4()), "name": "Aibek"})
+                await sessions_repo.set_state(db, organization_id=org, state="CONNECTING")
+                got = await reader.until(lambda s: s.event == "session.state"
+                                         and not s.data.get("snapshot"))
+                got = [g for g in got if not g.data.get("snapshot")]
             finally:
                 await response.aclose()
-            assert [g.event for g in got] == ["message.sent", "message.received",
-                                              "message.status_changed"], role
-            seen[role] = [g.data for g in got]
+            seen[role] = [{"event": g.event} | g.data for g in got]
 
     viewer = seen["VIEWER"]
-    assert viewer[0]["payload"]["body"] is None  # type: ignore[index]
-    assert viewer[0]["payload"]["status"] == "SENT"  # type: ignore[index]
-    assert viewer[1]["payload"]["caption"] is None  # type: ignore[index]
-    assert viewer[1]["payload"]["type"] == "image"  # type: ignore[index]
-    change = viewer[2]["payload"]
-    assert (change["from_status"], change["to_status"]) == ("SENT", "READ")  # type: ignore[index]
-    assert change["message"]["body"] is None  # type: ignore[index]
+    assert [v["event"] for v in viewer] == ["message.stored", "message.stored",
+                                           "message.edited", "message.status", "session.state"]
+    assert "body" not in viewer[0]["data"]  # type: ignore[operator]
+    assert viewer[0]["data"]["status"] == "SENT"  # type: ignore[index]
+    assert "caption" not in viewer[1]["data"]  # type: ignore[operator]
+    assert viewer[1]["data"]["type"] == "image"  # type: ignore[index]
+    assert (viewer[3]["data"]["from"], viewer[3]["data"]["status"]) == (  # type: ignore[index]
+        "SENT", "READ")
     assert secret_body not in str(viewer) and secret_caption not in str(viewer)
     for role in ("AGENT", "ADMIN"):
-        assert seen[role][0]["payload"]["body"] == secret_body  # type: ignore[index]
-        assert seen[role][1]["payload"]["caption"] == secret_caption  # type: ignore[index]
-        assert seen[role][2]["payload"]["message"]["body"] == secret_body  # type: ignore[index]
+        assert [v["event"] for v in seen[role]] == [
+            "message.stored", "message.stored", "message.edited", "message.status",
+            "client.updated", "session.state"]
+        assert seen[role][0]["data"]["body"] == secret_body  # type: ignore[index]
+        assert seen[role][1]["data"]["caption"] == secret_caption  # type: ignore[index]
 
 
 async def test_a_viewer_reads_a_queued_messages_status_without_its_content(

@@ -1,14 +1,17 @@
-"""The webhook plugin: signed events to a local HTTP server, retries with backoff, and deliveries
-that survive a restart (real PostgreSQL, real HTTP on 127.0.0.1)."""
+"""The webhook plugin delivers the change feed: signed changes to a local HTTP server, in cursor
+order per organization, retried with backoff, resumed after a restart from the webhook's
+durable cursor, never twice at once by two daemons (real PostgreSQL, real HTTP on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -17,19 +20,19 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from structlog.testing import capture_logs
 
-from tests.support.plugin_helpers import ORG, client, message, serving
+from tests.support.plugin_helpers import ORG, serving
 from wad.db.pool import Database
-from wad.payloads import ClientStatusChange, MessageStatusChange, SessionStatusChange
+from wad.db.repo import changes, deliveries
 from wad.plugins import (
     PluginManager,
     PluginSettings,
     get_plugin_manager,
-    notify,
     run_background_tasks,
 )
 
 SECRET = "whsec-test-secret"
 OPENSSL_HMAC = "98bf1d8a41eb9f5e4a38d8399f0541d6fe3f9130933bfb419c3a3dc2a15bfab5"
+OTHER = uuid.UUID("00000000-0000-4000-8000-000000000002")
 
 
 class FakeCrm:
@@ -46,7 +49,7 @@ class FakeCrm:
         body = await request.get_data()
         status = self.statuses.pop(0) if self.statuses else 200
         self.received.append({"at": trio.current_time(), "headers": dict(request.headers),
-                              "body": body, "status": status})
+                              "body": body, "status": status, "json": json.loads(body)})
         self.arrived.set()
         return Response("{}", status=status, content_type="application/json")
 
@@ -54,6 +57,12 @@ class FakeCrm:
         while len(self.received) < count:
             self.arrived = trio.Event()
             await self.arrived.wait()
+
+    def delivered(self) -> list[tuple[str, int, str]]:
+        """(organization, cursor, text) of each change the CRM accepted, in arrival order."""
+        return [(got["json"]["organizationId"], got["json"]["cursor"],
+                 got["json"]["data"].get("body", ""))
+                for got in self.received if got["status"] == 200]
 
 
 @pytest.fixture
@@ -65,7 +74,8 @@ async def crm() -> AsyncIterator[tuple[FakeCrm, str]]:
 
 @pytest.fixture
 async def org_db(db: Database) -> Database:
-    await db.execute("INSERT INTO organizations (id, name) VALUES ($1, 'Issyk-Kul Tours')", ORG)
+    await db.execute("INSERT INTO organizations (id, name) VALUES ($1, 'Issyk-Kul Tours'), "
+                     "($2, 'Osh Travel')", ORG, OTHER)
     return db
 
 
@@ -79,81 +89,68 @@ def manager(db: Database, url: str, **config: Any) -> PluginManager:
     return pm
 
 
-async def settled(db: Database) -> None:
-    """Until no delivery is pending."""
-    while await db.fetchval("SELECT count(*) FROM plugin_deliveries WHERE status = 'PENDING'"):
+async def said(db: Database, body: str, org: uuid.UUID = ORG, kind: str = "message.stored"
+               ) -> int:
+    return await changes.record(db, organization_id=org, kind=kind,
+                                data={"body": body, "direction": "IN"})
+
+
+async def position(db: Database, url: str, org: uuid.UUID = ORG
+                   ) -> tuple[int, int, str | None] | None:
+    """(cursor delivered up to, failed attempts at the next, last error) of the webhook."""
+    row = await db.fetchrow(
+        "SELECT after, attempts, last_error FROM webhook_cursors "
+        "WHERE webhook = $1 AND organization_id = $2", wad_webhook.webhook_key(url), org)
+    return None if row is None else (row["after"], row["attempts"], row["last_error"])
+
+
+async def caught_up(db: Database, url: str) -> None:
+    """Until the webhook has delivered every change of the organizations it started on."""
+    while await deliveries.webhook_lag(db, webhook=wad_webhook.webhook_key(url)):
         await trio.sleep(0.02)
 
 
-async def rows(db: Database) -> list[tuple[str, str, int, str | None]]:
-    records = await db.fetch(
-        "SELECT event, status, attempts, last_error FROM plugin_deliveries ORDER BY id")
-    return [(r["event"], r["status"], r["attempts"], r["last_error"]) for r in records]
-
-
-AT = datetime(2025, 7, 1, 9, 30, tzinfo=UTC)
-EVENTS: list[tuple[str, dict[str, Any]]] = [
-    ("wad_message_received", {"message": message("Здравствуйте, сколько стоит тур?"),
-                              "client": client()}),
-    ("wad_message_sent", {"message": message("450 USD", direction="OUT"), "client": client()}),
-    ("wad_message_status_changed", {"change": MessageStatusChange(
-        organization_id=ORG, message=message("450 USD", direction="OUT", status="READ"),
-        from_status="DELIVERED", to_status="READ", at=AT)}),
-    ("wad_session_status_changed", {"change": SessionStatusChange(
-        organization_id=ORG, from_state="CONNECTED", to_state="LOGGED_OUT",
-        reason="logged out from the phone", at=AT)}),
-    ("wad_client_status_changed", {"change": ClientStatusChange(
-        organization_id=ORG, client=client(status="SOLD"), from_status="NEGOTIATION",
-        to_status="SOLD", detector="heuristic_status", reason="SOLD: matched «оплатил»",
-        at=AT)}),
-]
-
-
-async def test_events_are_posted_signed(org_db: Database, crm: tuple[FakeCrm, str]) -> None:
+async def test_changes_are_posted_signed_and_in_order(org_db: Database,
+                                                      crm: tuple[FakeCrm, str]) -> None:
     fake, url = crm
     pm = manager(org_db, url)
     async with trio.open_nursery() as nursery:
         names = await nursery.start(run_background_tasks, pm)
         assert names == ["webhook:deliveries"]
-        for hook, kwargs in EVENTS:
-            await notify(pm, hook, **kwargs)
+        await said(org_db, "Здравствуйте, сколько стоит тур?")
+        await changes.record(org_db, organization_id=ORG, kind="client.status",
+                             data={"clientId": "c1", "from": "NEGOTIATION", "to": "SOLD"})
+        await changes.record(org_db, organization_id=ORG, kind="session.state",
+                             data={"status": "LOGGED_OUT", "errorMessage": "logged out"})
+        await said(org_db, "из Оша", OTHER)
         with trio.fail_after(10):
-            await fake.wait_for(len(EVENTS))
-            await settled(org_db)
+            await fake.wait_for(4)
+            await caught_up(org_db, url)
         nursery.cancel_scope.cancel()
 
-    assert len(fake.received) == len(EVENTS)
-    bodies = []
+    assert len(fake.received) == 4
     for got in fake.received:
-        headers, body = got["headers"], got["body"]
+        headers, body, decoded = got["headers"], got["body"], got["json"]
         assert wad_webhook.verify(SECRET, body, headers["X-Wad-Signature"])
         assert not wad_webhook.verify("another secret", body, headers["X-Wad-Signature"])
         assert headers["X-Wad-Signature"].startswith("sha256=")
         assert headers["Content-Type"] == "application/json"
-        decoded = json.loads(body)
-        assert headers["X-Wad-Event"] == decoded["event"]
-        assert headers["X-Wad-Delivery"] == str(decoded["id"])
+        assert headers["X-Wad-Event"] == decoded["kind"]
+        assert headers["X-Wad-Delivery"] == f"{decoded['organizationId']}:{decoded['cursor']}"
         assert headers["X-Wad-Timestamp"] == str(decoded["timestamp"])
         assert abs(decoded["timestamp"] - datetime.now(UTC).timestamp()) < 60
-        assert decoded["organization_id"] == str(ORG)
         assert decoded["attempt"] == 1
-        bodies.append(decoded)
-    by_event = {b["event"]: b["data"] for b in bodies}
-    assert sorted(by_event) == sorted(["message.received", "message.sent",
-                                       "message.status_changed", "session.status_changed",
-                                       "client.status_changed"])
-    received = by_event["message.received"]
-    assert received["message"]["body"] == "Здравствуйте, сколько стоит тур?"
-    assert received["message"]["direction"] == "IN"
-    assert received["client"]["phone"] == "+996555123456"
-    assert by_event["session.status_changed"]["to_state"] == "LOGGED_OUT"
-    assert by_event["client.status_changed"]["to_status"] == "SOLD"
-    assert by_event["client.status_changed"]["detector"] == "heuristic_status"
-    assert by_event["message.status_changed"]["message"]["status"] == "READ"
+    ours = [got["json"] for got in fake.received if got["json"]["organizationId"] == str(ORG)]
+    assert [(b["cursor"], b["kind"]) for b in ours] == [
+        (1, "message.stored"), (2, "client.status"), (3, "session.state")]
+    assert ours[0]["data"]["body"] == "Здравствуйте, сколько стоит тур?"
+    assert ours[1]["data"]["to"] == "SOLD"
+    assert ours[2]["data"]["status"] == "LOGGED_OUT"
+    assert ("00000000-0000-4000-8000-000000000002", 1, "из Оша") in fake.delivered()
     # A body tampered with no longer matches its signature.
     tampered = fake.received[0]["body"].replace(b'"attempt":1', b'"attempt":2')
     assert not wad_webhook.verify(SECRET, tampered, fake.received[0]["headers"]["X-Wad-Signature"])
-    assert [status for _, status, _, _ in await rows(org_db)] == ["DELIVERED"] * len(EVENTS)
+    assert await position(org_db, url) == (3, 0, None)
 
 
 async def real_sleep(seconds: float) -> None:
@@ -170,7 +167,7 @@ async def real_wait(predicate: Any, *, limit: float = 10.0) -> None:
         await real_sleep(0.01)
 
 
-async def test_a_500_is_retried_with_exponential_backoff(
+async def test_a_500_is_retried_with_exponential_backoff_and_the_next_change_waits(
         mock_clock: trio.testing.MockClock, org_db: Database,
         crm: tuple[FakeCrm, str]) -> None:
     """Time stands still except when the test moves it, so the retries' timing is exact while
@@ -179,113 +176,149 @@ async def test_a_500_is_retried_with_exponential_backoff(
     fake.statuses = [500, 502, 503]
     pm = manager(org_db, url, backoff_initial_s=4, backoff_max_s=10, poll_interval_s=60)
 
-    async def attempts() -> int:
-        return int(await org_db.fetchval("SELECT attempts FROM plugin_deliveries"))
-
     async def attempted(count: int) -> bool:
-        return len(fake.received) == count and await attempts() == count
+        found = await position(org_db, url)
+        return len(fake.received) == count and found is not None and found[1] == count
 
     with capture_logs() as logs:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_background_tasks, pm)
-            await notify(pm, "wad_message_received", message=message("Hello"), client=client())
+            await said(org_db, "Hello")
+            await said(org_db, "Are you there?")  # must wait behind the first
             await real_wait(lambda: attempted(1))
             for number, delay in enumerate((4, 8, 10), start=2):  # doubled, capped at 10 s
                 mock_clock.jump(delay - 0.1)
                 await real_sleep(0.3)
                 assert len(fake.received) == number - 1  # not retried early
                 mock_clock.jump(0.1)
-                await real_wait(lambda number=number: attempted(number))
+                if number < 4:
+                    await real_wait(lambda number=number: attempted(number))
+            async def all_five() -> bool:
+                return len(fake.received) == 5
+
+            await real_wait(all_five)
             nursery.cancel_scope.cancel()
 
-    times = [got["at"] for got in fake.received]
+    times = [got["at"] for got in fake.received[:4]]
     assert [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)] == [4, 8, 10]
-    assert [got["status"] for got in fake.received] == [500, 502, 503, 200]
-    assert [json.loads(got["body"])["attempt"] for got in fake.received] == [1, 2, 3, 4]
-    assert len({got["headers"]["X-Wad-Delivery"] for got in fake.received}) == 1
-    assert await rows(org_db) == [("message.received", "DELIVERED", 4, None)]
+    assert [got["status"] for got in fake.received] == [500, 502, 503, 200, 200]
+    assert [got["json"]["attempt"] for got in fake.received] == [1, 2, 3, 4, 1]
+    assert [got["json"]["data"]["body"] for got in fake.received] == ["Hello"] * 4 + [
+        "Are you there?"]
+    assert await position(org_db, url) == (2, 0, None)
     retries = [line for line in logs if line["event"].startswith("webhook delivery failed")]
     assert [line["error"] for line in retries] == [
         "the webhook answered 500", "the webhook answered 502", "the webhook answered 503"]
 
 
-async def test_a_pending_delivery_is_sent_after_a_restart(org_db: Database,
-                                                         crm: tuple[FakeCrm, str]) -> None:
+async def test_a_restart_resumes_from_the_webhooks_cursor(org_db: Database,
+                                                          crm: tuple[FakeCrm, str]) -> None:
     fake, url = crm
     fake.statuses = [500]
     config = {"backoff_initial_s": 0.3, "poll_interval_s": 0.2}
 
-    # First run: the CRM fails the first event; the worker stops before retrying it.
+    # First run: the CRM fails the first change; the worker stops before retrying it.
     pm = manager(org_db, url, **config)
     with capture_logs():
         async with trio.open_nursery() as nursery:
             await nursery.start(run_background_tasks, pm)
-            await notify(pm, "wad_message_received", message=message("first"), client=client())
+            await said(org_db, "first")
             with trio.fail_after(10):
                 await fake.wait_for(1)
-                while (await rows(org_db))[0][2] < 1:
+                while (await position(org_db, url) or (0, 0, None))[1] < 1:
                     await trio.sleep(0.02)
             nursery.cancel_scope.cancel()
-    # While the daemon is down, another event is recorded (by a daemon without a worker).
-    await notify(manager(org_db, url, **config), "wad_message_sent",
-                 message=message("second", direction="OUT"), client=client())
-    assert await rows(org_db) == [
-        ("message.received", "PENDING", 1, "the webhook answered 500"),
-        ("message.sent", "PENDING", 0, None),
-    ]
+    # While no worker runs, another change is made.
+    await said(org_db, "second")
+    assert await position(org_db, url) == (0, 1, "the webhook answered 500")
+    assert await deliveries.pending_by_plugin(org_db) == {"webhook": 2}  # what the gauge shows
 
-    # Second run: a new plugin manager and worker on the same database sends both.
+    # Second run: a new plugin manager and worker on the same database sends both, in order.
     pm = manager(org_db, url, **config)
     async with trio.open_nursery() as nursery:
         await nursery.start(run_background_tasks, pm)
         with trio.fail_after(10):
             await fake.wait_for(3)
-            await settled(org_db)
+            await caught_up(org_db, url)
         await trio.sleep(0.5)  # time for a duplicate to show up, if there were one
         nursery.cancel_scope.cancel()
 
-    bodies = [json.loads(got["body"]) for got in fake.received]
-    # Retries are independent of each other, so the order of the second run is not fixed.
-    assert sorted((b["data"]["message"]["body"], b["attempt"]) for b in bodies) == [
+    assert [(got["json"]["data"]["body"], got["json"]["attempt"]) for got in fake.received] == [
         ("first", 1), ("first", 2), ("second", 1)]
     assert all(wad_webhook.verify(SECRET, got["body"], got["headers"]["X-Wad-Signature"])
                for got in fake.received)
-    assert await rows(org_db) == [("message.received", "DELIVERED", 2, None),
-                                  ("message.sent", "DELIVERED", 1, None)]
+    assert await position(org_db, url) == (2, 0, None)
+    assert await deliveries.pending_by_plugin(org_db) == {}
 
 
-async def test_a_delivery_fails_for_good_after_max_attempts(
+async def test_a_new_webhook_starts_with_the_changes_made_from_then_on(
         org_db: Database, crm: tuple[FakeCrm, str]) -> None:
     fake, url = crm
-    fake.statuses = [500] * 10
+    await said(org_db, "before the webhook existed")
+    await said(org_db, "also before", OTHER)
+    pm = manager(org_db, url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_background_tasks, pm)
+        await said(org_db, "after")
+        with trio.fail_after(10):
+            await fake.wait_for(1)
+            await caught_up(org_db, url)
+        await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()
+    assert fake.delivered() == [(str(ORG), 2, "after")]
+
+
+async def test_a_change_is_given_up_after_max_attempts_and_the_next_follows(
+        org_db: Database, crm: tuple[FakeCrm, str]) -> None:
+    fake, url = crm
+    fake.statuses = [500] * 3
     pm = manager(org_db, url, max_attempts=3, backoff_initial_s=0.05, poll_interval_s=0.1)
     with capture_logs() as logs:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_background_tasks, pm)
-            await notify(pm, "wad_client_status_changed", **EVENTS[-1][1])
+            await changes.record(org_db, organization_id=ORG, kind="client.status",
+                                 data={"to": "SOLD"})
+            await said(org_db, "next")
             with trio.fail_after(10):
-                while (await rows(org_db))[0][1] != "FAILED":
-                    await trio.sleep(0.02)
-            await trio.sleep(0.3)
+                await fake.wait_for(4)
+                await caught_up(org_db, url)
             nursery.cancel_scope.cancel()
-    assert len(fake.received) == 3
-    assert await rows(org_db) == [("client.status_changed", "FAILED", 3,
-                                   "the webhook answered 500")]
+    assert [(got["json"]["kind"], got["status"]) for got in fake.received] == [
+        ("client.status", 500), ("client.status", 500), ("client.status", 500),
+        ("message.stored", 200)]
+    failed = await org_db.fetch("SELECT event, status, attempts, last_error, payload "
+                                "FROM plugin_deliveries")
+    assert [(r["event"], r["status"], r["attempts"], r["last_error"]) for r in failed] == [
+        ("client.status", "FAILED", 3, "the webhook answered 500")]
+    assert failed[0]["payload"] == {"cursor": 1, "data": {"to": "SOLD"}}
     assert any(line["event"] == "webhook delivery failed for good" for line in logs)
 
 
-async def test_only_configured_events_are_recorded(org_db: Database) -> None:
-    pm = manager(org_db, "http://127.0.0.1:9/unused", events=["client.status_changed"])
-    for hook, kwargs in EVENTS:
-        await notify(pm, hook, **kwargs)
-    assert [event for event, *_ in await rows(org_db)] == ["client.status_changed"]
+async def test_only_configured_kinds_are_delivered(org_db: Database,
+                                                   crm: tuple[FakeCrm, str]) -> None:
+    fake, url = crm
+    pm = manager(org_db, url, events=["client.status"])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_background_tasks, pm)
+        await said(org_db, "not wanted")
+        await changes.record(org_db, organization_id=ORG, kind="client.status",
+                             data={"to": "SOLD"})
+        await said(org_db, "not wanted either")
+        with trio.fail_after(10):
+            await fake.wait_for(1)
+            await caught_up(org_db, url)
+        nursery.cancel_scope.cancel()
+    assert [(got["json"]["cursor"], got["json"]["kind"]) for got in fake.received] == [
+        (2, "client.status")]
+    assert await position(org_db, url) == (3, 0, None)
 
-    # Without a URL the plugin records nothing and runs no worker.
+    with pytest.raises(msgspec.ValidationError, match="unknown change kinds"):
+        msgspec.convert({"url": url, "secret": SECRET, "events": ["message.received"]},
+                        wad_webhook.Config)
+    # Without a URL the plugin runs no worker.
     idle = get_plugin_manager(PluginSettings(entry_points=False), builtins=False, bundled=False)
     idle.register(wad_webhook.WebhookPlugin, "webhook")
     idle.bind(db=org_db)
-    await notify(idle, "wad_message_received", **EVENTS[0][1])
-    assert len(await rows(org_db)) == 1
     async with trio.open_nursery() as nursery:
         assert await nursery.start(run_background_tasks, idle) == []
 
@@ -297,11 +330,14 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
     assert wad_webhook.backoff(1, wad_webhook.Config()) == 1.0
     assert wad_webhook.backoff(4, wad_webhook.Config()) == 8.0
     assert wad_webhook.backoff(30, wad_webhook.Config()) == 600.0
+    assert wad_webhook.webhook_key("https://crm.example/hook?token=s3cret").startswith("sha256:")
+    assert "s3cret" not in wad_webhook.webhook_key("https://crm.example/hook?token=s3cret")
 
 
-async def test_two_daemons_deliver_each_event_once(org_db: Database,
-                                                   crm: tuple[FakeCrm, str]) -> None:
-    """Two workers (two daemons' plugins) on one database: every delivery is posted once."""
+async def test_two_daemons_deliver_each_change_once_in_order(org_db: Database,
+                                                             crm: tuple[FakeCrm, str]) -> None:
+    """Two workers (two daemons' plugins) on one database: every change is delivered once,
+    each organization's in cursor order."""
     fake, url = crm
     fake.statuses = [500, 500, 500]  # some retries in the mix
     config = {"backoff_initial_s": 0.2, "poll_interval_s": 0.05}
@@ -311,43 +347,16 @@ async def test_two_daemons_deliver_each_event_once(org_db: Database,
             await nursery.start(run_background_tasks, first)
             await nursery.start(run_background_tasks, second)
             for n in range(30):
-                await notify(first if n % 2 else second, "wad_message_received",
-                             message=message(f"event {n}"), client=client())
+                await said(org_db, f"change {n}", ORG if n % 2 else OTHER)
             with trio.fail_after(20):
                 await fake.wait_for(33)
-                await settled(org_db)
+                await caught_up(org_db, url)
             await trio.sleep(0.5)  # time for a duplicate to show up, if there were one
             nursery.cancel_scope.cancel()
-    delivered = [(json.loads(got["body"])["id"], got["status"]) for got in fake.received]
-    successes = [delivery for delivery, status in delivered if status == 200]
-    assert len(successes) == 30
-    assert len(set(successes)) == 30  # no delivery posted successfully twice
-    assert len(delivered) == 33  # exactly the three failures were retried
-    assert all(status == "DELIVERED" for _, status, _, _ in await rows(org_db))
-
-
-async def test_each_failed_delivery_is_retried_on_its_own_backoff(
-        org_db: Database, crm: tuple[FakeCrm, str]) -> None:
-    """Two deliveries fail once each; both are retried after the backoff (not at the next poll,
-    set far away here), each under its own id."""
-    fake, url = crm
-    fake.statuses = [500, 500]
-    config = {"backoff_initial_s": 0.3, "poll_interval_s": 30.0}
-    pm = manager(org_db, url, **config)
-    with capture_logs() as logs:
-        # Both are pending before the worker starts, so that one poll finds them together.
-        await notify(pm, "wad_message_received", message=message("one"), client=client())
-        await notify(pm, "wad_message_received", message=message("two"), client=client())
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_background_tasks, pm)
-            with trio.fail_after(10):
-                await fake.wait_for(4)
-                await settled(org_db)
-            nursery.cancel_scope.cancel()
-    attempts = sorted((json.loads(got["body"])["data"]["message"]["body"],
-                       json.loads(got["body"])["attempt"], got["status"])
-                      for got in fake.received)
-    assert attempts == [("one", 1, 500), ("one", 2, 200), ("two", 1, 500), ("two", 2, 200)]
-    assert not [entry for entry in logs if entry["log_level"] == "error"]  # the worker never failed
-    assert await rows(org_db) == [("message.received", "DELIVERED", 2, None),
-                                  ("message.received", "DELIVERED", 2, None)]
+    delivered = fake.delivered()
+    assert len(delivered) == 30
+    assert len(set(delivered)) == 30  # no change posted successfully twice
+    assert len(fake.received) == 33  # exactly the three failures were retried
+    for org in (ORG, OTHER):
+        cursors = [cursor for who, cursor, _ in delivered if who == str(org)]
+        assert cursors == list(range(1, 16))

@@ -140,7 +140,7 @@ async def test_qr_follows_rotation_until_the_phone_scans(live: Live) -> None:
     assert f"organization Issyk-Kul Tours ({org})  session CONNECTED" in tree
     assert "session  running  restarts 0" in tree
     # One tree: the organization's supervisor under the manager's, beside the services.
-    for task in ("event-log", "metrics", "plugins", "notifications", "imports", "orgs",
+    for task in ("change-feed", "metrics", "plugins", "notifications", "imports", "orgs",
                  org, "inbound", "outbound"):
         assert any(f"─ {task}  " in line and line.endswith("  restarts 0")
                    for line in tree.splitlines()), (task, tree)

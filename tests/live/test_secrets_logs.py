@@ -192,7 +192,7 @@ async def test_a_full_run_logs_no_secret(run: Run) -> None:
                 secrets["QR payload"] = payload
                 png = await admin.get(f"/api/whatsapp/qr/{qr_org}", params={"format": "png"})
                 assert png.status_code == 200
-                # The event stream, briefly (it carries the QR payload to an ADMIN).
+                # The event stream, briefly (its session snapshot says a QR was issued).
                 async with admin.stream("GET", f"/api/whatsapp/events/{qr_org}") as events:
                     assert events.status_code == 200
                     async for line in events.aiter_lines():

@@ -18,6 +18,7 @@ from wad.api.context import AppContext, Services
 from wad.config import ApiSettings, DaemonSettings, Settings
 from wad.db.models import Role
 from wad.db.pool import Database
+from wad.db.repo import changes
 from wad.db.repo import organizations as orgs_repo
 
 
@@ -119,3 +120,14 @@ async def open_stream(client: httpx.AsyncClient, path: str, last_id: str | None 
     request = client.build_request("GET", path, headers=headers)
     response = await client.send(request, stream=True)
     return response, SseReader(response)
+
+
+async def feed_message(db: Database, org: uuid.UUID, body: str | None, *,
+                       caption: str | None = None, direction: str = "IN",
+                       type: str = "text") -> int:
+    """A `message.stored` change in the feed, shaped as the inbound actor writes it (the
+    message row itself is not needed by the feed's readers); answers its cursor."""
+    return await changes.record(db, organization_id=org, kind="message.stored", data={
+        "messageId": str(uuid.uuid4()), "waMessageId": f"false_{uuid.uuid4().hex}",
+        "direction": direction, "type": type, "body": body, "caption": caption,
+        "status": "RECEIVED" if direction == "IN" else "SENT"})

@@ -15,7 +15,6 @@ import trio
 
 from tests.support.bus_helpers import event
 from wad import bus
-from wad.observe.eventlog import STREAM_KINDS
 from wad.observe.metrics import BUS_KINDS
 
 WAD = Path(__file__).resolve().parent.parent.parent / "wad"
@@ -95,13 +94,13 @@ def production_sources() -> str:
                      if p.name != "bus.py")
 
 
-FOLLOWED = sorted(BUS_KINDS | STREAM_KINDS, key=lambda c: c.__name__)
+FOLLOWED = sorted(BUS_KINDS, key=lambda c: c.__name__)
 
 
 @pytest.mark.parametrize("cls", FOLLOWED, ids=[c.__name__ for c in FOLLOWED])
 def test_every_counted_or_streamed_event_is_published_by_production_code(
         cls: type[bus.Event]) -> None:
     # A metric fed by an event nothing publishes can never move (as `wad_sends_refused_total`
-    # once could not): each kind the metrics or the stream follow has a `publish(Kind(` in wad.
+    # once could not): each kind the metrics follow has a `publish(Kind(` in wad.
     name = cls.__name__
     assert re.search(rf"\.publish\(\s*{name}\(", production_sources()), name

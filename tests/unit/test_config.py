@@ -24,7 +24,8 @@ def test_example_file_loads_and_matches_defaults() -> None:
 
 def test_example_documents_every_setting() -> None:
     text = EXAMPLE.read_text()
-    for section in ("daemon", "api", "database", "whatsapp", "inbound", "outbound", "plugins"):
+    for section in ("daemon", "api", "database", "whatsapp", "inbound", "outbound", "feed",
+                    "plugins"):
         assert f"\n[{section}]\n" in text
         struct = getattr(config.Settings(), section)
         for name in struct.__struct_fields__:

@@ -113,14 +113,14 @@ def test_plugins_table_decodes_from_toml() -> None:
         [config.webhook]
         url = "https://crm.example/hooks/wad"
         secret = "s3cret"
-        events = ["message.received"]
+        events = ["message.stored"]
     """
     settings = msgspec.toml.decode(text.encode(), type=PluginSettings)
     pm = get_plugin_manager(settings)
     config = pm.context.plugin_config("webhook")
     assert type(config).__name__ == "Config"
     assert config.url == "https://crm.example/hooks/wad"
-    assert config.events == ["message.received"]
+    assert config.events == ["message.stored"]
     with pytest.raises(msgspec.ValidationError, match="status_min_confidence"):
         msgspec.toml.decode(b"status_min_confidence = 2.0", type=PluginSettings)
 

@@ -17,8 +17,8 @@ from wad import config
 from wad.api.context import AppContext
 from wad.bus import EventBus
 from wad.daemon import Daemon, grace_problems, restart_problems
+from wad.feed import ChangeFeed
 from wad.importer.service import ImportService
-from wad.observe.eventlog import EventLog
 from wad.observe.metrics import Metrics
 from wad.org.context import OrgContext
 from wad.org.manager import OrgManager
@@ -44,7 +44,8 @@ async def test_graces_nest_from_an_actor_up_to_systemds_stop_timeout() -> None:
     daemon.notifier.watchdog_interval = 30.0  # under systemd the watchdog child is there too
     manager = OrgManager(settings=settings, db=None, driver=None, bus=EventBus())  # type: ignore[arg-type]
     bus = EventBus()
-    ctx = AppContext(settings=settings, db=None, event_log=EventLog(bus),  # type: ignore[arg-type]
+    ctx = AppContext(settings=settings, db=None,  # type: ignore[arg-type]
+                     feed=ChangeFeed(None, settings.feed),  # type: ignore[arg-type]
                      metrics=Metrics(db=None, bus=bus, manager=manager,  # type: ignore[arg-type]
                                      node="n", pool_max=1, state_dir=None),
                      imports=ImportService(settings=settings, db=None))  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from wad.api.errors import ApiError
 from wad.api.openapi import WadOpenAPIProvider
 from wad.api.routes import (
     admin,
+    changes,
     docs,
     events,
     imports,
@@ -63,6 +64,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.register_blueprint(imports.bp)
     app.register_blueprint(outbound.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(changes.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(status_page.bp)

@@ -12,8 +12,8 @@ from quart import current_app
 from wad.bus import EventBus
 from wad.config import Settings
 from wad.db.pool import Database
+from wad.feed import ChangeFeed
 from wad.importer.service import ImportService
-from wad.observe.eventlog import EventLog
 from wad.observe.metrics import Metrics
 from wad.org.outbound.limits import Clock
 from wad.supervise import ChildSpec, Restart, Supervisor
@@ -43,7 +43,7 @@ class Services:
 class AppContext:
     """What request handlers reach: settings, the database, the daemon's live parts.
 
-    The event log, the metrics and the import service are long-lived tasks. The app makes the
+    The change feed, the metrics and the import service are long-lived tasks. The app makes the
     missing ones when it is created, and never runs them: the daemon runs them as children of
     its supervision tree (`service_specs`), a server without the daemon with `run_services`."""
 
@@ -51,21 +51,19 @@ class AppContext:
     db: Database
     started_at: float = field(default_factory=time.monotonic)
     services: Services = field(default_factory=Services)
-    event_log: EventLog | None = None
+    feed: ChangeFeed | None = None
+    """The change feed's wake-ups and pruning (the event stream follows the feed)."""
     metrics: Metrics | None = None
     imports: ImportService | None = None
 
 
 def service_specs(ctx: AppContext, *, grace: float) -> list[ChildSpec]:
     """The API's long-lived services as children of a supervision tree, each stopped within
-    `grace`: the event log (when there is a bus), the metrics and the import service. A
-    normal exit of the first two (their bus subscription closed) is final."""
-    if ctx.metrics is None or ctx.imports is None:
+    `grace`: the change feed (wake-ups, pruning), the metrics and the import service. A
+    normal exit of the metrics (their bus subscription closed) is final."""
+    if ctx.metrics is None or ctx.imports is None or ctx.feed is None:
         raise RuntimeError("create_app(ctx) makes the API's services; call it first")
-    specs = []
-    if ctx.event_log is not None:
-        specs.append(ChildSpec("event-log", ctx.event_log.run, restart=Restart.TRANSIENT,
-                               shutdown=grace))
+    specs = [ChildSpec("change-feed", ctx.feed.run, shutdown=grace)]
     specs.append(ChildSpec("metrics", ctx.metrics.run, restart=Restart.TRANSIENT,
                            shutdown=grace))
     specs.append(ChildSpec("imports", ctx.imports.run, shutdown=grace))

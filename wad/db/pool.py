@@ -165,6 +165,40 @@ class Connection:
     def is_closed(self) -> bool:
         return bool(self.raw.is_closed())
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A transaction on this connection (a savepoint when one is open already): committed
+        when the block ends, rolled back when it raises or is cancelled."""
+        tx = self.raw.transaction()
+        await aio_as_trio(tx.start)()
+        try:
+            yield self
+        except BaseException:
+            with trio.move_on_after(5, shield=True):
+                await aio_as_trio(tx.rollback)()
+            raise
+        else:
+            await aio_as_trio(tx.commit)()
+
+    async def add_listener(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Call `callback(payload)` (from the event loop: it must not block) on every
+        `NOTIFY channel` while this connection lives."""
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            callback(payload)
+        await aio_as_trio(self.raw.add_listener)(channel, on_notify)
+
+
+@asynccontextmanager
+async def atomic(db: Executor) -> AsyncIterator[Executor]:
+    """`db` inside a transaction for the block: a new one on the pool, or the caller's
+    connection (a savepoint in its transaction), so that several statements (a change and its
+    feed entry) commit or vanish together."""
+    if isinstance(db, Database | Connection):
+        async with db.transaction() as conn:
+            yield conn
+    else:  # a stand-in Executor: no transactions to offer
+        yield db
+
 
 class Database:
     """The pool. Use `async with Database.open(dsn) as db:`."""

@@ -1,1 +1,1 @@
-"""What wad shows of itself: Prometheus metrics (`metrics`) and the event log (`eventlog`)."""
+"""What wad shows of itself: Prometheus metrics (`metrics`)."""

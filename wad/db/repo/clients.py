@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 
 from wad.db.models import Client, ClientStatus, ClientStatusChange
-from wad.db.pool import Executor
+from wad.db.pool import Executor, atomic
+from wad.db.repo import changes as feed
 from wad.db.repo import columns, many, one, returned
 from wad.errors import NotFound
 
@@ -32,10 +33,14 @@ RETURNING {_COLS}, (xmax = 0) AS created
 async def upsert(db: Executor, *, organization_id: uuid.UUID, phone: str,
                  name: str | None = None, push_name: str | None = None) -> tuple[Client, bool]:
     """The client with this phone (E.164), created when missing; `name` and `push_name` are
-    updated when given. Answers (client, created)."""
-    row = await db.fetchrow(_UPSERT, organization_id, phone, name, push_name)
-    if row is not None:
-        return returned(Client, row), bool(row["created"])
+    updated when given. Answers (client, created). A creation or change is in the feed
+    (`client.created`, `client.updated`) with it."""
+    async with atomic(db) as tx:
+        row = await tx.fetchrow(_UPSERT, organization_id, phone, name, push_name)
+        if row is not None:
+            client, created = returned(Client, row), bool(row["created"])
+            await _changed(tx, client, created=created)
+            return client, created
     found = await get_by_phone(db, organization_id=organization_id, phone=phone)
     if found is None:
         raise NotFound(f"client {phone} vanished while being upserted")
@@ -58,30 +63,52 @@ async def update_profile(
     push_name: str | None = None, saved_name: str | None = None,
     profile_picture_url: str | None = None, preferred_language: str | None = None,
 ) -> Client | None:
-    """Set the profile fields that are given (None keeps the stored value)."""
-    row = await db.fetchrow(
-        f"""UPDATE clients SET
-                name = coalesce($2, name),
-                push_name = coalesce($3, push_name),
-                saved_name = coalesce($4, saved_name),
-                profile_picture_url = coalesce($5, profile_picture_url),
-                preferred_language = coalesce($6, preferred_language)
-            WHERE id = $1 RETURNING {_COLS}""",
-        client_id, name, push_name, saved_name, profile_picture_url, preferred_language)
-    return one(Client, row)
+    """Set the profile fields that are given (None keeps the stored value); a change is in
+    the feed (`client.updated`) with it."""
+    async with atomic(db) as tx:
+        row = await tx.fetchrow(
+            f"""WITH old AS (SELECT * FROM clients WHERE id = $1 FOR UPDATE)
+                UPDATE clients c SET
+                    name = coalesce($2, c.name),
+                    push_name = coalesce($3, c.push_name),
+                    saved_name = coalesce($4, c.saved_name),
+                    profile_picture_url = coalesce($5, c.profile_picture_url),
+                    preferred_language = coalesce($6, c.preferred_language)
+                FROM old WHERE c.id = old.id
+                RETURNING {columns(Client, "c")},
+                    (c.name, c.push_name, c.saved_name, c.profile_picture_url,
+                     c.preferred_language) IS DISTINCT FROM
+                    (old.name, old.push_name, old.saved_name, old.profile_picture_url,
+                     old.preferred_language) AS changed""",
+            client_id, name, push_name, saved_name, profile_picture_url, preferred_language)
+        if row is None:
+            return None
+        client = returned(Client, row)
+        if row["changed"]:
+            await _changed(tx, client, created=False)
+        return client
 
 
 async def merge_metadata(db: Executor, *, client_id: uuid.UUID, metadata: dict[str, Any]
                          ) -> Client | None:
     """Add or replace keys of the client's metadata (other keys are kept); no write when they
-    are there already."""
-    row = await db.fetchrow(
-        f"""UPDATE clients SET metadata = metadata || $2::jsonb
-            WHERE id = $1 AND NOT (metadata @> $2::jsonb) RETURNING {_COLS}""",
-        client_id, metadata)
-    if row is None:
-        return await get(db, client_id=client_id)
-    return one(Client, row)
+    are there already. A change is in the feed (`client.updated`) with it."""
+    async with atomic(db) as tx:
+        row = await tx.fetchrow(
+            f"""UPDATE clients SET metadata = metadata || $2::jsonb
+                WHERE id = $1 AND NOT (metadata @> $2::jsonb) RETURNING {_COLS}""",
+            client_id, metadata)
+        if row is None:
+            return await get(tx, client_id=client_id)
+        client = returned(Client, row)
+        await _changed(tx, client, created=False)
+        return client
+
+
+async def _changed(db: Executor, client: Client, *, created: bool) -> None:
+    await feed.record(db, organization_id=client.organization_id,
+                         kind="client.created" if created else "client.updated",
+                         data=feed.client_data(client))
 
 
 # One statement, so the change and its history row are written atomically; the row lock makes
@@ -104,13 +131,18 @@ RETURNING {_HISTORY_COLS}
 async def set_status(db: Executor, *, client_id: uuid.UUID, status: ClientStatus, detector: str,
                      reason: str | None = None) -> ClientStatusChange | None:
     """Move the client to `status`, writing the history row with who decided and why. Answers the
-    change, or None when the client already had that status. Raises NotFound for no client."""
-    row = await db.fetchrow(_SET_STATUS, client_id, status, detector, reason)
-    if row is None:
-        if await db.fetchval("SELECT 1 FROM clients WHERE id = $1", client_id) is None:
-            raise NotFound(f"no client {client_id}")
-        return None
-    return one(ClientStatusChange, row)
+    change, or None when the client already had that status. Raises NotFound for no client.
+    The change is in the feed (`client.status`) with it."""
+    async with atomic(db) as tx:
+        row = await tx.fetchrow(_SET_STATUS, client_id, status, detector, reason)
+        if row is None:
+            if await tx.fetchval("SELECT 1 FROM clients WHERE id = $1", client_id) is None:
+                raise NotFound(f"no client {client_id}")
+            return None
+        change = returned(ClientStatusChange, row)
+        await feed.record(tx, organization_id=change.organization_id, kind="client.status",
+                             data=feed.client_status_data(change))
+        return change
 
 
 async def status_history(db: Executor, *, client_id: uuid.UUID) -> list[ClientStatusChange]:
@@ -181,7 +213,8 @@ async def upsert_imported(db: Executor, *, organization_id: uuid.UUID,
                           profiles: Sequence[ImportedProfile]) -> dict[str, tuple[Client, bool]]:
     """Create or update many clients at once (phones distinct), as an import does one by one
     with `upsert`, `update_profile` and `merge_metadata`: names and language replaced when
-    given, the country added once, the given name set. Answers phone -> (client, created)."""
+    given, the country added once, the given name set. Answers phone -> (client, created).
+    Each creation or change is in the feed with it (call inside the import's transaction)."""
     if len({p.phone for p in profiles}) != len(profiles):
         raise ValueError("upsert_imported: a phone appears twice")
     args = (organization_id, [p.phone for p in profiles], [p.name for p in profiles],
@@ -189,10 +222,12 @@ async def upsert_imported(db: Executor, *, organization_id: uuid.UUID,
             [p.preferred_language for p in profiles], [p.country for p in profiles],
             [p.given_name for p in profiles])
     out = {c.phone: (c, True) for c in many(Client, await db.fetch(_IMPORT_INSERT, *args))}
+    updated: list[Client] = []
     rest = [i for i, p in enumerate(profiles) if p.phone not in out]
     if rest:
         picked = [[column[i] for i in rest] for column in args[1:]]
-        for c in many(Client, await db.fetch(_IMPORT_UPDATE, organization_id, *picked)):
+        updated = many(Client, await db.fetch(_IMPORT_UPDATE, organization_id, *picked))
+        for c in updated:
             out[c.phone] = (c, False)
         missing = [profiles[i].phone for i in rest if profiles[i].phone not in out]
         if missing:  # nothing to change: read them
@@ -200,6 +235,12 @@ async def upsert_imported(db: Executor, *, organization_id: uuid.UUID,
                                   "AND phone = ANY($2::text[])", organization_id, missing)
             for c in many(Client, rows):
                 out[c.phone] = (c, False)
+    for p in profiles:
+        client, created = out[p.phone]
+        if created:
+            await _changed(db, client, created=True)
+    for client in updated:
+        await _changed(db, client, created=False)
     return out
 
 
@@ -230,4 +271,8 @@ async def set_statuses(db: Executor, *, changes: Sequence[tuple[uuid.UUID, Clien
     if not changes:
         return []
     columns_ = list(zip(*changes, strict=True))
-    return many(ClientStatusChange, await db.fetch(_SET_STATUSES, *map(list, columns_)))
+    made = many(ClientStatusChange, await db.fetch(_SET_STATUSES, *map(list, columns_)))
+    for change in sorted(made, key=lambda c: c.id):
+        await feed.record(db, organization_id=change.organization_id, kind="client.status",
+                             data=feed.client_status_data(change))
+    return made

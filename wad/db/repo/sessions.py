@@ -10,8 +10,8 @@ import uuid
 from datetime import datetime
 
 from wad.db.models import SessionArchive, SessionArchiveInfo, SessionState, WhatsAppSession
-from wad.db.pool import Executor
-from wad.db.repo import columns, many, one, returned
+from wad.db.pool import Executor, atomic
+from wad.db.repo import changes, columns, many, one, returned
 
 _COLS = columns(WhatsAppSession)
 _ARCHIVE_INFO_COLS = columns(SessionArchiveInfo)
@@ -98,15 +98,20 @@ async def set_state(
     changes, and entering either (from another state) stamps `link_started_at`. `last_error` is
     kept until given anew or until CONNECTED clears it. Entering CONNECTED
     stamps `last_connected_at`; leaving it stamps `last_disconnected_at`. `wa_version`,
-    `phone_number` and `push_name` are updated when given, kept otherwise.
+    `phone_number` and `push_name` are updated when given, kept otherwise. Each call is in
+    the feed (`session.state`, without the QR payload and pairing code) with it.
     """
     args = (organization_id, state, qr_payload, pairing_code, last_error, wa_version,
             phone_number, push_name, at, should_run)
-    row = await db.fetchrow(_SET_STATE, *args)
-    if row is None:  # the first state of a new organization: create the row, then set it
-        await ensure(db, organization_id=organization_id)
-        row = await db.fetchrow(_SET_STATE, *args)
-    return returned(WhatsAppSession, row)
+    async with atomic(db) as tx:
+        row = await tx.fetchrow(_SET_STATE, *args)
+        if row is None:  # the first state of a new organization: create the row, then set it
+            await ensure(tx, organization_id=organization_id)
+            row = await tx.fetchrow(_SET_STATE, *args)
+        session = returned(WhatsAppSession, row)
+        await changes.record(tx, organization_id=organization_id, kind="session.state",
+                             data=changes.session_data(session))
+    return session
 
 
 async def set_should_run(db: Executor, *, organization_id: uuid.UUID, should_run: bool) -> None:

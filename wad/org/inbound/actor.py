@@ -60,6 +60,7 @@ from wad.bus import (
 from wad.config import InboundSettings, inbound_settings
 from wad.db.models import Client, Message, MessageStatus, NewMessage
 from wad.db.pool import database_unavailable
+from wad.db.repo import changes
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import messages as messages_repo
@@ -301,42 +302,60 @@ class InboundActor:
         status = parse.ack_status(ack.ack)
         if status is None or not ack.from_me:
             return  # incoming messages' acks are our own read receipts
-        before = await messages_repo.status_of(self.db, organization_id=self.org_id,
-                                               wa_message_id=ack.id)
-        row = await messages_repo.update_status(self.db, organization_id=self.org_id,
-                                                wa_message_id=ack.id, status=status)
-        queued = _OUTBOX_STATUS.get(status)
+        # The message's status, the queue's row and the feed's entry change together.
         send_id: uuid.UUID | None = None
-        if queued is not None:
-            # wad's own sends: the queue's row follows the same acks. The outbound actor records
-            # the bare key id; the serialized form is tried too.
-            for wa_id in dict.fromkeys((ids.bare_id(ack.id), ack.id)):
-                if item := await outbox_repo.apply_ack(self.db, organization_id=self.org_id,
-                                                       wa_message_id=wa_id, status=queued):
-                    send_id = item.id
-                    break
+        async with self.db.transaction() as tx:
+            before = await messages_repo.status_of(tx, organization_id=self.org_id,
+                                                   wa_message_id=ack.id)
+            row = await messages_repo.update_status(tx, organization_id=self.org_id,
+                                                    wa_message_id=ack.id, status=status)
+            queued = _OUTBOX_STATUS.get(status)
+            if queued is not None:
+                # wad's own sends: the queue's row follows the same acks. The outbound actor
+                # records the bare key id; the serialized form is tried too.
+                for wa_id in dict.fromkeys((ids.bare_id(ack.id), ack.id)):
+                    if item := await outbox_repo.apply_ack(tx, organization_id=self.org_id,
+                                                           wa_message_id=wa_id, status=queued):
+                        send_id = item.id
+                        break
+            if row is not None:
+                if send_id is None:
+                    send_id = await changes.send_of(tx, organization_id=self.org_id,
+                                                    wa_ids=[ids.bare_id(ack.id), ack.id])
+                await changes.record(tx, organization_id=self.org_id, kind="message.status",
+                                     data=changes.message_status_data(row, before=before,
+                                                                      send_id=send_id))
         self.bus.signal(Ack(org_id=self.org_id, wa_message_id=ack.id, wa_chat_id=ack.chat_id,
                             ack=ack.ack, status=status, changed=row is not None))
         if row is not None:
             await self._status_changed(row, before, send_id=send_id)
 
     async def _apply_edit(self, edit: ev.MessageEdited, at: datetime) -> None:
-        if edit.body:
-            row = await messages_repo.edit(self.db, organization_id=self.org_id,
-                                           wa_message_id=edit.id, body=edit.body, edited_at=at)
-        else:
-            row = await messages_repo.edit_caption(self.db, organization_id=self.org_id,
-                                                   wa_message_id=edit.id, caption=edit.caption,
-                                                   edited_at=at)
+        async with self.db.transaction() as tx:
+            if edit.body:
+                row = await messages_repo.edit(tx, organization_id=self.org_id,
+                                               wa_message_id=edit.id, body=edit.body,
+                                               edited_at=at)
+            else:
+                row = await messages_repo.edit_caption(tx, organization_id=self.org_id,
+                                                       wa_message_id=edit.id,
+                                                       caption=edit.caption, edited_at=at)
+            if row is not None:
+                await changes.record(tx, organization_id=self.org_id, kind="message.edited",
+                                     data=changes.message_data(row))
         if row is not None:
             self.bus.publish(MessageEdited(org_id=self.org_id, id=str(row.id),
                                            wa_message_id=row.wa_message_id))
 
     async def _apply_revoke(self, revoke: ev.MessageRevoked) -> None:
-        before = await messages_repo.status_of(self.db, organization_id=self.org_id,
-                                               wa_message_id=revoke.id)
-        row = await messages_repo.revoke(self.db, organization_id=self.org_id,
-                                         wa_message_id=revoke.id)
+        async with self.db.transaction() as tx:
+            before = await messages_repo.status_of(tx, organization_id=self.org_id,
+                                                   wa_message_id=revoke.id)
+            row = await messages_repo.revoke(tx, organization_id=self.org_id,
+                                             wa_message_id=revoke.id)
+            if row is not None:
+                await changes.record(tx, organization_id=self.org_id, kind="message.revoked",
+                                     data=changes.message_status_data(row, before=before))
         if row is not None:
             await self._status_changed(row, before)
 
@@ -558,9 +577,14 @@ class InboundActor:
             if self.pm is not None:
                 await plugin_calls.notify(self.pm, "wad_message_sent", message=message_out,
                                           client=client_out)
-        await messages_repo.set_processing_state(
-            self.db, message_id=message.id, state="DONE", conversation_id=conversation.id,
-            language=message_language)
+        # Processed, and in the feed (`message.stored`), at once: a crash before this point
+        # processes the message again, and the feed has it exactly once.
+        async with self.db.transaction() as tx:
+            done = await messages_repo.set_processing_state(
+                tx, message_id=message.id, state="DONE", conversation_id=conversation.id,
+                language=message_language)
+            await changes.record(tx, organization_id=self.org_id, kind="message.stored",
+                                 data=changes.message_data(done or message, client_id=client.id))
         self.stats.processed += 1
 
     async def _phone_of_lid(self, wid: str) -> str | None:

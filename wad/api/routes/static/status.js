@@ -335,6 +335,12 @@
           signOut("That token was not accepted (unknown or revoked). Paste another one.");
           return;
         }
+        if (response.status === 410) {
+          // Our position is older than the change feed keeps: start again from the present.
+          page.lastEventId = null;
+          scheduleRefresh(0);
+          continue;
+        }
         if (!response.ok) throw new Error(await errorText(response));
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
@@ -387,33 +393,33 @@
       if (!body.resumed) scheduleRefresh(0); // catch up with what happened before the stream
       return;
     }
-    if (kind === "stream.reset") {
+    if (kind === "stream.end") {
+      if (body.reason === "cursor_expired") page.lastEventId = null;
       scheduleRefresh(0);
       return;
     }
-    const entry = page.orgs.get(body.organization_id);
+    const entry = page.orgs.get(body.organizationId);
     if (!entry) {
-      if (kind === "session.status") scheduleRefresh(500); // a new organization
+      if (kind === "session.state") scheduleRefresh(500); // a new organization
       return;
     }
-    // The event stream's own names (see docs/api.md, "Events"); the entry keeps the
+    // The change feed's names (see docs/api.md, "The change feed"); the entry keeps the
     // overview's (camelCase, as GET /api/overview answers).
-    const payload = body.payload || {};
-    if (kind === "session.status") {
-      entry.data.status = payload.state;
-      if ("phone_number" in payload) entry.data.phoneNumber = payload.phone_number;
-      if ("last_error" in payload) entry.data.errorMessage = payload.last_error;
-      entry.data.qr = payload.qr || null;
-      entry.data.pairingCode = payload.pairing_code || entry.data.pairingCode || null;
-      if (payload.state !== "PAIRING_CODE_PENDING") entry.data.pairingCode = null;
-      if (payload.state === "CONNECTED") entry.card.querySelector(".message").textContent = "";
+    const data = body.data || {};
+    if (kind === "session.state") {
+      // The feed never carries the QR payload or pairing code: a new one is fetched.
+      entry.data.status = data.status;
+      if ("phoneNumber" in data) entry.data.phoneNumber = data.phoneNumber;
+      if ("errorMessage" in data) entry.data.errorMessage = data.errorMessage;
+      entry.data.qr = data.status === "QR_CODE_PENDING" ? (data.qrIssuedAt || "current") : null;
+      if (data.status !== "PAIRING_CODE_PENDING") entry.data.pairingCode = null;
+      else if (data.pairingCodeIssuedAt !== entry.pairingIssuedAt) scheduleRefresh(0);
+      entry.pairingIssuedAt = data.pairingCodeIssuedAt;
+      if (data.status === "CONNECTED") entry.card.querySelector(".message").textContent = "";
       render(entry);
-    } else if (kind === "message.received" && !body.snapshot) {
-      entry.data.messagesToday.received += 1;
-      render(entry);
-      scheduleRefresh(1500);
-    } else if (kind === "message.sent" && !body.snapshot) {
-      entry.data.messagesToday.sent += 1;
+    } else if (kind === "message.stored" && !body.snapshot) {
+      if (data.direction === "IN") entry.data.messagesToday.received += 1;
+      else entry.data.messagesToday.sent += 1;
       render(entry);
       scheduleRefresh(1500);
     }
