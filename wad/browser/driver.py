@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import trio
+import trio_asyncio
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 from trio_asyncio import aio_as_trio, trio_as_aio
@@ -168,6 +169,42 @@ def _process_gone(pid: int | None) -> bool:
     return stat.rsplit(") ", 1)[-1][:1] in ("Z", "X")
 
 
+class _ReadyQueue:
+    """Stands for asyncio's queue of ready callbacks (`loop._ready`) on a trio-asyncio loop,
+    which keeps its callbacks in a Trio memory channel and puts an always-true placeholder
+    there. Truthy while callbacks wait to run, like asyncio's own deque; `clear()` does nothing,
+    as the placeholder's."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+
+    def __bool__(self) -> bool:
+        return self._loop._q_send.statistics().current_buffer_used > 0
+
+    def __len__(self) -> int:
+        return int(self._loop._q_send.statistics().current_buffer_used)
+
+    def clear(self) -> None:
+        pass
+
+
+def expose_ready_queue(loop: Any) -> None:
+    """Let Playwright see when the trio-asyncio `loop` has no callbacks waiting.
+
+    After each message from its driver, Playwright yields to the loop until `loop._ready` is
+    empty (at most 100 turns), as JavaScript runs every reaction before the next task. On a
+    trio-asyncio loop `_ready` is a placeholder that is always true, so every message cost 100
+    turns of the loop (a few milliseconds each time, most of a history fetch's time). Replaced
+    by `_ReadyQueue`, Playwright yields exactly as long as callbacks are queued. A loop without
+    the expected parts is left alone."""
+    send = getattr(loop, "_q_send", None)
+    if send is None or not hasattr(send, "statistics") or isinstance(loop._ready, _ReadyQueue):
+        return
+    if type(loop._ready).__name__ != "_Clear":
+        return  # not the placeholder this was written for: leave the loop as it is
+    loop._ready = _ReadyQueue(loop)
+
+
 class BrowserDriver:
     """One Playwright instance for the daemon. Use `async with BrowserDriver.open(settings)`."""
 
@@ -194,6 +231,7 @@ class BrowserDriver:
         if not sandboxed():
             log.get("browser").warning(ROOT_WARNING)
         try:
+            expose_ready_queue(trio_asyncio.current_loop.get())
             playwright = await aio_as_trio(async_playwright().start)()
             try:
                 yield cls(playwright, settings, tmpdir)
