@@ -10,6 +10,7 @@ under each: then the message's other words, or the model, decide among them.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 _WORDS: dict[str, str] = {
@@ -80,6 +81,7 @@ NEUTRAL: frozenset[str] = frozenset({
 """Words that say nothing of the language they are written in."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def fold(word: str) -> str:
     """Lower case without accents (and "ł" as "l"), the form the lexicon is looked up in."""
     decomposed = unicodedata.normalize("NFD", word.lower().replace("ł", "l").replace("’", "'"))
