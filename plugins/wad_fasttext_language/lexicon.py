@@ -81,11 +81,14 @@ NEUTRAL: frozenset[str] = frozenset({
 """Words that say nothing of the language they are written in."""
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def fold(word: str) -> str:
+def fold_once(word: str) -> str:
     """Lower case without accents (and "ł" as "l"), the form the lexicon is looked up in."""
     decomposed = unicodedata.normalize("NFD", word.lower().replace("ł", "l").replace("’", "'"))
     return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+
+
+fold = functools.lru_cache(maxsize=4096)(fold_once)
+"""`fold_once`, remembering the words of the latest texts (chats repeat their words)."""
 
 
 _EXACT: dict[str, frozenset[str]] = {}
