@@ -20,8 +20,9 @@ recent chats):
    are stored as processed, so the inbound channel never answers old messages), the status
    change with its history row, and the chat recorded as done in the run. An interrupted
    import therefore never leaves half a chat, and a rerun resumes exactly after the last chat
-   written. Chats are fetched ahead (paced as before) while earlier ones are processed, and
-   languages are detected for all the chats at hand in one batch, in a worker thread.
+   written. Chats are fetched ahead (paced as before) while earlier ones are processed,
+   languages are detected for all the chats at hand in one batch, in a worker thread, and a
+   batch is written while the next one is detected (a number in both waits for the write).
 
 A failure in one chat is recorded with its reason and the import goes on. Cancellation (Ctrl-C,
 `DELETE /api/whatsapp/import/{org}`) ends the run as `INTERRUPTED`; running again resumes it.
