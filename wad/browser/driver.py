@@ -173,7 +173,9 @@ class _ReadyQueue:
     """Stands for asyncio's queue of ready callbacks (`loop._ready`) on a trio-asyncio loop,
     which keeps its callbacks in a Trio memory channel and puts an always-true placeholder
     there. Truthy while callbacks wait to run, like asyncio's own deque; `clear()` does nothing,
-    as the placeholder's."""
+    as the placeholder's. Exact when read from a running callback or task (as Playwright reads
+    it: the loop is busy running it, so whatever is scheduled meanwhile is buffered); read from
+    outside, a callback handed straight to the idle loop is not counted."""
 
     def __init__(self, loop: Any) -> None:
         self._loop = loop
