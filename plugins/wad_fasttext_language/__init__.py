@@ -176,7 +176,7 @@ class FastTextDetector:
                 evidence[lang] += config.lexicon_weight
                 supported = True
         for lang, marks in self._marks.items():
-            if any(char in marks for char in cleaned):
+            if not marks.isdisjoint(cleaned):
                 evidence[lang] += config.mark_weight
         best = max(evidence, key=lambda lang: evidence[lang])
         share = 1 / sum(10 ** (value - evidence[best]) for value in evidence.values())

@@ -10,6 +10,7 @@ under each: then the message's other words, or the model, decide among them.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 _WORDS: dict[str, str] = {
@@ -80,10 +81,14 @@ NEUTRAL: frozenset[str] = frozenset({
 """Words that say nothing of the language they are written in."""
 
 
-def fold(word: str) -> str:
+def fold_once(word: str) -> str:
     """Lower case without accents (and "ł" as "l"), the form the lexicon is looked up in."""
     decomposed = unicodedata.normalize("NFD", word.lower().replace("ł", "l").replace("’", "'"))
     return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+
+
+fold = functools.lru_cache(maxsize=4096)(fold_once)
+"""`fold_once`, remembering the words of the latest texts (chats repeat their words)."""
 
 
 _EXACT: dict[str, frozenset[str]] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from wad_fasttext_language.lexicon import fold
+from wad_fasttext_language.lexicon import fold, fold_once
 
 
 def available() -> frozenset[str]:
@@ -45,7 +45,7 @@ class WordLists:
                 for word in bucket:
                     word = words.setdefault(word, word)
                     exact.setdefault(word, centibels)
-                    bare = fold(word)
+                    bare = fold_once(word)  # each word once: not worth remembering
                     if bare != word:
                         folded.setdefault(words.setdefault(bare, bare), centibels)
             del buckets

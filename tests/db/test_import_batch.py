@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import trio
 
 from wad.db.models import NewMessage
 from wad.db.pool import Database
@@ -160,3 +161,57 @@ async def test_two_chats_of_one_number_in_a_batch_are_both_imported(db: Database
     with pytest.raises(ValueError, match="a phone appears twice"):
         await clients_repo.upsert_imported(db, organization_id=org, profiles=[
             clients_repo.ImportedProfile(phone="+996555300001")] * 2)
+
+
+class Ordered(Importer):
+    """The engine, noting when each batch's detection starts and its write ends; a write waits
+    (at most 2 s) for the next batch's detection to start, so that they can overlap."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.events: list[tuple[str, list[str]]] = []
+        self.next_detected = trio.Event()
+
+    async def _detect(self, batch: Any) -> Any:
+        if self.events:
+            self.next_detected.set()
+        self.events.append(("detect", [f.ref.key for f in batch]))
+        return await super()._detect(batch)
+
+    async def _write_work(self, work: Any) -> None:
+        with trio.move_on_after(2):
+            await self.next_detected.wait()
+        await super()._write_work(work)
+        self.events.append(("written", [item.ref.key for item in work]))
+
+
+async def ordered(db: Database, org: uuid.UUID, chats: list[LoadedChat]) -> tuple[Any, Any]:
+    pm = get_plugin_manager(PluginSettings(entry_points=False))
+    importer = Ordered(db=db, organization_id=org, source=Chats(chats),
+                       options=ImportOptions(pace_s=0.0), pm=pm)
+    return await importer.run(), importer.events
+
+
+LONG = TALK * 134  # 402 messages: a batch of its own (BATCH_MESSAGES is 400)
+
+
+async def test_a_batch_is_detected_while_the_one_before_is_written(db: Database) -> None:
+    org = (await organizations.create(db, name="Overlap")).id
+    first, second = chat(org, "996555400001", talk=LONG), chat(org, "996555400002")
+    report, events = await ordered(db, org, [first, second])
+    assert (report.chats_imported, report.messages_stored) == (2, 405)
+    assert events == [("detect", [first.key]), ("detect", [second.key]),
+                      ("written", [first.key]), ("written", [second.key])]
+
+
+async def test_a_number_being_written_is_read_after_that_write(db: Database) -> None:
+    org = (await organizations.create(db, name="Wait")).id
+    first = chat(org, "996555400003", talk=LONG)
+    # The same number again (its hidden-number chat), with the first chat's messages and one
+    # more: read before the first write, the client would be new twice and nothing a duplicate.
+    later = chat(org, "996555400003", key="996555400003@lid", talk=[*LONG, ("IN", "One more")])
+    report, events = await ordered(db, org, [first, later])
+    assert events == [("detect", [first.key]), ("written", [first.key]),
+                      ("detect", [later.key]), ("written", [later.key])]
+    assert (report.chats_imported, report.clients_created, report.clients_updated,
+            report.messages_stored, report.messages_duplicate) == (2, 1, 1, 403, 402)

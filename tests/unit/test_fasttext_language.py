@@ -20,6 +20,7 @@ from wad.language import DEFAULT_LANGUAGES
 from wad.plugins import PluginSettings, detect_languages, get_plugin_manager
 
 HELD_OUT = DATA / "language" / "heldout.tsv"
+FRESH = DATA / "language" / "fresh.tsv"
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "language.py"
 
 
@@ -52,6 +53,32 @@ def test_per_message_on_the_held_out_set(detector: FastTextDetector) -> None:
     assert total.wrong <= 6, score.misses
     # What no language claims ("ok", emoji, times) is unknown.
     assert score.neutral.right == score.neutral.total, score.misses
+
+
+def test_the_fresh_held_out_set_meets_the_goal(detector: FastTextDetector) -> None:
+    # fresh.tsv was written and committed before the detector was touched again (heldout.tsv
+    # had been measured and its misses printed, so it no longer counts as unseen). Measured
+    # on it: 114 of 114 right, none wrong, every neutral text unknown, 35 of 35 conversations.
+    # The goal of issue 19 is asserted: at least 98 % right, at most 1 % wrong.
+    rows = load_texts(FRESH)
+    labelled = [row for row in rows if row.language]
+    assert len(labelled) >= 100
+    assert sum(len(row.text.split()) <= 3 for row in labelled) >= len(labelled) / 3
+    assert {row.language for row in labelled} == set(DEFAULT_LANGUAGES)
+    score = score_languages(rows, detector.detect_many([row.text for row in rows]))
+    total = LanguageScore.overall(score.per_message)
+    assert total.right >= 0.98 * total.total, score.misses
+    assert total.wrong <= 0.01 * total.total, score.misses
+    assert score.neutral.right == score.neutral.total, score.misses
+    conversations = LanguageScore.overall(score.per_conversation)
+    assert conversations.right == conversations.total >= 35
+
+
+def test_the_fresh_set_was_not_written_from_the_others() -> None:
+    others = {row.text.lower() for name in ("dev.tsv", "heldout.tsv", "messages.tsv")
+              for row in load_texts(DATA / "language" / name) if row.language}
+    assert not [row.text for row in load_texts(FRESH) if row.language
+                and row.text.lower() in others]
 
 
 def test_resident_memory_grows_by_at_most_60_mib() -> None:

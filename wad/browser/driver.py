@@ -581,7 +581,8 @@ class BrowserSession:
                     continue
                 raise BridgeError(f"{name}: {exc.message}") from None
             try:
-                answer = msgspec.json.decode(raw) if isinstance(raw, str) else raw
+                # Scrubbed of NULs here (see `events.scrub`), so every answer is storable.
+                answer = events.decode_json(raw) if isinstance(raw, str) else events.scrub(raw)
             except msgspec.DecodeError:
                 answer = raw
             self.last_activity = trio.current_time()
@@ -595,7 +596,7 @@ class BrowserSession:
                        **kwargs: Any) -> _T:
         value = await self._call(name, args, **kwargs)
         try:
-            return msgspec.convert(events.scrub(value), type_)
+            return msgspec.convert(value, type_)
         except msgspec.ValidationError as exc:
             raise BridgeError(f"{name}: unexpected answer: {exc}") from None
 

@@ -198,10 +198,23 @@ def scrub(value: Any) -> Any:
     return value
 
 
+def may_hold_nul(raw: str | bytes) -> bool:
+    """Whether JSON text `raw` can decode to a string with a NUL: JSON writes U+0000 as the
+    escape `\u0000` (a raw NUL is not valid JSON), so without that escape there is none and
+    `scrub` has nothing to do."""
+    return (b"\\u0000" in raw) if isinstance(raw, bytes) else ("\\u0000" in raw)
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """`raw` decoded, scrubbed (see `scrub`) when it may hold a NUL."""
+    value = msgspec.json.decode(raw)
+    return scrub(value) if may_hold_nul(raw) else value
+
+
 def decode(raw: str | bytes) -> Event:
     """Decode one event posted by the bridge (scrubbed, see `scrub`); raises
     `msgspec.ValidationError` naming the field."""
-    return msgspec.convert(scrub(msgspec.json.decode(raw)), Event)
+    return msgspec.convert(decode_json(raw), Event)
 
 
 class ChatInfo(msgspec.Struct, kw_only=True, frozen=True):

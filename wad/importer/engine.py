@@ -20,8 +20,9 @@ recent chats):
    are stored as processed, so the inbound channel never answers old messages), the status
    change with its history row, and the chat recorded as done in the run. An interrupted
    import therefore never leaves half a chat, and a rerun resumes exactly after the last chat
-   written. Chats are fetched ahead (paced as before) while earlier ones are processed, and
-   languages are detected for all the chats at hand in one batch, in a worker thread.
+   written. Chats are fetched ahead (paced as before) while earlier ones are processed,
+   languages are detected for all the chats at hand in one batch, in a worker thread, and a
+   batch is written while the next one is detected (a number in both waits for the write).
 
 A failure in one chat is recorded with its reason and the import goes on. Cancellation (Ctrl-C,
 `DELETE /api/whatsapp/import/{org}`) ends the run as `INTERRUPTED`; running again resumes it.
@@ -264,10 +265,17 @@ class Importer:
         progress.chats_resumed = len(chats) - len(todo)
         # Chats are fetched one after the other (the pacer spaces the requests) while the ones
         # fetched already are detected and written: with pacing off, the two overlap.
+        # A batch is detected (languages, status: worker threads) while the one before it is
+        # written (the database's own process), so those overlap too.
         send, receive = trio.open_memory_channel[_Fetched](PREFETCH_CHATS)
+        to_write, writing = trio.open_memory_channel[tuple[list[_Ready], trio.Event]](0)
+        # The numbers of the last batch handed to the writer (only it can be unwritten yet,
+        # as the writer takes a batch when it has written the one before), and its end.
+        last: tuple[set[str], trio.Event] | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fetch_all, todo, send)
-            async with receive:
+            nursery.start_soon(self._write_all, writing)
+            async with receive, to_write:
                 async for first in receive:
                     batch = [first]
                     while sum(len(f.chat.rows) for f in batch if f.chat) < BATCH_MESSAGES:
@@ -275,7 +283,23 @@ class Importer:
                             batch.append(receive.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
-                    await self._process(batch)
+                    phones = {f.chat.phone for f in batch if f.chat is not None}
+                    if last is not None and phones & last[0]:
+                        # A number of this batch may be being written: its stored messages and
+                        # its client are read after that write.
+                        await last[1].wait()
+                    work = await self._detect(batch)
+                    if work:
+                        last = ({item.prepared.chat.phone for item in work}, trio.Event())
+                        await to_write.send((work, last[1]))
+
+    async def _write_all(self, writing: trio.MemoryReceiveChannel[tuple[list[_Ready],
+                                                                        trio.Event]]) -> None:
+        """Write each detected batch, in order (see `_write_work`), and tell when it is."""
+        async with writing:
+            async for work, written in writing:
+                await self._write_work(work)
+                written.set()
 
     async def _fetch_all(self, refs: Sequence[ChatRef],
                          send: trio.MemorySendChannel[_Fetched]) -> None:
@@ -293,9 +317,10 @@ class Importer:
                 if isinstance(fetched.error, SourceGone):
                     return
 
-    async def _process(self, batch: list[_Fetched]) -> None:
+    async def _detect(self, batch: list[_Fetched]) -> list[_Ready]:
         """A few chats fetched already: duplicates checked per chat, languages detected for all
-        of them in one batch (in a worker thread), then each chat's status and its write."""
+        of them in one batch (in a worker thread), then each chat's status; answers the chats
+        to write (failures and duplicates are counted here)."""
         ready: list[tuple[ChatRef, _Prepared]] = []
         for fetched in batch:
             if fetched.error is not None:
@@ -320,6 +345,11 @@ class Importer:
         work = [await self._decide(ref, prepared, rows, preferred)
                 for (ref, prepared), (rows, preferred) in zip(ready, detected, strict=True)]
         self.progress.timings["status"] += trio.current_time() - began
+        return work
+
+    async def _write_work(self, work: list[_Ready]) -> None:
+        """Write a detected batch: in one transaction, or chat by chat if that fails; in a dry
+        run, only count what would be written."""
         if self.options.dry_run:
             for item in work:
                 self.progress.current_chat = item.ref.key
