@@ -116,6 +116,22 @@ class _CountedConnection(Connection):
         with self._db.counted():
             return await super().fetchval(sql, *args)
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A savepoint (or a transaction) on this connection, its round trips counted."""
+        tx = self.raw.transaction()
+        with self._db.counted():
+            await aio_as_trio(tx.start)()
+        try:
+            yield self
+        except BaseException:
+            with self._db.counted(), trio.CancelScope(shield=True):
+                await aio_as_trio(tx.rollback)()
+            raise
+        else:
+            with self._db.counted():
+                await aio_as_trio(tx.commit)()
+
 
 async def drive_clock(clock: trio.testing.MockClock, db: VirtualTimeDatabase) -> None:
     """Jump the clock to the next deadline whenever every task waits and no database call is

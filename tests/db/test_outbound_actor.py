@@ -242,12 +242,20 @@ async def harness(clocked: VirtualTimeDatabase, nursery: trio.Nursery) -> Harnes
                    clock=TrioClock(EPOCH), nursery=nursery)
 
 
+STORED_TIME_PRECISION_S = 1e-5
+"""Send times are stored to the microsecond, and the limiter counts from the stored ones: a send
+the window's length after another, as stored, may look a microsecond closer on the page's own
+(float) clock. Two sends that far apart are in different windows."""
+
+
 def max_in_any_window(times: list[float], length: float) -> int:
-    """The most of `times` that any half-open window `[t, t + length)` holds."""
+    """The most of `times` that any half-open window `[t, t + length)` holds (sends within the
+    stored times' precision of the window's end count as outside it)."""
     ordered = sorted(times)
     best = 0
     for i, start in enumerate(ordered):
-        best = max(best, sum(1 for t in ordered[i:] if t < start + length))
+        best = max(best, sum(1 for t in ordered[i:]
+                             if t < start + length - STORED_TIME_PRECISION_S))
     return best
 
 
@@ -568,8 +576,7 @@ async def test_a_backlog_at_20_a_minute_is_spread_out_and_uses_the_limit(
     t0 = trio.current_time()
     async with h.running():
         await trio.sleep(120)
-    # Rounded to the microsecond: a send exactly 60 s after another is outside its window.
-    times = [round(r.at - t0, 6) for r in h.page.ok() if round(r.at - t0, 6) < 120]
+    times = [r.at - t0 for r in h.page.ok() if r.at - t0 < 120]
     assert len(times) >= 0.95 * 40
     assert max_in_any_window(times, 60.0) <= 20
     assert max_in_any_window(times, 10.0) <= 5
@@ -686,9 +693,16 @@ async def test_nothing_is_claimed_or_sent_while_the_lease_is_not_valid(
 # -- sends to the end: expiry, numbers checked, the feed ----------------------------------------
 
 
+_OUTBOUND_KINDS = ("message.sent", "send.", "sending.")
+"""The feed entries the outbound path writes (queueing also writes `client.created` and the
+like: those are the inbound side's business)."""
+
+
 async def _feed(h: Harness) -> list[tuple[str, dict[str, Any]]]:
+    """The outbound path's feed entries, in order."""
     return [(c.kind, c.data) for c in await changes.page(h.db, organization_id=h.org_id,
-                                                         after=0, limit=1000)]
+                                                         after=0, limit=1000)
+            if c.kind.startswith(_OUTBOUND_KINDS)]
 
 
 async def test_a_message_not_sent_before_it_expires_is_never_sent(
