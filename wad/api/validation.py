@@ -108,15 +108,23 @@ def body(model: type[msgspec.Struct], *, optional: bool = False
 
 
 def query(model: type[msgspec.Struct]) -> Callable[[Handler], Handler]:
-    """Decode the query string into `model` (numbers and ids from their text, nothing else
-    coerced; unknown parameters ignored) and pass it as `query=`; document the parameters in
+    """Decode the query string into `model` (numbers, times and ids from their text, nothing
+    else coerced; parameters named as `model` encodes its fields; unknown parameters ignored,
+    unless `model` forbids unknown fields) and pass it as `query=`; document the parameters in
     OpenAPI. 400 naming the parameter otherwise, or when it is given more than once."""
+    names = [f.encode_name for f in msgspec.structs.fields(model)]
+    strict = model.__struct_config__.forbid_unknown_fields
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if strict:
+                unknown = sorted(set(request.args) - set(names))
+                if unknown:
+                    raise ApiError(400, "invalid", f"`{unknown[0]}`: unknown query parameter; "
+                                   f"known: {', '.join(names)}", field=unknown[0])
             wanted = {}
-            for name in model.__struct_fields__:
+            for name in names:
                 values = request.args.getlist(name)
                 if len(values) > 1:
                     raise ApiError(400, "invalid", f"`{name}`: given more than once",
