@@ -7,9 +7,10 @@
 CREATE INDEX messages_conversation_order ON messages (conversation_id, sent_at, created_at, id);
 DROP INDEX messages_conversation;
 
--- A conversation's incoming and outgoing messages apart: the time to first answer
--- (`wad.db.repo.answers`) looks up the next or previous message of one direction.
-CREATE INDEX messages_conversation_direction ON messages (conversation_id, direction, sent_at);
+-- A conversation's incoming and outgoing messages apart, in the same order: the time to first
+-- answer (`wad.db.repo.answers`) looks up the next or previous message of one direction.
+CREATE INDEX messages_conversation_direction ON messages (conversation_id, direction, sent_at,
+                                                          created_at, id);
 
 -- Clients in creation order, alone or by status or language; and those updated since a time.
 CREATE INDEX clients_org_created ON clients (organization_id, created_at, id);
