@@ -412,51 +412,6 @@ async def test_tenancy_and_roles(live_api: LiveApi) -> None:
             assert seen["media"]["filename"] == "contract-aigerim.pdf"
 
 
-async def test_first_answer_times_follow_the_definition(db: Database) -> None:
-    """Questions and answers, written out of order (as catch-up and imports store them)."""
-    org = uuid.uuid4()
-    await db.execute("INSERT INTO organizations (id, name) VALUES ($1, 'Tours')", org)
-    client, _ = await clients_repo.upsert(db, organization_id=org, phone="+996555123456")
-    conversation, _ = await conversations_repo.get_or_create_active(
-        db, organization_id=org, client_id=client.id)
-    script = [  # (seconds after T0, direction)
-        (0, "IN"), (10, "IN"), (70, "OUT"), (80, "OUT"), (200, "IN"), (230, "OUT"),
-        (300, "IN"), (300, "IN")]
-    ids: dict[int, uuid.UUID] = {}
-    for k in (5, 0, 7, 2, 4, 1, 3, 6):
-        at, direction = script[k]
-        ids[k] = await add_message(db, org, conversation.id, "996555123456@c.us", direction,
-                                   T0 + timedelta(seconds=at), f"message {k}")
-    times = (await answers_repo.for_conversations(db, conversation_ids=[conversation.id])
-             )[conversation.id]
-    assert times.first_answer_seconds == 70.0
-    assert times.last_answer_seconds == 30.0
-    assert times.awaiting_answer_since == T0 + timedelta(seconds=300)
-    answered = {k: await answers_repo.answered_by(db, message_id=ids[k],
-                                                  conversation_id=conversation.id)
-                for k in (2, 3, 5)}
-    assert answered == {2: 70.0, 3: None, 5: 30.0}
-    # The client's message is answered: nothing waits; the latest answer counts.
-    late = await add_message(db, org, conversation.id, "996555123456@c.us", "OUT",
-                             T0 + timedelta(seconds=345), "answer")
-    times = (await answers_repo.for_conversations(db, conversation_ids=[conversation.id])
-             )[conversation.id]
-    assert (times.first_answer_seconds, times.last_answer_seconds,
-            times.awaiting_answer_since) == (70.0, 45.0, None)
-    assert await answers_repo.answered_by(db, message_id=late,
-                                          conversation_id=conversation.id) == 45.0
-    # A conversation the business opened: no question, nothing to answer.
-    other, _ = await clients_repo.upsert(db, organization_id=org, phone="+996555123457")
-    opened, _ = await conversations_repo.get_or_create_active(db, organization_id=org,
-                                                              client_id=other.id)
-    first = await add_message(db, org, opened.id, "996555123457@c.us", "OUT", T0, "Offer!")
-    assert await answers_repo.answered_by(db, message_id=first, conversation_id=opened.id) \
-        is None
-    times = (await answers_repo.for_conversations(db, conversation_ids=[opened.id]))[opened.id]
-    assert (times.first_answer_seconds, times.last_answer_seconds,
-            times.awaiting_answer_since) == (None, None, None)
-
-
 async def test_the_pages_are_index_scans(db: Database) -> None:
     """The plans of the queries the read API runs, on 3,000 clients with 10 messages each:
     clients, conversations and messages are read through indexes, messages only through a

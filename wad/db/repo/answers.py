@@ -106,23 +106,30 @@ async def for_conversations(db: Executor, *, conversation_ids: Sequence[uuid.UUI
             for r in rows}
 
 
-# a: the outgoing message; lp: the outgoing message before it; q: the first client message
-# between the two, if any: the question that `a` answers first.
+# a: the outgoing message; c: its conversation (given, else the message's, else its client's
+# active WhatsApp conversation, which an outgoing message not processed yet will join); lp: the
+# outgoing message before it; q: the first client message between the two, if any: the question
+# that `a` answers first.
 _ANSWERED = f"""
 SELECT q.sent_at AS asked, a.sent_at AS answered
-FROM (SELECT $2::uuid AS id) AS c
-JOIN messages a ON a.id = $1 AND a.direction = 'OUT'
+FROM messages a
+CROSS JOIN LATERAL (SELECT coalesce($2::uuid, a.conversation_id, (
+    SELECT id FROM conversations WHERE client_id = $3 AND status = 'ACTIVE'
+                                   AND channel = 'WHATSAPP')) AS id) AS c
 {_last("OUT", "lp", _key("a"))}
 {_first("IN", "q", _key_or_start("lp"), before=_key("a"))}
+WHERE a.id = $1 AND a.direction = 'OUT'
 """
 
 
-async def answered_by(db: Executor, *, message_id: uuid.UUID, conversation_id: uuid.UUID
-                      ) -> float | None:
-    """When the outgoing message `message_id` is the first answer to a question of the
-    conversation: the seconds the question waited for it. None when it answers nothing (an
+async def answered_by(db: Executor, *, message_id: uuid.UUID,
+                      conversation_id: uuid.UUID | None = None,
+                      client_id: uuid.UUID | None = None) -> float | None:
+    """When the outgoing message `message_id` is the first answer to a question of its
+    conversation (`conversation_id`, else the message's, else the active conversation of
+    `client_id`): the seconds the question waited for it. None when it answers nothing (an
     earlier outgoing message answered already, or no client message waits)."""
-    row = await db.fetchrow(_ANSWERED, message_id, conversation_id)
+    row = await db.fetchrow(_ANSWERED, message_id, conversation_id, client_id)
     if row is None or row["asked"] is None:
         return None
     return _seconds(row["asked"], row["answered"])
