@@ -469,3 +469,22 @@ async def test_the_pages_are_index_scans(db: Database) -> None:
         shown = f"{sql}\n{describe(plan)}"
         assert describe(plan).splitlines() == [
             "Limit", "  Index Scan on messages using messages_conversation_order"], shown
+
+
+async def test_a_batch_within_one_second_keeps_its_order(live_api: LiveApi) -> None:
+    """WhatsApp's clock has seconds; messages stored together (catch-up, an import) are
+    ordered as they were given."""
+    with trio.fail_after(30):
+        db = live_api.ctx.db
+        org = await live_api.create_org()
+        _, conversation = await new_client(db, org, "+996555123456", "Aigerim")
+        texts = [f"quick {k}" for k in range(12)]
+        await messages_repo.insert_many(db, messages=[NewMessage(
+            organization_id=org, wa_message_id=f"wa-{k}", wa_chat_id="996555123456@c.us",
+            direction="IN", sender="CLIENT", sent_at=T0, status="RECEIVED", body=text,
+            conversation_id=conversation, processing_state="DONE")
+            for k, text in enumerate(texts)])
+        agent = (await tokens(live_api, org))["AGENT"]
+        r = await agent.get(f"/api/whatsapp/conversations/{org}/{conversation}/messages",
+                            params={"order": "oldest"})
+        assert [m["body"] for m in r.json()["messages"]] == texts

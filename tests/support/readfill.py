@@ -54,13 +54,15 @@ async def _copy(conn: Connection, table: str, columns: Sequence[str],
 
 
 async def fill(db: Database, org: uuid.UUID, *, clients: int, per_conversation: int,
-               changes: int = 0) -> Filled:
-    """`clients` clients of `org` (created a minute apart, names, statuses and languages in
-    turn), one active conversation each with `per_conversation` messages (a message a minute,
-    in `PATTERN`), and `changes` entries of the change feed; then ANALYZE."""
+               changes: int = 0, first: int = 0) -> Filled:
+    """`clients` clients of `org` (numbered from `first`, created a minute apart, names,
+    statuses and languages in turn, each with one status change), one active conversation each
+    with `per_conversation` messages (a message a minute, in `PATTERN`), and `changes` entries
+    of the change feed; then ANALYZE."""
     filled = Filled(org=org)
     filled.clients = [uuid.uuid4() for _ in range(clients)]
     filled.conversations = [uuid.uuid4() for _ in range(clients)]
+    numbers = range(first, first + clients)
     async with db.transaction() as conn:
         await _copy(conn, "clients", (
             "id", "organization_id", "phone", "name", "push_name", "status",
@@ -68,17 +70,23 @@ async def fill(db: Database, org: uuid.UUID, *, clients: int, per_conversation: 
             (cid, org, phone_of(i), f"{NAMES[i % len(NAMES)]} {i}", NAMES[i % len(NAMES)],
              CLIENT_STATUSES[i % len(CLIENT_STATUSES)], LANGUAGES[i % len(LANGUAGES)],
              START + timedelta(minutes=i), START + timedelta(minutes=i, seconds=30))
-            for i, cid in enumerate(filled.clients)))
+            for i, cid in zip(numbers, filled.clients, strict=True)))
+        await _copy(conn, "client_status_history", (
+            "client_id", "organization_id", "from_status", "to_status", "detector", "reason",
+            "created_at"), (
+            (cid, org, "NEW_LEAD", CLIENT_STATUSES[i % len(CLIENT_STATUSES)], "fill",
+             "filled", START + timedelta(minutes=i, seconds=30))
+            for i, cid in zip(numbers, filled.clients, strict=True)))
         await _copy(conn, "conversations", (
             "id", "organization_id", "client_id", "wa_chat_id", "last_message_at",
             "created_at"), (
             (conv, org, cid, f"{phone_of(i)[1:]}@c.us",
              START + timedelta(minutes=i + per_conversation), START + timedelta(minutes=i))
-            for i, (cid, conv) in enumerate(zip(filled.clients, filled.conversations,
-                                                strict=True))))
+            for i, cid, conv in zip(numbers, filled.clients, filled.conversations,
+                                    strict=True)))
 
         def messages() -> Iterator[tuple[Any, ...]]:
-            for i, conv in enumerate(filled.conversations):
+            for i, conv in zip(numbers, filled.conversations, strict=True):
                 chat = f"{phone_of(i)[1:]}@c.us"
                 for k in range(per_conversation):
                     direction = PATTERN[k % len(PATTERN)]
@@ -103,7 +111,7 @@ async def fill(db: Database, org: uuid.UUID, *, clients: int, per_conversation: 
                 """INSERT INTO change_cursors (organization_id, last) VALUES ($1, $2)
                    ON CONFLICT (organization_id) DO UPDATE SET last = EXCLUDED.last""",
                 org, changes)
-    for table in ("clients", "conversations", "messages", "changes"):
+    for table in ("clients", "client_status_history", "conversations", "messages", "changes"):
         await db.execute(f"ANALYZE {table}")
     return filled
 

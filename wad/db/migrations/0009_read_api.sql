@@ -2,6 +2,10 @@
 -- messages per organization. Pages are keyset pages (`wad.db.repo.read`): every order below ends
 -- in the row's id, so that it is total and a cursor names one place in it.
 
+-- Messages that share a second of WhatsApp's time (its clock has seconds) are ordered by arrival:
+-- each row of a batch stored in one statement gets its own time, in the batch's order.
+ALTER TABLE messages ALTER COLUMN created_at SET DEFAULT clock_timestamp();
+
 -- A conversation's messages in order, either way: WhatsApp's time, then arrival, then id. It
 -- also serves what the old (conversation_id, sent_at) index served.
 CREATE INDEX messages_conversation_order ON messages (conversation_id, sent_at, created_at, id);
