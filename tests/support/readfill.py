@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from trio_asyncio import aio_as_trio
+
 from wad.db.models import CLIENT_STATUSES
 from wad.db.pool import Connection, Database, Record
 
@@ -51,6 +53,17 @@ async def _copy(conn: Connection, table: str, columns: Sequence[str],
         await conn.copy_records(table, batch, columns=columns)
         total += len(batch)
     return total
+
+
+async def _jsonb_codec(conn: Connection, *, binary: bool) -> None:
+    if binary:
+        await aio_as_trio(conn.raw.set_type_codec)(
+            "jsonb", schema="pg_catalog", format="binary",
+            encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+            decoder=lambda data: json.loads(data[1:]))
+    else:  # as the pool sets it up (`wad.db.pool`)
+        await aio_as_trio(conn.raw.set_type_codec)(
+            "jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
 
 
 async def fill(db: Database, org: uuid.UUID, *, clients: int, per_conversation: int,
@@ -102,11 +115,14 @@ async def fill(db: Database, org: uuid.UUID, *, clients: int, per_conversation: 
             "direction", "sender", "body", "sent_at", "status", "processing_state",
             "created_at"), messages())
         if changes:
+            # COPY speaks binary: jsonb's binary form is a version byte and the text.
+            await _jsonb_codec(conn, binary=True)
             filled.changes = await _copy(conn, "changes", (
                 "organization_id", "seq", "kind", "at", "data"), (
                 (org, seq, "message.stored", START + timedelta(seconds=seq),
                  {"messageId": str(uuid.uuid4()), "direction": "IN", "body": f"change {seq}"})
                 for seq in range(1, changes + 1)))
+            await _jsonb_codec(conn, binary=False)
             await conn.execute(
                 """INSERT INTO change_cursors (organization_id, last) VALUES ($1, $2)
                    ON CONFLICT (organization_id) DO UPDATE SET last = EXCLUDED.last""",
