@@ -154,6 +154,8 @@ async def section_read(b: Bench) -> None:
     n, org = b.args.requests, b.org
     rng = random.Random(1)
     print(f"read API, pages of {PAGE} ({n} requests each):")
+    await b.measure("(for comparison: GET /api/whatsapp/settings)", [
+        b.get(f"/api/whatsapp/settings/{org}") for _ in range(n)])
     clients = f"/api/whatsapp/clients/{org}"
     await b.measure("clients, paging on (newest first)", b.walk(clients, "clients", {}, n))
     await b.measure("clients, paging on (oldest first)",
@@ -326,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     log.configure(fmt="console", level="warning", stream=sys.stderr)
     with scratch_dir("wad-bench-api-") as root:
         results = trio.run(run, args, root)
-    over = [r["name"] for r in results if r["p99_ms"] >= GOAL_MS]
+    over = [r["name"] for r in results if r["p99_ms"] >= GOAL_MS and not r["name"].startswith(
+        "(")]
     print(f"goal (p99 of a page under {GOAL_MS:g} ms): "
           + ("met by every measurement" if not over else f"missed by {', '.join(over)}"))
     if args.json:
