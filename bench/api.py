@@ -227,8 +227,8 @@ async def print_plans(b: Bench) -> None:
     """The plan of each read query at this size."""
     explaining = Explaining(b.db)
     client, conversation = b.clients[len(b.clients) // 2], b.long_conversation
-    page = await read_repo.messages(b.db, conversation_id=conversation, order="newest",
-                                    limit=500)
+    page = await read_repo.messages(b.db, organization_id=b.org, conversation_id=conversation,
+                                    order="newest", limit=500)
     deep = page.rows[-1]
     calls: list[tuple[str, Awaitable[Any]]] = [
         ("clients", read_repo.clients(explaining, organization_id=b.org, order="newest",
@@ -243,12 +243,13 @@ async def print_plans(b: Bench) -> None:
         ("a client's conversations", read_repo.conversations_of(explaining,
                                                                 client_id=client)),
         ("messages, a deep page", read_repo.messages(
-            explaining, conversation_id=conversation, order="newest", limit=PAGE,
+            explaining, organization_id=b.org, conversation_id=conversation, order="newest",
+            limit=PAGE,
             after=(deep.sent_at, deep.created_at, deep.id))),
         ("answer times", answers_repo.for_conversations(explaining,
                                                         conversation_ids=[conversation])),
-        ("status history", read_repo.status_history(explaining, client_id=client,
-                                                    order="newest", limit=PAGE)),
+        ("status history", read_repo.status_history(
+            explaining, organization_id=b.org, client_id=client, order="newest", limit=PAGE)),
         ("changes.page", changes_repo.page(explaining, organization_id=b.org,
                                            after=b.changes // 2, limit=PAGE)),
     ]

@@ -424,11 +424,12 @@ async def test_the_pages_are_index_scans(db: Database) -> None:
     filled = await fill(db, org, clients=3000, per_conversation=10)
     explaining = Explaining(db)
     conversation = filled.conversations[100]
-    page = await read_repo.messages(explaining, conversation_id=conversation, order="newest",
-                                    limit=50)
+    page = await read_repo.messages(explaining, organization_id=org,
+                                    conversation_id=conversation, order="newest", limit=50)
     last = page.rows[-1]
-    await read_repo.messages(explaining, conversation_id=conversation, order="oldest",
-                             limit=50, after=(last.sent_at, last.created_at, last.id))
+    await read_repo.messages(explaining, organization_id=org, conversation_id=conversation,
+                             order="oldest", limit=50,
+                             after=(last.sent_at, last.created_at, last.id))
     await read_repo.clients(explaining, organization_id=org, order="newest", limit=50)
     await read_repo.clients(explaining, organization_id=org, order="oldest", limit=50,
                             status="SOLD", after=(page.rows[0].created_at, uuid.uuid4()))
@@ -436,8 +437,9 @@ async def test_the_pages_are_index_scans(db: Database) -> None:
                             language="ky")
     await read_repo.client(explaining, organization_id=org, client_id=filled.clients[3])
     await read_repo.conversations_of(explaining, client_id=filled.clients[3])
-    await read_repo.status_history(explaining, client_id=filled.clients[3], order="newest",
-                                   limit=50, after=10)
+    await read_repo.status_history(explaining, organization_id=org,
+                                   client_id=filled.clients[3], order="newest", limit=50,
+                                   after=10)
     await read_repo.import_runs(explaining, organization_id=org, order="newest", limit=50)
     await answers_repo.for_conversations(explaining, conversation_ids=filled.conversations[:3])
     await answers_repo.answered_by(explaining, message_id=last.id,
@@ -459,11 +461,12 @@ async def test_the_pages_are_index_scans(db: Database) -> None:
     chatty = await fill(db, long, clients=2, per_conversation=20_000)
     explaining.plans.clear()
     for order in ("newest", "oldest"):
-        page = await read_repo.messages(explaining, conversation_id=chatty.conversations[0],
+        page = await read_repo.messages(explaining, organization_id=long,
+                                        conversation_id=chatty.conversations[0],
                                         order=order, limit=200)
         middle = page.rows[-1]
-        await read_repo.messages(explaining, conversation_id=chatty.conversations[0],
-                                 order=order, limit=50,
+        await read_repo.messages(explaining, organization_id=long,
+                                 conversation_id=chatty.conversations[0], order=order, limit=50,
                                  after=(middle.sent_at, middle.created_at, middle.id))
     for sql, plan in explaining.plans:
         shown = f"{sql}\n{describe(plan)}"

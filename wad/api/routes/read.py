@@ -365,12 +365,14 @@ async def get_client(org_id: uuid.UUID, client: str) -> Response:
 @query(PageQuery)
 async def status_history(org_id: uuid.UUID, client: str, query: PageQuery) -> Response:
     """The client's moves in the sales funnel, the newest first (or `order=oldest`)."""
-    found = await _client(org_id, client)
-    scope = (org_id, found.id, query.order)
+    client_id = auth.parse_uuid(client, what="client")
+    scope = (org_id, client_id, query.order)
     after: int | None = (cursor.decode(query.cursor, "status-history", scope, tuple[int])[0]
              if query.cursor is not None else None)
-    page = await read_repo.status_history(_db(), client_id=found.id, order=query.order,
-                                          limit=query.limit, after=after)
+    page = await read_repo.status_history(_db(), organization_id=org_id, client_id=client_id,
+                                          order=query.order, limit=query.limit, after=after)
+    if not page.rows:  # none, or no such client here: one more query tells which
+        await _client(org_id, client)
     content = _reads_content()
     return reply(StatusHistoryPage(
         changes=[_change_out(c, content) for c in page.rows],
@@ -397,12 +399,15 @@ async def get_conversation(org_id: uuid.UUID, conversation: str) -> Response:
 async def list_messages(org_id: uuid.UUID, conversation: str, query: PageQuery) -> Response:
     """The conversation's messages by WhatsApp's time, newest first (or `order=oldest`). A
     VIEWER's messages carry no text."""
-    found = await _conversation(org_id, conversation)
-    scope = (org_id, found.id, query.order)
+    conversation_id = auth.parse_uuid(conversation, what="conversation")
+    scope = (org_id, conversation_id, query.order)
     after: MessageKey | None = (cursor.decode(query.cursor, "messages", scope, MessageKey)
              if query.cursor is not None else None)
-    page = await read_repo.messages(_db(), conversation_id=found.id, order=query.order,
+    page = await read_repo.messages(_db(), organization_id=org_id,
+                                    conversation_id=conversation_id, order=query.order,
                                     limit=query.limit, after=after)
+    if not page.rows:  # none, or no such conversation here: one more query tells which
+        await _conversation(org_id, conversation)
     content = _reads_content()
     last = page.rows[-1] if page.rows else None
     return reply(MessagePage(

@@ -132,31 +132,36 @@ async def conversation(db: Executor, *, organization_id: uuid.UUID,
 _MESSAGE_COLS = columns(Message)
 
 
-async def messages(db: Executor, *, conversation_id: uuid.UUID, order: Order, limit: int,
-                   after: MessageKey | None = None) -> Page[Message]:
-    """The conversation's messages by WhatsApp's time (then arrival), newest or oldest first.
-    A message joins its conversation when it has been processed."""
-    keyset, order_by = _after(("sent_at", "created_at", "id"), 3, order)
+async def messages(db: Executor, *, organization_id: uuid.UUID, conversation_id: uuid.UUID,
+                   order: Order, limit: int, after: MessageKey | None = None) -> Page[Message]:
+    """The messages of the organization's conversation by WhatsApp's time (then arrival),
+    newest or oldest first (none for another organization's). A message joins its
+    conversation when it has been processed."""
+    keyset, order_by = _after(("sent_at", "created_at", "id"), 4, order)
     condition = f"AND {keyset}" if after is not None else ""
     rows = await db.fetch(
-        f"""SELECT {_MESSAGE_COLS} FROM messages WHERE conversation_id = $1 {condition}
+        f"""SELECT {_MESSAGE_COLS} FROM messages
+            WHERE conversation_id = $1 AND organization_id = $3 {condition}
             ORDER BY {order_by} LIMIT $2""",
-        conversation_id, limit + 1, *(after or ()))
+        conversation_id, limit + 1, organization_id, *(after or ()))
     return _page(Message, rows, limit)
 
 
 _HISTORY_COLS = columns(ClientStatusChange)
 
 
-async def status_history(db: Executor, *, client_id: uuid.UUID, order: Order, limit: int,
-                         after: int | None = None) -> Page[ClientStatusChange]:
-    """The client's status changes in the order they were made, newest or oldest first."""
-    keyset, order_by = _after(("id",), 3, order)
+async def status_history(db: Executor, *, organization_id: uuid.UUID, client_id: uuid.UUID,
+                         order: Order, limit: int, after: int | None = None
+                         ) -> Page[ClientStatusChange]:
+    """The status changes of the organization's client in the order they were made, newest or
+    oldest first (none for another organization's)."""
+    keyset, order_by = _after(("id",), 4, order)
     condition = f"AND {keyset}" if after is not None else ""
     rows = await db.fetch(
-        f"""SELECT {_HISTORY_COLS} FROM client_status_history WHERE client_id = $1 {condition}
+        f"""SELECT {_HISTORY_COLS} FROM client_status_history
+            WHERE client_id = $1 AND organization_id = $3 {condition}
             ORDER BY {order_by} LIMIT $2""",
-        client_id, limit + 1, *(() if after is None else (after,)))
+        client_id, limit + 1, organization_id, *(() if after is None else (after,)))
     return _page(ClientStatusChange, rows, limit)
 
 
