@@ -66,7 +66,7 @@ async def test_migrations_applied_twice_change_nothing(empty_dsn: str) -> None:
         assert every == ["0001_initial.sql", "0002_calls_and_message_keys.sql",
                          "0004_archive_keys.sql", "0005_leases_and_parked.sql",
                          "0006_metrics_tokens_and_audit.sql", "0007_link_started.sql",
-                         "0008_changes.sql", "0010_sends_to_the_end.sql",
+                         "0008_changes.sql", "0009_read_api.sql", "0010_sends_to_the_end.sql",
                          "0011_webhook_cursors.sql"]
         assert await migrate.apply(db) == every
         schema = await db.fetch(

@@ -24,6 +24,7 @@ from wad.api.routes import (
     imports,
     metrics,
     outbound,
+    read,
     status_page,
     whatsapp,
 )
@@ -63,6 +64,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.register_blueprint(whatsapp.bp)
     app.register_blueprint(imports.bp)
     app.register_blueprint(outbound.bp)
+    app.register_blueprint(read.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(changes.bp)
     app.register_blueprint(events.bp)

@@ -9,6 +9,7 @@ it. Every failure becomes a 400 in the one error shape, naming the field.
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -109,16 +110,24 @@ def body(model: type[msgspec.Struct], *, optional: bool = False
 
 
 def query(model: type[msgspec.Struct]) -> Callable[[Handler], Handler]:
-    """Decode the query string into `model` (parameters named as its JSON fields, camelCase;
-    numbers and ids from their text, nothing else coerced; unknown parameters ignored) and pass
-    it as `query=`; document the parameters in OpenAPI. 400 naming the parameter otherwise, or
-    when it is given more than once."""
+    """Decode the query string into `model` (numbers, times and ids from their text, nothing
+    else coerced; parameters named as `model` encodes its fields, camelCase; unknown parameters ignored,
+    unless `model` forbids unknown fields) and pass it as `query=`; document the parameters in
+    OpenAPI. 400 naming the parameter otherwise, or when it is given more than once."""
+    names = [f.encode_name for f in msgspec.structs.fields(model)]
+    strict = model.__struct_config__.forbid_unknown_fields
+    choices = {f.encode_name: _literal_values(f.type) for f in msgspec.structs.fields(model)}
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if strict:
+                unknown = sorted(set(request.args) - set(names))
+                if unknown:
+                    raise ApiError(400, "invalid", f"`{unknown[0]}`: unknown query parameter; "
+                                   f"known: {', '.join(names)}", field=unknown[0])
             wanted = {}
-            for name in model.__struct_encode_fields__:
+            for name in names:
                 values = request.args.getlist(name)
                 if len(values) > 1:
                     raise ApiError(400, "invalid", f"`{name}`: given more than once",
@@ -131,6 +140,8 @@ def query(model: type[msgspec.Struct]) -> Callable[[Handler], Handler]:
                 message, field = describe(exc)
                 if message.endswith(", got `str`"):  # the text did not read as that type
                     message = message.removesuffix(", got `str`").replace("Expected", "expected")
+                if message.startswith("Invalid enum value") and choices.get(field or ""):
+                    message += f"; expected one of {', '.join(choices[field or ''])}"
                 raise ApiError(400, "invalid", f"`{field}`: {message}" if field else message,
                                field=field) from None
             return await handler(*args, query=decoded, **kwargs)
@@ -138,6 +149,13 @@ def query(model: type[msgspec.Struct]) -> Callable[[Handler], Handler]:
         return document_querystring(model)(wrapper)
 
     return decorate
+
+
+def _literal_values(annotation: Any) -> list[str]:
+    """The values of a `Literal[...]` type (also inside `Annotated` or `| None`)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(v) for v in typing.get_args(annotation)]
+    return [v for arg in typing.get_args(annotation) for v in _literal_values(arg)]
 
 
 def responds(model: type[msgspec.Struct], status: int = 200,

@@ -9,6 +9,8 @@ Three sources feed it:
   refused at the door by a limit (`SendsRefused`, published by `wad.org.outbound.queue`), plugin
   errors (`PluginFailed`, published by the daemon), inbound processing retried or parked
   (`ProcessingFailed`, published by the inbound actor);
+- **the bus and the database together**: the time to first answer (`wad.db.repo.answers`),
+  looked up for every outgoing message (`message.sent`) off the event loop's counting path;
 - **the supervisors** (`wad.supervise.on_restart`): actor restarts by organization and actor;
 - **the database and /proc at scrape time** (`refresh`): sessions by state, send queue depth and
   the age of its oldest message, send latencies (queued to sent, sent to delivered, read from the
@@ -44,7 +46,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import wad
-from wad import log, supervise
+from wad import log, payloads, supervise
 from wad.browser import profile as archive
 from wad.bus import (
     Event,
@@ -59,6 +61,7 @@ from wad.bus import (
     SessionStatus,
 )
 from wad.db.pool import Database
+from wad.db.repo import answers as answers_repo
 from wad.db.repo import deliveries as deliveries_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import overview as overview_repo
@@ -74,6 +77,10 @@ BUS_KINDS: frozenset[type[Event]] = frozenset({
 """The bus events the counters follow."""
 
 SEND_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600)
+ANSWER_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 8 * 3600, 24 * 3600,
+                  3 * 24 * 3600)
+ANSWER_BACKLOG = 1_000
+"""Outgoing messages waiting for their answer time to be looked up (more are not counted)."""
 PROCESSING_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 PENDING_STORED_MAX = 10_000
@@ -346,6 +353,11 @@ class Metrics:
             "wad_inbound_processing_seconds", "From a client's message being stored to the end "
             "of its processing (client, conversation, status, agent, notifications)",
             ["organization"], buckets=PROCESSING_BUCKETS, registry=r)
+        self.first_answer = Histogram(
+            "wad_first_answer_seconds", "Time to first answer: from a client's message that "
+            "waits for an answer (the first since the last outgoing message) to the next "
+            "outgoing message of its conversation, by a person or an agent (WhatsApp's times)",
+            ["organization"], buckets=ANSWER_BUCKETS, registry=r)
         self.restarts = Counter("wad_actor_restarts", "Actor restarts by their supervisors "
                                 "(organization empty for the daemon's own children)",
                                 ["organization", "actor"], registry=r)
@@ -371,6 +383,8 @@ class Metrics:
         self._stored: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._outbox_cursor: int | None = None
         self._refresh_lock = trio.Lock()
+        self._answers_in, self._answers = trio.open_memory_channel[payloads.Message](
+            ANSWER_BACKLOG)
         self._stack = ExitStack()
         self._events: trio.MemoryReceiveChannel[Event] | None = None
         if bus is not None:
@@ -386,15 +400,18 @@ class Metrics:
         archive.on_pruned.append(self.on_archives_pruned)
         try:
             await self._start_cursor()
-            task_status.started(self)
-            if self._events is None:
-                await trio.sleep_forever()
-            else:
-                async for event in self._events:
-                    try:
-                        self.observe(event)
-                    except Exception:  # a malformed payload must not stop the counting
-                        _log.exception("event not counted", kind=event.kind)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._answer_times)
+                task_status.started(self)
+                if self._events is None:
+                    await trio.sleep_forever()
+                else:
+                    async for event in self._events:
+                        try:
+                            self.observe(event)
+                        except Exception:  # a malformed payload must not stop the counting
+                            _log.exception("event not counted", kind=event.kind)
+                nursery.cancel_scope.cancel()
         finally:
             if self.on_restart in supervise.on_restart:
                 supervise.on_restart.remove(self.on_restart)
@@ -427,6 +444,7 @@ class Metrics:
                 # Typed on the phone (the inbound actor) or sent from the queue (the outbound
                 # actor): not the processing of a client's message.
                 self.sent.labels(org).inc()
+                self._look_up_answer(event.message)
             case SessionStatus():
                 error = event.last_error or ""
                 if event.state == "CONNECTING" and error.startswith("health check"):
@@ -439,6 +457,30 @@ class Metrics:
                 self.plugin_error(event.plugin, event.hook)
             case ProcessingFailed():
                 (self.parked if event.parked else self.processing_retries).labels(org).inc()
+
+    def _look_up_answer(self, message: payloads.Message) -> None:
+        """Have `_answer_times` look up whether this outgoing message answers a client."""
+        if message.direction != "OUT":
+            return
+        try:
+            self._answers_in.send_nowait(message)
+        except trio.WouldBlock:
+            _log.warning("time to first answer not counted: too many answers waiting",
+                         org=str(message.organization_id))
+
+    async def _answer_times(self) -> None:
+        """Observe the time to first answer of each outgoing message that answers a client
+        (one database lookup each, so the counting of other events never waits on it)."""
+        async for message in self._answers:
+            try:
+                seconds = await answers_repo.answered_by(
+                    self.db, message_id=message.id, conversation_id=message.conversation_id,
+                    client_id=message.client_id)
+            except Exception as exc:
+                _log.warning("time to first answer not counted", error=str(exc))
+                continue
+            if seconds is not None:
+                self.first_answer.labels(_org_label(message.organization_id)).observe(seconds)
 
     def _remember_stored(self, message_id: str, at: float) -> None:
         self._stored[message_id] = at

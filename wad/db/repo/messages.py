@@ -86,11 +86,19 @@ async def insert_if_absent(db: Executor, *, message: NewMessage) -> tuple[Messag
     return returned(Message, row), False
 
 
+def _when(message: NewMessage) -> datetime:
+    """The message's time, naive times read as UTC (as the database reads them)."""
+    at = message.sent_at
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 async def insert_many(db: Executor, *, messages: Sequence[NewMessage]) -> list[Message]:
     """Store a batch (for imports and catch-up), skipping messages already stored. Answers the
     rows that are new, in no particular order."""
     if not messages:
         return []
+    # Rows get their `created_at` one by one, in this order: WhatsApp's, then the batch's.
+    messages = sorted(messages, key=_when)
     arrays: list[list[object]] = []
     for name, sql_type in _NEW_TYPES.items():
         values = [getattr(m, name) for m in messages]
@@ -354,6 +362,7 @@ async def copy_new(conn: Connection, *, messages: Sequence[NewMessage]) -> set[s
     transaction. Answers the WhatsApp ids that are new."""
     if not messages:
         return set()
+    messages = sorted(messages, key=_when)  # as in `insert_many`
     await conn.execute(_STAGE_SQL)
     names = list(_NEW_TYPES)
     jsonb = {n for n, t in _NEW_TYPES.items() if t == "jsonb"}

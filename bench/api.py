@@ -1,0 +1,342 @@
+"""The CRM's API at scale: pages of the read API and of the change feed with a million messages
+stored for one organization. A private PostgreSQL (fsync on unless `--no-fsync`) is filled with
+`COPY` (`tests/support/readfill.py`): clients with one conversation each and their messages (a
+message a minute, questions and answers in turn), a long conversation to page deep into, one
+status change per client, and as many change-feed entries as messages. The API is served on
+127.0.0.1 in this process and called over real HTTP with an AGENT token.
+
+    .venv/bin/python bench/api.py [--messages 1000000] [--per-conversation 50]
+                                  [--long 10000] [--requests 300] [--concurrency 4]
+                                  [--sections read,feed] [--plans] [--no-fsync] [--json]
+
+Sections (issue 20 adds its own beside these):
+- `read`: each list of the read API, pages of 50: latency p50/p99/max over `--requests`
+  requests one at a time, and requests per second with `--concurrency` callers;
+- `feed`: pages of 50 of the change feed, through `wad.db.repo.changes.page` and, when this
+  daemon serves it, `GET /api/whatsapp/changes/{org}`.
+
+With `--plans`, the plan of each read query at this size (`EXPLAIN`) is printed first. The goal
+is a p99 under 20 ms for a page of 50; the client shares this process (and the machine) with the
+server, so the figures are a ceiling on what the server alone costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import random
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+import trio_asyncio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import scratch_dir  # noqa: E402
+from tests.support.api import issue_token, serve_context  # noqa: E402
+from tests.support.readfill import START, Explaining, describe, fill  # noqa: E402
+from wad import log  # noqa: E402
+from wad.api.context import AppContext  # noqa: E402
+from wad.config import ApiSettings, DaemonSettings, DatabaseSettings, Settings  # noqa: E402
+from wad.db import migrate  # noqa: E402
+from wad.db.embedded import EmbeddedPostgres  # noqa: E402
+from wad.db.pool import Database  # noqa: E402
+from wad.db.repo import answers as answers_repo  # noqa: E402
+from wad.db.repo import changes as changes_repo  # noqa: E402
+from wad.db.repo import imports as imports_repo  # noqa: E402
+from wad.db.repo import organizations  # noqa: E402
+from wad.db.repo import read as read_repo  # noqa: E402
+
+GOAL_MS = 20.0
+PAGE = 50
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+@dataclass
+class Bench:
+    """What every section gets: the filled database, the served API and its caller."""
+
+    args: argparse.Namespace
+    db: Database
+    org: uuid.UUID
+    http: httpx.AsyncClient
+    clients: list[uuid.UUID]
+    conversations: list[uuid.UUID]
+    long_conversation: uuid.UUID
+    changes: int
+    serves_feed: bool
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    async def measure(self, name: str, calls: list[Callable[[], Awaitable[None]]]) -> None:
+        """Time `calls` one at a time, then all of them again `--concurrency` at a time."""
+        latencies = []
+        for call in calls:
+            began = time.perf_counter()
+            await call()
+            latencies.append(1000 * (time.perf_counter() - began))
+        todo = iter(calls)
+
+        async def caller() -> None:
+            for call in todo:
+                await call()
+
+        began = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.args.concurrency):
+                nursery.start_soon(caller)
+        wall = time.perf_counter() - began
+        result = {"name": name, "requests": len(calls),
+                  "p50_ms": round(percentile(latencies, 0.5), 2),
+                  "p99_ms": round(percentile(latencies, 0.99), 2),
+                  "max_ms": round(max(latencies), 2),
+                  "per_s": round(len(calls) / wall, 1)}
+        self.results.append(result)
+        verdict = "ok" if result["p99_ms"] < GOAL_MS else f"OVER {GOAL_MS:g} ms"
+        print(f"  {name:<44} p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+              f"max {result['max_ms']:7.2f} ms  {result['per_s']:7.1f} req/s "
+              f"(x{self.args.concurrency})  {verdict}", flush=True)
+
+    def get(self, path: str, params: dict[str, Any] | None = None,
+            then: Callable[[dict[str, Any]], None] | None = None) -> Callable[[], Awaitable[None]]:
+        """A call of `GET path` that must answer 200 (and hands the body to `then`)."""
+
+        async def call() -> None:
+            r = await self.http.get(path, params=params)
+            if r.status_code != 200:
+                raise SystemExit(f"GET {path} {params}: {r.status_code} {r.text[:300]}")
+            if then is not None:
+                then(r.json())
+
+        return call
+
+    def walk(self, path: str, key: str, params: dict[str, Any], count: int
+             ) -> list[Callable[[], Awaitable[None]]]:
+        """`count` calls that page through a list from its start, each following the
+        previous one's `nextCursor` (back to the start at the end of the list)."""
+        state: dict[str, str | None] = {"cursor": None}
+
+        def step() -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                query = dict(params, limit=PAGE)
+                if state["cursor"]:
+                    query["cursor"] = state["cursor"]
+                r = await self.http.get(path, params=query)
+                if r.status_code != 200:
+                    raise SystemExit(f"GET {path} {query}: {r.status_code} {r.text[:300]}")
+                body = r.json()
+                if body["nextCursor"] is not None and len(body[key]) != PAGE:
+                    raise SystemExit(f"GET {path}: a page of {len(body[key])}, not {PAGE}")
+                state["cursor"] = body["nextCursor"]
+
+            return call
+
+        return [step() for _ in range(count)]
+
+
+# Sections -------------------------------------------------------------------------------------
+
+
+async def section_read(b: Bench) -> None:
+    """The read API's lists over HTTP, pages of 50."""
+    n, org = b.args.requests, b.org
+    rng = random.Random(1)
+    print(f"read API, pages of {PAGE} ({n} requests each):")
+    await b.measure("(for comparison: GET /api/whatsapp/settings)", [
+        b.get(f"/api/whatsapp/settings/{org}") for _ in range(n)])
+    clients = f"/api/whatsapp/clients/{org}"
+    await b.measure("clients, paging on (newest first)", b.walk(clients, "clients", {}, n))
+    await b.measure("clients, paging on (oldest first)",
+                    b.walk(clients, "clients", {"order": "oldest"}, n))
+    await b.measure("clients by status, paging on",
+                    b.walk(clients, "clients", {"status": "SOLD"}, n))
+    await b.measure("clients by language, paging on",
+                    b.walk(clients, "clients", {"language": "ky"}, n))
+    await b.measure("clients by name (contained), paging on",
+                    b.walk(clients, "clients", {"name": "gulnara"}, n))
+    recent = (START + timedelta(minutes=len(b.clients) // 2)).isoformat()
+    await b.measure("clients updated since (half), paging on",
+                    b.walk(clients, "clients", {"updatedSince": recent}, n))
+    await b.measure("clients by phone", [
+        b.get(clients, {"phone": f"+99670{rng.randrange(len(b.clients)):07d}"})
+        for _ in range(n)])
+    await b.measure("a client with its conversations", [
+        b.get(f"{clients}/{rng.choice(b.clients)}") for _ in range(n)])
+    await b.measure("a client's status history", [
+        b.get(f"{clients}/{rng.choice(b.clients)}/status-history") for _ in range(n)])
+    conversations = f"/api/whatsapp/conversations/{org}"
+    await b.measure("a conversation (with its answer times)", [
+        b.get(f"{conversations}/{rng.choice(b.conversations)}") for _ in range(n)])
+    await b.measure("messages of a conversation (newest first)", [
+        b.get(f"{conversations}/{rng.choice(b.conversations)}/messages", {"limit": PAGE})
+        for _ in range(n)])
+    await b.measure("messages of a conversation (oldest first)", [
+        b.get(f"{conversations}/{rng.choice(b.conversations)}/messages",
+              {"limit": PAGE, "order": "oldest"}) for _ in range(n)])
+    long = f"{conversations}/{b.long_conversation}/messages"
+    await b.measure(f"messages, paging on in one of {b.args.long}",
+                    b.walk(long, "messages", {}, n))
+    await b.measure("import runs", [b.get(f"/api/whatsapp/import/{org}/runs")
+                                    for _ in range(n)])
+
+
+async def section_feed(b: Bench) -> None:
+    """Pages of 50 of the change feed."""
+    n = b.args.requests
+    rng = random.Random(2)
+    print(f"change feed, pages of {PAGE} ({b.changes} entries; {n} requests each):")
+
+    def page(after: int) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            found = await changes_repo.page(b.db, organization_id=b.org, after=after,
+                                            limit=PAGE)
+            if len(found) != PAGE:
+                raise SystemExit(f"changes.page after {after}: {len(found)} entries")
+
+        return call
+
+    await b.measure("changes.page (the repository call)",
+                    [page(rng.randrange(b.changes - PAGE)) for _ in range(n)])
+    if not b.serves_feed:
+        print("  GET /api/whatsapp/changes/{org}: not served by this daemon; not measured")
+        return
+    await b.measure("GET /api/whatsapp/changes/{org}", [
+        b.get(f"/api/whatsapp/changes/{b.org}",
+              {"after": rng.randrange(b.changes - PAGE), "limit": PAGE}) for _ in range(n)])
+
+
+SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
+    "read": section_read,
+    "feed": section_feed,
+}
+
+
+async def print_plans(b: Bench) -> None:
+    """The plan of each read query at this size."""
+    explaining = Explaining(b.db)
+    client, conversation = b.clients[len(b.clients) // 2], b.long_conversation
+    page = await read_repo.messages(b.db, organization_id=b.org, conversation_id=conversation,
+                                    order="newest", limit=500)
+    deep = page.rows[-1]
+    calls: list[tuple[str, Awaitable[Any]]] = [
+        ("clients", read_repo.clients(explaining, organization_id=b.org, order="newest",
+                                      limit=PAGE)),
+        ("clients by name", read_repo.clients(explaining, organization_id=b.org,
+                                              order="newest", limit=PAGE, name="gulnara")),
+        ("clients by status", read_repo.clients(explaining, organization_id=b.org,
+                                                order="oldest", limit=PAGE, status="SOLD")),
+        ("clients updated since", read_repo.clients(
+            explaining, organization_id=b.org, order="newest", limit=PAGE,
+            updated_since=START + timedelta(minutes=len(b.clients) - 100))),
+        ("a client's conversations", read_repo.conversations_of(explaining,
+                                                                client_id=client)),
+        ("messages, a deep page", read_repo.messages(
+            explaining, organization_id=b.org, conversation_id=conversation, order="newest",
+            limit=PAGE,
+            after=(deep.sent_at, deep.created_at, deep.id))),
+        ("answer times", answers_repo.for_conversations(explaining,
+                                                        conversation_ids=[conversation])),
+        ("status history", read_repo.status_history(
+            explaining, organization_id=b.org, client_id=client, order="newest", limit=PAGE)),
+        ("changes.page", changes_repo.page(explaining, organization_id=b.org,
+                                           after=b.changes // 2, limit=PAGE)),
+    ]
+    print("plans at this size:")
+    for name, call in calls:
+        await call
+        _, plan = explaining.plans[-1]
+        print(f"  {name}:")
+        print("\n".join("    " + line for line in describe(plan).splitlines()))
+
+
+async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    cluster = EmbeddedPostgres(root / "pg", fsync=not args.no_fsync)
+    dsn = await trio.to_thread.run_sync(cluster.start)
+    try:
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery, \
+                Database.open(dsn, min_size=2, max_size=10) as db:
+            await migrate.apply(db)
+            org = (await organizations.create(db, name="Bench Tours")).id
+            began = time.perf_counter()
+            long_count = args.long
+            short = (args.messages - long_count) // args.per_conversation
+            filled = await fill(db, org, clients=short, per_conversation=args.per_conversation,
+                                changes=args.messages)
+            long = await fill(db, org, clients=1, per_conversation=long_count, first=short)
+            for source in ("whatsapp", "export", "whatsapp"):
+                run_ = await imports_repo.create(db, organization_id=org, source=source)
+                await imports_repo.finish(db, run_id=run_.id, status="COMPLETED")
+            stored = int(await db.fetchval(
+                "SELECT count(*) FROM messages WHERE organization_id = $1", org))
+            print(f"filled with COPY in {time.perf_counter() - began:.0f} s: {stored} messages, "
+                  f"{short + 1} clients and conversations, {filled.changes} feed entries",
+                  flush=True)
+            settings = Settings(daemon=DaemonSettings(state_dir=str(root / "state")),
+                                database=DatabaseSettings(dsn=dsn),
+                                api=ApiSettings(listen="127.0.0.1:0"))
+            ctx = AppContext(settings=settings, db=db)
+            addresses, shutdown = await serve_context(nursery, ctx, listen="127.0.0.1:0")
+            url = next(a for a in addresses if a.startswith("http://127."))
+            token = await issue_token(db, "AGENT", org)
+            async with httpx.AsyncClient(base_url=url, timeout=30, headers={
+                    "Authorization": f"Bearer {token}"}) as http:
+                probe = await http.get(f"/api/whatsapp/changes/{org}",
+                                       params={"after": 0, "limit": 1})
+                b = Bench(args=args, db=db, org=org, http=http, clients=filled.clients,
+                          conversations=filled.conversations,
+                          long_conversation=long.conversations[0], changes=filled.changes,
+                          serves_feed=probe.status_code == 200)
+                if args.plans:
+                    await print_plans(b)
+                for name in args.sections:
+                    await SECTIONS[name](b)
+            shutdown.set()
+            nursery.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
+    return b.results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--per-conversation", type=int, default=50)
+    parser.add_argument("--long", type=int, default=10_000,
+                        help="messages of the one long conversation (part of --messages)")
+    parser.add_argument("--requests", type=int, default=300, help="per measurement")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        type=lambda text: [s for s in text.split(",") if s])
+    parser.add_argument("--plans", action="store_true", help="print the queries' plans")
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
+    log.configure(fmt="console", level="warning", stream=sys.stderr)
+    with scratch_dir("wad-bench-api-") as root:
+        results = trio.run(run, args, root)
+    over = [r["name"] for r in results if r["p99_ms"] >= GOAL_MS and not r["name"].startswith(
+        "(")]
+    print(f"goal (p99 of a page under {GOAL_MS:g} ms): "
+          + ("met by every measurement" if not over else f"missed by {', '.join(over)}"))
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
