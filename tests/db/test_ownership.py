@@ -9,8 +9,7 @@ import trio
 from wad.config import Settings
 from wad.db.pool import Database
 from wad.db.repo import organizations
-from wad.org.manager import keepalive_settings
-from wad.org.ownership import Lease, Ownership, lock_key
+from wad.org.ownership import Lease, Ownership, keepalive_settings, lock_key
 
 
 async def test_an_expired_lease_lets_another_daemon_end_the_owner_and_claim(
