@@ -119,6 +119,7 @@ class OrgManager(OrgManagerAPI):
         self._nursery: trio.Nursery | None = None
         self.supervisor: Supervisor | None = None  # the dynamic supervisor of the organizations
         self._owner: Ownership | None = None
+        self._stopping = False
         self._leases: dict[uuid.UUID, Lease] = {}
         """This daemon's lease on each organization it claimed (see `wad.org.ownership`)."""
         self._lock = trio.Lock()
@@ -142,16 +143,21 @@ class OrgManager(OrgManagerAPI):
                     self._nursery = orgs
                     self.supervisor = await orgs.start(Supervisor(
                         "orgs", [], strategy=Strategy.SIMPLE_ONE_FOR_ONE).run)
-                    await nursery.start(self._own, own_scope)
+                    ready = trio.Event()
+                    nursery.start_soon(self._own, own_scope, ready)
+                    await ready.wait()
                     task_status.started(self)
-                    await trio.sleep_forever()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        self._stopping = True  # no new claims while the organizations stop
             finally:
                 self._nursery = None
                 own_scope.cancel()
 
-    async def _own(self, scope: trio.CancelScope, *,
-                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep this daemon's lock connection (until `scope` is cancelled): claim and renew on
+    async def _own(self, scope: trio.CancelScope, ready: trio.Event) -> None:
+        """Keep this daemon's lock connection (until `scope` is cancelled; `ready` is set after
+        the first claims or the first failure): claim and renew on
         it; when it is lost, every lease lapses at once (nothing is sent), and then:
 
         - the database is up and has not restarted (another daemon ended the connection, taking
@@ -166,7 +172,6 @@ class OrgManager(OrgManagerAPI):
         one organization for long."""
         daemon = self.settings.daemon
         with scope:
-            reported = False
             failures = 0
             lost: Ownership | None = None  # lost with organizations running; None once settled
             outage = False  # the database was found unavailable since `lost` was lost
@@ -182,7 +187,7 @@ class OrgManager(OrgManagerAPI):
                             else:
                                 await self._fence_all()
                             lost, outage = None, False
-                        await self._hold(owner)
+                        await self._hold(owner, ready)
                 except* Exception as group:
                     error = group
                 if owner is not None and lost is None and self._leases:
@@ -204,9 +209,7 @@ class OrgManager(OrgManagerAPI):
                 if error is not None and lost is None:
                     _log.error("organization manager cannot reach the database; retrying",
                                error=describe(error), retry_in_s=LOCK_BACKOFF.delay(failures + 1))
-                if not reported:
-                    task_status.started()
-                    reported = True
+                ready.set()
                 failures += 1
                 if lost is not None:
                     await trio.sleep(min(WAIT_BACKOFF.delay(failures),
@@ -214,12 +217,14 @@ class OrgManager(OrgManagerAPI):
                 else:
                     await trio.sleep(LOCK_BACKOFF.delay(failures))
 
-    async def _hold(self, owner: Ownership) -> None:
-        """Claim, reconcile and renew leases on `owner` until it is lost (then return)."""
+    async def _hold(self, owner: Ownership, claimed: trio.Event) -> None:
+        """Claim, reconcile and renew leases on `owner` until it is lost (then return);
+        `claimed` is set after the first claims."""
         self._owner = owner
         try:
             async with trio.open_nursery() as nursery:
                 await self._reconcile()
+                claimed.set()
                 nursery.start_soon(self._reconcile_loop)
                 nursery.start_soon(self._lease_loop, owner)
                 await self._watch_lock_connection(owner)
@@ -341,7 +346,7 @@ class OrgManager(OrgManagerAPI):
     async def _reconcile(self) -> None:
         """Stop what should no longer run here; claim a fair share of the unowned rest."""
         owner = self._owner
-        if owner is None:
+        if owner is None or self._stopping:
             return
         async with self._lock:
             wanted = set(await sessions_repo.list_should_run(self.db))
