@@ -3,9 +3,12 @@ lease renewed beside them.
 
 A daemon runs an organization only while it holds that organization's session-level advisory
 lock on its lock connection. When the daemon dies or its connection breaks, PostgreSQL drops the
-locks and another daemon may claim them; the daemon that lost its connection must stop its
-organizations at once (the manager does, when `alive()` fails), so no two daemons ever drive
-the same account.
+locks and another daemon may claim them; the daemon that lost its connection sends nothing from
+then on, and stops its organizations at once unless the database itself is unavailable: then it
+keeps them running until it reconnects, and takes back (`retake`) those whose lease no other
+daemon claimed meanwhile. For `lease_s` after the database server starts, another daemon's
+claim leaves an organization whose lease names a different daemon to that daemon
+(`try_claim`), so the previous owner gets it back first after a restart.
 
 A daemon that is frozen (SIGSTOP, a stuck event loop) keeps its connection, and so its locks,
 as long as the host answers TCP. Hence the lease: the owner renews it in `org_leases` every
