@@ -157,8 +157,8 @@ class OrgManager(OrgManagerAPI):
 
     async def _own(self, scope: trio.CancelScope, ready: trio.Event) -> None:
         """Keep this daemon's lock connection (until `scope` is cancelled; `ready` is set after
-        the first claims or the first failure): claim and renew on
-        it; when it is lost, every lease lapses at once (nothing is sent), and then:
+        the first claims or the first failure): claim and renew on it; when it is lost, every
+        lease lapses at once (nothing is sent), and then:
 
         - the database is up and has not restarted (another daemon ended the connection, taking
           over from a frozen owner; or this daemon's own host went silent): every organization
@@ -237,7 +237,7 @@ class OrgManager(OrgManagerAPI):
         that another daemon claimed meanwhile is stopped at once."""
         daemon = self.settings.daemon
         await owner.end_previous(lost)
-        kept = 0
+        kept = stopped = 0
         for org_id, lease in list(self._leases.items()):
             asked = trio.current_time()
             if await owner.retake(org_id, lost, lease_s=daemon.lease_s):
@@ -245,8 +245,9 @@ class OrgManager(OrgManagerAPI):
                 kept += 1
             else:
                 self._fence(org_id, lease)
+                stopped += 1
         _log.info("lock connection back after the outage: organizations taken back",
-                  kept=kept, stopped=len(self._leases) - kept)
+                  kept=kept, stopped=stopped)
 
     async def _fence_all(self) -> None:
         """The lock connection was ended while the database is up: another daemon may own every
