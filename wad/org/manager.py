@@ -237,17 +237,21 @@ class OrgManager(OrgManagerAPI):
         that another daemon claimed meanwhile is stopped at once."""
         daemon = self.settings.daemon
         await owner.end_previous(lost)
-        kept = stopped = 0
+        kept, taken = 0, []
         for org_id, lease in list(self._leases.items()):
             asked = trio.current_time()
             if await owner.retake(org_id, lost, lease_s=daemon.lease_s):
                 lease.extend(asked + daemon.lease_s - daemon.lease_renew_interval_s)
                 kept += 1
             else:
-                self._fence(org_id, lease)
-                stopped += 1
+                lease.lose()
+                taken.append(org_id)
         _log.info("lock connection back after the outage: organizations taken back",
-                  kept=kept, stopped=stopped)
+                  kept=kept, stopped=len(taken))
+        if taken:
+            _log.error("lease lost: another daemon took the organization over; stopping it here",
+                       organizations=[str(o) for o in taken])
+            await self._stop_all_of(taken)
 
     async def _fence_all(self) -> None:
         """The lock connection was ended while the database is up: another daemon may own every
@@ -257,9 +261,7 @@ class OrgManager(OrgManagerAPI):
                    organizations=len(self._orgs))
         for lease in self._leases.values():
             lease.lose()
-        async with trio.open_nursery() as nursery:
-            for org_id in list(self._orgs):
-                nursery.start_soon(self._stop, org_id)
+        await self._stop_all_of(list(self._orgs))
 
     async def _watch_lock_connection(self, owner: Ownership) -> None:
         """Return as soon as a query on the lock connection fails, or once a ping has had no
@@ -409,6 +411,11 @@ class OrgManager(OrgManagerAPI):
         supervisor = self.supervisor
         if supervisor is not None and supervisor.has_child(str(org_id)):
             await supervisor.remove_child(str(org_id))
+
+    async def _stop_all_of(self, org_ids: list[uuid.UUID]) -> None:
+        """Stop those organizations' supervisors all at once (each within its grace)."""
+        if self.supervisor is not None:
+            await self.supervisor.remove_children([str(o) for o in org_ids])
 
     def org_supervisor(self, ctx: OrgContext) -> Supervisor:
         """One organization's supervisor: its session actor, then the actors that join it."""
