@@ -72,9 +72,11 @@ async def test_an_organization_claimed_elsewhere_during_an_outage_is_stopped_whe
             valid_after_loss: list[bool] = []
 
             async def watch_lease() -> None:
-                while not session.lease.lost:
-                    if manager.running(org) is not None and a_db.availability.unavailable_since:
-                        valid_after_loss.append(session.lease.valid())
+                """From the loss (the lease lapses) until the organization is stopped."""
+                while session.lease.valid():
+                    await trio.sleep(0.01)
+                while manager.running(org) is not None:
+                    valid_after_loss.append(session.lease.valid())
                     await trio.sleep(0.01)
 
             nursery.start_soon(watch_lease)
@@ -90,6 +92,7 @@ async def test_an_organization_claimed_elsewhere_during_an_outage_is_stopped_whe
                 # Another daemon claims it (with a grace shorter than the time since the
                 # restart) while daemon A cannot log in yet.
                 assert await other.try_claim(org, lease_s=0.001)
+                assert await other.renew(lease_s=60.0) == {org}  # and keeps it (not expired)
                 assert manager.running(org) is not None and not session.lease.valid()
                 await db.execute("ALTER ROLE daemon_a LOGIN")
                 with trio.fail_after(30):
@@ -97,6 +100,6 @@ async def test_an_organization_claimed_elsewhere_during_an_outage_is_stopped_whe
                         await trio.sleep(0.05)
                 assert session.lease.lost
                 assert lock_key(org) in await other.held_keys()
-                assert (await other.renew(lease_s=30.0)) == {org}  # still the other's lease
+                assert await other.renew(lease_s=60.0) == {org}  # still the other's lease
             assert valid_after_loss and not any(valid_after_loss)
             nursery.cancel_scope.cancel()
