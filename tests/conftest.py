@@ -139,7 +139,7 @@ async def served(db: Database, state_dir: Path, nursery: trio.Nursery
 
 _DB_FIXTURES = frozenset({"pg_cluster", "empty_dsn", "dsn", "db", "served"})
 _BROWSER_FIXTURES = frozenset({"playwright", "browser"})
-_DB_MODULES = frozenset({"wad.db.embedded", "tests.support.daemonproc"})
+_DB_MODULES = frozenset({"wad.db.embedded", "tests.support.daemonproc", "tests.support.outage"})
 _BROWSER_MODULES = frozenset({"tests.support.stack", "tests.support.simfixtures"})
 
 

@@ -63,11 +63,13 @@ class DaemonSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How often the daemon claims unowned organizations and stops ones disconnected elsewhere."""
     lock_check_interval_s: PositiveSeconds = 1.0
     """How often the lock connection is checked. When a query on it fails, or it answered nothing
-    for `lease_s - lease_renew_interval_s`, every organization stops at once."""
+    for `lease_s - lease_renew_interval_s`, it is lost: sending stops at once; the organizations
+    stop too unless the database is unavailable (then they wait for it, and are taken back)."""
     lease_s: Annotated[float, Meta(ge=2, le=600)] = 15.0
     """An owner's lease on its organizations: renewed in the database every
     `lease_renew_interval_s`; once it has expired another daemon may take them over (ending the
-    stale owner's database session), and the owner itself sends nothing more for them."""
+    stale owner's database session), and the owner itself sends nothing more for them. For this
+    long after the database server starts, leases are reserved for their owners to take back."""
     lease_renew_interval_s: PositiveSeconds = 3.0
     tcp_keepalive_s: Annotated[int, Meta(ge=1, le=600)] = 5
     """TCP keepalive on the lock connection (idle seconds, then probes this many seconds apart,

@@ -430,6 +430,16 @@ class Supervisor:
             await self._stop(child)
             self._children.remove(child)
 
+    async def remove_children(self, child_ids: list[str]) -> None:
+        """Stop those of these children that exist, all at once, and forget them."""
+        async with self._lock:
+            children = [c for c in self._children if c.spec.id in child_ids]
+            async with trio.open_nursery() as nursery:
+                for child in children:
+                    nursery.start_soon(self._stop, child)
+            for child in children:
+                self._children.remove(child)
+
     # -- introspection ---------------------------------------------------------------------
 
     def _find(self, child_id: str) -> _Child:

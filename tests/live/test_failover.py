@@ -1,6 +1,6 @@
 """Several daemons, one database: each organization has exactly one owner; when a daemon is
-killed its organizations move to another without a QR; a daemon cut from the database stops
-driving its organizations before anyone else can claim them."""
+killed its organizations move to another without a QR; a database outage stops no browser (the
+daemon takes its locks back when the database returns); a frozen owner is fenced and taken over."""
 
 from __future__ import annotations
 
@@ -152,45 +152,96 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             shutil.rmtree(path, ignore_errors=True)
 
 
-async def test_daemon_cut_from_the_database_stops_its_organizations(
+def _browser_pid(profile_root: Path) -> int:
+    """The Chromium browser process (not a renderer or helper) on a profile under that root."""
+    pids = [pid for pid in processes_using(f"--user-data-dir={profile_root}")
+            if b"--type=" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def _qr_states(daemon: DaemonProcess, org: str) -> int:
+    return len([line for line in daemon.lines() if line.get("event") == "session state"
+                and line.get("state") == "QR_CODE_PENDING" and line.get("org") == org])
+
+
+OUTAGE_S = 30.0
+
+
+async def test_a_database_outage_keeps_the_daemons_organizations_running(
         state_dir: Path, nursery: trio.Nursery, aio_loop: None) -> None:
+    """The database stops for 30 s under a real `wad run`: the lock connection is lost, the
+    organization keeps its browser (same process) and sends nothing meanwhile; back, the daemon
+    takes its lock again, the session is CONNECTED without a QR, what clients wrote during the
+    outage is stored once and every queued message is sent once."""
     cluster = EmbeddedPostgres(state_dir / "shared-pg", fsync=False)
     dsn = await trio.to_thread.run_sync(cluster.start)
     sim = await start_sim(nursery, seed=6)
     daemon_dir = state_dir / "daemon"
     daemon_dir.mkdir()
     os.chmod(daemon_dir, 0o711)
+    account = "996555300001"
     daemon = await start_daemon_in_thread(daemon_dir, env={"WAD_DATABASE_URL": dsn},
                                           extra_config=whatsapp_config(sim.url),
-                                          daemon_config=FAST)
+                                          daemon_config=FAST + LEASE)
     try:
         async with SimClient(sim.url) as phone:
-            org = await _link(daemon, phone, "996555300001", "Cut Off")
-            assert processes_using(f"--user-data-dir={daemon_dir}")
+            org = await _link(daemon, phone, account, "Cut Off")
             await _archived(dsn, org)
-            await trio.to_thread.run_sync(partial(cluster.stop, mode="immediate"))
-            with trio.fail_after(15):
-                while processes_using(f"--user-data-dir={daemon_dir}"):
+            browser = _browser_pid(daemon_dir)
+            async with daemon.socket_client() as api:
+                queued = await api.post("/api/whatsapp/send", json={
+                    "organization_id": org, "to": "+996555310000",
+                    "content": "before the outage"})
+                assert queued.status_code == 202, queued.text
+            with trio.fail_after(30):
+                while not [m for m in (await phone.sent(account))["messages"]
+                           if m["body"] == "before the outage"]:
                     await trio.sleep(0.2)
-            assert any(line.get("event") ==
-                       "lost the lock connection: stopping every organization now"
-                       for line in daemon.lines()), daemon.log_path.read_text()[-3000:]
-            # Clients write while the daemon is cut off: nothing may be lost.
+
+            qr_shown = _qr_states(daemon, org)  # the link's
+
+            # The outage ----------------------------------------------------------------------
+            await trio.to_thread.run_sync(partial(cluster.stop, mode="fast"))
+            down_at = trio.current_time()
+            await trio.to_thread.run_sync(partial(
+                daemon.wait_for_event, "the database is unavailable: organizations keep "
+                "running (sending nothing) until the lock connection is back", OUTAGE_S))
+            # Clients write while the database is down: nothing may be lost.
             for n in range(20):
-                await phone.deliver("996555300001", f"99655540000{n % 3}",
-                                    f"during the outage {n}")
-            # The database comes back: the daemon claims the organization again, no QR, and
-            # stores what arrived meanwhile, once each.
+                await phone.deliver(account, f"99655540000{n % 3}", f"during the outage {n}")
+            # The outage lasts its full length (the scenario, not a synchronisation).
+            await trio.sleep_until(down_at + OUTAGE_S)
+            assert _browser_pid(daemon_dir) == browser
+            assert not any(line.get("event") ==
+                           "lost the lock connection: stopping every organization now"
+                           for line in daemon.lines()), daemon.log_path.read_text()[-3000:]
+
+            # Back --------------------------------------------------------------------------
             await trio.to_thread.run_sync(cluster.start)
-            await daemon.wait_state(org, "CONNECTED", timeout=60)
-            assert len(await phone.devices("996555300001")) == 1
+            back = await trio.to_thread.run_sync(partial(
+                daemon.wait_for_event,
+                "lock connection back after the outage: organizations taken back", 60.0))
+            assert (back["kept"], back["stopped"]) == (1, 0), back
+            await daemon.wait_state(org, "CONNECTED", timeout=60, node=_node(daemon))
+            assert _browser_pid(daemon_dir) == browser  # the same Chromium all along
+            assert len(await phone.devices(account)) == 1
+            assert _qr_states(daemon, org) == qr_shown
+            async with daemon.socket_client() as api:
+                for n in range(3):
+                    queued = await api.post("/api/whatsapp/send", json={
+                        "organization_id": org, "to": f"+99655532000{n}",
+                        "content": f"after the outage {n}"})
+                    assert queued.status_code == 202, queued.text
             async with Database.open(dsn, min_size=1, max_size=1) as db:
                 with trio.fail_after(60):
                     while True:
                         rows = await db.fetch(
                             "SELECT wa_message_id, body, sent_at FROM messages "
                             "WHERE body LIKE 'during the outage %'")
-                        if len(rows) >= 20:
+                        sent = await db.fetch("SELECT content FROM outbox WHERE status IN "
+                                              "('SENT', 'DELIVERED', 'READ')")
+                        if len(rows) >= 20 and len(sent) >= 4:
                             break
                         await trio.sleep(0.3)
             assert len(rows) == 20
@@ -198,7 +249,11 @@ async def test_daemon_cut_from_the_database_stops_its_organizations(
             by_body = {r["body"]: r["sent_at"] for r in rows}
             times = [by_body[f"during the outage {n}"] for n in range(20)]
             assert times == sorted(times)  # WhatsApp's times kept, in delivery order
-            assert sorted(by_body) == sorted(f"during the outage {n}" for n in range(20))
+            record = (await phone.sent(account))["messages"]
+            bodies = [m["body"] for m in record if m.get("result") == "OK"]
+            for body in ["before the outage", *(f"after the outage {n}" for n in range(3))]:
+                assert bodies.count(body) == 1, record
+            assert _browser_pid(daemon_dir) == browser
     finally:
         await trio.to_thread.run_sync(daemon.stop)
         await trio.to_thread.run_sync(cluster.stop)

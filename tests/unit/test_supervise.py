@@ -410,6 +410,22 @@ async def test_start_and_terminate_children_at_run_time(autojump_clock: MockCloc
         nursery.cancel_scope.cancel()
 
 
+async def test_remove_children_stops_them_all_at_once(autojump_clock: MockClock) -> None:
+    actors = Actors()
+    sup = Supervisor("s", [actors.spec("a")], strategy=Strategy.SIMPLE_ONE_FOR_ONE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        for cid in ("b", "c"):
+            await sup.start_child(actors.spec(cid, stop_delay=2.0, restart=Restart.TEMPORARY))
+        began = trio.current_time()
+        await sup.remove_children(["b", "c", "not-there"])
+        assert trio.current_time() - began == 2.0  # together, not one after the other
+        assert [c["id"] for c in sup.tree()["children"]] == ["a"]
+        assert {e for e in actors.events() if e[0] == "stopped"} == {("stopped", "b"),
+                                                                      ("stopped", "c")}
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_start_child_in_progress_when_the_supervisor_stops(
     autojump_clock: MockClock,
 ) -> None:

@@ -22,13 +22,13 @@ import trio
 from wad import log
 from wad.bus import EventBus, SessionStatus
 from wad.config import Settings
-from wad.db.pool import Database
+from wad.db.pool import WAIT_BACKOFF, Database, database_unavailable
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import WadError
 from wad.org import health
 from wad.org.actors import ACTORS
 from wad.org.context import ActorFactory, OrgContext
-from wad.org.ownership import Lease, Ownership, lock_key
+from wad.org.ownership import Lease, Ownership, lock_connection, lock_key
 from wad.org.session import SessionActor, SessionNotReady
 from wad.supervise import (
     Backoff,
@@ -97,14 +97,6 @@ class OrgHandle:
     done: trio.Event = field(default_factory=trio.Event)
 
 
-def keepalive_settings(settings: Settings) -> dict[str, str]:
-    """TCP keepalive for the lock connection, so that PostgreSQL notices a silent host (and
-    drops its locks) within about 4 x `tcp_keepalive_s` (ignored on unix sockets)."""
-    seconds = str(settings.daemon.tcp_keepalive_s)
-    return {"tcp_keepalives_idle": seconds, "tcp_keepalives_interval": seconds,
-            "tcp_keepalives_count": "3"}
-
-
 def default_actors() -> list[ActorFactory]:
     """The actors that join each organization's session: see `wad/org/actors.py`."""
     return list(ACTORS)
@@ -127,6 +119,7 @@ class OrgManager(OrgManagerAPI):
         self._nursery: trio.Nursery | None = None
         self.supervisor: Supervisor | None = None  # the dynamic supervisor of the organizations
         self._owner: Ownership | None = None
+        self._stopping = False
         self._leases: dict[uuid.UUID, Lease] = {}
         """This daemon's lease on each organization it claimed (see `wad.org.ownership`)."""
         self._lock = trio.Lock()
@@ -137,53 +130,138 @@ class OrgManager(OrgManagerAPI):
                   ) -> None:
         """Claim and run the organizations whose session should run, and keep reconciling
         (claim unowned ones, stop those disconnected elsewhere) until cancelled, which stops
-        every organization: browsers closed, archives saved.
+        every organization (browsers closed, archives saved) and only then gives up the lock
+        connection, so no other daemon claims an organization whose browser still runs here.
 
-        Ownership is a PostgreSQL advisory lock per organization on one lock connection. If that
-        connection is lost, every organization stops at once (another daemon may claim them),
-        and the manager reconnects (waiting per `LOCK_BACKOFF`) and claims again. Each lock
-        connection gets a fresh dynamic supervisor, so nothing claimed under the old one
-        restarts without a new claim."""
-        reported = False
-        failures = 0
-        while True:
+        The organizations run under one dynamic supervisor for the manager's whole life; the
+        lock connection that says they are this daemon's is kept by `_own`, which replaces it
+        when it is lost."""
+        async with trio.open_nursery() as nursery:
+            own_scope = trio.CancelScope(shield=True)
             try:
-                async with self.db.dedicated(
-                        server_settings=keepalive_settings(self.settings)) as conn:
-                    owner = Ownership(conn, self.settings.node)
-                    await owner.setup()
-                    self._owner = owner
-                    failures = 0
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        self.supervisor = await nursery.start(Supervisor(
-                            "orgs", [], strategy=Strategy.SIMPLE_ONE_FOR_ONE).run)
-                        await self._reconcile()
-                        if not reported:
-                            task_status.started(self)
-                            reported = True
-                        nursery.start_soon(self._reconcile_loop)
-                        nursery.start_soon(self._lease_loop, owner)
-                        await self._watch_lock_connection(owner)
-                        _log.error("lost the lock connection: stopping every organization now",
-                                   organizations=len(self._orgs))
-                        # Another daemon may own them already: they stop without a trace
-                        # (no state written, no archive, nothing sent).
-                        for lease in self._leases.values():
-                            lease.lose()
-                        nursery.cancel_scope.cancel()
-            except* Exception as group:
-                _log.error("organization manager cannot reach the database; retrying",
-                           error=describe(group), retry_in_s=LOCK_BACKOFF.delay(failures + 1))
+                async with trio.open_nursery() as orgs:
+                    self._nursery = orgs
+                    self.supervisor = await orgs.start(Supervisor(
+                        "orgs", [], strategy=Strategy.SIMPLE_ONE_FOR_ONE).run)
+                    ready = trio.Event()
+                    nursery.start_soon(self._own, own_scope, ready)
+                    await ready.wait()
+                    task_status.started(self)
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        self._stopping = True  # no new claims while the organizations stop
             finally:
                 self._nursery = None
-                self._owner = None
-                self._leases.clear()
-            if not reported:
-                task_status.started(self)
-                reported = True
-            failures += 1
-            await trio.sleep(LOCK_BACKOFF.delay(failures))
+                own_scope.cancel()
+
+    async def _own(self, scope: trio.CancelScope, ready: trio.Event) -> None:
+        """Keep this daemon's lock connection (until `scope` is cancelled; `ready` is set after
+        the first claims or the first failure): claim and renew on it; when it is lost, every
+        lease lapses at once (nothing is sent), and then:
+
+        - the database is up and has not restarted (another daemon ended the connection, taking
+          over from a frozen owner; or this daemon's own host went silent): every organization
+          stops at once, sending nothing more (fencing), and the manager claims again;
+        - the database is unavailable (or restarted meanwhile): the organizations keep running,
+          fenced, while the manager reconnects every `lease_renew_interval_s` at most; back, it
+          takes again every organization whose lease no other daemon claimed meanwhile (see
+          `Ownership.retake`) and stops the others at once.
+
+        docs/operations.md ("Several daemons") has the timings and why two daemons never drive
+        one organization for long."""
+        daemon = self.settings.daemon
+        with scope:
+            failures = 0
+            lost: Ownership | None = None  # lost with organizations running; None once settled
+            outage = False  # the database was found unavailable since `lost` was lost
+            while True:
+                owner: Ownership | None = None
+                error: BaseException | None = None
+                try:
+                    async with lock_connection(self.db, self.settings) as owner:
+                        failures = 0
+                        if lost is not None:
+                            if outage or owner.server_started != lost.server_started:
+                                await self._take_back(owner, lost)
+                            else:
+                                await self._fence_all()
+                            lost, outage = None, False
+                        await self._hold(owner, ready)
+                except* Exception as group:
+                    error = group
+                if owner is not None and lost is None and self._leases:
+                    lost = owner  # reconnect at once: is the database there?
+                    for lease in self._leases.values():
+                        lease.lapse()
+                    _log.warning("lost the lock connection: sending stops until it is back",
+                                 organizations=len(self._orgs))
+                    continue
+                if lost is not None and error is not None and not outage:
+                    if database_unavailable(error):
+                        outage = True
+                        _log.warning("the database is unavailable: organizations keep running "
+                                     "(sending nothing) until the lock connection is back",
+                                     organizations=len(self._orgs), error=describe(error))
+                    else:
+                        await self._fence_all()
+                        lost = None
+                if error is not None and lost is None:
+                    _log.error("organization manager cannot reach the database; retrying",
+                               error=describe(error), retry_in_s=LOCK_BACKOFF.delay(failures + 1))
+                ready.set()
+                failures += 1
+                if lost is not None:
+                    await trio.sleep(min(WAIT_BACKOFF.delay(failures),
+                                         daemon.lease_renew_interval_s))
+                else:
+                    await trio.sleep(LOCK_BACKOFF.delay(failures))
+
+    async def _hold(self, owner: Ownership, claimed: trio.Event) -> None:
+        """Claim, reconcile and renew leases on `owner` until it is lost (then return);
+        `claimed` is set after the first claims."""
+        self._owner = owner
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._reconcile()
+                claimed.set()
+                nursery.start_soon(self._reconcile_loop)
+                nursery.start_soon(self._lease_loop, owner)
+                await self._watch_lock_connection(owner)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._owner = None
+
+    async def _take_back(self, owner: Ownership, lost: Ownership) -> None:
+        """After an outage: take every organization still running here back on `owner`; one
+        that another daemon claimed meanwhile is stopped at once."""
+        daemon = self.settings.daemon
+        await owner.end_previous(lost)
+        kept, taken = 0, []
+        for org_id, lease in list(self._leases.items()):
+            asked = trio.current_time()
+            if await owner.retake(org_id, lost, lease_s=daemon.lease_s):
+                lease.extend(asked + daemon.lease_s - daemon.lease_renew_interval_s)
+                kept += 1
+            else:
+                lease.lose()
+                taken.append(org_id)
+        _log.info("lock connection back after the outage: organizations taken back",
+                  kept=kept, stopped=len(taken))
+        if taken:
+            _log.error("lease lost: another daemon took the organization over; stopping it here",
+                       organizations=[str(o) for o in taken])
+            await self._stop_all_of(taken)
+
+    async def _fence_all(self) -> None:
+        """The lock connection was ended while the database is up: another daemon may own every
+        organization now. They stop without a trace (no state written, no archive, nothing
+        sent)."""
+        _log.error("lost the lock connection: stopping every organization now",
+                   organizations=len(self._orgs))
+        for lease in self._leases.values():
+            lease.lose()
+        await self._stop_all_of(list(self._orgs))
 
     async def _watch_lock_connection(self, owner: Ownership) -> None:
         """Return as soon as a query on the lock connection fails, or once a ping has had no
@@ -271,7 +349,7 @@ class OrgManager(OrgManagerAPI):
     async def _reconcile(self) -> None:
         """Stop what should no longer run here; claim a fair share of the unowned rest."""
         owner = self._owner
-        if owner is None:
+        if owner is None or self._stopping:
             return
         async with self._lock:
             wanted = set(await sessions_repo.list_should_run(self.db))
@@ -333,6 +411,11 @@ class OrgManager(OrgManagerAPI):
         supervisor = self.supervisor
         if supervisor is not None and supervisor.has_child(str(org_id)):
             await supervisor.remove_child(str(org_id))
+
+    async def _stop_all_of(self, org_ids: list[uuid.UUID]) -> None:
+        """Stop those organizations' supervisors all at once (each within its grace)."""
+        if self.supervisor is not None:
+            await self.supervisor.remove_children([str(o) for o in org_ids])
 
     def org_supervisor(self, ctx: OrgContext) -> Supervisor:
         """One organization's supervisor: its session actor, then the actors that join it."""

@@ -133,3 +133,50 @@ async def advisory_locks_of(db: Executor, *, pids: list[int]) -> list[HeldLock]:
 async def terminate_backend(db: Executor, *, pid: int) -> bool:
     """End the database session `pid` (its session locks are released as it exits)."""
     return bool(await db.fetchval("SELECT pg_terminate_backend($1)", pid))
+
+
+async def server_started(db: Executor) -> datetime:
+    """When the database server last started (a different answer means it restarted)."""
+    started: datetime = await db.fetchval("SELECT pg_postmaster_start_time()")
+    return started
+
+
+async def retake_lease(db: Executor, *, organization_id: uuid.UUID, node: str,
+                       previous_pid: int, lease_s: float) -> bool:
+    """Move the lease this daemon wrote from its previous lock connection (`previous_pid`) to
+    this one, renewed, provided no connection has claimed the organization since; True when
+    moved."""
+    moved = await db.fetchval(
+        """UPDATE org_leases SET backend_pid = pg_backend_pid(), renewed_at = now(),
+                                 expires_at = now() + make_interval(secs => $4)
+           WHERE organization_id = $1 AND node_id = $2 AND backend_pid = $3
+           RETURNING true""",
+        organization_id, node, previous_pid, lease_s)
+    return bool(moved)
+
+
+async def reserved_after_restart(db: Executor, *, organization_id: uuid.UUID, node: str,
+                                 grace_s: float) -> bool:
+    """True while another daemon's lease on the organization is reserved for it: for `grace_s`
+    seconds after the database server started, a lease that was not given back stays its
+    owner's to take again."""
+    return bool(await db.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM org_leases
+                          WHERE organization_id = $1 AND node_id <> $2
+                            AND now() < pg_postmaster_start_time()
+                                        + make_interval(secs => $3))""",
+        organization_id, node, grace_s))
+
+
+async def end_lease(db: Executor, *, organization_id: uuid.UUID) -> None:
+    """Give back this connection's lease on the organization (it is not reserved for it)."""
+    await db.execute("DELETE FROM org_leases WHERE organization_id = $1 "
+                     "AND backend_pid = pg_backend_pid()", organization_id)
+
+
+async def terminate_named_backend(db: Executor, *, pid: int, application_name: str) -> bool:
+    """End the database session `pid` if it still runs under that application name (a pid alone
+    may have been reused)."""
+    return bool(await db.fetchval(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE pid = $1 AND application_name = $2", pid, application_name))
