@@ -23,6 +23,8 @@ from structlog.testing import capture_logs
 from tests.support.plugin_helpers import ORG, serving
 from wad.db.pool import Database
 from wad.db.repo import changes, deliveries
+from wad.db.repo import outbox as outbox_repo
+from wad.org.outbound import feed as outbound_feed
 from wad.plugins import (
     PluginManager,
     PluginSettings,
@@ -360,3 +362,50 @@ async def test_two_daemons_deliver_each_change_once_in_order(org_db: Database,
     for org in (ORG, OTHER):
         cursors = [cursor for who, cursor, _ in delivered if who == str(org)]
         assert cursors == list(range(1, 16))
+
+
+async def test_the_final_state_of_every_send_reaches_the_webhook_with_its_send_id(
+        org_db: Database, crm: tuple[FakeCrm, str]) -> None:
+    """Sent, failed, cancelled, expired: each final state of a queued send is written to the feed
+    with the send's id by the outbound path (`wad.org.outbound.feed`, as the actor and the API
+    write it: tests/db/test_outbound_actor.py, test_outbound_api.py), and the webhook posts it."""
+    fake, url = crm
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    sends = [(await outbox_repo.enqueue(org_db, organization_id=ORG, to_phone=f"+99655500000{n}",
+                                        content=f"offer {n}", expires_at=past if n == 3 else None)
+              )[0] for n in range(4)]
+    pm = manager(org_db, url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_background_tasks, pm)  # the webhook starts from here
+        await _finish_every_way(org_db, sends)
+        with trio.fail_after(10):
+            await fake.wait_for(4)
+        nursery.cancel_scope.cancel()
+    posted = [(got["json"]["kind"], got["json"]["data"]["sendId"]) for got in fake.received]
+    assert posted == [("message.sent", str(sends[0].id)), ("send.failed", str(sends[1].id)),
+                      ("send.cancelled", str(sends[2].id)), ("send.expired", str(sends[3].id))]
+    assert fake.received[1]["json"]["data"]["reason"] == "NOT_ON_WHATSAPP"
+
+
+async def _finish_every_way(org_db: Database, sends: list[Any]) -> None:
+    """Send the first, fail the second, cancel the third, expire the fourth."""
+    async with org_db.transaction() as tx:
+        claimed = await outbox_repo.claim_next(tx, organization_id=ORG, wa_message_id="3EB0AA01")
+        assert claimed is not None and claimed.id == sends[0].id
+        done = await outbox_repo.mark_sent(tx, outbox_id=claimed.id)
+        assert done is not None
+        await outbound_feed.sent(tx, done, wa_message_id="996555000000@c.us_3EB0AA01")
+    async with org_db.transaction() as tx:
+        failed = await outbox_repo.mark_failed(tx, outbox_id=sends[1].id, error="no WhatsApp",
+                                               reason="NOT_ON_WHATSAPP")
+        assert failed is not None
+        await outbound_feed.failed(tx, failed, reason="NOT_ON_WHATSAPP")
+    async with org_db.transaction() as tx:
+        cancelled = await outbox_repo.cancel(tx, outbox_id=sends[2].id)
+        assert cancelled is not None
+        await outbound_feed.cancelled(tx, cancelled)
+    async with org_db.transaction() as tx:
+        expired = await outbox_repo.expire_due(tx, organization_id=ORG,
+                                               now=datetime.now(UTC))
+        assert [item.id for item in expired] == [sends[3].id]
+        await outbound_feed.expired(tx, expired[0])
