@@ -153,11 +153,11 @@ async def test_the_message_gets_its_client_and_conversation(db: Database) -> Non
     with pytest.raises(InvalidMessage) as caught:
         await queue_message(db, organization_id=org, to="+996700654321", content="x",
                             conversation_id=item.conversation_id)
-    assert caught.value.field == "conversation_id"
+    assert caught.value.field == "conversationId"
     with pytest.raises(InvalidMessage) as caught:
         await queue_message(db, organization_id=org, to=CLIENT, content="x",
                             conversation_id=uuid.uuid4())
-    assert caught.value.field == "conversation_id"
+    assert caught.value.field == "conversationId"
 
 
 @pytest.mark.parametrize(("to", "content", "field", "words"), [

@@ -58,6 +58,15 @@ async def record(db: Executor, *, organization_id: uuid.UUID, kind: str,
     return seq
 
 
+async def hold_cursor(tx: Executor, *, organization_id: uuid.UUID) -> None:
+    """Lock the organization's cursor now, until the transaction ends. A transaction that will
+    record a change after locking another row that concurrent writers of the feed also lock
+    takes the cursor first, so that every writer locks in the same order (no deadlock)."""
+    await tx.execute(
+        """INSERT INTO change_cursors AS c (organization_id, last) VALUES ($1, 0)
+           ON CONFLICT (organization_id) DO UPDATE SET last = c.last""", organization_id)
+
+
 async def page(db: Executor, *, organization_id: uuid.UUID, after: int,
                limit: int) -> list[Change]:
     """At most `limit` changes of `organization_id` with a cursor above `after`, oldest first."""

@@ -34,8 +34,14 @@ async def _announced(db: Executor, kind: str, run: ImportRun) -> ImportRun:
 
 
 async def _changed(db: Executor, kind: str, sql: str, *args: object) -> ImportRun | None:
-    """Run `sql` (an UPDATE answering the run) and put the run in the feed as `kind`."""
+    """Run `sql` (an UPDATE of the run `args[0]`, answering it) and put the run in the feed as
+    `kind`. The feed's cursor is locked before the run's row: an import's batch transaction
+    records its clients (cursor) before it counts its chats (run row)."""
     async with atomic(db) as tx:
+        org = await tx.fetchval("SELECT organization_id FROM import_runs WHERE id = $1", args[0])
+        if org is None:
+            return None
+        await changes.hold_cursor(tx, organization_id=org)
         run = one(ImportRun, await tx.fetchrow(sql, *args))
         return None if run is None else await _announced(tx, kind, run)
 

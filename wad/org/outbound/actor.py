@@ -385,12 +385,15 @@ class OutboundActor:
             await self._nap(poll)
             return
         now = self.clock.now()
+        # Counted before the read: a send that finishes while the read is under way is then
+        # counted in flight (and maybe among the sent too), never in neither.
+        in_flight = len(self._in_flight)
         sent = await outbox_repo.sent_times_since(self.db, organization_id=self.org_id,
                                                   since=now - DAY)
         limits: tuple[Window, ...] = settings.windows()
         if self.pacing is not None:
             limits += (self.pacing.window(),)
-        at = next_send_at(sent, now, in_flight=len(self._in_flight), limits=limits)
+        at = next_send_at(sent, now, in_flight=in_flight, limits=limits)
         if at is None:
             await self._nap(poll)  # sends in flight fill a window: one of them must finish
             return
