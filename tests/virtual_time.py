@@ -78,22 +78,6 @@ class VirtualTimeDatabase(Database):
             with self.counted(), trio.CancelScope(shield=True):
                 await aio_as_trio(raw.close)()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        async with self.connection() as conn:
-            tx = conn.raw.transaction()
-            with self.counted():
-                await aio_as_trio(tx.start)()
-            try:
-                yield conn
-            except BaseException:
-                with self.counted(), trio.CancelScope(shield=True):
-                    await aio_as_trio(tx.rollback)()
-                raise
-            else:
-                with self.counted():
-                    await aio_as_trio(tx.commit)()
-
 
 class _CountedConnection(Connection):
     def __init__(self, raw: Any, db: VirtualTimeDatabase) -> None:

@@ -253,17 +253,8 @@ class Database:
     async def transaction(self) -> AsyncIterator[Connection]:
         """A connection inside a transaction: committed when the block ends, rolled back when it
         raises or is cancelled."""
-        async with self.connection() as conn:
-            tx = conn.raw.transaction()
-            await aio_as_trio(tx.start)()
-            try:
-                yield conn
-            except BaseException:
-                with trio.move_on_after(5, shield=True):
-                    await aio_as_trio(tx.rollback)()
-                raise
-            else:
-                await aio_as_trio(tx.commit)()
+        async with self.connection() as conn, conn.transaction() as tx:
+            yield tx
 
     @asynccontextmanager
     async def dedicated(self, *, server_settings: dict[str, str] | None = None
