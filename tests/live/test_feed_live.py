@@ -46,7 +46,7 @@ def _state_dir() -> Path:
 
 async def _admin_token(daemon: DaemonProcess, org: str) -> str:
     async with daemon.socket_client() as api:
-        r = await api.post("/api/tokens", json={"role": "ADMIN", "organization_id": org,
+        r = await api.post("/api/tokens", json={"role": "ADMIN", "organizationId": org,
                                                 "name": "crm"})
         assert r.status_code == 201, r.text
         token: str = r.json()["token"]
