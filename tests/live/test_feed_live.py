@@ -179,7 +179,7 @@ async def test_the_stream_of_a_daemon_that_does_not_run_the_organization_carries
                 org = await link_org(owner, phone, "Osh Travel", ACCOUNT)
                 # The first daemon runs it; the other only serves the API.
                 status = await other.whatsapp_status(org)
-                assert status.get("node_id") == _node(owner) != _node(other)
+                assert status.get("nodeId") == _node(owner) != _node(other)
                 token = await _admin_token(other, org)
                 texts = ["Здравствуйте!", "Есть туры в Ош?"]
                 async with httpx.AsyncClient(base_url=other.tcp_url, timeout=30, headers={
