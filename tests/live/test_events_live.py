@@ -57,7 +57,7 @@ async def test_a_crm_follows_linking_and_messages_and_resumes_without_gaps(
                     r = await crm.get(f"/api/whatsapp/qr/{org}")
                     assert r.status_code == 200, r.text
                     try:
-                        await stack.phone.scan_qr(ACCOUNT, r.json()["payload"])
+                        await stack.phone.scan_qr(ACCOUNT, r.json()["qrCode"])
                         break
                     except Exception:
                         newer = await reader.until(lambda s: s.event == "session.state")
