@@ -191,7 +191,7 @@ async def test_a_database_outage_keeps_the_daemons_organizations_running(
             browser = _browser_pid(daemon_dir)
             async with daemon.socket_client() as api:
                 queued = await api.post("/api/whatsapp/send", json={
-                    "organization_id": org, "to": "+996555310000",
+                    "organizationId": org, "to": "+996555310000",
                     "content": "before the outage"})
                 assert queued.status_code == 202, queued.text
             with trio.fail_after(30):
@@ -230,7 +230,7 @@ async def test_a_database_outage_keeps_the_daemons_organizations_running(
             async with daemon.socket_client() as api:
                 for n in range(3):
                     queued = await api.post("/api/whatsapp/send", json={
-                        "organization_id": org, "to": f"+99655532000{n}",
+                        "organizationId": org, "to": f"+99655532000{n}",
                         "content": f"after the outage {n}"})
                     assert queued.status_code == 202, queued.text
             async with Database.open(dsn, min_size=1, max_size=1) as db:
