@@ -142,6 +142,8 @@ class Connection:
                  ) -> None:
         self.raw = raw
         self._availability = availability
+        self.unsure = False
+        """A transaction's start or end on it did not finish: its state is unknown."""
 
     async def execute(self, sql: str, *args: Any) -> str:
         return await _tracked(self._availability, aio_as_trio(self.raw.execute)(sql, *args))
@@ -168,17 +170,24 @@ class Connection:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """A transaction on this connection (a savepoint when one is open already): committed
-        when the block ends, rolled back when it raises or is cancelled."""
+        when the block ends, rolled back when it raises or is cancelled. A start, commit or
+        rollback that does not finish (cancelled under way, failed, or no answer within 5 s)
+        marks the connection `unsure`: the pool then closes it instead of reusing it."""
         tx = self.raw.transaction()
+        self.unsure = True
         await aio_as_trio(tx.start)()
+        self.unsure = False
         try:
             yield self
         except BaseException:
+            self.unsure = True
             with trio.move_on_after(5, shield=True):
                 await aio_as_trio(tx.rollback)()
+                self.unsure = False
             raise
-        else:
-            await aio_as_trio(tx.commit)()
+        self.unsure = True
+        await aio_as_trio(tx.commit)()
+        self.unsure = False
 
     async def add_listener(self, channel: str, callback: Callable[[str], None]) -> None:
         """Call `callback(payload)` (from the event loop: it must not block) on every
@@ -243,9 +252,16 @@ class Database:
     async def connection(self) -> AsyncIterator[Connection]:
         """A connection of the pool for the block's duration."""
         raw = await _tracked(self.availability, aio_as_trio(self._pool.acquire)())
+        conn = Connection(raw, self.availability)
         try:
-            yield Connection(raw, self.availability)
+            yield conn
         finally:
+            if conn.unsure or raw.is_in_transaction():
+                # A transaction's start or end was cut short: the server may still hold it
+                # open. Closed, not handed to the next user (the server rolls it back;
+                # asyncpg's release would complain, which under trio-asyncio is an error of
+                # the whole event loop).
+                raw.terminate()
             with trio.move_on_after(5, shield=True):
                 await aio_as_trio(self._pool.release)(raw)
 
