@@ -91,14 +91,17 @@ async def test_tokens(db: Database) -> None:
     assert await tokens.list_all(db, organization_id=org.id) == [admin]
     assert {t.id for t in await tokens.list_all(db)} == {admin.id, root.id}
 
-    await tokens.touch_last_used(db, token_id=admin.id)
+    first = await tokens.use(db, token_hash=b"a" * 32)
+    assert first is not None and first.token == admin  # answered as it was before this use
     used = await tokens.find_by_hash(db, token_hash=b"a" * 32)
     assert used is not None
     assert used.last_used_at is not None
-    await tokens.touch_last_used(db, token_id=admin.id)  # within the minute: no new write
-    again = await tokens.find_by_hash(db, token_hash=b"a" * 32)
-    assert again is not None
-    assert again.last_used_at == used.last_used_at
+    again = await tokens.use(db, token_hash=b"a" * 32)  # within the minute: no new write
+    assert again is not None and again.token.last_used_at == used.last_used_at
+    after = await tokens.find_by_hash(db, token_hash=b"a" * 32)
+    assert after is not None
+    assert after.last_used_at == used.last_used_at
+    assert await tokens.use(db, token_hash=b"z" * 32) is None
 
     assert await tokens.revoke(db, token_id=admin.id) is True
     assert await tokens.revoke(db, token_id=admin.id) is False

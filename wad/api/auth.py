@@ -102,12 +102,11 @@ async def authenticate(db: Database) -> Principal:
         raise ApiError(401, "unauthenticated", "unknown or revoked token",
                        headers=_UNAUTHENTICATED)
     digest = hash_token(token)
-    found = await tokens_repo.active_with_hash(db, token_hash=digest)
+    found = await tokens_repo.use(db, token_hash=digest)
     # The index lookup found the row; the comparison that decides is constant-time.
     if found is None or not hmac.compare_digest(found.token_hash, digest):
         raise ApiError(401, "unauthenticated", "unknown or revoked token",
                        headers=_UNAUTHENTICATED)
-    await tokens_repo.touch_last_used(db, token_id=found.token.id)
     return Principal(role=found.token.role, organization_id=found.token.organization_id,
                      token_id=found.token.id, via="token")
 

@@ -57,14 +57,6 @@ async def is_active(db: Executor, *, token_id: uuid.UUID) -> bool:
         "SELECT true FROM api_tokens WHERE id = $1 AND revoked_at IS NULL", token_id))
 
 
-async def touch_last_used(db: Executor, *, token_id: uuid.UUID) -> None:
-    """Record a use. Writes at most once a minute per token, to keep requests cheap."""
-    await db.execute(
-        """UPDATE api_tokens SET last_used_at = now()
-           WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""",
-        token_id)
-
-
 class FoundToken(msgspec.Struct, frozen=True):
     """An active token with its hash as stored (for the API's constant-time comparison)."""
 
@@ -72,11 +64,19 @@ class FoundToken(msgspec.Struct, frozen=True):
     token_hash: bytes
 
 
-async def active_with_hash(db: Executor, *, token_hash: bytes) -> FoundToken | None:
-    """The unrevoked token with this hash, with the hash as stored."""
+async def use(db: Executor, *, token_hash: bytes) -> FoundToken | None:
+    """The unrevoked token with this hash, with the hash as stored; its use is recorded in
+    `last_used_at` (written at most once a minute per token, to keep requests cheap). One round
+    trip: the lookup and the record are one statement. The answer's `last_used_at` is the one
+    before this use."""
     row = await db.fetchrow(
-        f"""SELECT {_COLS}, token_hash FROM api_tokens
-            WHERE token_hash = $1 AND revoked_at IS NULL""", token_hash)
+        f"""WITH found AS (SELECT {_COLS}, token_hash FROM api_tokens
+                           WHERE token_hash = $1 AND revoked_at IS NULL),
+                 used AS (UPDATE api_tokens SET last_used_at = now()
+                          WHERE id = (SELECT id FROM found)
+                            AND (last_used_at IS NULL
+                                 OR last_used_at < now() - interval '1 minute'))
+            SELECT * FROM found""", token_hash)
     token = one(ApiToken, row)
     if row is None or token is None:
         return None
