@@ -804,7 +804,9 @@ async def test_numbers_without_whatsapp_fail_at_once_without_a_send_or_the_break
     assert {(f.status, f.fail_reason, f.attempts) for f in failed} == {
         ("FAILED", "NOT_ON_WHATSAPP", 1)}
     assert [r.text for r in h.page.server] == ["клиенту", "второе сообщение"]
-    assert [phone for _, phone in h.page.asked] == [*nowhere, CLIENT]
+    # Each number asked once (the repeated one not again). Sends run side by side (the
+    # concurrency slots), so which of two new numbers is asked first is theirs to race.
+    assert Counter(phone for _, phone in h.page.asked) == Counter([*nowhere, CLIENT])
     times = [at - t0 for at, _ in h.page.asked]
     assert all(b - a >= 2.0 for a, b in zip(times, times[1:], strict=False))  # paced
     assert actor.stats.numbers_checked == 6
