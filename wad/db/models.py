@@ -173,8 +173,10 @@ class Conversation(ConversationColumns, Row, frozen=True, kw_only=True):
     """A row of `conversations`."""
 
 
-class NewMessage(Row, frozen=True, kw_only=True):
-    """A message to store (input of `repo.messages.insert_if_absent` and `insert_many`)."""
+class MessageBasics(msgspec.Struct, frozen=True, kw_only=True):
+    """What every message wad handles has: whose it is, its chat, its way, who wrote it, when,
+    its status and its text. Shared by the message to store (`NewMessage`) and the one that
+    plugins are given (`wad.payloads.Message`)."""
 
     organization_id: uuid.UUID
     wa_message_id: str
@@ -186,6 +188,11 @@ class NewMessage(Row, frozen=True, kw_only=True):
     type: MessageType = "text"
     body: str | None = None
     caption: str | None = None
+
+
+class NewMessage(MessageBasics, Row, frozen=True, kw_only=True):
+    """A message to store (input of `repo.messages.insert_if_absent` and `insert_many`)."""
+
     media: dict[str, Any] | None = None
     conversation_id: uuid.UUID | None = None
     language: str | None = None
