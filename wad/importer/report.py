@@ -66,8 +66,8 @@ class ImportCounts(msgspec.Struct, kw_only=True, rename="camel"):
 
 class ImportReport(ImportCounts, kw_only=True, rename="camel"):
     """An import's progress and, once `state` is finished, its final report (`--json` prints
-    this, and the API answers it: JSON names are camelCase, `chatsDone`). Statuses and
-    languages cover the chats imported by this invocation."""
+    this, and the API answers it: JSON names are camelCase, `chatsDone`). Counts of chats and messages cover the whole run, a resumed one included; statuses
+    and languages cover the chats imported by this invocation."""
 
     state: ImportState
     began_at: datetime | None = None

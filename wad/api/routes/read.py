@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,7 @@ from quart import Blueprint, Response
 from quart_schema import tag
 
 from wad.api import auth, cursor
-from wad.api.auth import org_route
+from wad.api.auth import Handler, org_route
 from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
@@ -220,6 +221,22 @@ def _run_out(row: ImportRun) -> ImportRunOut:
     return ImportRunOut(**_shown(row, ImportRunOut))
 
 
+def _read_route(path: str, answer: type[Out], *, errors: tuple[int, ...],
+                query_model: type[PageQuery] | None = None,
+                tags: list[str] | None = None) -> Callable[[Handler], Handler]:
+    """A route of the read API: `GET path` answering `answer` (documented with its `errors`),
+    tagged `read` (or `tags`), open to any token of the organization (`VIEWER` and above), and
+    given its `query` decoded from the query string when `query_model` names one."""
+
+    def decorate(handler: Handler) -> Handler:
+        if query_model is not None:
+            handler = query(query_model)(handler)
+        handler = responds(answer, errors=errors)(org_route("VIEWER")(handler))
+        return bp.get(path)(tag(tags or ["read"])(handler))
+
+    return decorate
+
+
 async def _org_exists(org_id: uuid.UUID) -> None:
     """404 for an organization that does not exist. Only the super admin can ask about one:
     an organization's token goes with its organization."""
@@ -248,11 +265,7 @@ async def _conversation(org_id: uuid.UUID, conversation: str) -> Conversation:
 # Routes -------------------------------------------------------------------------------------
 
 
-@bp.get("/clients/<org>")
-@tag(["read"])
-@responds(ClientPage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(ClientsQuery)
+@_read_route("/clients/<org>", ClientPage, errors=(400, 401, 403, 404), query_model=ClientsQuery)
 async def list_clients(org_id: uuid.UUID, query: ClientsQuery) -> Response:
     """The organization's clients by creation, newest first (or `order=oldest`), that match
     every filter given. 400 for a bad filter or cursor."""
@@ -274,10 +287,7 @@ async def list_clients(org_id: uuid.UUID, query: ClientsQuery) -> Response:
         if page.more and last else None))
 
 
-@bp.get("/clients/<org>/<client>")
-@tag(["read"])
-@responds(ClientDetail, errors=(401, 403, 404))
-@org_route("VIEWER")
+@_read_route("/clients/<org>/<client>", ClientDetail, errors=(401, 403, 404))
 async def get_client(org_id: uuid.UUID, client: str) -> Response:
     """One client with its conversations (the newest first, at most 100) and their answer
     times. 404 for a client of another organization."""
@@ -293,11 +303,8 @@ async def get_client(org_id: uuid.UUID, client: str) -> Response:
         more_conversations=conversations.more))
 
 
-@bp.get("/clients/<org>/<client>/status-history")
-@tag(["read"])
-@responds(StatusHistoryPage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(PageQuery)
+@_read_route("/clients/<org>/<client>/status-history", StatusHistoryPage,
+             errors=(400, 401, 403, 404), query_model=PageQuery)
 async def status_history(org_id: uuid.UUID, client: str, query: PageQuery) -> Response:
     """The client's moves in the sales funnel, the newest first (or `order=oldest`)."""
     client_id = auth.parse_uuid(client, what="client")
@@ -315,10 +322,7 @@ async def status_history(org_id: uuid.UUID, client: str, query: PageQuery) -> Re
         if page.more else None))
 
 
-@bp.get("/conversations/<org>/<conversation>")
-@tag(["read"])
-@responds(ConversationOut, errors=(401, 403, 404))
-@org_route("VIEWER")
+@_read_route("/conversations/<org>/<conversation>", ConversationOut, errors=(401, 403, 404))
 async def get_conversation(org_id: uuid.UUID, conversation: str) -> Response:
     """One conversation with its answer times."""
     found = await _conversation(org_id, conversation)
@@ -326,11 +330,8 @@ async def get_conversation(org_id: uuid.UUID, conversation: str) -> Response:
     return reply(_conversation_out(found, times.get(found.id)))
 
 
-@bp.get("/conversations/<org>/<conversation>/messages")
-@tag(["read"])
-@responds(MessagePage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(PageQuery)
+@_read_route("/conversations/<org>/<conversation>/messages", MessagePage,
+             errors=(400, 401, 403, 404), query_model=PageQuery)
 async def list_messages(org_id: uuid.UUID, conversation: str, query: PageQuery) -> Response:
     """The conversation's messages by WhatsApp's time, newest first (or `order=oldest`). A
     VIEWER's messages carry no text."""
@@ -351,11 +352,8 @@ async def list_messages(org_id: uuid.UUID, conversation: str, query: PageQuery) 
         if page.more and last else None))
 
 
-@bp.get("/import/<org>/runs")
-@tag(["read", "import"])
-@responds(ImportRunPage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(PageQuery)
+@_read_route("/import/<org>/runs", ImportRunPage,
+             errors=(400, 401, 403, 404), query_model=PageQuery, tags=["read", "import"])
 async def import_runs(org_id: uuid.UUID, query: PageQuery) -> Response:
     """The organization's historical imports, the newest first (or `order=oldest`)."""
     await _org_exists(org_id)
