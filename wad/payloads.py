@@ -19,6 +19,7 @@ from msgspec import Meta
 from wad.db.models import (
     ClientStatus,
     Direction,
+    MessageBasics,
     MessageSender,
     MessageStatus,
     MessageType,
@@ -80,21 +81,12 @@ class Client(Payload, frozen=True, kw_only=True):
     metadata: dict[str, Any] = {}
 
 
-class Message(Payload, frozen=True, kw_only=True):
+class Message(MessageBasics, Payload, frozen=True, kw_only=True):
     """One stored WhatsApp message, incoming (`direction="IN"`, `sender="CLIENT"`) or outgoing
-    (`sender` `HUMAN` for one typed on the phone or sent through the API, `AI` for an agent's)."""
+    (`sender` `HUMAN` for one typed on the phone or sent through the API, `AI` for an agent's).
+    Its chat, way, sender, time, status and text are `MessageBasics`'."""
 
     id: uuid.UUID
-    organization_id: uuid.UUID
-    wa_message_id: str
-    wa_chat_id: str
-    direction: Direction
-    sender: MessageSender
-    sent_at: datetime
-    status: MessageStatus
-    type: MessageType = "text"
-    body: str | None = None
-    caption: str | None = None
     conversation_id: uuid.UUID | None = None
     client_id: uuid.UUID | None = None
     language: str | None = None

@@ -116,7 +116,10 @@ class SessionArchive(SessionArchiveInfo, frozen=True, kw_only=True):
     archive: bytes
 
 
-class Client(Row, frozen=True, kw_only=True):
+class ClientColumns(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The columns of a client that the read API shows as they are (all of them); camelCase
+    in JSON, as the API answers them."""
+
     id: uuid.UUID
     organization_id: uuid.UUID
     phone: str
@@ -131,10 +134,16 @@ class Client(Row, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-class ClientStatusChange(Row, frozen=True, kw_only=True):
+class Client(ClientColumns, Row, frozen=True, kw_only=True):
+    """A row of `clients`."""
+
+
+class StatusChangeColumns(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The columns of a client's status change that the read API shows (all but the
+    organization); camelCase in JSON, as the API answers them."""
+
     id: int
     client_id: uuid.UUID
-    organization_id: uuid.UUID
     from_status: ClientStatus | None
     to_status: ClientStatus
     detector: str
@@ -142,7 +151,14 @@ class ClientStatusChange(Row, frozen=True, kw_only=True):
     created_at: datetime
 
 
-class Conversation(Row, frozen=True, kw_only=True):
+class ClientStatusChange(StatusChangeColumns, Row, frozen=True, kw_only=True):
+    organization_id: uuid.UUID
+
+
+class ConversationColumns(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The columns of a conversation that the read API shows as they are (all of them);
+    camelCase in JSON, as the API answers them."""
+
     id: uuid.UUID
     organization_id: uuid.UUID
     client_id: uuid.UUID
@@ -153,8 +169,14 @@ class Conversation(Row, frozen=True, kw_only=True):
     created_at: datetime
 
 
-class NewMessage(Row, frozen=True, kw_only=True):
-    """A message to store (input of `repo.messages.insert_if_absent` and `insert_many`)."""
+class Conversation(ConversationColumns, Row, frozen=True, kw_only=True):
+    """A row of `conversations`."""
+
+
+class MessageBasics(msgspec.Struct, frozen=True, kw_only=True):
+    """What every message wad handles has: whose it is, its chat, its way, who wrote it, when,
+    its status and its text. Shared by the message to store (`NewMessage`) and the one that
+    plugins are given (`wad.payloads.Message`)."""
 
     organization_id: uuid.UUID
     wa_message_id: str
@@ -166,13 +188,21 @@ class NewMessage(Row, frozen=True, kw_only=True):
     type: MessageType = "text"
     body: str | None = None
     caption: str | None = None
+
+
+class NewMessage(MessageBasics, Row, frozen=True, kw_only=True):
+    """A message to store (input of `repo.messages.insert_if_absent` and `insert_many`)."""
+
     media: dict[str, Any] | None = None
     conversation_id: uuid.UUID | None = None
     language: str | None = None
     processing_state: ProcessingState = "PENDING"
 
 
-class Message(Row, frozen=True, kw_only=True):
+class MessageColumns(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The columns of a stored message that the read API shows (all but its processing);
+    camelCase in JSON, as the API answers them."""
+
     id: uuid.UUID
     organization_id: uuid.UUID
     conversation_id: uuid.UUID | None
@@ -185,13 +215,20 @@ class Message(Row, frozen=True, kw_only=True):
     caption: str | None
     media: dict[str, Any] | None
     sent_at: datetime
+    """WhatsApp's time of the message."""
     status: MessageStatus
     edited_at: datetime | None
     language: str | None
+    created_at: datetime
+    """When wad stored it."""
+
+
+class Message(MessageColumns, Row, frozen=True, kw_only=True):
+    """A row of `messages`."""
+
     processing_state: ProcessingState
     processing_error: str | None
     processing_attempts: int
-    created_at: datetime
 
 
 class ChatLatest(Row, frozen=True, kw_only=True):
@@ -239,7 +276,10 @@ class OutboxEvent(Row, frozen=True, kw_only=True):
     at: datetime
 
 
-class ImportRun(Row, frozen=True, kw_only=True):
+class ImportRunColumns(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The columns of an import run that the read API shows (all but the chats it has
+    done); camelCase in JSON, as the API answers them."""
+
     id: uuid.UUID
     organization_id: uuid.UUID
     source: str
@@ -250,10 +290,15 @@ class ImportRun(Row, frozen=True, kw_only=True):
     messages_stored: int
     duplicates: int
     errors: list[dict[str, Any]]
-    done_chats: list[str]
     started_at: datetime
     finished_at: datetime | None
     updated_at: datetime
+
+
+class ImportRun(ImportRunColumns, Row, frozen=True, kw_only=True):
+    """A row of `import_runs`."""
+
+    done_chats: list[str]
 
 
 class PluginDelivery(Row, frozen=True, kw_only=True):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -23,20 +22,15 @@ class ChatError(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     error: str
 
 
-class ImportReport(msgspec.Struct, kw_only=True, rename="camel"):
-    """An import's progress and, once `state` is finished, its final report (`--json` prints
-    this, and the API answers it: JSON names are camelCase, `chatsDone`). Counts of chats and messages cover the whole run, a resumed one included; statuses
-    and languages cover the chats imported by this invocation."""
+class ImportCounts(msgspec.Struct, kw_only=True, rename="camel"):
+    """Which import it is and the counters it keeps: what the running import's `Progress` and
+    its `ImportReport` have in common. Counts of chats and messages cover the whole run, a
+    resumed one included."""
 
     organization_id: uuid.UUID
     source: str
-    state: ImportState
     dry_run: bool
     organization_name: str | None = None
-    began_at: datetime | None = None
-    """When this invocation started (UTC)."""
-    ended_at: datetime | None = None
-    """When it ended (UTC); None while it runs."""
     run_id: uuid.UUID | None = None
     """The `import_runs` row (None in a dry run, which writes nothing)."""
     resumed: bool = False
@@ -48,8 +42,6 @@ class ImportReport(msgspec.Struct, kw_only=True, rename="camel"):
     """Status updates, broadcast lists and channels."""
     chats_total: int = 0
     """One-to-one chats this run goes through (after `--limit`)."""
-    chats_done: int = 0
-    """Of those, finished (imported, duplicates, and those done before a resume)."""
     chats_imported: int = 0
     chats_duplicate: int = 0
     """Skipped because the client was in the CRM already (`--skip-duplicates`)."""
@@ -58,73 +50,63 @@ class ImportReport(msgspec.Struct, kw_only=True, rename="camel"):
     """Finished by an earlier, interrupted invocation of this run (skipped now)."""
     clients_created: int = 0
     clients_updated: int = 0
-    clients_imported: int = 0
-    """Clients whose chat this invocation imported (created and updated)."""
     messages_stored: int = 0
     """New messages written (in a dry run: that would be written)."""
     messages_duplicate: int = 0
     """Messages found already stored (never stored twice), decided per message."""
-    messages_per_client: float | None = None
-    """New messages written by this invocation per client it imported (average)."""
     errors: list[ChatError] = []
     warnings: list[str] = []
     """Lines of exported files that could not be parsed (with file and line), and the like."""
-    statuses: dict[str, int] = {}
-    languages: dict[str, int] = {}
     requests: int = 0
     """WhatsApp requests made (listing, history pages, contact look-ups)."""
+    current_chat: str | None = None
+    reason: str | None = None
+    """Why the import ended early (interrupted or failed)."""
+
+
+class ImportReport(ImportCounts, kw_only=True, rename="camel"):
+    """An import's progress and, once `state` is finished, its final report (`--json` prints
+    this, and the API answers it: JSON names are camelCase, `chatsDone`). Counts of chats and messages cover the whole run, a resumed one included; statuses
+    and languages cover the chats imported by this invocation."""
+
+    state: ImportState
+    began_at: datetime | None = None
+    """When this invocation started (UTC)."""
+    ended_at: datetime | None = None
+    """When it ended (UTC); None while it runs."""
+    chats_done: int = 0
+    """Of `chats_total`, finished (imported, duplicates, and those done before a resume)."""
+    clients_imported: int = 0
+    """Clients whose chat this invocation imported (created and updated)."""
+    messages_per_client: float | None = None
+    """New messages written by this invocation per client it imported (average)."""
+    statuses: dict[str, int] = {}
+    languages: dict[str, int] = {}
     seconds: float = 0.0
     chats_per_minute: float | None = None
     eta_s: float | None = None
     """Estimated time left, once a chat has been done."""
-    current_chat: str | None = None
-    reason: str | None = None
-    """Why the import ended early (interrupted or failed)."""
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
 
 
-@dataclass
-class Progress:
+class Progress(ImportCounts, kw_only=True, rename="camel"):
     """The mutable counters the engine keeps; `report()` takes a snapshot."""
 
-    organization_id: uuid.UUID
-    source: str
-    dry_run: bool
-    organization_name: str | None = None
     state: ImportState = "STARTING"
-    run_id: uuid.UUID | None = None
-    resumed: bool = False
-    chats_found: int = 0
-    groups_skipped: int = 0
-    broadcasts_skipped: int = 0
-    chats_total: int = 0
-    chats_imported: int = 0
-    chats_duplicate: int = 0
-    chats_failed: int = 0
-    chats_resumed: int = 0
-    clients_created: int = 0
-    clients_updated: int = 0
-    messages_stored: int = 0
-    messages_duplicate: int = 0
     messages_now: int = 0
     """New messages written by this invocation (`messages_stored` includes a resumed run's)."""
-    errors: list[ChatError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
-    languages: Counter[str] = field(default_factory=Counter)
-    requests: int = 0
-    current_chat: str | None = None
-    reason: str | None = None
-    started_at: float = field(default_factory=trio.current_time)
+    statuses: Counter[str] = msgspec.field(default_factory=Counter)
+    languages: Counter[str] = msgspec.field(default_factory=Counter)
+    started_at: float = msgspec.field(default_factory=trio.current_time)
     finished_at: float | None = None
-    started_wall: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_wall: datetime = msgspec.field(default_factory=lambda: datetime.now(UTC))
     finished_wall: datetime | None = None
     done_now: int = 0
     """Chats finished by this invocation (for the rate)."""
-    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+    timings: dict[str, float] = msgspec.field(default_factory=lambda: dict.fromkeys(
         ("fetching", "languages", "status", "writing"), 0.0))
     """Seconds spent per stage (fetching, languages, status, writing), for `bench/import.py`."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -13,6 +14,7 @@ from quart_schema import tag
 import wad
 from wad import log
 from wad.api import audit, auth, session_data
+from wad.api.auth import Handler
 from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import manager, require_org
@@ -54,6 +56,23 @@ def _db() -> Database:
     return db
 
 
+def _super_admin_route(method: str, path: str, answer: type[msgspec.Struct], status: int = 200,
+                       *, errors: tuple[int, ...],
+                       body_model: type[msgspec.Struct] | None = None
+                       ) -> Callable[[Handler], Handler]:
+    """A route only the super admin may call: `method path` answering `answer` with `status`
+    (documented with its `errors`), tagged `admin`, given its `data` decoded from the body when
+    `body_model` names one."""
+
+    def decorate(handler: Handler) -> Handler:
+        if body_model is not None:
+            handler = body(body_model)(handler)
+        handler = responds(answer, status, errors=errors)(auth.super_admin_route(handler))
+        return bp.route(path, methods=[method])(tag(["admin"])(handler))
+
+    return decorate
+
+
 def _org_out(org: Organization) -> OrganizationOut:
     return OrganizationOut(id=org.id, name=org.name, settings=org.settings,
                            created_at=org.created_at)
@@ -69,11 +88,8 @@ def _token_out(token: ApiToken) -> TokenOut:
 # Organizations ----------------------------------------------------------------------------
 
 
-@bp.post("/organizations")
-@tag(["admin"])
-@responds(OrganizationOut, 201, errors=(400, 401, 403))
-@auth.super_admin_route
-@body(CreateOrganizationRequest)
+@_super_admin_route("POST", "/organizations", OrganizationOut, 201,
+                    errors=(400, 401, 403), body_model=CreateOrganizationRequest)
 async def create_organization(data: CreateOrganizationRequest) -> Response:
     """Create an organization; the answer carries its new `id`."""
     name = data.name.strip()
@@ -85,10 +101,7 @@ async def create_organization(data: CreateOrganizationRequest) -> Response:
     return reply(_org_out(org), 201)
 
 
-@bp.get("/organizations")
-@tag(["admin"])
-@responds(OrganizationList, errors=(401, 403))
-@auth.super_admin_route
+@_super_admin_route("GET", "/organizations", OrganizationList, errors=(401, 403))
 async def list_organizations() -> Response:
     """Every organization, oldest first."""
     orgs = await orgs_repo.list_all(_db())
@@ -98,11 +111,8 @@ async def list_organizations() -> Response:
 # Tokens -----------------------------------------------------------------------------------
 
 
-@bp.post("/tokens")
-@tag(["admin"])
-@responds(NewToken, 201, errors=(400, 401, 403))
-@auth.super_admin_route
-@body(CreateTokenRequest)
+@_super_admin_route("POST", "/tokens", NewToken, 201,
+                    errors=(400, 401, 403), body_model=CreateTokenRequest)
 async def create_token(data: CreateTokenRequest) -> Response:
     """Create a token. The answer's `token` is shown this once; only its hash is stored."""
     if data.role in ORGLESS_ROLES and data.organization_id is not None:
@@ -127,10 +137,7 @@ async def create_token(data: CreateTokenRequest) -> Response:
                           token=token), 201)
 
 
-@bp.get("/tokens")
-@tag(["admin"])
-@responds(TokenList, errors=(400, 401, 403))
-@auth.super_admin_route
+@_super_admin_route("GET", "/tokens", TokenList, errors=(400, 401, 403))
 async def list_tokens() -> Response:
     """Tokens (revoked ones too), oldest first; `?organizationId=` narrows to one organization.
     Tokens themselves are never shown, only their prefixes."""
@@ -146,10 +153,7 @@ async def list_tokens() -> Response:
     return reply(TokenList(tokens=[_token_out(t) for t in found]))
 
 
-@bp.delete("/tokens/<token_id>")
-@tag(["admin"])
-@responds(TokenOut, errors=(401, 403, 404))
-@auth.super_admin_route
+@_super_admin_route("DELETE", "/tokens/<token_id>", TokenOut, errors=(401, 403, 404))
 async def revoke_token(token_id: str) -> Response:
     """Revoke a token: it stops working at once."""
     tid = auth.parse_uuid(token_id, what="token")
@@ -213,11 +217,8 @@ async def purge(org_id: uuid.UUID, data: PurgeRequest) -> Response:
                              folders_deleted=folders))
 
 
-@bp.post("/secret/rotate")
-@tag(["admin"])
-@responds(RotationResult, errors=(400, 401, 403))
-@auth.super_admin_route
-@body(RotateRequest)
+@_super_admin_route("POST", "/secret/rotate", RotationResult,
+                    errors=(400, 401, 403), body_model=RotateRequest)
 async def rotate_secret(data: RotateRequest) -> Response:
     """Re-seal a batch of login archives (ids after `afterId`) under the daemon's current key
     (`WAD_SECRET_KEY`); the previous key (`WAD_SECRET_KEY_OLD`) keeps opening archives until
@@ -265,10 +266,7 @@ def _state_dir() -> Path:
 # The daemon -------------------------------------------------------------------------------
 
 
-@bp.get("/tree")
-@tag(["admin"])
-@responds(Tree, errors=(401, 403, 503))
-@auth.super_admin_route
+@_super_admin_route("GET", "/tree", Tree, errors=(401, 403, 503))
 async def tree() -> Response:
     """The live supervision tree: the daemon's children and every organization's actors with
     their state, restart counts and last restart reason."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,7 @@ from quart import Blueprint, Response
 from quart_schema import tag
 
 from wad.api import auth, cursor
-from wad.api.auth import org_route
+from wad.api.auth import Handler, org_route
 from wad.api.context import current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
@@ -37,17 +38,16 @@ from wad.api.validation import query, reply, responds
 from wad.db.models import (
     E164_PATTERN,
     Client,
+    ClientColumns,
     ClientStatus,
     ClientStatusChange,
     Conversation,
-    ConversationStatus,
-    Direction,
+    ConversationColumns,
     ImportRun,
-    ImportStatus,
+    ImportRunColumns,
     Message,
-    MessageSender,
-    MessageStatus,
-    MessageType,
+    MessageColumns,
+    StatusChangeColumns,
 )
 from wad.db.pool import Database
 from wad.db.repo import answers as answers_repo
@@ -97,45 +97,25 @@ class ClientsQuery(PageQuery, kw_only=True, rename="camel", forbid_unknown_field
 # Answers ------------------------------------------------------------------------------------
 
 
-class Out(msgspec.Struct, kw_only=True, rename="camel"):
-    """Base of the read API's answers: camelCase field names."""
+class Out(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Base of the read API's answers: camelCase field names, immutable like the rows whose
+    columns most of them show (`wad.db.models`, `...Columns`)."""
 
 
-class ClientOut(Out, kw_only=True, rename="camel"):
+class ClientOut(ClientColumns, Out, frozen=True, kw_only=True, rename="camel"):
     """A client of the organization."""
 
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    phone: str
-    name: str | None
-    push_name: str | None
-    saved_name: str | None
-    profile_picture_url: str | None
-    preferred_language: str | None
-    status: ClientStatus
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
 
-
-class ClientPage(Out, kw_only=True, rename="camel"):
+class ClientPage(Out, frozen=True, kw_only=True, rename="camel"):
     clients: list[ClientOut]
     next_cursor: str | None
     """Null on the last page."""
 
 
-class ConversationOut(Out, kw_only=True, rename="camel"):
+class ConversationOut(ConversationColumns, Out, frozen=True, kw_only=True, rename="camel"):
     """A conversation, with how fast the client's messages were answered (`docs/api.md`,
     "Time to first answer")."""
 
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    client_id: uuid.UUID
-    channel: str
-    status: ConversationStatus
-    wa_chat_id: str | None
-    last_message_at: datetime | None
-    created_at: datetime
     first_answer_seconds: float | None
     """From the conversation's first client message to the first answer; null until then."""
     last_answer_seconds: float | None
@@ -144,7 +124,7 @@ class ConversationOut(Out, kw_only=True, rename="camel"):
     """The time of the client's first message still waiting for an answer; null when none."""
 
 
-class ClientDetail(ClientOut, kw_only=True, rename="camel"):
+class ClientDetail(ClientOut, frozen=True, kw_only=True, rename="camel"):
     """A client with its conversations, the newest first (at most 100)."""
 
     conversations: list[ConversationOut]
@@ -152,72 +132,31 @@ class ClientDetail(ClientOut, kw_only=True, rename="camel"):
     """True when the client has more conversations than listed."""
 
 
-class MessageOut(Out, kw_only=True, rename="camel"):
+class MessageOut(MessageColumns, Out, frozen=True, kw_only=True, rename="camel"):
     """A stored message. `body` and `caption` are null for a VIEWER token (and `media` lacks
     the file's name)."""
 
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    conversation_id: uuid.UUID | None
-    wa_message_id: str
-    wa_chat_id: str
-    direction: Direction
-    sender: MessageSender
-    type: MessageType
-    body: str | None
-    caption: str | None
-    media: dict[str, Any] | None
-    sent_at: datetime
-    """WhatsApp's time of the message."""
-    status: MessageStatus
-    edited_at: datetime | None
-    language: str | None
-    created_at: datetime
-    """When wad stored it."""
 
-
-class MessagePage(Out, kw_only=True, rename="camel"):
+class MessagePage(Out, frozen=True, kw_only=True, rename="camel"):
     messages: list[MessageOut]
     next_cursor: str | None
 
 
-class StatusChangeOut(Out, kw_only=True, rename="camel"):
+class StatusChangeOut(StatusChangeColumns, Out, frozen=True, kw_only=True, rename="camel"):
     """A move of the client in the sales funnel, by which detector and why (`reason` is null
     for a VIEWER token: it may quote the client's messages)."""
 
-    id: int
-    client_id: uuid.UUID
-    from_status: ClientStatus | None
-    to_status: ClientStatus
-    detector: str
-    reason: str | None
-    created_at: datetime
 
-
-class StatusHistoryPage(Out, kw_only=True, rename="camel"):
+class StatusHistoryPage(Out, frozen=True, kw_only=True, rename="camel"):
     changes: list[StatusChangeOut]
     next_cursor: str | None
 
 
-class ImportRunOut(Out, kw_only=True, rename="camel"):
+class ImportRunOut(ImportRunColumns, Out, frozen=True, kw_only=True, rename="camel"):
     """One historical import: its source, state and counts."""
 
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    source: str
-    status: ImportStatus
-    options: dict[str, Any]
-    chats_total: int | None
-    chats_done: int
-    messages_stored: int
-    duplicates: int
-    errors: list[dict[str, Any]]
-    started_at: datetime
-    finished_at: datetime | None
-    updated_at: datetime
 
-
-class ImportRunPage(Out, kw_only=True, rename="camel"):
+class ImportRunPage(Out, frozen=True, kw_only=True, rename="camel"):
     runs: list[ImportRunOut]
     next_cursor: str | None
 
@@ -247,16 +186,19 @@ def _phone(text: str) -> str:
         raise ApiError(400, "invalid", f"`phone`: {exc}", field="phone") from None
 
 
+def _shown(row: msgspec.Struct, out: type[msgspec.Struct]) -> dict[str, Any]:
+    """The values of `row` for the fields of `out` (which `row` has too), by name."""
+    return {name: getattr(row, name) for name in out.__struct_fields__}
+
+
 def _client_out(row: Client) -> ClientOut:
-    return ClientOut(**{name: getattr(row, name) for name in ClientOut.__struct_fields__})
+    return ClientOut(**_shown(row, ClientOut))
 
 
 def _conversation_out(row: Conversation, times: answers_repo.AnswerTimes | None
                       ) -> ConversationOut:
     return ConversationOut(
-        id=row.id, organization_id=row.organization_id, client_id=row.client_id,
-        channel=row.channel, status=row.status, wa_chat_id=row.wa_chat_id,
-        last_message_at=row.last_message_at, created_at=row.created_at,
+        **_shown(row, ConversationColumns),
         first_answer_seconds=times.first_answer_seconds if times else None,
         last_answer_seconds=times.last_answer_seconds if times else None,
         awaiting_answer_since=times.awaiting_answer_since if times else None)
@@ -266,23 +208,33 @@ def _message_out(row: Message, content: bool) -> MessageOut:
     media = row.media
     if not content and media is not None:
         media = {k: v for k, v in media.items() if k != "filename"}
-    return MessageOut(
-        id=row.id, organization_id=row.organization_id, conversation_id=row.conversation_id,
-        wa_message_id=row.wa_message_id, wa_chat_id=row.wa_chat_id, direction=row.direction,
-        sender=row.sender, type=row.type, body=row.body if content else None,
-        caption=row.caption if content else None, media=media, sent_at=row.sent_at,
-        status=row.status, edited_at=row.edited_at, language=row.language,
-        created_at=row.created_at)
+    return MessageOut(**{**_shown(row, MessageOut), "body": row.body if content else None,
+                         "caption": row.caption if content else None, "media": media})
 
 
 def _change_out(row: ClientStatusChange, content: bool) -> StatusChangeOut:
-    return StatusChangeOut(id=row.id, client_id=row.client_id, from_status=row.from_status,
-                           to_status=row.to_status, detector=row.detector,
-                           reason=row.reason if content else None, created_at=row.created_at)
+    return StatusChangeOut(**{**_shown(row, StatusChangeOut),
+                              "reason": row.reason if content else None})
 
 
 def _run_out(row: ImportRun) -> ImportRunOut:
-    return ImportRunOut(**{name: getattr(row, name) for name in ImportRunOut.__struct_fields__})
+    return ImportRunOut(**_shown(row, ImportRunOut))
+
+
+def _read_route(path: str, answer: type[Out], *, errors: tuple[int, ...],
+                query_model: type[PageQuery] | None = None,
+                tags: list[str] | None = None) -> Callable[[Handler], Handler]:
+    """A route of the read API: `GET path` answering `answer` (documented with its `errors`),
+    tagged `read` (or `tags`), open to any token of the organization (`VIEWER` and above), and
+    given its `query` decoded from the query string when `query_model` names one."""
+
+    def decorate(handler: Handler) -> Handler:
+        if query_model is not None:
+            handler = query(query_model)(handler)
+        handler = responds(answer, errors=errors)(org_route("VIEWER")(handler))
+        return bp.get(path)(tag(tags or ["read"])(handler))
+
+    return decorate
 
 
 async def _org_exists(org_id: uuid.UUID) -> None:
@@ -313,11 +265,7 @@ async def _conversation(org_id: uuid.UUID, conversation: str) -> Conversation:
 # Routes -------------------------------------------------------------------------------------
 
 
-@bp.get("/clients/<org>")
-@tag(["read"])
-@responds(ClientPage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(ClientsQuery)
+@_read_route("/clients/<org>", ClientPage, errors=(400, 401, 403, 404), query_model=ClientsQuery)
 async def list_clients(org_id: uuid.UUID, query: ClientsQuery) -> Response:
     """The organization's clients by creation, newest first (or `order=oldest`), that match
     every filter given. 400 for a bad filter or cursor."""
@@ -339,10 +287,7 @@ async def list_clients(org_id: uuid.UUID, query: ClientsQuery) -> Response:
         if page.more and last else None))
 
 
-@bp.get("/clients/<org>/<client>")
-@tag(["read"])
-@responds(ClientDetail, errors=(401, 403, 404))
-@org_route("VIEWER")
+@_read_route("/clients/<org>/<client>", ClientDetail, errors=(401, 403, 404))
 async def get_client(org_id: uuid.UUID, client: str) -> Response:
     """One client with its conversations (the newest first, at most 100) and their answer
     times. 404 for a client of another organization."""
@@ -353,16 +298,13 @@ async def get_client(org_id: uuid.UUID, client: str) -> Response:
         db, conversation_ids=[c.id for c in conversations.rows])
     out = _client_out(found)
     return reply(ClientDetail(
-        **{name: getattr(out, name) for name in ClientOut.__struct_fields__},
+        **_shown(out, ClientOut),
         conversations=[_conversation_out(c, times.get(c.id)) for c in conversations.rows],
         more_conversations=conversations.more))
 
 
-@bp.get("/clients/<org>/<client>/status-history")
-@tag(["read"])
-@responds(StatusHistoryPage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(PageQuery)
+@_read_route("/clients/<org>/<client>/status-history", StatusHistoryPage,
+             errors=(400, 401, 403, 404), query_model=PageQuery)
 async def status_history(org_id: uuid.UUID, client: str, query: PageQuery) -> Response:
     """The client's moves in the sales funnel, the newest first (or `order=oldest`)."""
     client_id = auth.parse_uuid(client, what="client")
@@ -380,10 +322,7 @@ async def status_history(org_id: uuid.UUID, client: str, query: PageQuery) -> Re
         if page.more else None))
 
 
-@bp.get("/conversations/<org>/<conversation>")
-@tag(["read"])
-@responds(ConversationOut, errors=(401, 403, 404))
-@org_route("VIEWER")
+@_read_route("/conversations/<org>/<conversation>", ConversationOut, errors=(401, 403, 404))
 async def get_conversation(org_id: uuid.UUID, conversation: str) -> Response:
     """One conversation with its answer times."""
     found = await _conversation(org_id, conversation)
@@ -391,11 +330,8 @@ async def get_conversation(org_id: uuid.UUID, conversation: str) -> Response:
     return reply(_conversation_out(found, times.get(found.id)))
 
 
-@bp.get("/conversations/<org>/<conversation>/messages")
-@tag(["read"])
-@responds(MessagePage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(PageQuery)
+@_read_route("/conversations/<org>/<conversation>/messages", MessagePage,
+             errors=(400, 401, 403, 404), query_model=PageQuery)
 async def list_messages(org_id: uuid.UUID, conversation: str, query: PageQuery) -> Response:
     """The conversation's messages by WhatsApp's time, newest first (or `order=oldest`). A
     VIEWER's messages carry no text."""
@@ -416,11 +352,8 @@ async def list_messages(org_id: uuid.UUID, conversation: str, query: PageQuery) 
         if page.more and last else None))
 
 
-@bp.get("/import/<org>/runs")
-@tag(["read", "import"])
-@responds(ImportRunPage, errors=(400, 401, 403, 404))
-@org_route("VIEWER")
-@query(PageQuery)
+@_read_route("/import/<org>/runs", ImportRunPage,
+             errors=(400, 401, 403, 404), query_model=PageQuery, tags=["read", "import"])
 async def import_runs(org_id: uuid.UUID, query: PageQuery) -> Response:
     """The organization's historical imports, the newest first (or `order=oldest`)."""
     await _org_exists(org_id)
