@@ -12,7 +12,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
+import httpx
 import pytest
 import trio
 
@@ -27,14 +29,31 @@ from wad.db.repo import sessions as sessions_repo
 from wad.feed import ChangeFeed, Wakeup
 
 
-async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Served) -> None:
-    db = served.db
+class TwoOrgs(NamedTuple):
+    """Two organizations and a client of each role whose view of the feed the tests compare."""
+
+    org: uuid.UUID  # "Issyk-Kul Tours"
+    other: uuid.UUID  # "Osh Travel"
+    admin: httpx.AsyncClient  # ADMIN of org
+    viewer: httpx.AsyncClient  # VIEWER of org
+    other_admin: httpx.AsyncClient  # ADMIN of other
+    root: httpx.AsyncClient  # SUPER_ADMIN
+
+
+async def two_orgs(served: Served) -> TwoOrgs:
+    """Creates the two organizations on the served app and the tokens of their clients."""
     org = await served.org("Issyk-Kul Tours")
     other = await served.org("Osh Travel")
-    admin = served.client(await served.token("ADMIN", org))
-    viewer = served.client(await served.token("VIEWER", org))
-    other_admin = served.client(await served.token("ADMIN", other))
-    root = served.client(await served.token("SUPER_ADMIN"))
+    return TwoOrgs(org, other,
+                   admin=served.client(await served.token("ADMIN", org)),
+                   viewer=served.client(await served.token("VIEWER", org)),
+                   other_admin=served.client(await served.token("ADMIN", other)),
+                   root=served.client(await served.token("SUPER_ADMIN")))
+
+
+async def test_pages_follow_the_cursor_and_respect_tenancy_and_roles(served: Served) -> None:
+    db = served.db
+    org, other, admin, viewer, other_admin, root = await two_orgs(served)
 
     # Real writes put their entries in the feed.
     await sessions_repo.set_state(db, organization_id=org, state="QR_CODE_PENDING",
@@ -138,12 +157,7 @@ async def test_an_entry_commits_with_its_change_and_vanishes_with_it(db: Databas
 
 async def test_the_stream_is_the_feed_and_resumes_after_a_cursor(served: Served) -> None:
     db = served.db
-    org = await served.org("Issyk-Kul Tours")
-    other = await served.org("Osh Travel")
-    admin = served.client(await served.token("ADMIN", org))
-    viewer = served.client(await served.token("VIEWER", org))
-    other_admin = served.client(await served.token("ADMIN", other))
-    root = served.client(await served.token("SUPER_ADMIN"))
+    org, other, admin, viewer, other_admin, root = await two_orgs(served)
     await sessions_repo.set_state(db, organization_id=org, state="QR_CODE_PENDING",
                                   qr_payload="2@abc,def")
 

@@ -94,6 +94,13 @@ def wa(n: int, body: str = "Hello", *, sender: str = "996555123456", push_name: 
                       **fields)
 
 
+def agent_delays(*, processing: float, reply: tuple[float, float]) -> InboundSettings:
+    """Inbound settings whose processing starts after exactly `processing` seconds and whose
+    agent replies are queued after a delay drawn from `reply` (min, max)."""
+    return InboundSettings(processing_delay_min_s=processing, processing_delay_max_s=processing,
+                           reply_delay_min_s=reply[0], reply_delay_max_s=reply[1])
+
+
 async def count_messages(db: Database, org: uuid.UUID) -> int:
     return int(await db.fetchval("SELECT count(*) FROM messages WHERE organization_id = $1", org))
 
@@ -118,8 +125,28 @@ class Broken:
         raise RuntimeError("notifier down")
 
 
+def _appends_message(to: str) -> Any:
+    """A hook implementation that appends the `message` it is told of to the list `to`."""
+
+    @hookimpl
+    async def hook(self: Listener, message: MessagePayload) -> None:
+        getattr(self, to).append(message)
+
+    return hook
+
+
+def _appends_change(to: str) -> Any:
+    """A hook implementation that appends the `change` it is told of to the list `to`."""
+
+    @hookimpl
+    async def hook(self: Listener, change: MessageStatusChange | ClientStatusChange) -> None:
+        getattr(self, to).append(change)
+
+    return hook
+
+
 class Listener:
-    """Records the notifications it gets."""
+    """Records the notifications it gets, each hook's in its own list."""
 
     def __init__(self) -> None:
         self.received: list[MessagePayload] = []
@@ -127,21 +154,10 @@ class Listener:
         self.statuses: list[MessageStatusChange] = []
         self.clients: list[ClientStatusChange] = []
 
-    @hookimpl
-    async def wad_message_received(self, message: MessagePayload) -> None:
-        self.received.append(message)
-
-    @hookimpl
-    async def wad_message_sent(self, message: MessagePayload) -> None:
-        self.sent.append(message)
-
-    @hookimpl
-    async def wad_message_status_changed(self, change: MessageStatusChange) -> None:
-        self.statuses.append(change)
-
-    @hookimpl
-    async def wad_client_status_changed(self, change: ClientStatusChange) -> None:
-        self.clients.append(change)
+    wad_message_received = _appends_message("received")
+    wad_message_sent = _appends_message("sent")
+    wad_message_status_changed = _appends_change("statuses")
+    wad_client_status_changed = _appends_change("clients")
 
 
 # -- storing and processing -------------------------------------------------------------------
@@ -189,8 +205,7 @@ async def test_a_message_seen_twice_is_stored_and_processed_once(db: Database, s
 async def test_agent_reply_is_queued_with_priority_5_sender_ai_and_a_delay(
         db: Database, state_dir: Path) -> None:
     agent = Agent()
-    settings = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
-                               reply_delay_min_s=2, reply_delay_max_s=10)
+    settings = agent_delays(processing=0, reply=(2, 10))
     async with running(db, state_dir, plugins=plugins_with((agent, "test_agent")),
                        settings=settings) as h:
         incoming = [wa(n, text) for n, text in enumerate(
@@ -225,8 +240,7 @@ async def test_agent_reply_is_queued_with_priority_5_sender_ai_and_a_delay(
 
 async def test_only_the_latest_of_a_burst_is_answered(db: Database, state_dir: Path) -> None:
     agent = Agent()
-    settings = InboundSettings(processing_delay_min_s=0.5, processing_delay_max_s=0.5,
-                               reply_delay_min_s=0, reply_delay_max_s=0)
+    settings = agent_delays(processing=0.5, reply=(0, 0))
     async with running(db, state_dir, plugins=plugins_with((agent, "test_agent")),
                        settings=settings) as h:
         burst = [wa(20, "Hi"), wa(21, "I saw your tours on Instagram"), wa(22, "Do you have one to Song-Kul?")]
@@ -444,8 +458,7 @@ async def test_agent_reply_is_not_queued_twice_when_processing_is_repeated(
 
 async def test_not_before_uses_the_reply_delay(db: Database, state_dir: Path) -> None:
     agent = Agent()
-    fixed = InboundSettings(processing_delay_min_s=0, processing_delay_max_s=0,
-                            reply_delay_min_s=7, reply_delay_max_s=7)
+    fixed = agent_delays(processing=0, reply=(7, 7))
     async with running(db, state_dir, plugins=plugins_with((agent, "test_agent")),
                        settings=fixed) as h:
         message = wa(110, "Hello")

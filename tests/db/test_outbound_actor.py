@@ -558,6 +558,19 @@ def paced(**changes: Any) -> OutboundSettings:
     return OutboundSettings(poll_interval_s=1.0, pacing=True, **changes)
 
 
+async def paced_backlog(h: Harness, count: int, text: str, *, messages_per_hour: int,
+                        **pacing: Any) -> float:
+    """Paces the harness (with `pacing` changes) at 20 a minute and `messages_per_hour`
+    (10000 a day, 10 at once), queues `count` messages (`text` with its number), and answers
+    the time once they are queued."""
+    h.config = paced(**pacing)
+    await h.limits(messages_per_minute=20, messages_per_hour=messages_per_hour,
+                   messages_per_day=10000, concurrency=10)
+    for i in range(count):
+        await h.queue(text.format(i))
+    return trio.current_time()
+
+
 def gaps(times: list[float]) -> list[float]:
     ordered = sorted(times)
     return [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
@@ -568,12 +581,7 @@ async def test_a_backlog_at_20_a_minute_is_spread_out_and_uses_the_limit(
     """Two minutes of backlog at 20 a minute: at least 95% of the allowed 40 sends, no 60 s
     window over 20, no 10 s window over 5, no two sends closer than 1.5 s."""
     h = harness
-    h.config = paced()
-    await h.limits(messages_per_minute=20, messages_per_hour=1000, messages_per_day=10000,
-                   concurrency=10)
-    for i in range(60):
-        await h.queue(f"Добрый день! Предложение {i}")
-    t0 = trio.current_time()
+    t0 = await paced_backlog(h, 60, "Добрый день! Предложение {}", messages_per_hour=1000)
     async with h.running():
         await trio.sleep(120)
     times = [r.at - t0 for r in h.page.ok() if r.at - t0 < 120]
@@ -588,12 +596,7 @@ async def test_pacing_holds_at_the_highest_limit_too(
         mock_clock: trio.testing.MockClock, harness: Harness) -> None:
     """Whatever the limit, the burst cap holds: never more than 5 sends in any 10 s."""
     h = harness
-    h.config = paced(pacing_jitter=0.5)
-    await h.limits(messages_per_minute=20, messages_per_hour=1200, messages_per_day=10000,
-                   concurrency=10)
-    for i in range(30):
-        await h.queue(f"message {i}")
-    t0 = trio.current_time()
+    t0 = await paced_backlog(h, 30, "message {}", messages_per_hour=1200, pacing_jitter=0.5)
     async with h.running():
         await until(lambda: _true(len(h.page.ok()) == 30))
     times = [round(r.at - t0, 6) for r in h.page.ok()]

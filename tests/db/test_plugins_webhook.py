@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,12 +113,32 @@ async def caught_up(db: Database, url: str) -> None:
         await trio.sleep(0.02)
 
 
+async def settled(fake: FakeCrm, db: Database, url: str, posts: int, *,
+                  timeout: float = 10.0) -> None:
+    """Until the CRM has received `posts` posts and the webhook has caught up (within
+    `timeout` seconds)."""
+    with trio.fail_after(timeout):
+        await fake.wait_for(posts)
+        await caught_up(db, url)
+
+
+@asynccontextmanager
+async def delivering(*managers: PluginManager) -> AsyncIterator[list[str]]:
+    """The background tasks of each plugin manager run for the block (cancelled after it);
+    yields their names."""
+    async with trio.open_nursery() as nursery:
+        names: list[str] = []
+        for pm in managers:
+            names += await nursery.start(run_background_tasks, pm)
+        yield names
+        nursery.cancel_scope.cancel()
+
+
 async def test_changes_are_posted_signed_and_in_order(org_db: Database,
                                                       crm: tuple[FakeCrm, str]) -> None:
     fake, url = crm
     pm = manager(org_db, url)
-    async with trio.open_nursery() as nursery:
-        names = await nursery.start(run_background_tasks, pm)
+    async with delivering(pm) as names:
         assert names == ["webhook:deliveries"]
         await said(org_db, "Здравствуйте, сколько стоит тур?")
         await changes.record(org_db, organization_id=ORG, kind="client.status",
@@ -125,10 +146,7 @@ async def test_changes_are_posted_signed_and_in_order(org_db: Database,
         await changes.record(org_db, organization_id=ORG, kind="session.state",
                              data={"status": "LOGGED_OUT", "errorMessage": "logged out"})
         await said(org_db, "из Оша", OTHER)
-        with trio.fail_after(10):
-            await fake.wait_for(4)
-            await caught_up(org_db, url)
-        nursery.cancel_scope.cancel()
+        await settled(fake, org_db, url, 4)
 
     assert len(fake.received) == 4
     for got in fake.received:
@@ -183,8 +201,7 @@ async def test_a_500_is_retried_with_exponential_backoff_and_the_next_change_wai
         return len(fake.received) == count and found is not None and found[1] == count
 
     with capture_logs() as logs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_background_tasks, pm)
+        async with delivering(pm):
             await said(org_db, "Hello")
             await said(org_db, "Are you there?")  # must wait behind the first
             await real_wait(lambda: attempted(1))
@@ -199,7 +216,6 @@ async def test_a_500_is_retried_with_exponential_backoff_and_the_next_change_wai
                 return len(fake.received) == 5
 
             await real_wait(all_five)
-            nursery.cancel_scope.cancel()
 
     times = [got["at"] for got in fake.received[:4]]
     assert [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)] == [4, 8, 10]
@@ -222,14 +238,12 @@ async def test_a_restart_resumes_from_the_webhooks_cursor(org_db: Database,
     # First run: the CRM fails the first change; the worker stops before retrying it.
     pm = manager(org_db, url, **config)
     with capture_logs():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_background_tasks, pm)
+        async with delivering(pm):
             await said(org_db, "first")
             with trio.fail_after(10):
                 await fake.wait_for(1)
                 while (await position(org_db, url) or (0, 0, None))[1] < 1:
                     await trio.sleep(0.02)
-            nursery.cancel_scope.cancel()
     # While no worker runs, another change is made.
     await said(org_db, "second")
     assert await position(org_db, url) == (0, 1, "the webhook answered 500")
@@ -237,13 +251,9 @@ async def test_a_restart_resumes_from_the_webhooks_cursor(org_db: Database,
 
     # Second run: a new plugin manager and worker on the same database sends both, in order.
     pm = manager(org_db, url, **config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run_background_tasks, pm)
-        with trio.fail_after(10):
-            await fake.wait_for(3)
-            await caught_up(org_db, url)
+    async with delivering(pm):
+        await settled(fake, org_db, url, 3)
         await trio.sleep(0.5)  # time for a duplicate to show up, if there were one
-        nursery.cancel_scope.cancel()
 
     assert [(got["json"]["data"]["body"], got["json"]["attempt"]) for got in fake.received] == [
         ("first", 1), ("first", 2), ("second", 1)]
@@ -259,14 +269,10 @@ async def test_a_new_webhook_starts_with_the_changes_made_from_then_on(
     await said(org_db, "before the webhook existed")
     await said(org_db, "also before", OTHER)
     pm = manager(org_db, url)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run_background_tasks, pm)
+    async with delivering(pm):
         await said(org_db, "after")
-        with trio.fail_after(10):
-            await fake.wait_for(1)
-            await caught_up(org_db, url)
+        await settled(fake, org_db, url, 1)
         await trio.sleep(0.3)
-        nursery.cancel_scope.cancel()
     assert fake.delivered() == [(str(ORG), 2, "after")]
 
 
@@ -276,15 +282,11 @@ async def test_a_change_is_given_up_after_max_attempts_and_the_next_follows(
     fake.statuses = [500] * 3
     pm = manager(org_db, url, max_attempts=3, backoff_initial_s=0.05, poll_interval_s=0.1)
     with capture_logs() as logs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_background_tasks, pm)
+        async with delivering(pm):
             await changes.record(org_db, organization_id=ORG, kind="client.status",
                                  data={"to": "SOLD"})
             await said(org_db, "next")
-            with trio.fail_after(10):
-                await fake.wait_for(4)
-                await caught_up(org_db, url)
-            nursery.cancel_scope.cancel()
+            await settled(fake, org_db, url, 4)
     assert [(got["json"]["kind"], got["status"]) for got in fake.received] == [
         ("client.status", 500), ("client.status", 500), ("client.status", 500),
         ("message.stored", 200)]
@@ -300,16 +302,12 @@ async def test_only_configured_kinds_are_delivered(org_db: Database,
                                                    crm: tuple[FakeCrm, str]) -> None:
     fake, url = crm
     pm = manager(org_db, url, events=["client.status"])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run_background_tasks, pm)
+    async with delivering(pm):
         await said(org_db, "not wanted")
         await changes.record(org_db, organization_id=ORG, kind="client.status",
                              data={"to": "SOLD"})
         await said(org_db, "not wanted either")
-        with trio.fail_after(10):
-            await fake.wait_for(1)
-            await caught_up(org_db, url)
-        nursery.cancel_scope.cancel()
+        await settled(fake, org_db, url, 1)
     assert [(got["json"]["cursor"], got["json"]["kind"]) for got in fake.received] == [
         (2, "client.status")]
     assert await position(org_db, url) == (3, 0, None)
@@ -321,8 +319,8 @@ async def test_only_configured_kinds_are_delivered(org_db: Database,
     idle = get_plugin_manager(PluginSettings(entry_points=False), builtins=False, bundled=False)
     idle.register(wad_webhook.WebhookPlugin, "webhook")
     idle.bind(db=org_db)
-    async with trio.open_nursery() as nursery:
-        assert await nursery.start(run_background_tasks, idle) == []
+    async with delivering(idle) as names:
+        assert names == []
 
 
 def test_signature_is_hmac_sha256_of_the_body() -> None:
@@ -345,16 +343,11 @@ async def test_two_daemons_deliver_each_change_once_in_order(org_db: Database,
     config = {"backoff_initial_s": 0.2, "poll_interval_s": 0.05}
     first, second = manager(org_db, url, **config), manager(org_db, url, **config)
     with capture_logs():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_background_tasks, first)
-            await nursery.start(run_background_tasks, second)
+        async with delivering(first, second):
             for n in range(30):
                 await said(org_db, f"change {n}", ORG if n % 2 else OTHER)
-            with trio.fail_after(20):
-                await fake.wait_for(33)
-                await caught_up(org_db, url)
+            await settled(fake, org_db, url, 33, timeout=20)
             await trio.sleep(0.5)  # time for a duplicate to show up, if there were one
-            nursery.cancel_scope.cancel()
     delivered = fake.delivered()
     assert len(delivered) == 30
     assert len(set(delivered)) == 30  # no change posted successfully twice
@@ -375,12 +368,10 @@ async def test_the_final_state_of_every_send_reaches_the_webhook_with_its_send_i
                                         content=f"offer {n}", expires_at=past if n == 3 else None)
               )[0] for n in range(4)]
     pm = manager(org_db, url)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run_background_tasks, pm)  # the webhook starts from here
+    async with delivering(pm):  # the webhook starts from here
         await _finish_every_way(org_db, sends)
         with trio.fail_after(10):
             await fake.wait_for(4)
-        nursery.cancel_scope.cancel()
     posted = [(got["json"]["kind"], got["json"]["data"]["sendId"]) for got in fake.received]
     assert posted == [("message.sent", str(sends[0].id)), ("send.failed", str(sends[1].id)),
                       ("send.cancelled", str(sends[2].id)), ("send.expired", str(sends[3].id))]

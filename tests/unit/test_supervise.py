@@ -6,7 +6,8 @@ Everything runs on Trio's mock clock (`autojump_clock`), so the times asserted a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import pytest
@@ -84,64 +85,70 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             await trio.sleep(0.01)
 
 
+@asynccontextmanager
+async def running(sup: Supervisor) -> AsyncIterator[None]:
+    """`sup` runs for the block, which begins once all its children are ready; then it is
+    cancelled."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
+async def crash(actors: Actors, cid: str, *, restarted: str) -> list[tuple[str, str]]:
+    """Makes `cid` raise, waits until `restarted` has started a second time and one second
+    more, and answers the events since the crash."""
+    mark = len(actors.log)
+    actors.tell(cid, "raise")
+    await wait_until(lambda: len(actors.starts(restarted)) == 2)
+    await trio.sleep(1)
+    return actors.events(mark)
+
+
 # -- strategies ------------------------------------------------------------------------------
 
 
-async def test_one_for_one_restarts_only_the_failed_child(autojump_clock: MockClock) -> None:
+def lettered(children: str, strategy: Strategy = Strategy.ONE_FOR_ONE
+             ) -> tuple[Actors, Supervisor]:
+    """Permanent test children named by the letters of `children`, under a supervisor of
+    `strategy` that restarts without backoff."""
     actors = Actors()
-    sup = Supervisor("s", [actors.spec(c) for c in "abc"], backoff=NO_BACKOFF)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        mark = len(actors.log)
-        actors.tell("b", "raise")
-        await wait_until(lambda: len(actors.starts("b")) == 2)
-        await trio.sleep(1)
-        assert actors.events(mark) == [("raise", "b"), ("start", "b")]
+    return actors, Supervisor("s", [actors.spec(c) for c in children], strategy=strategy,
+                              backoff=NO_BACKOFF)
+
+
+async def test_one_for_one_restarts_only_the_failed_child(autojump_clock: MockClock) -> None:
+    actors, sup = lettered("abc")
+    async with running(sup):
+        assert await crash(actors, "b", restarted="b") == [("raise", "b"), ("start", "b")]
         assert [len(actors.starts(c)) for c in "abc"] == [1, 2, 1]
         assert sup.restart_count("b") == 1 and sup.restart_count("a") == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_one_for_all_stops_the_others_in_reverse_and_restarts_all_in_order(
     autojump_clock: MockClock,
 ) -> None:
-    actors = Actors()
-    sup = Supervisor("s", [actors.spec(c) for c in "abc"], strategy=Strategy.ONE_FOR_ALL,
-                     backoff=NO_BACKOFF)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        mark = len(actors.log)
-        actors.tell("b", "raise")
-        await wait_until(lambda: len(actors.starts("c")) == 2)
-        await trio.sleep(1)
-        assert actors.events(mark) == [
+    actors, sup = lettered("abc", Strategy.ONE_FOR_ALL)
+    async with running(sup):
+        assert await crash(actors, "b", restarted="c") == [
             ("raise", "b"), ("stopped", "c"), ("stopped", "a"),
             ("start", "a"), ("start", "b"), ("start", "c"),
         ]
         assert [sup.restart_count(c) for c in "abc"] == [1, 1, 1]
         assert last_reason(sup, "a") == "sibling b: RuntimeError: b crashed"
-        nursery.cancel_scope.cancel()
 
 
 async def test_rest_for_one_restarts_the_failed_child_and_those_started_after_it(
     autojump_clock: MockClock,
 ) -> None:
-    actors = Actors()
-    sup = Supervisor("s", [actors.spec(c) for c in "abcd"], strategy=Strategy.REST_FOR_ONE,
-                     backoff=NO_BACKOFF)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
+    actors, sup = lettered("abcd", Strategy.REST_FOR_ONE)
+    async with running(sup):
         a_task = actors.tasks["a"]
-        mark = len(actors.log)
-        actors.tell("b", "raise")
-        await wait_until(lambda: len(actors.starts("d")) == 2)
-        await trio.sleep(1)
-        assert actors.events(mark) == [
+        assert await crash(actors, "b", restarted="d") == [
             ("raise", "b"), ("stopped", "d"), ("stopped", "c"),
             ("start", "b"), ("start", "c"), ("start", "d"),
         ]
         assert actors.tasks["a"] is a_task and len(actors.starts("a")) == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_failing_child_leaves_its_one_for_one_siblings_running_and_untouched(
@@ -159,8 +166,7 @@ async def test_a_failing_child_leaves_its_one_for_one_siblings_running_and_untou
             ticks.append(trio.current_time())
 
     sup = Supervisor("s", [ChildSpec("ticker", ticker), actors.spec("crasher")], intensity=10)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
+    async with running(sup):
         for n in range(2, 5):
             actors.tell("crasher", "raise")
             await wait_until(lambda n=n: len(actors.starts("crasher")) == n)  # type: ignore[misc]
@@ -171,7 +177,6 @@ async def test_a_failing_child_leaves_its_one_for_one_siblings_running_and_untou
         assert ticker_tasks[0].coro.cr_frame is not None  # that task is still alive
         assert sup.restart_count("ticker") == 0 and sup.restart_count("crasher") == 3
         assert [c["state"] for c in sup.tree()["children"]] == ["running", "running"]
-        nursery.cancel_scope.cancel()
 
 
 # -- restart types ---------------------------------------------------------------------------
@@ -193,28 +198,22 @@ async def test_restart_types(
 ) -> None:
     actors = Actors()
     sup = Supervisor("s", [actors.spec("x", restart=restart)])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
+    async with running(sup):
         actors.tell("x", command)
         await trio.sleep(10)
         assert len(actors.starts("x")) == (2 if restarted else 1)
         assert sup.restart_count("x") == (1 if restarted else 0)
         assert sup.tree()["children"][0]["state"] == state
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_temporary_child_is_not_restarted_with_its_group(autojump_clock: MockClock) -> None:
     actors = Actors()
     specs = [actors.spec("a"), actors.spec("t", restart=Restart.TEMPORARY), actors.spec("c")]
     sup = Supervisor("s", specs, strategy=Strategy.ONE_FOR_ALL, backoff=NO_BACKOFF)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        actors.tell("c", "raise")
-        await wait_until(lambda: len(actors.starts("c")) == 2)
-        await trio.sleep(1)
+    async with running(sup):
+        await crash(actors, "c", restarted="c")
         assert [len(actors.starts(c)) for c in "atc"] == [2, 1, 2]
         assert [c["state"] for c in sup.tree()["children"]] == ["running", "stopped", "running"]
-        nursery.cancel_scope.cancel()
 
 
 # -- ordering --------------------------------------------------------------------------------
@@ -262,8 +261,7 @@ async def test_a_child_that_ignores_cancellation_is_abandoned_after_its_grace(
 ) -> None:
     actors = Actors()
     sup = Supervisor("s", [actors.spec("slow", stop_delay=10.0, shutdown=1.0)])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
+    async with running(sup):
         t0 = trio.current_time()
         with structlog.testing.capture_logs() as logs:
             await sup.terminate_child("slow")
@@ -273,7 +271,6 @@ async def test_a_child_that_ignores_cancellation_is_abandoned_after_its_grace(
         assert sup.tree()["children"][0]["state"] == "stopped"
         await wait_until(lambda: ("stopped", "slow") in actors.events())
         assert trio.current_time() - t0 == pytest.approx(10.0, abs=0.02)
-        nursery.cancel_scope.cancel()
 
 
 # -- intensity -------------------------------------------------------------------------------
@@ -344,17 +341,13 @@ async def test_a_parent_restarts_a_nested_supervisor_that_gave_up(
     inner = Supervisor("inner", [actors.spec("leaf")], intensity=0)
     outer = Supervisor("outer", [ChildSpec("inner", inner.run, shutdown=30.0)],
                        backoff=NO_BACKOFF)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(outer.run)
+    async with running(outer):
         assert outer.handle("inner") is inner
-        actors.tell("leaf", "raise")
-        await wait_until(lambda: len(actors.starts("leaf")) == 2)
-        await trio.sleep(1)
+        await crash(actors, "leaf", restarted="leaf")
         assert outer.restart_count("inner") == 1
         assert last_reason(outer, "inner").startswith("SupervisorGaveUp")
         nested = outer.tree()["children"][0]["supervisor"]
         assert nested["children"][0]["state"] == "running"
-        nursery.cancel_scope.cancel()
     assert actors.events()[-1] == ("stopped", "leaf")  # stopping the parent stopped the leaf
 
 
@@ -370,13 +363,11 @@ async def test_the_backoff_schedule_between_restarts(autojump_clock: MockClock) 
     actors = Actors()
     sup = Supervisor("s", [actors.spec("boom", crash_after=0.0)], intensity=100,
                      backoff=Backoff(initial=0.5, factor=2.0, max=30.0))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
+    async with running(sup):
         await wait_until(lambda: len(actors.starts("boom")) == 9)
         starts = actors.starts("boom")
         gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         assert gaps == pytest.approx([0.5, 1, 2, 4, 8, 16, 30, 30])
-        nursery.cancel_scope.cancel()
 
 
 # -- run-time control, introspection, logging ------------------------------------------------
@@ -385,8 +376,7 @@ async def test_the_backoff_schedule_between_restarts(autojump_clock: MockClock) 
 async def test_start_and_terminate_children_at_run_time(autojump_clock: MockClock) -> None:
     actors = Actors()
     sup = Supervisor("s", [actors.spec("a")])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
+    async with running(sup):
         assert await sup.start_child(actors.spec("b", ready_delay=1.0)) == "handle-b"
         assert [(c["id"], c["state"]) for c in sup.tree()["children"]] == [
             ("a", "running"), ("b", "running")]
@@ -407,14 +397,12 @@ async def test_start_and_terminate_children_at_run_time(autojump_clock: MockCloc
         with pytest.raises(KeyError):
             await sup.terminate_child("b")
         assert len(actors.starts("a")) == 1  # untouched throughout
-        nursery.cancel_scope.cancel()
 
 
 async def test_remove_children_stops_them_all_at_once(autojump_clock: MockClock) -> None:
     actors = Actors()
     sup = Supervisor("s", [actors.spec("a")], strategy=Strategy.SIMPLE_ONE_FOR_ONE)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
+    async with running(sup):
         for cid in ("b", "c"):
             await sup.start_child(actors.spec(cid, stop_delay=2.0, restart=Restart.TEMPORARY))
         began = trio.current_time()
@@ -423,7 +411,6 @@ async def test_remove_children_stops_them_all_at_once(autojump_clock: MockClock)
         assert [c["id"] for c in sup.tree()["children"]] == ["a"]
         assert {e for e in actors.events() if e[0] == "stopped"} == {("stopped", "b"),
                                                                       ("stopped", "c")}
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_start_child_in_progress_when_the_supervisor_stops(
@@ -464,8 +451,7 @@ async def test_tree_is_a_json_able_live_view(autojump_clock: MockClock) -> None:
     inner = Supervisor("org-1", [actors.spec("browser"), actors.spec("inbound")],
                        strategy=Strategy.REST_FOR_ONE, backoff=NO_BACKOFF)
     outer = Supervisor("wad", [actors.spec("api"), ChildSpec("org-1", inner.run)])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(outer.run)
+    async with running(outer):
         actors.tell("inbound", "raise")
         await wait_until(lambda: len(actors.starts("inbound")) == 2)
         tree = json.loads(json.dumps(outer.tree()))
@@ -482,7 +468,6 @@ async def test_tree_is_a_json_able_live_view(autojump_clock: MockClock) -> None:
         assert nested["children"][0] == {
             "id": "browser", "state": "running", "restart": "permanent", "restarts": 0,
             "lastRestartReason": None, "lastRestartAt": None}
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_restart_logs_one_line_bumps_the_counter_and_calls_the_hooks(
@@ -495,15 +480,13 @@ async def test_a_restart_logs_one_line_bumps_the_counter_and_calls_the_hooks(
         sup = Supervisor("org-sup", [actors.spec("inbound")],
                          log=wadlog.get("org", org="org-7"))
         with structlog.testing.capture_logs() as logs:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(sup.run)
+            async with running(sup):
                 actors.tell("inbound", "raise")
                 await trio.sleep(0.25)  # within the 0.5 s backoff
                 assert sup.tree()["children"][0]["state"] == "restarting"
                 assert sup.handle("inbound") is None
                 await wait_until(lambda: len(actors.starts("inbound")) == 2)
                 assert sup.handle("inbound") == "handle-inbound"
-                nursery.cancel_scope.cancel()
     finally:
         supervise.on_restart.pop()
     restarted = [e for e in logs if e["event"] == "actor restarted"]
