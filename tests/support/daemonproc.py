@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,11 +90,26 @@ class DaemonProcess:
                     return body
                 await trio.sleep(0.2)
 
+    def node(self) -> str:
+        """The node id the daemon announced when it was ready."""
+        for line in self.lines():
+            if line.get("event") == "wad is ready":
+                return str(line["node"])
+        raise AssertionError("no ready line")
+
     def postgres_pid(self) -> int | None:
         try:
             return int((self.state_dir / "pg" / "postmaster.pid").read_text().split("\n")[0])
         except (OSError, ValueError):
             return None
+
+
+def shared_state_dir(prefix: str) -> Path:
+    """A new temporary state dir that others may enter (0711): the sandboxed browser reaches its
+    profile below it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o711)
+    return path
 
 
 def write_config(state_dir: Path, extra: str = "", daemon_extra: str = "",
