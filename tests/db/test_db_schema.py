@@ -13,17 +13,15 @@ import pytest
 from wad.db import migrate
 from wad.db.models import NewMessage
 from wad.db.pool import Database
-from wad.db.repo import (
-    clients,
-    conversations,
-    deliveries,
-    imports,
-    messages,
-    organizations,
-    outbox,
-    sessions,
-    tokens,
-)
+from wad.db.repo import clients as clients_repo
+from wad.db.repo import conversations as conversations_repo
+from wad.db.repo import deliveries as deliveries_repo
+from wad.db.repo import imports as imports_repo
+from wad.db.repo import messages as messages_repo
+from wad.db.repo import organizations as orgs_repo
+from wad.db.repo import outbox as outbox_repo
+from wad.db.repo import sessions as sessions_repo
+from wad.db.repo import tokens as tokens_repo
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -36,25 +34,26 @@ TABLES = [
 
 async def _seed(db: Database, name: str = "Tour Co") -> dict[str, uuid.UUID]:
     """One row in every table, for one organization."""
-    org = await organizations.create(db, name=name)
-    await tokens.create(db, token_hash=uuid.uuid4().bytes * 2, prefix="wad_abc", role="ADMIN",
-                        organization_id=org.id)
-    await sessions.set_state(db, organization_id=org.id, state="CONNECTING")
-    await sessions.add_archive(db, organization_id=org.id, archive=b"x", sha256=b"h" * 32, size=1)
-    client, _ = await clients.upsert(db, organization_id=org.id, phone="+996555123456")
-    await clients.set_status(db, client_id=client.id, status="QUALIFIED", detector="test")
-    conv, _ = await conversations.get_or_create_active(db, organization_id=org.id,
-                                                       client_id=client.id)
-    msg, _ = await messages.insert_if_absent(db, message=NewMessage(
+    org = await orgs_repo.create(db, name=name)
+    await tokens_repo.create(db, token_hash=uuid.uuid4().bytes * 2, prefix="wad_abc",
+                             role="ADMIN", organization_id=org.id)
+    await sessions_repo.set_state(db, organization_id=org.id, state="CONNECTING")
+    await sessions_repo.add_archive(db, organization_id=org.id, archive=b"x", sha256=b"h" * 32,
+                                    size=1)
+    client, _ = await clients_repo.upsert(db, organization_id=org.id, phone="+996555123456")
+    await clients_repo.set_status(db, client_id=client.id, status="QUALIFIED", detector="test")
+    conv, _ = await conversations_repo.get_or_create_active(db, organization_id=org.id,
+                                                            client_id=client.id)
+    msg, _ = await messages_repo.insert_if_absent(db, message=NewMessage(
         organization_id=org.id, wa_message_id="ABC", wa_chat_id="996555123456@c.us",
         direction="IN", sender="CLIENT", sent_at=T0, status="RECEIVED", body="hi",
         conversation_id=conv.id))
-    item, _ = await outbox.enqueue(db, organization_id=org.id, to_phone="+996555123456",
-                                   content="hello", client_id=client.id,
-                                   conversation_id=conv.id)
-    run = await imports.create(db, organization_id=org.id, source="whatsapp")
-    delivery = await deliveries.enqueue(db, plugin="webhook", event="message.received",
-                                        payload={"a": 1}, organization_id=org.id)
+    item, _ = await outbox_repo.enqueue(db, organization_id=org.id, to_phone="+996555123456",
+                                        content="hello", client_id=client.id,
+                                        conversation_id=conv.id)
+    run = await imports_repo.create(db, organization_id=org.id, source="whatsapp")
+    delivery = await deliveries_repo.enqueue(db, plugin="webhook", event="message.received",
+                                             payload={"a": 1}, organization_id=org.id)
     return {"org": org.id, "client": client.id, "conversation": conv.id, "message": msg.id,
             "outbox": item.id, "import": run.id, "delivery": delivery.id}  # type: ignore[dict-item]
 
@@ -87,7 +86,7 @@ async def test_a_message_is_stored_once_per_organization(db: Database) -> None:
             """INSERT INTO messages (organization_id, wa_message_id, wa_chat_id, direction, sender,
                                      sent_at, status)
                VALUES ($1, 'ABC', 'x@c.us', 'IN', 'CLIENT', now(), 'RECEIVED')""", ids["org"])
-    other = await organizations.create(db, name="Other")
+    other = await orgs_repo.create(db, name="Other")
     assert await db.execute(
         """INSERT INTO messages (organization_id, wa_message_id, wa_chat_id, direction, sender,
                                  sent_at, status)
@@ -100,7 +99,7 @@ async def test_a_phone_is_one_client_per_organization(db: Database) -> None:
     insert = "INSERT INTO clients (organization_id, phone) VALUES ($1, '+996555123456')"
     with pytest.raises(asyncpg.UniqueViolationError, match="clients_org_phone"):
         await db.execute(insert, ids["org"])
-    other = await organizations.create(db, name="Other")
+    other = await orgs_repo.create(db, name="Other")
     await db.execute(insert, other.id)
     assert await db.fetchval("SELECT count(*) FROM clients WHERE phone = '+996555123456'") == 2
 
@@ -118,8 +117,8 @@ async def test_one_active_whatsapp_conversation_per_client(db: Database) -> None
 
 async def test_a_conversation_cannot_borrow_another_organizations_client(db: Database) -> None:
     ids = await _seed(db)
-    other = await organizations.create(db, name="Other")
-    await conversations.close(db, conversation_id=ids["conversation"])
+    other = await orgs_repo.create(db, name="Other")
+    await conversations_repo.close(db, conversation_id=ids["conversation"])
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await db.execute("INSERT INTO conversations (organization_id, client_id) VALUES ($1, $2)",
                          other.id, ids["client"])
@@ -178,7 +177,7 @@ async def test_a_good_status_value_is_accepted(db: Database) -> None:
 @pytest.mark.parametrize("phone", ["996555123456", "+0555123456", "+99655", "+9965551234567890",
                                    "+996 555 123 456", ""])
 async def test_bad_phone_numbers_are_refused(db: Database, phone: str) -> None:
-    org = await organizations.create(db, name="Org")
+    org = await orgs_repo.create(db, name="Org")
     with pytest.raises(asyncpg.CheckViolationError):
         await db.execute("INSERT INTO clients (organization_id, phone) VALUES ($1, $2)",
                          org.id, phone)
@@ -194,7 +193,7 @@ async def test_bad_phone_numbers_are_refused(db: Database, phone: str) -> None:
 
 async def test_super_admin_tokens_have_no_organization_and_others_have_one(db: Database
                                                                           ) -> None:
-    org = await organizations.create(db, name="Org")
+    org = await orgs_repo.create(db, name="Org")
     insert = """INSERT INTO api_tokens (organization_id, role, token_hash, prefix)
                 VALUES ($1, $2, $3, 'wad_x')"""
     with pytest.raises(asyncpg.CheckViolationError, match="api_tokens_super_admin_has_no_org"):
@@ -214,7 +213,7 @@ async def test_super_admin_tokens_have_no_organization_and_others_have_one(db: D
 
 
 async def test_outbox_content_length_and_priority_range(db: Database) -> None:
-    org = await organizations.create(db, name="Org")
+    org = await orgs_repo.create(db, name="Org")
 
     async def enqueue(content: str, priority: int) -> None:
         await db.execute(
@@ -231,7 +230,7 @@ async def test_outbox_content_length_and_priority_range(db: Database) -> None:
 
 
 async def test_incoming_messages_come_from_the_client(db: Database) -> None:
-    org = await organizations.create(db, name="Org")
+    org = await orgs_repo.create(db, name="Org")
     insert = """INSERT INTO messages (organization_id, wa_message_id, wa_chat_id, direction,
                                       sender, sent_at, status)
                 VALUES ($1, $2, 'x@c.us', $3, $4, now(), 'RECEIVED')"""
@@ -245,7 +244,7 @@ async def test_deleting_an_organization_removes_its_rows_only(db: Database) -> N
     gone = await _seed(db, "Gone")
     kept = await _seed(db, "Kept")
     # A system-wide delivery (no organization) is not anyone's row.
-    await deliveries.enqueue(db, plugin="webhook", event="daemon.started", payload={})
+    await deliveries_repo.enqueue(db, plugin="webhook", event="daemon.started", payload={})
     before = {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
     assert all(n >= 2 for n in before.values()), before
 
@@ -255,7 +254,7 @@ async def test_deleting_an_organization_removes_its_rows_only(db: Database) -> N
     expected = {t: n // 2 for t, n in before.items()}
     expected["plugin_deliveries"] = 2
     assert after == expected
-    assert await organizations.get(db, organization_id=kept["org"]) is not None
+    assert await orgs_repo.get(db, organization_id=kept["org"]) is not None
     assert await db.fetchval("SELECT count(*) FROM clients WHERE organization_id = $1",
                              gone["org"]) == 0
 
@@ -263,10 +262,10 @@ async def test_deleting_an_organization_removes_its_rows_only(db: Database) -> N
 async def test_deleting_a_conversation_keeps_its_messages(db: Database) -> None:
     ids = await _seed(db)
     await db.execute("DELETE FROM conversations WHERE id = $1", ids["conversation"])
-    msg = await messages.get(db, message_id=ids["message"])
+    msg = await messages_repo.get(db, message_id=ids["message"])
     assert msg is not None
     assert msg.conversation_id is None
-    item = await outbox.get(db, outbox_id=ids["outbox"])
+    item = await outbox_repo.get(db, outbox_id=ids["outbox"])
     assert item is not None
     assert item.conversation_id is None
     assert item.client_id == ids["client"]
@@ -282,8 +281,8 @@ async def test_updated_at_moves_on_every_update(db: Database) -> None:
 
 
 async def test_the_next_message_query_uses_the_partial_queue_index(db: Database) -> None:
-    a = await organizations.create(db, name="A")
-    b = await organizations.create(db, name="B")
+    a = await orgs_repo.create(db, name="A")
+    b = await orgs_repo.create(db, name="B")
     # A realistic shape: a long sent history, a short queue per organization.
     await db.execute(
         """INSERT INTO outbox (organization_id, to_phone, content, sender, status,
@@ -299,7 +298,7 @@ async def test_the_next_message_query_uses_the_partial_queue_index(db: Database)
            FROM generate_series(1, 40) AS i""", a.id, b.id)
     await db.execute("ANALYZE outbox")
 
-    plan = await db.fetchval(f"EXPLAIN (FORMAT JSON) {outbox._CLAIM}", a.id, "WID")
+    plan = await db.fetchval(f"EXPLAIN (FORMAT JSON) {outbox_repo._CLAIM}", a.id, "WID")
     plan = json.loads(plan) if isinstance(plan, str) else plan
     nodes = []
 
@@ -316,7 +315,7 @@ async def test_the_next_message_query_uses_the_partial_queue_index(db: Database)
                 and n.get("Relation Name") == "outbox"]
 
     # And it picks what the plan promises: highest priority first, then oldest.
-    claimed = await outbox.claim_next(db, organization_id=a.id, wa_message_id="WID")
+    claimed = await outbox_repo.claim_next(db, organization_id=a.id, wa_message_id="WID")
     assert claimed is not None
     assert claimed.priority == 10
     assert claimed.content == "new"

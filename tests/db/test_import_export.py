@@ -22,6 +22,7 @@ import wad_export_import
 from wad_export_import.parser import ExportedChat, ExportOptions, read_location
 
 from tests.support.openrouter import FakeOpenRouter, completion
+from tests.support.org_rows import org_row_counts
 from tests.support.plugin_helpers import serving
 from wad.cli.imports import import_here
 from wad.config import DatabaseSettings, PluginSettings, Settings
@@ -225,28 +226,14 @@ def export_options(**changes: Any) -> ImportOptions:
     return ImportOptions(**values)
 
 
-async def counts(db: Database, org: uuid.UUID) -> dict[str, int]:
-    row = await db.fetchrow(
-        """SELECT (SELECT count(*) FROM clients WHERE organization_id = $1) AS clients,
-                  (SELECT count(*) FROM conversations WHERE organization_id = $1) AS convs,
-                  (SELECT count(*) FROM messages WHERE organization_id = $1) AS messages,
-                  (SELECT count(DISTINCT wa_message_id) FROM messages
-                   WHERE organization_id = $1) AS distinct_ids,
-                  (SELECT count(*) FROM import_runs WHERE organization_id = $1) AS runs,
-                  (SELECT count(*) FROM client_status_history
-                   WHERE organization_id = $1) AS history""", org)
-    assert row is not None
-    return dict(row)
-
-
 async def test_export_folder_imports_each_chat_and_reports_the_rest(db: Database,
                                                                      dsn: str) -> None:
     org = (await organizations.create(db, name="Silk Road Tours")).id
     settings = settings_for(dsn)
     with trio.fail_after(60):
         dry = await import_here(settings, org, export_options(dry_run=True))
-        assert await counts(db, org) == {"clients": 0, "convs": 0, "messages": 0,
-                                         "distinct_ids": 0, "runs": 0, "history": 0}
+        assert await org_row_counts(db, org, history=True) == {
+            "clients": 0, "convs": 0, "messages": 0, "distinct_ids": 0, "runs": 0, "history": 0}
         report = await import_here(settings, org, export_options())
     assert report.state == "COMPLETED"
     assert (report.chats_found, report.groups_skipped, report.chats_total) == (11, 1, 10)
@@ -262,10 +249,9 @@ async def test_export_folder_imports_each_chat_and_reports_the_rest(db: Database
     bad = str(EXPORTS / "WhatsApp Chat with +996 700 987 654.txt")
     assert sorted(w.split(": ", 1)[0] for w in report.warnings) == [
         f"{bad}:1", f"{bad}:4", f"{bad}:6"]
-    assert await counts(db, org) == {"clients": 8, "convs": 8, "messages": 32,
-                                     "distinct_ids": 32, "runs": 1,
-                                     "history": report.chats_imported
-                                     - report.statuses.get("NEW_LEAD", 0)}
+    assert await org_row_counts(db, org, history=True) == {
+        "clients": 8, "convs": 8, "messages": 32, "distinct_ids": 32, "runs": 1,
+        "history": report.chats_imported - report.statuses.get("NEW_LEAD", 0)}
 
     # Each message as stored: time, direction, who, text.
     rows = await db.fetch(
@@ -304,13 +290,13 @@ async def test_export_folder_imports_each_chat_and_reports_the_rest(db: Database
     with trio.fail_after(60):
         again = await import_here(settings, org, export_options())
     assert (again.chats_duplicate, again.chats_imported, again.messages_stored) == (8, 0, 0)
-    assert (await counts(db, org))["messages"] == 32
+    assert (await org_row_counts(db, org, history=True))["messages"] == 32
     # Without skipping duplicates: clients updated, messages they lack added (none here).
     with trio.fail_after(60):
         update = await import_here(settings, org, export_options(skip_duplicates=False))
     assert (update.chats_imported, update.clients_updated, update.messages_stored,
             update.messages_duplicate) == (8, 8, 0, 32)
-    after = await counts(db, org)
+    after = await org_row_counts(db, org, history=True)
     assert (after["messages"], after["distinct_ids"], after["clients"]) == (32, 32, 8)
 
 

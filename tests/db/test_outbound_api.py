@@ -33,6 +33,14 @@ CLIENT = "+996555123456"
 NOW = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
 
 
+@pytest.fixture
+def bus(live_api: LiveApi) -> EventBus:
+    """A new event bus that the served app publishes on, for the test to subscribe to."""
+    bus = EventBus()
+    live_api.ctx.services.bus = bus
+    return bus
+
+
 @dataclass
 class FixedClock:
     at: datetime
@@ -63,6 +71,14 @@ async def set_limits(api: LiveApi, org: Org, **document: Any) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     answer: dict[str, Any] = r.json()
     return answer
+
+
+async def set_rates(api: LiveApi, org: Org, *, per_minute: int, per_hour: int,
+                    per_day: int) -> None:
+    """The organization's send limits: at most so many messages a minute, an hour, a day."""
+    await set_limits(api, org, rateLimiting={"messagesPerMinute": per_minute,
+                                             "messagesPerHour": per_hour,
+                                             "messagesPerDay": per_day})
 
 
 async def test_send_queues_and_answers_the_id_then_the_status(live_api: LiveApi) -> None:
@@ -167,9 +183,7 @@ async def test_a_full_hour_is_429_with_retry_after_and_the_limit(live_api: LiveA
     live_api.ctx.services.outbound_clock = FixedClock(NOW)
     with trio.fail_after(30):
         org = await org_with_tokens(live_api)
-        await set_limits(live_api, org, rateLimiting={"messagesPerMinute": 3,
-                                                      "messagesPerHour": 3,
-                                                      "messagesPerDay": 10})
+        await set_rates(live_api, org, per_minute=3, per_hour=3, per_day=10)
         agent = as_role(live_api, org, "AGENT")
         # Two sent 30 and 20 minutes ago, one still queued.
         for minutes in (30, 20):
@@ -215,9 +229,7 @@ async def test_a_refused_send_counts_in_the_metrics(db: Database, state_dir: Pat
         root = api.socket_client()
         with trio.fail_after(30):
             org = await org_with_tokens(api)
-            await set_limits(api, org, rateLimiting={"messagesPerMinute": 1,
-                                                     "messagesPerHour": 1,
-                                                     "messagesPerDay": 3})
+            await set_rates(api, org, per_minute=1, per_hour=1, per_day=3)
             agent = as_role(api, org, "AGENT")
             before = refused_total((await root.get("/metrics")).text, org.id, "hour")
             assert (await agent.post("/api/whatsapp/send",
@@ -281,9 +293,8 @@ async def test_bulk_rules_over_http(live_api: LiveApi) -> None:
         assert state["queued"] == 63
 
 
-async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi) -> None:
-    bus = EventBus()
-    live_api.ctx.services.bus = bus
+async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi,
+                                                                bus: EventBus) -> None:
     with trio.fail_after(30), bus.listen(kinds={SettingsChanged}) as changes:
         org = await org_with_tokens(live_api)
         viewer = as_role(live_api, org, "VIEWER")
@@ -318,9 +329,8 @@ async def test_settings_read_merge_and_refuse_naming_the_field(live_api: LiveApi
         assert stored["settings"]["rateLimiting"]["messagesPerMinute"] == 15
 
 
-async def test_resume_closes_the_breaker_and_tells_the_actor(live_api: LiveApi) -> None:
-    bus = EventBus()
-    live_api.ctx.services.bus = bus
+async def test_resume_closes_the_breaker_and_tells_the_actor(live_api: LiveApi,
+                                                              bus: EventBus) -> None:
     with trio.fail_after(30), bus.listen(kinds={SendingResumed}) as resumed:
         org = await org_with_tokens(live_api)
         await sessions_repo.set_sending_paused(
@@ -391,10 +401,7 @@ async def feed_of(db: Database, org: uuid.UUID) -> list[tuple[str, dict[str, Any
 
 
 async def test_a_queued_message_is_cancelled_once_and_only_while_queued(
-        live_api: LiveApi) -> None:
-    bus = EventBus()
-    live_api.ctx.services.bus = bus
-    db = live_api.ctx.db
+        live_api: LiveApi, bus: EventBus, db: Database) -> None:
     with trio.fail_after(30), bus.subscribe(kinds={OutboxStatus}) as statuses:
         org = await org_with_tokens(live_api)
         agent = as_role(live_api, org, "AGENT")
@@ -483,10 +490,7 @@ async def test_expires_at_is_checked_kept_and_answered(live_api: LiveApi) -> Non
 
 
 async def test_a_send_while_sending_is_stopped_is_409_saying_why_and_how_to_resume(
-        live_api: LiveApi) -> None:
-    bus = EventBus()
-    live_api.ctx.services.bus = bus
-    db = live_api.ctx.db
+        live_api: LiveApi, bus: EventBus, db: Database) -> None:
     with trio.fail_after(30), bus.subscribe(kinds={OutboundResumed}) as resumed:
         org = await org_with_tokens(live_api)
         admin = as_role(live_api, org, "ADMIN")

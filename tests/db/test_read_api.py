@@ -52,6 +52,14 @@ async def new_client(db: Database, org: uuid.UUID, phone: str, name: str | None 
     return client.id, conversation.id
 
 
+async def org_with_aigerim(api: LiveApi) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """A new organization whose one client is Aigerim (+996555123456), with her active
+    conversation: (organization, client, conversation)."""
+    org = await api.create_org()
+    client, conversation = await new_client(api.ctx.db, org, "+996555123456", "Aigerim")
+    return org, client, conversation
+
+
 async def every_page(http: httpx.AsyncClient, path: str, key: str, *, limit: int,
                      between: Any = None, **params: Any) -> list[list[dict[str, Any]]]:
     """Every page of a list, calling `between(page_number)` after each page."""
@@ -170,8 +178,7 @@ async def test_new_clients_between_pages_neither_skip_nor_repeat(live_api: LiveA
 async def test_a_client_with_its_conversations_and_answer_times(live_api: LiveApi) -> None:
     with trio.fail_after(60):
         db = live_api.ctx.db
-        org = await live_api.create_org()
-        client, conversation = await new_client(db, org, "+996555123456", "Aigerim")
+        org, client, conversation = await org_with_aigerim(live_api)
         chat = "996555123456@c.us"
         await add_message(db, org, conversation, chat, "IN", T0, "Salam!")
         await add_message(db, org, conversation, chat, "IN", T0 + timedelta(seconds=10), "?")
@@ -204,8 +211,7 @@ async def test_a_client_with_its_conversations_and_answer_times(live_api: LiveAp
 async def test_messages_both_ways_with_cursors_stable_under_writes(live_api: LiveApi) -> None:
     with trio.fail_after(60):
         db = live_api.ctx.db
-        org = await live_api.create_org()
-        _, conversation = await new_client(db, org, "+996555123456", "Aigerim")
+        org, _, conversation = await org_with_aigerim(live_api)
         _, elsewhere = await new_client(db, org, "+996555123457", "Bakyt")
         chat = "996555123456@c.us"
         ids = []
@@ -255,8 +261,7 @@ async def test_messages_both_ways_with_cursors_stable_under_writes(live_api: Liv
 async def test_status_history_and_import_runs(live_api: LiveApi) -> None:
     with trio.fail_after(60):
         db = live_api.ctx.db
-        org = await live_api.create_org()
-        client, _ = await new_client(db, org, "+996555123456", "Aigerim")
+        org, client, _ = await org_with_aigerim(live_api)
         for status in ("QUALIFIED", "WARMED", "PROPOSAL_SENT"):
             await clients_repo.set_status(db, client_id=client, status=status,
                                           detector="heuristic_status",
@@ -290,8 +295,7 @@ async def test_status_history_and_import_runs(live_api: LiveApi) -> None:
 async def test_bad_cursors_and_filters_are_400s_that_say_what(live_api: LiveApi) -> None:
     with trio.fail_after(60):
         db = live_api.ctx.db
-        org = await live_api.create_org()
-        client, conversation = await new_client(db, org, "+996555123456", "Aigerim")
+        org, client, conversation = await org_with_aigerim(live_api)
         for i in range(3):
             await new_client(db, org, f"+99655599000{i}", f"more {i}")
             await add_message(db, org, conversation, "996555123456@c.us", "IN",
@@ -479,8 +483,7 @@ async def test_a_batch_within_one_second_keeps_its_order(live_api: LiveApi) -> N
     ordered as they were given."""
     with trio.fail_after(30):
         db = live_api.ctx.db
-        org = await live_api.create_org()
-        _, conversation = await new_client(db, org, "+996555123456", "Aigerim")
+        org, _, conversation = await org_with_aigerim(live_api)
         texts = [f"quick {k}" for k in range(12)]
         await messages_repo.insert_many(db, messages=[NewMessage(
             organization_id=org, wa_message_id=f"wa-{k}", wa_chat_id="996555123456@c.us",

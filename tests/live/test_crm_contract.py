@@ -21,13 +21,10 @@ import trio
 
 from tests.support.daemonproc import (
     DaemonProcess,
-    start_daemon_in_thread,
-    start_sim,
-    whatsapp_config,
+    daemon_on_sim,
 )
 from wad.db.models import SessionState
 from wad.sim.client import SimClient
-from wad.sim.model import SimConfig
 
 pytestmark = pytest.mark.browser
 
@@ -49,31 +46,26 @@ class Crm:
 
 @pytest.fixture
 async def crm(state_dir: Path, nursery: trio.Nursery) -> AsyncIterator[Crm]:
-    config = SimConfig(qr_rotate_s=5.0, qr_max_rotations=20, sync_delay_s=0.3,
-                       ack_delays_s=(0.2, 0.4, 0.6))
-    sim = await start_sim(nursery, seed=18, config=config)
-    daemon = await start_daemon_in_thread(state_dir, extra_config=whatsapp_config(
-        sim.url, health_check_interval_s=2.0))
     clients: dict[str, httpx.AsyncClient] = {}
-    try:
-        async with SimClient(sim.url) as phone, daemon.socket_client() as root:
-            await phone.create_account(ACCOUNT, "Issyk-Kul Tours")
-            created = await root.post("/api/organizations", json={"name": "Issyk-Kul Tours"})
-            assert created.status_code == 201, created.text
-            org = created.json()["id"]
-            for role in ("VIEWER", "AGENT", "ADMIN"):
-                made = await root.post("/api/tokens", json={
-                    "role": role, "organizationId": org, "name": f"crm {role}"})
-                assert made.status_code == 201, made.text
-                clients[role] = httpx.AsyncClient(
-                    base_url=daemon.tcp_url, timeout=30,
-                    headers={"Authorization": f"Bearer {made.json()['token']}"})
-            yield Crm(daemon=daemon, phone=phone, org=org, http=clients)
-    finally:
-        for client in clients.values():
-            await client.aclose()
-        code = await trio.to_thread.run_sync(daemon.stop)
-        assert code == 0, daemon.log_path.read_text()[-3000:]
+    async with daemon_on_sim(state_dir, nursery, seed=18, qr_rotate_s=5.0) as (sim, daemon):
+        try:
+            async with SimClient(sim.url) as phone, daemon.socket_client() as root:
+                await phone.create_account(ACCOUNT, "Issyk-Kul Tours")
+                created = await root.post("/api/organizations",
+                                          json={"name": "Issyk-Kul Tours"})
+                assert created.status_code == 201, created.text
+                org = created.json()["id"]
+                for role in ("VIEWER", "AGENT", "ADMIN"):
+                    made = await root.post("/api/tokens", json={
+                        "role": role, "organizationId": org, "name": f"crm {role}"})
+                    assert made.status_code == 201, made.text
+                    clients[role] = httpx.AsyncClient(
+                        base_url=daemon.tcp_url, timeout=30,
+                        headers={"Authorization": f"Bearer {made.json()['token']}"})
+                yield Crm(daemon=daemon, phone=phone, org=org, http=clients)
+        finally:
+            for client in clients.values():
+                await client.aclose()
 
 
 def has(body: dict[str, Any], **fields: type | tuple[type, ...]) -> None:

@@ -24,12 +24,9 @@ import trio
 
 from tests.support.daemonproc import (
     DaemonProcess,
-    start_daemon_in_thread,
-    start_sim,
-    whatsapp_config,
+    daemon_on_sim,
 )
 from wad.sim.client import SimClient, SimClientError
-from wad.sim.model import SimConfig
 from wad.sim.server import SimServer
 
 pytestmark = pytest.mark.browser
@@ -65,19 +62,11 @@ class Live:
 
 @pytest.fixture
 async def live(state_dir: Path, nursery: trio.Nursery) -> AsyncIterator[Live]:
-    config = SimConfig(qr_rotate_s=2.5, qr_max_rotations=20, sync_delay_s=0.3,
-                       ack_delays_s=(0.2, 0.4, 0.6))
-    sim = await start_sim(nursery, seed=11, config=config)
-    daemon = await start_daemon_in_thread(state_dir, extra_config=whatsapp_config(
-        sim.url, health_check_interval_s=2.0))
-    try:
-        async with SimClient(sim.url) as phone:
-            await phone.create_account(QR_ACCOUNT, "Issyk-Kul Tours")
-            await phone.create_account(PAIR_ACCOUNT, "Osh Travel")
-            yield Live(daemon=daemon, sim=sim, phone=phone, config=state_dir / "wad.toml")
-    finally:
-        code = await trio.to_thread.run_sync(daemon.stop)
-        assert code == 0, daemon.log_path.read_text()[-3000:]
+    async with (daemon_on_sim(state_dir, nursery, seed=11, qr_rotate_s=2.5) as (sim, daemon),
+                SimClient(sim.url) as phone):
+        await phone.create_account(QR_ACCOUNT, "Issyk-Kul Tours")
+        await phone.create_account(PAIR_ACCOUNT, "Osh Travel")
+        yield Live(daemon=daemon, sim=sim, phone=phone, config=state_dir / "wad.toml")
 
 
 def _drawn(payload: str) -> str:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from tests.support.daemonproc import (
     DaemonProcess,
     link_org,
     processes_using,
+    shared_state_dir,
     start_daemon_in_thread,
     start_sim,
     whatsapp_config,
 )
 from wad.db.embedded import EmbeddedPostgres
-from wad.db.pool import Database
+from wad.db.pool import Database, Record
 from wad.db.repo import outbox as outbox_repo
 from wad.sim.client import SimClient
 from wad.sim.model import SimConfig
@@ -50,34 +52,39 @@ async def _archived(dsn: str, *orgs: str) -> None:
                 await trio.sleep(0.2)
 
 
-def _node(daemon: DaemonProcess) -> str:
-    for line in daemon.lines():
-        if line.get("event") == "wad is ready":
-            return str(line["node"])
-    raise AssertionError("no ready line")
+@asynccontextmanager
+async def _two_daemons(dsn: str, sim_url: str, *, prefix: str, secret: str, daemon_config: str
+                       ) -> AsyncIterator[tuple[DaemonProcess, DaemonProcess]]:
+    """Two `wad run` daemons on one database, each in a new state dir. They share the archive
+    key (`secret`), so each can restore the other's logins. At the end, each one still running is
+    woken (should it be frozen) and stopped, and the state dirs are removed."""
+    dirs = [shared_state_dir(prefix) for _ in range(2)]
+    env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": secret}
+    extra = whatsapp_config(sim_url)
+    daemons = [await start_daemon_in_thread(path, env=env, extra_config=extra,
+                                            daemon_config=daemon_config) for path in dirs]
+    try:
+        yield daemons[0], daemons[1]
+    finally:
+        for daemon in daemons:
+            if daemon.proc.poll() is None:
+                daemon.proc.send_signal(signal.SIGCONT)
+                await trio.to_thread.run_sync(daemon.stop)
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_killed_daemon_hands_its_organizations_over_without_qr(
         dsn: str, nursery: trio.Nursery, aio_loop: None) -> None:
     sim = await start_sim(nursery, seed=5)
-    dirs = []
-    for _ in range(2):
-        path = Path(tempfile.mkdtemp(prefix="wad-fo-"))
-        os.chmod(path, 0o711)
-        dirs.append(path)
-    # Daemons that share a database share the archive key, so each can restore the others'.
-    env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "failover-test-key-shared-by-both-daemons"}
-    extra = whatsapp_config(sim.url)
-    first = await start_daemon_in_thread(dirs[0], env=env, extra_config=extra,
-                                         daemon_config=FAST)
-    second = await start_daemon_in_thread(dirs[1], env=env, extra_config=extra,
-                                          daemon_config=FAST)
-    try:
+    async with _two_daemons(dsn, sim.url, prefix="wad-fo-", daemon_config=FAST,
+                            secret="failover-test-key-shared-by-both-daemons"
+                            ) as (first, second):
         async with SimClient(sim.url) as phone:
             accounts = [f"99655520000{i}" for i in range(4)]
             orgs = [await _link(first if i < 2 else second, phone, accounts[i], f"Org {i}")
                     for i in range(4)]
-            first_node, second_node = _node(first), _node(second)
+            first_node, second_node = first.node(), second.node()
             owners = [(await second.whatsapp_status(org)).get("nodeId") for org in orgs]
             assert owners == [first_node, first_node, second_node, second_node]
             # An action for an organization another daemon runs says where it lives.
@@ -107,7 +114,7 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
             for n in range(3):  # clients write during the gap
                 await phone.deliver(accounts[1], f"99655570000{n}", f"during the gap {n}")
             with trio.fail_after(15):  # its browsers go with it
-                while processes_using(f"--user-data-dir={dirs[0]}"):
+                while processes_using(f"--user-data-dir={first.state_dir}"):
                     await trio.sleep(0.2)
 
             try:
@@ -130,26 +137,29 @@ async def test_killed_daemon_hands_its_organizations_over_without_qr(
 
             # Messages written during the gap are stored once; queued ones are sent once.
             async with Database.open(dsn, min_size=1, max_size=1) as db:
-                with trio.fail_after(60):
-                    while True:
-                        stored = await db.fetch("SELECT body FROM messages "
-                                                "WHERE body LIKE 'during the gap %'")
-                        sent = await db.fetch("SELECT content FROM outbox WHERE status IN "
-                                              "('SENT', 'DELIVERED', 'READ')")
-                        if len(stored) >= 3 and len(sent) >= 3:
-                            break
-                        await trio.sleep(0.5)
+                stored = await _until_stored_and_sent(db, bodies="during the gap %", stored=3,
+                                                      sent=3)
             assert sorted(r["body"] for r in stored) == [f"during the gap {n}" for n in range(3)]
             record = await phone.sent(accounts[0])
             bodies = [m["body"] for m in record["messages"] if m.get("result") == "OK"]
             for n in range(3):
                 assert bodies.count(f"queued before the kill {n}") == 1, record
-    finally:
-        for daemon in (first, second):
-            if daemon.proc.poll() is None:
-                await trio.to_thread.run_sync(daemon.stop)
-        for path in dirs:
-            shutil.rmtree(path, ignore_errors=True)
+
+
+async def _until_stored_and_sent(db: Database, *, bodies: str, stored: int, sent: int,
+                                 sent_content: str = "%") -> list[Record]:
+    """Poll, for at most 60 s, until at least `stored` messages whose body is LIKE `bodies` are
+    stored and at least `sent` outbox rows whose content is LIKE `sent_content` were sent (or
+    delivered, or read); answers those messages (wa_message_id, body, sent_at)."""
+    with trio.fail_after(60):
+        while True:
+            messages = await db.fetch("SELECT wa_message_id, body, sent_at FROM messages "
+                                      "WHERE body LIKE $1", bodies)
+            done = await db.fetchval("SELECT count(*) FROM outbox WHERE content LIKE $1 AND "
+                                     "status IN ('SENT', 'DELIVERED', 'READ')", sent_content)
+            if len(messages) >= stored and done >= sent:
+                return messages
+            await trio.sleep(0.3)
 
 
 def _browser_pid(profile_root: Path) -> int:
@@ -223,7 +233,7 @@ async def test_a_database_outage_keeps_the_daemons_organizations_running(
                 daemon.wait_for_event,
                 "lock connection back after the outage: organizations taken back", 60.0))
             assert (back["kept"], back["stopped"]) == (1, 0), back
-            await daemon.wait_state(org, "CONNECTED", timeout=60, node=_node(daemon))
+            await daemon.wait_state(org, "CONNECTED", timeout=60, node=daemon.node())
             assert _browser_pid(daemon_dir) == browser  # the same Chromium all along
             assert len(await phone.devices(account)) == 1
             assert _qr_states(daemon, org) == qr_shown
@@ -234,16 +244,8 @@ async def test_a_database_outage_keeps_the_daemons_organizations_running(
                         "content": f"after the outage {n}"})
                     assert queued.status_code == 202, queued.text
             async with Database.open(dsn, min_size=1, max_size=1) as db:
-                with trio.fail_after(60):
-                    while True:
-                        rows = await db.fetch(
-                            "SELECT wa_message_id, body, sent_at FROM messages "
-                            "WHERE body LIKE 'during the outage %'")
-                        sent = await db.fetch("SELECT content FROM outbox WHERE status IN "
-                                              "('SENT', 'DELIVERED', 'READ')")
-                        if len(rows) >= 20 and len(sent) >= 4:
-                            break
-                        await trio.sleep(0.3)
+                rows = await _until_stored_and_sent(db, bodies="during the outage %", stored=20,
+                                                    sent=4)
             assert len(rows) == 20
             assert len({r["wa_message_id"] for r in rows}) == 20
             by_body = {r["body"]: r["sent_at"] for r in rows}
@@ -269,23 +271,13 @@ TAKEOVER_SLACK_S = 8.0
 async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
         dsn: str, nursery: trio.Nursery, aio_loop: None) -> None:
     sim = await start_sim(nursery, seed=7, config=SimConfig(qr_rotate_s=5.0, sync_delay_s=0.3))
-    dirs = []
-    for _ in range(2):
-        path = Path(tempfile.mkdtemp(prefix="wad-fz-"))
-        os.chmod(path, 0o711)
-        dirs.append(path)
-    env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "freeze-test-key-shared-by-both-daemons"}
-    extra = whatsapp_config(sim.url)
-    owner = await start_daemon_in_thread(dirs[0], env=env, extra_config=extra,
-                                         daemon_config=FAST + LEASE)
-    other = await start_daemon_in_thread(dirs[1], env=env, extra_config=extra,
-                                         daemon_config=FAST + LEASE)
     account = "996555800001"
-    try:
+    async with _two_daemons(dsn, sim.url, prefix="wad-fz-", daemon_config=FAST + LEASE,
+                            secret="freeze-test-key-shared-by-both-daemons") as (owner, other):
         async with SimClient(sim.url) as phone, Database.open(dsn, min_size=1,
                                                                max_size=2) as db:
             org = await _link(owner, phone, account, "Frozen Owner")
-            owner_node, other_node = _node(owner), _node(other)
+            owner_node, other_node = owner.node(), other.node()
             assert (await other.whatsapp_status(org))["nodeId"] == owner_node
             with trio.fail_after(30):  # the login archive, so that the other can restore it
                 while not await db.fetchval(
@@ -325,23 +317,15 @@ async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
                                           content=f"due at the wake {n}")
             owner.proc.send_signal(signal.SIGCONT)
             with trio.fail_after(30):  # the stale owner stops its browser for the organization
-                while processes_using(f"--user-data-dir={dirs[0]}"):
+                while processes_using(f"--user-data-dir={owner.state_dir}"):
                     await trio.sleep(0.2)
             assert any(line.get("event") in (
                 "lost the lock connection: stopping every organization now",
                 "lease lost: another daemon took the organization over; stopping it here")
                 for line in owner.lines()), owner.log_path.read_text()[-3000:]
 
-            with trio.fail_after(60):
-                while True:
-                    stored = await db.fetch("SELECT wa_message_id, body FROM messages "
-                                            "WHERE body LIKE 'during the switch %'")
-                    sent = await db.fetch("SELECT content FROM outbox WHERE content LIKE "
-                                          "'due at the wake %' AND status IN "
-                                          "('SENT', 'DELIVERED', 'READ')")
-                    if len(stored) >= 3 and len(sent) >= 3:
-                        break
-                    await trio.sleep(0.3)
+            stored = await _until_stored_and_sent(db, bodies="during the switch %", stored=3,
+                                                  sent=3, sent_content="due at the wake %")
             assert sorted(r["body"] for r in stored) == [f"during the switch {n}"
                                                          for n in range(3)]
             assert len({r["wa_message_id"] for r in stored}) == 3
@@ -356,10 +340,3 @@ async def test_frozen_owner_is_fenced_and_its_organization_taken_over(
             assert (status["status"], status["nodeId"]) == ("CONNECTED", other_node)
             assert owner.proc.poll() is None  # it goes on (with what it still owns)
             print(f"ownership moved {took_over_s:.1f} s after the freeze")
-    finally:
-        for daemon in (owner, other):
-            if daemon.proc.poll() is None:
-                daemon.proc.send_signal(signal.SIGCONT)
-                await trio.to_thread.run_sync(daemon.stop)
-        for path in dirs:
-            shutil.rmtree(path, ignore_errors=True)

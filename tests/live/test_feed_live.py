@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +22,7 @@ from tests.support.daemonproc import (
     DaemonProcess,
     descendants,
     link_org,
+    shared_state_dir,
     start_daemon_in_thread,
     start_sim,
     whatsapp_config,
@@ -36,12 +35,6 @@ pytestmark = pytest.mark.browser
 
 ACCOUNT = "996555100501"
 CLIENT = "996555700501"
-
-
-def _state_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="wad-feed-"))
-    os.chmod(path, 0o711)  # the sandboxed browser reaches its profile below
-    return path
 
 
 async def _admin_token(daemon: DaemonProcess, org: str) -> str:
@@ -87,13 +80,6 @@ class Crm:
                 await trio.sleep(0.2)
 
 
-def _node(daemon: DaemonProcess) -> str:
-    for line in daemon.lines():
-        if line.get("event") == "wad is ready":
-            return str(line["node"])
-    raise AssertionError("no ready line")
-
-
 def _kill_all(pids: set[int]) -> None:
     for pid in pids:
         if process_alive(pid):
@@ -106,7 +92,7 @@ def _kill_all(pids: set[int]) -> None:
 async def test_a_crm_resumes_from_its_cursor_after_kill_9_and_sees_every_change_once(
         dsn: str, nursery: trio.Nursery, aio_loop: None) -> None:
     sim = await start_sim(nursery, seed=21)
-    state = _state_dir()
+    state = shared_state_dir("wad-feed-")
     env = {"WAD_DATABASE_URL": dsn}
     extra = whatsapp_config(sim.url)
     started: set[int] = set()
@@ -169,8 +155,8 @@ async def test_the_stream_of_a_daemon_that_does_not_run_the_organization_carries
     sim = await start_sim(nursery, seed=22)
     env = {"WAD_DATABASE_URL": dsn, "WAD_SECRET_KEY": "feed-test-key-shared-by-both-daemons"}
     extra = whatsapp_config(sim.url)
-    owner = await start_daemon_in_thread(_state_dir(), env=env, extra_config=extra)
-    other = await start_daemon_in_thread(_state_dir(), env=env, extra_config=extra)
+    owner = await start_daemon_in_thread(shared_state_dir("wad-feed-"), env=env, extra_config=extra)
+    other = await start_daemon_in_thread(shared_state_dir("wad-feed-"), env=env, extra_config=extra)
     started: set[int] = set()
     try:
         async with SimClient(sim.url) as phone:
@@ -179,7 +165,7 @@ async def test_the_stream_of_a_daemon_that_does_not_run_the_organization_carries
                 org = await link_org(owner, phone, "Osh Travel", ACCOUNT)
                 # The first daemon runs it; the other only serves the API.
                 status = await other.whatsapp_status(org)
-                assert status.get("nodeId") == _node(owner) != _node(other)
+                assert status.get("nodeId") == owner.node() != other.node()
                 token = await _admin_token(other, org)
                 texts = ["Здравствуйте!", "Есть туры в Ош?"]
                 async with httpx.AsyncClient(base_url=other.tcp_url, timeout=30, headers={

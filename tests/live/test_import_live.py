@@ -22,6 +22,7 @@ import msgspec
 import pytest
 import trio
 
+from tests.support.org_rows import org_row_counts
 from tests.support.stack import Stack, open_stack
 from wad.config import DatabaseSettings, Settings
 from wad.db.pool import Database
@@ -94,19 +95,6 @@ async def linked(state_dir: Path, dsn: str) -> AsyncIterator[Linked]:
                              invalid=invalid)
 
 
-async def table_counts(db: Database, org: uuid.UUID) -> dict[str, int]:
-    row = await db.fetchrow(
-        """SELECT (SELECT count(*) FROM clients WHERE organization_id = $1) AS clients,
-                  (SELECT count(*) FROM conversations WHERE organization_id = $1) AS convs,
-                  (SELECT count(*) FROM messages WHERE organization_id = $1) AS messages,
-                  (SELECT count(DISTINCT wa_message_id) FROM messages
-                   WHERE organization_id = $1) AS distinct_ids,
-                  (SELECT count(*) FROM import_runs WHERE organization_id = $1) AS runs""",
-        org)
-    assert row is not None
-    return dict(row)
-
-
 def language_of(chat: dict[str, Any]) -> str | None:
     """The language the simulator wrote the client's messages in."""
     for message in chat["messages"]:
@@ -134,17 +122,17 @@ async def test_dry_run_import_duplicates_and_limit(linked: Linked) -> None:
     assert dry.messages_stored == expected_messages
     assert sum(dry.statuses.values()) == valid and sum(dry.languages.values()) == valid
     assert dry.requests >= 31  # the chat list, then at least one history page per chat
-    assert await table_counts(db, org) == {"clients": 0, "convs": 0, "messages": 0,
-                                           "distinct_ids": 0, "runs": 0}
+    assert await org_row_counts(db, org) == {"clients": 0, "convs": 0, "messages": 0,
+                                             "distinct_ids": 0, "runs": 0}
 
     real = await linked.run(org)
     assert real.state == "COMPLETED", real.reason
     assert (real.chats_imported, real.clients_created, real.messages_stored) == (
         valid, valid, expected_messages)
     assert (real.statuses, real.languages) == (dry.statuses, dry.languages)
-    assert await table_counts(db, org) == {"clients": valid, "convs": valid,
-                                           "messages": expected_messages,
-                                           "distinct_ids": expected_messages, "runs": 1}
+    assert await org_row_counts(db, org) == {"clients": valid, "convs": valid,
+                                             "messages": expected_messages,
+                                             "distinct_ids": expected_messages, "runs": 1}
     # Exactly the simulator's messages, in the right chats, with their direction and time.
     stored = {(r["wa_message_id"], r["wa_chat_id"], r["direction"], int(r["sent_at"].timestamp()))
               for r in await db.fetch(
@@ -173,7 +161,7 @@ async def test_dry_run_import_duplicates_and_limit(linked: Linked) -> None:
     again = await linked.run(org)
     assert (again.chats_duplicate, again.chats_imported, again.messages_stored) == (valid, 0, 0)
     assert again.chats_failed == invalid
-    assert (await table_counts(db, org))["messages"] == expected_messages
+    assert (await org_row_counts(db, org))["messages"] == expected_messages
 
     other = await linked.stack.new_org("Osh Travel")
     five = await linked.run(other, limit=5)
@@ -184,8 +172,8 @@ async def test_dry_run_import_duplicates_and_limit(linked: Linked) -> None:
     phones = {r["phone"] for r in await db.fetch(
         "SELECT phone FROM clients WHERE organization_id = $1", other)}
     assert phones == {"+" + c["id"].split("@")[0] for c in newest}
-    assert (await table_counts(db, other))["messages"] == sum(len(c["messages"])
-                                                             for c in newest)
+    assert (await org_row_counts(db, other))["messages"] == sum(len(c["messages"])
+                                                               for c in newest)
 
 
 async def test_interrupted_after_ten_chats_then_resumed(linked: Linked) -> None:
@@ -216,7 +204,7 @@ async def test_interrupted_after_ten_chats_then_resumed(linked: Linked) -> None:
                             "FROM import_runs WHERE organization_id = $1", org)
     assert run is not None and dict(run) == {"status": "INTERRUPTED", "chats_done": done,
                                              "done": done}
-    counts = await table_counts(db, org)
+    counts = await org_row_counts(db, org)
     assert (counts["clients"], counts["convs"]) == (done, done)
 
     second = await linked.run(org)
@@ -225,8 +213,8 @@ async def test_interrupted_after_ten_chats_then_resumed(linked: Linked) -> None:
         done, valid - done, valid)
     assert second.messages_stored == expected_messages  # the whole run's count
     assert second.run_id == first.run_id
-    assert await table_counts(db, org) == {"clients": valid, "convs": valid,
-                                           "messages": expected_messages,
-                                           "distinct_ids": expected_messages, "runs": 1}
+    assert await org_row_counts(db, org) == {"clients": valid, "convs": valid,
+                                             "messages": expected_messages,
+                                             "distinct_ids": expected_messages, "runs": 1}
     status = await db.fetchval("SELECT status FROM import_runs WHERE organization_id = $1", org)
     assert status == "COMPLETED"

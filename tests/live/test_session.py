@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from pathlib import Path
 
 import trio
 
-from tests.support.stack import open_stack
+from tests.support.stack import Stack, open_stack
 from wad.db.repo import sessions as sessions_repo
+from wad.org.manager import OrgManager
 from wad.sim.model import DEFAULT_VERSION
+
+
+async def _daemon_and_linked_org(stack: Stack, account: str, name: str
+                                 ) -> tuple[OrgManager, uuid.UUID]:
+    """A phone account named `name`, the daemon started, and a new organization linked to the
+    account by QR: (the daemon's manager, the organization)."""
+    await stack.phone.create_account(account, name)
+    manager = await stack.start_daemon()
+    org = await stack.new_org()
+    await stack.link_by_qr(org, account)
+    return manager, org
 
 
 async def test_link_by_qr_stores_rotating_payload_number_and_version(
@@ -94,10 +107,7 @@ async def test_login_survives_restart_and_a_lost_profile(state_dir: Path, dsn: s
 
 async def test_unlink_from_phone_logs_out_and_keeps_data(state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account("996700000004", "Issyk-Kul Stay")
-        manager = await stack.start_daemon()
-        org = await stack.new_org()
-        await stack.link_by_qr(org, "996700000004")
+        _, org = await _daemon_and_linked_org(stack, "996700000004", "Issyk-Kul Stay")
         await stack.stop_daemon()  # stores an archive
         manager = await stack.start_daemon()
         await stack.wait_state(org, "CONNECTED", timeout=30)
@@ -121,10 +131,7 @@ async def test_unlink_from_phone_logs_out_and_keeps_data(state_dir: Path, dsn: s
 
 async def test_conflict_ends_in_error_without_takeover(state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account("996700000005", "Naryn")
-        await stack.start_daemon()
-        org = await stack.new_org()
-        await stack.link_by_qr(org, "996700000005")
+        _, org = await _daemon_and_linked_org(stack, "996700000005", "Naryn")
         await stack.phone.conflict("996700000005")
         row = await stack.wait_state(org, "ERROR")
         assert "conflict" in (row.last_error or "")
@@ -148,10 +155,7 @@ async def test_conflict_is_taken_over_when_configured(state_dir: Path, dsn: str)
 
 async def test_ban_is_final_with_no_retry(state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn) as stack:
-        await stack.phone.create_account("996700000007", "Batken")
-        manager = await stack.start_daemon()
-        org = await stack.new_org()
-        await stack.link_by_qr(org, "996700000007")
+        manager, org = await _daemon_and_linked_org(stack, "996700000007", "Batken")
         handle = manager.running(org)
         assert handle is not None
         actor = handle.session
@@ -205,10 +209,7 @@ async def test_killed_browser_is_restarted_without_touching_another_org(
 async def test_hung_page_is_caught_by_the_health_check(state_dir: Path, dsn: str) -> None:
     async with open_stack(state_dir, dsn, health_check_interval_s=1.0,
                           health_check_timeout_s=1.0) as stack:
-        await stack.phone.create_account("996700000010", "Frozen")
-        manager = await stack.start_daemon()
-        org = await stack.new_org()
-        await stack.link_by_qr(org, "996700000010")
+        manager, org = await _daemon_and_linked_org(stack, "996700000010", "Frozen")
         handle = manager.running(org)
         assert handle is not None
         await stack.phone.freeze("996700000010", seconds=None)

@@ -9,7 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,11 +92,26 @@ class DaemonProcess:
                     return body
                 await trio.sleep(0.2)
 
+    def node(self) -> str:
+        """The node id the daemon announced when it was ready."""
+        for line in self.lines():
+            if line.get("event") == "wad is ready":
+                return str(line["node"])
+        raise AssertionError("no ready line")
+
     def postgres_pid(self) -> int | None:
         try:
             return int((self.state_dir / "pg" / "postmaster.pid").read_text().split("\n")[0])
         except (OSError, ValueError):
             return None
+
+
+def shared_state_dir(prefix: str) -> Path:
+    """A new temporary state dir that others may enter (0711): the sandboxed browser reaches its
+    profile below it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o711)
+    return path
 
 
 def write_config(state_dir: Path, extra: str = "", daemon_extra: str = "",
@@ -226,6 +244,24 @@ async def start_daemon_in_thread(state_dir: Path, **options: Any) -> DaemonProce
     daemon: DaemonProcess = await trio.to_thread.run_sync(
         functools.partial(start_daemon, state_dir, **options))
     return daemon
+
+
+@asynccontextmanager
+async def daemon_on_sim(state_dir: Path, nursery: trio.Nursery, *, seed: int, qr_rotate_s: float
+                        ) -> AsyncIterator[tuple[SimServer, DaemonProcess]]:
+    """A simulator (its QR codes rotating every `qr_rotate_s`, 20 times at most; a quick sync
+    and quick acks) and a `wad run` daemon on it that checks its sessions' health every 2 s.
+    When the block ends the daemon is stopped, and must have exited with 0."""
+    config = SimConfig(qr_rotate_s=qr_rotate_s, qr_max_rotations=20, sync_delay_s=0.3,
+                       ack_delays_s=(0.2, 0.4, 0.6))
+    sim = await start_sim(nursery, seed=seed, config=config)
+    daemon = await start_daemon_in_thread(state_dir, extra_config=whatsapp_config(
+        sim.url, health_check_interval_s=2.0))
+    try:
+        yield sim, daemon
+    finally:
+        code = await trio.to_thread.run_sync(daemon.stop)
+        assert code == 0, daemon.log_path.read_text()[-3000:]
 
 
 async def link_org(daemon: DaemonProcess, phone: SimClient, name: str, account: str) -> str:
