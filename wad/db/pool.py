@@ -43,6 +43,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash, cannot connect now
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.InterfaceError,  # connection closed underneath, pool closing
+    asyncpg.InternalClientError,  # a connection left half-way by a server that went away
 )
 
 
@@ -133,6 +134,30 @@ async def _nothing_left_to_reset(conn: asyncpg.Connection) -> None:
     session advisory locks and `LISTEN` live on dedicated connections (`Database.dedicated`),
     and settings are never changed per session. asyncpg's default reset (`RESET ALL; UNLISTEN
     *; ...`) cost a second round trip for every query made through the pool."""
+
+
+def leaves_connection_broken(exc: BaseException) -> bool:
+    """Whether a call that raised `exc` (or a group holding one) may have left its connection
+    unusable: the connection failed or the server went away in the middle of an exchange. A
+    server shutting down reports an error and then vanishes before the exchange ends; asyncpg's
+    connection stays half-way (its next call fails with "another operation is in progress"), so
+    such a connection is closed, never handed out again. An error about the statement itself
+    leaves the connection as good as it was."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(_UNAVAILABLE) is not None
+    return isinstance(exc, _UNAVAILABLE)
+
+
+async def _on_pool(pool: asyncpg.Pool, method: str, *args: Any) -> Any:
+    """`method` of a pooled connection with `args` (asyncio side, one crossing from Trio); a
+    connection the call may have broken is closed rather than put back."""
+    async with pool.acquire() as raw:
+        try:
+            return await getattr(raw, method)(*args)
+        except BaseException as exc:
+            if leaves_connection_broken(exc):
+                raw.terminate()
+            raise
 
 
 class Connection:
@@ -233,34 +258,43 @@ class Database:
             if scope.cancelled_caught:
                 pool.terminate()
 
+    async def _pooled(self, method: str, *args: Any) -> Any:
+        """`method(*args)` on a connection of the pool (see `_on_pool`)."""
+        return await _tracked(self.availability,
+                              aio_as_trio(_on_pool)(self._pool, method, *args))
+
     async def execute(self, sql: str, *args: Any) -> str:
-        return await _tracked(self.availability, aio_as_trio(self._pool.execute)(sql, *args))
+        return await self._pooled("execute", sql, *args)
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
-        await _tracked(self.availability, aio_as_trio(self._pool.executemany)(sql, args))
+        await self._pooled("executemany", sql, args)
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        return await _tracked(self.availability, aio_as_trio(self._pool.fetch)(sql, *args))
+        return await self._pooled("fetch", sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        return await _tracked(self.availability, aio_as_trio(self._pool.fetchrow)(sql, *args))
+        return await self._pooled("fetchrow", sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await _tracked(self.availability, aio_as_trio(self._pool.fetchval)(sql, *args))
+        return await self._pooled("fetchval", sql, *args)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """A connection of the pool for the block's duration."""
         raw = await _tracked(self.availability, aio_as_trio(self._pool.acquire)())
         conn = Connection(raw, self.availability)
+        broken = False
         try:
             yield conn
+        except BaseException as exc:
+            broken = leaves_connection_broken(exc)
+            raise
         finally:
-            if conn.unsure or raw.is_in_transaction():
-                # A transaction's start or end was cut short: the server may still hold it
-                # open. Closed, not handed to the next user (the server rolls it back;
-                # asyncpg's release would complain, which under trio-asyncio is an error of
-                # the whole event loop).
+            if broken or conn.unsure or raw.is_in_transaction():
+                # A call broke it, or a transaction's start or end was cut short (the
+                # server may still hold it open). Closed, not handed to the next user (the
+                # server rolls back; asyncpg's release would complain, which under
+                # trio-asyncio is an error of the whole event loop).
                 raw.terminate()
             with trio.move_on_after(5, shield=True):
                 await aio_as_trio(self._pool.release)(raw)
