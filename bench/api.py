@@ -46,7 +46,7 @@ from tests.support.api import issue_token, serve_context  # noqa: E402
 from tests.support.readfill import START, Explaining, describe, fill  # noqa: E402
 from wad import log  # noqa: E402
 from wad.api.context import AppContext  # noqa: E402
-from wad.config import ApiSettings, DaemonSettings, DatabaseSettings, Settings  # noqa: E402
+from wad.config import ApiSettings, DaemonSettings, DatabaseSettings, FeedSettings, Settings  # noqa: E402
 from wad.db import migrate  # noqa: E402
 from wad.db.embedded import EmbeddedPostgres  # noqa: E402
 from wad.db.pool import Database  # noqa: E402
@@ -283,9 +283,12 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             print(f"filled with COPY in {time.perf_counter() - began:.0f} s: {stored} messages, "
                   f"{short + 1} clients and conversations, {filled.changes} feed entries",
                   flush=True)
+            # The fill's feed entries are dated from START: kept, not pruned as past retention
+            # by the feed service while the bench reads them.
             settings = Settings(daemon=DaemonSettings(state_dir=str(root / "state")),
                                 database=DatabaseSettings(dsn=dsn),
-                                api=ApiSettings(listen="127.0.0.1:0"))
+                                api=ApiSettings(listen="127.0.0.1:0"),
+                                feed=FeedSettings(retention_days=3650))
             ctx = AppContext(settings=settings, db=db)
             addresses, shutdown = await serve_context(nursery, ctx, listen="127.0.0.1:0")
             url = next(a for a in addresses if a.startswith("http://127."))
