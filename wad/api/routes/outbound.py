@@ -113,8 +113,7 @@ class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
 
 
 class OutboxEntry(Answer, kw_only=True):
-    """What every answer about one message in the send queue says of it; `id` names the
-    message in every later answer and event about it."""
+    """What every answer about one message in the send queue says of it."""
 
     id: uuid.UUID
     organization_id: uuid.UUID
@@ -131,7 +130,8 @@ class OutboxEntry(Answer, kw_only=True):
 
 
 class QueuedMessage(OutboxEntry, kw_only=True):
-    """A message in the send queue. `success` and `message` are the CRM's plan's answer."""
+    """A message in the send queue. `success` and `message` are the CRM's plan's answer;
+    `id` names the message in every later answer and event about it."""
 
     success: bool = True
     message: str
