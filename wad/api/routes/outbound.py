@@ -298,12 +298,17 @@ def _settings_out(org_id: uuid.UUID, settings: SendSettings) -> SettingsOut:
                        safety=settings.safety)
 
 
+_COPIED_COLUMNS = {name: name for name in OutboxItem.__struct_fields__ if name != "content"
+                   } | {"to": "to_phone"}
+"""An answer's field name -> the `OutboxItem` column it shows. Never `content`: whether the
+caller may read the text is for each route to decide."""
+
+
 def _describe(answer: type[A], item: OutboxItem, **given: Any) -> A:
     """An answer about the queued message `item`: the fields in `given` as given, and every
     other field that names a column of `item` (`to`: `to_phone`) copied from it."""
-    columns = {name: name for name in OutboxItem.__struct_fields__} | {"to": "to_phone"}
-    copied = {name: getattr(item, columns[name]) for name in answer.__struct_fields__
-              if name in columns and name not in given}
+    copied = {name: getattr(item, _COPIED_COLUMNS[name]) for name in answer.__struct_fields__
+              if name in _COPIED_COLUMNS and name not in given}
     return answer(**copied, **given)
 
 
