@@ -86,32 +86,39 @@ class MessageStored(Event, frozen=True, kw_only=True, tag="message.stored"):
     type: str
 
 
-class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
+class _CarriesMessage(Event, frozen=True, kw_only=True):
+    """Base of the events whose payload is one message (never published itself)."""
+
+    message: payloads.Message
+    carries = "message"
+
+
+class MessageReceived(_CarriesMessage, frozen=True, kw_only=True, tag="message.received"):
     """A client's message was stored and processed."""
 
-    message: payloads.Message
-    carries = "message"
 
-
-class MessageSent(Event, frozen=True, kw_only=True, tag="message.sent"):
+class MessageSent(_CarriesMessage, frozen=True, kw_only=True, tag="message.sent"):
     """A message typed on the linked phone, or sent from wad's queue."""
 
-    message: payloads.Message
-    carries = "message"
+
+Change = TypeVar("Change", bound=payloads.Payload)
 
 
-class MessageStatusChanged(Event, frozen=True, kw_only=True, tag="message.status_changed"):
+class _CarriesChange(Event, Generic[Change], frozen=True, kw_only=True):
+    """Base of the events whose payload is one change record (never published itself)."""
+
+    change: Change
+    carries = "change"
+
+
+class MessageStatusChanged(_CarriesChange[payloads.MessageStatusChange], frozen=True,
+                           kw_only=True, tag="message.status_changed"):
     """A stored message's status moved (acks, a failure, a revoke)."""
 
-    change: payloads.MessageStatusChange
-    carries = "change"
 
-
-class ClientStatusChanged(Event, frozen=True, kw_only=True, tag="client.status_changed"):
+class ClientStatusChanged(_CarriesChange[payloads.ClientStatusChange], frozen=True,
+                          kw_only=True, tag="client.status_changed"):
     """A client moved in the sales funnel (after its status history row was written)."""
-
-    change: payloads.ClientStatusChange
-    carries = "change"
 
 
 class MessageEdited(Event, frozen=True, kw_only=True, tag="message.edited"):

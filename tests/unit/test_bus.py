@@ -32,11 +32,21 @@ def subclasses(base: type) -> set[type]:
     return found
 
 
+def extended(classes: set[type]) -> set[type]:
+    """Those of `classes` that another of them extends: private bases that declare what some
+    events share (`bus._CarriesMessage`), never events or signals of their own."""
+    return {parent for cls in classes for parent in cls.__mro__[1:] if parent in classes}
+
+
 def test_every_event_and_signal_is_in_its_union_with_a_tag_of_its_own() -> None:
     events = set(bus.AnyEvent.__args__)  # type: ignore[attr-defined]
     signals = set(bus.AnySignal.__args__)  # type: ignore[attr-defined]
-    assert subclasses(bus.Event) == events
-    assert subclasses(bus.Signal) == signals
+    for root, union in ((bus.Event, events), (bus.Signal, signals)):
+        declared = subclasses(root)
+        bases = extended(declared)
+        assert declared - bases == union
+        assert not bases & union
+        assert all(base.__name__.startswith("_") for base in bases)
     for union in (events, signals):
         tags = [cls.__struct_config__.tag for cls in union]
         assert len(tags) == len(set(tags))

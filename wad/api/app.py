@@ -16,18 +16,7 @@ from wad.api import auth
 from wad.api.context import AppContext
 from wad.api.errors import ApiError
 from wad.api.openapi import WadOpenAPIProvider
-from wad.api.routes import (
-    admin,
-    changes,
-    docs,
-    events,
-    imports,
-    metrics,
-    outbound,
-    read,
-    status_page,
-    whatsapp,
-)
+from wad.api.routes import BLUEPRINTS
 from wad.api.schemas import Health
 from wad.api.validation import reply, responds, validation_error
 from wad.db.pool import database_unavailable
@@ -61,16 +50,8 @@ def create_app(ctx: AppContext) -> QuartTrio:
         if request.path.startswith("/api/"):
             g.principal = await auth.authenticate_api(ctx.db)
 
-    app.register_blueprint(whatsapp.bp)
-    app.register_blueprint(imports.bp)
-    app.register_blueprint(outbound.bp)
-    app.register_blueprint(read.bp)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(changes.bp)
-    app.register_blueprint(events.bp)
-    app.register_blueprint(metrics.bp)
-    app.register_blueprint(status_page.bp)
-    app.register_blueprint(docs.bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
 
     @app.errorhandler(ApiError)
     async def _api_error(err: ApiError) -> Response:

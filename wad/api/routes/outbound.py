@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -49,9 +49,18 @@ from wad.org.outbound.queue import (
     queue_bulk,
     queue_message,
 )
-from wad.org.outbound.settings import MAX_BULK, RateLimiting, Safety, SettingsInvalid, SettingsPatch
+from wad.org.outbound.settings import (
+    MAX_BULK,
+    RateLimiting,
+    Safety,
+    SendSettings,
+    SettingsInvalid,
+    SettingsPatch,
+)
 
 bp = Blueprint("outbound", __name__, url_prefix="/api/whatsapp")
+
+A = TypeVar("A", bound=Answer)
 
 Content = Annotated[str, Meta(min_length=1, max_length=4096,
                               description="The text to send, 1-4096 characters")]
@@ -103,14 +112,9 @@ class BulkRequest(Request, forbid_unknown_fields=True, kw_only=True):
     """The expiry of every message that gives none of its own."""
 
 
-class QueuedMessage(Answer, kw_only=True):
-    """A message in the send queue. `success` and `message` are the CRM's plan's answer;
-    `id` names the message in every later answer and event about it."""
+class OutboxEntry(Answer, kw_only=True):
+    """What every answer about one message in the send queue says of it."""
 
-    success: bool = True
-    message: str
-    """"Message queued for sending", or "Message already queued" (the idempotency key was used
-    before)."""
     id: uuid.UUID
     organization_id: uuid.UUID
     to: str
@@ -122,9 +126,19 @@ class QueuedMessage(Answer, kw_only=True):
     client_id: uuid.UUID | None
     not_before: datetime
     created_at: datetime
+    expires_at: datetime | None = None
+
+
+class QueuedMessage(OutboxEntry, kw_only=True):
+    """A message in the send queue. `success` and `message` are the CRM's plan's answer;
+    `id` names the message in every later answer and event about it."""
+
+    success: bool = True
+    message: str
+    """"Message queued for sending", or "Message already queued" (the idempotency key was used
+    before)."""
     created: bool
     """False when the idempotency key was used before: this is the first message."""
-    expires_at: datetime | None = None
 
 
 class StatusEvent(Answer, kw_only=True):
@@ -133,34 +147,22 @@ class StatusEvent(Answer, kw_only=True):
     at: datetime
 
 
-class MessageState(Answer, kw_only=True):
+class MessageState(OutboxEntry, kw_only=True):
     """A queued message's status and history."""
 
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    to: str
     content: str | None
     """The text; null for a VIEWER token, which sees a message's status, not its content."""
-    status: OutboxStatus
-    priority: int
-    sender: OutboxSender
-    agent_name: str | None
     idempotency_key: str | None
     wa_message_id: str | None
     attempts: int
     last_error: str | None
-    not_before: datetime
-    created_at: datetime
     sending_started_at: datetime | None
     sent_at: datetime | None
     delivered_at: datetime | None
     read_at: datetime | None
-    conversation_id: uuid.UUID | None
-    client_id: uuid.UUID | None
     message_id: uuid.UUID | None
     """The stored message (`messages`) once sent."""
     events: list[StatusEvent]
-    expires_at: datetime | None = None
     fail_reason: str | None = None
     """Why it failed for good: `NOT_ON_WHATSAPP`, `REFUSED`, `NOT_CONFIRMED`, `SEND_ERROR`."""
 
@@ -282,14 +284,37 @@ def _clock() -> Clock:
     return _services().outbound_clock or WallClock()
 
 
+async def _load_settings(db: Database, org_id: uuid.UUID) -> SendSettings:
+    """The organization's sending settings (defaults where none are stored); 404 for an
+    unknown organization."""
+    try:
+        return await settings_mod.load(db, org_id)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+
+
+def _settings_out(org_id: uuid.UUID, settings: SendSettings) -> SettingsOut:
+    return SettingsOut(organization_id=org_id, rate_limiting=settings.rate_limiting,
+                       safety=settings.safety)
+
+
+_COPIED_COLUMNS = {name: name for name in OutboxItem.__struct_fields__ if name != "content"
+                   } | {"to": "to_phone"}
+"""An answer's field name -> the `OutboxItem` column it shows. Never `content`: whether the
+caller may read the text is for each route to decide."""
+
+
+def _describe(answer: type[A], item: OutboxItem, **given: Any) -> A:
+    """An answer about the queued message `item`: the fields in `given` as given, and every
+    other field that names a column of `item` (`to`: `to_phone`) copied from it."""
+    copied = {name: getattr(item, _COPIED_COLUMNS[name]) for name in answer.__struct_fields__
+              if name in _COPIED_COLUMNS and name not in given}
+    return answer(**copied, **given)
+
+
 def _queued(item: OutboxItem, created: bool) -> QueuedMessage:
-    return QueuedMessage(
-        message="Message queued for sending" if created else "Message already queued",
-        id=item.id, organization_id=item.organization_id, to=item.to_phone, status=item.status,
-        priority=item.priority, sender=item.sender, agent_name=item.agent_name,
-        conversation_id=item.conversation_id, client_id=item.client_id,
-        not_before=item.not_before, created_at=item.created_at, created=created,
-        expires_at=item.expires_at)
+    return _describe(QueuedMessage, item, created=created,
+                     message="Message queued for sending" if created else "Message already queued")
 
 
 def _refused(exc: Exception, org_id: uuid.UUID) -> ApiError:
@@ -367,9 +392,7 @@ async def send_bulk(data: BulkRequest) -> Response:
         raise _refused(exc, org_id) from None
     return reply(BulkAnswer(
         organization_id=org_id, queued=len(result.queued), failed=len(result.failed),
-        messages=[BulkQueued(index=i, id=item.id, status=item.status,
-                             not_before=item.not_before, created=created,
-                             expires_at=item.expires_at)
+        messages=[_describe(BulkQueued, item, index=i, created=created)
                   for i, item, created in result.queued],
         errors=[BulkFailed(index=i, to=to, error=why) for i, to, why in result.failed]), 202)
 
@@ -393,18 +416,9 @@ async def _state(message_id: str) -> MessageState:
                            or caller.organization_id == got[0].organization_id):
         raise ApiError(404, "not_found", f"no such message: {message_id}")
     item, events = got
-    return MessageState(
-        id=item.id, organization_id=item.organization_id, to=item.to_phone,
-        content=item.content if auth.has_rank(caller, "AGENT") else None, status=item.status, priority=item.priority, sender=item.sender,
-        agent_name=item.agent_name, idempotency_key=item.idempotency_key,
-        wa_message_id=item.wa_message_id, attempts=item.attempts, last_error=item.last_error,
-        not_before=item.not_before, created_at=item.created_at,
-        sending_started_at=item.sending_started_at, sent_at=item.sent_at,
-        delivered_at=item.delivered_at, read_at=item.read_at,
-        conversation_id=item.conversation_id, client_id=item.client_id,
-        message_id=item.message_id,
-        events=[StatusEvent(status=e.status, detail=e.detail, at=e.at) for e in events],
-        expires_at=item.expires_at, fail_reason=item.fail_reason)
+    return _describe(
+        MessageState, item, content=item.content if auth.has_rank(caller, "AGENT") else None,
+        events=[StatusEvent(status=e.status, detail=e.detail, at=e.at) for e in events])
 
 
 @bp.delete("/messages/<message_id>")
@@ -440,12 +454,7 @@ async def cancel(message_id: str) -> Response:
 @org_route("VIEWER")
 async def get_settings(org_id: uuid.UUID) -> Response:
     """The organization's sending limits and bulk rules (defaults where none are stored)."""
-    try:
-        current = await settings_mod.load(_db(), org_id)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    return reply(SettingsOut(organization_id=org_id, rate_limiting=current.rate_limiting,
-                             safety=current.safety))
+    return reply(_settings_out(org_id, await _load_settings(_db(), org_id)))
 
 
 @bp.put("/settings/<org>")
@@ -457,8 +466,8 @@ async def put_settings(org_id: uuid.UUID, data: SettingsPatch) -> Response:
     """Change some of the settings (a partial update is merged). Needs ADMIN. 400 names the
     field that breaks a rule: at most 20 a minute, hour >= minute, day >= hour, concurrency
     1-10, maxBatchSize 1-100."""
+    before = await _load_settings(_db(), org_id)
     try:
-        before = await settings_mod.load(_db(), org_id)
         merged = await settings_mod.update(_db(), org_id, data)
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
@@ -469,8 +478,7 @@ async def put_settings(org_id: uuid.UUID, data: SettingsPatch) -> Response:
     bus = _bus()
     if bus is not None:
         bus.signal(SettingsChanged(org_id=org_id, settings=merged.as_document()))
-    return reply(SettingsOut(organization_id=org_id, rate_limiting=merged.rate_limiting,
-                             safety=merged.safety))
+    return reply(_settings_out(org_id, merged))
 
 
 @bp.get("/queue/<org>")
@@ -481,10 +489,7 @@ async def queue_state(org_id: uuid.UUID) -> Response:
     """How many messages wait and are being sent, what the windows hold, and whether sending is
     paused (and why)."""
     db = _db()
-    try:
-        current = await settings_mod.load(db, org_id)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    current = await _load_settings(db, org_id)
     now = _clock().now()
     sent = await outbox_repo.sent_times_since(db, organization_id=org_id, since=now - DAY)
     counts = await outbox_repo.count_queued_and_sending(db, organization_id=org_id)
