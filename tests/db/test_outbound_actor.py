@@ -39,6 +39,7 @@ from wad.org.outbound.limits import TrioClock
 from wad.org.outbound.queue import queue_message
 from wad.org.outbound.settings import RateLimitingPatch, SettingsPatch
 from wad.org.ownership import Lease
+from wad.whatsapp import ids
 
 EPOCH = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
 CLIENT = "+996555123456"
@@ -89,6 +90,7 @@ class FakePage:
     """When each number was asked whether it uses WhatsApp."""
     _generation: int = 0
     _pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    _ready: set[str] = field(default_factory=set)
 
     def counts(self) -> Counter[str]:
         return Counter(r.id for r in self.server)
@@ -117,8 +119,15 @@ class FakePage:
         chat = self._pending[sid][0]
         await trio.sleep(self.delay_s(chat) if callable(self.delay_s) else self.delay_s)
         pending = self._pending.get(sid)
-        if pending is not None and pending[2] == generation:  # not lost in a crash since
-            self._record(sid)
+        if pending is None or pending[2] != generation:  # lost in a crash since
+            return
+        self._ready.add(sid)
+        # Like WhatsApp's server, it takes a chat's messages in the order the page sent them.
+        for waiting in [other for other, (c, _, _) in self._pending.items() if c == chat]:
+            if waiting not in self._ready:
+                break
+            self._ready.discard(waiting)
+            self._record(waiting)
 
     def _record(self, sid: str) -> None:
         chat, text, _ = self._pending.pop(sid)
@@ -156,6 +165,7 @@ class FakePage:
             for sid in list(self._pending):
                 self._record(sid)
         self._pending.clear()
+        self._ready.clear()
         self.in_flight = 0
         self._generation += 1
         self.local = {r.id: r.chat for r in self.server if r.result == "OK"}
@@ -656,6 +666,26 @@ async def test_typing_shows_before_the_send_for_a_time_that_grows_with_the_text(
     sent_short, sent_long = h.page.ok()
     assert sent_short.at - typed_short == pytest.approx(len(short.content) / 20.0, abs=0.05)
     assert sent_long.at - typed_long == pytest.approx(4.0, abs=0.05)  # capped
+
+
+async def test_one_numbers_messages_reach_it_in_queue_order_while_others_go_side_by_side(
+        mock_clock: trio.testing.MockClock, harness: Harness) -> None:
+    """A long text types for 4 s, the short one queued after it for 0.1 s: the short one
+    still reaches the client second; a message to another number does not wait for them."""
+    h = harness
+    h.config = OutboundSettings(poll_interval_s=1.0, pacing=False, typing=True,
+                                typing_chars_per_s=20.0, typing_max_s=4.0)
+    await h.limits(concurrency=3)
+    long = "Здравствуйте! Тур на Иссык-Куль на выходные стоит 12 000 сом. " * 3
+    await h.queue(long)
+    await h.queue("Да")
+    await h.queue("Добрый день", to=OTHER)
+    async with h.running():
+        await until(lambda: _statuses_are(h, {"SENT": 3}))
+    to_client = [r.text for r in h.page.ok() if r.chat == ids.user_chat(CLIENT)]
+    assert to_client == [long, "Да"]
+    order = [r.text for r in h.page.ok()]
+    assert order.index("Добрый день") < order.index(long)  # not held back by the other chat
 
 
 async def test_without_typing_nothing_is_shown(

@@ -12,8 +12,10 @@ The loop, while the session is `CONNECTED` and sending is not paused:
 3. claim the next due message (highest priority, then oldest; a message's `not_before` holds it
    back, which is how agent replies get their typing delay) with a freshly chosen WhatsApp id,
    recorded before anything is sent;
-4. send it (after "typing..." for a while, when `[outbound] typing` is on), and hold its concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or
-   refuses it (ack -1). Acks reach this actor as `Ack` bus signals, which the inbound actor
+4. send it (after "typing..." for a while, when `[outbound] typing` is on), and hold its
+   concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or refuses it (ack -1).
+   Sends run side by side, but those to one number reach the page in the order they were
+   claimed (each waits until the one before it was handed to the page). Acks reach this actor as `Ack` bus signals, which the inbound actor
    publishes after applying them to the stored rows; later acks (`DELIVERED`, `READ`) are the
    inbound actor's business.
 
@@ -219,6 +221,11 @@ class _Flight:
     key: str
     done: trio.Event = field(default_factory=trio.Event)
     ack: int | None = None
+    after: _Flight | None = None
+    """The send to the same number claimed just before this one, if still under way: this one
+    reaches the page only after it, so a client reads messages in the order they were queued."""
+    handed: trio.Event = field(default_factory=trio.Event)
+    """Set once this send was handed to the page (or ended without that)."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +264,8 @@ class OutboundActor:
         """When the next send fits the rate windows, while the actor waits for that."""
         self._in_flight: dict[uuid.UUID, _Flight] = {}
         self._by_key: dict[str, _Flight] = {}
+        self._last_to: dict[str, _Flight] = {}
+        """Per number, the latest send claimed and not yet handed to the page."""
         self._wake = trio.Event()
         self._checked_under: trio.Event | None = None
         self._breaker_since: datetime | None = None
@@ -420,7 +429,9 @@ class OutboundActor:
         if self.pacing is not None:
             gap = self.pacing.gap(settings.rate_limiting.messages_per_minute, self._rng.random())
             self._next_gap_at = now + gap
-        flight = _Flight(item=item, key=item.wa_message_id or fresh)
+        flight = _Flight(item=item, key=item.wa_message_id or fresh,
+                         after=self._last_to.get(item.to_phone))
+        self._last_to[item.to_phone] = flight
         self._in_flight[item.id] = flight
         self._by_key[flight.key] = flight
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
@@ -448,6 +459,10 @@ class OutboundActor:
     async def _send(self, flight: _Flight, fresh: bool) -> None:
         item = flight.item
         try:
+            if flight.after is not None:
+                # Sends run side by side, but the same number's reach the page in queue order.
+                await flight.after.handed.wait()
+                flight.after = None
             try:
                 outcome = await self._check_number(item) or await self._attempt(flight, fresh)
             except (SessionClosed, BridgeTimeout) as exc:
@@ -471,10 +486,17 @@ class OutboundActor:
                          error=str(exc))
             self._checked_under = None
         finally:
+            self._handed(flight)
             self._in_flight.pop(item.id, None)
             if self._by_key.get(flight.key) is flight:
                 del self._by_key[flight.key]
             self._poke()
+
+    def _handed(self, flight: _Flight) -> None:
+        """`flight` is with the page (or ended): the next send to its number may go."""
+        flight.handed.set()
+        if self._last_to.get(flight.item.to_phone) is flight:
+            del self._last_to[flight.item.to_phone]
 
     async def _attempt(self, flight: _Flight, fresh: bool) -> _Outcome:
         item = flight.item
@@ -492,6 +514,7 @@ class OutboundActor:
         with trio.move_on_after(timeout) as scope:
             info = await page.send_text(ids.user_chat(item.to_phone), item.content,
                                         message_id=flight.key)
+            self._handed(flight)
             if getattr(info, "already_existed", False):
                 return _Outcome(sent=True, found=True)
             await flight.done.wait()
