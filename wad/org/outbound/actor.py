@@ -15,7 +15,7 @@ The loop, while the session is `CONNECTED` and sending is not paused:
 4. send it (after "typing..." for a while, when `[outbound] typing` is on), and hold its
    concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or refuses it (ack -1).
    Sends run side by side, but those to one number reach the page in the order they were
-   claimed (each waits until the one before it was handed to the page). Acks reach this actor as `Ack` bus signals, which the inbound actor
+   claimed (each waits until the one before it was asked of the page). Acks reach this actor as `Ack` bus signals, which the inbound actor
    publishes after applying them to the stored rows; later acks (`DELIVERED`, `READ`) are the
    inbound actor's business.
 
@@ -225,7 +225,7 @@ class _Flight:
     """The send to the same number claimed just before this one, if still under way: this one
     reaches the page only after it, so a client reads messages in the order they were queued."""
     handed: trio.Event = field(default_factory=trio.Event)
-    """Set once this send was handed to the page (or ended without that)."""
+    """Set once this send is asked of the page (or ended without that)."""
 
 
 @dataclass(frozen=True)
@@ -493,7 +493,7 @@ class OutboundActor:
             self._poke()
 
     def _handed(self, flight: _Flight) -> None:
-        """`flight` is with the page (or ended): the next send to its number may go."""
+        """`flight` is asked of the page (or ended): the next send to its number may go."""
         flight.handed.set()
         if self._last_to.get(flight.item.to_phone) is flight:
             del self._last_to[flight.item.to_phone]
@@ -512,9 +512,12 @@ class OutboundActor:
         timeout = self.config.confirm_timeout_s
         await self.lease.wait_valid()  # fencing: a daemon that lost its lease sends nothing
         with trio.move_on_after(timeout) as scope:
+            # Asked of the page now: the next send to this number may follow (the page adds a
+            # chat's messages in the order it is asked; the answer can take until the server
+            # accepts).
+            self._handed(flight)
             info = await page.send_text(ids.user_chat(item.to_phone), item.content,
                                         message_id=flight.key)
-            self._handed(flight)
             if getattr(info, "already_existed", False):
                 return _Outcome(sent=True, found=True)
             await flight.done.wait()
