@@ -15,9 +15,9 @@ The loop, while the session is `CONNECTED` and sending is not paused:
 4. send it (after "typing..." for a while, when `[outbound] typing` is on), and hold its
    concurrency slot until WhatsApp confirms it (ack 1 or more: `SENT`) or refuses it (ack -1).
    Sends run side by side, but those to one number reach the page in the order they were
-   claimed (each waits until the one before it was asked of the page). Acks reach this actor as `Ack` bus signals, which the inbound actor
-   publishes after applying them to the stored rows; later acks (`DELIVERED`, `READ`) are the
-   inbound actor's business.
+   claimed (each waits until the one before it was asked of the page). Acks reach this actor
+   as `Ack` bus signals, which the inbound actor publishes after applying them to the stored
+   rows; later acks (`DELIVERED`, `READ`) are the inbound actor's business.
 
 **At most once.** A message's WhatsApp id is chosen before its first send and kept across
 retries; the bridge refuses to send an id the page already holds. Whenever an attempt may have
