@@ -19,7 +19,7 @@ import enum
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,12 +119,30 @@ def describe(error: BaseException | None) -> str:
 on_restart: list[Callable[[str, str, str], None]] = []
 
 
-class _Run:
-    """One launch of a child: its cancel scope and the event set when its task has ended."""
+@dataclass(eq=False, kw_only=True)
+class Launch:
+    """One run of a long-lived task this daemon started (a supervisor's child, an organization,
+    an import): the task runs inside `scope` and sets `done` once it has ended, however."""
 
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        self.done = trio.Event()
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def running(self) -> bool:
+        """Whether the task has not ended yet."""
+        return not self.done.is_set()
+
+    async def ended(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the task to end; whether it has."""
+        with trio.move_on_after(timeout):
+            await self.done.wait()
+        return self.done.is_set()
+
+    async def stop(self, grace: float) -> bool:
+        """Cancel the task and wait out its grace; whether it ended within it (Trio cannot kill
+        a task that ignores cancellation: one that did not end is left running)."""
+        self.scope.cancel()
+        return await self.ended(grace)
 
 
 @dataclass(eq=False)
@@ -132,7 +150,7 @@ class _Child:
     spec: ChildSpec
     state: str = "starting"  # starting, running, restarting, stopped, failed
     handle: object = None
-    run: _Run | None = None  # the current launch, None while not running
+    run: Launch | None = None  # the current launch, None while not running
     due: float | None = None  # trio time of a pending (re)start
     ready_at: float = 0.0
     consecutive: int = 0  # consecutive restarts, for the backoff
@@ -144,7 +162,7 @@ class _Child:
 class _Status:
     """The `task_status` handed to a child: records its readiness, then tells the nursery."""
 
-    def __init__(self, child: _Child, run: _Run, outer: trio.TaskStatus[Any]) -> None:
+    def __init__(self, child: _Child, run: Launch, outer: trio.TaskStatus[Any]) -> None:
         self._child, self._run, self._outer = child, run, outer
         self.is_started = False
 
@@ -178,7 +196,7 @@ class Supervisor:
         self._log = (log or wadlog.get("supervise")).bind(supervisor=name)
         self._nursery: trio.Nursery | None = None
         self._closing = False
-        self._exits: deque[tuple[_Child, _Run, Exception | None]] = deque()
+        self._exits: deque[tuple[_Child, Launch, Exception | None]] = deque()
         self._wakeup = trio.Event()
         self._lock = trio.Lock()
         self._restart_times: deque[float] = deque()
@@ -256,7 +274,7 @@ class Supervisor:
     async def _launch(self, child: _Child) -> Exception | None:
         """Start one child and wait until it is ready; return the error if it failed first."""
         assert self._nursery is not None
-        run = _Run()
+        run = Launch()
         child.run, child.due, child.state = run, None, "starting"
         try:
             await self._nursery.start(self._child_task, child, run)
@@ -269,7 +287,7 @@ class Supervisor:
             return RuntimeError(f"supervisor {self.name} is stopping")
         return None
 
-    async def _child_task(self, child: _Child, run: _Run, *,
+    async def _child_task(self, child: _Child, run: Launch, *,
                           task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         status = _Status(child, run, task_status)
         error: Exception | None = None
@@ -361,10 +379,7 @@ class Supervisor:
         child.due = None
         run = child.run
         if run is not None:
-            run.scope.cancel()
-            with trio.move_on_after(child.spec.shutdown):
-                await run.done.wait()
-            if not run.done.is_set():
+            if not await run.stop(child.spec.shutdown):
                 self._log.warning("actor did not stop within its grace; abandoned",
                                   child=child.spec.id, grace_s=child.spec.shutdown)
             child.run = None

@@ -4,7 +4,7 @@ device, no QR): at most one per organization, started and watched through the co
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -18,6 +18,7 @@ from wad.importer.engine import ImportBusy, Importer
 from wad.importer.options import ImportOptions
 from wad.importer.report import ImportReport, Progress
 from wad.importer.sources import BrowserSessionLike, SessionGetter, SourceGone
+from wad.supervise import Launch
 
 _log = log.get("import")
 
@@ -25,21 +26,15 @@ STOP_WAIT_S = 20.0
 
 
 @dataclass(eq=False)
-class ImportJob:
-    """One import in this daemon: its importer, and how to stop it."""
+class ImportJob(Launch):
+    """One import in this daemon: its importer, run in the launch's scope."""
 
     organization_id: uuid.UUID
     options: ImportOptions
     importer: Importer
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    done: trio.Event = field(default_factory=trio.Event)
 
     def report(self) -> ImportReport:
         return self.importer.progress.report()
-
-    @property
-    def running(self) -> bool:
-        return not self.done.is_set()
 
 
 def live_session(manager: Any, organization_id: uuid.UUID) -> SessionGetter:
@@ -131,7 +126,5 @@ class ImportService:
         job = self._jobs.get(organization_id)
         if job is None or not job.running:
             return None
-        job.scope.cancel()
-        with trio.move_on_after(STOP_WAIT_S):
-            await job.done.wait()
+        await job.stop(STOP_WAIT_S)
         return job

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,7 @@ from wad.org.session import SessionActor, SessionNotReady
 from wad.supervise import (
     Backoff,
     ChildSpec,
+    Launch,
     Restart,
     Strategy,
     Supervisor,
@@ -88,13 +89,13 @@ INBOUND_BUFFER = 1000
 
 
 @dataclass(eq=False)
-class OrgHandle:
-    """A running organization: its supervisor and actors, and how to stop it."""
+class OrgHandle(Launch):
+    """A running organization: its supervisor and session actor, run in the launch's scope
+    (the manager stops it as its dynamic supervisor's child)."""
 
     org_id: uuid.UUID
     session: SessionActor
     supervisor: Supervisor
-    done: trio.Event = field(default_factory=trio.Event)
 
 
 def default_actors() -> list[ActorFactory]:
@@ -447,11 +448,12 @@ class OrgManager(OrgManagerAPI):
             self._orgs[org_id] = handle
             try:
                 try:
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(supervisor.run)
-                        task_status.started(handle)
-                        await actor.finished.wait()
-                        nursery.cancel_scope.cancel()
+                    with handle.scope:
+                        async with trio.open_nursery() as nursery:
+                            await nursery.start(supervisor.run)
+                            task_status.started(handle)
+                            await actor.finished.wait()
+                            nursery.cancel_scope.cancel()
                 except* SupervisorGaveUp as group:
                     gave_up = group.exceptions[0]
                     reason = f"session actor kept failing: {describe(gave_up.__cause__ or gave_up)}"
@@ -534,8 +536,7 @@ class OrgManager(OrgManagerAPI):
             raise OrgNotRunning(str(exc)) from None
         handle = self._orgs.get(org_id)
         if handle is not None:
-            with trio.move_on_after(60):
-                await handle.done.wait()
+            await handle.ended(60)
 
     async def request_pairing_code(self, org_id: uuid.UUID, phone_e164: str) -> str:
         actor = await self._actor(org_id)
