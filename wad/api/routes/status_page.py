@@ -1,5 +1,6 @@
 """The status page: `/` (every organization the token may see) and `/org/{org}` (one), served by
-the daemon from `wad/api/routes/static/` (plain HTML, CSS and JavaScript; no build step).
+the daemon: the page from `wad/api/routes/templates/`, its script and style sheet from
+`wad/api/routes/static/` (plain HTML, CSS and JavaScript; no build step).
 
 The page itself needs no token; it asks for one and keeps it in the browser tab's session storage
 only. Its data comes from `GET /api/overview` (below) and the event stream, with that token:
@@ -14,7 +15,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, render_template, request
 from quart_schema import hide, tag
 
 from wad.api import auth
@@ -27,7 +28,8 @@ from wad.db.pool import Database
 from wad.db.repo import overview as overview_repo
 from wad.db.repo.overview import SessionSummary, summary_fields
 
-bp = Blueprint("status_page", __name__, static_folder="static", static_url_path="/assets")
+bp = Blueprint("status_page", __name__, static_folder="static", static_url_path="/assets",
+               template_folder="templates")
 
 # The page loads only its own files and talks only to this daemon; the QR image is a blob URL.
 # The documentation page (`/docs`) is sent under the same policy; its style sheet draws a few
@@ -85,8 +87,10 @@ async def overview(db: Database, organization_id: uuid.UUID | None
         for r in await overview_repo.status_page(db, organization_id=organization_id)]
 
 
-async def _page() -> Response:
-    response = await bp.send_static_file("status.html")
+async def send_page(template: str) -> Response:
+    """One of the daemon's pages, rendered from `templates/` (each extends `page.html`, the one
+    head they share) and sent under `PAGE_HEADERS`."""
+    response = Response(await render_template(template), mimetype="text/html")
     response.headers.update(PAGE_HEADERS)
     return response
 
@@ -95,7 +99,7 @@ async def _page() -> Response:
 @hide
 async def index() -> Response:
     """The status page: every organization the token may see."""
-    return await _page()
+    return await send_page("status.html")
 
 
 @bp.get("/org/<org>")
@@ -103,7 +107,7 @@ async def index() -> Response:
 async def organization_page(org: str) -> Response:
     """The status page of one organization."""
     auth.parse_uuid(org, what="organization")
-    return await _page()
+    return await send_page("status.html")
 
 
 @bp.get("/api/overview")
