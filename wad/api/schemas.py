@@ -105,12 +105,18 @@ class PairingCode(Answer, kw_only=True):
     code: str
 
 
-class SessionAction(Answer, kw_only=True):
+class Outcome(Answer, kw_only=True):
+    """Base of the answers to an action on one organization that was done."""
+
+    success: bool = True
+    """Always true: an action that failed answers the error shape instead."""
+    organization_id: uuid.UUID
+
+
+class SessionAction(Outcome, kw_only=True):
     """What a connect, disconnect or logout left behind (`success` is always true: a failure
     answers the error shape)."""
 
-    success: bool = True
-    organization_id: uuid.UUID
     status: SessionState
     """The session's state right after the action."""
     should_run: bool

@@ -26,7 +26,7 @@ from wad.api.auth import org_route
 from wad.api.context import Services, current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
-from wad.api.schemas import Answer, PhoneText, Request
+from wad.api.schemas import Answer, Outcome, PhoneText, Request
 from wad.api.validation import body, reply, responds
 from wad.bus import EventBus, OutboundResumed, SendingResumed, SettingsChanged
 from wad.db.models import OutboxItem, OutboxSender, OutboxStatus
@@ -167,8 +167,14 @@ class MessageState(OutboxEntry, kw_only=True):
     """Why it failed for good: `NOT_ON_WHATSAPP`, `REFUSED`, `NOT_CONFIRMED`, `SEND_ERROR`."""
 
 
-class BulkQueued(Answer, kw_only=True):
+class BulkItem(Answer, kw_only=True):
+    """Base of what a batch's answer says of one of its messages."""
+
     index: int
+    """The message's place in the request's `messages` (from 0)."""
+
+
+class BulkQueued(BulkItem, kw_only=True):
     id: uuid.UUID
     status: OutboxStatus
     not_before: datetime
@@ -176,18 +182,15 @@ class BulkQueued(Answer, kw_only=True):
     expires_at: datetime | None = None
 
 
-class BulkFailed(Answer, kw_only=True):
-    index: int
+class BulkFailed(BulkItem, kw_only=True):
     to: str
     error: str
 
 
-class BulkAnswer(Answer, kw_only=True):
+class BulkAnswer(Outcome, kw_only=True):
     """What a batch did: how many were queued, each queued message, and which failed and why
     (`success`: the batch was accepted, even if some of its messages failed)."""
 
-    success: bool = True
-    organization_id: uuid.UUID
     queued: int
     failed: int
     messages: list[BulkQueued]
