@@ -19,8 +19,17 @@ from wad import environment
 from wad.browser import profile as archive
 from wad.errors import ConfigError
 
+# Named kinds of setting, one bound each, for the core's settings and the plugins' alike.
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0, le=3600)]
+"""A delay or pause: up to an hour."""
+Timeout = Annotated[float, Meta(gt=0, le=3600)]
+"""Seconds something may take before it counts as failed: up to an hour."""
+RetryCount = Annotated[int, Meta(ge=0, le=10)]
+"""Further attempts after a failed one."""
+ConversationWindow = Annotated[int, Meta(ge=1, le=500)]
+"""How many of a conversation's latest messages a decision (language, status, reply) reads."""
 
 DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "ru", "ar", "fr", "de", "es", "pl")
 """Candidate languages (ISO 639-1) of messages and clients unless `inbound.languages` says."""
@@ -94,9 +103,9 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 1024 * 1024
     header_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
     """A client must send a request's head within this time (slow clients cannot hold wad)."""
-    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    body_timeout_s: Timeout = 60.0
     """...and its body within this time."""
-    send_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    send_timeout_s: Timeout = 60.0
     """A client that stops reading an answer for this long is dropped."""
     stream_token_check_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
     """An open event stream checks its token this often; a revoked token's stream ends."""
@@ -178,8 +187,6 @@ class WhatsAppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     (also after connecting, before each login archive and when the session closes)."""
 
 
-Seconds = Annotated[float, Meta(ge=0, le=3600)]
-
 
 class InboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How incoming messages are stored and processed. Delays are drawn uniformly from
@@ -199,7 +206,7 @@ class InboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     languages: Annotated[list[str], Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: list(DEFAULT_LANGUAGES))
     """Candidate languages (ISO 639-1) for messages and clients."""
-    conversation_window: Annotated[int, Meta(ge=1, le=500)] = 30
+    conversation_window: ConversationWindow = 30
     """Recent messages of a conversation handed to language, status and agent decisions."""
     store_groups: bool = False
     """Store messages of group chats (they are never processed into clients)."""
@@ -223,7 +230,7 @@ class InboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The first retry's delay; it doubles for each later one, up to
     `processing_retry_max_s`."""
     processing_retry_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
-    processing_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0
+    processing_timeout_s: Timeout = 300.0
     """One processing attempt taking longer than this counts as a failure."""
 
     def __post_init__(self) -> None:
@@ -243,7 +250,7 @@ class OutboundSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """The `[outbound]` table: how the outbound actor works (the limits themselves are each
     organization's settings)."""
 
-    max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    max_retries: RetryCount = 3
     """A failed send is tried again this many times, then it is `FAILED`."""
     retry_initial_s: Annotated[float, Meta(gt=0)] = 2.0
     """The first retry waits this long; each next one twice as long (2 s, 4 s, 8 s)."""

@@ -29,6 +29,7 @@ import trio
 from msgspec import Meta
 
 from wad import environment, hookimpl, log
+from wad.config import ConversationWindow, RetryCount, Seconds, Timeout
 from wad.payloads import (
     FUNNEL,
     AgentReply,
@@ -123,14 +124,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: bool = False
     """Answer clients. Off by default: replies go to real people."""
     agent_instructions: str = DEFAULT_AGENT_INSTRUCTIONS
-    timeout_s: Annotated[float, Meta(gt=0, le=300)] = 20.0
+    timeout_s: Timeout = 20.0
     """Per request (connect, write, read)."""
-    retries: Annotated[int, Meta(ge=0, le=5)] = 2
+    retries: RetryCount = 2
     """Further attempts after a network error, a timeout, 429 or a 5xx answer."""
-    retry_backoff_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
+    retry_backoff_s: Seconds = 1.0
     """Pause before the first retry; doubled before each next one."""
-    history: Annotated[int, Meta(ge=1, le=200)] = 20
-    """How many of the latest messages the model reads."""
+    history: ConversationWindow = 20
+    """How many of the latest messages the model reads (of the `inbound.conversation_window` it
+    is handed)."""
     temperature: Annotated[float, Meta(ge=0, le=2)] = 0.2
     max_tokens: Annotated[int, Meta(ge=16, le=8192)] = 400
     app_url: str = ""

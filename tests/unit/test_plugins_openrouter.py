@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import wad_heuristic_status
@@ -16,6 +17,8 @@ from structlog.testing import capture_logs
 
 from tests.support.openrouter import FakeOpenRouter, completion
 from tests.support.plugin_helpers import client, message, serving
+from wad import config as wad_config
+from wad.errors import ConfigError
 from wad.payloads import FUNNEL, AgentReply, StatusDecision
 from wad.plugins import (
     PluginManager,
@@ -248,3 +251,21 @@ async def test_agent_is_off_unless_enabled(openrouter: tuple[FakeOpenRouter, str
     assert await agent_reply(pm, message=CONVERSATION[-1], client=client(),
                              conversation=CONVERSATION) is None
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(("key", "table", "core_key", "most"), [
+    ("history", "inbound", "conversation_window", 500),
+    ("retries", "outbound", "max_retries", 10),
+    ("timeout_s", "inbound", "processing_timeout_s", 3600),
+    ("retry_backoff_s", "inbound", "processing_delay_max_s", 3600),
+])
+def test_settings_of_one_kind_have_the_cores_bounds(key: str, table: str, core_key: str,
+                                                     most: int) -> None:
+    """The plugin's settings use wad.config's named kinds: the same largest value as the core's
+    setting of that kind, and one more refused by both."""
+    wad_config.parse(f"[{table}]\n{core_key} = {most}\n")
+    msgspec.convert({key: most}, wad_openrouter.Config)
+    with pytest.raises(ConfigError, match=f"{table}.{core_key}"):
+        wad_config.parse(f"[{table}]\n{core_key} = {most + 1}\n")
+    with pytest.raises(msgspec.ValidationError, match=key):
+        msgspec.convert({key: most + 1}, wad_openrouter.Config)
