@@ -500,3 +500,27 @@ async def test_a_restart_logs_one_line_bumps_the_counter_and_calls_the_hooks(
     assert isinstance(failed[0]["exc_info"], RuntimeError)
     assert seen == [("org-sup", "inbound", "RuntimeError: inbound crashed")]
     assert sup.restart_count("inbound") == 1 and sup.total_restarts == 1
+
+
+async def test_a_launch_stops_within_its_grace_or_says_it_did_not(autojump_clock: MockClock
+                                                                   ) -> None:
+    async def task(launch: supervise.Launch, cleanup_s: float) -> None:
+        try:
+            with launch.scope:
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(cleanup_s)  # what it does once cancelled
+            launch.done.set()
+
+    async with trio.open_nursery() as nursery:
+        quick, slow = supervise.Launch(), supervise.Launch()
+        nursery.start_soon(task, quick, 1.0)
+        nursery.start_soon(task, slow, 10.0)
+        assert quick.running and slow.running
+        assert not await quick.ended(5.0)  # not asked to stop: still running after 5 s
+        start = trio.current_time()
+        assert await quick.stop(5.0) and not quick.running
+        assert trio.current_time() - start == 1.0
+        assert not await slow.stop(5.0) and slow.running  # left running past its grace
+        assert await slow.ended(10.0) and trio.current_time() - start == 11.0
