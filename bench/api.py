@@ -460,7 +460,9 @@ def run_control(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             state.mkdir()
             server = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("api_serve.py")), dsn, str(state)]
-                + (["--floor"] if floor else []), stdout=subprocess.PIPE, text=True)
+                + (["--floor"] if floor else [])
+                + ([f"--profile={args.profile}"] if args.profile and not floor else []),
+                stdout=subprocess.PIPE, text=True)
             try:
                 assert server.stdout is not None
                 line = server.stdout.readline()
@@ -502,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="control sections: processes the connections are spread over")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="control sections: how long each measurement runs")
+    parser.add_argument("--profile", type=Path,
+                        help="control sections: write a cProfile of the API server here")
     parser.add_argument("--transports", default="tcp,unix",
                         type=lambda text: [t for t in text.split(",") if t])
     args = parser.parse_args(argv)

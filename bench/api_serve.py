@@ -2,7 +2,7 @@
 it: Hypercorn (`wad.api.server.serve_api`) on a TCP address and a unix socket, the API's services
 (the change feed, the token cache's listener, ...) running beside it.
 
-    .venv/bin/python bench/api_serve.py DSN STATE_DIR [--floor]
+    .venv/bin/python bench/api_serve.py DSN STATE_DIR [--floor] [--profile FILE]
 
 Prints one JSON line with the bound addresses once it serves, then serves until SIGTERM/SIGINT.
 With `--floor` it serves a bare Quart-Trio app instead, whose one route (`GET /floor`) answers a
@@ -12,6 +12,7 @@ constant: what any route costs at least, served the same way.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import signal
 import sys
@@ -90,9 +91,15 @@ def main() -> None:
     parser.add_argument("dsn")
     parser.add_argument("state_dir", type=Path)
     parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the serving here")
     args = parser.parse_args()
     log.configure(fmt="console", level="warning", stream=sys.stderr)
-    trio.run(serve, args.dsn, args.state_dir, args.floor)
+    if args.profile is None:
+        trio.run(serve, args.dsn, args.state_dir, args.floor)
+        return
+    profiler = cProfile.Profile()
+    profiler.runcall(trio.run, serve, args.dsn, args.state_dir, args.floor)
+    profiler.dump_stats(args.profile)
 
 
 if __name__ == "__main__":
