@@ -71,6 +71,14 @@ from wad.db.repo import changes as changes_repo  # noqa: E402
 from wad.db.repo import imports as imports_repo  # noqa: E402
 from wad.db.repo import organizations  # noqa: E402
 from wad.db.repo import read as read_repo  # noqa: E402
+from wad.org.outbound import settings as send_settings  # noqa: E402
+from wad.org.outbound.settings import (  # noqa: E402
+    MAX_PER_DAY,
+    MAX_PER_HOUR,
+    MAX_PER_MINUTE,
+    RateLimitingPatch,
+    SettingsPatch,
+)
 
 GOAL_MS = 20.0
 PAGE = 50
@@ -354,6 +362,10 @@ async def _prepare_control(dsn: str, clients: int) -> ControlSetup:
             orgs = []
             for i in range(clients):
                 org = (await organizations.create(db, name=f"Bench {transport} {i}")).id
+                # The highest limits there are: the door counts, and lets every send in.
+                await send_settings.update(db, org, SettingsPatch(rate_limiting=RateLimitingPatch(
+                    messages_per_minute=MAX_PER_MINUTE, messages_per_hour=MAX_PER_HOUR,
+                    messages_per_day=MAX_PER_DAY)))
                 orgs.append(org)
                 setup.tokens[org] = await issue_token(db, "AGENT", org)
             setup.orgs[transport] = orgs

@@ -69,20 +69,35 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
         raise RuntimeError(f"answered {status}, expected {expected}: {body[:300]!r}")
 
 
+async def _open(target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if target.unix is not None:
+        return await asyncio.open_unix_connection(target.unix)
+    assert target.tcp is not None
+    return await asyncio.open_connection(*target.tcp)
+
+
 async def _connection(target: Target, job: Job, start_at: float, stop_at: float,
                       latencies: list[float]) -> None:
-    if target.unix is not None:
-        reader, writer = await asyncio.open_unix_connection(target.unix)
-    else:
-        assert target.tcp is not None
-        reader, writer = await asyncio.open_connection(*target.tcp)
+    """One keep-alive connection's loop. A connection the server closed between answers (its
+    keep-alive limit) is opened again, as HTTP clients do; that exchange is not timed."""
+    reader, writer = await _open(target)
     try:
         await _exchange(reader, writer, job.requests[0], job.status)  # the connection is warm
         await asyncio.sleep(max(0.0, start_at - time.time()))
         i = 1
         while time.time() < stop_at:
+            request = job.requests[i % len(job.requests)]
             began = time.perf_counter()
-            await _exchange(reader, writer, job.requests[i % len(job.requests)], job.status)
+            try:
+                await _exchange(reader, writer, request, job.status)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise
+                writer.close()
+                reader, writer = await _open(target)
+                await _exchange(reader, writer, request, job.status)
+                i += 1
+                continue
             latencies.append(1000 * (time.perf_counter() - began))
             i += 1
     finally:
