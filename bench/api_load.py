@@ -90,8 +90,8 @@ async def _connection(target: Target, job: Job, start_at: float, stop_at: float,
             began = time.perf_counter()
             try:
                 await _exchange(reader, writer, request, job.status)
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
+            except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
                     raise
                 writer.close()
                 reader, writer = await _open(target)
