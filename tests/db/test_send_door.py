@@ -95,3 +95,41 @@ async def test_a_send_to_a_known_conversation_is_refused_over_the_hour_limit(
     assert refused.value.refusal.window == "hour"
     assert refused.value.refusal.remaining == 0
     assert await outbox_repo.count_pending(db, organization_id=org) == 3
+
+
+async def test_the_one_statement_send_queues_only_the_plain_case(db: Database) -> None:
+    org = await new_org(db, per_hour=3)
+    first, _ = await queue_message(db, organization_id=org, to=CLIENT, content="m0",
+                                   idempotency_key="k0")  # the full door: makes the conversation
+    document = (await orgs_repo.get(db, organization_id=org)).settings  # type: ignore[union-attr]
+    now = datetime.now(UTC)
+
+    async def send(content: str, *, to: str = CLIENT, key: str | None = None,
+                   settings: dict[str, object] = document, hour_limit: int = 3
+                   ) -> uuid.UUID | None:
+        item = await outbox_repo.enqueue_at_door(
+            db, organization_id=org, to_phone=to, content=content, priority=1, sender="HUMAN",
+            agent_name=None, idempotency_key=key, now=now, not_before=now, expires_at=None,
+            settings_document=dict(settings), windows=[(3600.0, hour_limit), (86400.0, 500)])
+        return None if item is None else item.id
+
+    queued = await send("m1")
+    assert queued is not None
+    item = await outbox_repo.get(db, outbox_id=queued)
+    assert item is not None and item.status == "QUEUED"
+    assert (item.client_id, item.conversation_id) == (first.client_id, first.conversation_id)
+    events = await db.fetchval("SELECT count(*) FROM outbox_events WHERE outbox_id = $1", queued)
+    assert events == 1
+    # Each of these is left to the full door: nothing queued.
+    assert await send("used key", key="k0") is None
+    assert await send("stale settings", settings={**document, "other": 1}) is None
+    assert await send("a new number", to="+996555000111") is None
+    assert await send("over a limit of 2", hour_limit=2) is None  # 2 pending already
+    await db.execute("INSERT INTO whatsapp_sessions (organization_id, sending_paused) "
+                     "VALUES ($1, true)", org)
+    assert await send("paused") is None
+    await db.execute("UPDATE whatsapp_sessions SET sending_paused = false WHERE "
+                     "organization_id = $1", org)
+    assert await send("m2") is not None
+    assert await send("over the limit of 3") is None  # 3 pending: full
+    assert await outbox_repo.count_pending(db, organization_id=org) == 3

@@ -96,6 +96,26 @@ async def door(db: Executor, *, organization_id: uuid.UUID, idempotency_key: str
                      conversation_id=row["conversation_id"])
 
 
+async def enqueue_at_door(
+    db: Executor, *, organization_id: uuid.UUID, to_phone: str, content: str, priority: int,
+    sender: OutboxSender, agent_name: str | None, idempotency_key: str | None, now: datetime,
+    not_before: datetime, expires_at: datetime | None, settings_document: dict[str, Any],
+    windows: Sequence[tuple[float, int]],
+) -> OutboxItem | None:
+    """Queue a plain message in one statement (`wad_send`, migration 0013), under the same lock
+    as the full door: answers the item queued, or None (nothing queued) whenever anything
+    stands in the way (a used idempotency key, settings other than `settings_document`, sending
+    stopped, a number without an active conversation, or a full window of `windows`: (length
+    in seconds, limit) each, counting the sends up to `now` and every pending message). The
+    caller then goes through the full door (`door`), which answers each of these cases."""
+    row = await db.fetchrow(
+        "SELECT * FROM wad_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        organization_id, idempotency_key, now, to_phone, settings_document,
+        [length for length, _ in windows], [limit for _, limit in windows], content, priority,
+        sender, agent_name, not_before, expires_at)
+    return one(OutboxItem, row)
+
+
 def _next_queued(now: str) -> str:
     """The due message to send next; `now` is the SQL for "now"."""
     return f"""

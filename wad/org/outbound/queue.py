@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from wad import log
 from wad.bus import EventBus, Queued, SendsRefused
@@ -36,7 +37,7 @@ from wad.db.repo import sessions as sessions_repo
 from wad.errors import NotFound, WadError
 from wad.org.outbound import settings as settings_mod
 from wad.org.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_check
-from wad.org.outbound.settings import MAX_BULK
+from wad.org.outbound.settings import MAX_BULK, SendSettings
 from wad.whatsapp import ids, phone
 
 _log = log.get("outbound")
@@ -221,6 +222,20 @@ async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
     return client.id, conversation.id
 
 
+_settings_seen: dict[uuid.UUID, tuple[dict[str, Any], SendSettings]] = {}
+"""Organization -> the settings document its last full door read, and what it means: what the
+one-statement send (`outbox.enqueue_at_door`) decides on. Never trusted as such: the statement
+queues only while the stored document is still this one."""
+_SETTINGS_SEEN_MAX = 10_000
+
+
+def _remember_settings(organization_id: uuid.UUID, document: dict[str, Any],
+                       settings: SendSettings) -> None:
+    if len(_settings_seen) >= _SETTINGS_SEEN_MAX:
+        _settings_seen.clear()
+    _settings_seen[organization_id] = (document, settings)
+
+
 def _wake(bus: EventBus | None, organization_id: uuid.UUID, count: int) -> None:
     if bus is not None and count:
         bus.signal(Queued(org_id=organization_id, count=count))
@@ -243,6 +258,20 @@ async def queue_message(
         raise InvalidMessage("priority", "`priority`: must be 1 to 10")
     now = (clock or WallClock()).now()
     check_expiry(expires_at, now)
+    not_before = now + timedelta(seconds=max(0.0, delay_s))
+    known = _settings_seen.get(organization_id)
+    if known is not None and conversation_id is None:
+        # The plain case in one statement; anything else is answered by the full door below.
+        document, settings = known
+        queued = await outbox_repo.enqueue_at_door(
+            db, organization_id=organization_id, to_phone=number, content=content,
+            priority=priority, sender=sender, agent_name=agent_name,
+            idempotency_key=idempotency_key, now=now, not_before=not_before,
+            expires_at=expires_at, settings_document=document,
+            windows=[(w.length.total_seconds(), w.limit) for w in settings.door_windows()])
+        if queued is not None:
+            _wake(bus, organization_id, 1)
+            return queued, True
     async with db.transaction() as tx:
         # The lock and everything the door decides on, in one round trip.
         door = await outbox_repo.door(tx, organization_id=organization_id,
@@ -258,6 +287,7 @@ async def queue_message(
                            last_error=door.session_error, paused=door.sending_paused,
                            paused_reason=door.sending_paused_reason)
         settings = settings_mod.effective(door.settings)
+        _remember_settings(organization_id, door.settings, settings)
         _refuse_if_full(organization_id, now, sent=door.sent, pending=door.pending, wanted=1,
                         limits=settings.door_windows(), bus=bus)
         if conversation_id is None and door.conversation_id is not None:
@@ -270,7 +300,7 @@ async def queue_message(
             tx, organization_id=organization_id, to_phone=number, content=content,
             priority=priority, sender=sender, agent_name=agent_name,
             idempotency_key=idempotency_key, client_id=client_id, conversation_id=conv_id,
-            not_before=now + timedelta(seconds=max(0.0, delay_s)), expires_at=expires_at)
+            not_before=not_before, expires_at=expires_at)
     _wake(bus, organization_id, int(created))
     return item, created
 
