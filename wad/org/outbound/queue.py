@@ -15,6 +15,12 @@ it becomes `EXPIRED` and is never sent.
 The check and the insert run in one transaction under a per-organization advisory lock, so two
 requests at once cannot both take the last place. A repeated idempotency key answers the message
 queued first, whatever the limits say now.
+
+One message is queued in one round trip when nothing stands in its way (`outbox.enqueue_at_door`:
+the lock, the checks against the settings the full door last read, and the insert, in one
+statement); otherwise, and for the first message of an organization or to a number without an
+active conversation, the full door reads everything in one round trip (`outbox.door`) and
+decides here, as before.
 """
 
 from __future__ import annotations
