@@ -9,7 +9,9 @@ status change per client, and as many change-feed entries as messages. The API i
 
     .venv/bin/python bench/api.py [--messages 1000000] [--per-conversation 50]
                                   [--long 10000] [--requests 300] [--concurrency 4]
-                                  [--sections read,feed] [--plans] [--no-fsync] [--json]
+                                  [--sections read,feed,floor,status,send] [--plans]
+                                  [--clients 10] [--client-processes 2] [--seconds 10]
+                                  [--transports tcp,unix] [--profile FILE] [--no-fsync] [--json]
 
 Sections (issue 20 adds its own beside these):
 - `read`: each list of the read API, pages of 50: latency p50/p99/max over `--requests`
@@ -25,7 +27,9 @@ Sections (issue 20 adds its own beside these):
   Quart-Trio route answering a constant, served the same way: what any route costs at least.
   `status` is `GET /api/whatsapp/status/{org}` (goal: 1,500 a second, p99 under 20 ms),
   `send` is `POST /api/whatsapp/send` (goal: 500 a second, p99 under 50 ms), each client with
-  its own organization and AGENT token (none on the socket, which is the super admin).
+  its own organization (with the highest limits there are) and AGENT token (none on the socket,
+  which is the super admin), sending to 20 numbers in turn (the first send to each makes its
+  client and conversation). `--profile FILE` writes a cProfile of the API server.
 
 With `--plans`, the plan of each read query at this size (`EXPLAIN`) is printed first. The goal
 is a p99 under 20 ms for a page of 50; the client shares this process (and the machine) with the
