@@ -32,6 +32,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app = QuartTrio("wad")
     app.config["MAX_CONTENT_LENGTH"] = ctx.settings.api.max_body_bytes
     app.config["wad"] = ctx
+    tokens = ctx.token_cache()
     QuartSchema(
         app,
         conversion_preference="msgspec",
@@ -48,7 +49,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     async def _authenticate() -> None:
         # Everything under /api/ needs a caller; /healthz and the documentation do not.
         if request.path.startswith("/api/"):
-            g.principal = await auth.authenticate_api(ctx.db)
+            g.principal = await auth.authenticate_api(tokens)
 
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

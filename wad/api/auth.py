@@ -30,6 +30,7 @@ from typing import Any, Literal
 from quart import g, request
 
 from wad.api.errors import ApiError
+from wad.api.token_cache import TokenCache
 from wad.db.models import Role
 from wad.db.pool import Database
 from wad.db.repo import tokens as tokens_repo
@@ -85,8 +86,9 @@ def on_control_socket(scope: Mapping[str, Any]) -> bool:
 _UNAUTHENTICATED = {"WWW-Authenticate": 'Bearer realm="wad"'}
 
 
-async def authenticate(db: Database) -> Principal:
-    """The caller of the current request, or 401."""
+async def authenticate(tokens: TokenCache) -> Principal:
+    """The caller of the current request, or 401. Tokens are looked up through the cache
+    (`wad.api.token_cache`: a revoked token is refused within a second everywhere)."""
     if on_control_socket(request.scope):
         return SOCKET_ADMIN
     header = request.headers.get("Authorization", "")
@@ -102,7 +104,7 @@ async def authenticate(db: Database) -> Principal:
         raise ApiError(401, "unauthenticated", "unknown or revoked token",
                        headers=_UNAUTHENTICATED)
     digest = hash_token(token)
-    found = await tokens_repo.use(db, token_hash=digest)
+    found = await tokens.use(digest)
     # The index lookup found the row; the comparison that decides is constant-time.
     if found is None or not hmac.compare_digest(found.token_hash, digest):
         raise ApiError(401, "unauthenticated", "unknown or revoked token",
@@ -111,10 +113,10 @@ async def authenticate(db: Database) -> Principal:
                      token_id=found.token.id, via="token")
 
 
-async def authenticate_api(db: Database) -> Principal:
+async def authenticate_api(tokens: TokenCache) -> Principal:
     """The caller of an `/api/` request, or 401; 403 for a token that may not use the API at
     all (a METRICS token)."""
-    principal = await authenticate(db)
+    principal = await authenticate(tokens)
     if principal.role == "METRICS":
         raise ApiError(403, "forbidden", "a METRICS token may read /metrics only")
     return principal

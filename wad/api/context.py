@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import trio
 from quart import current_app
 
+from wad.api.token_cache import TokenCache
 from wad.bus import EventBus
 from wad.config import Settings
 from wad.db.pool import Database
@@ -55,15 +56,25 @@ class AppContext:
     """The change feed's wake-ups and pruning (the event stream follows the feed)."""
     metrics: Metrics | None = None
     imports: ImportService | None = None
+    tokens: TokenCache | None = None
+    """The tokens kept in memory (`token_cache`); its listener is a service like the others."""
+
+    def token_cache(self) -> TokenCache:
+        """The API's token cache, made on first use."""
+        if self.tokens is None:
+            self.tokens = TokenCache(self.db)
+        return self.tokens
 
 
 def service_specs(ctx: AppContext, *, grace: float) -> list[ChildSpec]:
     """The API's long-lived services as children of a supervision tree, each stopped within
-    `grace`: the change feed (wake-ups, pruning), the metrics and the import service. A
-    normal exit of the metrics (their bus subscription closed) is final."""
+    `grace`: the change feed (wake-ups, pruning), the token cache's listener, the metrics and
+    the import service. A normal exit of the metrics (their bus subscription closed) is
+    final."""
     if ctx.metrics is None or ctx.imports is None or ctx.feed is None:
         raise RuntimeError("create_app(ctx) makes the API's services; call it first")
-    specs = [ChildSpec("change-feed", ctx.feed.run, shutdown=grace)]
+    specs = [ChildSpec("change-feed", ctx.feed.run, shutdown=grace),
+             ChildSpec("token-cache", ctx.token_cache().run, shutdown=grace)]
     specs.append(ChildSpec("metrics", ctx.metrics.run, restart=Restart.TRANSIENT,
                            shutdown=grace))
     specs.append(ChildSpec("imports", ctx.imports.run, shutdown=grace))

@@ -159,6 +159,8 @@ async def revoke_token(token_id: str) -> Response:
     tid = auth.parse_uuid(token_id, what="token")
     if not await tokens_repo.revoke(_db(), token_id=tid):
         raise ApiError(404, "not_found", f"no active token with id {tid}")
+    # Other daemons hear of it within a second (`wad.api.token_cache`); this one at once.
+    current().token_cache().forget(str(tid))
     _log.info("token revoked", token_id=str(tid))
     record = await tokens_repo.get(_db(), token_id=tid)
     assert record is not None  # just revoked, and tokens are never deleted

@@ -43,7 +43,7 @@ def _make_metrics(state: BlueprintSetupState) -> None:
 @hide
 async def scrape() -> Response:
     """The metrics in Prometheus' text format (a METRICS token or the super admin)."""
-    g.principal = await auth.authenticate(current().db)
+    g.principal = await auth.authenticate(current().token_cache())
     auth.authorize_metrics()
     body = await metrics_of().render()
     response = Response(body, status=200, content_type=CONTENT_TYPE_LATEST)

@@ -359,8 +359,7 @@ async def send(data: SendRequest) -> Response:
     (`Retry-After`, and `error.limit` says which limit, how many remain and when there is room
     again)."""
     org_id = auth.body_org(data.organization_id, "AGENT")
-    await require_org(org_id)
-    try:
+    try:  # an unknown organization is the queue's NotFound (404): one round trip fewer
         item, created = await queue_message(
             _db(), organization_id=org_id, to=data.to, content=data.content,
             priority=data.priority, sender="HUMAN", conversation_id=data.conversation_id,

@@ -36,9 +36,9 @@ from wad.api.schemas import (
 from wad.api.validation import body, reply, responds
 from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
-from wad.db.repo import messages as messages_repo
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import overview as overview_repo
+from wad.db.repo import session_status as session_status_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import Conflict, NotFound, WadError
 from wad.org.manager import OrgNotRunning
@@ -143,12 +143,14 @@ async def status_all() -> Response:
 @responds(SessionStatus, errors=(401, 403, 404))
 @org_route("VIEWER")
 async def status(org_id: uuid.UUID) -> Response:
-    """The session's state, linked number, last error and times, from the database."""
-    await require_org(org_id)
-    row = await sessions_repo.get(_db(), organization_id=org_id)
-    parked = await messages_repo.parked_summary(_db(), organization_id=org_id)
-    return reply(msgspec.structs.replace(_status(org_id, row), parked_messages=parked.count,
-                                         last_parked_error=parked.last_error))
+    """The session's state, linked number, last error and times, from the database (one
+    round trip)."""
+    found = await session_status_repo.get(_db(), organization_id=org_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no such organization: {org_id}")
+    return reply(msgspec.structs.replace(_status(org_id, found.session),
+                                         parked_messages=found.parked.count,
+                                         last_parked_error=found.parked.last_error))
 
 
 @bp.get("/qr/<org>")

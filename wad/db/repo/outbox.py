@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -54,6 +55,65 @@ async def enqueue(
         f"SELECT {_COLS} FROM outbox WHERE organization_id = $1 AND idempotency_key = $2",
         organization_id, idempotency_key)
     return returned(OutboxItem, row), False
+
+
+class DoorState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the send queue's door decides on, read under the organization's queueing lock."""
+
+    earlier_id: uuid.UUID | None
+    """The message queued earlier with the same idempotency key."""
+    session_state: str | None
+    """The session's state (None: the organization has no session row yet)."""
+    session_error: str | None
+    sending_paused: bool | None
+    sending_paused_reason: str | None
+    settings: dict[str, Any]
+    """The organization's settings document, as stored."""
+    sent: list[datetime]
+    """When each message sent since `since` counts as sent, oldest first."""
+    pending: int
+    """Messages queued or being sent."""
+    client_id: uuid.UUID | None
+    """The client with the number, if there is one..."""
+    conversation_id: uuid.UUID | None
+    """...and its active WhatsApp conversation, if it has one."""
+
+
+async def door(db: Executor, *, organization_id: uuid.UUID, idempotency_key: str | None,
+               since: datetime, to_phone: str) -> DoorState | None:
+    """Take the organization's queueing lock (until the transaction ends: call it inside one)
+    and read, after it, what the door decides on (see `DoorState`). One round trip. None when
+    there is no such organization."""
+    row = await db.fetchrow("SELECT * FROM wad_send_door($1, $2, $3, $4)", organization_id,
+                            idempotency_key, since, to_phone)
+    if row is None:
+        return None
+    return DoorState(earlier_id=row["earlier_id"], session_state=row["session_state"],
+                     session_error=row["session_error"], sending_paused=row["sending_paused"],
+                     sending_paused_reason=row["sending_paused_reason"],
+                     settings=row["settings"], sent=list(row["sent"]),
+                     pending=int(row["pending"]), client_id=row["client_id"],
+                     conversation_id=row["conversation_id"])
+
+
+async def enqueue_at_door(
+    db: Executor, *, organization_id: uuid.UUID, to_phone: str, content: str, priority: int,
+    sender: OutboxSender, agent_name: str | None, idempotency_key: str | None, now: datetime,
+    not_before: datetime, expires_at: datetime | None, settings_document: dict[str, Any],
+    windows: Sequence[tuple[float, int]],
+) -> OutboxItem | None:
+    """Queue a plain message in one statement (`wad_send`, migration 0013), under the same lock
+    as the full door: answers the item queued, or None (nothing queued) whenever anything
+    stands in the way (a used idempotency key, settings other than `settings_document`, sending
+    stopped, a number without an active conversation, or a full window of `windows`: (length
+    in seconds, limit) each, counting the sends up to `now` and every pending message). The
+    caller then goes through the full door (`door`), which answers each of these cases."""
+    row = await db.fetchrow(
+        "SELECT * FROM wad_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        organization_id, idempotency_key, now, to_phone, settings_document,
+        [length for length, _ in windows], [limit for _, limit in windows], content, priority,
+        sender, agent_name, not_before, expires_at)
+    return one(OutboxItem, row)
 
 
 def _next_queued(now: str) -> str:

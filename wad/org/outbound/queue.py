@@ -15,6 +15,12 @@ it becomes `EXPIRED` and is never sent.
 The check and the insert run in one transaction under a per-organization advisory lock, so two
 requests at once cannot both take the last place. A repeated idempotency key answers the message
 queued first, whatever the limits say now.
+
+One message is queued in one round trip when nothing stands in its way (`outbox.enqueue_at_door`:
+the lock, the checks against the settings the full door last read, and the insert, in one
+statement); otherwise, and for the first message of an organization or to a number without an
+active conversation, the full door reads everything in one round trip (`outbox.door`) and
+decides here, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from wad import log
 from wad.bus import EventBus, Queued, SendsRefused
@@ -33,10 +40,10 @@ from wad.db.repo import columns, locks
 from wad.db.repo import conversations as conversations_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
-from wad.errors import WadError
+from wad.errors import NotFound, WadError
 from wad.org.outbound import settings as settings_mod
 from wad.org.outbound.limits import DAY, Clock, Refusal, WallClock, Window, door_check
-from wad.org.outbound.settings import MAX_BULK
+from wad.org.outbound.settings import MAX_BULK, SendSettings
 from wad.whatsapp import ids, phone
 
 _log = log.get("outbound")
@@ -151,14 +158,21 @@ async def _check_sending(tx: Executor, organization_id: uuid.UUID) -> None:
     row = await sessions_repo.get(tx, organization_id=organization_id)
     if row is None:
         return
+    _refuse_if_stopped(organization_id, state=row.state, last_error=row.last_error,
+                       paused=row.sending_paused, paused_reason=row.sending_paused_reason)
+
+
+def _refuse_if_stopped(organization_id: uuid.UUID, *, state: str | None, last_error: str | None,
+                       paused: bool | None, paused_reason: str | None) -> None:
+    """Raise `SendingStopped` for a session in this state (banned, or its sending paused)."""
     resume = (f"an administrator resumes it with POST /api/whatsapp/send/resume/"
               f"{organization_id} (or `wad send resume ORG`); the queue is kept")
-    if row.state == "BANNED":
-        why = row.last_error or "WhatsApp banned or restricted the account"
+    if state == "BANNED":
+        why = last_error or "WhatsApp banned or restricted the account"
         raise SendingStopped("account_banned", why, f"sending is stopped: the account is banned "
                              f"({why}); link an account that may send, then {resume}")
-    if row.sending_paused:
-        why = row.sending_paused_reason or "paused"
+    if paused:
+        why = paused_reason or "paused"
         raise SendingStopped("sending_paused", why, f"sending is paused for this organization "
                              f"({why}): {resume}")
 
@@ -174,17 +188,19 @@ async def _check_door(tx: Executor, organization_id: uuid.UUID, now: datetime, *
     sent = await outbox_repo.sent_times_since(tx, organization_id=organization_id,
                                               since=now - DAY)
     pending = await outbox_repo.count_pending(tx, organization_id=organization_id)
+    _refuse_if_full(organization_id, now, sent=sent, pending=pending, wanted=wanted,
+                    limits=limits, bus=bus)
+
+
+def _refuse_if_full(organization_id: uuid.UUID, now: datetime, *, sent: Sequence[datetime],
+                    pending: int, wanted: int, limits: Sequence[Window],
+                    bus: EventBus | None) -> None:
+    """`_check_door` on counts already read."""
     refusal = door_check(sent, now, pending=pending, wanted=wanted, limits=limits)
     if refusal is not None:
         if bus is not None:
             bus.publish(SendsRefused(org_id=organization_id, limit=refusal.window, count=wanted))
         raise RateLimited(refusal, now)
-
-
-async def _by_key(tx: Executor, organization_id: uuid.UUID, key: str | None) -> OutboxItem | None:
-    if key is None:
-        return None
-    return await outbox_repo.by_idempotency_key(tx, organization_id=organization_id, key=key)
 
 
 async def _used_keys(tx: Executor, organization_id: uuid.UUID, keys: list[str]) -> set[str]:
@@ -212,6 +228,20 @@ async def _conversation(tx: Executor, organization_id: uuid.UUID, number: str,
     return client.id, conversation.id
 
 
+_settings_seen: dict[uuid.UUID, tuple[dict[str, Any], SendSettings]] = {}
+"""Organization -> the settings document its last full door read, and what it means: what the
+one-statement send (`outbox.enqueue_at_door`) decides on. Never trusted as such: the statement
+queues only while the stored document is still this one."""
+_SETTINGS_SEEN_MAX = 10_000
+
+
+def _remember_settings(organization_id: uuid.UUID, document: dict[str, Any],
+                       settings: SendSettings) -> None:
+    if len(_settings_seen) >= _SETTINGS_SEEN_MAX:
+        _settings_seen.clear()
+    _settings_seen[organization_id] = (document, settings)
+
+
 def _wake(bus: EventBus | None, organization_id: uuid.UUID, count: int) -> None:
     if bus is not None and count:
         bus.signal(Queued(org_id=organization_id, count=count))
@@ -234,21 +264,49 @@ async def queue_message(
         raise InvalidMessage("priority", "`priority`: must be 1 to 10")
     now = (clock or WallClock()).now()
     check_expiry(expires_at, now)
+    not_before = now + timedelta(seconds=max(0.0, delay_s))
+    known = _settings_seen.get(organization_id)
+    if known is not None and conversation_id is None:
+        # The plain case in one statement; anything else is answered by the full door below.
+        document, settings = known
+        queued = await outbox_repo.enqueue_at_door(
+            db, organization_id=organization_id, to_phone=number, content=content,
+            priority=priority, sender=sender, agent_name=agent_name,
+            idempotency_key=idempotency_key, now=now, not_before=not_before,
+            expires_at=expires_at, settings_document=document,
+            windows=[(w.length.total_seconds(), w.limit) for w in settings.door_windows()])
+        if queued is not None:
+            _wake(bus, organization_id, 1)
+            return queued, True
     async with db.transaction() as tx:
-        await _lock(tx, organization_id)
-        earlier = await _by_key(tx, organization_id, idempotency_key)
-        if earlier is not None:
-            return earlier, False
-        await _check_sending(tx, organization_id)
-        settings = await settings_mod.load(tx, organization_id)
-        await _check_door(tx, organization_id, now, wanted=1, limits=settings.door_windows(),
-                          bus=bus)
-        client_id, conv_id = await _conversation(tx, organization_id, number, conversation_id)
+        # The lock and everything the door decides on, in one round trip.
+        door = await outbox_repo.door(tx, organization_id=organization_id,
+                                      idempotency_key=idempotency_key, since=now - DAY,
+                                      to_phone=number)
+        if door is None:
+            raise NotFound(f"no such organization: {organization_id}")
+        if door.earlier_id is not None:
+            earlier = await outbox_repo.get(tx, outbox_id=door.earlier_id)
+            if earlier is not None:
+                return earlier, False
+        _refuse_if_stopped(organization_id, state=door.session_state,
+                           last_error=door.session_error, paused=door.sending_paused,
+                           paused_reason=door.sending_paused_reason)
+        settings = settings_mod.effective(door.settings)
+        _remember_settings(organization_id, door.settings, settings)
+        _refuse_if_full(organization_id, now, sent=door.sent, pending=door.pending, wanted=1,
+                        limits=settings.door_windows(), bus=bus)
+        if conversation_id is None and door.conversation_id is not None:
+            assert door.client_id is not None
+            client_id, conv_id = door.client_id, door.conversation_id  # known: nothing to make
+        else:
+            client_id, conv_id = await _conversation(tx, organization_id, number,
+                                                     conversation_id)
         item, created = await outbox_repo.enqueue(
             tx, organization_id=organization_id, to_phone=number, content=content,
             priority=priority, sender=sender, agent_name=agent_name,
             idempotency_key=idempotency_key, client_id=client_id, conversation_id=conv_id,
-            not_before=now + timedelta(seconds=max(0.0, delay_s)), expires_at=expires_at)
+            not_before=not_before, expires_at=expires_at)
     _wake(bus, organization_id, int(created))
     return item, created
 
