@@ -358,6 +358,8 @@ class BrowserSession:
         self.held_back = 0
         """How many events had to wait for room in `events` (the page held them meanwhile)."""
         self._origin = ""
+        self.emit_calls = 0
+        """How many binding calls the page made (each carries one event or a batch of them)."""
         self.refused_events = 0
         """How many binding calls were refused: not from the page's main frame at the
         WhatsApp origin (an iframe, a popup, another site the page was sent to)."""
@@ -467,25 +469,36 @@ class BrowserSession:
         return False
 
     async def _on_emit(self, source: Any, raw: str) -> None:
-        """The binding (an asyncio coroutine): the bridge awaits it before posting the next
-        event, so waiting here for room in the bounded channel holds the page's events back
-        (in the page, in order) instead of dropping them. Calls from anywhere but the page's
-        main frame at the WhatsApp origin are refused (counted, logged, dropped)."""
+        """The binding (an asyncio coroutine): one event, or the events that queued up in the
+        page meanwhile (a JSON array, in order). The bridge awaits it before posting the next
+        call, so waiting here for room in the bounded channel holds the page's events back (in
+        the page, in order) instead of dropping them. Calls from anywhere but the page's main
+        frame at the WhatsApp origin are refused (counted, logged, dropped)."""
         if not self._from_the_page(source):
             return
         self.last_activity = trio.current_time()
+        self.emit_calls += 1
         try:
-            event: Event = events.decode(raw)
-        except msgspec.ValidationError as exc:
-            self._log.warning("malformed bridge event", error=str(exc), raw=str(raw)[:500])
-            event = BridgeErrorEvent(where="decode", message=str(exc))
+            decoded = events.decode_each(raw)
+        except msgspec.DecodeError as exc:
+            decoded = [msgspec.ValidationError(f"not JSON: {exc}")]
+        for item in decoded:
+            if isinstance(item, msgspec.ValidationError):
+                self._log.warning("malformed bridge event", error=str(item), raw=str(raw)[:500])
+                item = BridgeErrorEvent(where="decode", message=str(item))
+            if not await self._deliver(item):
+                return
+
+    async def _deliver(self, event: Event) -> bool:
+        """Put an event from the page into `events`, waiting for room when it is full; False
+        once nobody reads them any more."""
         try:
             self._send.send_nowait(event)
-            return
+            return True
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return
+            return False
         self.held_back += 1
         if self.held_back == 1 or self.held_back % 100 == 0:
             self._log.warning("event channel full; the page holds events back",
@@ -493,7 +506,8 @@ class BrowserSession:
         try:
             await trio_as_aio(self._send.send)(event)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return
+            return False
+        return True
 
     def _post(self, event: Event) -> None:
         try:

@@ -276,3 +276,44 @@ async def set_statuses(db: Executor, *, changes: Sequence[tuple[uuid.UUID, Clien
         await feed.record(db, organization_id=change.organization_id, kind="client.status",
                              data=feed.client_status_data(change))
     return made
+
+
+_UPSERT_MANY = f"""
+INSERT INTO clients AS c (organization_id, phone, push_name)
+SELECT $1, u.phone, u.push_name FROM unnest($2::text[], $3::text[]) AS u(phone, push_name)
+ON CONFLICT (organization_id, phone) DO UPDATE
+    SET push_name = coalesce(EXCLUDED.push_name, c.push_name)
+    WHERE EXCLUDED.push_name IS NOT NULL AND EXCLUDED.push_name IS DISTINCT FROM c.push_name
+RETURNING {_COLS}, (xmax = 0) AS created
+"""
+
+
+async def upsert_many(db: Executor, *, organization_id: uuid.UUID,
+                      entries: Sequence[tuple[str, str | None]]
+                      ) -> dict[str, tuple[Client, bool]]:
+    """`upsert` (with `push_name`) for many phones at once ((phone, push name) each; of a
+    phone given twice the last push name given counts). Answers phone -> (client, created);
+    creations and changes are in the feed with them, as `upsert` puts them."""
+    wanted: dict[str, str | None] = {}
+    for phone, push_name in entries:
+        wanted[phone] = push_name if push_name is not None else wanted.get(phone)
+    if not wanted:
+        return {}
+    found: dict[str, tuple[Client, bool]] = {}
+    async with atomic(db) as tx:
+        for row in await tx.fetch(_UPSERT_MANY, organization_id, list(wanted),
+                                  list(wanted.values())):
+            client, created = returned(Client, row), bool(row["created"])
+            await _changed(tx, client, created=created)
+            found[client.phone] = (client, created)
+    rest = [phone for phone in wanted if phone not in found]
+    if rest:
+        rows = await db.fetch(
+            f"SELECT {_COLS} FROM clients WHERE organization_id = $1 AND phone = ANY($2::text[])",
+            organization_id, rest)
+        for client in many(Client, rows):
+            found[client.phone] = (client, False)
+    missing = [phone for phone in wanted if phone not in found]
+    if missing:
+        raise NotFound(f"clients {', '.join(missing)} vanished while being upserted")
+    return found
