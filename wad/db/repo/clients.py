@@ -299,21 +299,32 @@ async def upsert_many(db: Executor, *, organization_id: uuid.UUID,
         wanted[phone] = push_name if push_name is not None else wanted.get(phone)
     if not wanted:
         return {}
+    # Read first: clients that are there with these names need no write (not even the row lock
+    # an upsert takes, which would make the commit wait for the disk).
     found: dict[str, tuple[Client, bool]] = {}
-    async with atomic(db) as tx:
-        for row in await tx.fetch(_UPSERT_MANY, organization_id, list(wanted),
-                                  list(wanted.values())):
-            client, created = returned(Client, row), bool(row["created"])
-            await _changed(tx, client, created=created)
-            found[client.phone] = (client, created)
-    rest = [phone for phone in wanted if phone not in found]
-    if rest:
-        rows = await db.fetch(
-            f"SELECT {_COLS} FROM clients WHERE organization_id = $1 AND phone = ANY($2::text[])",
-            organization_id, rest)
-        for client in many(Client, rows):
+    for client in await _by_phones(db, organization_id, list(wanted)):
+        if wanted[client.phone] in (None, client.push_name):
             found[client.phone] = (client, False)
+    rest = {phone: push for phone, push in wanted.items() if phone not in found}
+    if rest:
+        async with atomic(db) as tx:
+            for row in await tx.fetch(_UPSERT_MANY, organization_id, list(rest),
+                                      list(rest.values())):
+                client, created = returned(Client, row), bool(row["created"])
+                await _changed(tx, client, created=created)
+                found[client.phone] = (client, created)
+        unchanged = [phone for phone in rest if phone not in found]
+        if unchanged:
+            for client in await _by_phones(db, organization_id, unchanged):
+                found[client.phone] = (client, False)
     missing = [phone for phone in wanted if phone not in found]
     if missing:
         raise NotFound(f"clients {', '.join(missing)} vanished while being upserted")
     return found
+
+
+async def _by_phones(db: Executor, organization_id: uuid.UUID, phones: list[str]) -> list[Client]:
+    rows = await db.fetch(
+        f"SELECT {_COLS} FROM clients WHERE organization_id = $1 AND phone = ANY($2::text[])",
+        organization_id, phones)
+    return many(Client, rows)

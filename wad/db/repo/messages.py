@@ -386,22 +386,6 @@ async def get_many(db: Executor, *, message_ids: Sequence[uuid.UUID]) -> dict[uu
     return {m.id: m for m in many(Message, rows)}
 
 
-async def link_many(db: Executor, *, links: Sequence[tuple[uuid.UUID, uuid.UUID]]
-                    ) -> dict[uuid.UUID, Message]:
-    """For many messages at once ((message id, conversation id) each), what
-    `set_processing_state(state="PENDING", conversation_id=...)` does: the message belongs to
-    the conversation and is still pending, without an error. Answers id -> row."""
-    if not links:
-        return {}
-    rows = await db.fetch(
-        f"""UPDATE messages m SET processing_state = 'PENDING', processing_error = NULL,
-                conversation_id = coalesce(u.conversation_id, m.conversation_id)
-            FROM unnest($1::uuid[], $2::uuid[]) AS u(id, conversation_id)
-            WHERE m.id = u.id RETURNING {columns(Message, "m")}""",
-        [m for m, _ in links], [c for _, c in links])
-    return {m.id: m for m in many(Message, rows)}
-
-
 async def finish_many(db: Executor, *, done: Sequence[tuple[uuid.UUID, uuid.UUID | None,
                                                             str | None]]
                       ) -> dict[uuid.UUID, Message]:

@@ -165,7 +165,6 @@ class InboundActor:
         self._get_step = Coalesced(self._get_many)
         self._client_step = Coalesced(self._clients_many)
         self._conversation_step = Coalesced(self._conversations_many)
-        self._attach_step = Coalesced(self._attach_many)
         self._window_step = Coalesced(self._windows_many)
         self._finish_step = Coalesced(self._finish_many)
 
@@ -178,7 +177,7 @@ class InboundActor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for step in (self._get_step, self._client_step, self._conversation_step,
-                         self._attach_step, self._window_step, self._finish_step):
+                         self._window_step, self._finish_step):
                 nursery.start_soon(step.run)
             nursery.start_soon(self._drain_spool)
             nursery.start_soon(self._resume_loop)
@@ -593,12 +592,14 @@ class InboundActor:
         client, created = await self._client_step(
             (phone, work.push_name if incoming else None))
         conversation_id = await self._conversation_step((client.id, message.wa_chat_id))
-        message = await self._attach_step((message, conversation_id))
+        # The message joins the conversation (in the database when it is done, below).
+        message = msgspec.structs.replace(message, conversation_id=conversation_id,
+                                          processing_error=None)
         if created:
             _log.info("new client", client=str(client.id), country=phone[:4])
-        window = list(await self._window_step(conversation_id))
-        if all(m.id != message.id for m in window):
-            window.append(message)
+        window = [m for m in await self._window_step(conversation_id) if m.id != message.id]
+        window = sorted([*window, message], key=lambda m: m.sent_at)[
+            -self.cfg.conversation_window:]
 
         # Language: the message's, and the client's from their side of the conversation.
         message_language, preferred = await self._languages(message, window)
@@ -663,14 +664,6 @@ class InboundActor:
             self.db, organization_id=self.org_id, chats=list(chats))
         return [found[client_id] for client_id, _ in chats]
 
-    async def _attach_many(self, links: Sequence[tuple[Message, uuid.UUID]]) -> list[Message]:
-        """The conversations' `last_message_at` and the messages' conversation."""
-        await conversations_repo.touch_many(
-            self.db, latest=[(conversation_id, m.sent_at) for m, conversation_id in links])
-        linked = await messages_repo.link_many(
-            self.db, links=[(m.id, conversation_id) for m, conversation_id in links])
-        return [linked.get(m.id, m) for m, _ in links]
-
     async def _windows_many(self, conversation_ids: Sequence[uuid.UUID]
                             ) -> list[list[Message]]:
         found = await messages_repo.windows(self.db, conversation_ids=conversation_ids,
@@ -679,8 +672,11 @@ class InboundActor:
 
     async def _finish_many(self, done: Sequence[tuple[Message, uuid.UUID, str | None,
                                                       uuid.UUID]]) -> list[None]:
-        """Processed (`DONE`) and in the feed as `message.stored`, in one transaction."""
+        """Processed (`DONE`, in its conversation, whose `last_message_at` follows) and in the
+        feed as `message.stored`, in one transaction."""
         async with self.db.transaction() as tx:
+            await conversations_repo.touch_many(
+                tx, latest=[(conversation_id, m.sent_at) for m, conversation_id, _, _ in done])
             rows = await messages_repo.finish_many(
                 tx, done=[(m.id, conversation_id, lang) for m, conversation_id, lang, _ in done])
             await changes.record_many(tx, organization_id=self.org_id, entries=[
