@@ -83,6 +83,8 @@ LANE_BUFFER = 10_000
 RESUME_BATCH = 1000
 STORE_BATCH = 500
 """Events stored together at most (those that queued up while the previous batch was stored)."""
+GUESSES_KEPT = 20_000
+"""Language guesses kept for texts of pending messages (forgotten all at once beyond this)."""
 NOTICE_BUFFER = 1000
 """Plugin notifications from the storing path waiting for the notifier task."""
 
@@ -167,6 +169,9 @@ class InboundActor:
         self._conversation_step = Coalesced(self._conversations_many)
         self._window_step = Coalesced(self._windows_many)
         self._finish_step = Coalesced(self._finish_many)
+        self._detect_step = Coalesced(self._detect_many)
+        self._guessed: dict[tuple[uuid.UUID, str], payloads.LanguageGuess] = {}
+        """Language guesses of pending messages' texts (see `_guesses`)."""
 
     # -- the actor -----------------------------------------------------------------------------
 
@@ -177,7 +182,7 @@ class InboundActor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for step in (self._get_step, self._client_step, self._conversation_step,
-                         self._window_step, self._finish_step):
+                         self._window_step, self._finish_step, self._detect_step):
                 nursery.start_soon(step.run)
             nursery.start_soon(self._drain_spool)
             nursery.start_soon(self._resume_loop)
@@ -710,8 +715,7 @@ class InboundActor:
         fresh = [m for m in theirs if m.id == message.id or m.processing_state == "PENDING"]
         if message.direction == "OUT" and text(message):
             fresh.append(message)
-        guesses = dict(zip([m.id for m in fresh], await self._detect([text(m) for m in fresh]),
-                           strict=True)) if fresh else {}
+        guesses = await self._guesses([(m.id, text(m)) for m in fresh]) if fresh else {}
         mine = guesses[message.id].language if message.id in guesses else None
         known = [guesses.get(m.id) or payloads.LanguageGuess(language=m.language,
                                                              probability=1.0 if m.language
@@ -720,6 +724,29 @@ class InboundActor:
         preferred = language.conversation_language([text(m) for m in theirs], known).language \
             if theirs else None
         return mine, preferred
+
+    async def _guesses(self, texts: list[tuple[uuid.UUID, str]]
+                       ) -> dict[uuid.UUID, payloads.LanguageGuess]:
+        """Message id -> the language of its text. A text is detected once while its message is
+        pending (a burst puts the same pending messages in many windows), and the texts that
+        processing asks for meanwhile are detected together."""
+        known = {key: self._guessed[key] for key in texts if key in self._guessed}
+        unknown = [key for key in dict.fromkeys(texts) if key not in known]
+        if unknown:
+            found = dict(zip(unknown, await self._detect_step(tuple(t for _, t in unknown)),
+                             strict=True))
+            if len(self._guessed) + len(found) > GUESSES_KEPT:
+                self._guessed.clear()
+            self._guessed.update(found)
+            known.update(found)
+        return {i: known[(i, t)] for i, t in texts}
+
+    async def _detect_many(self, batches: Sequence[tuple[str, ...]]
+                           ) -> list[list[payloads.LanguageGuess]]:
+        """One detection for the texts of many processing steps."""
+        texts = list(dict.fromkeys(t for batch in batches for t in batch))
+        found = dict(zip(texts, await self._detect(texts), strict=True))
+        return [[found[t] for t in batch] for batch in batches]
 
     async def _detect(self, texts: list[str]) -> list[payloads.LanguageGuess]:
         if self.pm is not None:
