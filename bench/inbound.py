@@ -150,7 +150,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             await nursery.start(run_manager)
             accounts: list[tuple[uuid.UUID, str]] = []
             for n in range(n_orgs):
-                account = f"99670090{n:04d}"
+                account = f"9967{n_orgs % 100:02d}90{n:04d}"  # new accounts for each case
                 await phone.create_account(account, f"Bench Tours {n}")
                 org = (await organizations.create(db, name=f"Bench {n}")).id
                 await manager.connect(org)

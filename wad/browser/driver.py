@@ -12,12 +12,15 @@ bridge (`bridge.js`) injected across navigations, and exposes the bridge's event
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import os
 import re
 import secrets
 import shutil
 import signal
 import tempfile
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -30,7 +33,9 @@ import trio
 import trio_asyncio
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
+from sniffio import thread_local as sniffio_library
 from trio_asyncio import aio_as_trio, trio_as_aio
+from trio_asyncio._handles import AsyncHandle  # type: ignore[import-untyped]
 
 from wad import environment, log
 from wad.browser import events
@@ -200,6 +205,43 @@ def adapt_loop(loop: Any) -> None:
         loop._ready = _PendingCallbacks(queue)
     if not loop.get_debug():
         loop._check_callback = _no_callback_check
+    if isinstance(queue, trio.MemoryReceiveChannel) and "_main_loop_one" not in vars(loop):
+        loop._main_loop_one = types.MethodType(_main_loop_drained(type(loop)._main_loop_one),
+                                               loop)
+
+
+DRAIN_MAX = 64
+"""Ready asyncio callbacks run one after another before Trio's scheduler gets a turn."""
+
+
+def _main_loop_drained(step: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """trio-asyncio's loop step (`_main_loop_one`: one queued callback, then a trip through
+    Trio's scheduler), followed by the callbacks that are ready by then, up to `DRAIN_MAX`,
+    as asyncio's own loop runs every ready callback in one turn. Each asyncpg query and each
+    Playwright message queues several callbacks; a scheduler trip for each was most of the
+    daemon's CPU under inbound load (issue 20). A timer goes to the loop's heap as trio-asyncio
+    puts it; a callback that starts a Trio task ends the run (it is handed to trio-asyncio's
+    own step next time)."""
+    async def drained(loop: Any, no_wait: bool = False) -> None:
+        await step(loop, no_wait)
+        queue = loop._q_recv
+        for _ in range(DRAIN_MAX):
+            if queue.statistics().current_buffer_used == 0:
+                return
+            head = queue._state.data[0]
+            if not isinstance(head, asyncio.Handle) or isinstance(head, AsyncHandle):
+                return  # trio-asyncio's own step deals with it
+            handle = queue.receive_nowait()
+            if isinstance(handle, asyncio.TimerHandle):
+                heapq.heappush(loop._timers, handle)
+            elif not handle._cancelled:
+                previous, sniffio_library.name = sniffio_library.name, "asyncio"
+                try:
+                    handle._run()
+                finally:
+                    sniffio_library.name = previous
+
+    return drained
 
 
 def _no_callback_check(callback: Any, method: str) -> None:
