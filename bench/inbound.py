@@ -88,8 +88,12 @@ class Recorder:
                     self.health_restarts.append(f"{event.org_id}: {event.last_error}")
 
     async def wait_for(self, ids: list[str], timeout: float) -> None:
+        waiting = set(ids)
         with trio.fail_after(timeout):
-            while any(i not in self.committed for i in ids):
+            while True:
+                waiting.difference_update([i for i in waiting if i in self.committed])
+                if not waiting:
+                    return
                 self.changed = trio.Event()
                 await self.changed.wait()
 

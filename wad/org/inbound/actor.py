@@ -83,6 +83,8 @@ LANE_BUFFER = 10_000
 RESUME_BATCH = 1000
 STORE_BATCH = 500
 """Events stored together at most (those that queued up while the previous batch was stored)."""
+PHONES_KEPT = 20_000
+"""Chats whose phone number is remembered (forgotten all at once beyond this)."""
 GUESSES_KEPT = 20_000
 """Language guesses kept for texts of pending messages (forgotten all at once beyond this)."""
 NOTICE_BUFFER = 1000
@@ -128,6 +130,10 @@ class InboundStats:
     caught_up: int = 0
     catch_ups: int = 0
     replies: int = 0
+    store_batches: int = 0
+    """Batches of events stored together (one statement for each run of messages in them)."""
+    finish_batches: int = 0
+    """Transactions that finished the processing of one or more messages together."""
 
 
 class InboundActor:
@@ -170,6 +176,7 @@ class InboundActor:
         self._window_step = Coalesced(self._windows_many)
         self._finish_step = Coalesced(self._finish_many)
         self._detect_step = Coalesced(self._detect_many)
+        self._phones: dict[str, str | None] = {}
         self._guessed: dict[tuple[uuid.UUID, str], payloads.LanguageGuess] = {}
         """Language guesses of pending messages' texts (see `_guesses`)."""
 
@@ -214,6 +221,7 @@ class InboundActor:
                 # Events already wait for the database: these go behind them, in order.
                 await self._to_spool(records)
                 continue
+            self.stats.store_batches += 1
             try:
                 await self._apply_all(records)
             except Exception as exc:
@@ -341,7 +349,7 @@ class InboundActor:
         for m in kept:
             queued = senders.get(m.id) or senders.get(ids.bare_id(m.id))
             row = parse.new_message(self.org_id, m, sender=queued[0] if queued else None)
-            if ids.phone_from_chat_id(m.chat_id) is None and not ids.is_lid(m.chat_id):
+            if self._phone_of_chat(m.chat_id) is None and not ids.is_lid(m.chat_id):
                 # A group (or broadcast, or channel) stored on request: there is no client.
                 row = msgspec.structs.replace(row, processing_state="SKIPPED")
             rows.append(row)
@@ -363,6 +371,15 @@ class InboundActor:
                 self._schedule(stored_row, delay=self._processing_delay(),
                                push_name=push_names.get(stored_row.wa_message_id))
         return len(new)
+
+    def _phone_of_chat(self, chat_id: str) -> str | None:
+        """`ids.phone_from_chat_id`, remembered (parsing a number is the costliest part of
+        storing a message; a chat's messages come many at a time)."""
+        if chat_id not in self._phones:
+            if len(self._phones) >= PHONES_KEPT:
+                self._phones.clear()
+            self._phones[chat_id] = ids.phone_from_chat_id(chat_id)
+        return self._phones[chat_id]
 
     async def _apply_ack(self, ack: ev.AckChanged) -> None:
         status = parse.ack_status(ack.ack)
@@ -583,7 +600,7 @@ class InboundActor:
         message = await self._get_step(work.message_id)
         if message is None or message.processing_state != "PENDING":
             return
-        phone = ids.phone_from_chat_id(message.wa_chat_id)
+        phone = self._phone_of_chat(message.wa_chat_id)
         if phone is None and ids.is_lid(message.wa_chat_id):
             phone = await self._phone_of_lid(message.wa_chat_id)
         if phone is None:
@@ -679,6 +696,7 @@ class InboundActor:
                                                       uuid.UUID]]) -> list[None]:
         """Processed (`DONE`, in its conversation, whose `last_message_at` follows) and in the
         feed as `message.stored`, in one transaction."""
+        self.stats.finish_batches += 1
         async with self.db.transaction() as tx:
             await conversations_repo.touch_many(
                 tx, latest=[(conversation_id, m.sent_at) for m, conversation_id, _, _ in done])
