@@ -3,7 +3,7 @@ deliver messages, wad's sessions (real Chromium) report them, the inbound actors
 private PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing delays are 0.
 
     .venv/bin/python bench/inbound.py [--orgs 1 10] [--messages 200] [--rate 10] [--no-fsync]
-                                      [--store-only] [--profile 25]
+                                      [--store-only] [--profile 25] [--profile-out PATH]
 
 The simulator runs in a process of its own (`wad sim`), so its work is not counted as wad's;
 this process plays the daemon (organization manager, sessions, inbound actors), with Playwright's
@@ -19,7 +19,7 @@ driver and the Chromiums as its children. For each number of organizations it pr
 - latency: paced delivery (`--rate` messages per second, all organizations together), the time
   from the simulator being asked to deliver a message to its row being committed, p50/p99/max.
 With `--profile N`, the N functions of wad's Python process that took the most time during the
-burst (cProfile, own time).
+burst (cProfile, own time); `--profile-out PATH` also writes the profile to PATH.<orgs>.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import msgspec
 import trio
 
 from tests.support.inbound import NO_DELAYS, processed
-from tests.support.inbound_actor import running, wa
+from tests.support.inbound_actor import allow_client_writes, refuse_client_writes, running, wa
 from tests.support.outage import own_database
 from wad.browser import events as ev
 from wad.bus import MessageStored
@@ -100,16 +100,7 @@ async def test_a_batch_the_database_refuses_waits_in_the_spool_whole_and_is_stor
 async def test_a_message_that_fails_in_a_shared_batch_fails_alone(db: Database,
                                                                   state_dir: Path) -> None:
     refused = SENDERS[2]
-    await db.execute(f"""
-        CREATE OR REPLACE FUNCTION refuse_one_client() RETURNS trigger AS $$
-        BEGIN
-            IF NEW.phone = '+{refused}' THEN
-                RAISE EXCEPTION 'this client is refused';
-            END IF;
-            RETURN NEW;
-        END $$ LANGUAGE plpgsql""")
-    await db.execute("CREATE TRIGGER refuse_one_client BEFORE INSERT OR UPDATE ON clients "
-                     "FOR EACH ROW EXECUTE FUNCTION refuse_one_client()")
+    await refuse_client_writes(db, phone=f"+{refused}", error="this client is refused")
     try:
         settings = msgspec.structs.replace(NO_DELAYS, processing_max_attempts=1)
         async with running(db, state_dir, settings=settings) as h:
@@ -118,7 +109,7 @@ async def test_a_message_that_fails_in_a_shared_batch_fails_alone(db: Database,
                 h.events.send_nowait(ev.MessageReceived(message=m))
             rows = [await processed(db, h.org, m.id) for m in messages]
     finally:
-        await db.execute("DROP TRIGGER refuse_one_client ON clients")
+        await allow_client_writes(db)
     for m, row in zip(messages, rows, strict=True):
         if m.chat_id == f"{refused}@c.us":
             assert row.processing_state == "FAILED"

@@ -17,6 +17,7 @@ from tests.support.inbound import (
     link_inbound_org,
     org_actors,
     plugins_with,
+    scanned_and_connected,
     stored,
     wa_id,
 )
@@ -245,9 +246,7 @@ async def test_database_down_events_wait_in_the_spool_and_are_written_in_order_o
             await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
             org = await stack.new_org()
             async with org_actors(stack, org) as actor:
-                row = await stack.wait_state(org, "QR_CODE_PENDING")
-                await stack.phone.scan_qr(ACCOUNT, row.qr_payload or "")
-                await stack.wait_state(org, "CONNECTED")
+                await scanned_and_connected(stack, org, ACCOUNT)
                 first = await stack.phone.deliver(ACCOUNT, "996555000021", "Before the outage")
                 await stored(stack, org, [wa_id(first)])
 
@@ -284,9 +283,7 @@ async def test_a_burst_through_the_page_comes_in_few_binding_calls_and_is_stored
         await stack.phone.create_account(ACCOUNT, "Silk Road Tours")
         org = await stack.new_org()
         async with org_actors(stack, org) as actor:
-            row = await stack.wait_state(org, "QR_CODE_PENDING")
-            await stack.phone.scan_qr(ACCOUNT, row.qr_payload or "")
-            await stack.wait_state(org, "CONNECTED")
+            await scanned_and_connected(stack, org, ACCOUNT)
             session: Any = actor.ctx.session.session
             calls_before, batches_before = session.emit_calls, actor.stats.store_batches
             senders = [f"99655500{n:04d}" for n in range(6)]

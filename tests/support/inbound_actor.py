@@ -81,3 +81,29 @@ def wa(n: int, body: str = "Hello", *, sender: str = "996555123456", push_name: 
                       body=body, timestamp=t if t is not None else BASE_T + n,
                       push_name=None if from_me else push_name, ack=1 if from_me else 0,
                       **fields)
+
+
+async def refuse_client_writes(db: Database, *, times: int | None = None,
+                               phone: str | None = None,
+                               error: str = "clients table under maintenance") -> None:
+    """Make writes to `clients` fail with a real error: the first `times` ones (all: None), of
+    the client with `phone` only when given. `allow_client_writes` undoes it."""
+    limit = "true" if times is None else f"nextval('clients_refusals') <= {times}"
+    if phone is not None:
+        limit = f"NEW.phone = '{phone}' AND {limit}"
+    await db.execute("CREATE SEQUENCE IF NOT EXISTS clients_refusals")
+    await db.execute(f"""
+        CREATE OR REPLACE FUNCTION refuse_clients() RETURNS trigger AS $$
+        BEGIN
+            IF {limit} THEN
+                RAISE EXCEPTION '{error}';
+            END IF;
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql""")
+    await db.execute("CREATE TRIGGER refuse_clients BEFORE INSERT OR UPDATE ON clients "
+                     "FOR EACH ROW EXECUTE FUNCTION refuse_clients()")
+
+
+async def allow_client_writes(db: Database) -> None:
+    """Undo `refuse_client_writes`."""
+    await db.execute("DROP TRIGGER IF EXISTS refuse_clients ON clients")
