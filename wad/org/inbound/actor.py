@@ -622,6 +622,8 @@ class InboundActor:
         window = [m for m in await self._window_step(conversation_id) if m.id != message.id]
         window = sorted([*window, message], key=lambda m: m.sent_at)[
             -self.cfg.conversation_window:]
+        if all(m.id != message.id for m in window):
+            window.append(message)  # older than the window (a retry): still decided on
 
         # Language: the message's, and the client's from their side of the conversation.
         message_language, preferred = await self._languages(message, window)
