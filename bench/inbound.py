@@ -72,6 +72,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.committed: dict[str, float] = {}
+        self.order: list[str] = []
+        """The committed ids in the order their events came (so waiting is not quadratic)."""
         self.changed = trio.Event()
         self.health_restarts: list[str] = []
 
@@ -82,20 +84,21 @@ class Recorder:
             async for event in events:
                 if isinstance(event, MessageStored):
                     self.committed[event.wa_message_id] = time.perf_counter()
+                    self.order.append(event.wa_message_id)
                     self.changed.set()
                 elif (isinstance(event, SessionStatus) and event.state == "CONNECTING"
                       and (event.last_error or "").startswith("health check")):
                     self.health_restarts.append(f"{event.org_id}: {event.last_error}")
 
     async def wait_for(self, ids: list[str], timeout: float) -> None:
-        waiting = set(ids)
+        waiting = {i for i in ids if i not in self.committed}
+        seen = len(self.order)
         with trio.fail_after(timeout):
-            while True:
-                waiting.difference_update([i for i in waiting if i in self.committed])
-                if not waiting:
-                    return
+            while waiting:
                 self.changed = trio.Event()
                 await self.changed.wait()
+                waiting.difference_update(self.order[seen:])  # only what came meanwhile
+                seen = len(self.order)
 
 
 async def wait_state(db: Database, org: uuid.UUID, state: str, timeout: float = 60) -> Any:
