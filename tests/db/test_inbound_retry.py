@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from tests.support.inbound import NO_DELAYS, processed
+from tests.support.inbound_actor import refuse_client_writes
 from wad.browser import events as ev
 from wad.bus import Event, EventBus, ProcessingFailed
 from wad.config import DaemonSettings, Settings
@@ -38,22 +39,6 @@ class NoBrowser:
 
     session = None
     connected = trio.Event()
-
-
-async def refuse_client_writes(db: Database, *, times: int | None) -> None:
-    """Make writes to `clients` fail with a real error: the first `times` ones (all: None)."""
-    limit = "true" if times is None else f"nextval('clients_refusals') <= {times}"
-    await db.execute("CREATE SEQUENCE IF NOT EXISTS clients_refusals")
-    await db.execute(f"""
-        CREATE OR REPLACE FUNCTION refuse_clients() RETURNS trigger AS $$
-        BEGIN
-            IF {limit} THEN
-                RAISE EXCEPTION 'clients table under maintenance';
-            END IF;
-            RETURN NEW;
-        END $$ LANGUAGE plpgsql""")
-    await db.execute("CREATE TRIGGER refuse_clients BEFORE INSERT OR UPDATE ON clients "
-                     "FOR EACH ROW EXECUTE FUNCTION refuse_clients()")
 
 
 async def run_actor(db: Database, state_dir: Path, org: uuid.UUID, bus: EventBus,

@@ -68,6 +68,14 @@ async def link_inbound_org(stack: Stack, account: str, name: str) -> uuid.UUID:
     return org
 
 
+async def scanned_and_connected(stack: Stack, org: uuid.UUID, account: str) -> None:
+    """The organization's QR, once shown, scanned by the simulator's `account`; returns once
+    the session is `CONNECTED`."""
+    row = await stack.wait_state(org, "QR_CODE_PENDING")
+    await stack.phone.scan_qr(account, row.qr_payload or "")
+    await stack.wait_state(org, "CONNECTED")
+
+
 async def serve_inbound_daemon(stack: Stack, nursery: trio.Nursery, state_dir: Path
                                ) -> tuple[Served, trio.Event]:
     """The stack's organization manager with the inbound actor (no delays), behind the real

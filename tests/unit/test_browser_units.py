@@ -70,6 +70,22 @@ def test_decode_names_the_bad_field() -> None:
         events.decode('{"event":"nope"}')
 
 
+def test_a_binding_call_carries_one_event_or_a_batch_of_them_in_order() -> None:
+    single = events.decode_each('{"event":"ack","id":"a","chat_id":"1@c.us","ack":2}')
+    assert single == [AckChanged(id="a", chat_id="1@c.us", ack=2)]
+    batch = events.decode_each(
+        '[{"event":"ack","id":"a","chat_id":"1@c.us","ack":2},'
+        '{"event":"ack","id":"b","chat_id":"1@c.us","ack":"three"},'
+        '{"event":"message","message":{"id":"false_1@c.us_AB","from_me":false,'
+        '"chat_id":"1@c.us","type":"chat","body":"a\\u0000b"}}]')
+    assert batch[0] == AckChanged(id="a", chat_id="1@c.us", ack=2)
+    # A malformed event stands as its error, naming the field; the others still count.
+    assert isinstance(batch[1], msgspec.ValidationError) and "$.ack" in str(batch[1])
+    assert isinstance(batch[2], MessageReceived) and batch[2].message.body == "a\ufffdb"
+    with pytest.raises(msgspec.DecodeError):
+        events.decode_each("[not json")
+
+
 @pytest.mark.parametrize(("url", "expected"), [
     ("https://web.whatsapp.com/", "https://web.whatsapp.com"),
     ("https://WEB.whatsapp.com:443/?lang=en#x", "https://web.whatsapp.com"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from wad.browser.events import AckChanged, Message, MessageReceived, MessageRevoked
 from wad.org.inbound.spool import Spool, SpoolRecord, spool_path
@@ -90,3 +91,25 @@ async def test_a_full_spool_makes_the_writer_wait(tmp_path: Path) -> None:
     assert len(spool) == 3
     first = spool.peek()
     assert first is not None and first == received(2)
+
+
+async def test_a_batch_is_appended_with_one_write_and_taken_out_in_order(tmp_path: Path
+                                                                         ) -> None:
+    path = spool_path(tmp_path, "org-batch")
+    spool = Spool(path, max_events=4)
+    records = [received(n) for n in range(6)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(spool.append_many, records)
+        with trio.fail_after(5):
+            while len(spool) < 4:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits for room now
+        # Full at four: the first four are on disk, the writer waits for room.
+        assert len(spool) == 4 and len(path.read_bytes().splitlines()) == 4
+        assert spool.peek_many(10) == records[:4] and spool.peek_many(2) == records[:2]
+        await spool.pop_many(3)
+    assert spool.peek_many(10) == records[3:]
+    again = Spool(path)
+    assert again.load() == 6, "popped events stay in the file until the spool is empty"
+    await spool.pop_many(10)
+    assert not spool and path.read_bytes() == b""

@@ -2,8 +2,9 @@
 //
 // Evaluated by wad/browser/driver.py once `window.Debug.VERSION` is defined, and again after every
 // main-frame navigation. It uses only the page's own modules (see WAWEB.md), reports events to
-// Python through ONE exposed binding (`window.__wadEmit`, one JSON string per event, awaited one
-// at a time so Python's bounded channel can hold the page back), and answers calls made through
+// Python through ONE exposed binding (`window.__wadEmit`: a JSON event, or an array of the events
+// that queued up meanwhile; awaited one call at a time so Python's bounded channel can hold the
+// page back), and answers calls made through
 // `window.__wad.call(name, args)` with `{ok: true, value}` or `{ok: false, error}`.
 //
 // Everything that depends on the WhatsApp Web build lives in this file: module names, field
@@ -167,8 +168,11 @@
 
   // ---------------------------------------------------------------- outbox
 
-  // Events go out one at a time: the next is posted when Python has taken the previous one, so
-  // order is kept and a full channel on the Python side holds events here instead of losing them.
+  // Events go out in order, one binding call at a time: the next call is made when Python has
+  // taken the previous one, so a full channel on the Python side holds events here instead of
+  // losing them. Events that queued up meanwhile travel together in the next call (a JSON array
+  // of at most EMIT_BATCH events), so a burst costs a few calls instead of one per event.
+  const EMIT_BATCH = 500;
   const outbox = [];
   let pumping = false;
   function emit(event, fields) {
@@ -179,11 +183,11 @@
     pumping = true;
     try {
       while (outbox.length) {
-        const item = outbox.shift();
+        const batch = outbox.splice(0, EMIT_BATCH);
         try {
-          await window[BINDING](item);
+          await window[BINDING](batch.length === 1 ? batch[0] : `[${batch.join(',')}]`);
         } catch (_) {
-          // Python is gone or rejected the event (it logs why); nothing to do in the page.
+          // Python is gone or rejected the events (it logs why); nothing to do in the page.
         }
       }
     } finally {

@@ -12,12 +12,15 @@ bridge (`bridge.js`) injected across navigations, and exposes the bridge's event
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import os
 import re
 import secrets
 import shutil
 import signal
 import tempfile
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -30,7 +33,9 @@ import trio
 import trio_asyncio
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
+from sniffio import thread_local as sniffio_library
 from trio_asyncio import aio_as_trio, trio_as_aio
+from trio_asyncio._handles import AsyncHandle  # type: ignore[import-untyped]
 
 from wad import environment, log
 from wad.browser import events
@@ -200,6 +205,43 @@ def adapt_loop(loop: Any) -> None:
         loop._ready = _PendingCallbacks(queue)
     if not loop.get_debug():
         loop._check_callback = _no_callback_check
+    if isinstance(queue, trio.MemoryReceiveChannel) and "_main_loop_one" not in vars(loop):
+        loop._main_loop_one = types.MethodType(_main_loop_drained(type(loop)._main_loop_one),
+                                               loop)
+
+
+DRAIN_MAX = 64
+"""Ready asyncio callbacks run one after another before Trio's scheduler gets a turn."""
+
+
+def _main_loop_drained(step: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """trio-asyncio's loop step (`_main_loop_one`: one queued callback, then a trip through
+    Trio's scheduler), followed by the callbacks that are ready by then, up to `DRAIN_MAX`,
+    as asyncio's own loop runs every ready callback in one turn. Each asyncpg query and each
+    Playwright message queues several callbacks; a scheduler trip for each was most of the
+    daemon's CPU under inbound load (issue 20). A timer goes to the loop's heap as trio-asyncio
+    puts it; a callback that starts a Trio task ends the run (it is handed to trio-asyncio's
+    own step next time)."""
+    async def drained(loop: Any, no_wait: bool = False) -> None:
+        await step(loop, no_wait)
+        queue = loop._q_recv
+        for _ in range(DRAIN_MAX):
+            if queue.statistics().current_buffer_used == 0:
+                return
+            head = queue._state.data[0]
+            if not isinstance(head, asyncio.Handle) or isinstance(head, AsyncHandle):
+                return  # trio-asyncio's own step deals with it
+            handle = queue.receive_nowait()
+            if isinstance(handle, asyncio.TimerHandle):
+                heapq.heappush(loop._timers, handle)
+            elif not handle._cancelled:
+                previous, sniffio_library.name = sniffio_library.name, "asyncio"
+                try:
+                    handle._run()
+                finally:
+                    sniffio_library.name = previous
+
+    return drained
 
 
 def _no_callback_check(callback: Any, method: str) -> None:
@@ -358,6 +400,8 @@ class BrowserSession:
         self.held_back = 0
         """How many events had to wait for room in `events` (the page held them meanwhile)."""
         self._origin = ""
+        self.emit_calls = 0
+        """How many binding calls the page made (each carries one event or a batch of them)."""
         self.refused_events = 0
         """How many binding calls were refused: not from the page's main frame at the
         WhatsApp origin (an iframe, a popup, another site the page was sent to)."""
@@ -467,25 +511,36 @@ class BrowserSession:
         return False
 
     async def _on_emit(self, source: Any, raw: str) -> None:
-        """The binding (an asyncio coroutine): the bridge awaits it before posting the next
-        event, so waiting here for room in the bounded channel holds the page's events back
-        (in the page, in order) instead of dropping them. Calls from anywhere but the page's
-        main frame at the WhatsApp origin are refused (counted, logged, dropped)."""
+        """The binding (an asyncio coroutine): one event, or the events that queued up in the
+        page meanwhile (a JSON array, in order). The bridge awaits it before posting the next
+        call, so waiting here for room in the bounded channel holds the page's events back (in
+        the page, in order) instead of dropping them. Calls from anywhere but the page's main
+        frame at the WhatsApp origin are refused (counted, logged, dropped)."""
         if not self._from_the_page(source):
             return
         self.last_activity = trio.current_time()
+        self.emit_calls += 1
         try:
-            event: Event = events.decode(raw)
-        except msgspec.ValidationError as exc:
-            self._log.warning("malformed bridge event", error=str(exc), raw=str(raw)[:500])
-            event = BridgeErrorEvent(where="decode", message=str(exc))
+            decoded = events.decode_each(raw)
+        except msgspec.DecodeError as exc:
+            decoded = [msgspec.ValidationError(f"not JSON: {exc}")]
+        for item in decoded:
+            if isinstance(item, msgspec.ValidationError):
+                self._log.warning("malformed bridge event", error=str(item), raw=str(raw)[:500])
+                item = BridgeErrorEvent(where="decode", message=str(item))
+            if not await self._deliver(item):
+                return
+
+    async def _deliver(self, event: Event) -> bool:
+        """Put an event from the page into `events`, waiting for room when it is full; False
+        once nobody reads them any more."""
         try:
             self._send.send_nowait(event)
-            return
+            return True
         except trio.WouldBlock:
             pass
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return
+            return False
         self.held_back += 1
         if self.held_back == 1 or self.held_back % 100 == 0:
             self._log.warning("event channel full; the page holds events back",
@@ -493,7 +548,8 @@ class BrowserSession:
         try:
             await trio_as_aio(self._send.send)(event)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return
+            return False
+        return True
 
     def _post(self, event: Event) -> None:
         try:

@@ -1,6 +1,7 @@
 """What the browser session reports: a tagged union of msgspec Structs.
 
-The bridge (`bridge.js`) posts each event as one JSON object through the page binding; its
+The bridge (`bridge.js`) posts each event as one JSON object through the page binding (events
+that queue up while Python takes the previous call travel together, as a JSON array); its
 `event` field names the kind. `decode` turns that JSON into one of the Structs below, so a
 malformed event fails with a message that names the field. `BrowserClosed` is the only event
 made on the Python side (the page crashed or the browser went away).
@@ -215,6 +216,21 @@ def decode(raw: str | bytes) -> Event:
     """Decode one event posted by the bridge (scrubbed, see `scrub`); raises
     `msgspec.ValidationError` naming the field."""
     return msgspec.convert(decode_json(raw), Event)
+
+
+def decode_each(raw: str | bytes) -> list[Event | msgspec.ValidationError]:
+    """Decode what one binding call carried: one event, or a JSON array of the events that
+    queued up in the page meanwhile, in order (scrubbed, see `scrub`). An element that does not
+    validate stands as its `msgspec.ValidationError` (naming the field); the others still count.
+    Text that is not JSON raises `msgspec.DecodeError`."""
+    value = decode_json(raw)
+    out: list[Event | msgspec.ValidationError] = []
+    for item in value if isinstance(value, list) else [value]:
+        try:
+            out.append(msgspec.convert(item, Event))
+        except msgspec.ValidationError as exc:
+            out.append(exc)
+    return out
 
 
 class ChatInfo(msgspec.Struct, kw_only=True, frozen=True):

@@ -276,3 +276,55 @@ async def set_statuses(db: Executor, *, changes: Sequence[tuple[uuid.UUID, Clien
         await feed.record(db, organization_id=change.organization_id, kind="client.status",
                              data=feed.client_status_data(change))
     return made
+
+
+_UPSERT_MANY = f"""
+INSERT INTO clients AS c (organization_id, phone, push_name)
+SELECT $1, u.phone, u.push_name FROM unnest($2::text[], $3::text[]) AS u(phone, push_name)
+ON CONFLICT (organization_id, phone) DO UPDATE
+    SET push_name = coalesce(EXCLUDED.push_name, c.push_name)
+    WHERE EXCLUDED.push_name IS NOT NULL AND EXCLUDED.push_name IS DISTINCT FROM c.push_name
+RETURNING {_COLS}, (xmax = 0) AS created
+"""
+
+
+async def upsert_many(db: Executor, *, organization_id: uuid.UUID,
+                      entries: Sequence[tuple[str, str | None]]
+                      ) -> dict[str, tuple[Client, bool]]:
+    """`upsert` (with `push_name`) for many phones at once ((phone, push name) each; of a
+    phone given twice the last push name given counts). Answers phone -> (client, created);
+    creations and changes are in the feed with them, as `upsert` puts them."""
+    wanted: dict[str, str | None] = {}
+    for phone, push_name in entries:
+        wanted[phone] = push_name if push_name is not None else wanted.get(phone)
+    if not wanted:
+        return {}
+    # Read first: clients that are there with these names need no write (not even the row lock
+    # an upsert takes, which would make the commit wait for the disk).
+    found: dict[str, tuple[Client, bool]] = {}
+    for client in await _by_phones(db, organization_id, list(wanted)):
+        if wanted[client.phone] in (None, client.push_name):
+            found[client.phone] = (client, False)
+    rest = {phone: push for phone, push in wanted.items() if phone not in found}
+    if rest:
+        async with atomic(db) as tx:
+            for row in await tx.fetch(_UPSERT_MANY, organization_id, list(rest),
+                                      list(rest.values())):
+                client, created = returned(Client, row), bool(row["created"])
+                await _changed(tx, client, created=created)
+                found[client.phone] = (client, created)
+        unchanged = [phone for phone in rest if phone not in found]
+        if unchanged:
+            for client in await _by_phones(db, organization_id, unchanged):
+                found[client.phone] = (client, False)
+    missing = [phone for phone in wanted if phone not in found]
+    if missing:
+        raise NotFound(f"clients {', '.join(missing)} vanished while being upserted")
+    return found
+
+
+async def _by_phones(db: Executor, organization_id: uuid.UUID, phones: list[str]) -> list[Client]:
+    rows = await db.fetch(
+        f"SELECT {_COLS} FROM clients WHERE organization_id = $1 AND phone = ANY($2::text[])",
+        organization_id, phones)
+    return many(Client, rows)

@@ -53,10 +53,11 @@ async def close(db: Executor, *, conversation_id: uuid.UUID) -> bool:
 
 async def active_for_many(db: Executor, *, organization_id: uuid.UUID,
                           chats: Sequence[tuple[uuid.UUID, str | None]]) -> dict[uuid.UUID, uuid.UUID]:
-    """`get_or_create_active` for many clients at once ((client id, WhatsApp chat id) each).
-    Answers client id -> active conversation id."""
+    """`get_or_create_active` for many clients at once ((client id, WhatsApp chat id) each; of
+    a client given twice the first chat counts). Answers client id -> active conversation id."""
     if not chats:
         return {}
+    chats = list(dict(reversed(chats)).items())
     ids = [c for c, _ in chats]
     await db.execute(
         """INSERT INTO conversations (organization_id, client_id, wa_chat_id)

@@ -375,3 +375,49 @@ async def copy_new(conn: Connection, *, messages: Sequence[NewMessage]) -> set[s
         _STAGE, [(*(value(m, n) for n in names), content_key(m)) for m in messages],
         columns=[*names, "content_key"])
     return {r["wa_message_id"] for r in await conn.fetch(_FROM_STAGE)}
+
+
+# -- batched forms of the processing steps (one statement for many messages) -------------------
+
+async def get_many(db: Executor, *, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Message]:
+    """`get` for many messages at once: id -> row (ids not stored are absent)."""
+    rows = await db.fetch(f"SELECT {_COLS} FROM messages WHERE id = ANY($1::uuid[])",
+                          list(message_ids))
+    return {m.id: m for m in many(Message, rows)}
+
+
+async def finish_many(db: Executor, *, done: Sequence[tuple[uuid.UUID, uuid.UUID | None,
+                                                            str | None]]
+                      ) -> dict[uuid.UUID, Message]:
+    """For many messages at once ((message id, conversation id, language) each), what
+    `set_processing_state(state="DONE", ...)` does: processed, one attempt counted, the
+    conversation and language kept when None. Answers id -> row."""
+    if not done:
+        return {}
+    rows = await db.fetch(
+        f"""UPDATE messages m SET processing_state = 'DONE', processing_error = NULL,
+                processing_attempts = m.processing_attempts + 1,
+                conversation_id = coalesce(u.conversation_id, m.conversation_id),
+                language = coalesce(u.language, m.language)
+            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, conversation_id, language)
+            WHERE m.id = u.id RETURNING {columns(Message, "m")}""",
+        [m for m, _, _ in done], [c for _, c, _ in done], [lang for _, _, lang in done])
+    return {m.id: m for m in many(Message, rows)}
+
+
+async def windows(db: Executor, *, conversation_ids: Sequence[uuid.UUID], limit: int = 50
+                  ) -> dict[uuid.UUID, list[Message]]:
+    """`list_for_conversation` for many conversations at once: conversation id -> its latest
+    `limit` messages, oldest first."""
+    rows = await db.fetch(
+        f"""SELECT latest.* FROM unnest($1::uuid[]) AS c(id)
+            CROSS JOIN LATERAL (
+                SELECT {_COLS} FROM messages WHERE conversation_id = c.id
+                ORDER BY sent_at DESC LIMIT $2) latest
+            ORDER BY latest.conversation_id, latest.sent_at""",
+        list(dict.fromkeys(conversation_ids)), limit)
+    found: dict[uuid.UUID, list[Message]] = {c: [] for c in conversation_ids}
+    for m in many(Message, rows):
+        if m.conversation_id is not None:
+            found[m.conversation_id].append(m)
+    return found

@@ -67,6 +67,7 @@ from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.org.context import OrgContext
+from wad.org.inbound.coalesce import Coalesced
 from wad.org.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.org.inbound.pacing import RequestPacer
 from wad.org.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
@@ -80,6 +81,12 @@ LANE_IDLE_S = 30.0
 """A chat's processing lane ends after this long without work (a new message starts it again)."""
 LANE_BUFFER = 10_000
 RESUME_BATCH = 1000
+STORE_BATCH = 500
+"""Events stored together at most (those that queued up while the previous batch was stored)."""
+PHONES_KEPT = 20_000
+"""Chats whose phone number is remembered (forgotten all at once beyond this)."""
+GUESSES_KEPT = 20_000
+"""Language guesses kept for texts of pending messages (forgotten all at once beyond this)."""
 NOTICE_BUFFER = 1000
 """Plugin notifications from the storing path waiting for the notifier task."""
 
@@ -123,6 +130,10 @@ class InboundStats:
     caught_up: int = 0
     catch_ups: int = 0
     replies: int = 0
+    store_batches: int = 0
+    """Batches of events stored together (one statement for each run of messages in them)."""
+    finish_batches: int = 0
+    """Transactions that finished the processing of one or more messages together."""
 
 
 class InboundActor:
@@ -159,6 +170,15 @@ class InboundActor:
         self._db_down_since: float | None = None
         self._notices, self._notices_out = trio.open_memory_channel[tuple[str, dict[str, Any]]](
             NOTICE_BUFFER)
+        self._get_step = Coalesced(self._get_many)
+        self._client_step = Coalesced(self._clients_many)
+        self._conversation_step = Coalesced(self._conversations_many)
+        self._window_step = Coalesced(self._windows_many)
+        self._finish_step = Coalesced(self._finish_many)
+        self._detect_step = Coalesced(self._detect_many)
+        self._phones: dict[str, str | None] = {}
+        self._guessed: dict[tuple[uuid.UUID, str], payloads.LanguageGuess] = {}
+        """Language guesses of pending messages' texts (see `_guesses`)."""
 
     # -- the actor -----------------------------------------------------------------------------
 
@@ -168,6 +188,9 @@ class InboundActor:
         self.spool.load()  # a small file, read once at start
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            for step in (self._get_step, self._client_step, self._conversation_step,
+                         self._window_step, self._finish_step, self._detect_step):
+                nursery.start_soon(step.run)
             nursery.start_soon(self._drain_spool)
             nursery.start_soon(self._resume_loop)
             await nursery.start(self.enricher.run)
@@ -179,23 +202,74 @@ class InboundActor:
     # -- 1. storing ----------------------------------------------------------------------------
 
     async def _store_loop(self) -> None:
-        async for event in self.ctx.inbound_events:
-            if not isinstance(event, SpooledEvent):
+        """Store the session's events as they come: whatever queued up meanwhile is taken
+        together (at most `STORE_BATCH`), its messages inserted in one statement."""
+        receive = self.ctx.inbound_events
+        async for first in receive:
+            batch = [first]
+            while len(batch) < STORE_BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            now = time.time()
+            records = [SpoolRecord(at=now, event=event) for event in batch
+                       if isinstance(event, SpooledEvent)]
+            if not records:
                 continue
-            record = SpoolRecord(at=time.time(), event=event)
             if self.spool:
-                # Events already wait for the database: this one goes behind them, in order.
-                await self._to_spool(record)
+                # Events already wait for the database: these go behind them, in order.
+                await self._to_spool(records)
                 continue
+            self.stats.store_batches += 1
+            try:
+                await self._apply_all(records)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                # The whole batch waits (storing is idempotent: what was written before the
+                # failure is not stored twice when the spool writes it again).
+                self._note_db_down(exc)
+                await self._to_spool(records)
+
+    async def _apply_all(self, records: Sequence[SpoolRecord]) -> None:
+        """Store events in order, each run of messages in one statement. An event that fails
+        for another reason than the database being unreachable is logged and skipped (the
+        batch is applied again one event at a time to find it); an unreachable database
+        raises."""
+        try:
+            await self._apply_batch(records)
+            return
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            if len(records) == 1:
+                _log.exception("event could not be stored; skipped",
+                               kind=type(records[0].event).__name__)
+                return
+        for record in records:
             try:
                 await self._apply(record)
             except Exception as exc:
-                if not database_unavailable(exc):
-                    _log.exception("event could not be stored; skipped",
-                                   kind=type(event).__name__)
+                if database_unavailable(exc):
+                    raise
+                _log.exception("event could not be stored; skipped",
+                               kind=type(record.event).__name__)
+
+    async def _apply_batch(self, records: Sequence[SpoolRecord]) -> None:
+        """Apply events in order; consecutive messages are stored together."""
+        run: list[ev.Message] = []
+        for record in records:
+            match record.event:
+                case ev.MessageReceived(message=m) | ev.OwnMessage(message=m):
+                    run.append(m)
                     continue
-                self._note_db_down(exc)
-                await self._to_spool(record)
+            if run:
+                await self._store_messages(run)
+                run = []
+            await self._apply(record)
+        if run:
+            await self._store_messages(run)
 
     async def _notify_later(self, hook: str, **kwargs: Any) -> None:
         """Queue a plugin notification (waits only when the queue is full: backpressure)."""
@@ -207,9 +281,9 @@ class InboundActor:
             if self.pm is not None:
                 await plugin_calls.notify(self.pm, hook, **kwargs)
 
-    async def _to_spool(self, record: SpoolRecord) -> None:
-        await self.spool.append(record)
-        self.stats.spooled += 1
+    async def _to_spool(self, records: Sequence[SpoolRecord]) -> None:
+        await self.spool.append_many(records)
+        self.stats.spooled += len(records)
         self._spool_wakeup.set()
 
     def _note_db_down(self, exc: BaseException) -> None:
@@ -219,24 +293,24 @@ class InboundActor:
                          spool=str(self.spool.path))
 
     async def _drain_spool(self) -> None:
-        """Write spooled events to the database, oldest first, as soon as it answers."""
+        """Write spooled events to the database, oldest first (in batches of at most
+        `STORE_BATCH`), as soon as it answers."""
         while True:
-            record = self.spool.peek()
-            if record is None:
+            records = self.spool.peek_many(STORE_BATCH)
+            if not records:
                 await self._spool_wakeup.wait()
                 self._spool_wakeup = trio.Event()
                 continue
             try:
-                await self._apply(record)
+                await self._apply_all(records)
             except Exception as exc:
-                if database_unavailable(exc):
-                    self._note_db_down(exc)
-                    await trio.sleep(self.cfg.db_retry_s)
-                    continue
-                _log.exception("spooled event could not be stored; skipped",
-                               kind=type(record.event).__name__)
-            await self.spool.pop()
-            self.stats.replayed += 1
+                if not database_unavailable(exc):
+                    raise
+                self._note_db_down(exc)
+                await trio.sleep(self.cfg.db_retry_s)
+                continue
+            await self.spool.pop_many(len(records))
+            self.stats.replayed += len(records)
             if not self.spool:
                 down = (trio.current_time() - self._db_down_since
                         if self._db_down_since is not None else 0.0)
@@ -275,7 +349,7 @@ class InboundActor:
         for m in kept:
             queued = senders.get(m.id) or senders.get(ids.bare_id(m.id))
             row = parse.new_message(self.org_id, m, sender=queued[0] if queued else None)
-            if ids.phone_from_chat_id(m.chat_id) is None and not ids.is_lid(m.chat_id):
+            if self._phone_of_chat(m.chat_id) is None and not ids.is_lid(m.chat_id):
                 # A group (or broadcast, or channel) stored on request: there is no client.
                 row = msgspec.structs.replace(row, processing_state="SKIPPED")
             rows.append(row)
@@ -297,6 +371,15 @@ class InboundActor:
                 self._schedule(stored_row, delay=self._processing_delay(),
                                push_name=push_names.get(stored_row.wa_message_id))
         return len(new)
+
+    def _phone_of_chat(self, chat_id: str) -> str | None:
+        """`ids.phone_from_chat_id`, remembered (parsing a number is the costliest part of
+        storing a message; a chat's messages come many at a time)."""
+        if chat_id not in self._phones:
+            if len(self._phones) >= PHONES_KEPT:
+                self._phones.clear()
+            self._phones[chat_id] = ids.phone_from_chat_id(chat_id)
+        return self._phones[chat_id]
 
     async def _apply_ack(self, ack: ev.AckChanged) -> None:
         status = parse.ack_status(ack.ack)
@@ -514,10 +597,10 @@ class InboundActor:
         return len(rows) if fresh else 0  # only retries waiting: nothing more to read now
 
     async def _process(self, work: _Work) -> None:
-        message = await messages_repo.get(self.db, message_id=work.message_id)
+        message = await self._get_step(work.message_id)
         if message is None or message.processing_state != "PENDING":
             return
-        phone = ids.phone_from_chat_id(message.wa_chat_id)
+        phone = self._phone_of_chat(message.wa_chat_id)
         if phone is None and ids.is_lid(message.wa_chat_id):
             phone = await self._phone_of_lid(message.wa_chat_id)
         if phone is None:
@@ -526,23 +609,21 @@ class InboundActor:
                 error=f"no phone number for chat {message.wa_chat_id}")
             return
         incoming = message.direction == "IN"
-        client, created = await clients_repo.upsert(
-            self.db, organization_id=self.org_id, phone=phone,
-            push_name=work.push_name if incoming else None)
-        conversation, _ = await conversations_repo.get_or_create_active(
-            self.db, organization_id=self.org_id, client_id=client.id,
-            wa_chat_id=message.wa_chat_id)
-        await conversations_repo.touch(self.db, conversation_id=conversation.id,
-                                       at=message.sent_at)
-        linked = await messages_repo.set_processing_state(
-            self.db, message_id=message.id, state="PENDING", conversation_id=conversation.id)
-        message = linked or message
+        # Each step below is shared with the other chats' messages processed meanwhile (one
+        # statement for all of them: `wad.org.inbound.coalesce`).
+        client, created = await self._client_step(
+            (phone, work.push_name if incoming else None))
+        conversation_id = await self._conversation_step((client.id, message.wa_chat_id))
+        # The message joins the conversation (in the database when it is done, below).
+        message = msgspec.structs.replace(message, conversation_id=conversation_id,
+                                          processing_error=None)
         if created:
             _log.info("new client", client=str(client.id), country=phone[:4])
-        window = await messages_repo.list_for_conversation(
-            self.db, conversation_id=conversation.id, limit=self.cfg.conversation_window)
+        window = [m for m in await self._window_step(conversation_id) if m.id != message.id]
+        window = sorted([*window, message], key=lambda m: m.sent_at)[
+            -self.cfg.conversation_window:]
         if all(m.id != message.id for m in window):
-            window.append(message)
+            window.append(message)  # older than the window (a retry): still decided on
 
         # Language: the message's, and the client's from their side of the conversation.
         message_language, preferred = await self._languages(message, window)
@@ -579,13 +660,54 @@ class InboundActor:
                                           client=client_out)
         # Processed, and in the feed (`message.stored`), at once: a crash before this point
         # processes the message again, and the feed has it exactly once.
-        async with self.db.transaction() as tx:
-            done = await messages_repo.set_processing_state(
-                tx, message_id=message.id, state="DONE", conversation_id=conversation.id,
-                language=message_language)
-            await changes.record(tx, organization_id=self.org_id, kind="message.stored",
-                                 data=changes.message_data(done or message, client_id=client.id))
+        await self._finish_step((message, conversation_id, message_language, client.id))
         self.stats.processed += 1
+
+    # The batched forms of the processing steps (each answers one result per argument).
+
+    async def _get_many(self, message_ids: Sequence[uuid.UUID]) -> list[Message | None]:
+        found = await messages_repo.get_many(self.db, message_ids=message_ids)
+        return [found.get(i) for i in message_ids]
+
+    async def _clients_many(self, entries: Sequence[tuple[str, str | None]]
+                            ) -> list[tuple[Client, bool]]:
+        found = await clients_repo.upsert_many(self.db, organization_id=self.org_id,
+                                               entries=entries)
+        # A phone asked for twice in one batch was created once: the first asker made it.
+        first: set[str] = set()
+        answers = []
+        for phone, _ in entries:
+            client, created = found[phone]
+            answers.append((client, created and phone not in first))
+            first.add(phone)
+        return answers
+
+    async def _conversations_many(self, chats: Sequence[tuple[uuid.UUID, str]]
+                                  ) -> list[uuid.UUID]:
+        found = await conversations_repo.active_for_many(
+            self.db, organization_id=self.org_id, chats=list(chats))
+        return [found[client_id] for client_id, _ in chats]
+
+    async def _windows_many(self, conversation_ids: Sequence[uuid.UUID]
+                            ) -> list[list[Message]]:
+        found = await messages_repo.windows(self.db, conversation_ids=conversation_ids,
+                                            limit=self.cfg.conversation_window)
+        return [found[c] for c in conversation_ids]
+
+    async def _finish_many(self, done: Sequence[tuple[Message, uuid.UUID, str | None,
+                                                      uuid.UUID]]) -> list[None]:
+        """Processed (`DONE`, in its conversation, whose `last_message_at` follows) and in the
+        feed as `message.stored`, in one transaction."""
+        self.stats.finish_batches += 1
+        async with self.db.transaction() as tx:
+            await conversations_repo.touch_many(
+                tx, latest=[(conversation_id, m.sent_at) for m, conversation_id, _, _ in done])
+            rows = await messages_repo.finish_many(
+                tx, done=[(m.id, conversation_id, lang) for m, conversation_id, lang, _ in done])
+            await changes.record_many(tx, organization_id=self.org_id, entries=[
+                ("message.stored", changes.message_data(rows.get(m.id, m), client_id=client_id))
+                for m, _, _, client_id in done])
+        return [None] * len(done)
 
     async def _phone_of_lid(self, wid: str) -> str | None:
         """A `@lid` chat hides the number; the contact card may still have it."""
@@ -613,8 +735,7 @@ class InboundActor:
         fresh = [m for m in theirs if m.id == message.id or m.processing_state == "PENDING"]
         if message.direction == "OUT" and text(message):
             fresh.append(message)
-        guesses = dict(zip([m.id for m in fresh], await self._detect([text(m) for m in fresh]),
-                           strict=True)) if fresh else {}
+        guesses = await self._guesses([(m.id, text(m)) for m in fresh]) if fresh else {}
         mine = guesses[message.id].language if message.id in guesses else None
         known = [guesses.get(m.id) or payloads.LanguageGuess(language=m.language,
                                                              probability=1.0 if m.language
@@ -623,6 +744,29 @@ class InboundActor:
         preferred = language.conversation_language([text(m) for m in theirs], known).language \
             if theirs else None
         return mine, preferred
+
+    async def _guesses(self, texts: list[tuple[uuid.UUID, str]]
+                       ) -> dict[uuid.UUID, payloads.LanguageGuess]:
+        """Message id -> the language of its text. A text is detected once while its message is
+        pending (a burst puts the same pending messages in many windows), and the texts that
+        processing asks for meanwhile are detected together."""
+        known = {key: self._guessed[key] for key in texts if key in self._guessed}
+        unknown = [key for key in dict.fromkeys(texts) if key not in known]
+        if unknown:
+            found = dict(zip(unknown, await self._detect_step(tuple(t for _, t in unknown)),
+                             strict=True))
+            if len(self._guessed) + len(found) > GUESSES_KEPT:
+                self._guessed.clear()
+            self._guessed.update(found)
+            known.update(found)
+        return {i: known[(i, t)] for i, t in texts}
+
+    async def _detect_many(self, batches: Sequence[tuple[str, ...]]
+                           ) -> list[list[payloads.LanguageGuess]]:
+        """One detection for the texts of many processing steps."""
+        texts = list(dict.fromkeys(t for batch in batches for t in batch))
+        found = dict(zip(texts, await self._detect(texts), strict=True))
+        return [[found[t] for t in batch] for batch in batches]
 
     async def _detect(self, texts: list[str]) -> list[payloads.LanguageGuess]:
         if self.pm is not None:

@@ -9,8 +9,10 @@ and the inbound channel's catch-up finds its message again.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -91,18 +93,27 @@ class Spool:
     async def append(self, record: SpoolRecord) -> None:
         """Add an event at the end: written and fsync'd to the file first. Waits while the
         spool is full (the session then waits too: backpressure, nothing dropped)."""
-        while len(self._records) >= self.max_events:
-            await self._space.wait()
-        line = _encoder.encode(record) + b"\n"
-        async with self._write_lock:
-            await trio.to_thread.run_sync(self._write, line)
-            self._records.append(record)
-        self._update_space()
+        await self.append_many([record])
 
-    def _write(self, line: bytes) -> None:
+    async def append_many(self, records: Sequence[SpoolRecord]) -> None:
+        """Add events at the end, in order, as `append` does; those that fit are written with
+        one fsync."""
+        pending = list(records)
+        while pending:
+            while len(self._records) >= self.max_events:
+                await self._space.wait()
+            room = self.max_events - len(self._records)
+            part, pending = pending[:room], pending[room:]
+            data = b"".join(_encoder.encode(record) + b"\n" for record in part)
+            async with self._write_lock:
+                await trio.to_thread.run_sync(self._write, data)
+                self._records.extend(part)
+            self._update_space()
+
+    def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as handle:
-            handle.write(line)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -110,11 +121,20 @@ class Spool:
         """The oldest waiting event."""
         return self._records[0] if self._records else None
 
+    def peek_many(self, limit: int) -> list[SpoolRecord]:
+        """The oldest waiting events, at most `limit`, oldest first."""
+        return list(itertools.islice(self._records, limit))
+
     async def pop(self) -> None:
         """The oldest event is in the database now. The file is emptied when the last one is
         gone (until then a crash replays some events again, which is harmless: storing is
         idempotent)."""
-        self._records.popleft()
+        await self.pop_many(1)
+
+    async def pop_many(self, count: int) -> None:
+        """The `count` oldest events are in the database now (see `pop`)."""
+        for _ in range(min(count, len(self._records))):
+            self._records.popleft()
         if not self._records:
             async with self._write_lock:
                 if not self._records:
