@@ -17,7 +17,8 @@ other, so they do not compete for the CPU. For each it prints:
   to ready (`ready` event / state `CONNECTED`), the phone scanning the first QR at once;
   median and slowest session;
 - ready, restored login: the same after stopping every session (`destroy()` / disconnect) and
-  starting them again on their profiles;
+  starting them again on their profiles, `--restores` times (one start varies by tenths of a
+  second from run to run: the median is over every start of every round);
 - inbound latency: from asking the simulator to deliver a message (each from a new sender, one
   every DELIVERY_GAP_S) to the `message` event in node (timestamped there) / the message's row
   being visible in wad's database (committed with fsync on, polled every 20 ms), p50 and p95;
@@ -25,6 +26,7 @@ other, so they do not compete for the CPU. For each it prints:
 then the ratios wad / whatsapp-web.js.
 
     .venv/bin/python bench/peer.py [--counts 1 10] [--messages 40] [--wad-modes per-org shared]
+                                   [--restores 3] [--processes]
 
 Needs `make setup` (whatsapp-web.js under tests/conformance/node_modules) and /usr/bin/chromium.
 """
@@ -52,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import load_average, sim_process  # noqa: E402
 from bench.sessions import pss_kib, uss_kib  # noqa: E402
 from tests.conformance.wwebjs import WWebJS  # noqa: E402
-from tests.support.daemonproc import DaemonProcess, start_daemon  # noqa: E402
+from tests.support.daemonproc import DaemonProcess, descendants, start_daemon  # noqa: E402
 from wad.db.embedded import EmbeddedPostgres  # noqa: E402
 from wad.db.pool import Database  # noqa: E402
 from wad.observe.metrics import memory_by_kind  # noqa: E402
@@ -73,6 +75,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def print_processes(side: str, root_pid: int) -> None:
+    """One line per process of ROOT_PID's tree: its role (Chromium's `--type`, else the
+    program), PSS, USS and anonymous memory in MiB (`--processes`)."""
+    print(f"processes of {side}: PSS / USS / anonymous MiB")
+    for pid in [root_pid, *descendants(root_pid)]:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue
+        # Chromium rewrites its command line into one string: look for --type= in any word.
+        words = b" ".join(argv).decode(errors="replace").split()
+        role = next((w.split("=", 1)[1] for w in words if w.startswith("--type=")),
+                    Path(words[0]).name if words else "?")
+        kib = {f[0].rstrip(":"): int(f[1]) for f in map(str.split, rollup)
+               if len(f) >= 2 and f[1].isdigit()}
+        uss = kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0)
+        print(f"  {pid:>7} {role:<22} {kib.get('Pss', 0) / 1024:7.1f} {uss / 1024:7.1f} "
+              f"{kib.get('Anonymous', 0) / 1024:7.1f}")
+
+
 def account_numbers(side: str, count: int) -> list[str]:
     prefix = {"wwebjs": "9967701", "wad-per-org": "9967702", "wad-shared": "9967703"}[side]
     return [f"{prefix}{count:02d}{i:03d}" for i in range(count)]
@@ -86,7 +109,6 @@ async def start_all(start: Callable[[int, bool, list[float]], Awaitable[None]], 
             for i in range(count):
                 nursery.start_soon(start, i, fresh, took)
     return took
-
 
 
 async def create_accounts(phone: SimClient, numbers: list[str]) -> None:
@@ -134,7 +156,7 @@ RECORD_ARRIVALS = """async (client) => {
 
 
 async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
-                     root: Path) -> dict[str, Any]:
+                     root: Path, restores: int, processes: bool = False) -> dict[str, Any]:
     numbers = account_numbers("wwebjs", count)
     await create_accounts(phone, numbers)
     names = [f"c{i}" for i in range(count)]
@@ -171,6 +193,8 @@ async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
         await trio.sleep(SETTLE_S)
         memory = memory_by_kind(node.proc.pid)
         memory["uss"] = (uss_kib(node.proc.pid) * 1024, 0)
+        if processes:
+            print_processes("whatsapp-web.js", node.proc.pid)
 
         # Timestamps taken in node, in the Client's own `message` listener.
         for name in names:
@@ -185,9 +209,11 @@ async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
                 await trio.sleep(0.2)
         lat = latencies(asked, seen)
 
-        for name in names:
-            await node.stop(name)
-        restored = await start_all(start, count, fresh=False)
+        restored: list[float] = []
+        for _ in range(restores):
+            for name in names:
+                await node.stop(name)
+            restored += await start_all(start, count, fresh=False)
     return {"memory": memory, "fresh": fresh, "restored": restored, "latency": lat}
 
 
@@ -211,7 +237,8 @@ async def wait_state(db: Database, org: str, state: str) -> None:
 
 
 async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
-                  root: Path, mode: str) -> dict[str, Any]:
+                  root: Path, mode: str, restores: int, processes: bool = False
+                  ) -> dict[str, Any]:
     numbers = account_numbers(f"wad-{mode}", count)
     await create_accounts(phone, numbers)
     extra = (f'[whatsapp]\nurl = "{sim_url}"\nready_timeout_s = 60.0\n'
@@ -251,6 +278,8 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
             await trio.sleep(SETTLE_S)
             memory = memory_by_kind(daemon.proc.pid)
             memory["uss"] = (uss_kib(daemon.proc.pid) * 1024, 0)
+            if processes:
+                print_processes(f"wad {mode}", daemon.proc.pid)
             postgres = pss_kib(daemon.postgres_pid() or 0)
 
             seen: dict[str, float] = {}
@@ -273,11 +302,13 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
                 nursery.cancel_scope.cancel()
             lat = latencies(asked, seen)
 
-            for org in orgs:
-                (await client.post(f"/api/whatsapp/disconnect/{org}")).raise_for_status()
-            for org in orgs:
-                await wait_state(db, org, "DISCONNECTED")
-            restored = await start_all(start, count, fresh=False)
+            restored: list[float] = []
+            for _ in range(restores):
+                for org in orgs:
+                    (await client.post(f"/api/whatsapp/disconnect/{org}")).raise_for_status()
+                for org in orgs:
+                    await wait_state(db, org, "DISCONNECTED")
+                restored += await start_all(start, count, fresh=False)
     finally:
         await trio.to_thread.run_sync(daemon.stop)
     return {"memory": memory, "postgres_kib": postgres, "fresh": fresh,
@@ -336,7 +367,7 @@ def report(count: int, peer: dict[str, Any], ours: dict[str, dict[str, Any]]) ->
 
 
 async def amain(counts: list[int], messages: int, sim_url: str, tls_port: int,
-                root: Path, modes: list[str]) -> None:
+                root: Path, modes: list[str], restores: int, processes: bool) -> None:
     async with SimClient(sim_url, timeout=60) as phone:
         # The real page announces `hasSynced` seconds after CONNECTED (WAWEB.md); clients attach
         # their listeners in between. With ten Chromiums starting on a loaded machine the
@@ -345,9 +376,10 @@ async def amain(counts: list[int], messages: int, sim_url: str, tls_port: int,
         config = await phone.config(sync_delay_s=SYNC_DELAY_S)
         print(f"simulator: sync_delay_s={config.get('sync_delay_s')}", flush=True)
         for count in counts:
-            peer = await run_wwebjs(count, tls_port, phone, messages, root / f"wwebjs-{count}")
+            peer = await run_wwebjs(count, tls_port, phone, messages, root / f"wwebjs-{count}",
+                                   restores, processes)
             ours = {mode: await run_wad(count, sim_url, phone, messages,
-                                        root / f"wad-{mode}-{count}", mode)
+                                        root / f"wad-{mode}-{count}", mode, restores, processes)
                     for mode in modes}
             report(count, peer, ours)
 
@@ -360,6 +392,10 @@ def main() -> None:
     parser.add_argument("--wad-modes", nargs="+", choices=["per-org", "shared"],
                         default=["per-org", "shared"],
                         help="wad's browser modes to run (shared: every account in one Chromium)")
+    parser.add_argument("--restores", type=int, default=3,
+                        help="times every session is stopped and started on its profile")
+    parser.add_argument("--processes", action="store_true",
+                        help="print each process of every side's tree with its memory")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="wad-bench-peer-"))
     for count in args.counts:
@@ -372,7 +408,7 @@ def main() -> None:
         with sim_process(tls=True) as sim:
             assert sim.tls_port is not None
             trio_asyncio.run(amain, args.counts, args.messages, sim.url, sim.tls_port, root,
-                             args.wad_modes)
+                             args.wad_modes, args.restores, args.processes)
     finally:
         print(f"load average {load_average()} at the end")
         shutil.rmtree(root, ignore_errors=True)

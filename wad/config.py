@@ -175,7 +175,8 @@ class WhatsAppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     archive_interval_s: PositiveSeconds = 3600.0
     memory_saving_flags: bool = True
     """Start Chromium with the switches of `wad.browser.flags` (no GPU process, the network
-    service in the browser process, no spare or omnibox-popup renderers)."""
+    service in the browser process, no spare or omnibox-popup renderers) and Playwright's
+    driver with a small V8 young generation."""
     browser_mode: Literal["per-org", "shared"] = "per-org"
     """`per-org`: one Chromium per organization (its own process tree and profile folder);
     `shared`: up to `orgs_per_browser` organizations per Chromium, each in its own browser

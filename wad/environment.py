@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 
 SECRETS = ("WAD_SECRET_KEY", "WAD_SECRET_KEY_OLD", "WAD_DATABASE_URL", "OPENROUTER_API_KEY",
            "WAD_WEBHOOK_SECRET", "PGPASSWORD")
@@ -68,3 +69,21 @@ def child_env(**extra: str) -> dict[str, str]:
     env.setdefault("PATH", os.defpath)
     env.update(extra)
     return env
+
+
+@contextmanager
+def node_options(options: Sequence[str]) -> Iterator[None]:
+    """While in the block, `NODE_OPTIONS` carries OPTIONS after the operator's own (for a node
+    program that inherits this process's environment as it starts: Playwright's driver)."""
+    if not options:
+        yield
+        return
+    before = os.environ.get("NODE_OPTIONS")
+    os.environ["NODE_OPTIONS"] = " ".join(filter(None, (before, *options)))
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["NODE_OPTIONS"]
+        else:
+            os.environ["NODE_OPTIONS"] = before

@@ -52,3 +52,17 @@ def test_the_secrets_still_configure_the_daemon_after_they_are_taken(
     assert (after.secret_key, after.database.dsn, after.openrouter_api_key) == \
         (before.secret_key, DSN, SECRETS["OPENROUTER_API_KEY"])
     assert Config(url="http://127.0.0.1:9/hook").secret == SECRETS["WAD_WEBHOOK_SECRET"]
+
+
+def test_node_options_are_added_for_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NODE_OPTIONS", raising=False)
+    with environment.node_options(["--max-semi-space-size=2"]):
+        assert os.environ["NODE_OPTIONS"] == "--max-semi-space-size=2"
+    assert "NODE_OPTIONS" not in os.environ
+    # The operator's own options stay first, and come back afterwards.
+    monkeypatch.setenv("NODE_OPTIONS", "--stack-trace-limit=50")
+    with environment.node_options(["--max-semi-space-size=2"]):
+        assert os.environ["NODE_OPTIONS"] == "--stack-trace-limit=50 --max-semi-space-size=2"
+    assert os.environ["NODE_OPTIONS"] == "--stack-trace-limit=50"
+    with environment.node_options([]):
+        assert os.environ["NODE_OPTIONS"] == "--stack-trace-limit=50"

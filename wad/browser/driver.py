@@ -50,7 +50,7 @@ from wad.browser.events import (
     SentInfo,
     SessionState,
 )
-from wad.browser.flags import memory_flags
+from wad.browser.flags import driver_node_options, memory_flags
 from wad.config import WhatsAppSettings
 from wad.errors import WadError
 from wad.supervise import sole
@@ -275,7 +275,8 @@ class BrowserDriver:
             log.get("browser").warning(ROOT_WARNING)
         try:
             adapt_loop(trio_asyncio.current_loop.get())
-            playwright = await aio_as_trio(async_playwright().start)()
+            with environment.node_options(driver_node_options(settings.memory_saving_flags)):
+                playwright = await aio_as_trio(async_playwright().start)()
             try:
                 yield cls(playwright, settings, tmpdir)
             finally:

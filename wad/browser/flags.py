@@ -14,6 +14,10 @@ With them:
   `WebUIOmniboxAimPopup` disabled: no renderer kept warm for a next navigation, no renderer for
   the omnibox popup.
 
+Playwright's driver (one node process per daemon, about 125 MiB) gets a V8 young generation of
+2 MiB a semi-space instead of the default 16 (`DRIVER_NODE_OPTIONS`, through `NODE_OPTIONS`):
+about 20 MiB less, and a driver that carries a few messages at a time loses nothing by it.
+
 Chromium keeps only the last `--disable-features` and `--enable-features` switch, and
 Playwright passes its own lists first, so ours repeat Playwright's (as of 1.65) before adding
 to them; otherwise Playwright's choices would silently be undone.
@@ -44,6 +48,14 @@ MEMORY_FLAGS = (
 )
 
 
+DRIVER_NODE_OPTIONS = ("--max-semi-space-size=2",)
+
+
 def memory_flags(enabled: bool) -> tuple[str, ...]:
     """The memory-saving switches when ENABLED (the setting), else none."""
     return MEMORY_FLAGS if enabled else ()
+
+
+def driver_node_options(enabled: bool) -> tuple[str, ...]:
+    """Node's options for Playwright's driver when memory saving is ENABLED, else none."""
+    return DRIVER_NODE_OPTIONS if enabled else ()
