@@ -7,7 +7,7 @@ named. The promise: **a token revoked on any daemon of the database is refused h
 `FRESH_S` (under a second)**, whatever happens to the listening connection:
 
 - the cache answers only while the listening connection is known to be current: a round trip on
-  it (`SELECT 1`) is made every `PING_S`, and PostgreSQL delivers a notification committed
+  it (`tokens.round_trip`) is made every `PING_S`, and PostgreSQL delivers a notification committed
   before a round trip's start ahead of its answer. An entry is served only while the last round
   trip that came back started less than `FRESH_S` ago; otherwise the request goes to the
   database, as without a cache;
@@ -150,7 +150,7 @@ class TokenCache:
                     await trio.sleep(self.ping_s)
                     started = self._clock()
                     with trio.move_on_after(self.fresh_s) as waited:
-                        await conn.fetchval("SELECT 1")
+                        await tokens_repo.round_trip(conn)
                     if waited.cancelled_caught:
                         raise TimeoutError("the token cache's listening connection did not "
                                            f"answer within {self.fresh_s:g} s")

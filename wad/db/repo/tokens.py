@@ -103,3 +103,9 @@ async def get(db: Executor, *, token_id: uuid.UUID) -> ApiToken | None:
     """A token's record, revoked or not."""
     return one(ApiToken, await db.fetchrow(f"SELECT {_COLS} FROM api_tokens WHERE id = $1",
                                            token_id))
+
+
+async def round_trip(db: Executor) -> None:
+    """One trivial round trip (the token cache proves its listening connection current with
+    it: notifications committed before it started arrive ahead of its answer)."""
+    await db.fetchval("SELECT 1")
