@@ -111,6 +111,16 @@ async def start_all(start: Callable[[int, bool, list[float]], Awaitable[None]], 
     return took
 
 
+def measure_memory(side: str, root_pid: int, processes: bool) -> dict[str, tuple[int, int]]:
+    """PSS by process kind of ROOT_PID's tree, and its USS under "uss"; with PROCESSES, each
+    process printed too."""
+    memory = memory_by_kind(root_pid)
+    memory["uss"] = (uss_kib(root_pid) * 1024, 0)
+    if processes:
+        print_processes(side, root_pid)
+    return memory
+
+
 async def create_accounts(phone: SimClient, numbers: list[str]) -> None:
     for number in numbers:
         await phone.create_account(number, f"Bench {number[-5:]}")
@@ -191,10 +201,7 @@ async def run_wwebjs(count: int, tls_port: int, phone: SimClient, messages: int,
 
         fresh = await start_all(start, count, fresh=True)
         await trio.sleep(SETTLE_S)
-        memory = memory_by_kind(node.proc.pid)
-        memory["uss"] = (uss_kib(node.proc.pid) * 1024, 0)
-        if processes:
-            print_processes("whatsapp-web.js", node.proc.pid)
+        memory = measure_memory("whatsapp-web.js", node.proc.pid, processes)
 
         # Timestamps taken in node, in the Client's own `message` listener.
         for name in names:
@@ -276,10 +283,7 @@ async def run_wad(count: int, sim_url: str, phone: SimClient, messages: int,
 
             fresh = await start_all(start, count, fresh=True)
             await trio.sleep(SETTLE_S)
-            memory = memory_by_kind(daemon.proc.pid)
-            memory["uss"] = (uss_kib(daemon.proc.pid) * 1024, 0)
-            if processes:
-                print_processes(f"wad {mode}", daemon.proc.pid)
+            memory = measure_memory(f"wad {mode}", daemon.proc.pid, processes)
             postgres = pss_kib(daemon.postgres_pid() or 0)
 
             seen: dict[str, float] = {}

@@ -222,15 +222,22 @@ class InboundActor:
                 await self._to_spool(records)
                 continue
             self.stats.store_batches += 1
-            try:
-                await self._apply_all(records)
-            except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
+            if not await self._stored(records):
                 # The whole batch waits (storing is idempotent: what was written before the
                 # failure is not stored twice when the spool writes it again).
-                self._note_db_down(exc)
                 await self._to_spool(records)
+
+    async def _stored(self, records: Sequence[SpoolRecord]) -> bool:
+        """Store RECORDS (`_apply_all`); False, with the outage noted, when the database is
+        unreachable (any other error is raised)."""
+        try:
+            await self._apply_all(records)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            self._note_db_down(exc)
+            return False
+        return True
 
     async def _apply_all(self, records: Sequence[SpoolRecord]) -> None:
         """Store events in order, each run of messages in one statement. An event that fails
@@ -301,12 +308,7 @@ class InboundActor:
                 await self._spool_wakeup.wait()
                 self._spool_wakeup = trio.Event()
                 continue
-            try:
-                await self._apply_all(records)
-            except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
-                self._note_db_down(exc)
+            if not await self._stored(records):
                 await trio.sleep(self.cfg.db_retry_s)
                 continue
             await self.spool.pop_many(len(records))
