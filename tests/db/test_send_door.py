@@ -35,8 +35,8 @@ def since() -> datetime:
 async def test_the_door_reads_after_the_lock_so_a_concurrent_send_counts(db: Database) -> None:
     org = await new_org(db, per_hour=10)
     first_read = trio.Event()
-    first_done = trio.Event()
-    seen: list[int] = []
+    first_committing = trio.Event()
+    seen: list[tuple[bool, int]] = []
 
     async def first() -> None:
         async with db.transaction() as tx:
@@ -44,23 +44,25 @@ async def test_the_door_reads_after_the_lock_so_a_concurrent_send_counts(db: Dat
                                            since=since(), to_phone=CLIENT)
             assert state is not None and state.pending == 0
             first_read.set()
-            await trio.sleep(0.3)  # the second door waits on the lock meanwhile
+            await trio.sleep(0.3)  # the second door asks meanwhile, and waits on the lock
             await outbox_repo.enqueue(tx, organization_id=org, to_phone=CLIENT, content="a")
-        first_done.set()
+            first_committing.set()
 
     async def second() -> None:
         await first_read.wait()
+        asked_before_the_commit = not first_committing.is_set()
         async with db.transaction() as tx:
             state = await outbox_repo.door(tx, organization_id=org, idempotency_key=None,
                                            since=since(), to_phone=CLIENT)
-            assert first_done.is_set(), "the second door did not wait for the first's lock"
             assert state is not None
-            seen.append(state.pending)
+            seen.append((asked_before_the_commit, state.pending))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(first)
         nursery.start_soon(second)
-    assert seen == [1]  # read after the first committed: its message counts
+    # Asked while the first held the lock with its message not yet committed, and still saw
+    # that message: the door read after the first's commit, so it waited for the lock.
+    assert seen == [(True, 1)]
 
 
 async def test_the_door_knows_the_number_the_key_and_the_session(db: Database) -> None:
