@@ -15,11 +15,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
 import segno
 import trio
+from msgspec import Meta
 
 DEFAULT_VERSION = "2.3000.1017054665"
 STATUS_WID = "status@broadcast"
@@ -31,25 +32,26 @@ PAIR_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 class SimConfig(msgspec.Struct, kw_only=True):
     """Timing and size knobs of one simulator; tests shrink the periods."""
 
-    version: str = DEFAULT_VERSION
-    qr_rotate_s: float = 20.0
+    version: Annotated[str, Meta(min_length=1)] = DEFAULT_VERSION
+    qr_rotate_s: Annotated[float, Meta(gt=0)] = 20.0
     """How often `Conn.ref` changes while a page is unpaired."""
-    qr_max_rotations: int = 5
+    qr_max_rotations: Annotated[int, Meta(ge=1)] = 5
     """Rotations without a scan before the page goes `UNPAIRED_IDLE`."""
-    sync_delay_s: float = 1.5
+    sync_delay_s: Annotated[float, Meta(ge=0)] = 1.5
     """Delay between `CONNECTED` and the initial sync (`hasSynced`)."""
-    pairing_code_ttl_s: float = 180.0
-    max_devices: int = 4
-    recent_msgs: int = 20
+    pairing_code_ttl_s: Annotated[float, Meta(gt=0)] = 180.0
+    max_devices: Annotated[int, Meta(ge=1)] = 4
+    recent_msgs: Annotated[int, Meta(ge=0)] = 20
     """Messages per chat loaded into `chat.msgs` by the initial sync."""
-    page_size: int = 50
+    page_size: Annotated[int, Meta(ge=1)] = 50
     """Messages per `loadEarlierMsgs` page."""
-    peer_request_delay_s: float = 0.3
+    peer_request_delay_s: Annotated[float, Meta(ge=0)] = 0.3
     """How long the phone takes to answer `sendPeerDataOperationRequest`."""
     auto_ack: bool = True
-    ack_delays_s: tuple[float, float, float] = (0.5, 1.5, 3.0)
+    ack_delays_s: tuple[Annotated[float, Meta(ge=0)], Annotated[float, Meta(ge=0)],
+                        Annotated[float, Meta(ge=0)]] = (0.5, 1.5, 3.0)
     """Auto acks after a send is accepted: delivered (2), read (3), played (4, voice/video)."""
-    reconnect_s: float = 0.5
+    reconnect_s: Annotated[float, Meta(gt=0)] = 0.5
     """The page's delay between reconnection attempts while the network is down."""
 
 
