@@ -11,11 +11,13 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
 setup: system-deps $(STAMP) $(NPM_STAMP)
 
-# Debian's chromium, postgresql and nodejs/npm: installed with apt-get when missing and we are root,
+# Debian's chromium (whatsapp-web.js and the simulator's own tests), chromium-headless-shell (wad's
+# sessions), postgresql and nodejs/npm: installed with apt-get when missing and we are root,
 # otherwise we say exactly what to install and stop.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	test -x /usr/lib/chromium/chromium-headless-shell || missing="$$missing chromium-headless-shell"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \

@@ -150,7 +150,7 @@ class WhatsAppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """The browser sessions."""
 
     url: str = "https://web.whatsapp.com/"
-    chromium_path: str = "/usr/bin/chromium"
+    chromium_path: str = "/usr/lib/chromium/chromium-headless-shell"
     headless: bool = True
     user_agent: str = (
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "

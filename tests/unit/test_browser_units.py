@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import msgspec
 import pytest
 
 from wad.browser import events
-from wad.browser.driver import new_message_id, origin
+from wad.browser.driver import find_browser_pid, new_message_id, origin
 from wad.browser.events import AckChanged, BridgeReady, MessageReceived, Ready
 from wad.whatsapp.ids import InvalidChatId, chat_id, phone_digits
 
@@ -104,3 +108,26 @@ def test_other_origins_differ() -> None:
     for other in ("https://web.whatsapp.com.evil.example/", "http://web.whatsapp.com/",
                   "https://web.whatsapp.com:8443/", "https://whatsapp.com/"):
         assert origin(other) != page, other
+
+
+def test_browser_pid_is_the_browser_not_the_wrapper_script_that_started_it(
+        tmp_path: Path) -> None:
+    """Debian's /usr/bin/chromium-headless-shell is a script that runs the browser as its child:
+    killing the script would leave the browser running, so the browser's own process is found."""
+    profile = tmp_path / "profile"
+    wrapper = tmp_path / "chromium-wrapper"
+    wrapper.write_text(f'#!/bin/sh -e\n"{sys.executable}" -c "import time; time.sleep(30)" "$@"\n')
+    wrapper.chmod(0o755)
+    script = subprocess.Popen([str(wrapper), f"--user-data-dir={profile}"])
+    try:
+        deadline = time.monotonic() + 10
+        while (found := find_browser_pid(profile)) in (None, script.pid):
+            assert time.monotonic() < deadline, "the wrapper's child never showed up"
+            time.sleep(0.05)
+        argv = Path(f"/proc/{found}/cmdline").read_bytes().split(b"\0")
+        assert argv[0] == sys.executable.encode()
+        assert Path(f"/proc/{found}/stat").read_text().split(") ")[1].split()[1] == str(script.pid)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-P", str(script.pid)], check=False)
+        script.kill()
+        script.wait()

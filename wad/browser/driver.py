@@ -148,8 +148,14 @@ def origin(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.hostname.lower()}{suffix}"
 
 
+_SHELLS = frozenset({"sh", "dash", "bash"})
+"""Interpreters of a wrapper script (Debian's /usr/bin/chromium-headless-shell runs the browser
+as its child): never the browser itself."""
+
+
 def find_browser_pid(profile_dir: Path) -> int | None:
-    """The Chromium browser process using PROFILE_DIR (not its renderers or helpers)."""
+    """The Chromium browser process using PROFILE_DIR (not its renderers or helpers, nor a
+    wrapper script that started it)."""
     wanted = f"--user-data-dir={profile_dir}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -158,7 +164,8 @@ def find_browser_pid(profile_dir: Path) -> int | None:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if wanted in argv and not any(arg.startswith(b"--type=") for arg in argv):
+        if (wanted in argv and not any(arg.startswith(b"--type=") for arg in argv)
+                and Path(argv[0].decode(errors="replace")).name not in _SHELLS):
             return int(entry.name)
     return None
 
