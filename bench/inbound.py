@@ -10,8 +10,8 @@ this process plays the daemon (organization manager, sessions, inbound actors), 
 driver and the Chromiums as its children. For each number of organizations it prints:
 - a burst: every organization's phone delivers `--messages` messages in one control call, pushed
   to the page as fast as it takes them; messages stored per second from the call to the last row
-  committed, and processed per second (client, conversation, language; no plugins) until none is
-  left pending;
+  committed, and processed per second (client, conversation, language and status, by the plugins a
+  daemon with no `[plugins]` table runs) until none is left pending;
 - CPU per stored message during the burst, in ms, by process kind: wad's Python process, the
   Playwright driver, Chromium, PostgreSQL, and (apart, not wad's) the simulator;
 - restarts: how many browsers were restarted by a health check during the run, and browser
@@ -51,6 +51,7 @@ from wad.db.repo import sessions as sessions_repo
 from wad.observe.metrics import cpu_by_kind
 from wad.org.inbound.actor import inbound_actor
 from wad.org.manager import OrgManager
+from wad.plugins import get_plugin_manager
 from wad.sim.client import SimClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -141,7 +142,11 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             SimClient(sim_url, timeout=120) as phone,
         ):
             await phone.config(qr_rotate_s=5.0, sync_delay_s=0.3)
-            manager = OrgManager(settings=settings, db=db, driver=driver, bus=bus,
+            # The plugins a daemon with no `[plugins]` table runs (its language and status
+            # detectors among them), as `wad run` loads them.
+            pm = get_plugin_manager(settings.plugins)
+            pm.bind(settings=settings, db=db)
+            manager = OrgManager(settings=settings, db=db, driver=driver, bus=bus, plugins=pm,
                                  actors=[functools.partial(inbound_actor, settings=inbound)])
             scope = trio.CancelScope()
             stopped = trio.Event()
