@@ -34,8 +34,9 @@ import trio
 from msgspec import Meta
 
 from wad import hookimpl
+from wad.config import inbound_settings
 from wad.language import DEFAULT_LANGUAGES, clean, language_of_script, letters, script_languages
-from wad.payloads import LanguageGuess
+from wad.payloads import BackgroundTask, LanguageGuess
 from wad.plugins import PluginContext
 from wad_fasttext_language.lexicon import NEUTRAL, claims
 from wad_fasttext_language.words import WordLists, available
@@ -201,17 +202,44 @@ def wad_plugin_config_type() -> type[Any]:
     return Config
 
 
+@hookimpl
+def wad_background_tasks(ctx: PluginContext) -> list[BackgroundTask]:
+    """`load`: loads the model and the word lists of the daemon's languages (`inbound.languages`)
+    in a worker thread as the daemon starts (about 2.5 s of CPU, once), so that the first
+    messages after a start are not the ones that wait for it. Done once loaded."""
+    return [BackgroundTask(name="load", run=functools.partial(_load, ctx))]
+
+
+async def _load(ctx: PluginContext, *,
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    known = _known(inbound_settings(ctx.settings).languages)
+    if known:
+        await trio.to_thread.run_sync(_detector, ctx, known)
+
+
+def _known(languages: Sequence[str]) -> tuple[str, ...]:
+    """`languages` without repeats when the model knows every one of them, else empty."""
+    known = tuple(dict.fromkeys(languages))
+    return known if known and set(known) <= LANGUAGES else ()
+
+
+def _detector(ctx: PluginContext, known: tuple[str, ...]) -> FastTextDetector:
+    config = ctx.plugin_config(NAME)
+    return get_detector(known, config if isinstance(config, Config) else None)
+
+
 @hookimpl(trylast=True)  # a default: any other language plugin answers first
 async def wad_detect_language(ctx: PluginContext, texts: Sequence[str],
                               languages: Sequence[str]) -> list[LanguageGuess] | None:
     """Answers when every configured language is one the model knows; otherwise leaves it to
     the next detector (wad's built-in langdetect). Runs in a worker thread."""
-    known = tuple(dict.fromkeys(languages))
-    if not known or not set(known) <= LANGUAGES:
+    known = _known(languages)
+    if not known:
         return None
-    config = ctx.plugin_config(NAME)
-    detector = get_detector(known, config if isinstance(config, Config) else None)
-    return await trio.to_thread.run_sync(detector.detect_many, list(texts))
+    batch = list(texts)
+    # In the worker thread also the first time, when the detector loads (seconds of CPU).
+    return await trio.to_thread.run_sync(lambda: _detector(ctx, known).detect_many(batch))
 
 
 __all__ = ["NAME", "Config", "FastTextDetector", "get_detector"]

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import wad_fasttext_language
 from wad_fasttext_language import Config, FastTextDetector
 
+from wad.config import InboundSettings, Settings
 from wad.evaluation import DATA, LanguageScore, load_texts, score_languages
 from wad.language import DEFAULT_LANGUAGES
-from wad.plugins import PluginSettings, detect_languages, get_plugin_manager
+from wad.plugins import PluginSettings, background_tasks, detect_languages, get_plugin_manager
 
 HELD_OUT = DATA / "language" / "heldout.tsv"
 FRESH = DATA / "language" / "fresh.tsv"
@@ -167,3 +169,20 @@ def test_word_frequencies_decide_what_the_model_and_lexicon_leave_unknown() -> N
     assert unknown[True] * 5 < unknown[False]
     # Chat words written without their accents are still found.
     assert FastTextDetector(["en", "pl", "es"]).detect("wszystko jasne, dziekuje").language == "pl"
+
+
+async def test_the_daemons_languages_are_loaded_as_it_starts_not_on_the_first_message() -> None:
+    pm = get_plugin_manager(PluginSettings(entry_points=False))
+    pm.bind(settings=Settings(inbound=InboundSettings(languages=["en", "de", "en"])))
+    wad_fasttext_language.get_detector.cache_clear()
+    [(plugin, load)] = [(name, task) for name, task in background_tasks(pm)
+                        if name == "fasttext_language"]
+    assert load.name == "load"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(load.run)
+    # Loaded once, in the background: the first detection finds it ready.
+    assert wad_fasttext_language.get_detector.cache_info().currsize == 1
+    [guess] = await detect_languages(pm, ["alles klar, danke"], languages=["en", "de"])
+    assert guess.language == "de"
+    info = wad_fasttext_language.get_detector.cache_info()
+    assert (info.currsize, info.hits) == (1, 1)
