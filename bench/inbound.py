@@ -51,7 +51,7 @@ from wad.db.repo import sessions as sessions_repo
 from wad.observe.metrics import cpu_by_kind
 from wad.org.inbound.actor import inbound_actor
 from wad.org.manager import OrgManager
-from wad.plugins import get_plugin_manager
+from wad.plugins import get_plugin_manager, task_supervisor
 from wad.sim.client import SimClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -128,11 +128,12 @@ def cpu_now(postmaster: int | None, sim_pid: int) -> dict[str, float]:
 async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_dir: Path,
                    sim_url: str, sim_pid: int, postmaster: int | None,
                    inbound: InboundSettings = NO_DELAYS, profile: int = 0,
-                   profile_out: str = "") -> dict[str, Any]:
+                   profile_out: str = "", chromium: str = "") -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
-                            whatsapp=WhatsAppSettings(url=sim_url, health_check_interval_s=10.0,
-                                                      ready_timeout_s=60.0))
+                            whatsapp=WhatsAppSettings(
+                                url=sim_url, health_check_interval_s=10.0, ready_timeout_s=60.0,
+                                chromium_path=chromium or WhatsAppSettings().chromium_path))
         bus = EventBus()
         recorder = Recorder()
         await nursery.start(recorder.run, bus)
@@ -146,6 +147,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             # detectors among them), as `wad run` loads them.
             pm = get_plugin_manager(settings.plugins)
             pm.bind(settings=settings, db=db)
+            await nursery.start(task_supervisor(pm).run)  # their background tasks, as at a start
             manager = OrgManager(settings=settings, db=db, driver=driver, bus=bus, plugins=pm,
                                  actors=[functools.partial(inbound_actor, settings=inbound)])
             scope = trio.CancelScope()
@@ -279,7 +281,7 @@ async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
                                         dsn=dsn, state_dir=state, sim_url=sim.url,
                                         sim_pid=sim.pid, postmaster=cluster.pid(),
                                         inbound=inbound, profile=args.profile,
-                                        profile_out=args.profile_out)
+                                        profile_out=args.profile_out, chromium=args.chromium)
             finally:
                 await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
             results.append(result)
@@ -311,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure storing alone (processing waits an hour)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="run PostgreSQL without fsync (as the tests do)")
+    parser.add_argument("--chromium", default="", metavar="PATH",
+                        help="the browser binary (default: the daemon's, chromium-headless-shell)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="print the N functions of wad's process that took most time")
     parser.add_argument("--profile-out", default="", metavar="PATH",
