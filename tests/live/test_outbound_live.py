@@ -162,14 +162,17 @@ async def test_numbers_without_whatsapp_fail_at_once_and_do_not_stop_sending(
     assert sender.stats.numbers_checked == 5  # type: ignore[attr-defined]
     entries = [(c.kind, c.data["sendId"], c.data.get("reason")) for c in feed
                if c.kind.startswith(OUTBOUND_KINDS)]
-    assert entries == [*[("send.failed", str(i.id), "NOT_ON_WHATSAPP") for i in doomed],
-                       ("message.sent", str(fine.id), None)]
+    # Sends to different numbers may settle in any order (several are under way at once); the
+    # client's message was queued after all four had failed.
+    doomed_failed = sorted(("send.failed", str(i.id), "NOT_ON_WHATSAPP") for i in doomed)
+    assert sorted(entries[:-1]) == doomed_failed
+    assert entries[-1] == ("message.sent", str(fine.id), None)
     assert [c for c in feed if c.kind == "message.sent"][-1].data["waMessageId"] == \
         f"true_996555123456@c.us_{sent_item.wa_message_id}"
     finals = [(e.id, e.status, e.reason) for e in seen
               if isinstance(e, OutboxStatus) and e.status in ("FAILED", "SENT")]
-    assert finals == [*[(str(i.id), "FAILED", "NOT_ON_WHATSAPP") for i in doomed],
-                      (str(fine.id), "SENT", None)]
+    assert sorted(finals[:-1]) == sorted((str(i.id), "FAILED", "NOT_ON_WHATSAPP") for i in doomed)
+    assert finals[-1] == (str(fine.id), "SENT", None)
     assert [e.message.send_id for e in seen if isinstance(e, MessageSent)] == [fine.id]
 
 

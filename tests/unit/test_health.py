@@ -15,7 +15,7 @@ import trio.testing
 from wad.bus import EventBus
 from wad.config import DaemonSettings, Settings, WhatsAppSettings
 from wad.org import health
-from wad.org.session import BrowserFailure, SessionActor
+from wad.org.session import BrowserCrashed, BrowserFailure, SessionActor
 
 SETTINGS = WhatsAppSettings(health_check_interval_s=30.0, health_check_timeout_s=10.0,
                             health_check_max_timeout_s=120.0, health_restart_spacing_s=10.0)
@@ -162,3 +162,23 @@ async def test_session_actor_turns_a_health_failure_into_a_browser_restart(
                          driver=None, bus=EventBus())
     with pytest.raises(BrowserFailure, match="health check: the page made no progress"):
         await actor._health_check(cast(Any, Page(answer_after=None)))
+
+
+class ClosedPage(Page):
+    """A page whose browser is gone: its ping fails at once, as the driver's does."""
+
+    alive = False
+
+    async def ping(self, *, timeout: float | None = None) -> str:
+        raise RuntimeError("the browser session is gone (browser_closed)")
+
+
+async def test_a_health_check_that_finds_the_browser_gone_is_a_crash_not_a_hang(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """The same as the browser's close event (which may come a moment later): the actor exits
+    with `BrowserCrashed`, so its supervisor restarts it, whichever the session heard first."""
+    settings = Settings(daemon=DaemonSettings(state_dir=str(tmp_path)), whatsapp=SETTINGS)
+    actor = SessionActor(org_id=uuid.uuid4(), settings=settings, db=cast(Any, None),
+                         driver=None, bus=EventBus())
+    with pytest.raises(BrowserCrashed, match="browser gone, found by the health check"):
+        await actor._health_check(cast(Any, ClosedPage()))

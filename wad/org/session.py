@@ -406,6 +406,12 @@ class SessionActor:
         try:
             await health.watch(session, self.settings.whatsapp, self.health_spacing)
         except health.HealthFailure as exc:
+            if not getattr(session, "alive", True):
+                # The browser or its page is gone and the check found it before the close
+                # event arrived: a crash, handled as that event is (the supervisor restarts
+                # the actor), not a hung page.
+                raise BrowserCrashed(f"browser gone, found by the health check ({exc})"
+                                     ) from exc.__cause__
             raise BrowserFailure(str(exc)) from exc.__cause__
 
     async def _archive_periodically(self) -> None:
