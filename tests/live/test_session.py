@@ -47,6 +47,8 @@ async def test_link_by_qr_stores_rotating_payload_number_and_version(
         assert row.wa_version == DEFAULT_VERSION
         assert row.push_name == "Bishkek Tours"
         assert row.last_connected_at is not None and row.qr_payload is None
+        # The row changes before the event is published and recorded.
+        await stack.wait_published(org, "CONNECTED")
         assert stack.states[org][:2] == ["CONNECTING", "QR_CODE_PENDING"]
         assert stack.states[org][-1] == "CONNECTED"
 

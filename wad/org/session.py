@@ -289,6 +289,10 @@ class SessionActor:
                 with trio.move_on_after(30, shield=True):
                     await self.save_archive(reason="disconnect")
         if failure is not None:
+            if isinstance(failure, BrowserCrashed):
+                # As the close event does (a no-op after it): the state says what happened
+                # until the supervisor starts the actor again.
+                await self._set_state("CONNECTING", last_error=str(failure))
             raise failure
         return outcome
 
