@@ -87,7 +87,7 @@ async def test_a_transient_failure_is_retried_with_backoff_and_then_processed(
     assert [f.retry_in_s for f in seen] == [0.2, 0.4]  # the shared Backoff, doubling, capped
     assert all("clients table under maintenance" in f.error for f in seen)
     assert trio.current_time() - started >= 0.6  # it did wait out the backoff
-    assert (actor.stats.failed, actor.stats.parked) == (2, 0)
+    assert (actor.stats["failed"], actor.stats["parked"]) == (2, 0)
 
 
 async def test_a_message_that_keeps_failing_is_parked_with_its_error_and_counted(
@@ -109,7 +109,7 @@ async def test_a_message_that_keeps_failing_is_parked_with_its_error_and_counted
     seen = failures(published)
     assert [(f.attempts, f.parked) for f in seen] == [(1, False), (2, False), (3, True)]
     assert seen[-1].retry_in_s is None
-    assert (actor.stats.failed, actor.stats.parked) == (3, 1)
+    assert (actor.stats["failed"], actor.stats["parked"]) == (3, 1)
 
     parked = await messages_repo.parked_summary(db, organization_id=org)
     assert parked.count == 1 and "maintenance" in (parked.last_error or "")

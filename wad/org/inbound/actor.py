@@ -32,10 +32,11 @@ import functools
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import trio
@@ -114,26 +115,15 @@ class _Work:
     push_name: str | None = None
 
 
-@dataclass
-class InboundStats:
-    """Counters of one actor's life (for logs, benchmarks and tests)."""
-
-    stored: int = 0
-    duplicates: int = 0
-    ignored: int = 0
-    spooled: int = 0
-    replayed: int = 0
-    processed: int = 0
-    failed: int = 0
-    """Failed processing attempts (each one retried, or parked)."""
-    parked: int = 0
-    caught_up: int = 0
-    catch_ups: int = 0
-    replies: int = 0
-    store_batches: int = 0
-    """Batches of events stored together (one statement for each run of messages in them)."""
-    finish_batches: int = 0
-    """Transactions that finished the processing of one or more messages together."""
+InboundCount = Literal[
+    "stored", "duplicates", "ignored", "spooled", "replayed", "processed",
+    "failed",  # failed processing attempts (each one retried, or parked)
+    "parked", "caught_up", "catch_ups", "replies",
+    "store_batches",  # batches of events stored together (one statement a run of messages)
+    "finish_batches",  # transactions that finished the processing of messages together
+]
+"""What an inbound actor counts over its life (for logs, benchmarks and tests): every one a
+plain count, so `InboundActor.stats` is a `Counter` of these names (0 for one not seen yet)."""
 
 
 class InboundActor:
@@ -148,7 +138,7 @@ class InboundActor:
         self.pm = ctx.plugins
         self.cfg = settings or inbound_settings(ctx.settings)
         self.rng = rng or random.Random()
-        self.stats = InboundStats()
+        self.stats: Counter[InboundCount] = Counter()
         self.spool = Spool(spool_path(ctx.settings.state_path.absolute(), ctx.org_id),
                            max_events=self.cfg.spool_max_events)
         self.enricher = Enricher(
@@ -221,7 +211,7 @@ class InboundActor:
                 # Events already wait for the database: these go behind them, in order.
                 await self._to_spool(records)
                 continue
-            self.stats.store_batches += 1
+            self.stats["store_batches"] += 1
             if not await self._stored(records):
                 # The whole batch waits (storing is idempotent: what was written before the
                 # failure is not stored twice when the spool writes it again).
@@ -290,7 +280,7 @@ class InboundActor:
 
     async def _to_spool(self, records: Sequence[SpoolRecord]) -> None:
         await self.spool.append_many(records)
-        self.stats.spooled += len(records)
+        self.stats["spooled"] += len(records)
         self._spool_wakeup.set()
 
     def _note_db_down(self, exc: BaseException) -> None:
@@ -312,11 +302,11 @@ class InboundActor:
                 await trio.sleep(self.cfg.db_retry_s)
                 continue
             await self.spool.pop_many(len(records))
-            self.stats.replayed += len(records)
+            self.stats["replayed"] += len(records)
             if not self.spool:
                 down = (trio.current_time() - self._db_down_since
                         if self._db_down_since is not None else 0.0)
-                _log.info("spool written to the database", events=self.stats.replayed,
+                _log.info("spool written to the database", events=self.stats["replayed"],
                           down_s=round(down, 1))
                 self._db_down_since = None
                 self._resume_wanted.set()
@@ -341,7 +331,7 @@ class InboundActor:
     async def _store_messages(self, batch: Sequence[ev.Message]) -> int:
         """Store what is not stored yet and schedule its processing; answers how many were new."""
         kept = [m for m in batch if self._keep(m)]
-        self.stats.ignored += len(batch) - len(kept)
+        self.stats["ignored"] += len(batch) - len(kept)
         if not kept:
             return 0
         own = [wa for m in kept if m.from_me for wa in (m.id, ids.bare_id(m.id))]
@@ -362,8 +352,8 @@ class InboundActor:
         else:
             new = sorted(await messages_repo.insert_many(self.db, messages=rows),
                          key=lambda r: (r.sent_at, r.created_at))
-        self.stats.stored += len(new)
-        self.stats.duplicates += len(rows) - len(new)
+        self.stats["stored"] += len(new)
+        self.stats["duplicates"] += len(rows) - len(new)
         for stored_row in new:
             self.bus.publish(MessageStored(
                 org_id=self.org_id, id=str(stored_row.id),
@@ -523,7 +513,7 @@ class InboundActor:
 
     async def _failed_attempt(self, work: _Work, error: str, exc: Exception) -> None:
         """Count the failed attempt; retry after the backoff, or park the message."""
-        self.stats.failed += 1
+        self.stats["failed"] += 1
         row = await messages_repo.record_processing_failure(
             self.db, message_id=work.message_id, error=error,
             max_attempts=self.cfg.processing_max_attempts)
@@ -532,7 +522,7 @@ class InboundActor:
         parked = row.processing_state == "FAILED"
         delay = None if parked else self._retry_backoff.delay(row.processing_attempts)
         if parked:
-            self.stats.parked += 1
+            self.stats["parked"] += 1
             _log.error("message processing failed repeatedly; parked", message=str(row.id),
                        attempts=row.processing_attempts, error=error,
                        exc_info=(type(exc), exc, exc.__traceback__))
@@ -663,7 +653,7 @@ class InboundActor:
         # Processed, and in the feed (`message.stored`), at once: a crash before this point
         # processes the message again, and the feed has it exactly once.
         await self._finish_step((message, conversation_id, message_language, client.id))
-        self.stats.processed += 1
+        self.stats["processed"] += 1
 
     # The batched forms of the processing steps (each answers one result per argument).
 
@@ -700,7 +690,7 @@ class InboundActor:
                                                       uuid.UUID]]) -> list[None]:
         """Processed (`DONE`, in its conversation, whose `last_message_at` follows) and in the
         feed as `message.stored`, in one transaction."""
-        self.stats.finish_batches += 1
+        self.stats["finish_batches"] += 1
         async with self.db.transaction() as tx:
             await conversations_repo.touch_many(
                 tx, latest=[(conversation_id, m.sent_at) for m, conversation_id, _, _ in done])
@@ -845,7 +835,7 @@ class InboundActor:
             conversation_id=message.conversation_id,
             not_before=datetime.now(UTC) + timedelta(seconds=delay))
         if created:
-            self.stats.replies += 1
+            self.stats["replies"] += 1
             _log.info("agent reply queued", agent=reply.agent, outbox=str(item.id),
                       delay_s=round(delay, 2))
             self.bus.publish(AgentReplyQueued(
@@ -946,8 +936,8 @@ class InboundActor:
                                               stored.wa_message_id if stored else None)
             if missing:
                 new += await self._store_messages(missing)
-        self.stats.catch_ups += 1
-        self.stats.caught_up += new
+        self.stats["catch_ups"] += 1
+        self.stats["caught_up"] += new
         _log.info("catch-up done", chats=len(chats), scanned=scanned, new=new,
                   seconds=round(trio.current_time() - started, 2))
         return new
