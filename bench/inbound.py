@@ -4,6 +4,7 @@ private PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing
 
     .venv/bin/python bench/inbound.py [--orgs 1 10] [--messages 200] [--rate 10] [--no-fsync]
                                       [--store-only] [--profile 25] [--profile-out PATH]
+                                      [--profile-phase burst|paced]
 
 The simulator runs in a process of its own (`wad sim`), so its work is not counted as wad's;
 this process plays the daemon (organization manager, sessions, inbound actors), with Playwright's
@@ -17,9 +18,13 @@ driver and the Chromiums as its children. For each number of organizations it pr
 - restarts: how many browsers were restarted by a health check during the run, and browser
   restarts of any cause (a busy page must not be taken for a hung one: both should be 0);
 - latency: paced delivery (`--rate` messages per second, all organizations together), the time
-  from the simulator being asked to deliver a message to its row being committed, p50/p99/max.
+  from the simulator being asked to deliver a message to its row being committed, p50/p99/max,
+  and the CPU each process kind used meanwhile (percent of one CPU);
+- CPU idle: the same, over 5 s with every session connected and no message coming (before the
+  burst): what the paced run's CPU stands on;
 With `--profile N`, the N functions of wad's Python process that took the most time during the
-burst (cProfile, own time); `--profile-out PATH` also writes the profile to PATH.<orgs>.
+burst (or with `--profile-phase paced`, the paced run) (cProfile, own time); `--profile-out PATH`
+also writes the profile to PATH.<orgs>.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import cProfile
 import functools
 import io
+import json
 import os
 import pstats
 import statistics
@@ -68,7 +74,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Recorder:
-    """When each message's row was committed (the actor publishes `message.stored` right after),
+    """When each message's row was committed (the actor publishes `message.stored` right after;
+    wall-clock time, as `bench/sim_paced.py` tells when it asked for each paced message),
     and the sessions that went back to `CONNECTING` because a health check failed."""
 
     def __init__(self) -> None:
@@ -84,7 +91,7 @@ class Recorder:
             task_status.started()
             async for event in events:
                 if isinstance(event, MessageStored):
-                    self.committed[event.wa_message_id] = time.perf_counter()
+                    self.committed[event.wa_message_id] = time.time()
                     self.order.append(event.wa_message_id)
                     self.changed.set()
                 elif (isinstance(event, SessionStatus) and event.state == "CONNECTING"
@@ -115,6 +122,8 @@ BURST_CHUNK = 100
 """Messages per control call in the burst (one call per chunk, all chunks at once)."""
 SENDERS = 50
 """Distinct clients writing to each organization."""
+IDLE_S = 5.0
+"""How long the connected sessions' CPU is measured with no message coming."""
 
 
 def cpu_now(postmaster: int | None, sim_pid: int) -> dict[str, float]:
@@ -128,7 +137,8 @@ def cpu_now(postmaster: int | None, sim_pid: int) -> dict[str, float]:
 async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_dir: Path,
                    sim_url: str, sim_pid: int, postmaster: int | None,
                    inbound: InboundSettings = NO_DELAYS, profile: int = 0,
-                   profile_out: str = "", chromium: str = "") -> dict[str, Any]:
+                   profile_out: str = "", profile_phase: str = "burst", chromium: str = ""
+                   ) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                             whatsapp=WhatsAppSettings(
@@ -182,6 +192,12 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                         [org for org, _ in accounts]) < len(accounts):
                     await trio.sleep(0.2)
             await trio.sleep(1.0)
+            # Idle: what the connected sessions cost with no message coming.
+            idle_before, idle_started = cpu_now(postmaster, sim_pid), time.time()
+            await trio.sleep(IDLE_S)
+            idle_s = time.time() - idle_started
+            idle_cpu = {kind: 100 * (used - idle_before.get(kind, 0.0)) / idle_s
+                        for kind, used in cpu_now(postmaster, sim_pid).items()}
 
             # Burst: every organization's phone delivers all its messages at once.
             burst: list[str] = []
@@ -195,15 +211,15 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
 
             profiler = cProfile.Profile() if profile else None
             cpu_before = cpu_now(postmaster, sim_pid)
-            started = time.perf_counter()
-            if profiler is not None:
+            started = time.time()
+            if profiler is not None and profile_phase == "burst":
                 profiler.enable()
             async with trio.open_nursery() as senders:
                 for _, account in accounts:
                     for first in range(0, messages, BURST_CHUNK):
                         senders.start_soon(deliver_chunk, account, first)
             await recorder.wait_for(burst, timeout=600)
-            if profiler is not None:
+            if profiler is not None and profile_phase == "burst":
                 profiler.disable()
             elapsed = max(recorder.committed[i] for i in burst) - started
             cpu_ms = {kind: 1000 * (used - cpu_before.get(kind, 0.0)) / len(burst)
@@ -217,27 +233,28 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                     while await db.fetchval(
                             "SELECT count(*) FROM messages WHERE processing_state = 'PENDING'"):
                         await trio.sleep(0.2)
-                processed_per_s = len(burst) / (time.perf_counter() - started)
+                processed_per_s = len(burst) / (time.time() - started)
 
             # Paced: latency from asking the simulator to the committed row, at a total rate
-            # the daemon keeps up with.
-            asked: dict[str, float] = {}
+            # the daemon keeps up with; the asking is done by a process of its own
+            # (`bench/sim_paced.py`), as the CRM's clients are not in the daemon's process.
             paced_count = max(10, messages // 4)
-
-            async def deliver_paced(account: str, offset: float) -> None:
-                await trio.sleep(offset)
-                interval = len(accounts) / rate
-                for i in range(paced_count):
-                    sender = f"99670{int(account[-4:]):03d}{i % SENDERS:04d}"
-                    before = time.perf_counter()
-                    got = await phone.deliver(account, sender, f"paced message {i}")
-                    asked[got["id"]["_serialized"]] = before
-                    await trio.sleep(max(0.0, interval - (time.perf_counter() - before)))
-
-            async with trio.open_nursery() as senders:
-                for n, (_, account) in enumerate(accounts):
-                    senders.start_soon(deliver_paced, account, n / rate)
+            paced_cpu_before = cpu_now(postmaster, sim_pid)
+            paced_started = time.perf_counter()
+            if profiler is not None and profile_phase == "paced":
+                profiler.enable()
+            paced = await trio.run_process(
+                [sys.executable, str(Path(__file__).with_name("sim_paced.py")), sim_url,
+                 "--accounts", *[account for _, account in accounts], "--count",
+                 str(paced_count), "--rate", str(rate), "--senders", str(SENDERS)],
+                capture_stdout=True)
+            asked: dict[str, float] = json.loads(paced.stdout)
             await recorder.wait_for(list(asked), timeout=300)
+            paced_s = time.perf_counter() - paced_started
+            if profiler is not None and profile_phase == "paced":
+                profiler.disable()
+            paced_cpu = {kind: 100 * (used - paced_cpu_before.get(kind, 0.0)) / paced_s
+                         for kind, used in cpu_now(postmaster, sim_pid).items()}
             latencies = [recorder.committed[i] - t for i, t in asked.items()]
             browser_restarts = sum(
                 max(0, handle.session.browser_starts - 1)
@@ -258,7 +275,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             stats.dump_stats(f"{profile_out}.{n_orgs}")
     return {
         "orgs": n_orgs, "burst_messages": len(burst), "stored_per_s": throughput,
-        "processed_per_s": processed_per_s, "cpu_ms": cpu_ms,
+        "processed_per_s": processed_per_s, "cpu_ms": cpu_ms, "paced_cpu_percent": paced_cpu,
+        "idle_cpu_percent": idle_cpu,
         "paced_messages": len(latencies),
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * percentile(latencies, 0.99),
@@ -267,6 +285,13 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
         "browser_restarts": browser_restarts,
         "load_1m": load[0], "load_15m": load[2],
     }
+
+
+def _percents(cpu: dict[str, float]) -> str:
+    """CPU use by process kind, in percent of one CPU, wad's parts first."""
+    names = {"daemon": "wad's Python", "driver": "driver", "browser": "Chromium",
+             "database": "PostgreSQL", "simulator": "simulator"}
+    return ", ".join(f"{label} {cpu.get(kind, 0.0):.0f}%" for kind, label in names.items())
 
 
 async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
@@ -289,7 +314,9 @@ async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
                                         dsn=dsn, state_dir=state, sim_url=sim.url,
                                         sim_pid=sim.pid, postmaster=cluster.pid(),
                                         inbound=inbound, profile=args.profile,
-                                        profile_out=args.profile_out, chromium=args.chromium)
+                                        profile_out=args.profile_out,
+                                        profile_phase=args.profile_phase,
+                                        chromium=args.chromium)
             finally:
                 await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
             results.append(result)
@@ -303,10 +330,13 @@ async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
                   f"{cpu.get('database', 0.0):.2f}; simulator apart "
                   f"{cpu.get('simulator', 0.0):.2f}) | {result['paced_messages']:.0f} paced at "
                   f"{args.rate:g}/s: delivery to commit p50 {result['p50_ms']:6.1f} ms, p99 "
-                  f"{result['p99_ms']:6.1f} ms, max {result['max_ms']:6.1f} ms | restarts by a "
+                  f"{result['p99_ms']:6.1f} ms, max {result['max_ms']:6.1f} ms (CPU meanwhile: "
+                  f"{_percents(result['paced_cpu_percent'])}) | restarts by a "
                   f"health check: {result['health_restarts']:.0f}, browser restarts: "
                   f"{result['browser_restarts']:.0f} | load {result['load_1m']:.1f} (1 min), "
-                  f"{result['load_15m']:.1f} (15 min) on {os.cpu_count()} CPUs", flush=True)
+                  f"{result['load_15m']:.1f} (15 min) on {os.cpu_count()} CPUs | CPU idle "
+                  f"(connected, no message, {IDLE_S:g} s): {_percents(result['idle_cpu_percent'])}",
+                  flush=True)
     return results
 
 
@@ -327,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the N functions of wad's process that took most time")
     parser.add_argument("--profile-out", default="", metavar="PATH",
                         help="with --profile, also write the profile (pstats) to PATH.<orgs>")
+    parser.add_argument("--profile-phase", choices=["burst", "paced"], default="burst",
+                        help="with --profile, which part of the run to profile")
     args = parser.parse_args(argv)
     with scratch_dir("wad-bench-") as root, sim_process() as sim:
         trio.run(main_async, args, root, sim)

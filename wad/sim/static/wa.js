@@ -930,6 +930,7 @@
 
   const app = document.getElementById('app');
   const render = {
+    rows: new Map(),  // the chat list's rows by chat id (`main`)
     timer: null,
     landing(inner) {
       app.innerHTML = '<div class="landing"><div><h1>Use WhatsApp on your computer</h1><ol>' +
@@ -990,25 +991,46 @@
       };
       if (texts[state]) app.innerHTML = '<div class="notice"></div>', app.firstChild.textContent = texts[state];
     },
+    // The chat list, as a real page keeps it: one row for each of the first 100 chats, kept
+    // from one render to the next; a render moves the rows whose chat moved and rewrites only
+    // the text that changed (rebuilding every row on each message cost the browser more than
+    // everything else the page does with it).
     main() {
       if (!page.synced || Socket.state !== 'CONNECTED') return;
       if (!document.getElementById('side')) {
         app.innerHTML = '<div id="side"><header><span></span><span data-icon="search" title="Search">&#128269;</span></header><div id="pane-side"></div></div>';
         app.querySelector('header span').textContent = page.me ? page.me.pushname : '';
+        render.rows = new Map();
       }
       const list = document.getElementById('pane-side');
-      const frag = document.createDocumentFragment();
+      const shown = new Set();
+      let next = list.firstChild;
       for (const chat of ChatCollection.getModelsArray().slice(0, 100)) {
-        const row = document.createElement('div');
-        row.className = 'chat';
+        const key = chat.id._serialized;
+        shown.add(key);
+        let row = render.rows.get(key);
+        if (!row) {
+          row = document.createElement('div');
+          row.className = 'chat';
+          row.innerHTML = '<div><span class="unread"></span><b></b></div><div class="last"></div>';
+          row.cells = [row.querySelector('b'), row.querySelector('.unread'), row.querySelector('.last')];
+          row.texts = ['', '', ''];
+          render.rows.set(key, row);
+        }
         const last = chat.msgs.last();
-        row.innerHTML = '<div><span class="unread"></span><b></b></div><div class="last"></div>';
-        row.querySelector('b').textContent = chat.name || chat.formattedTitle;
-        row.querySelector('.unread').textContent = chat.unreadCount ? String(chat.unreadCount) : '';
-        row.querySelector('.last').textContent = last ? (last.body || last.caption || last.type) : '';
-        frag.appendChild(row);
+        render.text(row, 0, chat.name || chat.formattedTitle);
+        render.text(row, 1, chat.unreadCount ? String(chat.unreadCount) : '');
+        render.text(row, 2, last ? (last.body || last.caption || last.type) : '');
+        if (row === next) next = next.nextSibling;
+        else list.insertBefore(row, next);
       }
-      list.replaceChildren(frag);
+      for (const [key, row] of render.rows) {
+        if (!shown.has(key)) { row.remove(); render.rows.delete(key); }
+      }
+    },
+    text(row, cell, value) {  // a row's cell, written only when its text changed
+      const text = value == null ? '' : String(value);
+      if (row.texts[cell] !== text) row.texts[cell] = row.cells[cell].textContent = text;
     },
     soon() {
       if (render.timer) return;
