@@ -9,7 +9,7 @@ status change per client, and as many change-feed entries as messages. The API i
 
     .venv/bin/python bench/api.py [--messages 1000000] [--per-conversation 50]
                                   [--long 10000] [--requests 300] [--concurrency 4]
-                                  [--sections read,feed,floor,status,send] [--plans]
+                                  [--sections read,feed,hypercorn,floor,status,send] [--plans]
                                   [--clients 10] [--client-processes 2] [--seconds 10]
                                   [--transports tcp,unix] [--profile FILE] [--no-fsync] [--json]
 
@@ -24,7 +24,9 @@ Sections (issue 20 adds its own beside these):
   `--clients` keep-alive connections spread over `--client-processes` processes
   (`bench/api_load.py`) for `--seconds`: requests a second, p50/p99/max, and the CPU of the
   server, of PostgreSQL and of the client (so that a saturated client shows). `floor` is a bare
-  Quart-Trio route answering a constant, served the same way: what any route costs at least.
+  Quart-Trio route answering a constant, served the same way: what any route costs at least;
+  `hypercorn` is a bare ASGI app (no Quart) answering the same constant: what Hypercorn alone
+  costs, the ceiling of any app served by one process.
   `status` is `GET /api/whatsapp/status/{org}` (goal: 1,500 a second, p99 under 20 ms),
   `send` is `POST /api/whatsapp/send` (goal: 500 a second, p99 under 50 ms), each client with
   its own organization (with the highest limits there are) and AGENT token (none on the socket,
@@ -344,7 +346,9 @@ async def run(args: argparse.Namespace, sections: list[str], root: Path
 # The control API under load: a server process, a multi-process client ----------------------
 
 
-CONTROL_SECTIONS = ("floor", "status", "send")
+CONTROL_SECTIONS = ("hypercorn", "floor", "status", "send")
+SERVER_OF_SECTION = {"hypercorn": ["--asgi-floor"], "floor": ["--floor"]}
+"""`bench/api_serve.py`'s flags for a section's server (the API itself for the others)."""
 CONTROL_GOALS = {"send": (500.0, 50.0), "status": (1500.0, 20.0)}
 """Section -> (requests a second at least, p99 under ms), on this 2-core machine."""
 
@@ -399,7 +403,7 @@ def _control_jobs(section: str, transport: str, setup: ControlSetup, clients: in
     jobs = []
     for i, org in enumerate(setup.orgs[transport]):
         token = setup.tokens[org] if transport == "tcp" else None
-        if section == "floor":
+        if section in ("floor", "hypercorn"):
             requests = [http_request("GET", "/floor")]
             status = 200
         elif section == "status":
@@ -447,7 +451,7 @@ def _measure_control(section: str, transport: str, addresses: list[str], socket_
         met = out["per_s"] >= rate and out["p99_ms"] < p99
         verdict = f"goal >= {rate:g}/s, p99 < {p99:g} ms: " + ("met" if met else "MISSED")
     out["verdict"] = verdict
-    print(f"  {section:<7}{transport:<5} {out['per_s']:8.1f} req/s  p50 {out['p50_ms']:6.2f} ms  "
+    print(f"  {section:<10}{transport:<5} {out['per_s']:8.1f} req/s  p50 {out['p50_ms']:6.2f} ms  "
           f"p99 {out['p99_ms']:6.2f} ms  max {out['max_ms']:7.2f} ms  "
           f"CPU: server {out['server_cpu_pct']:5.1f}% "
           f"({out['server_cpu_ms_per_request']:.2f} ms/req), "
@@ -467,17 +471,17 @@ def run_control(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         print(f"control API: {args.clients} clients over {args.client_processes} client "
               f"processes, {args.seconds:g} s each; server: Hypercorn in its own process "
               f"(load average at start {load_average()})", flush=True)
-        for floor in (True, False):
-            sections = [s for s in args.sections if (s == "floor") == floor
-                        and s in CONTROL_SECTIONS]
-            if not sections:
-                continue
-            state = root / ("serve-floor" if floor else "serve")
+        servers = dict.fromkeys(tuple(SERVER_OF_SECTION.get(s, [])) for s in args.sections
+                                if s in CONTROL_SECTIONS)
+        for flags in servers:
+            sections = [s for s in args.sections if s in CONTROL_SECTIONS
+                        and tuple(SERVER_OF_SECTION.get(s, [])) == flags]
+            state = root / ("serve" + "".join(flags).replace("--", "-"))
             state.mkdir()
             server = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("api_serve.py")), dsn, str(state)]
-                + (["--floor"] if floor else [])
-                + ([f"--profile={args.profile}"] if args.profile and not floor else []),
+                + list(flags)
+                + ([f"--profile={args.profile}"] if args.profile and not flags else []),
                 stdout=subprocess.PIPE, text=True)
             try:
                 assert server.stdout is not None

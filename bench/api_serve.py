@@ -2,11 +2,13 @@
 it: Hypercorn (`wad.api.server.serve_api`) on a TCP address and a unix socket, the API's services
 (the change feed, the token cache's listener, ...) running beside it.
 
-    .venv/bin/python bench/api_serve.py DSN STATE_DIR [--floor] [--profile FILE]
+    .venv/bin/python bench/api_serve.py DSN STATE_DIR [--floor | --asgi-floor] [--profile FILE]
 
 Prints one JSON line with the bound addresses once it serves, then serves until SIGTERM/SIGINT.
 With `--floor` it serves a bare Quart-Trio app instead, whose one route (`GET /floor`) answers a
-constant: what any route costs at least, served the same way.
+constant: what any route costs at least, served the same way. With `--asgi-floor` it serves a
+bare ASGI app (no Quart) that answers the same constant to every request: what Hypercorn alone
+costs, the floor of any app it serves.
 """
 
 from __future__ import annotations
@@ -43,14 +45,34 @@ def floor_app() -> QuartTrio:
     return app
 
 
-async def serve(dsn: str, state_dir: Path, floor: bool) -> None:
+class AsgiFloor:
+    """A bare ASGI app: `{"status": "ok"}` to every HTTP request, no framework at all."""
+
+    BODY = b'{"status":"ok"}'
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] = {}  # `serve_api` sets the body limits here
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(self.BODY)).encode())]})
+        await send({"type": "http.response.body", "body": self.BODY})
+
+
+async def serve(dsn: str, state_dir: Path, floor: str | None) -> None:
     socket_path = state_dir / "wad.sock"
     shutdown = trio.Event()
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, shutdown)
-        if floor:
-            addresses = await nursery.start(_serve, floor_app(), socket_path, shutdown,
-                                            1024 * 1024)
+        if floor is not None:
+            app = floor_app() if floor == "quart" else AsgiFloor()
+            addresses = await nursery.start(_serve, app, socket_path, shutdown, 1024 * 1024)
             _announce(addresses)
             await shutdown.wait()
             nursery.cancel_scope.cancel()
@@ -90,7 +112,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("dsn")
     parser.add_argument("state_dir", type=Path)
-    parser.add_argument("--floor", action="store_true")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--floor", dest="floor", action="store_const", const="quart",
+                      help="serve a bare Quart-Trio route instead of the API")
+    kind.add_argument("--asgi-floor", dest="floor", action="store_const", const="asgi",
+                      help="serve a bare ASGI app (no Quart) instead of the API")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the serving here")
     args = parser.parse_args()
     log.configure(fmt="console", level="warning", stream=sys.stderr)
