@@ -224,10 +224,15 @@ class Connection:
 
 @asynccontextmanager
 async def atomic(db: Executor) -> AsyncIterator[Executor]:
-    """`db` inside a transaction for the block: a new one on the pool, or the caller's
-    connection (a savepoint in its transaction), so that several statements (a change and its
-    feed entry) commit or vanish together."""
-    if isinstance(db, Database | Connection):
+    """`db` inside a transaction for the block, so that several statements (a change and its
+    feed entry) commit or vanish together: a new one on the pool, or on a connection outside
+    a transaction; a connection already in a transaction is used as it is (its transaction
+    makes them one already, without a savepoint's two extra round trips). A statement that
+    fails then leaves the caller's transaction aborted, as any of its statements would: a
+    caller that goes on after a failure sets its own savepoint (as the importer does)."""
+    if isinstance(db, Connection) and db.raw.is_in_transaction():
+        yield db
+    elif isinstance(db, Database | Connection):
         async with db.transaction() as conn:
             yield conn
     else:  # a stand-in Executor: no transactions to offer

@@ -60,7 +60,7 @@ from wad.bus import (
 )
 from wad.config import InboundSettings, inbound_settings
 from wad.db.models import Client, Message, MessageStatus, NewMessage
-from wad.db.pool import database_unavailable
+from wad.db.pool import Executor, database_unavailable
 from wad.db.repo import changes
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
@@ -776,16 +776,24 @@ class InboundActor:
         given = names.given_name(message.body or "") if message.direction == "IN" else None
         if given and client.metadata.get("given_name") != given:
             metadata["given_name"] = given
-        if metadata:
+        if not metadata:
+            return await self._update_names(self.db, client, preferred)
+        async with self.db.transaction() as tx:  # one commit for both
             client = await clients_repo.merge_metadata(
-                self.db, client_id=client.id, metadata=metadata) or client
+                tx, client_id=client.id, metadata=metadata) or client
+            return await self._update_names(tx, client, preferred)
+
+    @staticmethod
+    async def _update_names(db: Executor, client: Client, preferred: str | None) -> Client:
+        """The client's name from the best one known, and its preferred language, if they
+        changed."""
         best = client.saved_name or client.push_name or client.metadata.get("given_name")
         name = best if best and best != client.name else None
         language_change = (preferred if preferred and preferred != client.preferred_language
                            else None)
         if name or language_change:
             client = await clients_repo.update_profile(
-                self.db, client_id=client.id, name=name,
+                db, client_id=client.id, name=name,
                 preferred_language=language_change) or client
         return client
 
