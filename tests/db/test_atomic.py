@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from wad.db.pool import Database, atomic
+from wad.db.pool import Connection, Database, atomic
 
 
 class _Undo(Exception):
@@ -24,16 +24,29 @@ async def test_atomic_opens_a_transaction_on_a_connection_outside_one(dsn: str) 
 
 async def test_atomic_joins_an_open_transaction_without_a_savepoint(dsn: str) -> None:
     async with Database.open(dsn, min_size=1, max_size=1) as db:
-        with pytest.raises(_Undo):
+        seen: list[str] = []
+
+        async def fail_inside(tx: Connection) -> None:
+            async with atomic(tx) as inner:
+                assert inner is tx
+                await inner.fetchval("SELECT 1 / 0")
+
+        async def in_a_transaction() -> None:
             async with db.transaction() as tx:
-                with pytest.raises(asyncpg.DivisionByZeroError):
-                    async with atomic(tx) as inner:
-                        assert inner is tx
-                        await inner.fetchval("SELECT 1 / 0")
+                try:
+                    await fail_inside(tx)
+                except asyncpg.DivisionByZeroError:
+                    seen.append("the failure")
                 # No savepoint was taken (two round trips saved on every change written in a
                 # caller's transaction): the failure aborted the caller's transaction, as any
                 # of its own statements would have.
-                with pytest.raises(asyncpg.InFailedSQLTransactionError):
+                try:
                     await tx.fetchval("SELECT 1")
+                except asyncpg.InFailedSQLTransactionError:
+                    seen.append("the transaction aborted")
                 raise _Undo
+
+        with pytest.raises(_Undo):
+            await in_a_transaction()
+        assert seen == ["the failure", "the transaction aborted"]
         assert await db.fetchval("SELECT 1") == 1  # the pool's connection is sound again

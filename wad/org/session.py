@@ -164,6 +164,9 @@ class SessionActor:
         self.lease = lease or Lease()
         """Once lost, another daemon owns the organization: stop without writing anything."""
         self.state: SessionState = "DISCONNECTED"
+        self._announced: SessionState = "DISCONNECTED"
+        """The state last logged and published (`self.state` moves first: a change whose
+        write is cancelled half-way is announced by the next call, not lost)."""
         self.session: BrowserSessionLike | None = None
         self.connected = trio.Event()
         self.page_open = trio.Event()
@@ -532,8 +535,6 @@ class SessionActor:
         """Enter `state`: recorded in `whatsapp_sessions` and published on the bus. While the
         database is unavailable (or earlier changes still wait for it) the change is published
         at once and written later, after those before it (`write_states`)."""
-        previous = self.state
-        changed = state != previous
         self.state = state
         change = _StateWrite(state=state, fields=fields, at=datetime.now(UTC))
         self._apply_to_view(change)
@@ -552,7 +553,12 @@ class SessionActor:
                                   last_error=row.last_error, phone_number=row.phone_number)
         else:
             self._queue_write(change)
+        # Compared with what was announced, now that the write is done: a call cancelled
+        # during its write (the run failing around it) leaves its change to this one.
+        previous = self._announced
+        changed = state != previous
         if changed or "qr_payload" in fields or "pairing_code" in fields:
+            self._announced = state
             view = self._view
             if changed:
                 _log.info("session state", state=state, last_error=view["last_error"],
