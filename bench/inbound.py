@@ -49,6 +49,7 @@ import trio_asyncio
 from wad.browser.driver import BrowserDriver
 from wad.bus import EventBus, MessageStored, SessionStatus
 from wad.config import DaemonSettings, InboundSettings, Settings, WhatsAppSettings
+from wad.daemon import freeze_heap
 from wad.db import migrate
 from wad.db.embedded import EmbeddedPostgres
 from wad.db.pool import Database
@@ -192,6 +193,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                         [org for org, _ in accounts]) < len(accounts):
                     await trio.sleep(0.2)
             await trio.sleep(1.0)
+            freeze_heap()  # as the daemon does once it is ready
             # Idle: what the connected sessions cost with no message coming.
             idle_before, idle_started = cpu_now(postmaster, sim_pid), time.time()
             await trio.sleep(IDLE_S)

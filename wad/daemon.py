@@ -10,6 +10,7 @@ event loop for N seconds (unset, SIGUSR2 keeps its default action).
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -42,6 +43,18 @@ from wad.supervise import ChildSpec, Restart, Strategy, Supervisor
 from wad.whatsapp import places
 
 _log = log.get("daemon")
+
+
+def freeze_heap() -> int:
+    """Collect, then move every object alive now (the modules, the app, the plugins: what the
+    start made and keeps) out of the way of the cyclic garbage collector (`gc.freeze`); answers
+    how many objects are frozen. The collector's full passes over them were the event loop's
+    longest pauses under load (up to 100 ms and more: `bench/inbound.py`'s paced p99 fell from
+    52-107 ms to 25-32 ms with ten organizations). Reference counting still frees a frozen
+    object that is let go; only cycles among them would stay."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def prepare_state_dir(settings: Settings) -> Path:
@@ -114,7 +127,8 @@ class Daemon:
                 await nursery.start(root.run)
                 addresses = await nursery.start(self._serve, app)
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,
-                          state_dir=str(self.settings.state_path.absolute()))
+                          state_dir=str(self.settings.state_path.absolute()),
+                          heap_frozen=freeze_heap())
                 self.notifier.ready(status=f"serving on {', '.join(addresses)}")
                 ctx.services.addresses = addresses
                 task_status.started(ctx)

@@ -55,3 +55,16 @@ async def test_sigterm_archives_closes_browsers_and_restart_needs_no_qr(
     finally:
         if daemon.proc.poll() is None:
             daemon.proc.kill()
+
+
+async def test_the_ready_daemon_keeps_its_start_up_objects_out_of_the_collector(
+        state_dir: Path) -> None:
+    """Once ready, what the start made (modules, app, plugins) is frozen (`gc.freeze`): the
+    collector's full passes over it were the event loop's longest pauses under load."""
+    daemon = await start_daemon_in_thread(state_dir)
+    try:
+        ready = next(line for line in daemon.lines() if line.get("event") == "wad is ready")
+        frozen = ready.get("heap_frozen")
+        assert isinstance(frozen, int) and frozen > 50_000, ready
+    finally:
+        assert await trio.to_thread.run_sync(daemon.stop) == 0

@@ -86,3 +86,27 @@ async def test_callbacks_are_scheduled_without_the_debug_mode_check(
     trio_asyncio_loop.call_soon(done.set)
     await done.wait()
     assert inspected == [nothing]
+
+
+async def _timers_left_after_cancelling(loop: asyncio.AbstractEventLoop, count: int) -> int:
+    """Set `count` one-minute timers (as asyncpg does for each query), cancel them all, let
+    the loop take them in, and answer how many are still in its heap."""
+    for handle in [loop.call_later(60, lambda: None) for _ in range(count)]:
+        handle.cancel()
+    for _ in range(2):  # two trips: the timers are taken in, then the heap looked at
+        done = trio.Event()
+        loop.call_soon(done.set)
+        await done.wait()
+    return len(loop._timers)  # type: ignore[attr-defined]
+
+
+async def test_cancelled_timers_leave_the_heap_before_they_are_due(
+        trio_asyncio_loop: asyncio.AbstractEventLoop) -> None:
+    adapt_loop(trio_asyncio_loop)
+    assert await _timers_left_after_cancelling(trio_asyncio_loop, 5000) < 200
+
+
+async def test_without_it_cancelled_timers_stay_until_they_are_due(
+        trio_asyncio_loop: asyncio.AbstractEventLoop) -> None:
+    # What made the sweep necessary: trio-asyncio ignores a timer's cancellation.
+    assert await _timers_left_after_cancelling(trio_asyncio_loop, 5000) == 5000

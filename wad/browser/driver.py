@@ -205,7 +205,12 @@ def adapt_loop(loop: Any) -> None:
        queue takes its place, so the wait ends once the reactions to the message have run.
     2. trio-asyncio checks every callback it schedules with `inspect` (is it a coroutine
        function?), which asyncio does only in debug mode: about 8% of the daemon's CPU under
-       inbound load. Outside debug mode the check is skipped here too."""
+       inbound load. Outside debug mode the check is skipped here too.
+    3. A cancelled timer stays in trio-asyncio's heap until it is due: asyncpg sets one for
+       each query (its command timeout, 60 s) and cancels it when the answer comes, so under
+       load tens of thousands of dead timers (each with a context) lived in the heap, and the
+       garbage collector's full passes over them paused the event loop. The heap is now swept
+       of cancelled timers whenever it has doubled since the last sweep (`_TimerSweep`)."""
     queue = getattr(loop, "_q_recv", None)
     if isinstance(queue, trio.MemoryReceiveChannel) and not isinstance(
             getattr(loop, "_ready", None), _PendingCallbacks):
@@ -213,15 +218,39 @@ def adapt_loop(loop: Any) -> None:
     if not loop.get_debug():
         loop._check_callback = _no_callback_check
     if isinstance(queue, trio.MemoryReceiveChannel) and "_main_loop_one" not in vars(loop):
-        loop._main_loop_one = types.MethodType(_main_loop_drained(type(loop)._main_loop_one),
-                                               loop)
+        loop._main_loop_one = types.MethodType(
+            _main_loop_drained(type(loop)._main_loop_one, _TimerSweep(loop)), loop)
+
+
+class _TimerSweep:
+    """Drops cancelled timers from a trio-asyncio loop's heap (which keeps them until they
+    are due) whenever the heap has doubled since the last sweep: each sweep costs what the
+    pushes since the last one did, and the heap holds at most about twice the live timers."""
+
+    MIN_HEAP = 100
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._next = self.MIN_HEAP
+        self.sweeps = 0
+
+    def sweep_if_due(self) -> None:
+        """Sweep when the heap has grown to the mark (called after each step of the loop)."""
+        timers: list[asyncio.TimerHandle] = self._loop._timers
+        if len(timers) < self._next:
+            return
+        timers[:] = [timer for timer in timers if not timer.cancelled()]
+        heapq.heapify(timers)
+        self._next = max(self.MIN_HEAP, 2 * len(timers))
+        self.sweeps += 1
 
 
 DRAIN_MAX = 64
 """Ready asyncio callbacks run one after another before Trio's scheduler gets a turn."""
 
 
-def _main_loop_drained(step: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+def _main_loop_drained(step: Callable[..., Awaitable[None]], sweep: _TimerSweep
+                       ) -> Callable[..., Awaitable[None]]:
     """trio-asyncio's loop step (`_main_loop_one`: one queued callback, then a trip through
     Trio's scheduler), followed by the callbacks that are ready by then, up to `DRAIN_MAX`,
     as asyncio's own loop runs every ready callback in one turn. Each asyncpg query and each
@@ -231,6 +260,7 @@ def _main_loop_drained(step: Callable[..., Awaitable[None]]) -> Callable[..., Aw
     own step next time)."""
     async def drained(loop: Any, no_wait: bool = False) -> None:
         await step(loop, no_wait)
+        sweep.sweep_if_due()
         queue = loop._q_recv
         for _ in range(DRAIN_MAX):
             if queue.statistics().current_buffer_used == 0:
