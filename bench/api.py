@@ -347,8 +347,8 @@ async def run(args: argparse.Namespace, sections: list[str], root: Path
 
 
 CONTROL_SECTIONS = ("hypercorn", "floor", "status", "send")
-SERVER_OF_SECTION = {"hypercorn": ["--asgi-floor"], "floor": ["--floor"]}
-"""`bench/api_serve.py`'s flags for a section's server (the API itself for the others)."""
+SERVER_OF_SECTION = {"hypercorn": ("--asgi-floor",), "floor": ("--floor",)}
+"""`bench/api_serve.py`'s flags for a section's server (none, the API itself, for the others)."""
 CONTROL_GOALS = {"send": (500.0, 50.0), "status": (1500.0, 20.0)}
 """Section -> (requests a second at least, p99 under ms), on this 2-core machine."""
 
@@ -471,11 +471,10 @@ def run_control(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         print(f"control API: {args.clients} clients over {args.client_processes} client "
               f"processes, {args.seconds:g} s each; server: Hypercorn in its own process "
               f"(load average at start {load_average()})", flush=True)
-        servers = dict.fromkeys(tuple(SERVER_OF_SECTION.get(s, [])) for s in args.sections
-                                if s in CONTROL_SECTIONS)
-        for flags in servers:
-            sections = [s for s in args.sections if s in CONTROL_SECTIONS
-                        and tuple(SERVER_OF_SECTION.get(s, [])) == flags]
+        by_server: dict[tuple[str, ...], list[str]] = {}
+        for section in (s for s in args.sections if s in CONTROL_SECTIONS):
+            by_server.setdefault(SERVER_OF_SECTION.get(section, ()), []).append(section)
+        for flags, sections in by_server.items():
             state = root / ("serve" + "".join(flags).replace("--", "-"))
             state.mkdir()
             server = subprocess.Popen(

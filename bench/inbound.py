@@ -127,6 +127,13 @@ IDLE_S = 5.0
 """How long the connected sessions' CPU is measured with no message coming."""
 
 
+def cpu_since(before: dict[str, float], postmaster: int | None, sim_pid: int
+              ) -> dict[str, float]:
+    """CPU seconds used by each process kind since `before` (a `cpu_now`)."""
+    return {kind: used - before.get(kind, 0.0)
+            for kind, used in cpu_now(postmaster, sim_pid).items()}
+
+
 def cpu_now(postmaster: int | None, sim_pid: int) -> dict[str, float]:
     """CPU seconds used so far by this process (wad), its driver and Chromiums, PostgreSQL and
     the simulator."""
@@ -198,8 +205,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             idle_before, idle_started = cpu_now(postmaster, sim_pid), time.time()
             await trio.sleep(IDLE_S)
             idle_s = time.time() - idle_started
-            idle_cpu = {kind: 100 * (used - idle_before.get(kind, 0.0)) / idle_s
-                        for kind, used in cpu_now(postmaster, sim_pid).items()}
+            idle_cpu = {kind: 100 * used / idle_s
+                        for kind, used in cpu_since(idle_before, postmaster, sim_pid).items()}
 
             # Burst: every organization's phone delivers all its messages at once.
             burst: list[str] = []
@@ -224,8 +231,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             if profiler is not None and profile_phase == "burst":
                 profiler.disable()
             elapsed = max(recorder.committed[i] for i in burst) - started
-            cpu_ms = {kind: 1000 * (used - cpu_before.get(kind, 0.0)) / len(burst)
-                      for kind, used in cpu_now(postmaster, sim_pid).items()}
+            cpu_ms = {kind: 1000 * used / len(burst)
+                      for kind, used in cpu_since(cpu_before, postmaster, sim_pid).items()}
             throughput = len(burst) / elapsed
             # Processing (client, conversation, language, status) follows storing (unless it
             # was put off: --store-only).
@@ -255,8 +262,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             paced_s = time.perf_counter() - paced_started
             if profiler is not None and profile_phase == "paced":
                 profiler.disable()
-            paced_cpu = {kind: 100 * (used - paced_cpu_before.get(kind, 0.0)) / paced_s
-                         for kind, used in cpu_now(postmaster, sim_pid).items()}
+            paced_cpu = {kind: 100 * used / paced_s for kind, used
+                         in cpu_since(paced_cpu_before, postmaster, sim_pid).items()}
             latencies = [recorder.committed[i] - t for i, t in asked.items()]
             browser_restarts = sum(
                 max(0, handle.session.browser_starts - 1)

@@ -48,10 +48,10 @@ _log = log.get("daemon")
 def freeze_heap() -> int:
     """Collect, then move every object alive now (the modules, the app, the plugins: what the
     start made and keeps) out of the way of the cyclic garbage collector (`gc.freeze`); answers
-    how many objects are frozen. The collector's full passes over them were the event loop's
-    longest pauses under load (up to 100 ms and more: `bench/inbound.py`'s paced p99 fell from
-    52-107 ms to 25-32 ms with ten organizations). Reference counting still frees a frozen
-    object that is let go; only cycles among them would stay."""
+    how many objects are frozen. The collector's full passes over them were among the event
+    loop's longest pauses under load (docs/operations.md, "The paced run measured again").
+    Reference counting still frees a frozen object that is let go; only cycles among them
+    would stay."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
@@ -126,9 +126,10 @@ class Daemon:
                     trio.to_thread.run_sync, places.prepare, abandon_on_cancel=True))
                 await nursery.start(root.run)
                 addresses = await nursery.start(self._serve, app)
+                frozen = freeze_heap()  # what the start made stays: out of the collector's way
                 _log.info("wad is ready", version=wad.__version__, addresses=addresses,
                           state_dir=str(self.settings.state_path.absolute()),
-                          heap_frozen=freeze_heap())
+                          heap_frozen=frozen)
                 self.notifier.ready(status=f"serving on {', '.join(addresses)}")
                 ctx.services.addresses = addresses
                 task_status.started(ctx)

@@ -232,7 +232,6 @@ class _TimerSweep:
     def __init__(self, loop: Any) -> None:
         self._loop = loop
         self._next = self.MIN_HEAP
-        self.sweeps = 0
 
     def sweep_if_due(self) -> None:
         """Sweep when the heap has grown to the mark (called after each step of the loop)."""
@@ -242,7 +241,6 @@ class _TimerSweep:
         timers[:] = [timer for timer in timers if not timer.cancelled()]
         heapq.heapify(timers)
         self._next = max(self.MIN_HEAP, 2 * len(timers))
-        self.sweeps += 1
 
 
 DRAIN_MAX = 64
