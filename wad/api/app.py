@@ -27,6 +27,21 @@ RETRY_AFTER_S = 5
 """What a 503 `database_unavailable` answer's `Retry-After` asks the caller to wait, seconds."""
 
 
+def failure_answer(ctx: AppContext, err: Exception, path: str) -> ApiError:
+    """What a request that failed with `err` (not an `ApiError`) answers: 503
+    `database_unavailable` when the database cannot be reached (an outage, not a bug: the
+    caller may try again shortly), else 500 `internal`, the error logged with its stack."""
+    if database_unavailable(err):
+        ctx.db.availability.failed(err)
+        since = ctx.db.availability.describe() or "database unavailable"
+        _log.warning("request answered 503: database unavailable", path=path,
+                     error=f"{type(err).__name__}: {err}")
+        return ApiError(503, "database_unavailable", f"{since}; try again in a few seconds",
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+    _log.error("request failed", error=repr(err), exc_info=err)
+    return ApiError(500, "internal", "internal error; see the daemon's log")
+
+
 def create_app(ctx: AppContext) -> QuartTrio:
     """Build the control API for one daemon."""
     app = QuartTrio("wad")
@@ -84,20 +99,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(err: Exception) -> Response:
-        if database_unavailable(err):
-            # An outage, not a bug: the caller may try again shortly.
-            ctx.db.availability.failed(err)
-            since = ctx.db.availability.describe() or "database unavailable"
-            _log.warning("request answered 503: database unavailable", path=request.path,
-                         error=f"{type(err).__name__}: {err}")
-            return await _api_error(ApiError(
-                503, "database_unavailable", f"{since}; try again in a few seconds",
-                headers={"Retry-After": str(RETRY_AFTER_S)}))
-        _log.error("request failed", error=repr(err), exc_info=err)
-        response = jsonify({"error": {"code": "internal", "message": "internal error; see the "
-                                      "daemon's log", "field": None}})
-        response.status_code = 500
-        return response
+        return await _api_error(failure_answer(ctx, err, request.path))
 
     @app.get("/healthz")
     @responds(Health, 200)

@@ -86,15 +86,15 @@ def on_control_socket(scope: Mapping[str, Any]) -> bool:
 _UNAUTHENTICATED = {"WWW-Authenticate": 'Bearer realm="wad"'}
 
 
-async def authenticate(tokens: TokenCache) -> Principal:
-    """The caller of the current request, or 401. Tokens are looked up through the cache
+async def identify(tokens: TokenCache, *, on_socket: bool, authorization: str) -> Principal:
+    """The caller of a request that came on the control socket (`on_socket`) or with this
+    `Authorization` header ("" when absent), or 401. Tokens are looked up through the cache
     (`wad.api.token_cache`: a revoked token is refused within a second everywhere)."""
-    if on_control_socket(request.scope):
+    if on_socket:
         return SOCKET_ADMIN
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
-    if not header:
+    if not authorization:
         raise ApiError(401, "unauthenticated", "this endpoint needs an `Authorization: Bearer "
                        "<token>` header", headers=_UNAUTHENTICATED)
     if scheme.lower() != "bearer" or not token:
@@ -113,13 +113,26 @@ async def authenticate(tokens: TokenCache) -> Principal:
                      token_id=found.token.id, via="token")
 
 
-async def authenticate_api(tokens: TokenCache) -> Principal:
-    """The caller of an `/api/` request, or 401; 403 for a token that may not use the API at
+async def identify_api(tokens: TokenCache, *, on_socket: bool, authorization: str
+                       ) -> Principal:
+    """`identify` for an `/api/` request: also 403 for a token that may not use the API at
     all (a METRICS token)."""
-    principal = await authenticate(tokens)
+    principal = await identify(tokens, on_socket=on_socket, authorization=authorization)
     if principal.role == "METRICS":
         raise ApiError(403, "forbidden", "a METRICS token may read /metrics only")
     return principal
+
+
+async def authenticate(tokens: TokenCache) -> Principal:
+    """The caller of the current Quart request (`identify`)."""
+    return await identify(tokens, on_socket=on_control_socket(request.scope),
+                          authorization=request.headers.get("Authorization", ""))
+
+
+async def authenticate_api(tokens: TokenCache) -> Principal:
+    """The caller of the current Quart `/api/` request (`identify_api`)."""
+    return await identify_api(tokens, on_socket=on_control_socket(request.scope),
+                              authorization=request.headers.get("Authorization", ""))
 
 
 async def still_valid(db: Database, principal: Principal) -> bool:
@@ -142,10 +155,9 @@ def has_rank(principal: Principal, min_role: Role) -> bool:
     return _RANK[principal.role] >= _RANK[min_role]
 
 
-def authorize(org_id: uuid.UUID | None, min_role: Role) -> Principal:
-    """The caller, if it may act with `min_role` on `org_id` (None: not organization-scoped).
+def permit(principal: Principal, org_id: uuid.UUID | None, min_role: Role) -> Principal:
+    """`principal`, if it may act with `min_role` on `org_id` (None: not organization-scoped).
     403 otherwise; the other-organization answer does not depend on whether it exists."""
-    principal = current()
     if principal.is_super_admin:
         return principal
     if min_role == "SUPER_ADMIN" or org_id is None:
@@ -158,15 +170,26 @@ def authorize(org_id: uuid.UUID | None, min_role: Role) -> Principal:
     return principal
 
 
-def body_org(requested: uuid.UUID | None, min_role: Role) -> uuid.UUID:
+def authorize(org_id: uuid.UUID | None, min_role: Role) -> Principal:
+    """The current request's caller, if `permit` lets it act with `min_role` on `org_id`."""
+    return permit(current(), org_id, min_role)
+
+
+def org_of_body(principal: Principal, requested: uuid.UUID | None, min_role: Role
+                ) -> uuid.UUID:
     """For bodies with an optional `organizationId`: the organization named, else the
-    caller's own (a super admin must name one: 400), authorized for `min_role`."""
-    org_id = requested or current().organization_id
+    caller's own (a super admin must name one: 400), permitted for `min_role`."""
+    org_id = requested or principal.organization_id
     if org_id is None:
         raise ApiError(400, "invalid", "`organizationId`: a super admin must name the "
                        "organization", field="organizationId")
-    authorize(org_id, min_role)
+    permit(principal, org_id, min_role)
     return org_id
+
+
+def body_org(requested: uuid.UUID | None, min_role: Role) -> uuid.UUID:
+    """`org_of_body` for the current request's caller."""
+    return org_of_body(current(), requested, min_role)
 
 
 def parse_uuid(value: str, *, what: str) -> uuid.UUID:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -12,11 +14,14 @@ from quart import current_app
 from wad.api.token_cache import TokenCache
 from wad.bus import EventBus
 from wad.config import Settings
+from wad.db.coalesce import Coalescer
 from wad.db.pool import Database
+from wad.db.repo import session_status as session_status_repo
+from wad.db.repo.session_status import SessionStatusRow
 from wad.feed import ChangeFeed
 from wad.importer.service import ImportService
 from wad.observe.metrics import Metrics
-from wad.org.outbound.limits import Clock
+from wad.org.outbound.limits import Clock, WallClock
 from wad.supervise import ChildSpec, Restart, Supervisor
 
 if TYPE_CHECKING:
@@ -39,6 +44,10 @@ class Services:
     outbound_clock: Clock | None = None
     """The wall clock the send queue's limits read (tests put a fixed one here)."""
 
+    def send_clock(self) -> Clock:
+        """The clock the send queue's limits read: `outbound_clock`, else the wall clock."""
+        return self.outbound_clock or WallClock()
+
 
 @dataclass
 class AppContext:
@@ -58,6 +67,15 @@ class AppContext:
     imports: ImportService | None = None
     tokens: TokenCache | None = None
     """The tokens kept in memory (`token_cache`); its listener is a service like the others."""
+    statuses: Coalescer[uuid.UUID, SessionStatusRow] | None = None
+    """See `session_statuses`."""
+
+    def session_statuses(self) -> Coalescer[uuid.UUID, SessionStatusRow]:
+        """Session status rows by organization, concurrent lookups sharing round trips
+        (`wad.db.coalesce`), made on first use."""
+        if self.statuses is None:
+            self.statuses = Coalescer(partial(session_status_repo.get_many, self.db))
+        return self.statuses
 
     def token_cache(self) -> TokenCache:
         """The API's token cache, made on first use."""

@@ -32,10 +32,15 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 from wad import log
+from wad.api.context import AppContext
+from wad.api.lane import FastLane
 from wad.errors import WadError
 
 _log = log.get("api")
@@ -171,10 +176,11 @@ def _use_tls(config: Config, tls: tuple[str, str]) -> None:
 async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body: int,
                     shutdown: trio.Event, header_timeout_s: float = HEADER_TIMEOUT_S,
                     body_timeout_s: float = BODY_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S,
-                    tls: tuple[str, str] | None = None,
+                    tls: tuple[str, str] | None = None, fast_lane: bool = True,
                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` until `shutdown` is set; `task_status.started` gets the bound addresses.
-    With `tls` (certificate and key files), `listen` is served over TLS."""
+    With `tls` (certificate and key files), `listen` is served over TLS. With `fast_lane`, a
+    wad app's hottest calls are answered by `wad.api.lane` (see there)."""
     config = Config()
     config.bind = []
     if listen:
@@ -202,10 +208,16 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
     config.keep_alive_timeout = header_timeout_s
     # No per-read timeout: it would also fire while a client waits on a long answer.
     config.read_timeout = None
+    config.include_server_header = False  # the fast lane's answers name no server either
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["BODY_TIMEOUT"] = body_timeout_s
+    ctx = app.config.get("wad")
+    lane = FastLane(ctx, max_head=MAX_HEAD_BYTES, max_body=max_body,
+                    header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
+                    handshake_timeout_s=config.ssl_handshake_timeout) \
+        if fast_lane and isinstance(ctx, AppContext) else None
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(_serve, Guard(app), config, shutdown, send_timeout_s)
+        bound = await nursery.start(_serve, Guard(app), config, shutdown, send_timeout_s, lane)
         task_status.started(bound)
 
 
@@ -228,7 +240,14 @@ def bind_control_socket(path: Path) -> int:
 
 
 async def _serve(app: Any, config: Config, shutdown: trio.Event, send_timeout_s: float,
+                 lane: FastLane | None,
                  task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Hypercorn's `worker_serve` for this daemon: every connection starts in `lane` (when
+    there is one), which hands it to Hypercorn at the first request it does not take.
+
+    As `worker_serve` does, the app's lifespan runs around the serving; at `shutdown`
+    connections between requests are closed, the others get `config.graceful_timeout` to
+    finish their answer."""
     sockets = config.create_sockets()
     for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -236,5 +255,51 @@ async def _serve(app: Any, config: Config, shutdown: trio.Event, send_timeout_s:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
                             max(1, int(send_timeout_s * 1000)))
         sock.listen(config.backlog)
-    await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config,
-                       sockets=sockets, shutdown_trigger=shutdown.wait, task_status=task_status)
+    asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    lifespan = Lifespan(asgi, config, {})
+    tls = config.create_ssl_context()  # None without a certificate, and then no secure sockets
+    listeners: list[Any] = [
+        trio.SSLListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), tls,
+                         https_compatible=True)
+        for sock in sockets.secure_sockets if tls is not None]
+    listeners += [trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                  for sock in sockets.insecure_sockets]
+    binds = [f"https://{repr_socket_addr(sock.family, sock.getsockname())}"
+             for sock in sockets.secure_sockets]
+    binds += [f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
+              for sock in sockets.insecure_sockets]
+
+    async def hypercorn(stream: Any) -> None:
+        await TCPServer(asgi, config, context, ConnectionState({}), stream).run()
+
+    async def connection(stream: Any) -> None:
+        if lane is None:
+            await hypercorn(stream)
+        else:
+            await lane.serve(stream, hypercorn)
+
+    accepting = trio.CancelScope()
+
+    async def accept(handlers: trio.Nursery) -> None:
+        try:
+            with accepting:
+                await trio.serve_listeners(connection, listeners, handler_nursery=handlers)
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            server_nursery.start_soon(accept, server_nursery)
+            task_status.started(binds)
+            await shutdown.wait()
+            accepting.cancel()  # no new connections while the others finish
+            if lane is not None:
+                lane.close_idle()
+            await context.terminated.set()  # Hypercorn's idle connections close
+            server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

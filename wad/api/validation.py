@@ -41,14 +41,21 @@ def _is_json(content_type: str) -> bool:
 
 
 async def decode_body(model: type[T], *, optional: bool = False) -> T:
-    """The request body as a `model`; 400/413/415 in the error shape otherwise. With `optional`,
-    an empty body means the model's defaults."""
-    raw = await request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
+    """The current Quart request's body as a `model` (`parse_body`); 413 past
+    MAX_CONTENT_LENGTH."""
+    raw = await request.get_data(cache=False)
+    return parse_body(model, raw if isinstance(raw, bytes) else raw.encode(),
+                      request.headers.get("Content-Type", ""), optional=optional)
+
+
+def parse_body(model: type[T], raw: bytes, content_type: str, *, optional: bool = False) -> T:
+    """`raw` (sent with `content_type`) as a `model`; 400/415 in the error shape otherwise.
+    With `optional`, an empty body means the model's defaults."""
     if not raw.strip():
         if optional:
             return model()
         raise ApiError(400, "invalid", "the request needs a JSON object body")
-    if not _is_json(request.headers.get("Content-Type", "")):
+    if not _is_json(content_type):
         raise ApiError(415, "unsupported_media_type",
                        "send the body as JSON with `Content-Type: application/json`")
     try:

@@ -23,7 +23,7 @@ from quart_schema import tag
 
 from wad.api import audit, auth
 from wad.api.auth import org_route
-from wad.api.context import Services, current
+from wad.api.context import AppContext, Services, current
 from wad.api.errors import ApiError
 from wad.api.routes.whatsapp import require_org
 from wad.api.schemas import Answer, Outcome, PhoneText, Request
@@ -37,7 +37,7 @@ from wad.errors import NotFound
 from wad.org.outbound import feed
 from wad.org.outbound import settings as settings_mod
 from wad.org.outbound.feed import outbox_status
-from wad.org.outbound.limits import DAY, HOUR, MINUTE, Clock, WallClock, in_window
+from wad.org.outbound.limits import DAY, HOUR, MINUTE, Clock, in_window
 from wad.org.outbound.queue import (
     BatchTooLarge,
     ConfirmationRequired,
@@ -283,8 +283,7 @@ def _bus() -> EventBus | None:
 
 
 def _clock() -> Clock:
-    """The wall clock; tests may put another one in `services.outbound_clock`."""
-    return _services().outbound_clock or WallClock()
+    return _services().send_clock()
 
 
 async def _load_settings(db: Database, org_id: uuid.UUID) -> SendSettings:
@@ -358,16 +357,24 @@ async def send(data: SendRequest) -> Response:
     stopped (`error.reason`, `error.resume`). 429 when the hour or day limit has no room
     (`Retry-After`, and `error.limit` says which limit, how many remain and when there is room
     again)."""
-    org_id = auth.body_org(data.organization_id, "AGENT")
+    queued, status = await queue_send(current(), auth.current(), data)
+    return reply(queued, status)
+
+
+async def queue_send(ctx: AppContext, principal: auth.Principal, data: SendRequest
+                     ) -> tuple[QueuedMessage, int]:
+    """What `POST /send` answers for `principal` (with its status: 202 queued, 200 queued
+    before under the same idempotency key); the fast lane (`wad.api.lane`) answers it too."""
+    org_id = auth.org_of_body(principal, data.organization_id, "AGENT")
     try:  # an unknown organization is the queue's NotFound (404): one round trip fewer
         item, created = await queue_message(
-            _db(), organization_id=org_id, to=data.to, content=data.content,
+            ctx.db, organization_id=org_id, to=data.to, content=data.content,
             priority=data.priority, sender="HUMAN", conversation_id=data.conversation_id,
-            idempotency_key=data.idempotency_key, expires_at=data.expires_at, clock=_clock(),
-            bus=_bus())
+            idempotency_key=data.idempotency_key, expires_at=data.expires_at,
+            clock=ctx.services.send_clock(), bus=ctx.services.bus)
     except _QUEUE_ERRORS as exc:
         raise _refused(exc, org_id) from None
-    return reply(_queued(item, created), 202 if created else 200)
+    return _queued(item, created), 202 if created else 200
 
 
 @bp.post("/send/bulk")

@@ -22,7 +22,7 @@ from quart_schema import tag
 
 from wad.api import audit, auth
 from wad.api.auth import org_route
-from wad.api.context import current
+from wad.api.context import AppContext, current
 from wad.api.errors import ApiError
 from wad.api.schemas import (
     ConnectRequest,
@@ -38,7 +38,6 @@ from wad.db.models import WhatsAppSession
 from wad.db.pool import Database
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import overview as overview_repo
-from wad.db.repo import session_status as session_status_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.errors import Conflict, NotFound, WadError
 from wad.org.manager import OrgNotRunning
@@ -145,12 +144,18 @@ async def status_all() -> Response:
 async def status(org_id: uuid.UUID) -> Response:
     """The session's state, linked number, last error and times, from the database (one
     round trip)."""
-    found = await session_status_repo.get(_db(), organization_id=org_id)
+    return reply(await session_status(current(), org_id))
+
+
+async def session_status(ctx: AppContext, org_id: uuid.UUID) -> SessionStatus:
+    """What `GET /status/{org}` answers (404 for an unknown organization); the fast lane
+    (`wad.api.lane`) answers it too. Concurrent requests share round trips."""
+    found = await ctx.session_statuses().get(org_id)
     if found is None:
         raise ApiError(404, "not_found", f"no such organization: {org_id}")
-    return reply(msgspec.structs.replace(_status(org_id, found.session),
-                                         parked_messages=found.parked.count,
-                                         last_parked_error=found.parked.last_error))
+    return msgspec.structs.replace(_status(org_id, found.session),
+                                   parked_messages=found.parked.count,
+                                   last_parked_error=found.parked.last_error)
 
 
 @bp.get("/qr/<org>")
