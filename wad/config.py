@@ -107,6 +107,9 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """...and its body within this time."""
     send_timeout_s: Timeout = 60.0
     """A client that stops reading an answer for this long is dropped."""
+    fast_lane: bool = True
+    """Answer `GET /api/whatsapp/status/{org}` and `POST /api/whatsapp/send` in the fast lane
+    (`wad.api.lane`), ahead of Hypercorn and Quart; false: every request through them."""
     stream_token_check_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
     """An open event stream checks its token this often; a revoked token's stream ends."""
     tls_cert_file: str = ""

@@ -171,7 +171,7 @@ class Daemon:
                         max_body=api.max_body_bytes, shutdown=self.shutdown,
                         header_timeout_s=api.header_timeout_s,
                         body_timeout_s=api.body_timeout_s, send_timeout_s=api.send_timeout_s,
-                        tls=api.tls, task_status=task_status)
+                        tls=api.tls, fast_lane=api.fast_lane, task_status=task_status)
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         kinds = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]

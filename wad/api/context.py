@@ -25,6 +25,7 @@ from wad.org.outbound.limits import Clock, WallClock
 from wad.supervise import ChildSpec, Restart, Supervisor
 
 if TYPE_CHECKING:
+    from wad.api.lane import FastLane
     from wad.org.manager import OrgManagerAPI
 
 
@@ -69,6 +70,8 @@ class AppContext:
     """The tokens kept in memory (`token_cache`); its listener is a service like the others."""
     statuses: Coalescer[uuid.UUID, SessionStatusRow] | None = None
     """See `session_statuses`."""
+    lane: FastLane | None = None
+    """The fast lane serving this app, while one does (`wad.api.server`)."""
 
     def session_statuses(self) -> Coalescer[uuid.UUID, SessionStatusRow]:
         """Session status rows by organization, concurrent lookups sharing round trips

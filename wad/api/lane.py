@@ -203,8 +203,8 @@ class FastLane:
                 del buffer[:body_end]
                 answer = await self._answer(request, body, on_socket=on_socket)
                 close = request.close or self._closing
-                await stream.send_all(self._encode(answer, close=close))
                 self.answered += 1
+                await stream.send_all(self._encode(answer, close=close))
                 if close:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
