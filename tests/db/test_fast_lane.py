@@ -19,11 +19,10 @@ import httpx
 import pytest
 import trio
 
-from tests.db.test_hostile_http import read_answer, request
 from tests.support.api import issue_token, make_settings, serve_context
+from tests.support.rawhttp import read_answer, request
 from wad.api.app import create_app
-from wad.api.context import AppContext, Services
-from wad.api.lane import FastLane
+from wad.api.context import AppContext, LaneCounts, Services
 from wad.api.server import serve_api
 from wad.bus import EventBus
 from wad.config import ApiSettings, DaemonSettings, Settings
@@ -41,7 +40,7 @@ class Served:
     ctx: AppContext
 
     @property
-    def lane(self) -> FastLane:
+    def lane(self) -> LaneCounts:
         assert self.ctx.lane is not None
         return self.ctx.lane
 

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +24,7 @@ import trio
 
 from tests.support.api import issue_token, serve_context
 from tests.support.events import feed_message, open_stream
+from tests.support.rawhttp import closed_within, read_answer, request
 from wad.api.app import create_app
 from wad.api.context import AppContext, Services, run_services
 from wad.api.server import MAX_HEAD_BYTES, serve_api
@@ -65,65 +65,6 @@ async def server(db: Database, state_dir: Path, nursery: trio.Nursery
         yield Server(host=host, port=int(port), url=url, ctx=ctx, token=token, org=org)
     finally:
         shutdown.set()
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def read_answer(stream: trio.SocketStream, timeout: float = 10.0) -> Answer | None:
-    """The next HTTP answer on `stream`, or None when the server closed it first."""
-    buffer = b""
-    with trio.fail_after(timeout):
-        while b"\r\n\r\n" not in buffer:
-            chunk = await _receive(stream)
-            if not chunk:
-                assert not buffer, f"closed in the middle of an answer: {buffer!r}"
-                return None
-            buffer += chunk
-        head, _, body = buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip()
-                   for k, _, v in (line.partition(":") for line in lines[1:])}
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length:
-            chunk = await _receive(stream)
-            assert chunk, "closed in the middle of a body"
-            body += chunk
-    return Answer(status, headers, body)
-
-
-async def _receive(stream: trio.SocketStream) -> bytes:
-    try:
-        return bytes(await stream.receive_some(65536))
-    except trio.BrokenResourceError:  # reset by the server: closed as well
-        return b""
-
-
-async def closed_within(stream: trio.SocketStream, seconds: float) -> float:
-    """Wait for the server to close `stream` (reading and discarding); answer when it did."""
-    started = time.monotonic()
-    with trio.fail_after(seconds):
-        while await _receive(stream):
-            pass
-    return time.monotonic() - started
-
-
-def request(method: str, path: str, *, headers: dict[str, str] | None = None,
-            body: bytes = b"") -> bytes:
-    headers = headers or {}
-    lines = [f"{method} {path} HTTP/1.1", "Host: wad"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    if "Content-Length" not in headers and (body or method in ("POST", "PUT")):
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 async def connect(server: Server) -> trio.SocketStream:

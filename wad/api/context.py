@@ -25,7 +25,6 @@ from wad.org.outbound.limits import Clock, WallClock
 from wad.supervise import ChildSpec, Restart, Supervisor
 
 if TYPE_CHECKING:
-    from wad.api.lane import FastLane
     from wad.org.manager import OrgManagerAPI
 
 
@@ -51,6 +50,16 @@ class Services:
 
 
 @dataclass
+class LaneCounts:
+    """What the fast lane (`wad.api.lane`) did since the server started."""
+
+    answered: int = 0
+    """Requests it answered itself."""
+    handed_off: int = 0
+    """Connections it handed to Hypercorn (at their first request it does not take)."""
+
+
+@dataclass
 class AppContext:
     """What request handlers reach: settings, the database, the daemon's live parts.
 
@@ -70,8 +79,8 @@ class AppContext:
     """The tokens kept in memory (`token_cache`); its listener is a service like the others."""
     statuses: Coalescer[uuid.UUID, SessionStatusRow] | None = None
     """See `session_statuses`."""
-    lane: FastLane | None = None
-    """The fast lane serving this app, while one does (`wad.api.server`)."""
+    lane: LaneCounts | None = None
+    """What the fast lane did, when one serves this app (`wad.api.server`)."""
 
     def session_statuses(self) -> Coalescer[uuid.UUID, SessionStatusRow]:
         """Session status rows by organization, concurrent lookups sharing round trips

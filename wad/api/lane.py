@@ -36,7 +36,7 @@ import trio
 from wad import log
 from wad.api import auth
 from wad.api.app import failure_answer
-from wad.api.context import AppContext
+from wad.api.context import AppContext, LaneCounts
 from wad.api.errors import ApiError
 from wad.api.routes.outbound import SendRequest, queue_send
 from wad.api.routes.whatsapp import session_status
@@ -158,10 +158,7 @@ class FastLane:
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
-        self.answered = 0
-        """Requests the lane answered (the rest went to Hypercorn)."""
-        self.handed_off = 0
-        """Connections handed to Hypercorn."""
+        self.counts = LaneCounts()
         self._waiting: set[trio.CancelScope] = set()
         self._closing = False
         self._date = (0, b"")
@@ -189,7 +186,7 @@ class FastLane:
                     if head_end < 0:
                         return  # closed, timed out or stopping
                     handed = True
-                    self.handed_off += 1
+                    self.counts.handed_off += 1
                     await handoff(_Replay(stream, bytes(buffer)))
                     return
                 body_end = head_end + request.content_length
@@ -203,7 +200,7 @@ class FastLane:
                 del buffer[:body_end]
                 answer = await self._answer(request, body, on_socket=on_socket)
                 close = request.close or self._closing
-                self.answered += 1
+                self.counts.answered += 1
                 await stream.send_all(self._encode(answer, close=close))
                 if close:
                     return

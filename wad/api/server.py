@@ -217,7 +217,7 @@ async def serve_api(app: Any, *, listen: str, socket_path: Path | None, max_body
                     handshake_timeout_s=config.ssl_handshake_timeout) \
         if fast_lane and isinstance(ctx, AppContext) else None
     if lane is not None:
-        ctx.lane = lane
+        ctx.lane = lane.counts
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(_serve, Guard(app), config, shutdown, send_timeout_s, lane)
         task_status.started(bound)
