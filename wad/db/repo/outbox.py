@@ -370,9 +370,10 @@ async def recent_results(db: Executor, *, organization_id: uuid.UUID, limit: int
 
 
 async def count_pending(db: Executor, *, organization_id: uuid.UUID) -> int:
-    """Messages queued or being sent: they will count against the limits once sent."""
+    """Messages queued or being sent: they will count against the limits once sent. Read from
+    the count the triggers keep (`outbox_pending`, migration 0014)."""
     return int(await db.fetchval(
-        "SELECT count(*) FROM outbox WHERE organization_id = $1 AND status IN ('QUEUED', 'SENDING')",
+        "SELECT coalesce((SELECT pending FROM outbox_pending WHERE organization_id = $1), 0)",
         organization_id))
 
 
