@@ -31,6 +31,7 @@ from wad.api.app import create_app  # noqa: E402
 from wad.api.context import AppContext, run_services  # noqa: E402
 from wad.api.server import serve_api  # noqa: E402
 from wad.config import ApiSettings, DaemonSettings, DatabaseSettings, Settings  # noqa: E402
+from wad.daemon import freeze_heap  # noqa: E402
 from wad.db.pool import Database  # noqa: E402
 
 
@@ -86,6 +87,7 @@ async def serve(dsn: str, state_dir: Path, floor: str | None) -> None:
             await nursery.start(run_services, ctx)
             addresses = await nursery.start(_serve, app, socket_path, shutdown,
                                             settings.api.max_body_bytes)
+            freeze_heap()  # as `wad run` does once it serves
             _announce(addresses)
             await shutdown.wait()
             nursery.cancel_scope.cancel()
