@@ -4,7 +4,7 @@ private PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing
 
     .venv/bin/python bench/inbound.py [--orgs 1 10] [--messages 200] [--rate 10] [--no-fsync]
                                       [--store-only] [--profile 25] [--profile-out PATH]
-                                      [--profile-phase burst|paced]
+                                      [--profile-phase burst|paced] [--page-profile 25]
 
 The simulator runs in a process of its own (`wad sim`), so its work is not counted as wad's;
 this process plays the daemon (organization manager, sessions, inbound actors), with Playwright's
@@ -24,12 +24,16 @@ driver and the Chromiums as its children. For each number of organizations it pr
   burst): what the paced run's CPU stands on;
 With `--profile N`, the N functions of wad's Python process that took the most time during the
 burst (or with `--profile-phase paced`, the paced run) (cProfile, own time); `--profile-out PATH`
-also writes the profile to PATH.<orgs>.
+also writes the profile to PATH.<orgs>. With `--page-profile N`, the N JavaScript functions
+of the first organization's page that took the most samples during the burst (Chromium's own
+sampling profiler, through CDP; `(program)` is the renderer's native work: parsing, style,
+layout, bindings).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import functools
 import io
@@ -145,8 +149,8 @@ def cpu_now(postmaster: int | None, sim_pid: int) -> dict[str, float]:
 async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_dir: Path,
                    sim_url: str, sim_pid: int, postmaster: int | None,
                    inbound: InboundSettings = NO_DELAYS, profile: int = 0,
-                   profile_out: str = "", profile_phase: str = "burst", chromium: str = ""
-                   ) -> dict[str, Any]:
+                   profile_out: str = "", profile_phase: str = "burst", chromium: str = "",
+                   page_profile: int = 0) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                             whatsapp=WhatsAppSettings(
@@ -171,7 +175,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             scope = trio.CancelScope()
             stopped = trio.Event()
 
-            async def run_manager(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+            async def run_manager(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
                                   ) -> None:
                 try:
                     with scope:
@@ -219,6 +223,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                              for got in await phone.deliver_burst(account, batch))
 
             profiler = cProfile.Profile() if profile else None
+            page_profiler = await PageProfiler.start(manager, accounts[0][0]) \
+                if page_profile else None
             cpu_before = cpu_now(postmaster, sim_pid)
             started = time.time()
             if profiler is not None and profile_phase == "burst":
@@ -230,6 +236,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             await recorder.wait_for(burst, timeout=600)
             if profiler is not None and profile_phase == "burst":
                 profiler.disable()
+            if page_profiler is not None:
+                print(await page_profiler.stop(page_profile), flush=True)
             elapsed = max(recorder.committed[i] for i in burst) - started
             cpu_ms = {kind: 1000 * used / len(burst)
                       for kind, used in cpu_since(cpu_before, postmaster, sim_pid).items()}
@@ -296,6 +304,43 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
     }
 
 
+class PageProfiler:
+    """Chromium's sampling profiler on one organization's page (CDP `Profiler`)."""
+
+    def __init__(self, cdp: Any) -> None:
+        self.cdp = cdp
+
+    @classmethod
+    async def start(cls, manager: OrgManager, org: uuid.UUID) -> PageProfiler:
+        handle = manager.running(org)
+        assert handle is not None
+        assert handle.session.session is not None
+        session: Any = handle.session.session
+        page = session._page  # the Playwright page (a bench may look inside)
+        cdp = await trio_asyncio.aio_as_trio(page.context.new_cdp_session)(page)
+        for method, params in (("Profiler.enable", {}),
+                               ("Profiler.setSamplingInterval", {"interval": 250}),
+                               ("Profiler.start", {})):
+            await trio_asyncio.aio_as_trio(cdp.send)(method, params)
+        return cls(cdp)
+
+    async def stop(self, top: int) -> str:
+        """The `top` functions by samples taken while they ran (own time), as text."""
+        profile = (await trio_asyncio.aio_as_trio(self.cdp.send)("Profiler.stop"))["profile"]
+        frames = {node["id"]: node["callFrame"] for node in profile["nodes"]}
+        by_function: collections.Counter[str] = collections.Counter()
+        for node_id in profile["samples"]:
+            frame = frames[node_id]
+            where = frame["url"].rsplit("/", 1)[-1]
+            by_function[f"{frame['functionName'] or '(anonymous)'} "
+                        f"{where}:{frame['lineNumber'] + 1}" if where else
+                        frame["functionName"]] += 1
+        total = sum(by_function.values()) or 1
+        lines = [f"  page profile: {total} samples (250 us apart) on the first organization's page"]
+        lines += [f"    {100 * n / total:5.1f}%  {name}" for name, n in by_function.most_common(top)]
+        return "\n".join(lines)
+
+
 def _percents(cpu: dict[str, float]) -> str:
     """CPU use by process kind, in percent of one CPU, wad's parts first."""
     names = {"daemon": "wad's Python", "driver": "driver", "browser": "Chromium",
@@ -325,7 +370,8 @@ async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
                                         inbound=inbound, profile=args.profile,
                                         profile_out=args.profile_out,
                                         profile_phase=args.profile_phase,
-                                        chromium=args.chromium)
+                                        chromium=args.chromium,
+                                        page_profile=args.page_profile)
             finally:
                 await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
             results.append(result)
@@ -368,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --profile, also write the profile (pstats) to PATH.<orgs>")
     parser.add_argument("--profile-phase", choices=["burst", "paced"], default="burst",
                         help="with --profile, which part of the run to profile")
+    parser.add_argument("--page-profile", type=int, default=0, metavar="N",
+                        help="print the N JavaScript functions of the first organization's page "
+                        "that took most samples during the burst")
     args = parser.parse_args(argv)
     with scratch_dir("wad-bench-") as root, sim_process() as sim:
         trio.run(main_async, args, root, sim)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.api import issue_token, make_settings, serve_context
 from tests.support.rawhttp import read_answer, request
@@ -193,6 +194,12 @@ async def test_a_connection_goes_to_hypercorn_at_its_first_other_request(
         third = await read_answer(stream)
         assert third is not None and third.status == 200
         assert (lane.lane.answered, lane.lane.handed_off) == (1, 1)
+    # The metrics say so too (the scrape's own connection is handed off as well).
+    scrape = await _call(lane, "GET", "/metrics", via_socket=True)
+    samples = {sample.name: sample.value for family in text_string_to_metric_families(scrape.text)
+               for sample in family.samples}
+    assert samples["wad_api_fast_lane_answered_total"] == 1
+    assert samples["wad_api_fast_lane_handoffs_total"] == 2
 
 
 async def test_keep_alive_close_and_a_late_body(servers: tuple[Served, Served],

@@ -42,7 +42,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import wad
@@ -270,6 +270,15 @@ class _SnapshotCollector(Collector):
         yield memory
         yield processes
 
+        lane = self.metrics.lane_counts() if self.metrics.lane_counts is not None else None
+        if lane is not None:
+            yield CounterMetricFamily("wad_api_fast_lane_answered", "Control API requests "
+                                      "answered by the fast lane (status and send)",
+                                      value=lane[0])
+            yield CounterMetricFamily("wad_api_fast_lane_handoffs", "Connections the fast lane "
+                                      "handed to Hypercorn, at their first other request",
+                                      value=lane[1])
+
         info = GaugeMetricFamily("wad_build_info", "The daemon's version and node",
                                  labels=["version", "node"])
         info.add_metric([wad.__version__, self.metrics.node], 1)
@@ -329,8 +338,12 @@ class Metrics:
 
     def __init__(self, *, db: Database, bus: EventBus | None = None, manager: Any = None,
                  node: str = "", pool_max: int = 0, state_dir: Path | None = None,
-                 daemon_pid: int | None = None) -> None:
+                 daemon_pid: int | None = None,
+                 lane_counts: Callable[[], tuple[int, int] | None] | None = None) -> None:
         self.db = db
+        self.lane_counts = lane_counts
+        """The API's fast lane: (requests answered, connections handed to Hypercorn), None
+        while no lane serves; read at every scrape."""
         self.manager = manager
         self.node = node
         self.pool_max = pool_max

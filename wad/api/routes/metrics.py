@@ -36,7 +36,9 @@ def _make_metrics(state: BlueprintSetupState) -> None:
         db=ctx.db, bus=ctx.services.bus, manager=ctx.services.orgs,
         node=ctx.settings.node,
         pool_max=ctx.settings.database.pool_max,
-        state_dir=None if ctx.settings.database.dsn else ctx.settings.state_path.absolute())
+        state_dir=None if ctx.settings.database.dsn else ctx.settings.state_path.absolute(),
+        lane_counts=lambda: None if ctx.lane is None else (ctx.lane.answered,
+                                                           ctx.lane.handed_off))
 
 
 @bp.get("/metrics")
