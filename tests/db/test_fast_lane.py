@@ -24,7 +24,7 @@ from tests.support.api import issue_token, make_settings, serve_context
 from tests.support.rawhttp import read_answer, request
 from wad.api.app import create_app
 from wad.api.context import AppContext, LaneCounts, Services
-from wad.api.server import serve_api
+from wad.api.server import MAX_HEAD_BYTES, serve_api
 from wad.bus import EventBus
 from wad.config import ApiSettings, DaemonSettings, Settings
 from wad.db.pool import Database
@@ -194,12 +194,22 @@ async def test_a_connection_goes_to_hypercorn_at_its_first_other_request(
         third = await read_answer(stream)
         assert third is not None and third.status == 200
         assert (lane.lane.answered, lane.lane.handed_off) == (1, 1)
+    # A head over the limit is refused as Hypercorn refuses it, even for a route of the lane.
+    big = request("GET", f"/api/whatsapp/status/{org}",
+                  headers={**auth, "X-Padding": "p" * MAX_HEAD_BYTES})
+    stream = await lane.connect()
+    async with stream:
+        await stream.send_all(big)
+        answer = await read_answer(stream)
+        assert answer is not None and answer.status == 431
+        assert answer.json()["error"]["code"] == "headers_too_large"
+    assert (lane.lane.answered, lane.lane.handed_off) == (1, 2)
     # The metrics say so too (the scrape's own connection is handed off as well).
     scrape = await _call(lane, "GET", "/metrics", via_socket=True)
     samples = {sample.name: sample.value for family in text_string_to_metric_families(scrape.text)
                for sample in family.samples}
     assert samples["wad_api_fast_lane_answered_total"] == 1
-    assert samples["wad_api_fast_lane_handoffs_total"] == 2
+    assert samples["wad_api_fast_lane_handoffs_total"] == 3
 
 
 async def test_keep_alive_close_and_a_late_body(servers: tuple[Served, Served],

@@ -231,6 +231,8 @@ class FastLane:
                 self._waiting.discard(scope)
         if scope.cancelled_caught:
             return None, -1
+        if end > self.max_head:
+            return None, end + 4  # whole but too large: Hypercorn's `Guard` answers 431
         request = parse_head(bytes(buffer[:end]), max_body=self.max_body)
         return request, end + 4
 
