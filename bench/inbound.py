@@ -9,15 +9,17 @@ private PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing
 The simulator runs in a process of its own (`wad sim`), so its work is not counted as wad's;
 this process plays the daemon (organization manager, sessions, inbound actors), with Playwright's
 driver and the Chromiums as its children. For each number of organizations it prints:
-- a burst: every organization's phone delivers `--messages` messages in one control call, pushed
-  to the page as fast as it takes them; messages stored per second from the call to the last row
+- a burst: every organization's phone delivers `--messages` messages in control calls of
+  `BURST_CHUNK`, each handed to the page in one WebSocket frame (as WhatsApp hands a device what
+  queued up for it: `Simulator.together`); messages stored per second from the call to the last row
   committed, and processed per second (client, conversation, language and status, by the plugins a
   daemon with no `[plugins]` table runs) until none is left pending;
 - CPU per stored message during the burst, in ms, by process kind: wad's Python process, the
   Playwright driver, Chromium, PostgreSQL, and (apart, not wad's) the simulator;
 - restarts: how many browsers were restarted by a health check during the run, and browser
   restarts of any cause (a busy page must not be taken for a hung one: both should be 0);
-- latency: paced delivery (`--rate` messages per second, all organizations together), the time
+- latency: paced delivery (`--rate` messages per second, all organizations together, one frame
+  per message), the time
   from the simulator being asked to deliver a message to its row being committed, p50/p99/max,
   and the CPU each process kind used meanwhile (percent of one CPU);
 - CPU idle: the same, over 5 s with every session connected and no message coming (before the

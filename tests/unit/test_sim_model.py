@@ -139,3 +139,25 @@ async def test_unlinked_device_is_told_on_return(world: Simulator, autojump_cloc
     world.unlink(ACCOUNT)
     _, link = new_page(world, linked=ACCOUNT)
     assert link.kinds() == ["unlinked"]
+
+
+async def test_messages_delivered_together_reach_the_page_in_one_frame(
+        world: Simulator, autojump_clock):
+    page, link = new_page(world)
+    world.scan(ACCOUNT, page.payload())
+    await trio.sleep(0.6)
+    before = len(link.frames)
+    with world.together(ACCOUNT):
+        for n in range(3):
+            world.incoming(ACCOUNT, sender="996555301122", body=f"burst {n}")
+        assert len(link.frames) == before  # nothing until the block ends
+    (batch,) = link.frames[before:]
+    assert batch["t"] == "batch"
+    assert [f["e"]["m"]["body"] for f in batch["frames"]] == ["burst 0", "burst 1", "burst 2"]
+    seqs = [f["seq"] for f in batch["frames"]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3  # each event keeps its place
+    world.incoming(ACCOUNT, sender="996555301122", body="alone")
+    assert link.frames[-1]["t"] == "ev"  # outside the block: one frame each, as before
+    with world.together(ACCOUNT):
+        world.incoming(ACCOUNT, sender="996555301122", body="single")
+    assert link.frames[-1]["t"] == "ev"  # one event needs no batch

@@ -13,7 +13,8 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
@@ -230,6 +231,8 @@ class Simulator:
         self.not_on_whatsapp: set[str] = set()
         self.nursery: trio.Nursery | None = None
         self.base_url = ""
+        self._together: dict[str, list[dict[str, Any]]] = {}
+        """Account number -> its events kept for one frame (`together`)."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -390,15 +393,38 @@ class Simulator:
     # ------------------------------------------------------------------ events
 
     def emit(self, acc: Account, event: dict[str, Any]) -> int:
-        """Append an account event and push it to the account's live pages."""
+        """Append an account event and push it to the account's live pages (or, inside
+        `together`, keep it for the batch)."""
         acc.seq += 1
         acc.events.append((acc.seq, event))
         frame = {"t": "ev", "seq": acc.seq, "e": event}
+        if acc.number in self._together:
+            self._together[acc.number].append(frame)
+        else:
+            self._push_live(acc, frame)
+        self._trim(acc)
+        return acc.seq
+
+    def _push_live(self, acc: Account, frame: dict[str, Any]) -> None:
         for page in self.pages:
             if page.account == acc.number and page.live:
                 page.link.push(frame)
-        self._trim(acc)
-        return acc.seq
+
+    @contextmanager
+    def together(self, number: str) -> Iterator[None]:
+        """The account's events made inside the block reach its pages in one frame at its end
+        (a `batch` of them, in order), as WhatsApp hands a device what queued up for it while
+        it was away: a burst costs the page one WebSocket message, not one per message."""
+        acc = self.account(number)
+        frames: list[dict[str, Any]] = []
+        self._together[acc.number] = frames
+        try:
+            yield
+        finally:
+            del self._together[acc.number]
+            if frames:
+                self._push_live(acc, frames[0] if len(frames) == 1 else
+                                {"t": "batch", "frames": frames})
 
     def _trim(self, acc: Account) -> None:
         """Forget events every linked device has processed (kept while any device lags)."""

@@ -257,7 +257,8 @@ def create_app(sim: Simulator) -> QuartTrio:
         batch = data.get("messages")
         if not isinstance(batch, list) or not all(isinstance(m, dict) for m in batch):
             raise SimError(400, "`messages`: expected a list of incoming messages")
-        return _json([sim.incoming(number, **m) for m in batch], 201)
+        with sim.together(number):  # one frame for the page, as an offline batch arrives
+            return _json([sim.incoming(number, **m) for m in batch], 201)
 
     @app.post("/_sim/accounts/<number>/phone_send")
     async def phone_send(number: str) -> Response:

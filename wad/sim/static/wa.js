@@ -407,6 +407,9 @@
 
   function handle(f) {
     switch (f.t) {
+      case 'batch':  // what queued up for the device, in order (Simulator.together)
+        for (const one of f.frames) handle(one);
+        return;
       case 'res': {
         const p = net.pending.get(f.rid);
         if (!p) return;
