@@ -260,10 +260,11 @@ def _main_loop_drained(step: Callable[..., Awaitable[None]], sweep: _TimerSweep
         await step(loop, no_wait)
         sweep.sweep_if_due()
         queue = loop._q_recv
+        waiting = queue._state.data  # the channel's buffer (its `statistics()` costs an object)
         for _ in range(DRAIN_MAX):
-            if queue.statistics().current_buffer_used == 0:
+            if not waiting:
                 return
-            head = queue._state.data[0]
+            head = waiting[0]
             if not isinstance(head, asyncio.Handle) or isinstance(head, AsyncHandle):
                 return  # trio-asyncio's own step deals with it
             handle = queue.receive_nowait()
