@@ -10,8 +10,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import trio
 
 from wad.db.pool import Database
+from wad.db.repo import locks
 from wad.db.repo import organizations as orgs_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.org.outbound import queue_message
@@ -100,3 +102,36 @@ async def test_the_door_refuses_on_the_kept_count(db: Database) -> None:
     _, created = await queue_message(db, organization_id=org, to="+996555000001",
                                      content="let in")
     assert created
+
+
+async def test_a_status_change_waiting_for_the_queue_lock_cannot_deadlock_the_door(
+        db: Database) -> None:
+    """A transaction that changes a message's status and then waits for the organization's
+    queueing lock, while the door holding that lock queues a message: both finish (the count
+    moves at commit, so neither holds its row while waiting)."""
+    org = (await orgs_repo.create(db, name="Locking Tours")).id
+    item, _ = await outbox_repo.enqueue(db, organization_id=org, to_phone="+996555000001",
+                                     content="first")
+    door_locked, changed = trio.Event(), trio.Event()
+
+    async def door() -> None:
+        async with db.transaction() as tx:
+            await locks.lock_in_transaction(tx, name=f"wad.outbox:{org}")
+            door_locked.set()
+            await changed.wait()
+            await trio.sleep(0.2)  # the other transaction is waiting for the lock by now
+            await outbox_repo.enqueue(tx, organization_id=org, to_phone="+996555000002",
+                                      content="second")
+
+    async def status_change() -> None:
+        await door_locked.wait()
+        async with db.transaction() as tx:
+            assert await outbox_repo.cancel(tx, outbox_id=item.id) is not None
+            changed.set()
+            await locks.lock_in_transaction(tx, name=f"wad.outbox:{org}")
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(door)
+            nursery.start_soon(status_change)
+    assert await counted(db, org) == (1, 1)

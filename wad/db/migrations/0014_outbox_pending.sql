@@ -2,8 +2,9 @@
 -- door used to count them on every message, and a queue can hold an hour's worth (up to 1,200
 -- a day's limit allows); ten clients queueing at once then spent PostgreSQL's CPU recounting
 -- them. The row of an organization is made with it; every insert, status change and deletion of
--- an outbox row moves its count. A cascade from a deleted organization only updates, so it can
--- never recreate the row of the organization it is deleting.
+-- an outbox row moves its count when its transaction commits. A cascade from a deleted
+-- organization only updates, so it can never recreate the row of the organization it is
+-- deleting.
 CREATE TABLE outbox_pending (
     organization_id uuid PRIMARY KEY REFERENCES organizations (id) ON DELETE CASCADE,
     pending bigint NOT NULL DEFAULT 0
@@ -49,8 +50,13 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER outbox_pending_moved
+-- Deferred to the commit: the count's row is locked only while a transaction commits, never
+-- while it still waits for another lock. (Moved at once, a status change that then waited for
+-- the queueing lock held the count's row against the door holding that lock, which waited for
+-- the row to queue its message: a deadlock.)
+CREATE CONSTRAINT TRIGGER outbox_pending_moved
     AFTER INSERT OR UPDATE OF status, organization_id OR DELETE ON outbox
+    DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION wad_outbox_pending_moved();
 
 -- The door's two functions (0013) read the count instead of counting.
