@@ -15,7 +15,9 @@ driver and the Chromiums as its children. For each number of organizations it pr
   committed, and processed per second (client, conversation, language and status, by the plugins a
   daemon with no `[plugins]` table runs) until none is left pending;
 - CPU per stored message during the burst, in ms, by process kind: wad's Python process, the
-  Playwright driver, Chromium, PostgreSQL, and (apart, not wad's) the simulator;
+  Playwright driver, Chromium, PostgreSQL, and (apart, not wad's) the simulator; and how the
+  burst's work was shared (binding calls from the pages, store and finish batches, until its
+  processing was done);
 - restarts: how many browsers were restarted by a health check during the run, and browser
   restarts of any cause (a busy page must not be taken for a hung one: both should be 0);
 - latency: paced delivery (`--rate` messages per second, all organizations together, one frame
@@ -224,6 +226,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                 burst.extend(got["id"]["_serialized"]
                              for got in await phone.deliver_burst(account, batch))
 
+            batching_before = batching(manager, [org for org, _ in accounts])
             profiler = cProfile.Profile() if profile else None
             page_profiler = await PageProfiler.start(manager, accounts[0][0]) \
                 if page_profile else None
@@ -253,6 +256,8 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
                             "SELECT count(*) FROM messages WHERE processing_state = 'PENDING'"):
                         await trio.sleep(0.2)
                 processed_per_s = len(burst) / (time.time() - started)
+            batching_after = batching(manager, [org for org, _ in accounts])
+            burst_batching = {k: batching_after[k] - batching_before[k] for k in batching_after}
 
             # Paced: latency from asking the simulator to the committed row, at a total rate
             # the daemon keeps up with; the asking is done by a process of its own
@@ -295,6 +300,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
     return {
         "orgs": n_orgs, "burst_messages": len(burst), "stored_per_s": throughput,
         "processed_per_s": processed_per_s, "cpu_ms": cpu_ms, "paced_cpu_percent": paced_cpu,
+        "burst_batching": burst_batching,
         "idle_cpu_percent": idle_cpu,
         "paced_messages": len(latencies),
         "p50_ms": 1000 * statistics.median(latencies),
@@ -343,6 +349,23 @@ class PageProfiler:
         return "\n".join(lines)
 
 
+def batching(manager: OrgManager, orgs: list[uuid.UUID]) -> dict[str, int]:
+    """How the work was shared so far, summed over the organizations: binding calls from the
+    pages (`emit_calls`), and the inbound actors' store and finish batches."""
+    totals = {"binding calls": 0, "store batches": 0, "finish batches": 0}
+    for org in orgs:
+        handle = manager.running(org)
+        if handle is None:
+            continue
+        session: Any = handle.session.session
+        totals["binding calls"] += getattr(session, "emit_calls", 0)
+        actor: Any = handle.supervisor.handle("inbound")
+        if actor is not None:
+            totals["store batches"] += actor.stats["store_batches"]
+            totals["finish batches"] += actor.stats["finish_batches"]
+    return totals
+
+
 def _percents(cpu: dict[str, float]) -> str:
     """CPU use by process kind, in percent of one CPU, wad's parts first."""
     names = {"daemon": "wad's Python", "driver": "driver", "browser": "Chromium",
@@ -385,7 +408,9 @@ async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
                   f"{cpu.get('daemon', 0.0):.2f}, driver {cpu.get('driver', 0.0):.2f}, "
                   f"Chromium {cpu.get('browser', 0.0):.2f}, PostgreSQL "
                   f"{cpu.get('database', 0.0):.2f}; simulator apart "
-                  f"{cpu.get('simulator', 0.0):.2f}) | {result['paced_messages']:.0f} paced at "
+                  f"{cpu.get('simulator', 0.0):.2f}; shared by "
+                  f"{', '.join(f'{n} {k}' for k, n in result['burst_batching'].items())}) | "
+                  f"{result['paced_messages']:.0f} paced at "
                   f"{args.rate:g}/s: delivery to commit p50 {result['p50_ms']:6.1f} ms, p99 "
                   f"{result['p99_ms']:6.1f} ms, max {result['max_ms']:6.1f} ms (CPU meanwhile: "
                   f"{_percents(result['paced_cpu_percent'])}) | restarts by a "
