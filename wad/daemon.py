@@ -151,7 +151,7 @@ class Daemon:
         grace = self.settings.graces.service_s
         api = {spec.id: spec for spec in service_specs(ctx, grace=grace)}
         children = [
-            api["change-feed"], api["token-cache"], api["metrics"],
+            api["change-feed"], api["token-cache"], api["status-lookups"], api["metrics"],
             # Plugins' background tasks (e.g. webhook deliveries), each its own child.
             ChildSpec("plugins", plugins.task_supervisor(pm, grace=grace).run,
                       restart=Restart.TRANSIENT, shutdown=grace),

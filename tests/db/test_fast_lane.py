@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.api import issue_token, make_settings, serve_context
 from tests.support.rawhttp import read_answer, request
 from wad.api.app import create_app
-from wad.api.context import AppContext, LaneCounts, Services
+from wad.api.context import AppContext, LaneCounts, Services, run_services
 from wad.api.server import MAX_HEAD_BYTES, serve_api
 from wad.bus import EventBus
 from wad.config import ApiSettings, DaemonSettings, Settings
@@ -276,9 +276,11 @@ async def test_over_tls_the_lane_answers_and_hands_off(db: Database, state_dir: 
                         api=ApiSettings(listen="127.0.0.1:0", tls_cert_file=str(cert),
                                         tls_key_file=str(key)))
     ctx = AppContext(settings=settings, db=db)
+    app = create_app(ctx)
+    await nursery.start(run_services, ctx)
     shutdown = trio.Event()
     addresses = await nursery.start(functools.partial(
-        serve_api, create_app(ctx), listen="127.0.0.1:0", socket_path=None, max_body=4096,
+        serve_api, app, listen="127.0.0.1:0", socket_path=None, max_body=4096,
         shutdown=shutdown, tls=settings.api.tls))
     try:
         url = next(a for a in addresses if a.startswith("https://127."))

@@ -1,125 +1,123 @@
-"""Lookups sharing round trips (`wad.db.coalesce.Coalescer`), on Trio's mock clock: concurrent
-lookups share one fetch, every answer comes from a fetch that started after it was asked, a
-failure reaches every lookup of its fetch, a cancelled lookup strands nobody."""
+"""Calls made at about the same time run as one batch; every call is answered by a batch that
+started after it was made; a call that fails, fails alone; an unreachable database fails the
+whole batch at once."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Sequence
+
 import trio
 import trio.testing
 
-from wad.db.coalesce import Coalescer
+from wad.db.coalesce import Coalesced
 
 
-class Table:
-    """A store whose fetch takes 1 s and records what it was asked and what it saw."""
+class Doubler:
+    """A batched step that doubles numbers, records its batches and refuses 13."""
 
-    def __init__(self) -> None:
-        self.rows: dict[str, int] = {}
-        self.fetches: list[list[str]] = []
-        self.fail: Exception | None = None
+    def __init__(self, error: Exception | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.error = error
 
-    async def fetch(self, keys: list[str]) -> dict[str, int]:
-        self.fetches.append(sorted(keys))
-        snapshot = dict(self.rows)  # what a query started now sees
-        await trio.sleep(1)
-        if self.fail is not None:
-            raise self.fail
-        return {k: snapshot[k] for k in keys if k in snapshot}
+    async def run_many(self, args: Sequence[int]) -> list[int]:
+        self.batches.append(list(args))
+        await trio.sleep(0.01)  # a round trip: calls made meanwhile wait for the next batch
+        if 13 in args:
+            raise self.error or ValueError("13 refused")
+        return [2 * a for a in args]
 
 
-async def test_one_lookup_alone_fetches_at_once(autojump_clock: trio.testing.MockClock) -> None:
-    table = Table()
-    table.rows["a"] = 1
-    lookups = Coalescer(table.fetch)
-    started = trio.current_time()
-    assert await lookups.get("a") == 1
-    assert await lookups.get("missing") is None
-    assert trio.current_time() - started == pytest.approx(2)
-    assert table.fetches == [["a"], ["missing"]]
+async def call_all(step: Coalesced[int, int], args: list[int]) -> dict[int, int | Exception]:
+    found: dict[int, int | Exception] = {}
 
-
-async def test_lookups_asked_during_a_fetch_share_the_next(
-        autojump_clock: trio.testing.MockClock) -> None:
-    table = Table()
-    table.rows.update(a=1, b=2, c=3)
-    lookups = Coalescer(table.fetch)
-    answers: dict[str, int | None] = {}
-
-    async def ask(key: str) -> None:
-        answers[key] = await lookups.get(key)
+    async def one(arg: int) -> None:
+        try:
+            found[arg] = await step(arg)
+        except Exception as exc:
+            found[arg] = exc
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(ask, "a")
-        await trio.sleep(0.5)  # the fetch of "a" is under way
-        for key in ("b", "c", "b", "zz"):
-            nursery.start_soon(ask, key)
-    assert answers == {"a": 1, "b": 2, "c": 3, "zz": None}
-    assert table.fetches == [["a"], ["b", "c", "zz"]]
-    assert lookups.fetches == 2
+        for arg in args:
+            nursery.start_soon(one, arg)
+    return found
 
 
-async def test_every_answer_comes_from_a_fetch_started_after_it_was_asked(
+async def test_calls_made_together_run_as_one_batch_and_each_gets_its_answer() -> None:
+    doubler = Doubler()
+    step = Coalesced(doubler.run_many)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(step.run)
+        found = await call_all(step, list(range(10)))
+        assert found == {n: 2 * n for n in range(10)}
+        assert [sorted(b) for b in doubler.batches] == [list(range(10))]  # (in any order)
+        assert step.batches == 1
+        # Calls made while a batch runs go together into the next one.
+        found = await call_all(step, [20, 21])
+        assert found == {20: 40, 21: 42} and step.batches == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_that_fails_fails_alone() -> None:
+    doubler = Doubler()
+    step = Coalesced(doubler.run_many)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(step.run)
+        found = await call_all(step, [1, 13, 2])
+        nursery.cancel_scope.cancel()
+    assert found[1] == 2 and found[2] == 4
+    assert isinstance(found[13], ValueError)
+    # The batch, then each of its calls alone.
+    first, *alone = doubler.batches
+    assert sorted(first) == [1, 2, 13] and alone == [[n] for n in first]
+
+
+async def test_an_unreachable_database_fails_every_call_of_the_batch_at_once() -> None:
+    doubler = Doubler(error=ConnectionRefusedError("database down"))
+    step = Coalesced(doubler.run_many)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(step.run)
+        found = await call_all(step, [1, 13, 2])
+        nursery.cancel_scope.cancel()
+    assert all(isinstance(found[n], ConnectionRefusedError) for n in (1, 13, 2))
+    assert [sorted(b) for b in doubler.batches] == [[1, 2, 13]]  # not tried one by one
+
+
+async def test_a_batch_answering_the_wrong_count_fails_its_calls() -> None:
+    async def short(args: Sequence[int]) -> list[int]:
+        return list(args)[:1]
+
+    step = Coalesced(short)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(step.run)
+        found = await call_all(step, [1, 2])
+        nursery.cancel_scope.cancel()
+    assert found == {1: 1, 2: 2}  # the batch failed; alone, each call's count is right
+
+
+async def test_every_answer_comes_from_a_batch_started_after_the_call(
         autojump_clock: trio.testing.MockClock) -> None:
-    table = Table()
-    table.rows["a"] = 1
-    lookups = Coalescer(table.fetch)
-    answers: list[int | None] = []
+    rows = {"a": 1}
+    fetched: list[list[str]] = []
+
+    async def fetch_many(keys: Sequence[str]) -> list[int]:
+        fetched.append(list(keys))
+        snapshot = dict(rows)  # what a query started now sees
+        await trio.sleep(1)
+        return [snapshot[k] for k in keys]
+
+    step: Coalesced[str, int] = Coalesced(fetch_many)
+    answers: list[int] = []
 
     async def ask() -> None:
-        answers.append(await lookups.get("a"))
+        answers.append(await step("a"))
 
     async with trio.open_nursery() as nursery:
+        await nursery.start(step.run)
         nursery.start_soon(ask)
-        await trio.sleep(0.5)  # the first fetch has already read "a" = 1
-        table.rows["a"] = 2  # a change committed before the second lookup is asked
+        await trio.sleep(0.5)  # the first batch has already read "a" = 1
+        rows["a"] = 2  # a change committed before the second call is made
         nursery.start_soon(ask)
-    assert answers == [1, 2]  # not the first fetch's answer, which began before the change
-
-
-async def test_a_failed_fetch_fails_every_lookup_of_it_and_the_next_fetch_runs(
-        autojump_clock: trio.testing.MockClock) -> None:
-    table = Table()
-    table.rows["a"] = 1
-    table.fail = ConnectionRefusedError("database down")
-    lookups = Coalescer(table.fetch)
-    errors: list[BaseException] = []
-
-    async def ask(key: str) -> None:
-        try:
-            await lookups.get(key)
-        except ConnectionRefusedError as exc:
-            errors.append(exc)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(ask, "a")
-        await trio.sleep(0.5)
-        nursery.start_soon(ask, "a")
-        nursery.start_soon(ask, "b")
-    assert len(errors) == 3
-    table.fail = None
-    assert await lookups.get("a") == 1
-
-
-async def test_a_cancelled_first_asker_strands_nobody(
-        autojump_clock: trio.testing.MockClock) -> None:
-    table = Table()
-    table.rows.update(a=1, b=2)
-    lookups = Coalescer(table.fetch)
-    answers: dict[str, int | None] = {}
-
-    async def ask(key: str) -> None:
-        answers[key] = await lookups.get(key)
-
-    async def give_up(key: str) -> None:
-        with trio.move_on_after(0.3):
-            await lookups.get(key)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(ask, "x")  # its fetch holds the slot for 1 s
-        await trio.sleep(0.1)
-        nursery.start_soon(give_up, "a")  # leads the next batch, and gives up while it waits
-        await trio.sleep(0.1)
-        nursery.start_soon(ask, "b")  # joins that batch, whose leader then goes
-    assert answers == {"x": None, "b": 2}
-    assert table.fetches == [["x"], ["b"]]  # the abandoned batch was never fetched
+        await trio.sleep(3)
+        nursery.cancel_scope.cancel()
+    assert answers == [1, 2]  # not the first batch's answer, which began before the change
+    assert fetched == [["a"], ["a"]]

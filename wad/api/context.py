@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -14,7 +14,7 @@ from quart import current_app
 from wad.api.token_cache import TokenCache
 from wad.bus import EventBus
 from wad.config import Settings
-from wad.db.coalesce import Coalescer
+from wad.db.coalesce import Coalesced
 from wad.db.pool import Database
 from wad.db.repo import session_status as session_status_repo
 from wad.db.repo.session_status import SessionStatusRow
@@ -77,17 +77,22 @@ class AppContext:
     imports: ImportService | None = None
     tokens: TokenCache | None = None
     """The tokens kept in memory (`token_cache`); its listener is a service like the others."""
-    statuses: Coalescer[uuid.UUID, SessionStatusRow] | None = None
+    statuses: Coalesced[uuid.UUID, SessionStatusRow | None] | None = None
     """See `session_statuses`."""
     lane: LaneCounts | None = None
     """What the fast lane did, when one serves this app (`wad.api.server`)."""
 
-    def session_statuses(self) -> Coalescer[uuid.UUID, SessionStatusRow]:
-        """Session status rows by organization, concurrent lookups sharing round trips
-        (`wad.db.coalesce`), made on first use."""
+    def session_statuses(self) -> Coalesced[uuid.UUID, SessionStatusRow | None]:
+        """Session status rows by organization (None: no such organization), lookups made
+        together sharing one query (`wad.db.coalesce`); made on first use, run as a service."""
         if self.statuses is None:
-            self.statuses = Coalescer(partial(session_status_repo.get_many, self.db))
+            self.statuses = Coalesced(self._statuses_many)
         return self.statuses
+
+    async def _statuses_many(self, org_ids: Sequence[uuid.UUID]
+                             ) -> list[SessionStatusRow | None]:
+        found = await session_status_repo.get_many(self.db, list(org_ids))
+        return [found.get(org_id) for org_id in org_ids]
 
     def token_cache(self) -> TokenCache:
         """The API's token cache, made on first use."""
@@ -98,13 +103,16 @@ class AppContext:
 
 def service_specs(ctx: AppContext, *, grace: float) -> list[ChildSpec]:
     """The API's long-lived services as children of a supervision tree, each stopped within
-    `grace`: the change feed (wake-ups, pruning), the token cache's listener, the metrics and
+    `grace`: the change feed (wake-ups, pruning), the token cache's listener, the status
+    lookups (`session_statuses`), the metrics and
     the import service. A normal exit of the metrics (their bus subscription closed) is
     final."""
     if ctx.metrics is None or ctx.imports is None or ctx.feed is None:
         raise RuntimeError("create_app(ctx) makes the API's services; call it first")
     specs = [ChildSpec("change-feed", ctx.feed.run, shutdown=grace),
-             ChildSpec("token-cache", ctx.token_cache().run, shutdown=grace)]
+             ChildSpec("token-cache", ctx.token_cache().run, shutdown=grace),
+             # It holds nothing between batches: a short grace keeps the root's within bounds.
+             ChildSpec("status-lookups", ctx.session_statuses().run, shutdown=min(grace, 0.5))]
     specs.append(ChildSpec("metrics", ctx.metrics.run, restart=Restart.TRANSIENT,
                            shutdown=grace))
     specs.append(ChildSpec("imports", ctx.imports.run, shutdown=grace))

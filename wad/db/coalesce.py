@@ -1,80 +1,91 @@
-"""Concurrent lookups by key sharing one round trip.
+"""Calls that many tasks make at about the same time, run as one batch.
 
-A CRM polling the status of many organizations at once asks one row each time; each round trip
-through trio-asyncio costs this process more CPU than the row. A `Coalescer` gathers the keys
-asked while a fetch is under way and fetches them together next, so under load one round trip
-answers many requests and when idle each request still makes its own at once.
+The inbound actor processes many chats at once, each chat's messages one after another; every
+step of processing is a database round trip. The control API answers status requests that
+arrive together. A `Coalesced` step takes the calls that arrive while its previous batch is
+under way and makes them one call of the batched form (one statement for many messages, or many
+organizations), so the round trips are shared without changing what each task sees: every call
+is answered by a batch that started after it was made, so a change committed before the call is
+always seen.
 
-The promise: **every answer comes from a fetch that started after it was asked**, so a change
-committed before a lookup is always seen by it (no cache, no staleness); a lookup waits at
-most for the fetch under way and then its own.
+A batch that fails is run again one call at a time, so a call that cannot succeed fails alone;
+when the database is unreachable every call of the batch gets that error at once (each caller
+then does what it does when the database is down).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import trio
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
+from wad.db.pool import database_unavailable
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
-class _Batch(Generic[K, V]):
-    def __init__(self) -> None:
-        self.keys: set[K] = set()
+class _Call(Generic[A, R]):
+    __slots__ = ("arg", "done", "error", "result")
+
+    def __init__(self, arg: A) -> None:
+        self.arg = arg
         self.done = trio.Event()
-        self.found: dict[K, V] = {}
-        self.error: Exception | None = None
-        self.abandoned = False  # its fetcher was cancelled: ask again
+        self.result: R | None = None
+        self.error: BaseException | None = None
 
 
-class Coalescer(Generic[K, V]):
-    """Lookups through `fetch(keys) -> {key: value}` (a key it does not answer is absent),
-    one fetch at a time, each for every key asked since the previous one started."""
+class Coalesced(Generic[A, R]):
+    """`await step(arg)` answers what `run_many([arg, ...])` answered for `arg`: the calls made
+    while a batch runs go together into the next one. `run_many` answers one result per
+    argument, in order. Start `run` in a nursery first."""
 
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
-        self._fetch = fetch
-        self._open: _Batch[K, V] | None = None
-        """The batch that takes new keys (it waits for the fetch under way)."""
-        self._fetching = trio.Lock()
-        self.fetches = 0
+    def __init__(self, run_many: Callable[[Sequence[A]], Awaitable[Sequence[R]]], *,
+                 max_batch: int = 500) -> None:
+        self._run_many = run_many
+        self._max_batch = max_batch
+        self._waiting: list[_Call[A, R]] = []
+        self._wakeup = trio.Event()
+        self.batches = 0
+        """How many batches ran (for tests and benchmarks)."""
 
-    async def get(self, key: K) -> V | None:
-        """The value for `key` (None when `fetch` has none), from a fetch started after this
-        call; `fetch`'s error if it failed."""
+    async def __call__(self, arg: A) -> R:
+        call: _Call[A, R] = _Call(arg)
+        self._waiting.append(call)
+        self._wakeup.set()
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[return-value]
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the batches until cancelled."""
+        task_status.started()
         while True:
-            batch = self._open
-            if batch is None:
-                batch = self._open = _Batch()
-                batch.keys.add(key)
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            await trio.lowlevel.checkpoint()  # the callers woken with this one join it
+            while self._waiting:
+                batch = self._waiting[:self._max_batch]
+                del self._waiting[:len(batch)]
+                self.batches += 1
                 await self._run(batch)
-            else:
-                batch.keys.add(key)
-                await batch.done.wait()
-            if batch.abandoned:
-                continue
-            if batch.error is not None:
-                raise batch.error
-            return batch.found.get(key)
 
-    async def _run(self, batch: _Batch[K, V]) -> None:
-        """Fetch `batch` once the fetch under way is done (its first asker does this); keys
-        asked until then join it."""
+    async def _run(self, batch: list[_Call[A, R]]) -> None:
         try:
-            async with self._fetching:
-                if self._open is batch:
-                    self._open = None  # later keys go to the next batch
-                self.fetches += 1
-                try:
-                    batch.found = await self._fetch(list(batch.keys))
-                except Exception as exc:
-                    batch.error = exc
-        except BaseException:
-            batch.abandoned = True
-            if self._open is batch:
-                self._open = None
-            raise
-        finally:
-            batch.done.set()
+            results = await self._run_many([call.arg for call in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for {len(batch)} calls")
+        except Exception as exc:
+            if len(batch) == 1 or database_unavailable(exc):
+                for call in batch:
+                    call.error = exc
+                    call.done.set()
+                return
+            for call in batch:  # find the call that fails: the others still succeed
+                await self._run([call])
+            return
+        for call, result in zip(batch, results, strict=True):
+            call.result = result
+            call.done.set()

@@ -150,7 +150,7 @@ async def status(org_id: uuid.UUID) -> Response:
 async def session_status(ctx: AppContext, org_id: uuid.UUID) -> SessionStatus:
     """What `GET /status/{org}` answers (404 for an unknown organization); the fast lane
     (`wad.api.lane`) answers it too. Concurrent requests share round trips."""
-    found = await ctx.session_statuses().get(org_id)
+    found = await ctx.session_statuses()(org_id)
     if found is None:
         raise ApiError(404, "not_found", f"no such organization: {org_id}")
     return msgspec.structs.replace(_status(org_id, found.session),

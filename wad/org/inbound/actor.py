@@ -59,6 +59,7 @@ from wad.bus import (
     SessionChanged,
 )
 from wad.config import InboundSettings, inbound_settings
+from wad.db.coalesce import Coalesced
 from wad.db.models import Client, Message, MessageStatus, NewMessage
 from wad.db.pool import Executor, database_unavailable
 from wad.db.repo import changes
@@ -68,7 +69,6 @@ from wad.db.repo import messages as messages_repo
 from wad.db.repo import outbox as outbox_repo
 from wad.db.repo import sessions as sessions_repo
 from wad.org.context import OrgContext
-from wad.org.inbound.coalesce import Coalesced
 from wad.org.inbound.enrich import Enricher, EnrichJob, Profile
 from wad.org.inbound.pacing import RequestPacer
 from wad.org.inbound.spool import Spool, SpooledEvent, SpoolRecord, spool_path
@@ -602,7 +602,7 @@ class InboundActor:
             return
         incoming = message.direction == "IN"
         # Each step below is shared with the other chats' messages processed meanwhile (one
-        # statement for all of them: `wad.org.inbound.coalesce`).
+        # statement for all of them: `wad.db.coalesce`).
         client, created = await self._client_step(
             (phone, work.push_name if incoming else None))
         conversation_id = await self._conversation_step((client.id, message.wa_chat_id))
