@@ -248,7 +248,6 @@ class FastLane:
         return False
 
     async def _answer(self, request: LaneRequest, body: bytes, *, on_socket: bool) -> Answer:
-        path = SEND_PATH if request.route == "send" else STATUS_PREFIX + request.org.encode()
         try:
             principal = await auth.identify_api(self.ctx.token_cache(), on_socket=on_socket,
                                                 authorization=request.authorization)
@@ -263,6 +262,7 @@ class FastLane:
         except ApiError as err:
             return _error(err)
         except Exception as err:
+            path = SEND_PATH if request.route == "send" else STATUS_PREFIX + request.org.encode()
             return _error(failure_answer(self.ctx, err, path.decode()))
 
     def _encode(self, answer: Answer, *, close: bool) -> bytes:
