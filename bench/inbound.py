@@ -150,7 +150,7 @@ def cpu_now(postmaster: int | None, sim_pid: int) -> dict[str, float]:
     return used
 
 
-async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_dir: Path,
+async def run_case(*, case: int, n_orgs: int, messages: int, rate: float, dsn: str, state_dir: Path,
                    sim_url: str, sim_pid: int, postmaster: int | None,
                    inbound: InboundSettings = NO_DELAYS, profile: int = 0,
                    profile_out: str = "", profile_phase: str = "burst", chromium: str = "",
@@ -190,7 +190,7 @@ async def run_case(*, n_orgs: int, messages: int, rate: float, dsn: str, state_d
             await nursery.start(run_manager)
             accounts: list[tuple[uuid.UUID, str]] = []
             for n in range(n_orgs):
-                account = f"9967{n_orgs % 100:02d}90{n:04d}"  # new accounts for each case
+                account = f"9967{case % 100:02d}90{n:04d}"  # new accounts for each case
                 await phone.create_account(account, f"Bench Tours {n}")
                 org = (await organizations.create(db, name=f"Bench {n}")).id
                 await manager.connect(org)
@@ -377,19 +377,19 @@ async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
                      ) -> list[dict[str, Any]]:
     results = []
     async with trio_asyncio.open_loop():
-        for n_orgs in args.orgs:
-            cluster = EmbeddedPostgres(root / f"pg-{n_orgs}", fsync=not args.no_fsync)
+        for case, n_orgs in enumerate(args.orgs):
+            cluster = EmbeddedPostgres(root / f"pg-{case}", fsync=not args.no_fsync)
             dsn = await trio.to_thread.run_sync(cluster.start)
             try:
                 async with Database.open(dsn, min_size=1, max_size=1) as setup:
                     await migrate.apply(setup)
-                state = root / f"state-{n_orgs}"
+                state = root / f"state-{case}"
                 state.mkdir()
                 inbound = NO_DELAYS
                 if args.store_only:
                     inbound = InboundSettings(processing_delay_min_s=3600,
                                               processing_delay_max_s=3600)
-                result = await run_case(n_orgs=n_orgs, messages=args.messages, rate=args.rate,
+                result = await run_case(case=case, n_orgs=n_orgs, messages=args.messages, rate=args.rate,
                                         dsn=dsn, state_dir=state, sim_url=sim.url,
                                         sim_pid=sim.pid, postmaster=cluster.pid(),
                                         inbound=inbound, profile=args.profile,

@@ -67,7 +67,8 @@ async def test_migrations_applied_twice_change_nothing(empty_dsn: str) -> None:
                          "0006_metrics_tokens_and_audit.sql", "0007_link_started.sql",
                          "0008_changes.sql", "0009_read_api.sql", "0010_sends_to_the_end.sql",
                          "0011_webhook_cursors.sql", "0012_token_notify.sql",
-                         "0013_send_door.sql", "0014_outbox_pending.sql"]
+                         "0013_send_door.sql", "0014_outbox_pending.sql",
+                         "0015_processing_statements.sql"]
         assert await migrate.apply(db) == every
         schema = await db.fetch(
             """SELECT table_name, column_name, data_type FROM information_schema.columns

@@ -17,6 +17,7 @@ from wad.browser import events as ev
 from wad.bus import MessageStored
 from wad.db.pool import Database
 from wad.db.repo import messages as messages_repo
+from wad.org.inbound.priority import StoreFirst
 from wad.org.inbound.spool import spool_path
 
 SENDERS = [f"99655570{n:04d}" for n in range(5)]
@@ -61,6 +62,29 @@ async def test_a_burst_is_stored_together_in_order_once_and_processed_in_shared_
                     for m in messages if m.chat_id == f"{sender}@c.us"]
             assert all(r is not None and r.processing_state == "DONE" for r in chat)
             assert len({r.conversation_id for r in chat if r is not None}) == 1
+
+
+async def test_a_flood_is_stored_before_any_of_it_is_processed(
+        db: Database, state_dir: Path) -> None:
+    # A flood (many events at once) holds processing back: here until its bound, 6 s.
+    gate = StoreFirst(quiet_s=60, max_wait_s=6)
+    async with running(db, state_dir, store_first=gate) as h:
+        messages = [wa(n, f"Flood message {n}", sender=f"99655571{n:04d}") for n in range(15)]
+        for m in messages:
+            h.events.send_nowait(ev.MessageReceived(message=m))
+        with trio.fail_after(10):
+            while h.actor.stats["stored"] < len(messages):
+                await trio.sleep(0.01)
+        assert gate.flooding
+        await trio.sleep(1)  # without the flood's hold, all would be processed by now
+        states = await db.fetch("SELECT processing_state FROM messages "
+                                "WHERE organization_id = $1", h.org)
+        assert [r["processing_state"] for r in states] == ["PENDING"] * len(messages)
+        assert h.actor.stats["processed"] == 0
+        for m in messages:
+            await processed(db, h.org, m.id)
+        # Processing started together: its steps shared their statements (eight chats at once).
+        assert h.actor.stats["finish_batches"] <= len(messages) // 2
 
 
 async def test_a_batch_the_database_refuses_waits_in_the_spool_whole_and_is_stored_once(

@@ -22,6 +22,7 @@ from wad.db.pool import Database
 from wad.db.repo import organizations
 from wad.org.context import OrgContext
 from wad.org.inbound.actor import InboundActor, run_inbound
+from wad.org.inbound.priority import StoreFirst
 from wad.plugins import PluginManager
 
 BASE_T = 1751360400  # 2025-07-01 09:00 UTC
@@ -49,15 +50,16 @@ class Harness:
 
 @asynccontextmanager
 async def running(db: Database, state_dir: Path, *, plugins: PluginManager | None = None,
-                  settings: InboundSettings = NO_DELAYS, org: uuid.UUID | None = None
-                  ) -> AsyncIterator[Harness]:
+                  settings: InboundSettings = NO_DELAYS, org: uuid.UUID | None = None,
+                  store_first: StoreFirst | None = None) -> AsyncIterator[Harness]:
     if org is None:
         org = (await organizations.create(db, name="Tours")).id
     send, receive = trio.open_memory_channel[Any](100)
     bus = EventBus()
     ctx = OrgContext(org_id=org, settings=Settings(daemon=DaemonSettings(state_dir=str(state_dir))),
                      db=db, bus=bus, session=NoBrowser(),  # type: ignore[arg-type]
-                     inbound_events=receive, plugins=plugins)
+                     inbound_events=receive, plugins=plugins,
+                     store_first=store_first or StoreFirst())
     published: list[Event] = []
 
     async def record(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -16,6 +16,7 @@ import trio
 from wad.bus import EventBus
 from wad.config import Settings
 from wad.db.pool import Database
+from wad.org.inbound.priority import StoreFirst
 from wad.org.ownership import Lease
 from wad.org.session import SessionActor
 from wad.supervise import ChildSpec
@@ -35,6 +36,8 @@ class OrgContext:
     plugins: Any = None
     lease: Lease = field(default_factory=Lease)
     """This daemon's lease on the organization: nothing is sent while it is not valid."""
+    store_first: StoreFirst = field(default_factory=StoreFirst)
+    """Storing before processing while a flood comes: one for all the daemon's organizations."""
 
 
 ActorFactory = Callable[[OrgContext], ChildSpec]

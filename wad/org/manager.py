@@ -28,6 +28,7 @@ from wad.errors import WadError
 from wad.org import health
 from wad.org.actors import ACTORS
 from wad.org.context import ActorFactory, OrgContext
+from wad.org.inbound.priority import StoreFirst
 from wad.org.ownership import Lease, Ownership, lock_connection, lock_key
 from wad.org.session import SessionActor, SessionNotReady
 from wad.supervise import (
@@ -126,6 +127,9 @@ class OrgManager(OrgManagerAPI):
         self._lock = trio.Lock()
         self.health_spacing = health.RestartSpacing(settings.whatsapp.health_restart_spacing_s)
         """One health-check restart at a time across every organization (`wad.org.health`)."""
+        self.store_first = StoreFirst()
+        """Storing before processing while a flood comes, across every organization
+        (`wad.org.inbound.priority`)."""
 
     async def run(self, *, task_status: trio.TaskStatus[OrgManager] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -442,7 +446,7 @@ class OrgManager(OrgManagerAPI):
                                          health_spacing=self.health_spacing, lease=lease)
             ctx = OrgContext(org_id=org_id, settings=self.settings, db=self.db, bus=self.bus,
                              session=actor, inbound_events=receive, plugins=self.plugins,
-                             lease=lease)
+                             lease=lease, store_first=self.store_first)
             supervisor = self.org_supervisor(ctx)
             handle = OrgHandle(org_id=org_id, session=actor, supervisor=supervisor)
             self._orgs[org_id] = handle

@@ -4,7 +4,10 @@
 and its feed entry commit (or vanish) together. Cursors (`seq`) are per organization, start at 1
 and grow by one in commit order: the next cursor is taken by updating the organization's row of
 `change_cursors`, which stays locked until the transaction ends. Every commit notifies the
-`wad_changes` channel with the organization's id, so readers wake without polling.
+`wad_changes` channel with the organization's id, so readers wake without polling. The entries
+are written by one SQL function, `wad_record_changes` (migration 0015), which the statements that
+make a change and record it in one call use too; `message_data` and `client_data` have SQL twins
+there (`wad_message_data`, `wad_client_data`) that must give the same payloads.
 """
 
 from __future__ import annotations
@@ -48,14 +51,7 @@ async def record(db: Executor, *, organization_id: uuid.UUID, kind: str,
     """Add one change of `organization_id` and answer its cursor. Pass the connection of the
     transaction that makes the change (the pool only for a change that is nothing else)."""
     seq: int = await db.fetchval(
-        """WITH next AS (
-               INSERT INTO change_cursors AS c (organization_id, last) VALUES ($1, 1)
-               ON CONFLICT (organization_id) DO UPDATE SET last = c.last + 1
-               RETURNING last),
-           added AS (
-               INSERT INTO changes (organization_id, seq, kind, data)
-               SELECT $1, last, $2, $3 FROM next RETURNING seq)
-           SELECT seq FROM added, pg_notify('wad_changes', $1::text)""",
+        "SELECT wad_record_changes($1, ARRAY[$2::text], ARRAY[$3::jsonb])",
         organization_id, kind, data)
     return seq
 
@@ -68,18 +64,8 @@ async def record_many(db: Executor, *, organization_id: uuid.UUID,
     if not entries:
         return 0
     seq: int = await db.fetchval(
-        """WITH next AS (
-               INSERT INTO change_cursors AS c (organization_id, last) VALUES ($1, $4)
-               ON CONFLICT (organization_id) DO UPDATE SET last = c.last + $4
-               RETURNING last),
-           added AS (
-               INSERT INTO changes (organization_id, seq, kind, data)
-               SELECT $1, next.last - $4 + u.n, u.kind, u.data::jsonb
-               FROM next, unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(kind, data, n)
-               RETURNING seq)
-           SELECT max(seq) FROM added, pg_notify('wad_changes', $1::text)""",
-        organization_id, [kind for kind, _ in entries],
-        [json.dumps(data) for _, data in entries], len(entries))
+        "SELECT wad_record_changes($1, $2::text[], $3::text[]::jsonb[])",
+        organization_id, [kind for kind, _ in entries], [json.dumps(data) for _, data in entries])
     return seq
 
 

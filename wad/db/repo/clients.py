@@ -105,6 +105,18 @@ async def merge_metadata(db: Executor, *, client_id: uuid.UUID, metadata: dict[s
         return client
 
 
+async def update_derived(db: Executor, *, client_id: uuid.UUID, metadata: dict[str, Any],
+                         preferred_language: str | None) -> Client | None:
+    """What processing learns about a client, in one call (`wad_update_client`): `metadata`
+    merged into its metadata, its name set to the best one known (saved, else push, else the
+    metadata's "given_name"), its preferred language set when given. Written, with one
+    `client.updated` entry in the feed, only when something changes. Answers the client as it
+    is now, None when there is no such client."""
+    return one(Client, await db.fetchrow(
+        f"SELECT {_COLS} FROM wad_update_client($1, $2::jsonb, $3)",
+        client_id, metadata, preferred_language))
+
+
 async def _changed(db: Executor, client: Client, *, created: bool) -> None:
     await feed.record(db, organization_id=client.organization_id,
                          kind="client.created" if created else "client.updated",

@@ -386,23 +386,20 @@ async def get_many(db: Executor, *, message_ids: Sequence[uuid.UUID]) -> dict[uu
     return {m.id: m for m in many(Message, rows)}
 
 
-async def finish_many(db: Executor, *, done: Sequence[tuple[uuid.UUID, uuid.UUID | None,
-                                                            str | None]]
-                      ) -> dict[uuid.UUID, Message]:
-    """For many messages at once ((message id, conversation id, language) each), what
-    `set_processing_state(state="DONE", ...)` does: processed, one attempt counted, the
-    conversation and language kept when None. Answers id -> row."""
+async def finish_processing(db: Executor, *, organization_id: uuid.UUID,
+                            done: Sequence[tuple[uuid.UUID, uuid.UUID | None, str | None,
+                                                 uuid.UUID | None]]) -> int:
+    """Many messages processed at once ((message id, conversation id, language, client id)
+    each), in one call (`wad_finish_processing`, atomic): what `set_processing_state(state=
+    "DONE", ...)` does (one attempt counted, the conversation and language kept when None),
+    each conversation's `last_message_at` moved up to its messages, and a `message.stored`
+    entry for each message in the feed, in the order given. Answers how many were found."""
     if not done:
-        return {}
-    rows = await db.fetch(
-        f"""UPDATE messages m SET processing_state = 'DONE', processing_error = NULL,
-                processing_attempts = m.processing_attempts + 1,
-                conversation_id = coalesce(u.conversation_id, m.conversation_id),
-                language = coalesce(u.language, m.language)
-            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, conversation_id, language)
-            WHERE m.id = u.id RETURNING {columns(Message, "m")}""",
-        [m for m, _, _ in done], [c for _, c, _ in done], [lang for _, _, lang in done])
-    return {m.id: m for m in many(Message, rows)}
+        return 0
+    found: int = await db.fetchval(
+        "SELECT wad_finish_processing($1, $2::uuid[], $3::uuid[], $4::text[], $5::uuid[])",
+        organization_id, *(list(column) for column in zip(*done, strict=True)))
+    return found
 
 
 async def windows(db: Executor, *, conversation_ids: Sequence[uuid.UUID], limit: int = 50

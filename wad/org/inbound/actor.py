@@ -7,7 +7,8 @@ Order of work for a message event:
    own messages typed on the phone are stored as outgoing, sender HUMAN (AI or HUMAN when wad's
    own queue sent them). Groups, status broadcasts and channels are left alone unless configured.
    Acks, edits and revokes update the stored row.
-2. **Then process**, after a random delay, each chat's messages in order: client by phone
+2. **Then process**, after a random delay (and, in a flood, once the flood is stored:
+   `wad.org.inbound.priority`), each chat's messages in order: client by phone
    (E.164), the active conversation and its `last_message_at`, the client's name and the country
    of the number, the message's language and the client's preferred language (from the
    conversation), status detection through the plugins (history written for each change), the
@@ -61,7 +62,7 @@ from wad.bus import (
 from wad.config import InboundSettings, inbound_settings
 from wad.db.coalesce import Coalesced
 from wad.db.models import Client, Message, MessageStatus, NewMessage
-from wad.db.pool import Executor, database_unavailable
+from wad.db.pool import database_unavailable
 from wad.db.repo import changes
 from wad.db.repo import clients as clients_repo
 from wad.db.repo import conversations as conversations_repo
@@ -202,20 +203,24 @@ class InboundActor:
                     batch.append(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            now = time.time()
-            records = [SpoolRecord(at=now, event=event) for event in batch
-                       if isinstance(event, SpooledEvent)]
-            if not records:
-                continue
-            if self.spool:
-                # Events already wait for the database: these go behind them, in order.
-                await self._to_spool(records)
-                continue
-            self.stats["store_batches"] += 1
-            if not await self._stored(records):
-                # The whole batch waits (storing is idempotent: what was written before the
-                # failure is not stored twice when the spool writes it again).
-                await self._to_spool(records)
+            self.ctx.store_first.taken(self.org_id, len(batch))
+            await self._store_batch(batch)
+
+    async def _store_batch(self, batch: Sequence[Any]) -> None:
+        now = time.time()
+        records = [SpoolRecord(at=now, event=event) for event in batch
+                   if isinstance(event, SpooledEvent)]
+        if not records:
+            return
+        if self.spool:
+            # Events already wait for the database: these go behind them, in order.
+            await self._to_spool(records)
+            return
+        self.stats["store_batches"] += 1
+        if not await self._stored(records):
+            # The whole batch waits (storing is idempotent: what was written before the
+            # failure is not stored twice when the spool writes it again).
+            await self._to_spool(records)
 
     async def _stored(self, records: Sequence[SpoolRecord]) -> bool:
         """Store RECORDS (`_apply_all`); False, with the outage noted, when the database is
@@ -481,6 +486,7 @@ class InboundActor:
                 return
             try:
                 await trio.sleep_until(work.due)
+                await self.ctx.store_first.turn()  # a flood is stored before it is processed
                 async with self._chats:
                     await self._process_safely(work)
             finally:
@@ -689,16 +695,12 @@ class InboundActor:
     async def _finish_many(self, done: Sequence[tuple[Message, uuid.UUID, str | None,
                                                       uuid.UUID]]) -> list[None]:
         """Processed (`DONE`, in its conversation, whose `last_message_at` follows) and in the
-        feed as `message.stored`, in one transaction."""
+        feed as `message.stored`, in one call."""
         self.stats["finish_batches"] += 1
-        async with self.db.transaction() as tx:
-            await conversations_repo.touch_many(
-                tx, latest=[(conversation_id, m.sent_at) for m, conversation_id, _, _ in done])
-            rows = await messages_repo.finish_many(
-                tx, done=[(m.id, conversation_id, lang) for m, conversation_id, lang, _ in done])
-            await changes.record_many(tx, organization_id=self.org_id, entries=[
-                ("message.stored", changes.message_data(rows.get(m.id, m), client_id=client_id))
-                for m, _, _, client_id in done])
+        await messages_repo.finish_processing(
+            self.db, organization_id=self.org_id,
+            done=[(m.id, conversation_id, lang, client_id)
+                  for m, conversation_id, lang, client_id in done])
         return [None] * len(done)
 
     async def _phone_of_lid(self, wid: str) -> str | None:
@@ -776,26 +778,13 @@ class InboundActor:
         given = names.given_name(message.body or "") if message.direction == "IN" else None
         if given and client.metadata.get("given_name") != given:
             metadata["given_name"] = given
-        if not metadata:
-            return await self._update_names(self.db, client, preferred)
-        async with self.db.transaction() as tx:  # one commit for both
-            client = await clients_repo.merge_metadata(
-                tx, client_id=client.id, metadata=metadata) or client
-            return await self._update_names(tx, client, preferred)
-
-    @staticmethod
-    async def _update_names(db: Executor, client: Client, preferred: str | None) -> Client:
-        """The client's name from the best one known, and its preferred language, if they
-        changed."""
         best = client.saved_name or client.push_name or client.metadata.get("given_name")
-        name = best if best and best != client.name else None
-        language_change = (preferred if preferred and preferred != client.preferred_language
-                           else None)
-        if name or language_change:
-            client = await clients_repo.update_profile(
-                db, client_id=client.id, name=name,
-                preferred_language=language_change) or client
-        return client
+        if (not metadata and (not best or best == client.name)
+                and (not preferred or preferred == client.preferred_language)):
+            return client  # nothing to change: no call
+        return await clients_repo.update_derived(
+            self.db, client_id=client.id, metadata=metadata,
+            preferred_language=preferred) or client
 
     async def _detect_status(self, client: Client, window: Sequence[Message]) -> Client:
         if self.pm is None:
