@@ -506,6 +506,11 @@ async def detect_status(
         invalid="plugin answered an invalid status decision; skipped", accept=accept)
 
 
+def has_agents(pm: PluginManager) -> bool:
+    """Whether any plugin implements `wad_agent_reply` (else nothing needs asking)."""
+    return bool(pm.hook.wad_agent_reply.get_hookimpls())
+
+
 async def agent_reply(
     pm: PluginManager, *, message: Message, client: Client, conversation: Sequence[Message]
 ) -> AgentReply | None:

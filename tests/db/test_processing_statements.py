@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import trio
+
 from wad.db.models import Message, NewMessage
 from wad.db.pool import Database
 from wad.db.repo import changes, clients, conversations, messages, organizations
@@ -141,3 +143,61 @@ async def test_a_client_update_writes_once_and_only_when_something_changes(
     assert given is not None and given.name == "Bakyt"
     assert await clients.update_derived(db, client_id=uuid.uuid4(), metadata=country,
                                         preferred_language="ru") is None
+
+
+async def test_clients_upserted_in_one_call_come_with_their_entries(db: Database) -> None:
+    org = (await organizations.create(db, name="Talas Tours")).id
+    same, _ = await clients.upsert(db, organization_id=org, phone="+996555000001",
+                                   push_name="Same")
+    renamed, _ = await clients.upsert(db, organization_id=org, phone="+996555000002",
+                                      push_name="Old")
+    before = len(await _feed(db, org))
+
+    found = await clients.upsert_many(db, organization_id=org, entries=[
+        ("+996555000003", "New"), ("+996555000001", "Same"), ("+996555000002", "Renamed"),
+        ("+996555000001", None)])
+
+    assert {phone: (c.push_name, created) for phone, (c, created) in found.items()} == {
+        "+996555000001": ("Same", False), "+996555000002": ("Renamed", False),
+        "+996555000003": ("New", True)}
+    assert found["+996555000001"][0] == same  # nothing to change: not written
+    assert found["+996555000002"][0].id == renamed.id
+    feed = (await _feed(db, org))[before:]
+    assert [(c.kind, c.data) for c in feed] == [
+        ("client.updated", changes.client_data(found["+996555000002"][0])),
+        ("client.created", changes.client_data(found["+996555000003"][0]))]
+
+
+async def test_active_conversations_found_and_made_in_one_call_even_in_a_race(
+        db: Database) -> None:
+    org = (await organizations.create(db, name="Batken Tours")).id
+    known, _ = await clients.upsert(db, organization_id=org, phone="+996555000001")
+    fresh, _ = await clients.upsert(db, organization_id=org, phone="+996555000002")
+    raced, _ = await clients.upsert(db, organization_id=org, phone="+996555000003")
+    existing, _ = await conversations.get_or_create_active(db, organization_id=org,
+                                                           client_id=known.id)
+
+    found = await conversations.active_for_many(db, organization_id=org, chats=[
+        (known.id, "996555000001@c.us"), (fresh.id, "996555000002@c.us")])
+    assert found[known.id] == existing.id
+    made = await conversations.get(db, conversation_id=found[fresh.id])
+    assert made is not None and made.client_id == fresh.id and made.status == "ACTIVE"
+
+    # Another transaction makes the conversation while the call runs: the call's statement
+    # does not see it (it waits for that transaction, then makes nothing), and still answers it.
+    answers: dict[uuid.UUID, uuid.UUID] = {}
+    async with db.transaction() as tx:
+        theirs = await tx.fetchval(
+            "INSERT INTO conversations (organization_id, client_id, wa_chat_id) "
+            "VALUES ($1, $2, '996555000003@c.us') RETURNING id", org, raced.id)
+
+        async def call() -> None:
+            answers.update(await conversations.active_for_many(
+                db, organization_id=org, chats=[(raced.id, "996555000003@c.us")]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(0.5)  # the call waits on the uncommitted row meanwhile
+            assert answers == {}
+            await tx.execute("COMMIT; BEGIN")  # commits it; the block commits an empty rest
+    assert answers == {raced.id: theirs}

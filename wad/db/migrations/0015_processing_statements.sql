@@ -1,6 +1,6 @@
 -- Processing an incoming message in fewer round trips (issue 20). A lone message from a new
 -- sender made about 22 round trips; each costs the daemon's event loop and PostgreSQL more than
--- the statement itself. Three of its transactions (BEGIN, statements, feed entries, COMMIT)
+-- the statement itself. Four of its transactions (BEGIN, statements, feed entries, COMMIT)
 -- become one call each here:
 --   * `wad_record_changes`: the feed's entries (`changes`), the organization's cursor and the
 --     NOTIFY; `wad.db.repo.changes.record` and `record_many` call it too, so the feed is written
@@ -8,7 +8,8 @@
 --   * `wad_finish_processing`: messages processed (`DONE`, conversation, language), their
 --     conversations' `last_message_at`, and their `message.stored` entries;
 --   * `wad_update_client`: a client's metadata, name and preferred language, and its
---     `client.updated` entry.
+--     `client.updated` entry;
+--   * `wad_upsert_clients`: new clients (and changed push names), with their entries.
 -- The entries' payloads are built here as `wad.db.repo.changes.message_data` and `client_data`
 -- build them (tests/db/test_feed_sql.py holds the two to the same output).
 
@@ -132,5 +133,39 @@ BEGIN
     PERFORM wad_record_changes(v_new.organization_id, ARRAY['client.updated'],
                                ARRAY[wad_client_data(v_new)]);
     RETURN NEXT v_new;
+END
+$$;
+
+-- Clients by phone, created when missing, their push names refreshed when given and different
+-- (as `wad.db.repo.clients.upsert_many` asks, for the phones it did not find as wanted): each
+-- creation or change with its `client.created` or `client.updated` entry, in the order of the
+-- phones. Answers the clients written, each with whether it was created; a phone whose client
+-- needed no change is not answered.
+CREATE FUNCTION wad_upsert_clients(p_org uuid, p_phones text[], p_push_names text[])
+RETURNS TABLE (client clients, created boolean) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_rows clients[];
+    v_created boolean[];
+BEGIN
+    WITH written AS (
+        INSERT INTO clients AS c (organization_id, phone, push_name)
+        SELECT p_org, u.phone, u.push_name
+        FROM unnest(p_phones, p_push_names) AS u(phone, push_name)
+        ON CONFLICT (organization_id, phone) DO UPDATE
+            SET push_name = coalesce(EXCLUDED.push_name, c.push_name)
+            WHERE EXCLUDED.push_name IS NOT NULL
+                  AND EXCLUDED.push_name IS DISTINCT FROM c.push_name
+        RETURNING c AS row, (c.xmax = 0) AS made
+    )
+    SELECT array_agg(w.row ORDER BY (w.row).phone), array_agg(w.made ORDER BY (w.row).phone)
+    INTO v_rows, v_created FROM written w;
+    PERFORM wad_record_changes(
+        p_org,
+        ARRAY(SELECT CASE WHEN v_created[i] THEN 'client.created' ELSE 'client.updated' END
+              FROM generate_subscripts(v_rows, 1) AS i ORDER BY i),
+        ARRAY(SELECT wad_client_data(v_rows[i]) FROM generate_subscripts(v_rows, 1) AS i
+              ORDER BY i));
+    RETURN QUERY SELECT v_rows[i], v_created[i] FROM generate_subscripts(v_rows, 1) AS i
+                 ORDER BY i;
 END
 $$;

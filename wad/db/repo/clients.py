@@ -290,16 +290,6 @@ async def set_statuses(db: Executor, *, changes: Sequence[tuple[uuid.UUID, Clien
     return made
 
 
-_UPSERT_MANY = f"""
-INSERT INTO clients AS c (organization_id, phone, push_name)
-SELECT $1, u.phone, u.push_name FROM unnest($2::text[], $3::text[]) AS u(phone, push_name)
-ON CONFLICT (organization_id, phone) DO UPDATE
-    SET push_name = coalesce(EXCLUDED.push_name, c.push_name)
-    WHERE EXCLUDED.push_name IS NOT NULL AND EXCLUDED.push_name IS DISTINCT FROM c.push_name
-RETURNING {_COLS}, (xmax = 0) AS created
-"""
-
-
 async def upsert_many(db: Executor, *, organization_id: uuid.UUID,
                       entries: Sequence[tuple[str, str | None]]
                       ) -> dict[str, tuple[Client, bool]]:
@@ -319,12 +309,12 @@ async def upsert_many(db: Executor, *, organization_id: uuid.UUID,
             found[client.phone] = (client, False)
     rest = {phone: push for phone, push in wanted.items() if phone not in found}
     if rest:
-        async with atomic(db) as tx:
-            for row in await tx.fetch(_UPSERT_MANY, organization_id, list(rest),
-                                      list(rest.values())):
-                client, created = returned(Client, row), bool(row["created"])
-                await _changed(tx, client, created=created)
-                found[client.phone] = (client, created)
+        # One call writes them and their feed entries (`wad_upsert_clients`, atomic).
+        for row in await db.fetch(
+                "SELECT (r.client).*, r.created "
+                "FROM wad_upsert_clients($1, $2::text[], $3::text[]) AS r",
+                organization_id, list(rest), list(rest.values())):
+            found[row["phone"]] = (returned(Client, row), bool(row["created"]))
         unchanged = [phone for phone in rest if phone not in found]
         if unchanged:
             for client in await _by_phones(db, organization_id, unchanged):

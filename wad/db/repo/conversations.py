@@ -59,6 +59,23 @@ async def active_for_many(db: Executor, *, organization_id: uuid.UUID,
         return {}
     chats = list(dict(reversed(chats)).items())
     ids = [c for c, _ in chats]
+    # One statement: the conversations that exist (as its snapshot sees them) and those it
+    # makes. A conversation made meanwhile by another transaction is in neither: then the two
+    # statements below, the second of which sees it.
+    rows = await db.fetch(
+        """WITH u AS (SELECT * FROM unnest($2::uuid[], $3::text[]) AS u(client_id, wa_chat_id)),
+                found AS (SELECT c.id, c.client_id FROM conversations c JOIN u USING (client_id)
+                          WHERE c.status = 'ACTIVE' AND c.channel = 'WHATSAPP'),
+                made AS (INSERT INTO conversations (organization_id, client_id, wa_chat_id)
+                         SELECT $1, u.client_id, u.wa_chat_id FROM u
+                         WHERE u.client_id NOT IN (SELECT client_id FROM found)
+                         ON CONFLICT (client_id) WHERE status = 'ACTIVE' AND channel = 'WHATSAPP'
+                         DO NOTHING RETURNING id, client_id)
+           SELECT id, client_id FROM found UNION ALL SELECT id, client_id FROM made""",
+        organization_id, ids, [w for _, w in chats])
+    answered = {r["client_id"]: r["id"] for r in rows}
+    if len(answered) == len(ids):
+        return answered
     await db.execute(
         """INSERT INTO conversations (organization_id, client_id, wa_chat_id)
            SELECT $1, u.client_id, u.wa_chat_id

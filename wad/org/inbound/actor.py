@@ -813,8 +813,8 @@ class InboundActor:
 
     async def _ask_agent(self, message: Message, client: Client,
                          window: Sequence[Message]) -> None:
-        if self.pm is None:
-            return
+        if self.pm is None or not plugin_calls.has_agents(self.pm):
+            return  # no agent to ask: not even whether the client wrote again
         if await messages_repo.has_later(self.db, message=message):
             return  # the client wrote again (or someone answered): reply to the latest only
         reply = await plugin_calls.agent_reply(
