@@ -6,7 +6,10 @@ private PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing
                                       [--store-only] [--profile 25] [--profile-out PATH]
                                       [--profile-phase burst|paced] [--page-profile 25]
 
-The simulator runs in a process of its own (`wad sim`), so its work is not counted as wad's;
+Each number of `--orgs` is a case of its own, run one after the other (a number may be given
+twice: `--orgs 10 10 10` measures the same case three times, each on a fresh database and
+fresh browsers). The simulator runs in a process of its own (`wad sim`), so its work is not
+counted as wad's;
 this process plays the daemon (organization manager, sessions, inbound actors), with Playwright's
 driver and the Chromiums as its children. For each number of organizations it prints:
 - a burst: every organization's phone delivers `--messages` messages in control calls of
