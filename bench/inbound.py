@@ -5,6 +5,7 @@ private PostgreSQL (fsync on, as the daemon's embedded cluster runs). Processing
     .venv/bin/python bench/inbound.py [--orgs 1 10] [--messages 200] [--rate 10] [--no-fsync]
                                       [--store-only] [--profile 25] [--profile-out PATH]
                                       [--profile-phase burst|paced] [--page-profile 25]
+                                      [--browser-mode per-org|shared]
 
 Each number of `--orgs` is a case of its own, run one after the other (a number may be given
 twice: `--orgs 10 10 10` measures the same case three times, each on a fresh database and
@@ -58,6 +59,7 @@ import trio
 import trio_asyncio
 
 from wad.browser.driver import BrowserDriver
+from wad.browser.shared import open_sessions
 from wad.bus import EventBus, MessageStored, SessionStatus
 from wad.config import DaemonSettings, InboundSettings, Settings, WhatsAppSettings
 from wad.daemon import freeze_heap
@@ -157,18 +159,22 @@ async def run_case(*, case: int, n_orgs: int, messages: int, rate: float, dsn: s
                    sim_url: str, sim_pid: int, postmaster: int | None,
                    inbound: InboundSettings = NO_DELAYS, profile: int = 0,
                    profile_out: str = "", profile_phase: str = "burst", chromium: str = "",
-                   page_profile: int = 0) -> dict[str, Any]:
+                   page_profile: int = 0, browser_mode: str = "per-org") -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)),
                             whatsapp=WhatsAppSettings(
                                 url=sim_url, health_check_interval_s=10.0, ready_timeout_s=60.0,
-                                chromium_path=chromium or WhatsAppSettings().chromium_path))
+                                chromium_path=chromium or WhatsAppSettings().chromium_path,
+                                browser_mode=browser_mode))  # type: ignore[arg-type]
         bus = EventBus()
         recorder = Recorder()
         await nursery.start(recorder.run, bus)
         async with (
             Database.open(dsn, min_size=2, max_size=20) as db,
-            BrowserDriver.open(settings.whatsapp) as driver,
+            BrowserDriver.open(settings.whatsapp) as browser_driver,
+            open_sessions(browser_driver, mode=browser_mode,
+                          orgs_per_browser=settings.whatsapp.orgs_per_browser,
+                          save_interval_s=settings.whatsapp.storage_save_interval_s) as driver,
             SimClient(sim_url, timeout=120) as phone,
         ):
             await phone.config(qr_rotate_s=5.0, sync_delay_s=0.3)
@@ -399,7 +405,8 @@ async def main_async(args: argparse.Namespace, root: Path, sim: SimProcess
                                         profile_out=args.profile_out,
                                         profile_phase=args.profile_phase,
                                         chromium=args.chromium,
-                                        page_profile=args.page_profile)
+                                        page_profile=args.page_profile,
+                                        browser_mode=args.browser_mode)
             finally:
                 await trio.to_thread.run_sync(functools.partial(cluster.stop, mode="fast"))
             results.append(result)
@@ -444,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --profile, also write the profile (pstats) to PATH.<orgs>")
     parser.add_argument("--profile-phase", choices=["burst", "paced"], default="burst",
                         help="with --profile, which part of the run to profile")
+    parser.add_argument("--browser-mode", choices=("per-org", "shared"), default="per-org",
+                        help="one Chromium per organization (default), or organizations "
+                             "sharing Chromiums as browser contexts (`whatsapp.browser_mode`)")
     parser.add_argument("--page-profile", type=int, default=0, metavar="N",
                         help="print the N JavaScript functions of the first organization's page "
                         "that took most samples during the burst")
