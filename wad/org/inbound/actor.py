@@ -7,8 +7,8 @@ Order of work for a message event:
    own messages typed on the phone are stored as outgoing, sender HUMAN (AI or HUMAN when wad's
    own queue sent them). Groups, status broadcasts and channels are left alone unless configured.
    Acks, edits and revokes update the stored row.
-2. **Then process**, after a random delay (and, in a flood, once the flood is stored:
-   `wad.org.inbound.priority`), each chat's messages in order: client by phone
+2. **Then process**, after a random delay (and, while any organization floods, once the
+   flood is stored: `wad.org.inbound.priority`), each chat's messages in order: client by phone
    (E.164), the active conversation and its `last_message_at`, the client's name and the country
    of the number, the message's language and the client's preferred language (from the
    conversation), status detection through the plugins (history written for each change), the
@@ -207,6 +207,7 @@ class InboundActor:
             await self._store_batch(batch)
 
     async def _store_batch(self, batch: Sequence[Any]) -> None:
+        """Store a batch of the session's events, or spool it while the database is away."""
         now = time.time()
         records = [SpoolRecord(at=now, event=event) for event in batch
                    if isinstance(event, SpooledEvent)]
