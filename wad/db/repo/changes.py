@@ -12,9 +12,7 @@ there (`wad_message_data`, `wad_client_data`) that must give the same payloads.
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -53,19 +51,6 @@ async def record(db: Executor, *, organization_id: uuid.UUID, kind: str,
     seq: int = await db.fetchval(
         "SELECT wad_record_changes($1, ARRAY[$2::text], ARRAY[$3::jsonb])",
         organization_id, kind, data)
-    return seq
-
-
-async def record_many(db: Executor, *, organization_id: uuid.UUID,
-                      entries: Sequence[tuple[str, dict[str, Any]]]) -> int:
-    """`record` for many changes of one organization at once ((kind, data) each), in one
-    statement: they get consecutive cursors in the order given. Answers the last cursor (0 when
-    there is nothing to record)."""
-    if not entries:
-        return 0
-    seq: int = await db.fetchval(
-        "SELECT wad_record_changes($1, $2::text[], $3::text[]::jsonb[])",
-        organization_id, [kind for kind, _ in entries], [json.dumps(data) for _, data in entries])
     return seq
 
 
