@@ -3,7 +3,7 @@
 -- the statement itself. Four of its transactions (BEGIN, statements, feed entries, COMMIT)
 -- become one call each here:
 --   * `wad_record_changes`: the feed's entries (`changes`), the organization's cursor and the
---     NOTIFY; `wad.db.repo.changes.record` and `record_many` call it too, so the feed is written
+--     NOTIFY; `wad.db.repo.changes.record` calls it too, so the feed is written
 --     in one place;
 --   * `wad_finish_processing`: messages processed (`DONE`, conversation, language), their
 --     conversations' `last_message_at`, and their `message.stored` entries;
